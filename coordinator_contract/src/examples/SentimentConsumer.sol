@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {InferenceConsumer} from "../consumer/InferenceConsumer.sol";
+
+/// @title SentimentConsumer
+/// @notice Example dApp: asks a text classifier for the sentiment of a sentence and stores the answer.
+/// The model's input ABI is `(string)` and its output ABI is `(string label, uint256 scoreE6)`.
+contract SentimentConsumer is InferenceConsumer {
+    /// @notice Gas the callback needs: decode and store a short label and a score.
+    uint32 public constant CALLBACK_GAS_LIMIT = 200_000;
+
+    struct Sentiment {
+        string text;
+        string label;
+        uint256 scoreE6;
+        bool answered;
+    }
+
+    /// @notice A sentence was sent for classification.
+    event SentimentRequested(uint256 indexed requestId, string text);
+    /// @notice The classifier's answer arrived on-chain.
+    event SentimentReceived(uint256 indexed requestId, string label, uint256 scoreE6);
+
+    /// @notice keccak256 of the model name the node operators serve, e.g. "classify/minilm-sentiment@1".
+    bytes32 public immutable modelId;
+    /// @notice Every request this contract made, by request id.
+    mapping(uint256 => Sentiment) public sentiments;
+
+    constructor(address coordinator_, bytes32 modelId_) InferenceConsumer(coordinator_) {
+        modelId = modelId_;
+    }
+
+    /// @notice Asks for the sentiment of `text`; `msg.value` is the fee.
+    function askSentiment(string calldata text) external payable returns (uint256 requestId) {
+        requestId = _requestInference(modelId, abi.encode(text), CALLBACK_GAS_LIMIT, msg.value);
+        sentiments[requestId].text = text;
+        emit SentimentRequested(requestId, text);
+    }
+
+    function _onInferenceResult(uint256 requestId, bytes calldata output) internal override {
+        (string memory label, uint256 scoreE6) = abi.decode(output, (string, uint256));
+        Sentiment storage s = sentiments[requestId];
+        s.label = label;
+        s.scoreE6 = scoreE6;
+        s.answered = true;
+        emit SentimentReceived(requestId, label, scoreE6);
+    }
+}

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/// @notice The forge cheatcodes this project's tests use (the npm forge-std is broken, so we keep our own).
+interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function prank(address sender) external;
+    function startPrank(address sender) external;
+    function stopPrank() external;
+    function deal(address account, uint256 newBalance) external;
+    function expectRevert(bytes calldata revertData) external;
+    function expectRevert(bytes4 revertData) external;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData) external;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter)
+        external;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
+    function addr(uint256 privateKey) external pure returns (address);
+    function label(address account, string calldata newLabel) external;
+    function toString(uint256 value) external pure returns (string memory);
+    function toString(address value) external pure returns (string memory);
+    function toString(bytes32 value) external pure returns (string memory);
+    function toString(bytes calldata value) external pure returns (string memory);
+}
+
+/// @notice Minimal test base: cheatcodes, assertions that fail with both values, and `bound` for fuzz inputs.
+abstract contract Test {
+    Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    function fail(string memory message) internal pure {
+        revert(string.concat("assertion failed: ", message));
+    }
+
+    function assertTrue(bool condition, string memory message) internal pure {
+        if (!condition) fail(message);
+    }
+
+    function assertFalse(bool condition, string memory message) internal pure {
+        if (condition) fail(message);
+    }
+
+    function assertEq(uint256 a, uint256 b, string memory message) internal pure {
+        if (a != b) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+    }
+
+    function assertEq(address a, address b, string memory message) internal pure {
+        if (a != b) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+    }
+
+    function assertEq(bytes32 a, bytes32 b, string memory message) internal pure {
+        if (a != b) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+    }
+
+    function assertEq(bool a, bool b, string memory message) internal pure {
+        if (a != b) fail(message);
+    }
+
+    function assertEq(string memory a, string memory b, string memory message) internal pure {
+        if (keccak256(bytes(a)) != keccak256(bytes(b))) fail(string.concat(message, ": '", a, "' != '", b, "'"));
+    }
+
+    function assertEq(bytes memory a, bytes memory b, string memory message) internal pure {
+        if (keccak256(a) != keccak256(b)) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+    }
+
+    function assertLe(uint256 a, uint256 b, string memory message) internal pure {
+        if (a > b) fail(string.concat(message, ": ", vm.toString(a), " > ", vm.toString(b)));
+    }
+
+    function assertGe(uint256 a, uint256 b, string memory message) internal pure {
+        if (a < b) fail(string.concat(message, ": ", vm.toString(a), " < ", vm.toString(b)));
+    }
+
+    /// @dev Maps any `x` into [min, max] without discarding fuzz runs (unlike `vm.assume`).
+    function bound(uint256 x, uint256 min, uint256 max) internal pure returns (uint256) {
+        require(min <= max, "bound: min > max");
+        if (x >= min && x <= max) return x;
+        uint256 size = max - min + 1;
+        if (size == 0) return x; // the full uint256 range
+        return min + (x % size);
+    }
+}
