@@ -1,0 +1,1 @@
+"""Infera model servers: a shared runtime and one package per model."""

@@ -1,0 +1,1 @@
+"""Text classifier server: zero-shot over MiniLM sentence embeddings, labels described in words."""

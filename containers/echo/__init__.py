@@ -1,0 +1,1 @@
+"""Echo server: returns its input bytes unchanged. For tests, benchmarks and wiring checks."""

@@ -1,0 +1,1 @@
+"""The model-server runtime shared by every Infera container."""

@@ -1,0 +1,150 @@
+"""Coordinator ABI access from the forge build artifacts: event decoding, calldata, revert decoding.
+
+Guarantees: selectors, topics and error names all come from the compiled ABI, never from hand-copied hex, so
+they cannot drift from the contract.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import eth_abi
+from eth_typing import ChecksumAddress
+from eth_utils import keccak, to_checksum_address
+
+from node.errors import ConfigError
+
+DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "coordinator_contract" / "out"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A compiled contract: its ABI and creation bytecode."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+
+
+def load_artifact(name: str, artifacts_dir: Path | None = None) -> Artifact:
+    """Loads `<out>/<name>.sol/<name>.json` as written by `forge build`."""
+    out = artifacts_dir or DEFAULT_ARTIFACTS_DIR
+    path = out / f"{name}.sol" / f"{name}.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"chain.artifacts_dir: {path} not found; run `make build` (forge build) first") from None
+    code = data.get("bytecode", {}).get("object", "0x")
+    return Artifact(name=name, abi=data["abi"], bytecode=bytes.fromhex(code.removeprefix("0x")))
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    kind: str = param["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in param["components"])
+        return f"({inner}){kind[5:]}"
+    return kind
+
+
+def signature(entry: dict[str, Any]) -> str:
+    """`name(type,...)` of an ABI function, event or error."""
+    return f"{entry['name']}({','.join(_canonical_type(p) for p in entry.get('inputs', []))})"
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """A `RequestCreated` event, with where it was seen."""
+
+    request_id: int
+    model_id: bytes
+    consumer: ChecksumAddress
+    input: bytes
+    fee_wei: int
+    callback_gas_limit: int
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class DecodedError:
+    """A revert decoded with the ABI: `name` and its arguments, or `name` None when unknown."""
+
+    name: str | None
+    args: tuple[Any, ...]
+    raw: bytes
+
+    def __str__(self) -> str:
+        if self.name is None:
+            return f"unknown revert 0x{self.raw.hex()}"
+        return f"{self.name}({', '.join(str(a) for a in self.args)})"
+
+
+class CoordinatorAbi:
+    """Encodes and decodes what the node exchanges with the coordinator, from its compiled ABI."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self.abi = abi
+        self._functions = {e["name"]: e for e in abi if e["type"] == "function"}
+        self._events = {e["name"]: e for e in abi if e["type"] == "event"}
+        self.errors: dict[bytes, dict[str, Any]] = {
+            keccak(text=signature(e))[:4]: e for e in abi if e["type"] == "error"
+        }
+        created = self._events["RequestCreated"]
+        self.request_created_topic = "0x" + keccak(text=signature(created)).hex()
+        self._created_data_types = [_canonical_type(p) for p in created["inputs"] if not p["indexed"]]
+        self._deliver_selector = self.selector("deliver")
+
+    @classmethod
+    def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
+        return cls(load_artifact("Coordinator", artifacts_dir).abi)
+
+    def selector(self, function: str) -> bytes:
+        return keccak(text=signature(self._functions[function]))[:4]
+
+    def encode_call(self, function: str, *args: Any) -> bytes:
+        entry = self._functions[function]
+        types = [_canonical_type(p) for p in entry["inputs"]]
+        return self.selector(function) + eth_abi.encode(types, list(args))
+
+    def deliver_calldata(self, request_id: int, output: bytes) -> bytes:
+        return self._deliver_selector + eth_abi.encode(["uint256", "bytes"], [request_id, output])
+
+    def decode_request_created(self, log: Any) -> InferenceRequest:
+        """Decodes a `RequestCreated` log as returned by web3 (subscription or eth_getLogs)."""
+        topics = log["topics"]
+        input_, fee, gas_limit = eth_abi.decode(self._created_data_types, bytes(log["data"]))
+        tx_hash = log["transactionHash"]
+        return InferenceRequest(
+            request_id=int.from_bytes(bytes(topics[1]), "big"),
+            model_id=bytes(topics[2]),
+            consumer=to_checksum_address(bytes(topics[3])[12:]),
+            input=bytes(input_),
+            fee_wei=int(fee),
+            callback_gas_limit=int(gas_limit),
+            block_number=int(log["blockNumber"]),
+            tx_hash="0x" + bytes(tx_hash).hex(),
+            log_index=int(log["logIndex"]),
+        )
+
+    def decode_error(self, data: bytes) -> DecodedError:
+        """Names a revert from the ABI's custom errors (or Solidity's `Error(string)`)."""
+        entry = self.errors.get(data[:4])
+        if entry is not None:
+            types = [_canonical_type(p) for p in entry["inputs"]]
+            try:
+                return DecodedError(entry["name"], tuple(eth_abi.decode(types, data[4:])), data)
+            except Exception:
+                return DecodedError(entry["name"], (), data)
+        if data[:4] == keccak(text="Error(string)")[:4]:
+            (reason,) = eth_abi.decode(["string"], data[4:])
+            return DecodedError("Error", (reason,), data)
+        return DecodedError(None, (), data)
+
+
+def model_id(name: str) -> bytes:
+    """On-chain id of a model name: keccak256 of its UTF-8 bytes."""
+    return keccak(text=name)

@@ -1,0 +1,138 @@
+"""The node's one typed config tree: a TOML file, overridden by `INFERA_…` environment variables.
+
+Guarantees: a config that loads is complete and consistent; a bad one raises `ConfigError` whose message names
+every bad key (`chain.rpc_url: ...`). Secrets never live in the file: the key comes from an env var or an
+encrypted keystore named here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from eth_utils import is_address, to_checksum_address
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from node.errors import ConfigError
+
+
+def _checksum(value: str) -> str:
+    if not is_address(value):
+        raise ValueError(f"not an Ethereum address: {value!r}")
+    return str(to_checksum_address(value))
+
+
+Address = Annotated[str, AfterValidator(_checksum)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChainConfig(_Section):
+    rpc_url: str = Field(pattern=r"^https?://", description="HTTP JSON-RPC endpoint")
+    ws_url: str | None = Field(default=None, pattern=r"^wss?://", description="WebSocket endpoint for logs")
+    coordinator_address: Address
+    start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    artifacts_dir: Path | None = None
+    max_fee_per_gas_wei: int = Field(default=500 * 10**9, gt=0, description="cap on maxFeePerGas")
+    priority_fee_wei: int = Field(default=10**9, ge=0)
+    receipt_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class WalletConfig(_Section):
+    private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
+    keystore_path: Path | None = None
+    keystore_password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WalletConfig:
+        if self.keystore_path is not None and not self.keystore_password_env:
+            raise ValueError("keystore_path needs keystore_password_env (the env var holding its password)")
+        if self.keystore_path is None and not self.private_key_env:
+            raise ValueError("set private_key_env or keystore_path")
+        return self
+
+
+class ModelConfig(_Section):
+    name: str = Field(min_length=1, description='served model name, e.g. "classify/minilm-sentiment@1"')
+    url: str = Field(pattern=r"^https?://", description="base URL of the model container")
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = False
+
+
+class NodeConfig(BaseSettings):
+    """Root of the config file. Nested keys are overridden by `INFERA_<SECTION>__<KEY>` env variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERA_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    chain: ChainConfig
+    wallet: WalletConfig = WalletConfig()
+    models: list[ModelConfig] = Field(min_length=1)
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> NodeConfig:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides the file (passed as init kwargs).
+        return env_settings, init_settings
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: `dotted.key: reason`."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and section)"
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def parse_config(data: dict[str, Any]) -> NodeConfig:
+    """Validates a config mapping (plus env overrides); raises `ConfigError` naming every bad key."""
+    try:
+        return NodeConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(format_errors(exc))) from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Reads and validates a TOML config file; raises `ConfigError` with the file and every bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,350 @@
+"""A whole Infera system on one machine: anvil, the contracts, a model container and the node.
+
+`infera devnet` and the e2e tests both use `Devnet`. Guarantees: every process it starts is stopped when the
+`with` block ends, however it ends (answer, error, Ctrl-C); each process writes its log to the work folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import HTTPProvider, Web3
+from web3.contract import Contract
+
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACTS_DIR = ROOT / "coordinator_contract"
+# Anvil's public development mnemonic: its keys hold only devnet ETH and are known to everyone.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_MODEL = "classify/minilm-sentiment@1"
+DEFAULT_FEE_WEI = 10**15
+
+T = TypeVar("T")
+
+
+class DevnetError(RuntimeError):
+    """A devnet step failed; the message says which and where its log is."""
+
+
+def tool(name: str) -> str:
+    """Path of a chain tool: the pinned one in node_modules, else one on PATH."""
+    local = ROOT / "node_modules" / ".bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise DevnetError(f"{name} not found: run `npm ci` in {ROOT} (or `make deps`)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.05,
+    alive: Callable[[], None] | None = None,
+) -> T:
+    """Polls `check` until it returns a value that is not None/False; raises `TimeoutError` naming `what`.
+
+    `alive` is called on each round and may raise to stop waiting early (a process that died).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if alive is not None:
+            alive()
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def dev_account(index: int) -> LocalAccount:
+    """The anvil dev account at `index` (0 deploys, 1 runs the node, 2 is the dApp's user)."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def forge_build() -> None:
+    """Compiles the contracts (incremental) with the pinned forge and solc-js."""
+    result = subprocess.run(
+        [tool("forge"), "build", "--quiet"], cwd=CONTRACTS_DIR, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DevnetError(f"forge build failed:\n{result.stdout}{result.stderr}")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise DevnetError(f"{self.name} exited with code {code}; its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    coordinator: Contract
+    consumer: Contract
+    start_block: int
+
+
+class Devnet:
+    """Starts and stops the parts of a local Infera system; use as a context manager."""
+
+    def __init__(self, workdir: Path, *, model_name: str = DEFAULT_MODEL) -> None:
+        self.workdir = workdir
+        self.model_name = model_name
+        self.procs: list[Proc] = []
+        self.rpc_port = free_port()
+        self.rpc_url = f"http://127.0.0.1:{self.rpc_port}"
+        self.ws_url = f"ws://127.0.0.1:{self.rpc_port}"
+        self.w3 = Web3(HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+        self.deployer = dev_account(0)
+        self.node_account = dev_account(1)
+        self.user = dev_account(2)
+        self.deployment: Deployment | None = None
+        self.abi = CoordinatorAbi.from_artifacts() if (CONTRACTS_DIR / "out").exists() else None
+
+    def __enter__(self) -> Devnet:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object | TracebackType | None) -> None:
+        self.stop_all()
+
+    # ------------------------------------------------------------------------------------------- processes
+
+    def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Proc:
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(
+                list(argv), stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                cwd=ROOT, start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, timeout_s: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; returns the exit code."""
+        if proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+        return int(proc.popen.returncode)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+    # ------------------------------------------------------------------------------------------------ parts
+
+    def start_anvil(self, *extra: str) -> Proc:
+        proc = self.start("anvil", [tool("anvil"), "--host", "127.0.0.1", "--port", str(self.rpc_port),
+                                    "--mnemonic", ANVIL_MNEMONIC, *extra])
+        wait_until(lambda: self._rpc_up(), timeout_s=30, what=f"anvil on {self.rpc_url}", alive=proc.check_alive)
+        return proc
+
+    def _rpc_up(self) -> bool:
+        try:
+            return self.w3.is_connected()
+        except Exception:
+            return False
+
+    def _transact(self, fn: Any, sender: LocalAccount, value: int = 0) -> Any:
+        tx = fn.build_transaction({"from": sender.address, "value": value,
+                                   "nonce": self.w3.eth.get_transaction_count(sender.address, "pending")})
+        signed = sender.sign_transaction(tx)
+        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        if receipt["status"] != 1:
+            raise DevnetError(f"transaction {fn.fn_name} reverted")
+        return receipt
+
+    def _deploy(self, name: str, *args: Any) -> Contract:
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        receipt = self._transact(factory.constructor(*args), self.deployer)
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+
+    def deploy(self) -> Deployment:
+        """Deploys the coordinator and the example consumer, and registers the node's address."""
+        self.abi = CoordinatorAbi.from_artifacts()
+        start_block = self.w3.eth.block_number
+        coordinator = self._deploy("Coordinator", self.deployer.address)
+        consumer = self._deploy("SentimentConsumer", coordinator.address, model_id(self.model_name))
+        self._transact(coordinator.functions.registerNode(self.node_account.address), self.deployer)
+        self.deployment = Deployment(coordinator, consumer, start_block)
+        return self.deployment
+
+    def start_container(self, module: str = "containers.classify", *args: str, port: int | None = None,
+                        timeout_s: float = 180) -> tuple[Proc, str]:
+        port = port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc = self.start(module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args],
+                          env=env)
+        wait_until(lambda: _http_ok(f"{url}/health"), timeout_s=timeout_s, what=f"{module} /health on {url}",
+                   interval_s=0.2, alive=proc.check_alive)
+        return proc, url
+
+    def write_node_config(self, models: dict[str, str], **chain: Any) -> Path:
+        if self.deployment is None:
+            raise DevnetError("deploy() first")
+        lines = [
+            "[chain]",
+            f'rpc_url = "{self.rpc_url}"',
+            f'ws_url = "{self.ws_url}"',
+            f'coordinator_address = "{self.deployment.coordinator.address}"',
+            f"start_block = {self.deployment.start_block}",
+            *(f"{k} = {_toml_value(v)}" for k, v in chain.items()),
+            "",
+            "[wallet]",
+            'private_key_env = "INFERA_PRIVATE_KEY"',
+        ]
+        for name, url in models.items():
+            lines += ["", "[[models]]", f'name = "{name}"', f'url = "{url}"', "timeout_s = 30"]
+        path = self.workdir / "node.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start_node(self, config: Path) -> Proc:
+        env = {"INFERA_PRIVATE_KEY": self.node_account.key.hex()}
+        return self.start("node", [sys.executable, "-m", "node.cli", "run", "--config", str(config)], env=env)
+
+    # -------------------------------------------------------------------------------------------- requests
+
+    def ask_sentiment(self, text: str, fee_wei: int = DEFAULT_FEE_WEI) -> int:
+        """Sends the example consumer's request as the dApp user; returns the request id."""
+        assert self.deployment is not None and self.abi is not None
+        receipt = self._transact(self.deployment.consumer.functions.askSentiment(text), self.user, fee_wei)
+        return self.request_id_of(receipt)
+
+    def request_raw(self, model: str, input_: bytes, callback_gas_limit: int = 200_000,
+                    fee_wei: int = DEFAULT_FEE_WEI) -> int:
+        """Sends a request straight to the coordinator from the user's account (no consumer contract)."""
+        assert self.deployment is not None
+        fn = self.deployment.coordinator.functions.requestInference(model_id(model), input_, callback_gas_limit)
+        return self.request_id_of(self._transact(fn, self.user, fee_wei))
+
+    def request_id_of(self, receipt: Any) -> int:
+        assert self.abi is not None
+        for raw in receipt["logs"]:
+            if raw["topics"] and "0x" + bytes(raw["topics"][0]).hex() == self.abi.request_created_topic:
+                return self.abi.decode_request_created(raw).request_id
+        raise DevnetError("no RequestCreated event in the receipt")
+
+    def sentiment(self, request_id: int) -> tuple[str, str, int, bool]:
+        assert self.deployment is not None
+        text, label, score, answered = self.deployment.consumer.functions.sentiments(request_id).call()
+        return str(text), str(label), int(score), bool(answered)
+
+    def is_fulfilled(self, request_id: int) -> bool:
+        assert self.deployment is not None
+        return bool(self.deployment.coordinator.functions.getRequest(request_id).call()[3])
+
+    def wait_sentiment(self, request_id: int, *, timeout_s: float, alive: Callable[[], None] | None = None
+                       ) -> tuple[str, int]:
+        _, label, score, _ = wait_until(
+            lambda: (s := self.sentiment(request_id))[3] and s,
+            timeout_s=timeout_s, what=f"the on-chain answer to request {request_id}", interval_s=0.1, alive=alive,
+        )
+        return label, score
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    return f'"{v}"'
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the `with Devnet` block still stops every child."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], None] = print) -> int:
+    """`infera devnet`: the whole system, one request from the example consumer, its on-chain answer."""
+    with _sigterm_as_interrupt(), Devnet(workdir) as dev:
+        started = time.monotonic()
+        dev.start_anvil()
+        say(f"devnet: anvil on {dev.rpc_url} (chain {dev.w3.eth.chain_id})")
+        forge_build()
+        deployment = dev.deploy()
+        say(f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
+            f"{deployment.consumer.address}, node {dev.node_account.address} registered")
+        t0 = time.monotonic()
+        say(f"devnet: starting the {dev.model_name} container (loads MiniLM)…")
+        _, url = dev.start_container()
+        say(f"devnet: container ready on {url} in {time.monotonic() - t0:.1f} s")
+        node = dev.start_node(dev.write_node_config({dev.model_name: url}))
+        say(f"devnet: node started (log: {node.log_path})")
+        request_id = dev.ask_sentiment(text)
+        say(f'devnet: asked for the sentiment of "{text}" as request {request_id}')
+        label, score = dev.wait_sentiment(request_id, timeout_s=120, alive=node.check_alive)
+        say(f"on-chain result: request {request_id} label={label} scoreE6={score} "
+            f"(score {score / 1e6:.4f}) after {time.monotonic() - started:.1f} s")
+        if once:
+            return 0
+        say(f"devnet: running; RPC {dev.rpc_url}, logs in {workdir}. Ctrl-C stops everything.")
+        while True:
+            node.check_alive()
+            time.sleep(0.5)

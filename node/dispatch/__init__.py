@@ -1,0 +1,1 @@
+"""dispatch layer of the Infera node."""

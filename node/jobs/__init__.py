@@ -1,0 +1,1 @@
+"""jobs layer of the Infera node."""
