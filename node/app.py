@@ -8,6 +8,7 @@ import logging
 import signal
 
 import aiohttp
+from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, model_id
 from node.chain.listener import Listener
@@ -42,8 +43,12 @@ class Node:
             chain_id = await w3.eth.chain_id
         except Exception as exc:
             raise RpcUnavailable(f"chain.rpc_url: cannot reach {cfg.chain.rpc_url}: {exc}") from None
+        coordinator = to_checksum_address(cfg.chain.coordinator_address)
         sender = TxSender(
-            w3, account, cfg.chain.coordinator_address, abi,  # type: ignore[arg-type]
+            w3,
+            account,
+            coordinator,
+            abi,
             max_fee_per_gas_wei=cfg.chain.max_fee_per_gas_wei,
             priority_fee_wei=cfg.chain.priority_fee_wei,
             receipt_timeout_s=cfg.chain.receipt_timeout_s,
@@ -62,7 +67,9 @@ class Node:
             scheduler = Scheduler(self.store, routes, sender)
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
             listener = Listener(
-                w3, cfg.chain.ws_url, cfg.chain.coordinator_address,  # type: ignore[arg-type]
+                w3,
+                cfg.chain.ws_url,
+                coordinator,
                 abi,
                 start_block=cfg.chain.start_block,
                 poll_interval_s=cfg.chain.poll_interval_s,
@@ -70,8 +77,12 @@ class Node:
             )
             for route in routes.values():
                 log.info("serving %s via %s", route.model.name, route.model.url)
-            log.info("node %s up on chain %d, coordinator %s", account.address, chain_id,
-                     cfg.chain.coordinator_address)
+            log.info(
+                "node %s up on chain %d, coordinator %s",
+                account.address,
+                chain_id,
+                cfg.chain.coordinator_address,
+            )
             async with asyncio.TaskGroup() as tg:
                 listen_task = tg.create_task(listener.run(), name="listener")
                 schedule_task = tg.create_task(scheduler.run(requests), name="scheduler")

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -73,9 +73,7 @@ class LogConfig(_Section):
 class NodeConfig(BaseSettings):
     """Root of the config file. Nested keys are overridden by `INFERA_<SECTION>__<KEY>` env variables."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="INFERA_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="INFERA_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     chain: ChainConfig
     wallet: WalletConfig = WalletConfig()

@@ -59,7 +59,11 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.05,
+    check: Callable[[], T | None],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
     alive: Callable[[], None] | None = None,
 ) -> T:
     """Polls `check` until it returns a value that is not None/False; raises `TimeoutError` naming `what`.
@@ -81,7 +85,8 @@ def wait_until(
 def dev_account(index: int) -> LocalAccount:
     """The anvil dev account at `index` (0 deploys, 1 runs the node, 2 is the dApp's user)."""
     Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account
 
 
 def forge_build() -> None:
@@ -148,8 +153,12 @@ class Devnet:
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(
-                list(argv), stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                cwd=ROOT, start_new_session=True,
+                list(argv),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=ROOT,
+                start_new_session=True,
             )
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
@@ -177,8 +186,19 @@ class Devnet:
     # ------------------------------------------------------------------------------------------------ parts
 
     def start_anvil(self, *extra: str) -> Proc:
-        proc = self.start("anvil", [tool("anvil"), "--host", "127.0.0.1", "--port", str(self.rpc_port),
-                                    "--mnemonic", ANVIL_MNEMONIC, *extra])
+        proc = self.start(
+            "anvil",
+            [
+                tool("anvil"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.rpc_port),
+                "--mnemonic",
+                ANVIL_MNEMONIC,
+                *extra,
+            ],
+        )
         wait_until(lambda: self._rpc_up(), timeout_s=30, what=f"anvil on {self.rpc_url}", alive=proc.check_alive)
         return proc
 
@@ -189,8 +209,13 @@ class Devnet:
             return False
 
     def _transact(self, fn: Any, sender: LocalAccount, value: int = 0) -> Any:
-        tx = fn.build_transaction({"from": sender.address, "value": value,
-                                   "nonce": self.w3.eth.get_transaction_count(sender.address, "pending")})
+        tx = fn.build_transaction(
+            {
+                "from": sender.address,
+                "value": value,
+                "nonce": self.w3.eth.get_transaction_count(sender.address, "pending"),
+            }
+        )
         signed = sender.sign_transaction(tx)
         receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction))
         if receipt["status"] != 1:
@@ -201,7 +226,8 @@ class Devnet:
         artifact = load_artifact(name)
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
         receipt = self._transact(factory.constructor(*args), self.deployer)
-        return self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+        contract: Contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+        return contract
 
     def deploy(self) -> Deployment:
         """Deploys the coordinator and the example consumer, and registers the node's address."""
@@ -213,15 +239,22 @@ class Devnet:
         self.deployment = Deployment(coordinator, consumer, start_block)
         return self.deployment
 
-    def start_container(self, module: str = "containers.classify", *args: str, port: int | None = None,
-                        timeout_s: float = 180) -> tuple[Proc, str]:
+    def start_container(
+        self, module: str = "containers.classify", *args: str, port: int | None = None, timeout_s: float = 180
+    ) -> tuple[Proc, str]:
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        proc = self.start(module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args],
-                          env=env)
-        wait_until(lambda: _http_ok(f"{url}/health"), timeout_s=timeout_s, what=f"{module} /health on {url}",
-                   interval_s=0.2, alive=proc.check_alive)
+        proc = self.start(
+            module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args], env=env
+        )
+        wait_until(
+            lambda: _http_ok(f"{url}/health"),
+            timeout_s=timeout_s,
+            what=f"{module} /health on {url}",
+            interval_s=0.2,
+            alive=proc.check_alive,
+        )
         return proc, url
 
     def write_node_config(self, models: dict[str, str], **chain: Any) -> Path:
@@ -252,12 +285,13 @@ class Devnet:
 
     def ask_sentiment(self, text: str, fee_wei: int = DEFAULT_FEE_WEI) -> int:
         """Sends the example consumer's request as the dApp user; returns the request id."""
-        assert self.deployment is not None and self.abi is not None
+        assert self.deployment is not None
         receipt = self._transact(self.deployment.consumer.functions.askSentiment(text), self.user, fee_wei)
         return self.request_id_of(receipt)
 
-    def request_raw(self, model: str, input_: bytes, callback_gas_limit: int = 200_000,
-                    fee_wei: int = DEFAULT_FEE_WEI) -> int:
+    def request_raw(
+        self, model: str, input_: bytes, callback_gas_limit: int = 200_000, fee_wei: int = DEFAULT_FEE_WEI
+    ) -> int:
         """Sends a request straight to the coordinator from the user's account (no consumer contract)."""
         assert self.deployment is not None
         fn = self.deployment.coordinator.functions.requestInference(model_id(model), input_, callback_gas_limit)
@@ -279,11 +313,19 @@ class Devnet:
         assert self.deployment is not None
         return bool(self.deployment.coordinator.functions.getRequest(request_id).call()[3])
 
-    def wait_sentiment(self, request_id: int, *, timeout_s: float, alive: Callable[[], None] | None = None
-                       ) -> tuple[str, int]:
+    def wait_sentiment(
+        self, request_id: int, *, timeout_s: float, alive: Callable[[], None] | None = None
+    ) -> tuple[str, int]:
+        def answered() -> tuple[str, str, int, bool] | None:
+            state = self.sentiment(request_id)
+            return state if state[3] else None
+
         _, label, score, _ = wait_until(
-            lambda: (s := self.sentiment(request_id))[3] and s,
-            timeout_s=timeout_s, what=f"the on-chain answer to request {request_id}", interval_s=0.1, alive=alive,
+            answered,
+            timeout_s=timeout_s,
+            what=f"the on-chain answer to request {request_id}",
+            interval_s=0.1,
+            alive=alive,
         )
         return label, score
 
@@ -329,8 +371,10 @@ def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], Non
         say(f"devnet: anvil on {dev.rpc_url} (chain {dev.w3.eth.chain_id})")
         forge_build()
         deployment = dev.deploy()
-        say(f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
-            f"{deployment.consumer.address}, node {dev.node_account.address} registered")
+        say(
+            f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
+            f"{deployment.consumer.address}, node {dev.node_account.address} registered"
+        )
         t0 = time.monotonic()
         say(f"devnet: starting the {dev.model_name} container (loads MiniLM)…")
         _, url = dev.start_container()
@@ -340,8 +384,10 @@ def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], Non
         request_id = dev.ask_sentiment(text)
         say(f'devnet: asked for the sentiment of "{text}" as request {request_id}')
         label, score = dev.wait_sentiment(request_id, timeout_s=120, alive=node.check_alive)
-        say(f"on-chain result: request {request_id} label={label} scoreE6={score} "
-            f"(score {score / 1e6:.4f}) after {time.monotonic() - started:.1f} s")
+        say(
+            f"on-chain result: request {request_id} label={label} scoreE6={score} "
+            f"(score {score / 1e6:.4f}) after {time.monotonic() - started:.1f} s"
+        )
         if once:
             return 0
         say(f"devnet: running; RPC {dev.rpc_url}, logs in {workdir}. Ctrl-C stops everything.")

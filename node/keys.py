@@ -27,12 +27,14 @@ def load_account(wallet: WalletConfig) -> LocalAccount:
             key = Account.decrypt(keyfile, password)
         except ValueError:
             raise ConfigError("wallet.keystore_path: wrong password or corrupt keystore") from None
-        return Account.from_key(key)
+        account: LocalAccount = Account.from_key(key)
+        return account
     env = wallet.private_key_env or ""
     secret = os.environ.get(env)
     if not secret:
         raise ConfigError(f"wallet.private_key_env: env variable {env} is not set")
     try:
-        return Account.from_key(secret.strip())
+        account = Account.from_key(secret.strip())
     except Exception:
         raise ConfigError(f"wallet.private_key_env: {env} does not hold a valid private key") from None
+    return account

@@ -63,10 +63,10 @@ def check_labels(data: Any) -> dict[str, list[str]]:
 class ZeroShotClassifier:
     """`(string text)` → `(string label, uint256 scoreE6)`."""
 
-    input_types = ("string",)
-    output_types = ("string", "uint256")
-    input_names = ("text",)
-    output_names = ("label", "scoreE6")
+    input_types: tuple[str, ...] = ("string",)
+    output_types: tuple[str, ...] = ("string", "uint256")
+    input_names: tuple[str, ...] = ("text",)
+    output_names: tuple[str, ...] = ("label", "scoreE6")
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ class EchoModel:
 
     input_types: tuple[str, ...] = ()
     output_types: tuple[str, ...] = ()
-    input_names = ("data",)
-    output_names = ("data",)
+    input_names: tuple[str, ...] = ("data",)
+    output_names: tuple[str, ...] = ("data",)
 
     def __init__(self, name: str = "echo") -> None:
         self.name = name

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import eth_abi
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError, EncodingError
 
 
@@ -52,7 +53,7 @@ class AbiCodec:
         if not self.input_types:
             return (raw,)
         try:
-            return tuple(eth_abi.decode(list(self.input_types), raw))
+            return tuple(abi_decode(list(self.input_types), raw))
         except UnicodeDecodeError:
             raise CodecError(f"input is not valid UTF-8 text for {self.input_signature}") from None
         except (DecodingError, ValueError, OverflowError) as exc:
@@ -64,6 +65,6 @@ class AbiCodec:
                 raise CodecError("a raw-bytes model must return exactly one bytes value")
             return bytes(values[0])
         try:
-            return eth_abi.encode(list(self.output_types), list(values))
+            return abi_encode(list(self.output_types), list(values))
         except (EncodingError, TypeError, ValueError, OverflowError) as exc:
             raise CodecError(f"cannot encode output as {self.output_signature}: {exc}") from None

@@ -163,8 +163,12 @@ async def _load_model(app: web.Application) -> AsyncIterator[None]:
             log.exception("model %s failed to load", state.model.name)
             return
         state.ready.set()
-        log.info("model %s ready on %s in %.1f s", state.model.name, state.model.device,
-                 time.perf_counter() - started)
+        log.info(
+            "model %s ready on %s in %.1f s",
+            state.model.name,
+            state.model.device,
+            time.perf_counter() - started,
+        )
 
     task = asyncio.create_task(load())
     yield

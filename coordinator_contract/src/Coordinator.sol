@@ -67,10 +67,12 @@ contract Coordinator is ICoordinator {
     }
 
     /// @notice Sets the protocol limits; requests already made keep the fee and gas limit they were made with.
-    function setLimits(uint256 minFee_, uint32 maxCallbackGasLimit_, uint32 maxInputBytes_, uint32 maxOutputBytes_)
-        external
-        onlyOwner
-    {
+    function setLimits(
+        uint256 minFee_,
+        uint32 maxCallbackGasLimit_,
+        uint32 maxInputBytes_,
+        uint32 maxOutputBytes_
+    ) external onlyOwner {
         _setLimits(minFee_, maxCallbackGasLimit_, maxInputBytes_, maxOutputBytes_);
     }
 
@@ -91,12 +93,15 @@ contract Coordinator is ICoordinator {
         if (callbackGasLimit == 0 || callbackGasLimit > maxCallbackGasLimit) {
             revert InvalidCallbackGasLimit(callbackGasLimit, maxCallbackGasLimit);
         }
-        if (input.length == 0 || input.length > maxInputBytes) revert InvalidInputLength(input.length, maxInputBytes);
+        if (input.length == 0 || input.length > maxInputBytes) {
+            revert InvalidInputLength(input.length, maxInputBytes);
+        }
         if (msg.value < minFee) revert FeeTooLow(msg.value, minFee);
 
         requestId = nextRequestId++;
-        _requests[requestId] =
-            Request({consumer: msg.sender, callbackGasLimit: callbackGasLimit, fulfilled: false, fee: msg.value});
+        _requests[requestId] = Request({
+            consumer: msg.sender, callbackGasLimit: callbackGasLimit, fulfilled: false, fee: msg.value
+        });
         emit RequestCreated(requestId, modelId, msg.sender, input, msg.value, callbackGasLimit);
     }
 
@@ -115,7 +120,9 @@ contract Coordinator is ICoordinator {
         if (fee != 0) balanceOf[msg.sender] += fee;
 
         callbackOk = _callWithExactGas(
-            r.callbackGasLimit, consumer, abi.encodeWithSignature("rawFulfill(uint256,bytes)", requestId, output)
+            r.callbackGasLimit,
+            consumer,
+            abi.encodeWithSignature("rawFulfill(uint256,bytes)", requestId, output)
         );
         emit RequestFulfilled(requestId, msg.sender, keccak256(output), callbackOk);
     }
@@ -145,10 +152,15 @@ contract Coordinator is ICoordinator {
 
     // ------------------------------------------------------------------------------------------ internal
 
-    function _setLimits(uint256 minFee_, uint32 maxCallbackGasLimit_, uint32 maxInputBytes_, uint32 maxOutputBytes_)
-        internal
-    {
-        if (maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0) revert InvalidLimit();
+    function _setLimits(
+        uint256 minFee_,
+        uint32 maxCallbackGasLimit_,
+        uint32 maxInputBytes_,
+        uint32 maxOutputBytes_
+    ) internal {
+        if (maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0) {
+            revert InvalidLimit();
+        }
         minFee = minFee_;
         maxCallbackGasLimit = maxCallbackGasLimit_;
         maxInputBytes = maxInputBytes_;
@@ -158,10 +170,16 @@ contract Coordinator is ICoordinator {
 
     /// @dev Calls `target` with exactly `gasAmount` gas, or reverts if the transaction cannot supply that much
     /// after the 63/64 rule, so a node cannot starve a callback to make it fail. Return data is not copied.
-    function _callWithExactGas(uint32 gasAmount, address target, bytes memory data) private returns (bool success) {
+    function _callWithExactGas(uint32 gasAmount, address target, bytes memory data)
+        private
+        returns (bool success)
+    {
         if (target.code.length == 0) return false;
         uint256 g = gasleft();
-        if (g < GAS_FOR_CALL_EXACT_CHECK || (g - GAS_FOR_CALL_EXACT_CHECK) - (g - GAS_FOR_CALL_EXACT_CHECK) / 64 <= gasAmount) {
+        if (
+            g < GAS_FOR_CALL_EXACT_CHECK
+                || (g - GAS_FOR_CALL_EXACT_CHECK) - (g - GAS_FOR_CALL_EXACT_CHECK) / 64 <= gasAmount
+        ) {
             revert InsufficientGasForCallback(g, gasAmount);
         }
         assembly ("memory-safe") {

@@ -177,7 +177,9 @@ contract CoordinatorRequestTest is CoordinatorTest {
 
     function testFuzzCannotRequestAboveMaxGasLimit(uint256 gasLimit) public {
         gasLimit = bound(gasLimit, uint256(coordinator.maxCallbackGasLimit()) + 1, type(uint32).max);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.InvalidCallbackGasLimit.selector, gasLimit, 2_000_000));
+        vm.expectRevert(
+            abi.encodeWithSelector(ICoordinator.InvalidCallbackGasLimit.selector, gasLimit, 2_000_000)
+        );
         _request(hex"01", uint32(gasLimit), FEE);
     }
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import eth_abi
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_typing import ChecksumAddress
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from node.errors import ConfigError
 
@@ -108,15 +110,15 @@ class CoordinatorAbi:
     def encode_call(self, function: str, *args: Any) -> bytes:
         entry = self._functions[function]
         types = [_canonical_type(p) for p in entry["inputs"]]
-        return self.selector(function) + eth_abi.encode(types, list(args))
+        return self.selector(function) + abi_encode(types, list(args))
 
     def deliver_calldata(self, request_id: int, output: bytes) -> bytes:
-        return self._deliver_selector + eth_abi.encode(["uint256", "bytes"], [request_id, output])
+        return self._deliver_selector + abi_encode(["uint256", "bytes"], [request_id, output])
 
     def decode_request_created(self, log: Any) -> InferenceRequest:
         """Decodes a `RequestCreated` log as returned by web3 (subscription or eth_getLogs)."""
         topics = log["topics"]
-        input_, fee, gas_limit = eth_abi.decode(self._created_data_types, bytes(log["data"]))
+        input_, fee, gas_limit = abi_decode(self._created_data_types, bytes(log["data"]))
         tx_hash = log["transactionHash"]
         return InferenceRequest(
             request_id=int.from_bytes(bytes(topics[1]), "big"),
@@ -136,11 +138,11 @@ class CoordinatorAbi:
         if entry is not None:
             types = [_canonical_type(p) for p in entry["inputs"]]
             try:
-                return DecodedError(entry["name"], tuple(eth_abi.decode(types, data[4:])), data)
+                return DecodedError(entry["name"], tuple(abi_decode(types, data[4:])), data)
             except Exception:
                 return DecodedError(entry["name"], (), data)
         if data[:4] == keccak(text="Error(string)")[:4]:
-            (reason,) = eth_abi.decode(["string"], data[4:])
+            (reason,) = abi_decode(["string"], data[4:])
             return DecodedError("Error", (reason,), data)
         return DecodedError(None, (), data)
 

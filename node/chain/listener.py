@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 from web3 import AsyncWeb3
+from web3.types import FilterParams
 
 from node.chain.contracts import CoordinatorAbi, InferenceRequest
 from node.chain.rpc import ws_client
@@ -48,9 +49,12 @@ class Listener:
         self.cursor = start_block
         self.head = 0
 
-    @property
-    def _filter(self) -> dict[str, Any]:
-        return {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
+    def _filter(self, from_block: int | None = None, to_block: int | None = None) -> FilterParams:
+        params: FilterParams = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
+        if from_block is not None and to_block is not None:
+            params["fromBlock"] = from_block
+            params["toBlock"] = to_block
+        return params
 
     def _emit(self, raw: Any) -> None:
         if raw.get("removed"):
@@ -69,7 +73,7 @@ class Listener:
         found = 0
         while self.cursor <= head:
             to_block = min(head, self.cursor + MAX_LOG_RANGE - 1)
-            logs = await w3.eth.get_logs({**self._filter, "fromBlock": self.cursor, "toBlock": to_block})
+            logs = await w3.eth.get_logs(self._filter(self.cursor, to_block))
             for raw in logs:
                 self._emit(raw)
             found += len(logs)
@@ -96,10 +100,14 @@ class Listener:
 
     async def _run_ws(self, url: str) -> None:
         async with ws_client(url) as w3:
-            await w3.eth.subscribe("logs", self._filter)  # type: ignore[arg-type]
+            await w3.eth.subscribe("logs", self._filter())
             found = await self.backfill(w3)
-            log.info("listening to %s over WebSocket from block %d (backfilled %d)", self._coordinator,
-                     self.cursor, found)
+            log.info(
+                "listening to %s over WebSocket from block %d (backfilled %d)",
+                self._coordinator,
+                self.cursor,
+                found,
+            )
             async for message in w3.socket.process_subscriptions():
                 raw = message["result"]
                 self._emit(raw)
@@ -108,8 +116,12 @@ class Listener:
             raise ConnectionError("WebSocket subscription ended")
 
     async def _run_polling(self) -> None:
-        log.info("polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s,
-                 self.cursor)
+        log.info(
+            "polling %s over HTTP every %.2f s from block %d",
+            self._coordinator,
+            self._poll_interval_s,
+            self.cursor,
+        )
         while True:
             await self.backfill(self._http)
             await asyncio.sleep(self._poll_interval_s)

@@ -6,7 +6,6 @@ connection is a retryable `ContainerError`; a 200 whose body lacks an output is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -39,14 +38,17 @@ class HttpDispatcher:
         return self._url
 
     async def compute(self, input_: bytes) -> bytes:
-        body = {"source": SOURCE_CHAIN, "destination": DESTINATION_CHAIN, "data": input_.hex(), "requires_proof": False}
+        body = {
+            "source": SOURCE_CHAIN,
+            "destination": DESTINATION_CHAIN,
+            "data": input_.hex(),
+            "requires_proof": False,
+        }
         try:
-            async with self._session.post(
-                f"{self._url}/service_output", json=body, timeout=self._timeout
-            ) as resp:
+            async with self._session.post(f"{self._url}/service_output", json=body, timeout=self._timeout) as resp:
                 payload: Any = await resp.json(content_type=None) if resp.content_length != 0 else None
                 status = resp.status
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise ContainerError(f"{self._url} did not answer within {self._timeout.total} s") from None
         except aiohttp.ClientError as exc:
             raise ContainerError(f"{self._url} unreachable: {exc}") from None

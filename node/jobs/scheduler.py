@@ -92,7 +92,11 @@ class Scheduler:
                 delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (job.attempts - 1))
                 log.warning(
                     "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
-                    job.request_id, job.attempts, route.model.max_attempts, exc, delay,
+                    job.request_id,
+                    job.attempts,
+                    route.model.max_attempts,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 
@@ -114,7 +118,10 @@ class Scheduler:
             self._store.set_state(job, JobState.FAILED, error=str(exc))
             log.error(
                 "request %d: failed after %.0f ms (%d attempt(s)): %s",
-                rid, (time.perf_counter() - started) * 1000, job.attempts, exc,
+                rid,
+                (time.perf_counter() - started) * 1000,
+                job.attempts,
+                exc,
             )
         except Exception as exc:  # a bug must fail one job, not the node
             self._store.set_state(job, JobState.FAILED, error=repr(exc))
@@ -124,6 +131,11 @@ class Scheduler:
             self._store.set_state(job, JobState.CONFIRMED)
             log.info(
                 "request %d: delivered %s in %.0f ms (compute %.0f ms) tx %s block %d gas %d",
-                rid, route.model.name, (time.perf_counter() - started) * 1000, computed_ms,
-                receipt.tx_hash, receipt.block_number, receipt.gas_used,
+                rid,
+                route.model.name,
+                (time.perf_counter() - started) * 1000,
+                computed_ms,
+                receipt.tx_hash,
+                receipt.block_number,
+                receipt.gas_used,
             )

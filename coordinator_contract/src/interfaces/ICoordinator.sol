@@ -46,11 +46,15 @@ interface ICoordinator {
     );
     /// @notice A node delivered a result. `callbackOk` is false if the consumer's callback reverted or ran out
     /// of its gas; the node is paid either way.
-    event RequestFulfilled(uint256 indexed requestId, address indexed node, bytes32 outputHash, bool callbackOk);
+    event RequestFulfilled(
+        uint256 indexed requestId, address indexed node, bytes32 outputHash, bool callbackOk
+    );
     /// @notice A node or the owner withdrew earned fees.
     event Withdrawn(address indexed account, address indexed to, uint256 amount);
     /// @notice The owner changed the protocol limits.
-    event LimitsChanged(uint256 minFee, uint32 maxCallbackGasLimit, uint32 maxInputBytes, uint32 maxOutputBytes);
+    event LimitsChanged(
+        uint256 minFee, uint32 maxCallbackGasLimit, uint32 maxInputBytes, uint32 maxOutputBytes
+    );
     /// @notice Ownership moved to a new address.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 

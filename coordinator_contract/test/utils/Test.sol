@@ -61,11 +61,15 @@ abstract contract Test {
     }
 
     function assertEq(string memory a, string memory b, string memory message) internal pure {
-        if (keccak256(bytes(a)) != keccak256(bytes(b))) fail(string.concat(message, ": '", a, "' != '", b, "'"));
+        if (keccak256(bytes(a)) != keccak256(bytes(b))) {
+            fail(string.concat(message, ": '", a, "' != '", b, "'"));
+        }
     }
 
     function assertEq(bytes memory a, bytes memory b, string memory message) internal pure {
-        if (keccak256(a) != keccak256(b)) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+        if (keccak256(a) != keccak256(b)) {
+            fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+        }
     }
 
     function assertLe(uint256 a, uint256 b, string memory message) internal pure {

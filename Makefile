@@ -1,0 +1,65 @@
+# Infera's front door: `make demo` and `make test` install what is missing, then do their job.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/node_modules/.bin
+FORGE := cd coordinator_contract && $(BIN)/forge
+
+# Nothing is fetched from a model hub, ever: models ship in packages or are built by the tests.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help deps build demo test test-forge test-py lint fmt constraints clean
+
+help:
+	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
+	@echo "make test   - forge tests, lint (ruff, mypy, forge fmt) and pytest (unit, integration, e2e)"
+	@echo "make lint   - ruff, mypy --strict and forge fmt --check only"
+	@echo "make build  - compile the contracts"
+
+deps: node_modules/.installed $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[containers,dev]'
+	@touch $@
+
+build: deps
+	$(FORGE) build
+
+demo: deps build
+	$(VENV)/bin/infera devnet --once
+
+test: deps build test-forge lint test-py
+
+test-forge:
+	$(FORGE) test
+
+test-py:
+	$(PY) -m pytest
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(FORGE) fmt --check
+
+fmt: deps
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(FORGE) fmt
+
+constraints: deps
+	{ head -2 .ci/constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -E '^(torch|infera)=='; } > .ci/constraints.new
+	mv .ci/constraints.new .ci/constraints.txt
+
+clean:
+	rm -rf coordinator_contract/out coordinator_contract/cache .infera .pytest_cache .mypy_cache .ruff_cache
