@@ -41,7 +41,9 @@ async def test_classifier_labels_clear_sentiment(
 
 
 async def test_classifier_answers_offchain_json(session: aiohttp.ClientSession, classify_url: str) -> None:
-    status, body = await post(session, classify_url, {"source": 1, "destination": 1, "data": {"text": "Best day ever!"}})
+    status, body = await post(
+        session, classify_url, {"source": 1, "destination": 1, "data": {"text": "Best day ever!"}}
+    )
     assert status == 200
     assert body["output"]["label"] == "positive"
     assert isinstance(body["output"]["scoreE6"], int)

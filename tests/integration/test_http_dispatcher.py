@@ -12,9 +12,7 @@ from node.errors import ContainerError, ContainerRejected
 from tests.integration.conftest import FlakyModel, start_server
 
 
-async def test_compute_returns_the_containers_abi_output(
-    session: aiohttp.ClientSession, classify_url: str
-) -> None:
+async def test_compute_returns_the_containers_abi_output(session: aiohttp.ClientSession, classify_url: str) -> None:
     dispatcher = HttpDispatcher(session, classify_url, timeout_s=30)
     out = await dispatcher.compute(encode(["string"], ["I absolutely love this, it is wonderful"]))
     assert decode(["string", "uint256"], out)[0] == "positive"

@@ -1,0 +1,104 @@
+"""The `infera` command as an operator meets it: bad config, dead RPC, and the one-command devnet."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from web3 import HTTPProvider, Web3
+
+from node.devnet import ROOT, _http_ok, dev_account, free_port
+
+pytestmark = pytest.mark.e2e
+
+GOOD_CHAIN = '[chain]\nrpc_url = "{rpc}"\ncoordinator_address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"\n'
+MODELS = '\n[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+
+
+def infera(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_with(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return infera("run", "--config", str(path), env=env)
+
+
+def test_misspelled_key_stops_the_node_with_one_line(tmp_path: Path) -> None:
+    result = run_with(tmp_path, GOOD_CHAIN.format(rpc="http://127.0.0.1:1") + "rpc_ulr = 'x'\n" + MODELS)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "config error" in lines[0]
+    assert "chain.rpc_ulr: unknown key" in lines[0]
+
+
+def test_missing_key_is_named(tmp_path: Path) -> None:
+    result = run_with(tmp_path, '[chain]\nrpc_url = "http://127.0.0.1:1"\n' + MODELS)
+    assert result.returncode == 2
+    assert "chain.coordinator_address: Field required" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_key_env_is_named_and_no_secret_is_printed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INFERA_PRIVATE_KEY"}
+    path = tmp_path / "node.toml"
+    path.write_text(GOOD_CHAIN.format(rpc="http://127.0.0.1:1") + MODELS)
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "wallet.private_key_env: env variable INFERA_PRIVATE_KEY is not set" in result.stderr
+
+
+def test_invalid_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    secret = "not-a-key-but-secret-" + "ab" * 10
+    result = run_with(
+        tmp_path, GOOD_CHAIN.format(rpc="http://127.0.0.1:1") + MODELS, env={"INFERA_PRIVATE_KEY": secret}
+    )
+    assert result.returncode == 2
+    assert "does not hold a valid private key" in result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
+def test_dead_rpc_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    rpc = f"http://127.0.0.1:{free_port()}"
+    key = dev_account(1).key.hex()
+    result = run_with(tmp_path, GOOD_CHAIN.format(rpc=rpc) + MODELS, env={"INFERA_PRIVATE_KEY": key})
+    assert result.returncode == 1
+    assert f"chain.rpc_url: cannot reach {rpc}" in result.stderr
+    assert key not in result.stderr + result.stdout
+
+
+def test_devnet_once_prints_the_answer_and_stops_everything(tmp_path: Path) -> None:
+    result = infera("devnet", "--once", "--workdir", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"^on-chain result: request (\d+) label=(\w+) scoreE6=(\d+)", result.stdout, re.M)
+    assert match, result.stdout
+    assert match.group(2) == "positive"
+    # Every process it started is gone: its anvil and its container no longer answer.
+    rpc = re.search(r"anvil on (http://127\.0\.0\.1:\d+)", result.stdout)
+    container = re.search(r"container ready on (http://127\.0\.0\.1:\d+)", result.stdout)
+    assert rpc
+    assert container
+    assert not _http_ok(container.group(1) + "/health")
+    assert not Web3(HTTPProvider(rpc.group(1), request_kwargs={"timeout": 2})).is_connected()
