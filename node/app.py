@@ -64,7 +64,7 @@ class Node:
                 )
                 for m in cfg.models
             }
-            scheduler = Scheduler(self.store, routes, sender)
+            scheduler = Scheduler(self.store, routes, sender, delivery_retry_window_s=cfg.chain.delivery_retry_window_s)
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
             listener = Listener(
                 w3,

@@ -41,6 +41,7 @@ class ChainConfig(_Section):
     max_fee_per_gas_wei: int = Field(default=500 * 10**9, gt=0, description="cap on maxFeePerGas")
     priority_fee_wei: int = Field(default=10**9, ge=0)
     receipt_timeout_s: float = Field(default=120.0, gt=0)
+    delivery_retry_window_s: float = Field(default=600.0, ge=0, description="keep retrying a send this long")
 
 
 class WalletConfig(_Section):

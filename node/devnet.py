@@ -277,8 +277,12 @@ class Devnet:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def private_key_hex(self) -> str:
+        """The node's devnet key, as handed to the node process in its environment (for leak checks)."""
+        return str(self.node_account.key.hex())
+
     def start_node(self, config: Path) -> Proc:
-        env = {"INFERA_PRIVATE_KEY": self.node_account.key.hex()}
+        env = {"INFERA_PRIVATE_KEY": self.private_key_hex()}
         return self.start("node", [sys.executable, "-m", "node.cli", "run", "--config", str(config)], env=env)
 
     # -------------------------------------------------------------------------------------------- requests

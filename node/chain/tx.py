@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from web3 import AsyncWeb3
-from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExhausted
 
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import as_reverted
-from node.errors import TxReverted
+from node.errors import RpcUnavailable, TxReverted
 
 log = logging.getLogger(__name__)
 
 GAS_MARGIN = 1.2
+#: What a dead or flaky RPC raises through web3's HTTP provider.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ProviderConnectionError)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,20 @@ class TxSender:
         log.info("sender %s ready: chain %d, next nonce %d", self.address, self._chain_id, self._next_nonce)
 
     async def deliver(self, request_id: int, output: bytes) -> Receipt:
-        """Delivers `output` for `request_id`; raises `AlreadyFulfilled` or `TxReverted` if it cannot."""
+        """Delivers `output` for `request_id`.
+
+        Raises `AlreadyFulfilled` if the request is settled, `TxReverted` if the delivery would revert, and
+        `RpcUnavailable` (retryable) if the RPC could not be reached.
+        """
+        return await self._rpc(self._deliver(request_id, output), f"deliver({request_id})")
+
+    async def _rpc(self, call: Awaitable[Receipt], action: str) -> Receipt:
+        try:
+            return await call
+        except TRANSPORT_ERRORS as exc:
+            raise RpcUnavailable(f"{action}: RPC unavailable ({type(exc).__name__}: {exc})") from None
+
+    async def _deliver(self, request_id: int, output: bytes) -> Receipt:
         tx: dict[str, Any] = {
             "from": self.address,
             "to": self._coordinator,

@@ -25,6 +25,11 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_MAX_S = 10.0
 
 
+def backoff_s(attempt: int) -> float:
+    """Capped exponential backoff before retry number `attempt` (1-based)."""
+    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+
+
 class Dispatcher(Protocol):
     async def compute(self, input_: bytes) -> bytes: ...
 
@@ -43,10 +48,13 @@ class Route:
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, routes: dict[bytes, Route], sender: Deliverer) -> None:
+    def __init__(
+        self, store: JobStore, routes: dict[bytes, Route], sender: Deliverer, *, delivery_retry_window_s: float
+    ) -> None:
         self._store = store
         self._routes = routes
         self._sender = sender
+        self._delivery_retry_window_s = delivery_retry_window_s
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, request: InferenceRequest) -> Job | None:
@@ -89,7 +97,7 @@ class Scheduler:
             except ContainerError as exc:
                 if not exc.retryable or job.attempts >= route.model.max_attempts:
                     raise
-                delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (job.attempts - 1))
+                delay = backoff_s(job.attempts)
                 log.warning(
                     "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
                     job.request_id,
@@ -99,6 +107,26 @@ class Scheduler:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _deliver(self, job: Job, output: bytes) -> Receipt:
+        """Sends the delivery, retrying while the RPC is unreachable; the output is never recomputed."""
+        deadline = time.monotonic() + self._delivery_retry_window_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._sender.deliver(job.request_id, output)
+            except InferaError as exc:
+                if not exc.retryable or time.monotonic() + backoff_s(attempt) > deadline:
+                    raise
+                log.warning(
+                    "request %d: delivery attempt %d failed (%s); retrying in %.2f s",
+                    job.request_id,
+                    attempt,
+                    exc,
+                    backoff_s(attempt),
+                )
+                await asyncio.sleep(backoff_s(attempt))
 
     async def _run(self, job: Job, route: Route) -> None:
         started = time.perf_counter()
@@ -110,7 +138,7 @@ class Scheduler:
                 self._store.set_state(job, JobState.COMPUTED)
             computed_ms = (time.perf_counter() - started) * 1000
             self._store.set_state(job, JobState.SUBMITTED)
-            receipt = await self._sender.deliver(rid, job.output)
+            receipt = await self._deliver(job, job.output)
         except AlreadyFulfilled:
             self._store.set_state(job, JobState.EXPIRED, error="already fulfilled")
             log.info("request %d: already fulfilled on-chain; skipped", rid)
