@@ -138,7 +138,7 @@ class Devnet:
         self.node_account = dev_account(1)
         self.user = dev_account(2)
         self.deployment: Deployment | None = None
-        self.abi = CoordinatorAbi.from_artifacts() if (CONTRACTS_DIR / "out").exists() else None
+        self.abi: CoordinatorAbi | None = None  # loaded by deploy(), after forge build
 
     def __enter__(self) -> Devnet:
         self.workdir.mkdir(parents=True, exist_ok=True)

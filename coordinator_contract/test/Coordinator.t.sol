@@ -155,6 +155,8 @@ contract CoordinatorRequestTest is CoordinatorTest {
         if (input.length == 0 || input.length > coordinator.maxInputBytes()) input = hex"00";
         gasLimit = bound(gasLimit, 1, coordinator.maxCallbackGasLimit());
         fee = bound(fee, 0, 100 ether);
+        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
+        // forge-lint: disable-next-line(unsafe-typecast)
         uint256 id = _request(input, uint32(gasLimit), fee);
         (address c, uint32 storedGas, uint256 storedFee,) = coordinator.getRequest(id);
         assertEq(c, address(consumer), "consumer");
@@ -180,6 +182,8 @@ contract CoordinatorRequestTest is CoordinatorTest {
         vm.expectRevert(
             abi.encodeWithSelector(ICoordinator.InvalidCallbackGasLimit.selector, gasLimit, 2_000_000)
         );
+        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
+        // forge-lint: disable-next-line(unsafe-typecast)
         _request(hex"01", uint32(gasLimit), FEE);
     }
 
@@ -299,6 +303,8 @@ contract CoordinatorDeliverTest is CoordinatorTest {
         try mockNode.deliver(id, hex"00", 300_000) {
             fail("a starved delivery must revert");
         } catch (bytes memory reason) {
+            // casting to 'bytes4' is safe because it takes the selector, the first 4 bytes
+            // forge-lint: disable-next-line(unsafe-typecast)
             assertEq(bytes4(reason), ICoordinator.InsufficientGasForCallback.selector, "revert reason");
         }
         (,,, bool fulfilled) = coordinator.getRequest(id);
@@ -334,6 +340,8 @@ contract CoordinatorDeliverTest is CoordinatorTest {
     function testFuzzGasBombCostsTheNodeAtMostTheLimit(uint256 gasLimit) public {
         gasLimit = bound(gasLimit, 10_000, coordinator.maxCallbackGasLimit());
         GasBombConsumer bomb = new GasBombConsumer(address(coordinator));
+        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
+        // forge-lint: disable-next-line(unsafe-typecast)
         uint256 id = bomb.request{value: FEE}(MODEL, uint32(gasLimit));
         vm.prank(node);
         uint256 before = gasleft();

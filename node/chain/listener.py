@@ -47,6 +47,7 @@ class Listener:
         self._poll_interval_s = poll_interval_s
         #: Next block to backfill from: everything below it has been handed on.
         self.cursor = start_block
+        #: Highest chain head seen, for the lag shown to operators.
         self.head = 0
 
     def _filter(self, from_block: int | None = None, to_block: int | None = None) -> FilterParams:

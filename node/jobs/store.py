@@ -67,6 +67,3 @@ class JobStore:
         job.state = state
         if error is not None:
             job.error = error
-
-    def count(self, state: JobState) -> int:
-        return sum(1 for j in self._jobs.values() if j.state is state)
