@@ -59,11 +59,26 @@ class WalletConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = Field(min_length=1, description='served model name, e.g. "classify/minilm-sentiment@1"')
-    url: str = Field(pattern=r"^https?://", description="base URL of the model container")
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    name: str = Field(min_length=1, pattern=r"^[^#+\x00]+$", description='served model name, e.g. "classify/x@1"')
+    transport: Literal["http", "mqtt"] = "http"
+    url: str | None = Field(default=None, pattern=r"^https?://", description="container base URL (http)")
+    timeout_s: float = Field(default=30.0, gt=0, description="per container call / per MQTT dispatch")
+    max_concurrency: int = Field(default=4, ge=1, le=4096)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    max_dispatches: int = Field(default=3, ge=1, le=20, description="mqtt: re-dispatches before an attempt fails")
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> ModelConfig:
+        if self.transport == "http" and self.url is None:
+            raise ValueError("url is required when transport is http")
+        return self
+
+
+class MqttConfig(_Section):
+    url: str = Field(pattern=r"^mqtt://", description="broker, e.g. mqtt://127.0.0.1:1883")
+    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", description="default: node address")
+    username: str | None = None
+    password_env: str | None = Field(default=None, description="env variable holding the broker password")
 
 
 class LogConfig(_Section):
@@ -79,6 +94,7 @@ class NodeConfig(BaseSettings):
     chain: ChainConfig
     wallet: WalletConfig = WalletConfig()
     models: list[ModelConfig] = Field(min_length=1)
+    mqtt: MqttConfig | None = None
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
@@ -87,6 +103,9 @@ class NodeConfig(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        over_mqtt = [m.name for m in self.models if m.transport == "mqtt"]
+        if over_mqtt and self.mqtt is None:
+            raise ValueError(f"models {', '.join(over_mqtt)} use transport mqtt but there is no [mqtt] section")
         return self
 
     @classmethod

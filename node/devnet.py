@@ -202,6 +202,18 @@ class Devnet:
         wait_until(lambda: self._rpc_up(), timeout_s=30, what=f"anvil on {self.rpc_url}", alive=proc.check_alive)
         return proc
 
+    def start_mosquitto(self) -> tuple[Proc, str]:
+        """A Mosquitto broker on a free loopback port (anonymous, no persistence); returns it and its URL."""
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise DevnetError("mosquitto not found: `apt-get install mosquitto` (or `make deps`)")
+        port = free_port()
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        proc = self.start("mosquitto", [binary, "-c", str(conf)])
+        wait_until(lambda: _tcp_open(port), timeout_s=30, what=f"mosquitto on port {port}", alive=proc.check_alive)
+        return proc, f"mqtt://127.0.0.1:{port}"
+
     def _rpc_up(self) -> bool:
         try:
             return self.w3.is_connected()
@@ -257,7 +269,10 @@ class Devnet:
         )
         return proc, url
 
-    def write_node_config(self, models: dict[str, str], **chain: Any) -> Path:
+    def write_node_config(
+        self, models: dict[str, str | dict[str, Any]], *, mqtt_url: str | None = None, **chain: Any
+    ) -> Path:
+        """Writes node.toml: `models` maps a model name to its container URL, or to its whole table."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
         lines = [
@@ -271,8 +286,11 @@ class Devnet:
             "[wallet]",
             'private_key_env = "INFERA_PRIVATE_KEY"',
         ]
-        for name, url in models.items():
-            lines += ["", "[[models]]", f'name = "{name}"', f'url = "{url}"', "timeout_s = 30"]
+        if mqtt_url:
+            lines += ["", "[mqtt]", f'url = "{mqtt_url}"']
+        for name, spec in models.items():
+            table = {"url": spec, "timeout_s": 30} if isinstance(spec, str) else spec
+            lines += ["", "[[models]]", f'name = "{name}"', *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
         path = self.workdir / "node.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -343,6 +361,12 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _toml_value(v: Any) -> str:

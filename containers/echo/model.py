@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from containers.runtime.model import InputError
 
 
 class EchoModel:
@@ -14,8 +17,10 @@ class EchoModel:
     input_names: tuple[str, ...] = ("data",)
     output_names: tuple[str, ...] = ("data",)
 
-    def __init__(self, name: str = "echo") -> None:
+    def __init__(self, name: str = "echo", *, delay_ms: float = 0.0) -> None:
         self.name = name
+        #: Simulated compute time per batch, for tests and benchmarks of everything around the model.
+        self.delay_ms = delay_ms
 
     @property
     def device(self) -> str:
@@ -24,8 +29,15 @@ class EchoModel:
     def load(self) -> None:
         """Nothing to load."""
 
+    def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if args[0] in (b"", "", None):
+            raise InputError("data must not be empty")
+        return args
+
     def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if self.delay_ms:
+            time.sleep(self.delay_ms / 1000)
         return [tuple(x) for x in inputs]
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "echo"}
+        return {"kind": "echo", "delay_ms": self.delay_ms}

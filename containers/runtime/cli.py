@@ -1,4 +1,4 @@
-"""Command line shared by the model servers: `python -m containers.<name> --port 3000`."""
+"""Command line shared by the model servers: `python -m containers.<name> --port 3000 [--mqtt URL --pool NAME]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from containers.runtime.model import Model
-from containers.runtime.server import DEFAULT_MAX_BODY_BYTES, create_app
+from containers.runtime.server import DEFAULT_MAX_BODY_BYTES, BatchConfig, create_app
+from containers.runtime.worker import add_worker
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -17,6 +18,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, help="float16, bfloat16 or float32 (default: fp16 on cuda)")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="largest dynamic batch (1 = no batching)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    parser.add_argument(
+        "--mqtt", default=None, metavar="URL", help="also take jobs from this broker (mqtt://host:port)"
+    )
+    parser.add_argument("--pool", default="default", help="worker pool name: workers of one pool share jobs")
+    parser.add_argument("--mqtt-inflight", type=int, default=64, help="jobs a worker takes at once")
+    parser.add_argument("--shutdown-timeout-s", type=float, default=60.0, help="time to finish in-flight work")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -26,9 +37,17 @@ def serve(
     build: Callable[[argparse.Namespace], Model],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """Parses arguments, builds the model and serves it until SIGINT/SIGTERM."""
+    """Parses arguments, builds the model and serves it until SIGINT/SIGTERM, finishing in-flight work."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = build(args)
-    app = create_app(model, max_body_bytes=args.max_body_bytes)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    app = create_app(
+        model,
+        max_body_bytes=args.max_body_bytes,
+        batching=BatchConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms),
+    )
+    if args.mqtt:
+        add_worker(app, args.mqtt, args.pool, max_inflight=args.mqtt_inflight)
+    web.run_app(
+        app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=args.shutdown_timeout_s
+    )

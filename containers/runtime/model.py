@@ -1,9 +1,9 @@
-"""What a model server implements: load once, then predict batches of decoded inputs."""
+"""What a model server implements: load once, check each input, predict batches, optionally stream."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 class ModelError(RuntimeError):
@@ -11,18 +11,18 @@ class ModelError(RuntimeError):
 
 
 class InputError(ValueError):
-    """Raised by a model when a decoded input is unusable (answered with HTTP 400, with this message)."""
+    """Raised by `check` when a decoded input is unusable (answered with HTTP 400, with this message)."""
 
 
 class Model(Protocol):
-    """A model behind the runtime. `predict` runs off the event loop and may be given several inputs at once."""
+    """A model behind the runtime. `predict` runs on the model's worker thread and gets batches of checked inputs."""
 
-    #: Name reported by /info, e.g. "classify/minilm-sentiment@1".
+    #: Name reported by /info and used in MQTT topics, e.g. "classify/minilm-sentiment@1".
     name: str
     #: ABI types of the input and output tuples; empty means raw bytes.
     input_types: tuple[str, ...]
     output_types: tuple[str, ...]
-    #: Field names used for off-chain (JSON) input and output, in the same order as the ABI types.
+    #: Field names for off-chain (JSON) input and output, in the order of the ABI types.
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -30,15 +30,37 @@ class Model(Protocol):
     def device(self) -> str: ...
 
     def load(self) -> None:
-        """Loads weights and warms up; called once, in a worker thread, before the server reports ready."""
+        """Loads weights and warms up; called once, on the worker thread, before the server reports ready."""
+
+    def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Validates (and may normalise) one decoded input; raises `InputError` with a reason a caller can act on."""
+        ...
 
     def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Returns one output tuple per input tuple, in order."""
+        """Returns one output tuple per checked input, in order."""
         ...
 
     def info(self) -> dict[str, Any]:
         """Extra facts for /info (labels, dtype, limits)."""
         ...
+
+
+@runtime_checkable
+class StreamingModel(Protocol):
+    """A model that can also hand out its output piece by piece (text generation)."""
+
+    def stream(self, args: tuple[Any, ...]) -> Iterator[str]:
+        """Yields pieces of the output for one checked input; joined, they equal `predict`'s text."""
+        ...
+
+
+def check_text(value: Any, *, field: str, max_chars: int) -> str:
+    """The usual checks on a text input: a non-empty string within the length limit."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{field} must be a non-empty string")
+    if len(value) > max_chars:
+        raise InputError(f"{field} is {len(value)} characters; the limit is {max_chars}")
+    return value
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -48,3 +70,12 @@ def pick_device(requested: str | None = None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_dtype(device: str, requested: str | None = None) -> Any:
+    """fp16 on CUDA unless asked otherwise (`bfloat16`, `float32`); fp32 on CPU, where half precision is slow."""
+    import torch
+
+    if requested:
+        return getattr(torch, requested)
+    return torch.float16 if device.startswith("cuda") else torch.float32

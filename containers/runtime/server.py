@@ -1,13 +1,15 @@
-"""aiohttp app that serves a `Model` over the Infernet container protocol.
+"""aiohttp app that serves a `Model` over the Infernet container protocol, over HTTP and (optionally) MQTT.
 
 Protocol: `POST /service_output` takes `{source, destination, data, requires_proof}`. With `source` 0 (chain),
 `data` is the hex of the ABI-encoded input; with 1 (off-chain) it is a JSON object keyed by the model's input
 names. With `destination` 0 (chain) the answer is `{raw_input, processed_input, raw_output, processed_output,
 proof}` with `raw_output` the hex of the ABI-encoded output, as Infernet containers answer; with 1 it is
-`{"output": {...}}`. `GET /health` is 200 only once the model is loaded; `GET /info` describes the model.
+`{"output": {...}}`. `POST /service_output/stream` streams a streaming model's output as Server-Sent Events.
+`GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching.
 
-Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; the
-model is loaded once, and inference runs on one worker thread, off the event loop.
+Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
+are checked one by one before they join a batch, so one bad input never fails another caller's request; on
+shutdown, requests in flight are finished before the model stops.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
+from containers.runtime.batching import DynamicBatcher
 from containers.runtime.codec import AbiCodec, CodecError, parse_hex
-from containers.runtime.model import InputError, Model
+from containers.runtime.model import InputError, Model, StreamingModel
 
 log = logging.getLogger(__name__)
 
@@ -32,97 +35,177 @@ SOURCE_CHAIN, SOURCE_OFFCHAIN = 0, 1
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
 
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+
+
 @dataclass
 class ServerState:
     model: Model
     codec: AbiCodec
+    batching: BatchConfig
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "model"))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
+    batcher: DynamicBatcher | None = None
 
 
 STATE = web.AppKey("state", ServerState)
 
 
-class BadRequest(web.HTTPBadRequest):
-    def __init__(self, reason: str) -> None:
-        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP status and JSON body: what `/service_output` answers and what an MQTT worker replies."""
+
+    status: int
+    body: dict[str, Any]
+
+    @classmethod
+    def error(cls, status: int, reason: str) -> Answer:
+        return cls(status, {"error": reason})
+
+
+class Rejected(Exception):
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.body.get("error"))
+        self.answer = answer
+
+
+def _bad(reason: str) -> Rejected:
+    return Rejected(Answer.error(400, reason))
 
 
 def _parse_body(body: Any) -> tuple[int, int, Any]:
     if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object with source, destination, data")
+        raise _bad("body must be a JSON object with source, destination, data")
     source, destination = body.get("source", SOURCE_CHAIN), body.get("destination", SOURCE_CHAIN)
     for key, value in (("source", source), ("destination", destination)):
         if value not in (SOURCE_CHAIN, SOURCE_OFFCHAIN):
-            raise BadRequest(f"{key} must be 0 (chain) or 1 (off-chain), got {value!r}")
+            raise _bad(f"{key} must be 0 (chain) or 1 (off-chain), got {value!r}")
     if "data" not in body:
-        raise BadRequest("missing key: data")
+        raise _bad("missing key: data")
     return source, destination, body["data"]
 
 
 def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...], bytes | None]:
-    if source == SOURCE_CHAIN:
-        if not isinstance(data, str):
-            raise BadRequest("data must be a hex string when source is 0 (chain)")
-        raw = parse_hex(data)
-        return state.codec.decode_input(raw), raw
-    if not isinstance(data, dict):
-        raise BadRequest("data must be a JSON object when source is 1 (off-chain)")
-    missing = [n for n in state.model.input_names if n not in data]
-    if missing:
-        raise BadRequest(f"missing input field(s): {', '.join(missing)}")
-    return tuple(data[n] for n in state.model.input_names), None
+    try:
+        if source == SOURCE_CHAIN:
+            if not isinstance(data, str):
+                raise _bad("data must be a hex string when source is 0 (chain)")
+            raw = parse_hex(data)
+            args, raw_input = state.codec.decode_input(raw), raw
+        else:
+            if not isinstance(data, dict):
+                raise _bad("data must be a JSON object when source is 1 (off-chain)")
+            missing = [n for n in state.model.input_names if n not in data]
+            if missing:
+                raise _bad(f"missing input field(s): {', '.join(missing)}")
+            args, raw_input = tuple(data[n] for n in state.model.input_names), None
+        return state.model.check(args), raw_input
+    except (CodecError, InputError) as exc:
+        raise _bad(str(exc)) from None
 
 
-async def service_output(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def _prepare(state: ServerState, body: Any) -> tuple[int, tuple[Any, ...], bytes | None]:
+    if state.load_error is not None:
+        raise Rejected(Answer.error(503, f"model failed to load: {state.load_error}"))
     if not state.ready.is_set():
-        raise web.HTTPServiceUnavailable(
-            text=json.dumps({"error": "model is still loading"}), content_type="application/json"
-        )
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body is not valid JSON") from None
+        raise Rejected(Answer.error(503, "model is still loading"))
     source, destination, data = _parse_body(body)
-    try:
-        args, raw_input = _decode(state, source, data)
-    except CodecError as exc:
-        raise BadRequest(str(exc)) from None
+    args, raw_input = _decode(state, source, data)
+    return destination, args, raw_input
 
-    started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    try:
-        (output,) = await loop.run_in_executor(state.executor, state.model.predict, [args])
-    except InputError as exc:
-        raise BadRequest(str(exc)) from None
-    except Exception as exc:
-        log.exception("model %s failed", state.model.name)
-        raise web.HTTPInternalServerError(
-            text=json.dumps({"error": f"model error: {exc}"}), content_type="application/json"
-        ) from None
-    elapsed_ms = (time.perf_counter() - started) * 1000
 
+def _encode(state: ServerState, destination: int, output: tuple[Any, ...], raw_input: bytes | None) -> Answer:
     if destination == SOURCE_OFFCHAIN:
-        result: dict[str, Any] = {"output": dict(zip(state.model.output_names, output, strict=True))}
-    else:
-        try:
-            encoded = state.codec.encode_output(output)
-        except CodecError as exc:
-            log.error("model %s returned output that does not encode: %s", state.model.name, exc)
-            raise web.HTTPInternalServerError(
-                text=json.dumps({"error": str(exc)}), content_type="application/json"
-            ) from None
-        result = {
+        return Answer(200, {"output": dict(zip(state.model.output_names, output, strict=True))})
+    try:
+        encoded = state.codec.encode_output(output)
+    except CodecError as exc:
+        log.error("model %s returned output that does not encode: %s", state.model.name, exc)
+        return Answer.error(500, str(exc))
+    return Answer(
+        200,
+        {
             "raw_input": raw_input.hex() if raw_input is not None else "",
             "processed_input": "",
             "raw_output": encoded.hex(),
             "processed_output": "",
             "proof": "",
-        }
-    log.info("served %s in %.1f ms", state.model.name, elapsed_ms)
-    return web.json_response(result)
+        },
+    )
+
+
+async def process(state: ServerState, body: Any) -> Answer:
+    """Answers one container-protocol request body; shared by the HTTP route and the MQTT worker."""
+    try:
+        destination, args, raw_input = _prepare(state, body)
+    except Rejected as exc:
+        return exc.answer
+    assert state.batcher is not None
+    started = time.perf_counter()
+    try:
+        output = await state.batcher.submit(args)
+    except Exception as exc:
+        log.error("model %s failed: %s: %s", state.model.name, type(exc).__name__, exc)
+        return Answer.error(500, f"model error: {exc}")
+    answer = _encode(state, destination, output, raw_input)
+    log.debug("served %s in %.1f ms", state.model.name, (time.perf_counter() - started) * 1000)
+    return answer
+
+
+async def service_output(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        answer = Answer.error(400, "body is not valid JSON")
+    else:
+        answer = await process(request.app[STATE], body)
+    return web.json_response(answer.body, status=answer.status)
+
+
+async def service_output_stream(request: web.Request) -> web.StreamResponse:
+    """Streams a streaming model's output as SSE: `data: {"token": …}` events, then `event: done`."""
+    state = request.app[STATE]
+    model = state.model
+    if not isinstance(model, StreamingModel):
+        return web.json_response({"error": f"{model.name} does not stream"}, status=404)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body is not valid JSON"}, status=400)
+    try:
+        _, args, _ = _prepare(state, body)
+    except Rejected as exc:
+        return web.json_response(exc.answer.body, status=exc.answer.status)
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for piece in model.stream(args):
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(pieces.put_nowait, exc)
+        else:
+            loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+    producer = loop.run_in_executor(state.executor, produce)
+    while (piece := await pieces.get()) is not None:
+        if isinstance(piece, BaseException):
+            await response.write(f"event: error\ndata: {json.dumps({'error': str(piece)})}\n\n".encode())
+            break
+        await response.write(f"data: {json.dumps({'token': piece})}\n\n".encode())
+    else:
+        await response.write(b"event: done\ndata: {}\n\n")
+    await producer
+    await response.write_eof()
+    return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -137,6 +220,7 @@ async def health(request: web.Request) -> web.Response:
 async def info(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = state.model
+    stats = state.batcher.stats if state.batcher else None
     return web.json_response(
         {
             "model": model.name,
@@ -146,13 +230,28 @@ async def info(request: web.Request) -> web.Response:
             "output_names": list(model.output_names),
             "device": model.device,
             "ready": state.ready.is_set(),
+            "streaming": isinstance(model, StreamingModel),
+            "batching": {
+                "max_batch_size": state.batching.max_batch_size,
+                "max_wait_ms": state.batching.max_wait_ms,
+                "batches": stats.batches if stats else 0,
+                "mean_batch_size": round(stats.mean_size, 2) if stats else 0.0,
+                "largest_batch": stats.largest if stats else 0,
+            },
             **model.info(),
         }
     )
 
 
-async def _load_model(app: web.Application) -> AsyncIterator[None]:
+async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    state.batcher = DynamicBatcher(
+        state.model.predict,
+        state.executor,
+        max_batch_size=state.batching.max_batch_size,
+        max_wait_ms=state.batching.max_wait_ms,
+    )
+    state.batcher.start()
 
     async def load() -> None:
         started = time.perf_counter()
@@ -163,25 +262,27 @@ async def _load_model(app: web.Application) -> AsyncIterator[None]:
             log.exception("model %s failed to load", state.model.name)
             return
         state.ready.set()
-        log.info(
-            "model %s ready on %s in %.1f s",
-            state.model.name,
-            state.model.device,
-            time.perf_counter() - started,
-        )
+        log.info("model %s ready on %s in %.1f s", state.model.name, state.model.device, time.perf_counter() - started)
 
     task = asyncio.create_task(load())
     yield
+    # aiohttp has already let in-flight handlers finish; drain what they queued, then stop the model thread.
     task.cancel()
+    await state.batcher.stop()
     state.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def create_app(model: Model, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+def create_app(
+    model: Model, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, batching: BatchConfig | None = None
+) -> web.Application:
     """Builds the container app; the model starts loading when the app starts, and /health says when it is."""
     app = web.Application(client_max_size=max_body_bytes)
-    app[STATE] = ServerState(model=model, codec=AbiCodec(model.input_types, model.output_types))
-    app.cleanup_ctx.append(_load_model)
+    app[STATE] = ServerState(
+        model=model, codec=AbiCodec(model.input_types, model.output_types), batching=batching or BatchConfig()
+    )
+    app.cleanup_ctx.append(_model_lifecycle)
     app.router.add_post("/service_output", service_output)
+    app.router.add_post("/service_output/stream", service_output_stream)
     app.router.add_get("/health", health)
     app.router.add_get("/info", info)
     return app

@@ -6,23 +6,12 @@ connection is a retryable `ContainerError`; a 200 whose body lacks an output is 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import aiohttp
 
-from node.errors import ContainerError, ContainerRejected
-
-log = logging.getLogger(__name__)
-
-SOURCE_CHAIN = 0
-DESTINATION_CHAIN = 0
-
-
-def _hex_bytes(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError("not a string")
-    return bytes.fromhex(value.removeprefix("0x"))
+from node.dispatch.protocol import chain_body, output_from_answer
+from node.errors import ContainerError
 
 
 class HttpDispatcher:
@@ -37,15 +26,11 @@ class HttpDispatcher:
     def url(self) -> str:
         return self._url
 
-    async def compute(self, input_: bytes) -> bytes:
-        body = {
-            "source": SOURCE_CHAIN,
-            "destination": DESTINATION_CHAIN,
-            "data": input_.hex(),
-            "requires_proof": False,
-        }
+    async def compute(self, job_id: str, input_: bytes) -> bytes:
         try:
-            async with self._session.post(f"{self._url}/service_output", json=body, timeout=self._timeout) as resp:
+            async with self._session.post(
+                f"{self._url}/service_output", json=chain_body(input_), timeout=self._timeout
+            ) as resp:
                 payload: Any = await resp.json(content_type=None) if resp.content_length != 0 else None
                 status = resp.status
         except TimeoutError:
@@ -54,23 +39,7 @@ class HttpDispatcher:
             raise ContainerError(f"{self._url} unreachable: {exc}") from None
         except ValueError:
             raise ContainerError(f"{self._url} answered with a body that is not JSON") from None
-
-        reason = payload.get("error") if isinstance(payload, dict) else None
-        if 400 <= status < 500:
-            raise ContainerRejected(f"container rejected the input: {reason or f'HTTP {status}'}", status=status)
-        if status != 200:
-            raise ContainerError(f"container failed: {reason or f'HTTP {status}'}", status=status)
-        if not isinstance(payload, dict):
-            raise ContainerError("container answered 200 without a JSON object", status=status)
-        # Ours put the ABI output in raw_output; some Infernet containers use processed_output.
-        for key in ("raw_output", "processed_output"):
-            value = payload.get(key)
-            if value:
-                try:
-                    return _hex_bytes(value)
-                except ValueError:
-                    raise ContainerError(f"container's {key} is not hex", status=status) from None
-        raise ContainerError("container answered 200 without raw_output", status=status)
+        return output_from_answer(status, payload, "container")
 
     async def healthy(self) -> bool:
         try:

@@ -31,7 +31,7 @@ def backoff_s(attempt: int) -> float:
 
 
 class Dispatcher(Protocol):
-    async def compute(self, input_: bytes) -> bytes: ...
+    async def compute(self, job_id: str, input_: bytes) -> bytes: ...
 
 
 class Deliverer(Protocol):
@@ -93,7 +93,7 @@ class Scheduler:
             job.attempts += 1
             try:
                 async with route.slots:
-                    return await route.dispatcher.compute(job.request.input)
+                    return await route.dispatcher.compute(str(job.request_id), job.request.input)
             except ContainerError as exc:
                 if not exc.retryable or job.attempts >= route.model.max_attempts:
                     raise

@@ -1,9 +1,12 @@
-"""Model servers started in-process on free loopback ports: the real runtime, real models."""
+"""Model servers started in-process on free loopback ports (the real runtime, real models), and a real
+Mosquitto broker for the MQTT worker mode."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,14 +16,17 @@ from aiohttp.test_utils import TestServer
 from containers.classify.model import ZeroShotClassifier
 from containers.echo.model import EchoModel
 from containers.runtime.model import Model
-from containers.runtime.server import STATE, create_app
+from containers.runtime.server import STATE, BatchConfig, create_app
+from containers.runtime.worker import WORKER, add_worker
+from node.devnet import Devnet
+from node.dispatch.mqtt import MqttHub
 
 
 class FlakyModel(EchoModel):
     """An echo model that raises on its first `failures` calls: drives the runtime's 500 path."""
 
-    def __init__(self, failures: int) -> None:
-        super().__init__("flaky")
+    def __init__(self, failures: int, name: str = "flaky") -> None:
+        super().__init__(name)
         self.failures = failures
         self.calls = 0
 
@@ -31,28 +37,93 @@ class FlakyModel(EchoModel):
         return super().predict(inputs)
 
 
-async def start_server(model: Model, *, max_body_bytes: int = 64 * 1024) -> TestServer:
-    server = TestServer(create_app(model, max_body_bytes=max_body_bytes), host="127.0.0.1")
+async def start_server(
+    model: Model,
+    *,
+    max_body_bytes: int = 64 * 1024,
+    mqtt_url: str | None = None,
+    pool: str = "test",
+    batching: BatchConfig | None = None,
+) -> TestServer:
+    app = create_app(model, max_body_bytes=max_body_bytes, batching=batching)
+    if mqtt_url:
+        add_worker(app, mqtt_url, pool)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     await asyncio.wait_for(server.app[STATE].ready.wait(), timeout=120)
+    if mqtt_url:
+        await asyncio.wait_for(server.app[WORKER].subscribed.wait(), timeout=30)
     return server
 
 
+def base_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
 @pytest.fixture(scope="session")
-async def classify_url() -> AsyncIterator[str]:
-    server = await start_server(ZeroShotClassifier())
-    yield str(server.make_url("")).rstrip("/")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Mosquitto on a free port; yields its mqtt:// URL."""
+    with Devnet(tmp_path_factory.mktemp("broker")) as dev:
+        _, url = dev.start_mosquitto()
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def classify_server(broker: str) -> AsyncIterator[TestServer]:
+    """The packaged-MiniLM zero-shot classifier, on HTTP and in the `test` MQTT pool."""
+    server = await start_server(ZeroShotClassifier(), mqtt_url=broker)
+    yield server
     await server.close()
 
 
 @pytest.fixture(scope="session")
-async def echo_url() -> AsyncIterator[str]:
-    server = await start_server(EchoModel())
-    yield str(server.make_url("")).rstrip("/")
+def classify_url(classify_server: TestServer) -> str:
+    return base_url(classify_server)
+
+
+@pytest.fixture(scope="session")
+async def echo_server(broker: str) -> AsyncIterator[TestServer]:
+    server = await start_server(EchoModel(), mqtt_url=broker)
+    yield server
     await server.close()
+
+
+@pytest.fixture(scope="session")
+def echo_url(echo_server: TestServer) -> str:
+    return base_url(echo_server)
+
+
+@pytest.fixture(scope="session")
+async def hub(broker: str) -> AsyncIterator[MqttHub]:
+    """The node side of MQTT, connected to the test broker."""
+    hub = MqttHub(broker, "test-node")
+    task = asyncio.create_task(hub.run())
+    await asyncio.wait_for(hub._connected.wait(), 30)
+    yield hub
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_gpt2
+
+    return build_tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_bert_classifier
+
+    return build_tiny_bert_classifier(tmp_path_factory.mktemp("bert"))
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+def unique(prefix: str) -> str:
+    """A model name no other test uses, so MQTT topics do not cross."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

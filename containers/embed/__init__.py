@@ -1,0 +1,1 @@
+"""Sentence embeddings (MiniLM), quantized to int8 with a scale so they fit on-chain."""

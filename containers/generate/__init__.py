@@ -1,0 +1,1 @@
+"""Text generation with any causal LM, greedy (deterministic) so redundant nodes agree on the answer."""

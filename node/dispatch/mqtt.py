@@ -1,0 +1,128 @@
+"""Dispatches jobs to GPU worker pools over an MQTT broker.
+
+Jobs go to `infera/jobs/<model>` with QoS 1, where any number of workers on any number of machines share them
+through a shared subscription; answers come back on this node's own reply topic and are matched by job id.
+Guarantees: a job with no answer within `timeout_s` is re-dispatched under the same job id (a worker that already
+computed it answers from its cache), up to `max_dispatches`; the first answer wins and later copies are dropped;
+a lost broker connection is re-established with backoff while waiting jobs keep their deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiomqtt
+
+from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
+from node.dispatch.protocol import chain_body, output_from_answer
+from node.errors import ContainerError
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MAX_S = 10.0
+
+
+class MqttHub:
+    """The node's one broker connection: publishes jobs, routes replies to whoever waits for them."""
+
+    def __init__(self, url: str, node_id: str, *, username: str | None = None, password: str | None = None) -> None:
+        self.host, self.port = broker_address(url)
+        self.node_id = node_id
+        self.reply_topic = REPLIES_PREFIX + node_id
+        self._username = username
+        self._password = password
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
+
+    async def run(self) -> None:
+        """Keeps the connection up until cancelled."""
+        failures = 0
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=f"infera-node-{self.node_id}",
+                    username=self._username,
+                    password=self._password,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as client:
+                    await client.subscribe(self.reply_topic, qos=1)
+                    self._client = client
+                    self._connected.set()
+                    failures = 0
+                    log.info("MQTT connected to %s:%d, replies on %s", self.host, self.port, self.reply_topic)
+                    async for message in client.messages:
+                        self._route(message.payload)
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                delay = min(RECONNECT_MAX_S, 0.5 * 2 ** (failures - 1))
+                log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self._connected.clear()
+                self._client = None
+
+    def _route(self, payload: Any) -> None:
+        try:
+            reply = json.loads(payload)
+            future = self._pending.get(reply["job_id"])
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping a malformed reply on %s", self.reply_topic)
+            return
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def request(self, model_name: str, job_id: str, body: dict[str, Any], timeout_s: float) -> ReplyMessage:
+        """Publishes one dispatch of a job and waits for its answer; raises `TimeoutError` if none comes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        future = self._pending.get(job_id)
+        if future is None or future.done():
+            future = self._pending[job_id] = loop.create_future()
+        message = JobMessage(job_id=job_id, reply_to=self.reply_topic, body=body)
+        client = self._client
+        if client is None:
+            raise TimeoutError("broker connection dropped")
+        try:
+            await client.publish(jobs_topic(model_name), json.dumps(message), qos=1, timeout=timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+        except aiomqtt.MqttError as exc:
+            raise TimeoutError(f"publish failed: {exc}") from None
+        finally:
+            if future.done():
+                self._pending.pop(job_id, None)
+
+
+class MqttDispatcher:
+    """Sends one model's jobs to its worker pool and returns the ABI output bytes."""
+
+    def __init__(self, hub: MqttHub, model_name: str, *, timeout_s: float, max_dispatches: int) -> None:
+        self._hub = hub
+        self._model = model_name
+        self._timeout_s = timeout_s
+        self._max_dispatches = max_dispatches
+        jobs_topic(model_name)  # fail at start, not per job, on a name that cannot be a topic
+
+    async def compute(self, job_id: str, input_: bytes) -> bytes:
+        key = f"{self._hub.node_id}:{job_id}"
+        for dispatch in range(1, self._max_dispatches + 1):
+            try:
+                reply = await self._hub.request(self._model, key, chain_body(input_), self._timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "job %s: no answer from the %s pool within %.1f s (dispatch %d/%d)",
+                    job_id,
+                    self._model,
+                    self._timeout_s,
+                    dispatch,
+                    self._max_dispatches,
+                )
+                continue
+            return output_from_answer(int(reply["status"]), reply["body"], f"worker {reply.get('worker', '?')}")
+        raise ContainerError(f"no worker of the {self._model} pool answered after {self._max_dispatches} dispatches")

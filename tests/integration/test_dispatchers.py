@@ -1,0 +1,106 @@
+"""One dispatcher suite, run over HTTP and over MQTT worker pools, against real containers and a real broker."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from eth_abi.abi import decode, encode
+
+from containers.echo.model import EchoModel
+from containers.runtime.worker import WORKER
+from node.devnet import free_port
+from node.dispatch.http import HttpDispatcher
+from node.dispatch.mqtt import MqttDispatcher, MqttHub
+from node.dispatch.protocol import chain_body
+from node.errors import ContainerError, ContainerRejected
+from node.jobs.scheduler import Dispatcher
+from tests.integration.conftest import FlakyModel, base_url, start_server, unique
+
+TRANSPORTS = ["http", "mqtt"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def dispatcher(
+    transport: str, server: TestServer, session: aiohttp.ClientSession, hub: MqttHub, *, timeout_s: float = 30
+) -> Dispatcher:
+    if transport == "http":
+        return HttpDispatcher(session, base_url(server), timeout_s=timeout_s)
+    from containers.runtime.server import STATE
+
+    return MqttDispatcher(hub, server.app[STATE].model.name, timeout_s=timeout_s, max_dispatches=2)
+
+
+async def test_compute_returns_the_models_abi_output(
+    transport: str, classify_server: TestServer, session: aiohttp.ClientSession, hub: MqttHub
+) -> None:
+    d = dispatcher(transport, classify_server, session, hub)
+    out = await d.compute(unique("job"), encode(["string"], ["I absolutely love this, it is wonderful"]))
+    assert decode(["string", "uint256"], out)[0] == "positive"
+
+
+async def test_echo_round_trips_bytes(
+    transport: str, echo_server: TestServer, session: aiohttp.ClientSession, hub: MqttHub
+) -> None:
+    d = dispatcher(transport, echo_server, session, hub)
+    assert await d.compute(unique("job"), b"\x00\xffpayload") == b"\x00\xffpayload"
+
+
+async def test_rejected_input_is_not_retryable(
+    transport: str, classify_server: TestServer, session: aiohttp.ClientSession, hub: MqttHub
+) -> None:
+    d = dispatcher(transport, classify_server, session, hub)
+    with pytest.raises(ContainerRejected, match="rejected the input: cannot decode input as") as info:
+        await d.compute(unique("job"), b"\xde\xad\xbe\xef")
+    assert info.value.status == 400
+    assert not info.value.retryable
+
+
+async def test_model_error_is_retryable(
+    transport: str, broker: str, session: aiohttp.ClientSession, hub: MqttHub
+) -> None:
+    server = await start_server(FlakyModel(failures=1, name=unique("flaky")), mqtt_url=broker)
+    try:
+        d = dispatcher(transport, server, session, hub)
+        with pytest.raises(ContainerError, match="simulated model failure") as info:
+            await d.compute(unique("job"), b"\x01")
+        assert info.value.retryable
+        assert info.value.status == 500
+        assert await d.compute(unique("job"), b"\x01") == b"\x01"
+    finally:
+        await server.close()
+
+
+async def test_no_container_is_a_retryable_error(transport: str, session: aiohttp.ClientSession, hub: MqttHub) -> None:
+    if transport == "http":
+        d: Dispatcher = HttpDispatcher(session, f"http://127.0.0.1:{free_port()}", timeout_s=5)
+        expected = "unreachable"
+    else:
+        d = MqttDispatcher(hub, unique("nobody-serves-this"), timeout_s=0.3, max_dispatches=2)
+        expected = "no worker of the .* pool answered after 2 dispatches"
+    with pytest.raises(ContainerError, match=expected) as info:
+        await d.compute(unique("job"), b"\x01")
+    assert info.value.retryable
+
+
+async def test_a_redelivered_job_is_computed_once_per_worker(broker: str, hub: MqttHub) -> None:
+    server = await start_server(EchoModel(unique("echo")), mqtt_url=broker)
+    try:
+        worker = server.app[WORKER]
+        model = worker.state.model.name
+        first = await hub.request(model, "same-job", chain_body(b"\x07"), timeout_s=10)
+        second = await hub.request(model, "same-job", chain_body(b"\x07"), timeout_s=10)
+        assert first == second
+        assert first["status"] == 200
+        assert worker.computed == 1
+    finally:
+        await server.close()
+
+
+async def test_http_health_reflects_the_container(session: aiohttp.ClientSession, echo_url: str) -> None:
+    assert await HttpDispatcher(session, echo_url, timeout_s=5).healthy()
+    assert not await HttpDispatcher(session, f"http://127.0.0.1:{free_port()}", timeout_s=5).healthy()
