@@ -12,7 +12,7 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps build demo test test-forge test-py lint fmt constraints clean
+.PHONY: help deps system-deps build demo test test-forge test-py lint fmt constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
@@ -20,7 +20,18 @@ help:
 	@echo "make lint   - ruff, mypy --strict and forge fmt --check only"
 	@echo "make build  - compile the contracts"
 
-deps: node_modules/.installed $(VENV)/.installed
+deps: system-deps node_modules/.installed $(VENV)/.installed
+
+# Debian packages the tests use: Mosquitto (MQTT worker pools) and docker-compose (checks the compose file;
+# no Docker engine is needed for that). Installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
