@@ -252,13 +252,19 @@ class Devnet:
         return self.deployment
 
     def start_container(
-        self, module: str = "containers.classify", *args: str, port: int | None = None, timeout_s: float = 180
+        self,
+        module: str = "containers.classify",
+        *args: str,
+        port: int | None = None,
+        timeout_s: float = 180,
+        name: str | None = None,
     ) -> tuple[Proc, str]:
+        """Starts a model server process and waits for its /health; returns it and its base URL."""
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = self.start(
-            module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args], env=env
+            name or module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args], env=env
         )
         wait_until(
             lambda: _http_ok(f"{url}/health"),

@@ -47,6 +47,8 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[tuple[Args, asyncio.Future[Args]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.stats = BatchStats()
+        #: Requests submitted and not yet answered.
+        self.pending = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -66,7 +68,11 @@ class DynamicBatcher:
     async def submit(self, args: Args) -> Args:
         future: asyncio.Future[Args] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((args, future))
-        return await future
+        self.pending += 1
+        try:
+            return await future
+        finally:
+            self.pending -= 1
 
     async def _gather(self) -> list[tuple[Args, asyncio.Future[Args]]]:
         loop = asyncio.get_running_loop()

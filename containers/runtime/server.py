@@ -237,6 +237,7 @@ async def info(request: web.Request) -> web.Response:
                 "batches": stats.batches if stats else 0,
                 "mean_batch_size": round(stats.mean_size, 2) if stats else 0.0,
                 "largest_batch": stats.largest if stats else 0,
+                "pending": state.batcher.pending if state.batcher else 0,
             },
             **model.info(),
         }
