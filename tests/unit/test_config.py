@@ -98,7 +98,7 @@ def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("name", ["node.example.toml", "devnet.toml"])
+@pytest.mark.parametrize("name", ["node.example.toml", "devnet.toml", "node.compose.toml"])
 def test_shipped_example_configs_are_valid(name: str) -> None:
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "config" / name)
