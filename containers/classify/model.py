@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
-from containers.runtime.batching import length_buckets
+from containers.runtime.batching import default_token_budget, length_buckets
 from containers.runtime.model import check_text, pick_device, torch_dtype
 
 DEFAULT_LABELS: dict[str, list[str]] = {
@@ -142,14 +142,14 @@ class CheckpointClassifier(_TextClassifier):
         device: str | None = None,
         dtype: str | None = None,
         max_length: int = 256,
-        token_budget: int = 16_384,
+        token_budget: int | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.name = name or f"classify/{Path(checkpoint).name}"
         self._device = pick_device(device)
         self.dtype = torch_dtype(self._device, dtype)
         self.max_length = max_length
-        self.token_budget = token_budget
+        self.token_budget = token_budget or default_token_budget(self._device)
         self._tokenizer: Any = None
         self._model: Any = None
         self._labels: list[str] = []

@@ -120,6 +120,12 @@ class DynamicBatcher:
                     fut.set_result(out)
 
 
+def default_token_budget(device: str) -> int:
+    """Tokens per forward pass: small groups on CPU, where padded tokens cost as much as real ones (256 measured
+    fastest for MiniLM on 2 cores, see BENCHMARKS.md); large on a GPU, which wants wide batches."""
+    return 16_384 if device.startswith("cuda") else 256
+
+
 def length_buckets(lengths: Sequence[int], *, token_budget: int, max_items: int) -> list[list[int]]:
     """Groups item indices by length so padding stays small: sorted by length, each group's
     `len(group) * longest` within `token_budget` (a lone item may exceed it), at most `max_items` per group."""

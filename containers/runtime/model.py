@@ -72,10 +72,24 @@ def pick_device(requested: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def torch_dtype(device: str, requested: str | None = None) -> Any:
-    """fp16 on CUDA unless asked otherwise (`bfloat16`, `float32`); fp32 on CPU, where half precision is slow."""
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls fast."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def torch_dtype(device: str, requested: str | None = None, *, cpu_bf16: bool = False) -> Any:
+    """The dtype to run in: what was asked for (`float16`, `bfloat16`, `float32`), else fp16 on CUDA, and on CPU
+    bf16 where the model allows it (`cpu_bf16`) and the CPU has AMX, fp32 otherwise."""
     import torch
 
     if requested:
-        return getattr(torch, requested)
-    return torch.float16 if device.startswith("cuda") else torch.float32
+        dtype = getattr(torch, requested, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"--dtype must be float16, bfloat16 or float32, got {requested!r}")
+        return dtype
+    if device.startswith("cuda"):
+        return torch.float16
+    return torch.bfloat16 if cpu_bf16 and cpu_has_amx() else torch.float32

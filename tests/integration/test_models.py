@@ -251,3 +251,12 @@ def test_echo_refuses_an_empty_offchain_input() -> None:
 
     with pytest.raises(InputError, match="must not be empty"):
         EchoModel().check(("",))
+
+
+def test_batch_quantization_matches_the_reference() -> None:
+    import torch
+
+    from containers.embed.model import quantize_rows
+
+    rows = torch.nn.functional.normalize(torch.randn(5, 384, generator=torch.Generator().manual_seed(1)), dim=-1)
+    assert quantize_rows(rows) == [quantize(row.tolist()) for row in rows]
