@@ -12,13 +12,14 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps system-deps build demo test test-forge test-py lint fmt constraints clean
+.PHONY: help deps system-deps build demo test test-forge test-py lint fmt bench constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
 	@echo "make test   - forge tests, lint (ruff, mypy, forge fmt) and pytest (unit, integration, e2e)"
 	@echo "make lint   - ruff, mypy --strict and forge fmt --check only"
 	@echo "make build  - compile the contracts"
+	@echo "make bench  - benchmarks (figures in BENCHMARKS.md)"
 
 deps: system-deps node_modules/.installed $(VENV)/.installed
 
@@ -67,6 +68,9 @@ fmt: deps
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 	$(FORGE) fmt
+
+bench: deps
+	$(PY) -m bench.containers
 
 constraints: deps
 	{ head -2 .ci/constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -E '^(torch|infera)=='; } > .ci/constraints.new

@@ -124,6 +124,18 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    """POSTs a container-protocol body; returns the status and the JSON answer."""
+    async with session.post(f"{url}/service_output", json=body) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def on_chain(data: bytes | str) -> dict[str, Any]:
+    """The body the node sends for an on-chain request (`data` as given if already a string)."""
+    hex_data = data if isinstance(data, str) else "0x" + data.hex()
+    return {"source": 0, "destination": 0, "data": hex_data, "requires_proof": False}
+
+
 def unique(prefix: str) -> str:
     """A model name no other test uses, so MQTT topics do not cross."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -8,17 +8,7 @@ import aiohttp
 import pytest
 from eth_abi.abi import decode, encode
 
-from tests.integration.conftest import FlakyModel, start_server
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
-    async with session.post(f"{url}/service_output", json=body) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-def chain_body(data: bytes | str) -> dict[str, Any]:
-    hex_data = data if isinstance(data, str) else "0x" + data.hex()
-    return {"source": 0, "destination": 0, "data": hex_data, "requires_proof": False}
+from tests.integration.conftest import FlakyModel, on_chain, post, start_server
 
 
 @pytest.mark.parametrize(
@@ -33,7 +23,7 @@ def chain_body(data: bytes | str) -> dict[str, Any]:
 async def test_classifier_labels_clear_sentiment(
     session: aiohttp.ClientSession, classify_url: str, text: str, label: str
 ) -> None:
-    status, body = await post(session, classify_url, chain_body(encode(["string"], [text])))
+    status, body = await post(session, classify_url, on_chain(encode(["string"], [text])))
     assert status == 200, body
     got_label, score = decode(["string", "uint256"], bytes.fromhex(body["raw_output"]))
     assert got_label == label
@@ -64,12 +54,12 @@ async def test_info_describes_the_model(session: aiohttp.ClientSession, classify
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (chain_body(b"\xde\xad\xbe\xef"), "cannot decode input as (string)"),
-        (chain_body(b""), "input is empty"),
-        (chain_body("0xnothex"), "data is not a hex string"),
-        (chain_body(encode(["bytes"], [b"\xff\xfe"])), "not valid UTF-8"),
-        (chain_body(encode(["string"], [""])), "text must be a non-empty string"),
-        (chain_body(encode(["string"], ["x" * 5000])), "the limit is 4096"),
+        (on_chain(b"\xde\xad\xbe\xef"), "cannot decode input as (string)"),
+        (on_chain(b""), "input is empty"),
+        (on_chain("0xnothex"), "data is not a hex string"),
+        (on_chain(encode(["bytes"], [b"\xff\xfe"])), "not valid UTF-8"),
+        (on_chain(encode(["string"], [""])), "text must be a non-empty string"),
+        (on_chain(encode(["string"], ["x" * 5000])), "the limit is 4096"),
         ({"source": 0, "destination": 0}, "missing key: data"),
         ({"source": 7, "destination": 0, "data": "0x"}, "source must be 0 (chain) or 1 (off-chain)"),
         ({"source": 1, "destination": 1, "data": {"txt": "hi"}}, "missing input field(s): text"),
@@ -82,7 +72,7 @@ async def test_bad_input_is_a_400_with_the_reason_and_the_server_keeps_serving(
     status, answer = await post(session, classify_url, body)
     assert status == 400
     assert reason in answer["error"]
-    ok, _ = await post(session, classify_url, chain_body(encode(["string"], ["fine"])))
+    ok, _ = await post(session, classify_url, on_chain(encode(["string"], ["fine"])))
     assert ok == 200
 
 
@@ -93,12 +83,12 @@ async def test_body_that_is_not_json_is_a_400(session: aiohttp.ClientSession, ec
 
 
 async def test_oversized_body_is_refused(session: aiohttp.ClientSession, echo_url: str) -> None:
-    async with session.post(f"{echo_url}/service_output", json=chain_body(b"\x01" * 100_000)) as resp:
+    async with session.post(f"{echo_url}/service_output", json=on_chain(b"\x01" * 100_000)) as resp:
         assert resp.status == 413
 
 
 async def test_echo_returns_its_input(session: aiohttp.ClientSession, echo_url: str) -> None:
-    status, body = await post(session, echo_url, chain_body(b"\x00\x01hello"))
+    status, body = await post(session, echo_url, on_chain(b"\x00\x01hello"))
     assert status == 200
     assert bytes.fromhex(body["raw_output"]) == b"\x00\x01hello"
     assert bytes.fromhex(body["raw_input"]) == b"\x00\x01hello"
@@ -108,10 +98,10 @@ async def test_model_failure_is_a_500_never_a_200(session: aiohttp.ClientSession
     server = await start_server(FlakyModel(failures=1))
     url = str(server.make_url("")).rstrip("/")
     try:
-        status, body = await post(session, url, chain_body(b"\x01"))
+        status, body = await post(session, url, on_chain(b"\x01"))
         assert status == 500
         assert "simulated model failure 1" in body["error"]
-        status, body = await post(session, url, chain_body(b"\x01"))
+        status, body = await post(session, url, on_chain(b"\x01"))
         assert status == 200
     finally:
         await server.close()

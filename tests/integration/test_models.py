@@ -19,17 +19,7 @@ from containers.echo.model import EchoModel
 from containers.embed.model import EmbedModel, dequantize, quantize
 from containers.generate.model import GenerateModel
 from containers.runtime.server import STATE, BatchConfig
-from tests.integration.conftest import base_url, start_server
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
-    async with session.post(f"{url}/service_output", json=body) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-def on_chain(data: bytes | str) -> dict[str, Any]:
-    hex_data = data if isinstance(data, str) else "0x" + data.hex()
-    return {"source": 0, "destination": 0, "data": hex_data, "requires_proof": False}
+from tests.integration.conftest import base_url, on_chain, post, start_server
 
 
 def cosine(a: list[float], b: list[float]) -> float:
