@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -202,14 +203,35 @@ class Devnet:
         wait_until(lambda: self._rpc_up(), timeout_s=30, what=f"anvil on {self.rpc_url}", alive=proc.check_alive)
         return proc
 
-    def start_mosquitto(self) -> tuple[Proc, str]:
-        """A Mosquitto broker on a free loopback port (anonymous, no persistence); returns it and its URL."""
+    def start_mosquitto(self, users: dict[str, str] | None = None) -> tuple[Proc, str]:
+        """A Mosquitto broker on a free loopback port, no persistence; anonymous unless `users` (name → password)
+        are given. Returns it and its URL."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise DevnetError("mosquitto not found: `apt-get install mosquitto` (or `make deps`)")
         port = free_port()
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Started as root, Mosquitto would switch to its own user and lose access to files in our work folder.
+        lines = [f"listener {port} 127.0.0.1", "persistence false", f"user {getpass.getuser()}"]
+        if users:
+            password_file = self.workdir / "mosquitto.passwd"
+            password_file.touch(mode=0o600)
+            for name, password in users.items():
+                subprocess.run(
+                    [
+                        shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd",
+                        "-b",
+                        str(password_file),
+                        name,
+                        password,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        conf.write_text("\n".join(lines) + "\n")
         proc = self.start("mosquitto", [binary, "-c", str(conf)])
         wait_until(lambda: _tcp_open(port), timeout_s=30, what=f"mosquitto on port {port}", alive=proc.check_alive)
         return proc, f"mqtt://127.0.0.1:{port}"

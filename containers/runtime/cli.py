@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -27,6 +28,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--pool", default="default", help="worker pool name: workers of one pool share jobs")
     parser.add_argument("--mqtt-inflight", type=int, default=64, help="jobs a worker takes at once")
+    parser.add_argument("--mqtt-username", default=None, help="broker user name")
+    parser.add_argument(
+        "--mqtt-password-env", default="INFERA_MQTT_PASSWORD", help="env variable holding the broker password"
+    )
     parser.add_argument("--shutdown-timeout-s", type=float, default=60.0, help="time to finish in-flight work")
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -47,7 +52,14 @@ def serve(
         batching=BatchConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms),
     )
     if args.mqtt:
-        add_worker(app, args.mqtt, args.pool, max_inflight=args.mqtt_inflight)
+        add_worker(
+            app,
+            args.mqtt,
+            args.pool,
+            max_inflight=args.mqtt_inflight,
+            username=args.mqtt_username,
+            password=os.environ.get(args.mqtt_password_env),  # from the environment: never on the command line
+        )
     web.run_app(
         app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=args.shutdown_timeout_s
     )

@@ -29,12 +29,22 @@ RECONNECT_MAX_S = 10.0
 
 class Worker:
     def __init__(
-        self, state: ServerState, url: str, pool: str, *, max_inflight: int = 64, cache_size: int = 10_000
+        self,
+        state: ServerState,
+        url: str,
+        pool: str,
+        *,
+        max_inflight: int = 64,
+        cache_size: int = 10_000,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.state = state
         self.host, self.port = broker_address(url)
         self.topic = shared_jobs_topic(pool, state.model.name)
         self.worker_id = f"infera-worker-{pool}-{uuid.uuid4().hex[:8]}"
+        self._username = username
+        self._password = password
         self._slots = asyncio.Semaphore(max_inflight)
         self._cache_size = cache_size
         self._answers: OrderedDict[str, ReplyMessage] = OrderedDict()
@@ -50,7 +60,12 @@ class Worker:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.worker_id, protocol=aiomqtt.ProtocolVersion.V5
+                    self.host,
+                    self.port,
+                    identifier=self.worker_id,
+                    username=self._username,
+                    password=self._password,
+                    protocol=aiomqtt.ProtocolVersion.V5,
                 ) as client:
                     await client.subscribe(self.topic, qos=1)
                     self.subscribed.set()
@@ -115,9 +130,17 @@ class Worker:
 WORKER = web.AppKey("worker", Worker)
 
 
-def add_worker(app: web.Application, url: str, pool: str, *, max_inflight: int = 64) -> None:
+def add_worker(
+    app: web.Application,
+    url: str,
+    pool: str,
+    *,
+    max_inflight: int = 64,
+    username: str | None = None,
+    password: str | None = None,
+) -> None:
     """Makes the app also serve the MQTT pool `pool` on broker `url` while it runs."""
-    app[WORKER] = Worker(app[STATE], url, pool, max_inflight=max_inflight)
+    app[WORKER] = Worker(app[STATE], url, pool, max_inflight=max_inflight, username=username, password=password)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         worker = app[WORKER]

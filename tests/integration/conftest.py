@@ -44,10 +44,12 @@ async def start_server(
     mqtt_url: str | None = None,
     pool: str = "test",
     batching: BatchConfig | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> TestServer:
     app = create_app(model, max_body_bytes=max_body_bytes, batching=batching)
     if mqtt_url:
-        add_worker(app, mqtt_url, pool)
+        add_worker(app, mqtt_url, pool, username=username, password=password)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     await asyncio.wait_for(server.app[STATE].ready.wait(), timeout=120)

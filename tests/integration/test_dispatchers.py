@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
@@ -9,7 +12,7 @@ from eth_abi.abi import decode, encode
 
 from containers.echo.model import EchoModel
 from containers.runtime.worker import WORKER
-from node.devnet import free_port
+from node.devnet import Devnet, free_port
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.dispatch.protocol import chain_body
@@ -104,3 +107,27 @@ async def test_a_redelivered_job_is_computed_once_per_worker(broker: str, hub: M
 async def test_http_health_reflects_the_container(session: aiohttp.ClientSession, echo_url: str) -> None:
     assert await HttpDispatcher(session, echo_url, timeout_s=5).healthy()
     assert not await HttpDispatcher(session, f"http://127.0.0.1:{free_port()}", timeout_s=5).healthy()
+
+
+async def test_workers_and_node_authenticate_to_a_protected_broker(tmp_path: Path) -> None:
+    with Devnet(tmp_path) as dev:
+        _, url = dev.start_mosquitto(users={"node": "node-secret", "worker": "worker-secret"})
+        server = await start_server(
+            EchoModel(unique("echo")), mqtt_url=url, username="worker", password="worker-secret"
+        )
+        hub = MqttHub(url, "auth-node", username="node", password="node-secret")
+        task = asyncio.create_task(hub.run())
+        try:
+            await asyncio.wait_for(hub._connected.wait(), 30)
+            d = MqttDispatcher(hub, server.app[WORKER].state.model.name, timeout_s=10, max_dispatches=1)
+            assert await d.compute(unique("job"), b"\x42") == b"\x42"
+            intruder = MqttHub(url, "intruder", username="node", password="wrong")
+            intruder_task = asyncio.create_task(intruder.run())
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(intruder._connected.wait(), 2)
+            intruder_task.cancel()
+            await asyncio.gather(intruder_task, return_exceptions=True)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await server.close()
