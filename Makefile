@@ -6,6 +6,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(CURDIR)/node_modules/.bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FORGE := cd coordinator_contract && $(BIN)/forge
 
 # Nothing is fetched from a model hub, ever: models ship in packages or are built by the tests.
@@ -31,7 +32,7 @@ system-deps:
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 node_modules/.installed: package.json package-lock.json
