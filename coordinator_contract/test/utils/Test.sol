@@ -9,6 +9,10 @@ interface Vm {
         address emitter;
     }
 
+    function warp(uint256 newTimestamp) external;
+    function roll(uint256 newHeight) external;
+    function chainId(uint256 newChainId) external;
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function prank(address sender) external;
     function startPrank(address sender) external;
     function stopPrank() external;
@@ -28,9 +32,21 @@ interface Vm {
     function toString(bytes calldata value) external pure returns (string memory);
 }
 
-/// @notice Minimal test base: cheatcodes, assertions that fail with both values, and `bound` for fuzz inputs.
+/// @notice Minimal test base: cheatcodes, assertions that fail with both values, `bound` for fuzz inputs, and
+/// the `targetContract` / `targetContracts` pair forge reads to pick invariant-test handlers.
 abstract contract Test {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    address[] private _targetedContracts;
+
+    /// @dev Only `target`'s functions are called by the invariant fuzzer (forge reads `targetContracts()`).
+    function targetContract(address target) internal {
+        _targetedContracts.push(target);
+    }
+
+    function targetContracts() public view returns (address[] memory) {
+        return _targetedContracts;
+    }
 
     function fail(string memory message) internal pure {
         revert(string.concat("assertion failed: ", message));
