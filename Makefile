@@ -13,7 +13,7 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps system-deps build demo test test-forge test-py lint fmt bench constraints clean
+.PHONY: help deps system-deps build demo test test-forge snapshot test-py lint fmt bench constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
@@ -53,8 +53,12 @@ demo: deps build
 
 test: deps build test-forge lint test-py
 
+# Runs every forge test and checks gas against the committed .gas-snapshot (refresh: make snapshot).
 test-forge:
-	$(FORGE) test
+	$(FORGE) snapshot --check
+
+snapshot: deps
+	$(FORGE) snapshot
 
 test-py:
 	$(PY) -m pytest

@@ -34,6 +34,8 @@ CONTRACTS_DIR = ROOT / "coordinator_contract"
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_MODEL = "classify/minilm-sentiment@1"
 DEFAULT_FEE_WEI = 10**15
+DEVNET_MIN_STAKE_WEI = 10**18
+DEVNET_UNBONDING_S = 86_400
 
 T = TypeVar("T")
 
@@ -122,6 +124,7 @@ class Deployment:
     coordinator: Contract
     consumer: Contract
     start_block: int
+    registry: Contract
 
 
 class Devnet:
@@ -264,13 +267,14 @@ class Devnet:
         return contract
 
     def deploy(self) -> Deployment:
-        """Deploys the coordinator and the example consumer, and registers the node's address."""
+        """Deploys the node registry, the coordinator and the example consumer, and stakes the node."""
         self.abi = CoordinatorAbi.from_artifacts()
         start_block = self.w3.eth.block_number
-        coordinator = self._deploy("Coordinator", self.deployer.address)
+        registry = self._deploy("NodeRegistry", self.deployer.address, DEVNET_MIN_STAKE_WEI, DEVNET_UNBONDING_S)
+        coordinator = self._deploy("Coordinator", self.deployer.address, registry.address)
         consumer = self._deploy("SentimentConsumer", coordinator.address, model_id(self.model_name))
-        self._transact(coordinator.functions.registerNode(self.node_account.address), self.deployer)
-        self.deployment = Deployment(coordinator, consumer, start_block)
+        self._transact(registry.functions.register(), self.node_account, DEVNET_MIN_STAKE_WEI)
+        self.deployment = Deployment(coordinator, consumer, start_block, registry)
         return self.deployment
 
     def start_container(
@@ -356,12 +360,30 @@ class Devnet:
 
     def sentiment(self, request_id: int) -> tuple[str, str, int, bool]:
         assert self.deployment is not None
-        text, label, score, answered = self.deployment.consumer.functions.sentiments(request_id).call()
+        text, label, score, answered, _failed = self.deployment.consumer.functions.sentiments(request_id).call()
         return str(text), str(label), int(score), bool(answered)
 
-    def is_fulfilled(self, request_id: int) -> bool:
+    def request_state(self, request_id: int) -> dict[str, Any]:
+        """The coordinator's view of a request (consumer, deadline, redundancy, delivered, failures, … status)."""
         assert self.deployment is not None
-        return bool(self.deployment.coordinator.functions.getRequest(request_id).call()[3])
+        view = self.deployment.coordinator.functions.getRequest(request_id).call()
+        fields = (
+            "consumer",
+            "deadline",
+            "redundancy",
+            "delivered",
+            "failures",
+            "callbackGasLimit",
+            "protocolFeeBps",
+            "status",
+            "token",
+            "feePerNode",
+        )
+        return dict(zip(fields, view, strict=True))
+
+    def is_fulfilled(self, request_id: int) -> bool:
+        """Whether at least one node delivered a result for the request."""
+        return int(self.request_state(request_id)["delivered"]) > 0
 
     def wait_sentiment(
         self, request_id: int, *, timeout_s: float, alive: Callable[[], None] | None = None
@@ -429,7 +451,8 @@ def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], Non
         deployment = dev.deploy()
         say(
             f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
-            f"{deployment.consumer.address}, node {dev.node_account.address} registered"
+            f"{deployment.consumer.address}, node {dev.node_account.address} staked in NodeRegistry "
+            f"{deployment.registry.address}"
         )
         t0 = time.monotonic()
         say(f"devnet: starting the {dev.model_name} container (loads MiniLM)…")

@@ -2,41 +2,63 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 
 /// @title Coordinator
-/// @notice Takes inference requests from consumer contracts, escrows their fees, and settles deliveries from
-/// registered nodes.
-/// @dev Guarantees: a request is fulfilled at most once; the fee is escrowed at request time, so a delivered
-/// result is always paid; the consumer's callback runs with exactly its `callbackGasLimit` inside an isolated call
-/// whose return data is never copied, so a reverting or hostile consumer cannot revert the node's delivery or make
-/// it cost more than the limit the consumer chose.
+/// @notice Takes inference requests, escrows their fees, and settles deliveries and failure reports from active
+/// staked nodes.
+/// @dev Guarantees:
+/// - Escrow at request time: `feePerNode * redundancy` is held before any node works, in ETH or an ERC-20; the
+///   protocol fee (≤ 10%) is frozen per request. Balances are pulled with `withdraw`, never pushed.
+/// - Each active node acts at most once per request (deliver or report failure); at most `redundancy` deliveries
+///   are paid, each once.
+/// - Failure rule: a request fails only when `max(redundancy, minFailureReports)` distinct nodes reported failure,
+///   so one node cannot deny service that others can still give; then the unused escrow goes back to the consumer.
+///   After the deadline the consumer reclaims the escrow of slots nobody served. No request waits forever.
+/// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
+///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
+///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
 contract Coordinator is ICoordinator {
-    /// @dev Gas kept back for the work between the gas check and the CALL opcode (warm call, memory).
+    uint16 public constant MAX_PROTOCOL_FEE_BPS = 1_000;
+    /// @dev Gas kept back for the work between the gas check and the CALL opcode.
     uint256 private constant GAS_FOR_CALL_EXACT_CHECK = 5_000;
+    /// @dev Error callbacks are not paid for by the consumer: they get at most this much gas.
+    uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
 
     struct Request {
+        // slot 0
         address consumer;
+        uint64 deadline;
+        uint16 redundancy;
+        uint16 delivered;
+        // slot 1
+        address token;
         uint32 callbackGasLimit;
-        bool fulfilled;
-        uint256 fee;
+        uint16 protocolFeeBps;
+        uint16 failures;
+        Status status;
+        // slot 2
+        uint256 feePerNode;
     }
 
-    /// @notice The account that registers nodes and sets limits.
+    INodeRegistry public immutable registry;
     address public owner;
-    /// @notice Smallest fee a request may carry, in wei.
+    uint16 public protocolFeeBps;
+    address public protocolFeeRecipient;
     uint256 public minFee;
-    /// @notice Largest callback gas limit a request may ask for.
     uint32 public maxCallbackGasLimit;
-    /// @notice Largest request input, in bytes.
     uint32 public maxInputBytes;
-    /// @notice Largest delivered output, in bytes.
     uint32 public maxOutputBytes;
-    /// @notice Id the next request will get; ids start at 1.
+    uint16 public maxRedundancy;
+    uint16 public minFailureReports;
+    uint64 public maxDeadlineWindow;
+    /// @notice Deadline of requests made with the short `requestInference` form, from `block.timestamp`.
+    uint64 public defaultDeadlineWindow = 1 hours;
     uint256 public nextRequestId = 1;
-    /// @notice Whether an address may deliver results.
-    mapping(address => bool) public isNode;
-    /// @notice Fees earned and not yet withdrawn, by node.
-    mapping(address => uint256) public balanceOf;
+    /// @notice Withdrawable balances: node earnings, consumer refunds, protocol fees; by token, then account.
+    mapping(address token => mapping(address account => uint256)) public balanceOf;
+    /// @notice Whether a node already delivered or reported for a request.
+    mapping(uint256 requestId => mapping(address node => bool)) public served;
     mapping(uint256 => Request) internal _requests;
 
     modifier onlyOwner() {
@@ -44,40 +66,49 @@ contract Coordinator is ICoordinator {
         _;
     }
 
-    constructor(address owner_) {
+    constructor(address owner_, INodeRegistry registry_) {
         owner = owner_;
+        registry = registry_;
+        protocolFeeRecipient = owner_;
         emit OwnershipTransferred(address(0), owner_);
-        _setLimits(0, 2_000_000, 16 * 1024, 16 * 1024);
+        _setLimits(0, 2_000_000, 16 * 1024, 16 * 1024, 16, 2, 30 days);
     }
 
     // ----------------------------------------------------------------------------------------------- owner
 
-    /// @notice Allows `node` to deliver results.
-    function registerNode(address node) external onlyOwner {
-        if (isNode[node]) revert NodeAlreadyRegistered(node);
-        isNode[node] = true;
-        emit NodeRegistered(node);
+    /// @notice Sets the protocol fee for requests made from now on, and who receives it.
+    function setProtocolFee(uint16 bps, address recipient) external onlyOwner {
+        if (bps > MAX_PROTOCOL_FEE_BPS) revert ProtocolFeeTooHigh(bps, MAX_PROTOCOL_FEE_BPS);
+        if (recipient == address(0)) revert InvalidLimit();
+        protocolFeeBps = bps;
+        protocolFeeRecipient = recipient;
+        emit ProtocolFeeChanged(bps, recipient);
     }
 
-    /// @notice Stops `node` from delivering; fees it already earned stay withdrawable.
-    function removeNode(address node) external onlyOwner {
-        if (!isNode[node]) revert NodeNotRegistered(node);
-        isNode[node] = false;
-        emit NodeRemoved(node);
-    }
-
-    /// @notice Sets the protocol limits; requests already made keep the fee and gas limit they were made with.
+    /// @notice Sets the protocol limits; requests already made keep what they were made with.
     function setLimits(
         uint256 minFee_,
         uint32 maxCallbackGasLimit_,
         uint32 maxInputBytes_,
-        uint32 maxOutputBytes_
+        uint32 maxOutputBytes_,
+        uint16 maxRedundancy_,
+        uint16 minFailureReports_,
+        uint64 maxDeadlineWindow_
     ) external onlyOwner {
-        _setLimits(minFee_, maxCallbackGasLimit_, maxInputBytes_, maxOutputBytes_);
+        _setLimits(
+            minFee_,
+            maxCallbackGasLimit_,
+            maxInputBytes_,
+            maxOutputBytes_,
+            maxRedundancy_,
+            minFailureReports_,
+            maxDeadlineWindow_
+        );
     }
 
     /// @notice Hands the owner role to `newOwner`.
     function transferOwnership(address newOwner) external onlyOwner {
+        if (newOwner == address(0)) revert InvalidLimit();
         emit OwnershipTransferred(owner, newOwner);
         owner = newOwner;
     }
@@ -85,87 +116,262 @@ contract Coordinator is ICoordinator {
     // -------------------------------------------------------------------------------------------- requests
 
     /// @inheritdoc ICoordinator
+    function requestInference(RequestParams calldata params, bytes calldata input)
+        external
+        payable
+        returns (uint256 requestId)
+    {
+        return _request(params, input);
+    }
+
+    /// @inheritdoc ICoordinator
     function requestInference(bytes32 modelId, bytes calldata input, uint32 callbackGasLimit)
         external
         payable
         returns (uint256 requestId)
     {
-        if (callbackGasLimit == 0 || callbackGasLimit > maxCallbackGasLimit) {
-            revert InvalidCallbackGasLimit(callbackGasLimit, maxCallbackGasLimit);
-        }
-        if (input.length == 0 || input.length > maxInputBytes) {
-            revert InvalidInputLength(input.length, maxInputBytes);
-        }
-        if (msg.value < minFee) revert FeeTooLow(msg.value, minFee);
-
-        requestId = nextRequestId++;
-        _requests[requestId] = Request({
-            consumer: msg.sender, callbackGasLimit: callbackGasLimit, fulfilled: false, fee: msg.value
-        });
-        emit RequestCreated(requestId, modelId, msg.sender, input, msg.value, callbackGasLimit);
+        return _request(
+            RequestParams({
+                modelId: modelId,
+                callbackGasLimit: callbackGasLimit,
+                redundancy: 1,
+                deadline: uint64(block.timestamp) + defaultDeadlineWindow,
+                token: address(0),
+                feePerNode: msg.value
+            }),
+            input
+        );
     }
+
+    /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
+    /// @dev Anyone may call it; the refund always goes to the consumer's balance.
+    function reclaim(uint256 requestId) external returns (uint256 refund) {
+        Request storage r = _requests[requestId];
+        Status status = r.status;
+        if (status == Status.None) revert UnknownRequest(requestId);
+        if (status != Status.Open) revert RequestClosed(requestId, status);
+        if (block.timestamp <= r.deadline) revert DeadlineNotPassed(requestId, r.deadline);
+        r.status = Status.Reclaimed;
+        refund = uint256(r.redundancy - r.delivered) * r.feePerNode;
+        address consumer = r.consumer;
+        balanceOf[r.token][consumer] += refund;
+        emit Reclaimed(requestId, consumer, refund);
+    }
+
+    /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
+    function withdraw(address token, address to) external returns (uint256 amount) {
+        amount = balanceOf[token][msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender, token);
+        balanceOf[token][msg.sender] = 0;
+        _transferOut(token, to, amount);
+        emit Withdrawn(msg.sender, token, to, amount);
+    }
+
+    // -------------------------------------------------------------------------------------------- delivery
 
     /// @inheritdoc ICoordinator
     function deliver(uint256 requestId, bytes calldata output) external returns (bool callbackOk) {
-        if (!isNode[msg.sender]) revert NodeNotRegistered(msg.sender);
-        Request storage r = _requests[requestId];
-        address consumer = r.consumer;
-        if (consumer == address(0)) revert UnknownRequest(requestId);
-        if (r.fulfilled) revert AlreadyFulfilled(requestId);
-        if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
-
-        // Effects before the callback: the request is settled and the node paid whatever the consumer does.
-        r.fulfilled = true;
-        uint256 fee = r.fee;
-        if (fee != 0) balanceOf[msg.sender] += fee;
-
-        callbackOk = _callWithExactGas(
-            r.callbackGasLimit,
-            consumer,
-            abi.encodeWithSignature("rawFulfill(uint256,bytes)", requestId, output)
-        );
-        emit RequestFulfilled(requestId, msg.sender, keccak256(output), callbackOk);
+        if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
+        return _deliver(requestId, msg.sender, output);
     }
 
-    /// @notice Sends the caller's earned fees to `to`.
-    function withdraw(address to) external returns (uint256 amount) {
-        amount = balanceOf[msg.sender];
-        if (amount == 0) revert NothingToWithdraw(msg.sender);
-        balanceOf[msg.sender] = 0;
-        (bool ok,) = to.call{value: amount}("");
-        if (!ok) revert TransferFailed(to, amount);
-        emit Withdrawn(msg.sender, to, amount);
+    /// @inheritdoc ICoordinator
+    function reportFailure(uint256 requestId, string calldata reason) external {
+        if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
+        _reportFailure(requestId, msg.sender, reason);
+    }
+
+    /// @inheritdoc ICoordinator
+    function deliverBatch(BatchItem[] calldata items) external returns (uint256 settled) {
+        if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
+        for (uint256 i; i < items.length; ++i) {
+            // Each item runs in its own call frame: a bad item reverts alone and is reported, the rest settle.
+            try this.settleBatchItem(msg.sender, items[i]) {
+                ++settled;
+            } catch (bytes memory reason) {
+                // casting to 'bytes4' is safe because it keeps the error selector, the first 4 bytes
+                // forge-lint: disable-next-line(unsafe-typecast)
+                emit DeliverySkipped(items[i].requestId, msg.sender, bytes4(reason));
+            }
+        }
+    }
+
+    /// @dev One item of `deliverBatch`; only callable by the coordinator itself.
+    function settleBatchItem(address node, BatchItem calldata item) external {
+        if (msg.sender != address(this)) revert Unauthorized(msg.sender);
+        if (item.failed) _reportFailure(item.requestId, node, string(item.data));
+        else _deliver(item.requestId, node, item.data);
     }
 
     // --------------------------------------------------------------------------------------------- views
 
-    /// @notice The stored state of a request: its consumer, callback gas limit, escrowed fee and whether it was
-    /// fulfilled. The consumer is the zero address for an unknown id.
-    function getRequest(uint256 requestId)
-        external
-        view
-        returns (address consumer, uint32 callbackGasLimit, uint256 fee, bool fulfilled)
-    {
+    /// @notice The state of one request.
+    function getRequest(uint256 requestId) public view returns (RequestView memory v) {
         Request storage r = _requests[requestId];
-        return (r.consumer, r.callbackGasLimit, r.fee, r.fulfilled);
+        v = RequestView({
+            consumer: r.consumer,
+            deadline: r.deadline,
+            redundancy: r.redundancy,
+            delivered: r.delivered,
+            failures: r.failures,
+            callbackGasLimit: r.callbackGasLimit,
+            protocolFeeBps: r.protocolFeeBps,
+            status: r.status,
+            token: r.token,
+            feePerNode: r.feePerNode
+        });
+    }
+
+    /// @notice The state of many requests in one call, for a node catching up.
+    function getRequests(uint256[] calldata requestIds) external view returns (RequestView[] memory views) {
+        views = new RequestView[](requestIds.length);
+        for (uint256 i; i < requestIds.length; ++i) {
+            views[i] = getRequest(requestIds[i]);
+        }
+    }
+
+    /// @notice How many failure reports close `requestId`: `max(redundancy, minFailureReports)`.
+    function failureQuorum(uint256 requestId) public view returns (uint256) {
+        uint256 redundancy = _requests[requestId].redundancy;
+        return redundancy > minFailureReports ? redundancy : minFailureReports;
     }
 
     // ------------------------------------------------------------------------------------------ internal
+
+    function _request(RequestParams memory p, bytes calldata input) internal returns (uint256 requestId) {
+        if (p.callbackGasLimit == 0 || p.callbackGasLimit > maxCallbackGasLimit) {
+            revert InvalidCallbackGasLimit(p.callbackGasLimit, maxCallbackGasLimit);
+        }
+        if (input.length == 0 || input.length > maxInputBytes) {
+            revert InvalidInputLength(input.length, maxInputBytes);
+        }
+        if (p.redundancy == 0 || p.redundancy > maxRedundancy) {
+            revert InvalidRedundancy(p.redundancy, maxRedundancy);
+        }
+        uint64 latest = uint64(block.timestamp) + maxDeadlineWindow;
+        if (p.deadline <= block.timestamp || p.deadline > latest) revert InvalidDeadline(p.deadline, latest);
+        if (p.feePerNode < minFee) revert FeeTooLow(p.feePerNode, minFee);
+
+        uint256 escrow = p.feePerNode * p.redundancy;
+        if (p.token == address(0)) {
+            if (msg.value != escrow) revert WrongPayment(msg.value, escrow);
+        } else {
+            if (msg.value != 0) revert WrongPayment(msg.value, 0);
+            _transferIn(p.token, msg.sender, escrow);
+        }
+
+        requestId = nextRequestId++;
+        _requests[requestId] = Request({
+            consumer: msg.sender,
+            deadline: p.deadline,
+            redundancy: p.redundancy,
+            delivered: 0,
+            token: p.token,
+            callbackGasLimit: p.callbackGasLimit,
+            protocolFeeBps: protocolFeeBps,
+            failures: 0,
+            status: Status.Open,
+            feePerNode: p.feePerNode
+        });
+        emit RequestCreated(
+            requestId,
+            p.modelId,
+            msg.sender,
+            input,
+            p.token,
+            p.feePerNode,
+            p.callbackGasLimit,
+            p.redundancy,
+            p.deadline
+        );
+    }
+
+    /// @dev Checks that `node` may act on `requestId` now, and marks it as having acted.
+    function _claimSlot(uint256 requestId, address node) internal returns (Request storage r) {
+        r = _requests[requestId];
+        Status status = r.status;
+        if (status == Status.None) revert UnknownRequest(requestId);
+        if (status != Status.Open) revert RequestClosed(requestId, status);
+        if (block.timestamp > r.deadline) revert DeadlinePassed(requestId, r.deadline);
+        if (served[requestId][node]) revert AlreadyServed(requestId, node);
+        served[requestId][node] = true;
+    }
+
+    function _deliver(uint256 requestId, address node, bytes calldata output)
+        internal
+        returns (bool callbackOk)
+    {
+        if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
+        Request storage r = _claimSlot(requestId, node);
+        uint16 delivered = r.delivered + 1;
+        r.delivered = delivered;
+        if (delivered == r.redundancy) r.status = Status.Fulfilled;
+
+        uint256 fee = r.feePerNode;
+        if (fee != 0) {
+            uint256 protocolCut = fee * r.protocolFeeBps / 10_000;
+            address token = r.token;
+            balanceOf[token][node] += fee - protocolCut;
+            if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut;
+        }
+
+        callbackOk = _callWithExactGas(
+            r.callbackGasLimit,
+            r.consumer,
+            abi.encodeWithSignature("rawFulfill(uint256,address,bytes)", requestId, node, output)
+        );
+        emit RequestFulfilled(requestId, node, keccak256(output), callbackOk);
+    }
+
+    function _reportFailure(uint256 requestId, address node, string memory reason) internal {
+        Request storage r = _claimSlot(requestId, node);
+        uint16 failures = r.failures + 1;
+        r.failures = failures;
+        emit FailureReported(requestId, node, reason);
+        if (failures < failureQuorum(requestId)) return;
+
+        r.status = Status.Failed;
+        uint256 refund = uint256(r.redundancy - r.delivered) * r.feePerNode;
+        address consumer = r.consumer;
+        balanceOf[r.token][consumer] += refund;
+        uint32 gasLimit =
+            r.callbackGasLimit < MAX_ERROR_CALLBACK_GAS ? r.callbackGasLimit : MAX_ERROR_CALLBACK_GAS;
+        bool callbackOk = _callWithExactGas(
+            gasLimit, consumer, abi.encodeWithSignature("rawFail(uint256,string)", requestId, reason)
+        );
+        emit RequestFailed(requestId, reason, refund, callbackOk);
+    }
 
     function _setLimits(
         uint256 minFee_,
         uint32 maxCallbackGasLimit_,
         uint32 maxInputBytes_,
-        uint32 maxOutputBytes_
+        uint32 maxOutputBytes_,
+        uint16 maxRedundancy_,
+        uint16 minFailureReports_,
+        uint64 maxDeadlineWindow_
     ) internal {
-        if (maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0) {
-            revert InvalidLimit();
-        }
+        if (
+            maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0 || maxRedundancy_ == 0
+                || minFailureReports_ == 0 || maxDeadlineWindow_ == 0
+                || maxDeadlineWindow_ < defaultDeadlineWindow
+        ) revert InvalidLimit();
         minFee = minFee_;
         maxCallbackGasLimit = maxCallbackGasLimit_;
         maxInputBytes = maxInputBytes_;
         maxOutputBytes = maxOutputBytes_;
-        emit LimitsChanged(minFee_, maxCallbackGasLimit_, maxInputBytes_, maxOutputBytes_);
+        maxRedundancy = maxRedundancy_;
+        minFailureReports = minFailureReports_;
+        maxDeadlineWindow = maxDeadlineWindow_;
+        emit LimitsChanged(
+            minFee_,
+            maxCallbackGasLimit_,
+            maxInputBytes_,
+            maxOutputBytes_,
+            maxRedundancy_,
+            minFailureReports_,
+            maxDeadlineWindow_
+        );
     }
 
     /// @dev Calls `target` with exactly `gasAmount` gas, or reverts if the transaction cannot supply that much
@@ -185,5 +391,36 @@ contract Coordinator is ICoordinator {
         assembly ("memory-safe") {
             success := call(gasAmount, target, 0, add(data, 0x20), mload(data), 0, 0)
         }
+    }
+
+    /// @dev Pulls `amount` of `token` from `from`; works with tokens that return no bool; refuses tokens that
+    /// deliver less than asked (fee-on-transfer), which would leave escrow short.
+    function _transferIn(address token, address from, uint256 amount) private {
+        uint256 before = _tokenBalance(token);
+        bytes memory call =
+            abi.encodeWithSignature("transferFrom(address,address,uint256)", from, address(this), amount);
+        if (!_tokenCall(token, call)) revert TransferFailed(token, from, amount);
+        if (_tokenBalance(token) - before != amount) revert UnsupportedToken(token);
+    }
+
+    function _transferOut(address token, address to, uint256 amount) private {
+        bool ok;
+        if (token == address(0)) (ok,) = to.call{value: amount}("");
+        else ok = _tokenCall(token, abi.encodeWithSignature("transfer(address,uint256)", to, amount));
+        if (!ok) revert TransferFailed(token, to, amount);
+    }
+
+    /// @dev True if the token call succeeded and returned nothing or `true`.
+    function _tokenCall(address token, bytes memory data) private returns (bool) {
+        if (token.code.length == 0) revert UnsupportedToken(token);
+        (bool ok, bytes memory ret) = token.call(data);
+        return ok && (ret.length == 0 || (ret.length >= 32 && abi.decode(ret, (bool))));
+    }
+
+    function _tokenBalance(address token) private view returns (uint256) {
+        (bool ok, bytes memory ret) =
+            token.staticcall(abi.encodeWithSignature("balanceOf(address)", address(this)));
+        if (!ok || ret.length < 32) revert UnsupportedToken(token);
+        return abi.decode(ret, (uint256));
     }
 }

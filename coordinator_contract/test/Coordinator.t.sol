@@ -1,98 +1,62 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test} from "./utils/Test.sol";
-import {
-    RecordingConsumer,
-    RevertingConsumer,
-    GasBombConsumer,
-    ReturnBombConsumer,
-    ReentrantConsumer,
-    RejectingRecipient,
-    MockNode
-} from "./utils/Actors.sol";
+import {CoordinatorTest} from "./utils/CoordinatorBase.sol";
+import {MockERC20, NoBoolToken, FeeOnTransferToken, FalseToken} from "./utils/Tokens.sol";
 import {Coordinator} from "../src/Coordinator.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
-import {InferenceConsumer} from "../src/consumer/InferenceConsumer.sol";
-import {SentimentConsumer} from "../src/examples/SentimentConsumer.sol";
 
-abstract contract CoordinatorTest is Test {
-    bytes32 internal constant MODEL = keccak256("classify/minilm-sentiment@1");
-    uint32 internal constant GAS_LIMIT = 300_000;
-    uint256 internal constant FEE = 0.01 ether;
-
-    address internal owner = address(0xA11CE);
-    address internal node = address(0xB0B);
-    address internal stranger = address(0xBAD);
-    Coordinator internal coordinator;
-    RecordingConsumer internal consumer;
-
-    function setUp() public virtual {
-        coordinator = new Coordinator(owner);
+contract CoordinatorOwnerTest is CoordinatorTest {
+    function testCanSetProtocolFee() public {
+        vm.expectEmit(true, true, true, true, address(coordinator));
+        emit ICoordinator.ProtocolFeeChanged(250, stranger);
         vm.prank(owner);
-        coordinator.registerNode(node);
-        consumer = new RecordingConsumer(address(coordinator));
-        vm.deal(address(this), 1_000 ether);
+        coordinator.setProtocolFee(250, stranger);
+        assertEq(coordinator.protocolFeeBps(), 250, "bps");
+        assertEq(coordinator.protocolFeeRecipient(), stranger, "recipient");
     }
 
-    function _request(bytes memory input, uint32 callbackGasLimit, uint256 fee) internal returns (uint256) {
-        return consumer.request{value: fee}(MODEL, input, callbackGasLimit);
-    }
-}
-
-contract CoordinatorNodesTest is CoordinatorTest {
-    function testCanRegisterNode() public {
-        vm.expectEmit(true, false, false, true, address(coordinator));
-        emit ICoordinator.NodeRegistered(stranger);
+    function testFuzzCannotSetProtocolFeeAboveTenPercent(uint16 bps) public {
+        bps = uint16(bound(bps, 1_001, type(uint16).max));
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.ProtocolFeeTooHigh.selector, bps, 1_000));
         vm.prank(owner);
-        coordinator.registerNode(stranger);
-        assertTrue(coordinator.isNode(stranger), "registered");
+        coordinator.setProtocolFee(bps, owner);
     }
 
-    function testFuzzCanRegisterNode(address who) public {
-        if (who == node) who = address(uint160(who) ^ 1);
-        vm.prank(owner);
-        coordinator.registerNode(who);
-        assertTrue(coordinator.isNode(who), "registered");
-    }
-
-    function testCannotRegisterNodeTwice() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeAlreadyRegistered.selector, node));
-        vm.prank(owner);
-        coordinator.registerNode(node);
-    }
-
-    function testCannotRegisterNodeAsStranger() public {
+    function testCannotSetProtocolFeeAsStranger() public {
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, stranger));
         vm.prank(stranger);
-        coordinator.registerNode(stranger);
+        coordinator.setProtocolFee(1, stranger);
     }
 
-    function testFuzzCannotRegisterNodeAsStranger(address caller) public {
-        if (caller == owner) caller = stranger;
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, caller));
-        vm.prank(caller);
-        coordinator.registerNode(caller);
-    }
-
-    function testCanRemoveNode() public {
-        vm.expectEmit(true, false, false, true, address(coordinator));
-        emit ICoordinator.NodeRemoved(node);
+    function testCannotSendProtocolFeesToZero() public {
+        vm.expectRevert(ICoordinator.InvalidLimit.selector);
         vm.prank(owner);
-        coordinator.removeNode(node);
-        assertFalse(coordinator.isNode(node), "removed");
+        coordinator.setProtocolFee(1, address(0));
     }
 
-    function testCannotRemoveUnknownNode() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeNotRegistered.selector, stranger));
+    function testCanSetLimits() public {
         vm.prank(owner);
-        coordinator.removeNode(stranger);
+        coordinator.setLimits(1 gwei, 500_000, 100, 200, 5, 3, 7 days);
+        assertEq(coordinator.minFee(), 1 gwei, "minFee");
+        assertEq(coordinator.maxCallbackGasLimit(), 500_000, "gas");
+        assertEq(coordinator.maxRedundancy(), 5, "redundancy");
+        assertEq(coordinator.minFailureReports(), 3, "quorum");
+        assertEq(coordinator.maxDeadlineWindow(), 7 days, "window");
     }
 
-    function testCannotRemoveNodeAsStranger() public {
+    function testFuzzCannotSetAZeroLimit(uint8 which) public {
+        uint32[4] memory small = [uint32(500_000), 100, 200, 5];
+        small[which % 4] = 0;
+        vm.expectRevert(ICoordinator.InvalidLimit.selector);
+        vm.prank(owner);
+        coordinator.setLimits(0, small[0], small[1], small[2], uint16(small[3]), 2, 7 days);
+    }
+
+    function testCannotSetLimitsAsStranger() public {
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, stranger));
         vm.prank(stranger);
-        coordinator.removeNode(node);
+        coordinator.setLimits(0, 1, 1, 1, 1, 1, 1 days);
     }
 
     function testCanTransferOwnership() public {
@@ -101,7 +65,7 @@ contract CoordinatorNodesTest is CoordinatorTest {
         assertEq(coordinator.owner(), stranger, "owner");
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, owner));
         vm.prank(owner);
-        coordinator.registerNode(address(1));
+        coordinator.setProtocolFee(1, owner);
     }
 
     function testCannotTransferOwnershipAsStranger() public {
@@ -109,67 +73,49 @@ contract CoordinatorNodesTest is CoordinatorTest {
         vm.prank(stranger);
         coordinator.transferOwnership(stranger);
     }
-
-    function testCanSetLimits() public {
-        vm.expectEmit(false, false, false, true, address(coordinator));
-        emit ICoordinator.LimitsChanged(1 gwei, 500_000, 100, 200);
-        vm.prank(owner);
-        coordinator.setLimits(1 gwei, 500_000, 100, 200);
-        assertEq(coordinator.minFee(), 1 gwei, "minFee");
-        assertEq(coordinator.maxCallbackGasLimit(), 500_000, "maxCallbackGasLimit");
-        assertEq(coordinator.maxInputBytes(), 100, "maxInputBytes");
-        assertEq(coordinator.maxOutputBytes(), 200, "maxOutputBytes");
-    }
-
-    function testCannotSetZeroLimit() public {
-        vm.expectRevert(ICoordinator.InvalidLimit.selector);
-        vm.prank(owner);
-        coordinator.setLimits(0, 0, 100, 200);
-    }
-
-    function testCannotSetLimitsAsStranger() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, stranger));
-        vm.prank(stranger);
-        coordinator.setLimits(0, 1, 1, 1);
-    }
 }
 
 contract CoordinatorRequestTest is CoordinatorTest {
     function testCanRequest() public {
         bytes memory input = abi.encode("hello");
+        uint64 deadline = uint64(block.timestamp + 1 hours);
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.RequestCreated(1, MODEL, address(consumer), input, FEE, GAS_LIMIT);
+        emit ICoordinator.RequestCreated(
+            1, MODEL, address(consumer), input, address(0), FEE, GAS_LIMIT, 1, deadline
+        );
         uint256 id = _request(input, GAS_LIMIT, FEE);
 
         assertEq(id, 1, "first id");
-        assertEq(coordinator.nextRequestId(), 2, "next id");
         assertEq(address(coordinator).balance, FEE, "fee escrowed");
-        (address c, uint32 gasLimit, uint256 fee, bool fulfilled) = coordinator.getRequest(id);
-        assertEq(c, address(consumer), "consumer");
-        assertEq(gasLimit, GAS_LIMIT, "gas limit");
-        assertEq(fee, FEE, "fee");
-        assertFalse(fulfilled, "not fulfilled");
+        ICoordinator.RequestView memory r = coordinator.getRequest(id);
+        assertEq(r.consumer, address(consumer), "consumer");
+        assertEq(r.callbackGasLimit, GAS_LIMIT, "gas limit");
+        assertEq(r.feePerNode, FEE, "fee");
+        assertEq(r.redundancy, 1, "redundancy");
+        assertEq(r.deadline, deadline, "deadline");
+        assertTrue(r.status == ICoordinator.Status.Open, "open");
     }
 
-    function testFuzzCanRequest(bytes memory input, uint256 gasLimit, uint256 fee) public {
+    function testFuzzCanRequest(bytes memory input, uint256 gasLimit, uint256 fee, uint16 redundancy) public {
         if (input.length == 0 || input.length > coordinator.maxInputBytes()) input = hex"00";
         gasLimit = bound(gasLimit, 1, coordinator.maxCallbackGasLimit());
-        fee = bound(fee, 0, 100 ether);
-        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
+        fee = bound(fee, 0, 1_000 ether);
+        redundancy = uint16(bound(redundancy, 1, coordinator.maxRedundancy()));
+        ICoordinator.RequestParams memory p = _params(redundancy, fee, address(0));
         // forge-lint: disable-next-line(unsafe-typecast)
-        uint256 id = _request(input, uint32(gasLimit), fee);
-        (address c, uint32 storedGas, uint256 storedFee,) = coordinator.getRequest(id);
-        assertEq(c, address(consumer), "consumer");
-        assertEq(storedGas, gasLimit, "gas limit");
-        assertEq(storedFee, fee, "fee");
-        assertEq(address(coordinator).balance, fee, "escrow");
+        p.callbackGasLimit = uint32(gasLimit); // bounded to the uint32 maximum above
+        uint256 id = consumer.requestWith{value: fee * redundancy}(p, input);
+        ICoordinator.RequestView memory r = coordinator.getRequest(id);
+        assertEq(r.callbackGasLimit, gasLimit, "gas limit");
+        assertEq(r.feePerNode, fee, "fee");
+        assertEq(r.redundancy, redundancy, "redundancy");
+        assertEq(address(coordinator).balance, fee * redundancy, "escrow");
     }
 
     function testRequestIdsIncrease() public {
         uint256 a = _request(hex"01", GAS_LIMIT, FEE);
         uint256 b = _request(hex"02", GAS_LIMIT, FEE);
         assertEq(b, a + 1, "sequential ids");
-        assertEq(address(coordinator).balance, 2 * FEE, "both escrowed");
     }
 
     function testCannotRequestWithZeroGasLimit() public {
@@ -182,9 +128,8 @@ contract CoordinatorRequestTest is CoordinatorTest {
         vm.expectRevert(
             abi.encodeWithSelector(ICoordinator.InvalidCallbackGasLimit.selector, gasLimit, 2_000_000)
         );
-        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
         // forge-lint: disable-next-line(unsafe-typecast)
-        _request(hex"01", uint32(gasLimit), FEE);
+        _request(hex"01", uint32(gasLimit), FEE); // bounded to the uint32 maximum above
     }
 
     function testCannotRequestEmptyInput() public {
@@ -198,283 +143,107 @@ contract CoordinatorRequestTest is CoordinatorTest {
         _request(new bytes(length), GAS_LIMIT, FEE);
     }
 
+    function testFuzzCannotRequestBadRedundancy(uint16 redundancy) public {
+        if (redundancy != 0) {
+            redundancy = uint16(bound(redundancy, uint256(coordinator.maxRedundancy()) + 1, 65535));
+        }
+        ICoordinator.RequestParams memory p = _params(redundancy, FEE, address(0));
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.InvalidRedundancy.selector, redundancy, 16));
+        consumer.requestWith{value: FEE * redundancy}(p, hex"01");
+    }
+
+    function testFuzzCannotRequestADeadlineInThePast(uint64 deadline) public {
+        vm.warp(1_000_000);
+        deadline = uint64(bound(deadline, 0, block.timestamp));
+        ICoordinator.RequestParams memory p = _params(1, FEE, address(0));
+        p.deadline = deadline;
+        uint64 latest = uint64(block.timestamp) + 30 days;
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.InvalidDeadline.selector, deadline, latest));
+        consumer.requestWith{value: FEE}(p, hex"01");
+    }
+
+    function testFuzzCannotRequestADeadlineTooFar(uint64 deadline) public {
+        uint64 latest = uint64(block.timestamp) + 30 days;
+        deadline = uint64(bound(deadline, uint256(latest) + 1, type(uint64).max));
+        ICoordinator.RequestParams memory p = _params(1, FEE, address(0));
+        p.deadline = deadline;
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.InvalidDeadline.selector, deadline, latest));
+        consumer.requestWith{value: FEE}(p, hex"01");
+    }
+
     function testFuzzCannotRequestBelowMinFee(uint256 fee) public {
         vm.prank(owner);
-        coordinator.setLimits(1 ether, 2_000_000, 16 * 1024, 16 * 1024);
+        coordinator.setLimits(1 ether, 2_000_000, 16 * 1024, 16 * 1024, 16, 2, 30 days);
         fee = bound(fee, 0, 1 ether - 1);
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.FeeTooLow.selector, fee, 1 ether));
         _request(hex"01", GAS_LIMIT, fee);
     }
-}
 
-contract CoordinatorDeliverTest is CoordinatorTest {
-    function testCanDeliver() public {
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        bytes memory output = abi.encode("positive", uint256(987_654));
-
-        vm.expectEmit(true, true, false, true, address(coordinator));
-        emit ICoordinator.RequestFulfilled(id, node, keccak256(output), true);
-        vm.prank(node);
-        bool ok = coordinator.deliver(id, output);
-
-        assertTrue(ok, "callback ok");
-        assertEq(consumer.lastRequestId(), id, "consumer saw id");
-        assertEq(consumer.lastOutput(), output, "consumer saw output");
-        assertEq(coordinator.balanceOf(node), FEE, "node credited");
-        (,,, bool fulfilled) = coordinator.getRequest(id);
-        assertTrue(fulfilled, "fulfilled");
+    function testFuzzCannotUnderpayRedundantRequest(uint256 sent) public {
+        sent = bound(sent, 0, 3 * FEE - 1);
+        ICoordinator.RequestParams memory p = _params(3, FEE, address(0));
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.WrongPayment.selector, sent, 3 * FEE));
+        coordinator.requestInference{value: sent}(p, hex"01");
     }
 
-    function testFuzzCanDeliver(bytes calldata output, uint256 fee) public {
-        if (output.length > coordinator.maxOutputBytes()) output = output[:coordinator.maxOutputBytes()];
-        fee = bound(fee, 0, 50 ether);
-        uint256 id = _request(hex"01", 1_000_000, fee);
-        vm.prank(node);
-        assertTrue(coordinator.deliver(id, output), "callback ok");
-        assertEq(consumer.lastOutput(), output, "output");
-        assertEq(coordinator.balanceOf(node), fee, "node credited");
+    function testCannotSendEthWithATokenRequest() public {
+        MockERC20 token = new MockERC20();
+        ICoordinator.RequestParams memory p = _params(1, FEE, address(token));
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.WrongPayment.selector, 1, 0));
+        coordinator.requestInference{value: 1}(p, hex"01");
     }
 
-    function testCallbackGetsItsFullGasLimit() public {
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.prank(node);
-        coordinator.deliver{gas: 1_000_000}(id, hex"00");
-        // The callback starts with the limit minus the consumer's own dispatch (a few thousand gas at most).
-        assertLe(consumer.gasAtEntry(), GAS_LIMIT, "never more than the limit");
-        assertGe(consumer.gasAtEntry(), GAS_LIMIT - 5_000, "not starved");
+    function testFuzzCanRequestInAToken(uint256 fee, uint16 redundancy) public {
+        fee = bound(fee, 1, 1e30);
+        redundancy = uint16(bound(redundancy, 1, 16));
+        MockERC20 token = new MockERC20();
+        token.mint(address(consumer), fee * redundancy);
+        consumer.approve(address(token), fee * redundancy);
+        uint256 id = consumer.requestWith(_params(redundancy, fee, address(token)), hex"01");
+        assertEq(token.balanceOf(address(coordinator)), fee * redundancy, "escrowed in the token");
+        assertEq(coordinator.getRequest(id).token, address(token), "token recorded");
     }
 
-    function testCannotDeliverAsStranger() public {
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeNotRegistered.selector, stranger));
-        vm.prank(stranger);
-        coordinator.deliver(id, hex"00");
+    function testCanRequestInATokenThatReturnsNoBool() public {
+        NoBoolToken token = new NoBoolToken();
+        token.mint(address(consumer), FEE);
+        consumer.approve(address(token), FEE);
+        consumer.requestWith(_params(1, FEE, address(token)), hex"01");
+        assertEq(token.balanceOf(address(coordinator)), FEE, "escrowed");
     }
 
-    function testFuzzCannotDeliverAsStranger(address caller) public {
-        if (caller == node) caller = stranger;
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeNotRegistered.selector, caller));
-        vm.prank(caller);
-        coordinator.deliver(id, hex"00");
+    function testCannotRequestInAFeeOnTransferToken() public {
+        FeeOnTransferToken token = new FeeOnTransferToken();
+        token.mint(address(consumer), FEE);
+        consumer.approve(address(token), FEE);
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.UnsupportedToken.selector, address(token)));
+        consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }
 
-    function testCannotDeliverAsRemovedNode() public {
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.prank(owner);
-        coordinator.removeNode(node);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeNotRegistered.selector, node));
-        vm.prank(node);
-        coordinator.deliver(id, hex"00");
+    function testCannotRequestInATokenThatReturnsFalse() public {
+        FalseToken token = new FalseToken();
+        token.mint(address(consumer), FEE);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ICoordinator.TransferFailed.selector, address(token), address(consumer), FEE
+            )
+        );
+        consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }
 
-    function testFuzzCannotDeliverUnknownRequest(uint256 id) public {
-        id = bound(id, coordinator.nextRequestId(), type(uint256).max);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.UnknownRequest.selector, id));
-        vm.prank(node);
-        coordinator.deliver(id, hex"00");
+    function testCannotRequestInATokenWithoutCode() public {
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.UnsupportedToken.selector, address(0x1234)));
+        consumer.requestWith(_params(1, FEE, address(0x1234)), hex"01");
     }
 
-    function testCannotDeliverTwice() public {
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.prank(node);
-        coordinator.deliver(id, hex"00");
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.AlreadyFulfilled.selector, id));
-        vm.prank(node);
-        coordinator.deliver(id, hex"01");
-        assertEq(consumer.calls(), 1, "one callback");
-        assertEq(coordinator.balanceOf(node), FEE, "paid once");
-    }
-
-    function testFuzzCannotDeliverOversizedOutput(uint256 length) public {
-        length = bound(length, uint256(coordinator.maxOutputBytes()) + 1, 40_000);
-        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.OutputTooLarge.selector, length, 16 * 1024));
-        vm.prank(node);
-        coordinator.deliver(id, new bytes(length));
-    }
-
-    function testCannotStarveTheCallback() public {
-        MockNode mockNode = new MockNode(coordinator);
-        vm.prank(owner);
-        coordinator.registerNode(address(mockNode));
-        uint256 id = _request(hex"01", 500_000, FEE);
-        // Enough gas to pass every check but not enough to hand the callback its 500k.
-        try mockNode.deliver(id, hex"00", 300_000) {
-            fail("a starved delivery must revert");
-        } catch (bytes memory reason) {
-            // casting to 'bytes4' is safe because it takes the selector, the first 4 bytes
-            // forge-lint: disable-next-line(unsafe-typecast)
-            assertEq(bytes4(reason), ICoordinator.InsufficientGasForCallback.selector, "revert reason");
-        }
-        (,,, bool fulfilled) = coordinator.getRequest(id);
-        assertFalse(fulfilled, "still open");
-        assertTrue(mockNode.deliver(id, hex"00", 900_000), "delivers with enough gas");
-    }
-
-    function testFuzzCannotStarveTheCallback(uint256 gasToForward) public {
-        MockNode mockNode = new MockNode(coordinator);
-        vm.prank(owner);
-        coordinator.registerNode(address(mockNode));
-        uint256 id = _request(hex"01", 500_000, FEE);
-        gasToForward = bound(gasToForward, 60_000, 500_000);
-        try mockNode.deliver(id, hex"00", gasToForward) returns (bool ok) {
-            // Whenever a delivery goes through, the callback must have had its whole limit and succeeded.
-            assertTrue(ok, "callback ran with its limit");
-        } catch {
-            (,,, bool fulfilled) = coordinator.getRequest(id);
-            assertFalse(fulfilled, "a starved delivery settles nothing");
-        }
-    }
-
-    function testDeliverSucceedsWhenCallbackReverts() public {
-        RevertingConsumer bad = new RevertingConsumer(address(coordinator));
-        uint256 id = bad.request{value: FEE}(MODEL, GAS_LIMIT);
-        vm.expectEmit(true, true, false, true, address(coordinator));
-        emit ICoordinator.RequestFulfilled(id, node, keccak256(hex"00"), false);
-        vm.prank(node);
-        assertFalse(coordinator.deliver(id, hex"00"), "callback failed");
-        assertEq(coordinator.balanceOf(node), FEE, "node paid anyway");
-    }
-
-    function testFuzzGasBombCostsTheNodeAtMostTheLimit(uint256 gasLimit) public {
-        gasLimit = bound(gasLimit, 10_000, coordinator.maxCallbackGasLimit());
-        GasBombConsumer bomb = new GasBombConsumer(address(coordinator));
-        // casting to 'uint32' is safe because bound() kept gasLimit within uint32
-        // forge-lint: disable-next-line(unsafe-typecast)
-        uint256 id = bomb.request{value: FEE}(MODEL, uint32(gasLimit));
-        vm.prank(node);
-        uint256 before = gasleft();
-        bool ok = coordinator.deliver{gas: gasLimit + 200_000}(id, hex"00");
-        uint256 used = before - gasleft();
-        assertFalse(ok, "callback ran out of gas");
-        assertLe(used, gasLimit + 100_000, "node pays the limit plus fixed overhead");
-        assertEq(coordinator.balanceOf(node), FEE, "node paid");
-    }
-
-    function testReturnBombIsNotCopied() public {
-        ReturnBombConsumer bomb = new ReturnBombConsumer(address(coordinator));
-        uint256 id = bomb.request{value: FEE}(MODEL, 1_000_000);
-        vm.prank(node);
-        uint256 before = gasleft();
-        bool ok = coordinator.deliver(id, hex"00");
-        assertFalse(ok, "callback reverted");
-        assertLe(before - gasleft(), 1_100_000, "return data not copied");
-    }
-
-    function testReentrantCallbackCannotDeliverAgain() public {
-        ReentrantConsumer sneaky = new ReentrantConsumer(address(coordinator));
-        uint256 id = sneaky.request{value: FEE}(MODEL, 300_000);
-        vm.prank(owner);
-        coordinator.registerNode(address(sneaky));
-        vm.prank(node);
-        assertTrue(coordinator.deliver(id, hex"00"), "callback ok");
-        assertTrue(sneaky.reentryFailed(), "re-entry rejected");
-        assertEq(coordinator.balanceOf(node), FEE, "only the node was paid");
-        assertEq(coordinator.balanceOf(address(sneaky)), 0, "the re-entrant paid nothing");
-    }
-
-    function testDeliverToEoaConsumerSettles() public {
-        address eoa = address(0xE0A);
-        vm.deal(eoa, 1 ether);
-        vm.prank(eoa);
-        uint256 id = coordinator.requestInference{value: FEE}(MODEL, hex"01", GAS_LIMIT);
-        vm.prank(node);
-        assertFalse(coordinator.deliver(id, hex"00"), "nothing to call back");
-        assertEq(coordinator.balanceOf(node), FEE, "node paid");
-    }
-}
-
-contract CoordinatorWithdrawTest is CoordinatorTest {
-    function _earn(uint256 fee) internal {
-        uint256 id = _request(hex"01", GAS_LIMIT, fee);
-        vm.prank(node);
-        coordinator.deliver(id, hex"00");
-    }
-
-    function testCanWithdraw() public {
-        _earn(FEE);
-        address payable to = payable(address(0xCAFE));
-        vm.expectEmit(true, true, false, true, address(coordinator));
-        emit ICoordinator.Withdrawn(node, to, FEE);
-        vm.prank(node);
-        assertEq(coordinator.withdraw(to), FEE, "amount");
-        assertEq(to.balance, FEE, "received");
-        assertEq(coordinator.balanceOf(node), 0, "balance cleared");
-        assertEq(address(coordinator).balance, 0, "escrow empty");
-    }
-
-    function testFuzzCanWithdraw(uint256 fee) public {
-        fee = bound(fee, 1, 100 ether);
-        _earn(fee);
-        vm.prank(node);
-        coordinator.withdraw(address(0xCAFE));
-        assertEq(address(0xCAFE).balance, fee, "received");
-    }
-
-    function testCannotWithdrawNothing() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NothingToWithdraw.selector, node));
-        vm.prank(node);
-        coordinator.withdraw(node);
-    }
-
-    function testCannotWithdrawToRejectingRecipient() public {
-        _earn(FEE);
-        RejectingRecipient r = new RejectingRecipient();
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.TransferFailed.selector, address(r), FEE));
-        vm.prank(node);
-        coordinator.withdraw(address(r));
-        assertEq(coordinator.balanceOf(node), FEE, "kept on failure");
-    }
-}
-
-contract SentimentConsumerTest is CoordinatorTest {
-    SentimentConsumer internal sentiment;
-
-    function setUp() public override {
-        super.setUp();
-        sentiment = new SentimentConsumer(address(coordinator), MODEL);
-    }
-
-    function testCanAskAndReceiveSentiment() public {
-        uint256 id = sentiment.askSentiment{value: FEE}("I love it");
-        vm.prank(node);
-        assertTrue(coordinator.deliver(id, abi.encode("positive", uint256(912_345))), "callback ok");
-        (string memory text, string memory label, uint256 score, bool answered) = sentiment.sentiments(id);
-        assertEq(text, "I love it", "text");
-        assertEq(label, "positive", "label");
-        assertEq(score, 912_345, "score");
-        assertTrue(answered, "answered");
-    }
-
-    function testFuzzCanReceiveSentiment(string memory label, uint256 score) public {
-        if (bytes(label).length > 64) label = "long";
-        uint256 id = sentiment.askSentiment{value: FEE}("text");
-        vm.prank(node);
-        assertTrue(coordinator.deliver(id, abi.encode(label, score)), "callback ok");
-        (,, uint256 stored, bool answered) = sentiment.sentiments(id);
-        assertEq(stored, score, "score");
-        assertTrue(answered, "answered");
-    }
-
-    function testMalformedOutputLeavesTheQuestionOpen() public {
-        uint256 id = sentiment.askSentiment{value: FEE}("text");
-        vm.prank(node);
-        assertFalse(coordinator.deliver(id, hex"deadbeef"), "decode failed in the callback");
-        (,,, bool answered) = sentiment.sentiments(id);
-        assertFalse(answered, "not answered");
-    }
-
-    function testCannotFulfillFromStranger() public {
-        vm.expectRevert(abi.encodeWithSelector(InferenceConsumer.OnlyCoordinator.selector, stranger));
-        vm.prank(stranger);
-        sentiment.rawFulfill(1, abi.encode("positive", uint256(1)));
-    }
-
-    function testFuzzCannotFulfillFromStranger(address caller) public {
-        if (caller == address(coordinator)) caller = stranger;
-        vm.expectRevert(abi.encodeWithSelector(InferenceConsumer.OnlyCoordinator.selector, caller));
-        vm.prank(caller);
-        sentiment.rawFulfill(1, abi.encode("positive", uint256(1)));
+    function testCannotRequestWithoutAllowance() public {
+        MockERC20 token = new MockERC20();
+        token.mint(address(consumer), FEE);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ICoordinator.TransferFailed.selector, address(token), address(consumer), FEE
+            )
+        );
+        consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }
 }

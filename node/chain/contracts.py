@@ -64,8 +64,11 @@ class InferenceRequest:
     model_id: bytes
     consumer: ChecksumAddress
     input: bytes
-    fee_wei: int
+    token: ChecksumAddress
+    fee_per_node_wei: int
     callback_gas_limit: int
+    redundancy: int
+    deadline: int
     block_number: int
     tx_hash: str
     log_index: int
@@ -97,7 +100,9 @@ class CoordinatorAbi:
         }
         created = self._events["RequestCreated"]
         self.request_created_topic = "0x" + keccak(text=signature(created)).hex()
-        self._created_data_types = [_canonical_type(p) for p in created["inputs"] if not p["indexed"]]
+        data_fields = [p for p in created["inputs"] if not p["indexed"]]
+        self._created_data_types = [_canonical_type(p) for p in data_fields]
+        self._created_data_names = [p["name"] for p in data_fields]
         self._deliver_selector = self.selector("deliver")
 
     @classmethod
@@ -118,15 +123,20 @@ class CoordinatorAbi:
     def decode_request_created(self, log: Any) -> InferenceRequest:
         """Decodes a `RequestCreated` log as returned by web3 (subscription or eth_getLogs)."""
         topics = log["topics"]
-        input_, fee, gas_limit = abi_decode(self._created_data_types, bytes(log["data"]))
+        fields = dict(
+            zip(self._created_data_names, abi_decode(self._created_data_types, bytes(log["data"])), strict=True)
+        )
         tx_hash = log["transactionHash"]
         return InferenceRequest(
             request_id=int.from_bytes(bytes(topics[1]), "big"),
             model_id=bytes(topics[2]),
             consumer=to_checksum_address(bytes(topics[3])[12:]),
-            input=bytes(input_),
-            fee_wei=int(fee),
-            callback_gas_limit=int(gas_limit),
+            input=bytes(fields["input"]),
+            token=to_checksum_address(fields["token"]),
+            fee_per_node_wei=int(fields["feePerNode"]),
+            callback_gas_limit=int(fields["callbackGasLimit"]),
+            redundancy=int(fields["redundancy"]),
+            deadline=int(fields["deadline"]),
             block_number=int(log["blockNumber"]),
             tx_hash="0x" + bytes(tx_hash).hex(),
             log_index=int(log["logIndex"]),

@@ -41,7 +41,12 @@ class Receipt:
 
 
 class AlreadyFulfilled(TxReverted):
-    """The simulation says another delivery (ours or another node's) already settled the request."""
+    """The simulation says the request needs nothing more from this node: it already served it (before a
+    restart), the request is closed (fulfilled, failed, reclaimed), or its deadline passed."""
+
+
+#: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
+SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
 
 
 class TxSender:
@@ -85,7 +90,14 @@ class TxSender:
         Raises `AlreadyFulfilled` if the request is settled, `TxReverted` if the delivery would revert, and
         `RpcUnavailable` (retryable) if the RPC could not be reached.
         """
-        return await self._rpc(self._deliver(request_id, output), f"deliver({request_id})")
+        calldata = self._abi.deliver_calldata(request_id, output)
+        return await self._rpc(self._simulate_and_send(calldata, f"deliver({request_id})"), f"deliver({request_id})")
+
+    async def report_failure(self, request_id: int, reason: str) -> Receipt:
+        """Tells the coordinator this node cannot serve `request_id`; same errors as `deliver`."""
+        calldata = self._abi.encode_call("reportFailure", request_id, reason[:256])
+        action = f"reportFailure({request_id})"
+        return await self._rpc(self._simulate_and_send(calldata, action), action)
 
     async def _rpc(self, call: Awaitable[Receipt], action: str) -> Receipt:
         try:
@@ -93,17 +105,13 @@ class TxSender:
         except TRANSPORT_ERRORS as exc:
             raise RpcUnavailable(f"{action}: RPC unavailable ({type(exc).__name__}: {exc})") from None
 
-    async def _deliver(self, request_id: int, output: bytes) -> Receipt:
-        tx: dict[str, Any] = {
-            "from": self.address,
-            "to": self._coordinator,
-            "data": self._abi.deliver_calldata(request_id, output),
-        }
+    async def _simulate_and_send(self, calldata: bytes, action: str) -> Receipt:
+        tx: dict[str, Any] = {"from": self.address, "to": self._coordinator, "data": calldata}
         try:
             gas_estimate = await self._w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         except ContractLogicError as exc:
-            reverted = as_reverted(exc, self._abi, f"deliver({request_id})")
-            if reverted.error == "AlreadyFulfilled":
+            reverted = as_reverted(exc, self._abi, action)
+            if reverted.error in SETTLED_ERRORS:
                 raise AlreadyFulfilled(str(reverted), error=reverted.error, args=reverted.error_args) from None
             raise reverted from None
         return await self._send(tx, int(gas_estimate * GAS_MARGIN))

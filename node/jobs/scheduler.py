@@ -1,7 +1,9 @@
 """Turns requests into jobs and drives each one: compute in its container, then deliver on-chain.
 
 Guarantees: at most `max_concurrency` jobs run per model at once; a retryable container failure is retried with
-capped exponential backoff up to `max_attempts`; a rejected input fails the job at once; the output is computed
+capped exponential backoff up to `max_attempts`; a rejected input fails the job at once; a job that fails
+in its container is reported on-chain (`reportFailure`) so the request can fail and be refunded; a request past its
+deadline is dropped, not run; the output is computed
 once and the delivery simulated before it is sent; one log line per job outcome with its request id and duration.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +39,8 @@ class Dispatcher(Protocol):
 
 class Deliverer(Protocol):
     async def deliver(self, request_id: int, output: bytes) -> Receipt: ...
+
+    async def report_failure(self, request_id: int, reason: str) -> Receipt: ...
 
 
 @dataclass
@@ -108,29 +113,47 @@ class Scheduler:
                 )
                 await asyncio.sleep(delay)
 
-    async def _deliver(self, job: Job, output: bytes) -> Receipt:
-        """Sends the delivery, retrying while the RPC is unreachable; the output is never recomputed."""
+    async def _send(self, job: Job, send: Callable[[], Awaitable[Receipt]], what: str) -> Receipt:
+        """Sends a transaction, retrying while the RPC is unreachable; what it carries is never recomputed."""
         deadline = time.monotonic() + self._delivery_retry_window_s
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._sender.deliver(job.request_id, output)
+                return await send()
             except InferaError as exc:
                 if not exc.retryable or time.monotonic() + backoff_s(attempt) > deadline:
                     raise
                 log.warning(
-                    "request %d: delivery attempt %d failed (%s); retrying in %.2f s",
+                    "request %d: %s attempt %d failed (%s); retrying in %.2f s",
                     job.request_id,
+                    what,
                     attempt,
                     exc,
                     backoff_s(attempt),
                 )
                 await asyncio.sleep(backoff_s(attempt))
 
+    async def _report_failure(self, job: Job, reason: str) -> None:
+        """Failure is an answer: tells the coordinator, so the request can fail and be refunded, not hang."""
+        try:
+            receipt = await self._send(
+                job, lambda: self._sender.report_failure(job.request_id, reason), "failure report"
+            )
+        except AlreadyFulfilled:
+            log.info("request %d: no failure report needed (already settled)", job.request_id)
+        except InferaError as exc:
+            log.error("request %d: could not report the failure on-chain: %s", job.request_id, exc)
+        else:
+            log.info("request %d: failure reported on-chain tx %s", job.request_id, receipt.tx_hash)
+
     async def _run(self, job: Job, route: Route) -> None:
         started = time.perf_counter()
         rid = job.request_id
+        if job.request.deadline < time.time():
+            self._store.set_state(job, JobState.EXPIRED, error="deadline passed")
+            log.info("request %d: deadline passed before it could run; skipped", rid)
+            return
         try:
             self._store.set_state(job, JobState.RUNNING)
             if job.output is None:
@@ -138,7 +161,8 @@ class Scheduler:
                 self._store.set_state(job, JobState.COMPUTED)
             computed_ms = (time.perf_counter() - started) * 1000
             self._store.set_state(job, JobState.SUBMITTED)
-            receipt = await self._deliver(job, job.output)
+            output = job.output
+            receipt = await self._send(job, lambda: self._sender.deliver(rid, output), "delivery")
         except AlreadyFulfilled:
             self._store.set_state(job, JobState.EXPIRED, error="already fulfilled")
             log.info("request %d: already fulfilled on-chain; skipped", rid)
@@ -151,6 +175,8 @@ class Scheduler:
                 job.attempts,
                 exc,
             )
+            if isinstance(exc, ContainerError):  # the model could not answer: say so on-chain
+                await asyncio.shield(self._report_failure(job, str(exc)))
         except Exception as exc:  # a bug must fail one job, not the node
             self._store.set_state(job, JobState.FAILED, error=repr(exc))
             log.exception("request %d: unexpected error", rid)

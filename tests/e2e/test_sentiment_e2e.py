@@ -57,6 +57,20 @@ def test_undecodable_input_fails_the_job_and_the_node_keeps_serving(system: Syst
     )
     assert "container rejected the input: cannot decode input as (string)" in line
     assert not dev.is_fulfilled(bad)
+    # Failure is an answer: the node told the coordinator why, so the request can fail and be refunded.
+    dep = dev.deployment
+    assert dep is not None
+    reports = wait_until(
+        lambda: dep.coordinator.events.FailureReported().get_logs(
+            from_block=dep.start_block, argument_filters={"requestId": bad}
+        ),
+        timeout_s=30,
+        what=f"the failure report for request {bad}",
+    )
+    assert len(reports) == 1
+    assert reports[0]["args"]["node"] == dev.node_account.address
+    assert "cannot decode input as (string)" in reports[0]["args"]["reason"]
+    assert dev.request_state(bad)["failures"] == 1
     system.node.check_alive()
 
 

@@ -8,7 +8,16 @@ from node.chain.contracts import CoordinatorAbi, _canonical_type, load_artifact,
 
 pytestmark = pytest.mark.usefixtures("contracts_built")
 
-SAMPLES = {"address": "0x" + "11" * 20, "uint256": 7, "uint32": 9, "bytes": b"x", "bytes32": b"\x01" * 32}
+SAMPLES = {
+    "address": "0x" + "11" * 20,
+    "uint256": 7,
+    "uint64": 8,
+    "uint32": 9,
+    "uint16": 10,
+    "uint8": 3,
+    "bytes": b"x",
+    "bytes32": b"\x01" * 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,7 @@ def test_deliver_calldata_matches_the_compiled_selector(abi: CoordinatorAbi) -> 
 
 
 def test_request_created_topic_is_the_event_signature(abi: CoordinatorAbi) -> None:
-    expected = keccak(text="RequestCreated(uint256,bytes32,address,bytes,uint256,uint32)")
+    expected = keccak(text="RequestCreated(uint256,bytes32,address,bytes,address,uint256,uint32,uint16,uint64)")
     assert abi.request_created_topic == "0x" + expected.hex()
 
 

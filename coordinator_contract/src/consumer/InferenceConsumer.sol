@@ -5,10 +5,11 @@ import {ICoordinator} from "../interfaces/ICoordinator.sol";
 
 /// @title InferenceConsumer
 /// @notice Inherit this to ask the Infera coordinator for inference and receive the answer.
-/// @dev Implement `_onInferenceResult`; call `_requestInference` to ask. Only the coordinator can call
-/// `rawFulfill`, so a result always comes from a delivery the coordinator accepted.
+/// @dev Implement `_onInferenceResult` (and, if you care, `_onInferenceError`); call `_requestInference` to ask.
+/// Only the coordinator can call `rawFulfill` / `rawFail`, so a result always comes from a delivery the coordinator
+/// accepted. With redundancy N you get up to N results for one request id, one per node.
 abstract contract InferenceConsumer {
-    /// @notice Thrown by `rawFulfill` when called by anyone but the coordinator.
+    /// @notice Thrown by `rawFulfill` and `rawFail` when called by anyone but the coordinator.
     error OnlyCoordinator(address caller);
 
     /// @notice The coordinator this consumer trusts for results.
@@ -18,13 +19,23 @@ abstract contract InferenceConsumer {
         coordinator = ICoordinator(coordinator_);
     }
 
-    /// @notice Entry point for results; the coordinator calls it with the callback gas limit of the request.
-    function rawFulfill(uint256 requestId, bytes calldata output) external {
+    modifier onlyCoordinator() {
         if (msg.sender != address(coordinator)) revert OnlyCoordinator(msg.sender);
-        _onInferenceResult(requestId, output);
+        _;
     }
 
-    /// @dev Sends a request paying `fee` wei from this contract's balance (or the `msg.value` it was given).
+    /// @notice Entry point for results; the coordinator calls it with the request's callback gas limit.
+    function rawFulfill(uint256 requestId, address node, bytes calldata output) external onlyCoordinator {
+        _onInferenceResult(requestId, node, output);
+    }
+
+    /// @notice Entry point for failures: enough nodes reported they cannot serve the request, and its unused
+    /// escrow was credited to this contract's balance on the coordinator (see `_withdrawRefunds`).
+    function rawFail(uint256 requestId, string calldata reason) external onlyCoordinator {
+        _onInferenceError(requestId, reason);
+    }
+
+    /// @dev One node, paid `fee` wei in ETH, default deadline.
     function _requestInference(bytes32 modelId, bytes memory input, uint32 callbackGasLimit, uint256 fee)
         internal
         returns (uint256 requestId)
@@ -32,6 +43,24 @@ abstract contract InferenceConsumer {
         return coordinator.requestInference{value: fee}(modelId, input, callbackGasLimit);
     }
 
-    /// @dev Receives the ABI-encoded output of the model for `requestId`. Keep it within the callback gas limit.
-    function _onInferenceResult(uint256 requestId, bytes calldata output) internal virtual;
+    /// @dev Full control: redundancy, deadline, ERC-20 payment. For ETH send `feePerNode * redundancy`; for a token
+    /// approve the coordinator for that amount first and send no ETH.
+    function _requestInference(ICoordinator.RequestParams memory params, bytes memory input)
+        internal
+        returns (uint256 requestId)
+    {
+        uint256 value = params.token == address(0) ? params.feePerNode * params.redundancy : 0;
+        return coordinator.requestInference{value: value}(params, input);
+    }
+
+    /// @dev Moves refunds (failed or reclaimed requests) from the coordinator to `to`.
+    function _withdrawRefunds(address token, address to) internal returns (uint256) {
+        return coordinator.withdraw(token, to);
+    }
+
+    /// @dev Receives `node`'s ABI-encoded output for `requestId`. Keep it within the callback gas limit.
+    function _onInferenceResult(uint256 requestId, address node, bytes calldata output) internal virtual;
+
+    /// @dev Called once if the request failed; gets at most 100,000 gas. Default: nothing.
+    function _onInferenceError(uint256 requestId, string calldata reason) internal virtual {}
 }

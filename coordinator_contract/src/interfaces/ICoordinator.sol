@@ -4,67 +4,155 @@ pragma solidity ^0.8.24;
 /// @title ICoordinator
 /// @notice What a consumer contract and an Infera node need to know about the coordinator.
 interface ICoordinator {
+    /// @notice What a consumer asks for. `feePerNode` is paid to each of up to `redundancy` nodes; the whole
+    /// `feePerNode * redundancy` is escrowed when the request is made, in ETH (`token` zero) or an ERC-20.
+    struct RequestParams {
+        bytes32 modelId;
+        uint32 callbackGasLimit;
+        uint16 redundancy;
+        uint64 deadline;
+        address token;
+        uint256 feePerNode;
+    }
+
+    /// @notice One item of `deliverBatch`: an output to deliver, or (with `failed`) a failure reason.
+    struct BatchItem {
+        uint256 requestId;
+        bool failed;
+        bytes data;
+    }
+
+    /// @notice A request's state, as the batch reader returns it.
+    struct RequestView {
+        address consumer;
+        uint64 deadline;
+        uint16 redundancy;
+        uint16 delivered;
+        uint16 failures;
+        uint32 callbackGasLimit;
+        uint16 protocolFeeBps;
+        Status status;
+        address token;
+        uint256 feePerNode;
+    }
+
+    /// @notice Open: nodes may deliver. Fulfilled: `redundancy` deliveries made. Failed: enough failure reports.
+    /// Reclaimed: the consumer took back the escrow of slots nobody served after the deadline.
+    enum Status {
+        None,
+        Open,
+        Fulfilled,
+        Failed,
+        Reclaimed
+    }
+
     /// @notice Thrown by owner-only functions when called by anyone else.
     error Unauthorized(address caller);
-    /// @notice Thrown by `registerNode` if the node is already registered.
-    error NodeAlreadyRegistered(address node);
-    /// @notice Thrown by `deliver` and `removeNode` if the address is not a registered node.
-    error NodeNotRegistered(address node);
-    /// @notice Thrown by `requestInference` if the callback gas limit is zero or above the protocol maximum.
+    /// @notice Thrown by `deliver`, `reportFailure` and `deliverBatch` if the caller is not an active staked node.
+    error NodeNotActive(address node);
+    /// @notice Thrown by requests if the callback gas limit is zero or above the protocol maximum.
     error InvalidCallbackGasLimit(uint32 callbackGasLimit, uint32 maxCallbackGasLimit);
-    /// @notice Thrown by `requestInference` if the input is empty or longer than the protocol maximum.
+    /// @notice Thrown by requests if the input is empty or longer than the protocol maximum.
     error InvalidInputLength(uint256 length, uint256 maxInputBytes);
-    /// @notice Thrown by `requestInference` if the fee sent is below the minimum fee.
-    error FeeTooLow(uint256 fee, uint256 minFee);
-    /// @notice Thrown by `deliver` if no request has this id.
+    /// @notice Thrown by requests if redundancy is zero or above the protocol maximum.
+    error InvalidRedundancy(uint16 redundancy, uint16 maxRedundancy);
+    /// @notice Thrown by requests if the deadline is not in the future or too far in it.
+    error InvalidDeadline(uint64 deadline, uint64 latestAllowed);
+    /// @notice Thrown by requests if the fee per node is below the minimum fee.
+    error FeeTooLow(uint256 feePerNode, uint256 minFee);
+    /// @notice Thrown by requests if the ETH sent is not exactly `feePerNode * redundancy` (or not zero for a token).
+    error WrongPayment(uint256 sent, uint256 expected);
+    /// @notice Thrown by requests in a token that delivered less than the amount asked for (fee-on-transfer).
+    error UnsupportedToken(address token);
+    /// @notice Thrown if no request has this id.
     error UnknownRequest(uint256 requestId);
-    /// @notice Thrown by `deliver` if the request was already fulfilled.
-    error AlreadyFulfilled(uint256 requestId);
+    /// @notice Thrown by `deliver` and `reportFailure` if the request is no longer open.
+    error RequestClosed(uint256 requestId, Status status);
+    /// @notice Thrown by `deliver` and `reportFailure` if this node already delivered or reported for the request.
+    error AlreadyServed(uint256 requestId, address node);
+    /// @notice Thrown by `deliver` and `reportFailure` after the request's deadline.
+    error DeadlinePassed(uint256 requestId, uint64 deadline);
+    /// @notice Thrown by `reclaim` before the request's deadline.
+    error DeadlineNotPassed(uint256 requestId, uint64 deadline);
     /// @notice Thrown by `deliver` if the output is longer than the protocol maximum.
     error OutputTooLarge(uint256 length, uint256 maxOutputBytes);
     /// @notice Thrown by `deliver` if the transaction left too little gas to give the callback its full limit.
     error InsufficientGasForCallback(uint256 gasLeft, uint32 callbackGasLimit);
-    /// @notice Thrown by `withdraw` if the caller has nothing to withdraw.
-    error NothingToWithdraw(address account);
-    /// @notice Thrown by `withdraw` if the ETH transfer to the recipient failed.
-    error TransferFailed(address to, uint256 amount);
-    /// @notice Thrown by `setLimits` if a limit is zero.
+    /// @notice Thrown by `withdraw` if the caller has nothing to withdraw in that token.
+    error NothingToWithdraw(address account, address token);
+    /// @notice Thrown if an ETH or token transfer out of the coordinator failed.
+    error TransferFailed(address token, address to, uint256 amount);
+    /// @notice Thrown by `setProtocolFee` above the 10% cap.
+    error ProtocolFeeTooHigh(uint16 bps, uint16 maxBps);
+    /// @notice Thrown by `setLimits` for a zero limit.
     error InvalidLimit();
 
-    /// @notice A node was allowed to deliver results.
-    event NodeRegistered(address indexed node);
-    /// @notice A node was removed; it can no longer deliver.
-    event NodeRemoved(address indexed node);
     /// @notice A consumer asked for inference. Carries everything a node needs to serve it without a read.
     event RequestCreated(
         uint256 indexed requestId,
         bytes32 indexed modelId,
         address indexed consumer,
         bytes input,
-        uint256 fee,
-        uint32 callbackGasLimit
+        address token,
+        uint256 feePerNode,
+        uint32 callbackGasLimit,
+        uint16 redundancy,
+        uint64 deadline
     );
-    /// @notice A node delivered a result. `callbackOk` is false if the consumer's callback reverted or ran out
-    /// of its gas; the node is paid either way.
+    /// @notice A node delivered. `callbackOk` is false if the consumer's callback reverted or ran out of its gas;
+    /// the node is paid either way.
     event RequestFulfilled(
         uint256 indexed requestId, address indexed node, bytes32 outputHash, bool callbackOk
     );
-    /// @notice A node or the owner withdrew earned fees.
-    event Withdrawn(address indexed account, address indexed to, uint256 amount);
+    /// @notice A node reported that it cannot serve the request; other nodes may still deliver.
+    event FailureReported(uint256 indexed requestId, address indexed node, string reason);
+    /// @notice Enough nodes reported failure: the request is closed, its unused escrow refunded to the consumer.
+    event RequestFailed(uint256 indexed requestId, string reason, uint256 refund, bool callbackOk);
+    /// @notice The consumer took back the escrow of slots nobody served by the deadline.
+    event Reclaimed(uint256 indexed requestId, address indexed consumer, uint256 refund);
+    /// @notice An item of `deliverBatch` was skipped, with the selector of the error it would have raised.
+    event DeliverySkipped(uint256 indexed requestId, address indexed node, bytes4 errorSelector);
+    /// @notice Someone withdrew their balance (node earnings, refunds, protocol fees).
+    event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
+    /// @notice The owner changed the protocol fee for requests made from now on.
+    event ProtocolFeeChanged(uint16 bps, address recipient);
     /// @notice The owner changed the protocol limits.
     event LimitsChanged(
-        uint256 minFee, uint32 maxCallbackGasLimit, uint32 maxInputBytes, uint32 maxOutputBytes
+        uint256 minFee,
+        uint32 maxCallbackGasLimit,
+        uint32 maxInputBytes,
+        uint32 maxOutputBytes,
+        uint16 maxRedundancy,
+        uint16 minFailureReports,
+        uint64 maxDeadlineWindow
     );
     /// @notice Ownership moved to a new address.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
-    /// @notice Asks the registered nodes to run `modelId` on `input`; `msg.value` is the fee, held in escrow until
-    /// a node delivers. The consumer (`msg.sender`) is called back with at most `callbackGasLimit` gas.
+    /// @notice Asks for inference with full control of redundancy, deadline and payment.
+    function requestInference(RequestParams calldata params, bytes calldata input)
+        external
+        payable
+        returns (uint256 requestId);
+
+    /// @notice Asks one node for inference, paid in ETH (`msg.value`), with the default deadline.
     function requestInference(bytes32 modelId, bytes calldata input, uint32 callbackGasLimit)
         external
         payable
         returns (uint256 requestId);
 
-    /// @notice Delivers `output` for `requestId`; called by a registered node.
+    /// @notice Delivers `output` for `requestId`; called by an active node.
     function deliver(uint256 requestId, bytes calldata output) external returns (bool callbackOk);
+
+    /// @notice Reports that the calling node cannot serve `requestId`.
+    function reportFailure(uint256 requestId, string calldata reason) external;
+
+    /// @notice Settles many deliveries and failure reports in one transaction; bad items are skipped.
+    function deliverBatch(BatchItem[] calldata items) external returns (uint256 settled);
+
+    /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
+    function reclaim(uint256 requestId) external returns (uint256 refund);
+
+    /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
+    function withdraw(address token, address to) external returns (uint256 amount);
 }

@@ -4,14 +4,19 @@ pragma solidity ^0.8.24;
 import {ICoordinator} from "../../src/interfaces/ICoordinator.sol";
 import {InferenceConsumer} from "../../src/consumer/InferenceConsumer.sol";
 
-/// @notice A consumer that records what it received and the gas it was given.
+/// @notice A consumer that records what it received, the gas it was given, and failures.
 contract RecordingConsumer is InferenceConsumer {
     uint256 public lastRequestId;
+    address public lastNode;
     bytes public lastOutput;
     uint256 public gasAtEntry;
     uint256 public calls;
+    uint256 public failures;
+    string public lastReason;
 
     constructor(address coordinator_) InferenceConsumer(coordinator_) {}
+
+    receive() external payable {}
 
     function request(bytes32 modelId, bytes calldata input, uint32 callbackGasLimit)
         external
@@ -21,15 +26,40 @@ contract RecordingConsumer is InferenceConsumer {
         return _requestInference(modelId, input, callbackGasLimit, msg.value);
     }
 
-    function _onInferenceResult(uint256 requestId, bytes calldata output) internal override {
+    function requestWith(ICoordinator.RequestParams calldata params, bytes calldata input)
+        external
+        payable
+        returns (uint256)
+    {
+        return _requestInference(params, input);
+    }
+
+    function approve(address token, uint256 amount) external {
+        (bool ok,) =
+            token.call(abi.encodeWithSignature("approve(address,uint256)", address(coordinator), amount));
+        require(ok);
+    }
+
+    function withdrawRefunds(address token, address to) external returns (uint256) {
+        return _withdrawRefunds(token, to);
+    }
+
+    function _onInferenceResult(uint256 requestId, address node, bytes calldata output) internal override {
         gasAtEntry = gasleft();
         lastRequestId = requestId;
+        lastNode = node;
         lastOutput = output;
         calls += 1;
     }
+
+    function _onInferenceError(uint256 requestId, string calldata reason) internal override {
+        lastRequestId = requestId;
+        lastReason = reason;
+        failures += 1;
+    }
 }
 
-/// @notice A consumer whose callback always reverts.
+/// @notice A consumer whose callbacks always revert.
 contract RevertingConsumer is InferenceConsumer {
     error Nope();
 
@@ -39,12 +69,16 @@ contract RevertingConsumer is InferenceConsumer {
         return _requestInference(modelId, hex"01", callbackGasLimit, msg.value);
     }
 
-    function _onInferenceResult(uint256, bytes calldata) internal pure override {
+    function _onInferenceResult(uint256, address, bytes calldata) internal pure override {
+        revert Nope();
+    }
+
+    function _onInferenceError(uint256, string calldata) internal pure override {
         revert Nope();
     }
 }
 
-/// @notice A consumer whose callback burns every unit of gas it is given.
+/// @notice A consumer whose callbacks burn every unit of gas they are given.
 contract GasBombConsumer is InferenceConsumer {
     uint256 public sink;
 
@@ -54,7 +88,15 @@ contract GasBombConsumer is InferenceConsumer {
         return _requestInference(modelId, hex"01", callbackGasLimit, msg.value);
     }
 
-    function _onInferenceResult(uint256, bytes calldata) internal override {
+    function _onInferenceResult(uint256, address, bytes calldata) internal override {
+        _burn();
+    }
+
+    function _onInferenceError(uint256, string calldata) internal override {
+        _burn();
+    }
+
+    function _burn() internal {
         while (true) {
             sink += 1;
         }
@@ -69,16 +111,17 @@ contract ReturnBombConsumer is InferenceConsumer {
         return _requestInference(modelId, hex"01", callbackGasLimit, msg.value);
     }
 
-    function _onInferenceResult(uint256, bytes calldata) internal pure override {
+    function _onInferenceResult(uint256, address, bytes calldata) internal pure override {
         assembly {
             revert(0, 500000)
         }
     }
 }
 
-/// @notice A consumer that tries to re-enter `deliver` from its callback.
+/// @notice A consumer that tries to re-enter the coordinator from its callbacks: deliver again, reclaim early,
+/// withdraw someone's balance.
 contract ReentrantConsumer is InferenceConsumer {
-    bool public reentryFailed;
+    uint256 public reentryFailures;
 
     constructor(address coordinator_) InferenceConsumer(coordinator_) {}
 
@@ -86,10 +129,18 @@ contract ReentrantConsumer is InferenceConsumer {
         return _requestInference(modelId, hex"01", callbackGasLimit, msg.value);
     }
 
-    function _onInferenceResult(uint256 requestId, bytes calldata output) internal override {
+    function _onInferenceResult(uint256 requestId, address, bytes calldata output) internal override {
         try coordinator.deliver(requestId, output) {}
         catch {
-            reentryFailed = true;
+            reentryFailures += 1;
+        }
+        try coordinator.reclaim(requestId) {}
+        catch {
+            reentryFailures += 1;
+        }
+        try coordinator.withdraw(address(0), address(this)) {}
+        catch {
+            reentryFailures += 1;
         }
     }
 }
@@ -101,7 +152,7 @@ contract RejectingRecipient {
     }
 }
 
-/// @notice A node operated by a contract, so tests can call `deliver` with a chosen amount of gas.
+/// @notice A node operated by a contract, so tests can call the coordinator with a chosen amount of gas.
 contract MockNode {
     ICoordinator public immutable coordinator;
 
