@@ -38,7 +38,7 @@ contract CoordinatorHandler is Test {
         redundancy = uint16(bound(redundancy, 1, nodes.length));
         fee = bound(fee, 0, 10 ether);
         ICoordinator.RequestParams memory p = ICoordinator.RequestParams({
-            modelId: bytes32("m"),
+            modelId: keccak256("m"),
             callbackGasLimit: 200_000,
             redundancy: redundancy,
             deadline: uint64(block.timestamp + 1 hours),
