@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IVerifier} from "./interfaces/IVerifier.sol";
 
 /// @title Coordinator
 /// @notice Takes inference requests, escrows their fees, and settles deliveries and failure reports from active
@@ -15,6 +16,10 @@ import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 /// - Failure rule: a request fails only when `max(redundancy, minFailureReports)` distinct nodes reported failure,
 ///   so one node cannot deny service that others can still give; then the unused escrow goes back to the consumer.
 ///   After the deadline the consumer reclaims the escrow of slots nobody served. No request waits forever.
+/// - Verification: a request may name a verifier the registry approved. Its deliveries need a proof; a node is paid
+///   and the consumer called back only after the verifier found the output valid, or (optimistic verifiers) after its
+///   window passed without a verdict. An output found invalid is never handed over; its slot's fee goes back to the
+///   consumer at once, and the verifier slashes the node through the registry.
 /// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
@@ -24,6 +29,8 @@ contract Coordinator is ICoordinator {
     uint256 private constant GAS_FOR_CALL_EXACT_CHECK = 5_000;
     /// @dev Error callbacks are not paid for by the consumer: they get at most this much gas.
     uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
+    /// @dev Gas a verifier may use inside a delivery; the node pays for it.
+    uint256 public constant MAX_VERIFIER_GAS = 1_000_000;
 
     struct Request {
         // slot 0
@@ -39,6 +46,20 @@ contract Coordinator is ICoordinator {
         Status status;
         // slot 2
         uint256 feePerNode;
+    }
+
+    /// @dev Only for requests that asked for verification.
+    struct Verification {
+        address verifier;
+        uint16 pending;
+        uint16 rejected;
+    }
+
+    /// @dev A node's output awaiting (or past) an optimistic verdict.
+    struct PendingDelivery {
+        bytes32 outputHash;
+        uint64 verdictBy;
+        bool verified;
     }
 
     INodeRegistry public immutable registry;
@@ -60,6 +81,10 @@ contract Coordinator is ICoordinator {
     /// @notice Whether a node already delivered or reported for a request.
     mapping(uint256 requestId => mapping(address node => bool)) public served;
     mapping(uint256 => Request) internal _requests;
+    /// @notice The verifier of a request (zero if none) and its deliveries awaiting or refused a verdict.
+    mapping(uint256 requestId => Verification) public verifications;
+    /// @notice Outputs awaiting an optimistic verdict, by request and node.
+    mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert Unauthorized(msg.sender);
@@ -143,6 +168,19 @@ contract Coordinator is ICoordinator {
         );
     }
 
+    /// @notice Like the full `requestInference`, but every delivery must pass `verifier` (approved in the registry)
+    /// before the node is paid and the consumer called back.
+    function requestVerifiedInference(RequestParams calldata params, bytes calldata input, address verifier)
+        external
+        payable
+        returns (uint256 requestId)
+    {
+        if (!registry.isApprovedVerifier(verifier)) revert VerifierNotApproved(verifier);
+        requestId = _request(params, input);
+        verifications[requestId].verifier = verifier;
+        emit VerificationRequired(requestId, verifier);
+    }
+
     /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
     /// @dev Anyone may call it; the refund always goes to the consumer's balance.
     function reclaim(uint256 requestId) external returns (uint256 refund) {
@@ -152,7 +190,7 @@ contract Coordinator is ICoordinator {
         if (status != Status.Open) revert RequestClosed(requestId, status);
         if (block.timestamp <= r.deadline) revert DeadlineNotPassed(requestId, r.deadline);
         r.status = Status.Reclaimed;
-        refund = uint256(r.redundancy - r.delivered) * r.feePerNode;
+        refund = _unusedSlots(requestId, r) * r.feePerNode;
         address consumer = r.consumer;
         balanceOf[r.token][consumer] += refund;
         emit Reclaimed(requestId, consumer, refund);
@@ -194,6 +232,73 @@ contract Coordinator is ICoordinator {
                 emit DeliverySkipped(items[i].requestId, msg.sender, bytes4(reason));
             }
         }
+    }
+
+    /// @notice Delivers `output` with `proof` for a request that asked for verification. Paid and handed to the
+    /// consumer at once if the verifier finds it valid; refused (slot refunded) if invalid; held for an optimistic
+    /// verdict otherwise, then settled with `finalizeDelivery`.
+    function deliverWithProof(uint256 requestId, bytes calldata output, bytes calldata proof)
+        external
+        returns (IVerifier.Verdict verdict)
+    {
+        if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
+        Verification storage v = verifications[requestId];
+        address verifier = v.verifier;
+        if (verifier == address(0)) revert NoVerifier(requestId);
+        if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
+        Request storage r = _claimSlot(requestId, msg.sender);
+        if (_unusedSlots(requestId, r) == 0) revert NoSlotLeft(requestId);
+
+        try IVerifier(verifier).verify{gas: MAX_VERIFIER_GAS}(requestId, msg.sender, output, proof) returns (
+            IVerifier.Verdict verdict_
+        ) {
+            verdict = verdict_;
+        } catch {
+            revert VerifierFailed(requestId, verifier);
+        }
+        if (verdict == IVerifier.Verdict.Valid) {
+            _settleDelivery(requestId, r, msg.sender, output);
+        } else if (verdict == IVerifier.Verdict.Invalid) {
+            _reject(requestId, r, v, msg.sender);
+        } else {
+            v.pending += 1;
+            uint64 verdictBy = uint64(block.timestamp) + IVerifier(verifier).window();
+            pendingDeliveries[requestId][msg.sender] =
+                PendingDelivery({outputHash: keccak256(output), verdictBy: verdictBy, verified: false});
+            emit VerificationPending(requestId, msg.sender, keccak256(output), verdictBy);
+        }
+    }
+
+    /// @notice The optimistic verifier's verdict on `node`'s output, within its window.
+    function resolveVerification(uint256 requestId, address node, bool valid) external {
+        Verification storage v = verifications[requestId];
+        if (msg.sender != v.verifier) revert NotTheVerifier(requestId, msg.sender);
+        PendingDelivery storage p = pendingDeliveries[requestId][node];
+        if (p.verdictBy == 0 || p.verified) revert NothingPending(requestId, node);
+        if (block.timestamp > p.verdictBy) revert VerdictTooLate(requestId, p.verdictBy);
+        if (valid) {
+            p.verified = true;
+        } else {
+            delete pendingDeliveries[requestId][node];
+            v.pending -= 1;
+            _reject(requestId, _requests[requestId], v, node);
+        }
+    }
+
+    /// @notice Settles the caller's verified output (or one whose verdict window passed without a verdict): the node
+    /// is paid and the consumer called back. `output` must be the bytes delivered with the proof.
+    function finalizeDelivery(uint256 requestId, bytes calldata output) external returns (bool callbackOk) {
+        PendingDelivery memory p = pendingDeliveries[requestId][msg.sender];
+        if (p.verdictBy == 0) revert NothingPending(requestId, msg.sender);
+        if (!p.verified && block.timestamp <= p.verdictBy) {
+            revert VerificationNotDone(requestId, p.verdictBy);
+        }
+        bytes32 given = keccak256(output);
+        if (given != p.outputHash) revert OutputMismatch(requestId, p.outputHash, given);
+        delete pendingDeliveries[requestId][msg.sender];
+        verifications[requestId].pending -= 1;
+        // The slot's escrow was set aside when the output was delivered, so this settles even after the deadline.
+        return _settleDelivery(requestId, _requests[requestId], msg.sender, output);
     }
 
     /// @dev One item of `deliverBatch`; only callable by the coordinator itself.
@@ -302,10 +407,18 @@ contract Coordinator is ICoordinator {
         returns (bool callbackOk)
     {
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
-        Request storage r = _claimSlot(requestId, node);
+        if (verifications[requestId].verifier != address(0)) revert ProofRequired(requestId);
+        return _settleDelivery(requestId, _claimSlot(requestId, node), node, output);
+    }
+
+    /// @dev Counts a delivery, pays the node, and hands the output to the consumer.
+    function _settleDelivery(uint256 requestId, Request storage r, address node, bytes calldata output)
+        internal
+        returns (bool callbackOk)
+    {
         uint16 delivered = r.delivered + 1;
         r.delivered = delivered;
-        if (delivered == r.redundancy) r.status = Status.Fulfilled;
+        if (delivered == r.redundancy && r.status == Status.Open) r.status = Status.Fulfilled;
 
         uint256 fee = r.feePerNode;
         if (fee != 0) {
@@ -331,7 +444,7 @@ contract Coordinator is ICoordinator {
         if (failures < failureQuorum(requestId)) return;
 
         r.status = Status.Failed;
-        uint256 refund = uint256(r.redundancy - r.delivered) * r.feePerNode;
+        uint256 refund = _unusedSlots(requestId, r) * r.feePerNode;
         address consumer = r.consumer;
         balanceOf[r.token][consumer] += refund;
         uint32 gasLimit =
@@ -340,6 +453,20 @@ contract Coordinator is ICoordinator {
             gasLimit, consumer, abi.encodeWithSignature("rawFail(uint256,string)", requestId, reason)
         );
         emit RequestFailed(requestId, reason, refund, callbackOk);
+    }
+
+    /// @dev A verifier refused `node`'s output: the slot is spent, its fee goes back to the consumer.
+    function _reject(uint256 requestId, Request storage r, Verification storage v, address node) internal {
+        v.rejected += 1;
+        uint256 refund = r.feePerNode;
+        balanceOf[r.token][r.consumer] += refund;
+        emit DeliveryRejected(requestId, node, refund);
+    }
+
+    /// @dev Slots whose escrow is still free: not delivered, not awaiting a verdict, not refunded after a rejection.
+    function _unusedSlots(uint256 requestId, Request storage r) internal view returns (uint256) {
+        Verification storage v = verifications[requestId];
+        return uint256(r.redundancy) - r.delivered - v.pending - v.rejected;
     }
 
     function _setLimits(

@@ -53,6 +53,17 @@ abstract contract InferenceConsumer {
         return coordinator.requestInference{value: value}(params, input);
     }
 
+    /// @dev Like the full form, but each node's output reaches `_onInferenceResult` only after `verifier` (one the
+    /// NodeRegistry's owner approved) found it valid, or its optimistic window passed without a verdict.
+    function _requestVerifiedInference(
+        ICoordinator.RequestParams memory params,
+        bytes memory input,
+        address verifier
+    ) internal returns (uint256 requestId) {
+        uint256 value = params.token == address(0) ? params.feePerNode * params.redundancy : 0;
+        return coordinator.requestVerifiedInference{value: value}(params, input, verifier);
+    }
+
     /// @dev Moves refunds (failed or reclaimed requests) from the coordinator to `to`.
     function _withdrawRefunds(address token, address to) internal returns (uint256) {
         return coordinator.withdraw(token, to);

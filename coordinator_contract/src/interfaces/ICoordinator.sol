@@ -86,6 +86,26 @@ interface ICoordinator {
     error ProtocolFeeTooHigh(uint16 bps, uint16 maxBps);
     /// @notice Thrown by `setLimits` for a zero limit.
     error InvalidLimit();
+    /// @notice Thrown by `requestVerifiedInference` if the NodeRegistry's owner has not approved the verifier.
+    error VerifierNotApproved(address verifier);
+    /// @notice Thrown by `deliver` on a request that asked for verification: use `deliverWithProof`.
+    error ProofRequired(uint256 requestId);
+    /// @notice Thrown by `deliverWithProof` on a request that did not ask for verification: use `deliver`.
+    error NoVerifier(uint256 requestId);
+    /// @notice Thrown by `deliverWithProof` if the verifier reverted: the delivery is not counted.
+    error VerifierFailed(uint256 requestId, address verifier);
+    /// @notice Thrown by `resolveVerification` when called by anyone but the request's verifier.
+    error NotTheVerifier(uint256 requestId, address caller);
+    /// @notice Thrown by `resolveVerification` and `finalizeDelivery` if no delivery of that node awaits a verdict.
+    error NothingPending(uint256 requestId, address node);
+    /// @notice Thrown by `resolveVerification` after the verifier's window closed (the result then stands).
+    error VerdictTooLate(uint256 requestId, uint64 verdictBy);
+    /// @notice Thrown by `finalizeDelivery` before a verdict and before the verifier's window closed.
+    error VerificationNotDone(uint256 requestId, uint64 verdictBy);
+    /// @notice Thrown by `deliverWithProof` when every slot is delivered, awaiting a verdict, or refunded.
+    error NoSlotLeft(uint256 requestId);
+    /// @notice Thrown by `finalizeDelivery` if the output is not the one that was verified.
+    error OutputMismatch(uint256 requestId, bytes32 expected, bytes32 given);
 
     /// @notice A consumer asked for inference. Carries everything a node needs to serve it without a read.
     event RequestCreated(
@@ -126,6 +146,14 @@ interface ICoordinator {
         uint16 minFailureReports,
         uint64 maxDeadlineWindow
     );
+    /// @notice The request's deliveries must pass `verifier` before they are paid and handed to the consumer.
+    event VerificationRequired(uint256 indexed requestId, address indexed verifier);
+    /// @notice An optimistic verifier is checking `node`'s output; it stands if no verdict comes by `verdictBy`.
+    event VerificationPending(
+        uint256 indexed requestId, address indexed node, bytes32 outputHash, uint64 verdictBy
+    );
+    /// @notice A verifier found `node`'s output invalid: the node is not paid and the slot's fee is refunded.
+    event DeliveryRejected(uint256 indexed requestId, address indexed node, uint256 refund);
     /// @notice Ownership moved to a new address.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
@@ -137,6 +165,12 @@ interface ICoordinator {
 
     /// @notice Asks one node for inference, paid in ETH (`msg.value`), with the default deadline.
     function requestInference(bytes32 modelId, bytes calldata input, uint32 callbackGasLimit)
+        external
+        payable
+        returns (uint256 requestId);
+
+    /// @notice Like the full `requestInference`, but every delivery must pass `verifier` first.
+    function requestVerifiedInference(RequestParams calldata params, bytes calldata input, address verifier)
         external
         payable
         returns (uint256 requestId);

@@ -34,6 +34,14 @@ contract RecordingConsumer is InferenceConsumer {
         return _requestInference(params, input);
     }
 
+    function requestVerified(
+        ICoordinator.RequestParams calldata params,
+        bytes calldata input,
+        address verifier
+    ) external payable returns (uint256) {
+        return _requestVerifiedInference(params, input, verifier);
+    }
+
     function approve(address token, uint256 amount) external {
         (bool ok,) =
             token.call(abi.encodeWithSignature("approve(address,uint256)", address(coordinator), amount));
