@@ -121,9 +121,12 @@ class GasBench:
                 entry = tally.setdefault("LOG" if op.startswith("LOG") else op, {"count": 0, "gas": 0})
                 entry["count"] += 1
                 entry["gas"] += cost
+                if op == "SLOAD":
+                    entry["cold"] = entry.get("cold", 0) + (cost >= 2_100)
                 if op == "SSTORE":
-                    # Call depth 1 is the contract the transaction calls; the cost tells the kind of write:
-                    # 22,100 zero to non-zero (cold), 5,000 non-zero to non-zero (cold), 2,900 (warm), 100 no-op.
+                    # Depth 1 is the contract the transaction calls. The cost tells the write: 22,100 / 20,000 a zero
+                    # slot made non-zero (cold / already touched), 5,000 / 2,900 a non-zero slot changed, 100 a slot
+                    # already written in this transaction or rewritten with its own value.
                     entry.setdefault("by_depth_cost", []).append([int(step["depth"]), cost])
         tally["refund_counter_at_end"] = int(steps[-1].get("refund", 0))
         return tally
@@ -217,15 +220,18 @@ def run(repeats: int, batch_size: int, workdir: Path) -> tuple[dict[str, Measure
         # minFailureReports is 2 by default: one report from the single staked node records the failure and
         # leaves the request open (no refund, no error callback).
         failure = Measured("Coordinator.reportFailure by the node: one report, below the failure quorum")
-        bench.report_failure(bench.request(), failure)
+        for rid in [bench.request() for _ in range(repeats)]:
+            bench.report_failure(rid, failure)
 
-        # After the 1-hour default deadline; the refund is credited to BenchConsumer's balance (zero to non-zero
-        # for the first reclaim).
+        # After the 1-hour default deadline. The refund is credited to BenchConsumer's balance on the coordinator:
+        # zero to non-zero for the first reclaim, added to it for the later ones (the median).
         reclaim = Measured("Coordinator.reclaim by the user after the deadline (unserved 1-node request)")
-        stale = bench.request()
+        stale = [bench.request() for _ in range(repeats)]
         window = int(bench.coordinator.functions.defaultDeadlineWindow().call())
         bench.pass_time(window + 1)
-        bench.reclaim(stale, reclaim)
+        for rid in stale:
+            bench.reclaim(rid, reclaim)
+        reclaim.extra["first_sample_note"] = "the consumer's balance slot goes from zero to non-zero"
 
         results = {
             "request": request,
@@ -249,8 +255,19 @@ def contracts_provenance() -> dict[str, Any]:
 
 
 def tool_version(name: str) -> str:
+    """`anvil 1.7.1` from the first line of `anvil --version` (`anvil Version: 1.7.1`)."""
     out = subprocess.run([tool(name), "--version"], capture_output=True, text=True, check=False).stdout
-    return out.splitlines()[0] if out else "unknown"
+    return out.splitlines()[0].replace(" Version:", "") if out else f"{name} (unknown version)"
+
+
+def compiler_version() -> str:
+    """solc version from the Coordinator artifact's metadata, as forge recorded it."""
+    path = CONTRACTS_DIR / "out" / "Coordinator.sol" / "Coordinator.json"
+    try:
+        metadata = json.loads(path.read_text()).get("metadata", {})
+        return str(metadata.get("compiler", {}).get("version", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
 
 
 def foundry_settings() -> dict[str, str]:
@@ -264,7 +281,7 @@ def foundry_settings() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="requests and single deliveries measured")
+    parser.add_argument("--repeats", type=int, default=5, help="samples of each single transaction")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gas.json"))
     args = parser.parse_args()
@@ -286,31 +303,23 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
 
-    print(f"{'transaction':<26} {'gasUsed':>9} {'samples (min-max)':>19} {'calldata B':>11} {'SSTOREs (new)':>14}")
+    print(
+        f"{'transaction':<18} {'gasUsed':>10} {'first':>10} {'samples':>8} {'calldata B':>11} "
+        f"{'SSTORE (new)':>13} {'SLOAD (cold)':>13}"
+    )
     for name, m in results.items():
-        sstore = m.trace.get("SSTORE", {"count": 0, "by_depth_cost": []})
+        sstore, sload = m.trace.get("SSTORE", {}), m.trace.get("SLOAD", {})
         new_slots = sum(1 for _, cost in sstore.get("by_depth_cost", []) if cost >= 20_000)
-        spread = f"{min(m.samples):,}-{max(m.samples):,}" if len(m.samples) > 1 else "1 sample"
         print(
-            f"{name:<26} {m.median:>9,} {spread:>19} {m.calldata_bytes:>11} "
-            f"{sstore['count']:>8} ({new_slots})"
+            f"{name:<18} {m.median:>10,} {m.samples[0]:>10,} {len(m.samples):>8} {m.calldata_bytes:>11} "
+            f"{sstore.get('count', 0):>7} ({new_slots:>2}) {sload.get('count', 0):>7} ({sload.get('cold', 0):>2})"
         )
     batch = next(m for name, m in results.items() if name.startswith("deliver_batch"))
     print(
-        f"{'  per item':<26} {batch.extra['gas_used_per_item']:>9,}   ratio to deliver_single "
+        f"{'  per item':<18} {batch.extra['gas_used_per_item']:>10,}   ratio to deliver_single "
         f"{batch.extra['ratio_per_item_to_single']:.3f} (target <= {BATCH_TARGET_RATIO:.2f})"
     )
     print(f"wrote {args.out}")
-
-
-def compiler_version() -> str:
-    """solc version from the Coordinator artifact's metadata, as forge recorded it."""
-    path = CONTRACTS_DIR / "out" / "Coordinator.sol" / "Coordinator.json"
-    try:
-        metadata = json.loads(path.read_text()).get("metadata", {})
-        return str(metadata.get("compiler", {}).get("version", "unknown"))
-    except (OSError, ValueError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IVerifier} from "./interfaces/IVerifier.sol";
+import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
 
 /// @title Coordinator
 /// @notice Takes inference requests, escrows their fees, and settles deliveries and failure reports from active
@@ -20,6 +21,9 @@ import {IVerifier} from "./interfaces/IVerifier.sol";
 ///   and the consumer called back only after the verifier found the output valid, or (optimistic verifiers) after its
 ///   window passed without a verdict. An output found invalid is never handed over; its slot's fee goes back to the
 ///   consumer at once, and the verifier slashes the node through the registry.
+/// - Delegated requests (EIP-712): a request signed by the consumer's current delegated signer is created and
+///   delivered by a node in one transaction, paid from the consumer's balance here; the domain binds chain id and
+///   this contract, a per-consumer nonce stops replays, and rotating the signer voids the old signer's signatures.
 /// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
@@ -31,6 +35,14 @@ contract Coordinator is ICoordinator {
     uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
     /// @dev Gas a verifier may use inside a delivery; the node pays for it.
     uint256 public constant MAX_VERIFIER_GAS = 1_000_000;
+    bytes32 public constant DELEGATED_REQUEST_TYPEHASH = keccak256(
+        "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
+        "address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
+    );
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    /// @dev secp256k1n / 2: signatures with a larger `s` are malleable copies and are refused.
+    uint256 private constant MAX_S = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     struct Request {
         // slot 0
@@ -52,7 +64,6 @@ contract Coordinator is ICoordinator {
     struct Verification {
         address verifier;
         uint16 pending;
-        uint16 rejected;
     }
 
     /// @dev A node's output awaiting (or past) an optimistic verdict.
@@ -78,11 +89,14 @@ contract Coordinator is ICoordinator {
     uint256 public nextRequestId = 1;
     /// @notice Withdrawable balances: node earnings, consumer refunds, protocol fees; by token, then account.
     mapping(address token => mapping(address account => uint256)) public balanceOf;
-    /// @notice Whether a node already delivered or reported for a request.
+    /// @notice Whether a node already acted on a request (reported, delivered with a proof, or delivered to a
+    /// redundant request); a one-node request's delivery closes the request instead.
     mapping(uint256 requestId => mapping(address node => bool)) public served;
     mapping(uint256 => Request) internal _requests;
     /// @notice The verifier of a request (zero if none) and its deliveries awaiting or refused a verdict.
     mapping(uint256 requestId => Verification) public verifications;
+    /// @notice Delegated-request nonces already used, by consumer.
+    mapping(address consumer => mapping(uint256 nonce => bool)) public nonceUsed;
     /// @notice Outputs awaiting an optimistic verdict, by request and node.
     mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
 
@@ -101,7 +115,8 @@ contract Coordinator is ICoordinator {
 
     // ----------------------------------------------------------------------------------------------- owner
 
-    /// @notice Sets the protocol fee for requests made from now on, and who receives it.
+    /// @notice Sets the protocol fee rate for requests made from now on (each request keeps its rate) and who receives
+    /// protocol fees from now on (read at delivery time, also for older requests).
     function setProtocolFee(uint16 bps, address recipient) external onlyOwner {
         if (bps > MAX_PROTOCOL_FEE_BPS) revert ProtocolFeeTooHigh(bps, MAX_PROTOCOL_FEE_BPS);
         if (recipient == address(0)) revert InvalidLimit();
@@ -110,7 +125,9 @@ contract Coordinator is ICoordinator {
         emit ProtocolFeeChanged(bps, recipient);
     }
 
-    /// @notice Sets the protocol limits; requests already made keep what they were made with.
+    /// @notice Sets the protocol limits. `minFee`, `maxCallbackGasLimit`, `maxInputBytes`, `maxRedundancy` and
+    /// `maxDeadlineWindow` apply to requests made from now on; `maxOutputBytes` and `minFailureReports` are read when a
+    /// node delivers or reports, so they apply to open requests too.
     function setLimits(
         uint256 minFee_,
         uint32 maxCallbackGasLimit_,
@@ -196,6 +213,58 @@ contract Coordinator is ICoordinator {
         emit Reclaimed(requestId, consumer, refund);
     }
 
+    /// @notice Adds `amount` of `token` (zero for ETH, then `msg.value`) to `account`'s balance, which pays for its
+    /// delegated requests and can be withdrawn by `account`.
+    function deposit(address token, address account, uint256 amount) external payable {
+        if (token == address(0)) {
+            if (msg.value != amount) revert WrongPayment(msg.value, amount);
+        } else {
+            if (msg.value != 0) revert WrongPayment(msg.value, 0);
+            _transferIn(token, msg.sender, amount);
+        }
+        balanceOf[token][account] += amount;
+        emit Deposited(account, token, amount);
+    }
+
+    /// @notice Creates the request `req` signed by its consumer's delegated signer and delivers `output` for it, in
+    /// one transaction; the escrow comes from the consumer's balance. Other nodes of a redundant request then
+    /// deliver with `deliver`.
+    function deliverDelegated(
+        DelegatedRequest calldata req,
+        bytes calldata input,
+        bytes calldata signature,
+        bytes calldata output
+    ) external returns (uint256 requestId) {
+        if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
+        if (block.timestamp > req.expiry) revert DelegationExpired(req.expiry);
+        bytes32 given = keccak256(input);
+        if (given != req.inputHash) revert InputMismatch(req.inputHash, given);
+        if (nonceUsed[req.consumer][req.nonce]) revert NonceUsed(req.consumer, req.nonce);
+        address signer = _recover(delegatedRequestDigest(req), signature);
+        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) revert InvalidSignature();
+        nonceUsed[req.consumer][req.nonce] = true;
+
+        uint256 escrow = req.feePerNode * req.redundancy;
+        uint256 available = balanceOf[req.token][req.consumer];
+        if (available < escrow) revert InsufficientBalance(req.consumer, req.token, escrow, available);
+        balanceOf[req.token][req.consumer] = available - escrow;
+
+        requestId = _store(
+            RequestParams({
+                modelId: req.modelId,
+                callbackGasLimit: req.callbackGasLimit,
+                redundancy: req.redundancy,
+                deadline: req.deadline,
+                token: req.token,
+                feePerNode: req.feePerNode
+            }),
+            input,
+            req.consumer
+        );
+        emit DelegatedRequestCreated(requestId, req.consumer, req.nonce);
+        _deliver(requestId, msg.sender, output);
+    }
+
     /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
     function withdraw(address token, address to) external returns (uint256 amount) {
         amount = balanceOf[token][msg.sender];
@@ -246,7 +315,7 @@ contract Coordinator is ICoordinator {
         address verifier = v.verifier;
         if (verifier == address(0)) revert NoVerifier(requestId);
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
-        Request storage r = _claimSlot(requestId, msg.sender);
+        Request storage r = _claimSlot(requestId, msg.sender, false);
         if (_unusedSlots(requestId, r) == 0) revert NoSlotLeft(requestId);
 
         try IVerifier(verifier).verify{gas: MAX_VERIFIER_GAS}(requestId, msg.sender, output, proof) returns (
@@ -259,7 +328,7 @@ contract Coordinator is ICoordinator {
         if (verdict == IVerifier.Verdict.Valid) {
             _settleDelivery(requestId, r, msg.sender, output);
         } else if (verdict == IVerifier.Verdict.Invalid) {
-            _reject(requestId, r, v, msg.sender);
+            emit DeliveryRejected(requestId, msg.sender);
         } else {
             v.pending += 1;
             uint64 verdictBy = uint64(block.timestamp) + IVerifier(verifier).window();
@@ -281,24 +350,28 @@ contract Coordinator is ICoordinator {
         } else {
             delete pendingDeliveries[requestId][node];
             v.pending -= 1;
-            _reject(requestId, _requests[requestId], v, node);
+            emit DeliveryRejected(requestId, node);
         }
     }
 
-    /// @notice Settles the caller's verified output (or one whose verdict window passed without a verdict): the node
-    /// is paid and the consumer called back. `output` must be the bytes delivered with the proof.
-    function finalizeDelivery(uint256 requestId, bytes calldata output) external returns (bool callbackOk) {
-        PendingDelivery memory p = pendingDeliveries[requestId][msg.sender];
-        if (p.verdictBy == 0) revert NothingPending(requestId, msg.sender);
+    /// @notice Settles `node`'s verified output (or one whose verdict window passed without a verdict): the node is
+    /// paid and the consumer called back. `output` must be the bytes delivered with the proof (they are in that
+    /// transaction's calldata), so anyone may settle it: the node, or the consumer if the node never does.
+    function finalizeDelivery(uint256 requestId, address node, bytes calldata output)
+        external
+        returns (bool callbackOk)
+    {
+        PendingDelivery memory p = pendingDeliveries[requestId][node];
+        if (p.verdictBy == 0) revert NothingPending(requestId, node);
         if (!p.verified && block.timestamp <= p.verdictBy) {
             revert VerificationNotDone(requestId, p.verdictBy);
         }
         bytes32 given = keccak256(output);
         if (given != p.outputHash) revert OutputMismatch(requestId, p.outputHash, given);
-        delete pendingDeliveries[requestId][msg.sender];
+        delete pendingDeliveries[requestId][node];
         verifications[requestId].pending -= 1;
         // The slot's escrow was set aside when the output was delivered, so this settles even after the deadline.
-        return _settleDelivery(requestId, _requests[requestId], msg.sender, output);
+        return _settleDelivery(requestId, _requests[requestId], node, output);
     }
 
     /// @dev One item of `deliverBatch`; only callable by the coordinator itself.
@@ -335,6 +408,24 @@ contract Coordinator is ICoordinator {
         }
     }
 
+    /// @notice The EIP-712 domain separator: binds signatures to this chain and this contract.
+    function domainSeparator() public view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                DOMAIN_TYPEHASH, keccak256("Infera Coordinator"), keccak256("1"), block.chainid, address(this)
+            )
+        );
+    }
+
+    /// @notice The digest a consumer's delegated signer signs for `req` (EIP-712 typed data).
+    function delegatedRequestDigest(DelegatedRequest calldata req) public view returns (bytes32) {
+        return keccak256(
+            abi.encodePacked(
+                "\x19\x01", domainSeparator(), keccak256(abi.encode(DELEGATED_REQUEST_TYPEHASH, req))
+            )
+        );
+    }
+
     /// @notice How many failure reports close `requestId`: `max(redundancy, minFailureReports)`.
     function failureQuorum(uint256 requestId) public view returns (uint256) {
         uint256 redundancy = _requests[requestId].redundancy;
@@ -344,6 +435,21 @@ contract Coordinator is ICoordinator {
     // ------------------------------------------------------------------------------------------ internal
 
     function _request(RequestParams memory p, bytes calldata input) internal returns (uint256 requestId) {
+        uint256 escrow = p.feePerNode * p.redundancy;
+        if (p.token == address(0)) {
+            if (msg.value != escrow) revert WrongPayment(msg.value, escrow);
+        } else {
+            if (msg.value != 0) revert WrongPayment(msg.value, 0);
+            _transferIn(p.token, msg.sender, escrow);
+        }
+        return _store(p, input, msg.sender);
+    }
+
+    /// @dev Checks the parameters and records an escrowed request for `consumer`.
+    function _store(RequestParams memory p, bytes calldata input, address consumer)
+        internal
+        returns (uint256 requestId)
+    {
         if (p.callbackGasLimit == 0 || p.callbackGasLimit > maxCallbackGasLimit) {
             revert InvalidCallbackGasLimit(p.callbackGasLimit, maxCallbackGasLimit);
         }
@@ -357,17 +463,9 @@ contract Coordinator is ICoordinator {
         if (p.deadline <= block.timestamp || p.deadline > latest) revert InvalidDeadline(p.deadline, latest);
         if (p.feePerNode < minFee) revert FeeTooLow(p.feePerNode, minFee);
 
-        uint256 escrow = p.feePerNode * p.redundancy;
-        if (p.token == address(0)) {
-            if (msg.value != escrow) revert WrongPayment(msg.value, escrow);
-        } else {
-            if (msg.value != 0) revert WrongPayment(msg.value, 0);
-            _transferIn(p.token, msg.sender, escrow);
-        }
-
         requestId = nextRequestId++;
         _requests[requestId] = Request({
-            consumer: msg.sender,
+            consumer: consumer,
             deadline: p.deadline,
             redundancy: p.redundancy,
             delivered: 0,
@@ -381,7 +479,7 @@ contract Coordinator is ICoordinator {
         emit RequestCreated(
             requestId,
             p.modelId,
-            msg.sender,
+            consumer,
             input,
             p.token,
             p.feePerNode,
@@ -391,15 +489,19 @@ contract Coordinator is ICoordinator {
         );
     }
 
-    /// @dev Checks that `node` may act on `requestId` now, and marks it as having acted.
-    function _claimSlot(uint256 requestId, address node) internal returns (Request storage r) {
+    /// @dev Checks that `node` may act on `requestId` now, and marks it as having acted. A plain delivery to a
+    /// one-node request is not recorded: it closes the request, so nothing can follow it (saves a 20k-gas slot).
+    function _claimSlot(uint256 requestId, address node, bool plainDelivery)
+        internal
+        returns (Request storage r)
+    {
         r = _requests[requestId];
         Status status = r.status;
         if (status == Status.None) revert UnknownRequest(requestId);
         if (status != Status.Open) revert RequestClosed(requestId, status);
         if (block.timestamp > r.deadline) revert DeadlinePassed(requestId, r.deadline);
         if (served[requestId][node]) revert AlreadyServed(requestId, node);
-        served[requestId][node] = true;
+        if (!plainDelivery || r.redundancy > 1) served[requestId][node] = true;
     }
 
     function _deliver(uint256 requestId, address node, bytes calldata output)
@@ -408,7 +510,7 @@ contract Coordinator is ICoordinator {
     {
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
         if (verifications[requestId].verifier != address(0)) revert ProofRequired(requestId);
-        return _settleDelivery(requestId, _claimSlot(requestId, node), node, output);
+        return _settleDelivery(requestId, _claimSlot(requestId, node, true), node, output);
     }
 
     /// @dev Counts a delivery, pays the node, and hands the output to the consumer.
@@ -437,7 +539,7 @@ contract Coordinator is ICoordinator {
     }
 
     function _reportFailure(uint256 requestId, address node, string memory reason) internal {
-        Request storage r = _claimSlot(requestId, node);
+        Request storage r = _claimSlot(requestId, node, false);
         uint16 failures = r.failures + 1;
         r.failures = failures;
         emit FailureReported(requestId, node, reason);
@@ -455,18 +557,29 @@ contract Coordinator is ICoordinator {
         emit RequestFailed(requestId, reason, refund, callbackOk);
     }
 
-    /// @dev A verifier refused `node`'s output: the slot is spent, its fee goes back to the consumer.
-    function _reject(uint256 requestId, Request storage r, Verification storage v, address node) internal {
-        v.rejected += 1;
-        uint256 refund = r.feePerNode;
-        balanceOf[r.token][r.consumer] += refund;
-        emit DeliveryRejected(requestId, node, refund);
+    /// @dev The consumer's current delegated signer, or zero if it has none (or is not a contract that says).
+    function _delegatedSignerOf(address consumer) internal view returns (address) {
+        if (consumer.code.length == 0) return address(0);
+        (bool ok, bytes memory ret) =
+            consumer.staticcall{gas: 50_000}(abi.encodeCall(IDelegatingConsumer.delegatedSigner, ()));
+        if (!ok || ret.length < 32) return address(0);
+        return abi.decode(ret, (address));
     }
 
-    /// @dev Slots whose escrow is still free: not delivered, not awaiting a verdict, not refunded after a rejection.
+    /// @dev ecrecover for a 65-byte (r, s, v) signature; zero for a malformed or malleable (high-s) one.
+    function _recover(bytes32 digest, bytes calldata signature) internal pure returns (address) {
+        if (signature.length != 65) return address(0);
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (uint256(s) > MAX_S || (v != 27 && v != 28)) return address(0);
+        return ecrecover(digest, v, r, s);
+    }
+
+    /// @dev Slots whose escrow is still free: not delivered and not awaiting a verdict. A rejected output frees its
+    /// slot again, for another node (the rejected node has acted and cannot retry).
     function _unusedSlots(uint256 requestId, Request storage r) internal view returns (uint256) {
-        Verification storage v = verifications[requestId];
-        return uint256(r.redundancy) - r.delivered - v.pending - v.rejected;
+        return uint256(r.redundancy) - r.delivered - verifications[requestId].pending;
     }
 
     function _setLimits(

@@ -65,20 +65,21 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         assertEq(coordinator.balanceOf(address(0), node), FEE, "paid");
     }
 
-    function testAtomicInvalidProofIsRefusedRefundedAndSlashed() public {
+    function testAtomicInvalidProofIsRefusedSlashedAndTheSlotReopens() public {
         uint256 id = _verified(address(atomic), 1);
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.DeliveryRejected(id, node, FEE);
+        emit ICoordinator.DeliveryRejected(id, node);
         vm.prank(node);
         assertTrue(coordinator.deliverWithProof(id, OUTPUT, "forged") == IVerifier.Verdict.Invalid, "invalid");
         assertEq(consumer.calls(), 0, "the consumer never sees it");
         assertEq(coordinator.balanceOf(address(0), node), 0, "not paid");
-        assertEq(coordinator.balanceOf(address(0), address(consumer)), FEE, "slot refunded");
         assertEq(registry.slashedBalanceOf(address(consumer)), 0.5 ether, "stake slashed to the consumer");
         assertEq(registry.stakeOf(node), MIN_STAKE - 0.5 ether, "node lost stake");
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NoSlotLeft.selector, id));
-        vm.prank(node2);
+        assertFalse(registry.isActive(node), "slashed below the minimum stake: out");
+        vm.prank(node2); // a bad node cannot deny the answer: the slot is open for an honest one
         coordinator.deliverWithProof(id, OUTPUT, _goodProof(OUTPUT));
+        assertEq(consumer.lastOutput(), OUTPUT, "answered");
+        assertEq(coordinator.balanceOf(address(0), node2), FEE, "the honest node is paid");
     }
 
     function testBrokenVerifierFailsTheDeliveryNotTheNode() public {
@@ -103,11 +104,11 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         assertEq(coordinator.balanceOf(address(0), node), 0, "not paid yet");
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.VerificationNotDone.selector, id, verdictBy));
         vm.prank(node);
-        coordinator.finalizeDelivery(id, OUTPUT);
+        coordinator.finalizeDelivery(id, node, OUTPUT);
 
         vm.warp(verdictBy + 1);
         vm.prank(node);
-        assertTrue(coordinator.finalizeDelivery(id, OUTPUT), "settled after the window");
+        assertTrue(coordinator.finalizeDelivery(id, node, OUTPUT), "settled after the window");
         assertEq(consumer.lastOutput(), OUTPUT, "handed over");
         assertEq(coordinator.balanceOf(address(0), node), FEE, "paid");
     }
@@ -120,14 +121,14 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         optimistic.judge(id, node, valid);
         if (valid) {
             vm.prank(node);
-            coordinator.finalizeDelivery(id, OUTPUT); // no need to wait out the window
+            coordinator.finalizeDelivery(id, node, OUTPUT); // no need to wait out the window
             assertEq(coordinator.balanceOf(address(0), node), FEE, "paid");
         } else {
             vm.expectRevert(abi.encodeWithSelector(ICoordinator.NothingPending.selector, id, node));
             vm.prank(node);
-            coordinator.finalizeDelivery(id, OUTPUT);
-            assertEq(coordinator.balanceOf(address(0), address(consumer)), FEE, "refunded");
+            coordinator.finalizeDelivery(id, node, OUTPUT);
             assertEq(consumer.calls(), 0, "never handed over");
+            assertEq(coordinator.getRequest(id).delivered, 0, "the slot is open again");
         }
     }
 
@@ -162,7 +163,7 @@ contract CoordinatorVerificationTest is CoordinatorTest {
             )
         );
         vm.prank(node);
-        coordinator.finalizeDelivery(id, hex"bad0");
+        coordinator.finalizeDelivery(id, node, hex"bad0");
     }
 
     function testPendingSlotsAreNotReclaimedAndSettleAfterTheDeadline() public {
@@ -172,16 +173,27 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         vm.warp(block.timestamp + 3 hours); // past both the window and the deadline
         assertEq(coordinator.reclaim(id), FEE, "only the untouched slot comes back");
         vm.prank(node);
-        coordinator.finalizeDelivery(id, OUTPUT);
+        coordinator.finalizeDelivery(id, node, OUTPUT);
         assertEq(coordinator.balanceOf(address(0), node), FEE, "the pending slot still pays its node");
         assertTrue(_status(id) == ICoordinator.Status.Reclaimed, "stays reclaimed");
         assertEq(address(coordinator).balance, 2 * FEE, "all escrow accounted for, nothing paid twice");
+    }
+
+    function testTheConsumerCanFinalizeWhenTheNodeDoesNot() public {
+        uint256 id = _verified(address(optimistic), 1);
+        vm.prank(node);
+        coordinator.deliverWithProof(id, OUTPUT, "");
+        vm.warp(block.timestamp + WINDOW + 1);
+        vm.prank(address(consumer)); // the output is public in the delivery's calldata
+        coordinator.finalizeDelivery(id, node, OUTPUT);
+        assertEq(consumer.lastOutput(), OUTPUT, "handed over");
+        assertEq(coordinator.balanceOf(address(0), node), FEE, "the node is paid all the same");
     }
 
     function testCannotFinalizeWithoutDelivering() public {
         uint256 id = _verified(address(optimistic), 1);
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.NothingPending.selector, id, node));
         vm.prank(node);
-        coordinator.finalizeDelivery(id, OUTPUT);
+        coordinator.finalizeDelivery(id, node, OUTPUT);
     }
 }

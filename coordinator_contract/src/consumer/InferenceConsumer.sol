@@ -2,22 +2,28 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "../interfaces/ICoordinator.sol";
+import {IDelegatingConsumer} from "../interfaces/IDelegatingConsumer.sol";
 
 /// @title InferenceConsumer
 /// @notice Inherit this to ask the Infera coordinator for inference and receive the answer.
 /// @dev Implement `_onInferenceResult` (and, if you care, `_onInferenceError`); call `_requestInference` to ask.
 /// Only the coordinator can call `rawFulfill` / `rawFail`, so a result always comes from a delivery the coordinator
 /// accepted. With redundancy N you get up to N results for one request id, one per node.
-abstract contract InferenceConsumer {
+abstract contract InferenceConsumer is IDelegatingConsumer {
     /// @notice Thrown by `rawFulfill` and `rawFail` when called by anyone but the coordinator.
     error OnlyCoordinator(address caller);
 
     /// @notice The coordinator this consumer trusts for results.
     ICoordinator public immutable coordinator;
+    /// @inheritdoc IDelegatingConsumer
+    address public delegatedSigner;
 
     constructor(address coordinator_) {
         coordinator = ICoordinator(coordinator_);
     }
+
+    /// @notice Accepts ETH, so refunds withdrawn with `_withdrawRefunds(address(0), address(this))` can land here.
+    receive() external payable virtual {}
 
     modifier onlyCoordinator() {
         if (msg.sender != address(coordinator)) revert OnlyCoordinator(msg.sender);
@@ -62,6 +68,17 @@ abstract contract InferenceConsumer {
     ) internal returns (uint256 requestId) {
         uint256 value = params.token == address(0) ? params.feePerNode * params.redundancy : 0;
         return coordinator.requestVerifiedInference{value: value}(params, input, verifier);
+    }
+
+    /// @dev Lets `signer` create requests for this contract off-chain (EIP-712, see `ICoordinator.DelegatedRequest`);
+    /// zero turns delegation off. A new signer voids every unused signature of the old one. Guard who may call this.
+    function _setDelegatedSigner(address signer) internal {
+        delegatedSigner = signer;
+    }
+
+    /// @dev Funds delegated requests: adds `amount` wei from this contract to its balance on the coordinator.
+    function _depositForDelegatedRequests(uint256 amount) internal {
+        coordinator.deposit{value: amount}(address(0), address(this), amount);
     }
 
     /// @dev Moves refunds (failed or reclaimed requests) from the coordinator to `to`.

@@ -22,6 +22,21 @@ interface ICoordinator {
         bytes data;
     }
 
+    /// @notice A request signed off-chain by the consumer's delegated signer (EIP-712), created and delivered by a node
+    /// in one transaction. Paid from the consumer's balance on the coordinator (see `deposit`).
+    struct DelegatedRequest {
+        address consumer;
+        bytes32 modelId;
+        bytes32 inputHash;
+        uint32 callbackGasLimit;
+        uint16 redundancy;
+        address token;
+        uint256 feePerNode;
+        uint256 nonce;
+        uint64 expiry;
+        uint64 deadline;
+    }
+
     /// @notice A request's state, as the batch reader returns it.
     struct RequestView {
         address consumer;
@@ -102,8 +117,18 @@ interface ICoordinator {
     error VerdictTooLate(uint256 requestId, uint64 verdictBy);
     /// @notice Thrown by `finalizeDelivery` before a verdict and before the verifier's window closed.
     error VerificationNotDone(uint256 requestId, uint64 verdictBy);
-    /// @notice Thrown by `deliverWithProof` when every slot is delivered, awaiting a verdict, or refunded.
+    /// @notice Thrown by `deliverWithProof` when every slot is delivered or awaiting a verdict.
     error NoSlotLeft(uint256 requestId);
+    /// @notice Thrown by `deliverDelegated` after the signed request's expiry.
+    error DelegationExpired(uint64 expiry);
+    /// @notice Thrown by `deliverDelegated` if the consumer's nonce was already used (a replay).
+    error NonceUsed(address consumer, uint256 nonce);
+    /// @notice Thrown by `deliverDelegated` if the signature is not the consumer's current delegated signer's.
+    error InvalidSignature();
+    /// @notice Thrown by `deliverDelegated` if the input is not the one the signer signed (`inputHash`).
+    error InputMismatch(bytes32 signed, bytes32 given);
+    /// @notice Thrown by `deliverDelegated` if the consumer's balance cannot cover the escrow.
+    error InsufficientBalance(address account, address token, uint256 needed, uint256 available);
     /// @notice Thrown by `finalizeDelivery` if the output is not the one that was verified.
     error OutputMismatch(uint256 requestId, bytes32 expected, bytes32 given);
 
@@ -152,8 +177,13 @@ interface ICoordinator {
     event VerificationPending(
         uint256 indexed requestId, address indexed node, bytes32 outputHash, uint64 verdictBy
     );
-    /// @notice A verifier found `node`'s output invalid: the node is not paid and the slot's fee is refunded.
-    event DeliveryRejected(uint256 indexed requestId, address indexed node, uint256 refund);
+    /// @notice A verifier found `node`'s output invalid: it is never handed over or paid, and its slot is open again
+    /// for another node.
+    event DeliveryRejected(uint256 indexed requestId, address indexed node);
+    /// @notice A node created `requestId` from `consumer`'s signed request `nonce`.
+    event DelegatedRequestCreated(uint256 indexed requestId, address indexed consumer, uint256 nonce);
+    /// @notice Someone added to `account`'s balance (to fund delegated requests).
+    event Deposited(address indexed account, address indexed token, uint256 amount);
     /// @notice Ownership moved to a new address.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
@@ -189,4 +219,7 @@ interface ICoordinator {
 
     /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
     function withdraw(address token, address to) external returns (uint256 amount);
+
+    /// @notice Adds `amount` of `token` (ETH: `msg.value`) to `account`'s balance, e.g. to fund delegated requests.
+    function deposit(address token, address account, uint256 amount) external payable;
 }

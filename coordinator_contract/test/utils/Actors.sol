@@ -16,8 +16,6 @@ contract RecordingConsumer is InferenceConsumer {
 
     constructor(address coordinator_) InferenceConsumer(coordinator_) {}
 
-    receive() external payable {}
-
     function request(bytes32 modelId, bytes calldata input, uint32 callbackGasLimit)
         external
         payable
@@ -40,6 +38,14 @@ contract RecordingConsumer is InferenceConsumer {
         address verifier
     ) external payable returns (uint256) {
         return _requestVerifiedInference(params, input, verifier);
+    }
+
+    function setSigner(address signer) external {
+        _setDelegatedSigner(signer);
+    }
+
+    function fund(uint256 amount) external {
+        _depositForDelegatedRequests(amount);
     }
 
     function approve(address token, uint256 amount) external {
