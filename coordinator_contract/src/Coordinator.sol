@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
+import {Escrow} from "./Escrow.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IVerifier} from "./interfaces/IVerifier.sol";
 import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
@@ -27,10 +28,8 @@ import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
 /// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
-contract Coordinator is ICoordinator {
+contract Coordinator is ICoordinator, Escrow {
     uint16 public constant MAX_PROTOCOL_FEE_BPS = 1_000;
-    /// @dev Gas kept back for the work between the gas check and the CALL opcode.
-    uint256 private constant GAS_FOR_CALL_EXACT_CHECK = 5_000;
     /// @dev Error callbacks are not paid for by the consumer: they get at most this much gas.
     uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
     /// @dev Gas a verifier may use inside a delivery; the node pays for it.
@@ -87,8 +86,6 @@ contract Coordinator is ICoordinator {
     /// @notice Deadline of requests made with the short `requestInference` form, from `block.timestamp`.
     uint64 public defaultDeadlineWindow = 1 hours;
     uint256 public nextRequestId = 1;
-    /// @notice Withdrawable balances: node earnings, consumer refunds, protocol fees; by token, then account.
-    mapping(address token => mapping(address account => uint256)) public balanceOf;
     /// @notice Whether a node already acted on a request (reported, delivered with a proof, or delivered to a
     /// redundant request); a one-node request's delivery closes the request instead.
     mapping(uint256 requestId => mapping(address node => bool)) public served;
@@ -213,19 +210,6 @@ contract Coordinator is ICoordinator {
         emit Reclaimed(requestId, consumer, refund);
     }
 
-    /// @notice Adds `amount` of `token` (zero for ETH, then `msg.value`) to `account`'s balance, which pays for its
-    /// delegated requests and can be withdrawn by `account`.
-    function deposit(address token, address account, uint256 amount) external payable {
-        if (token == address(0)) {
-            if (msg.value != amount) revert WrongPayment(msg.value, amount);
-        } else {
-            if (msg.value != 0) revert WrongPayment(msg.value, 0);
-            _transferIn(token, msg.sender, amount);
-        }
-        balanceOf[token][account] += amount;
-        emit Deposited(account, token, amount);
-    }
-
     /// @notice Creates the request `req` signed by its consumer's delegated signer and delivers `output` for it, in
     /// one transaction; the escrow comes from the consumer's balance. Other nodes of a redundant request then
     /// deliver with `deliver`.
@@ -263,15 +247,6 @@ contract Coordinator is ICoordinator {
         );
         emit DelegatedRequestCreated(requestId, req.consumer, req.nonce);
         _deliver(requestId, msg.sender, output);
-    }
-
-    /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
-    function withdraw(address token, address to) external returns (uint256 amount) {
-        amount = balanceOf[token][msg.sender];
-        if (amount == 0) revert NothingToWithdraw(msg.sender, token);
-        balanceOf[token][msg.sender] = 0;
-        _transferOut(token, to, amount);
-        emit Withdrawn(msg.sender, token, to, amount);
     }
 
     // -------------------------------------------------------------------------------------------- delivery
@@ -435,13 +410,7 @@ contract Coordinator is ICoordinator {
     // ------------------------------------------------------------------------------------------ internal
 
     function _request(RequestParams memory p, bytes calldata input) internal returns (uint256 requestId) {
-        uint256 escrow = p.feePerNode * p.redundancy;
-        if (p.token == address(0)) {
-            if (msg.value != escrow) revert WrongPayment(msg.value, escrow);
-        } else {
-            if (msg.value != 0) revert WrongPayment(msg.value, 0);
-            _transferIn(p.token, msg.sender, escrow);
-        }
+        _collect(p.token, p.feePerNode * p.redundancy);
         return _store(p, input, msg.sender);
     }
 
@@ -612,55 +581,5 @@ contract Coordinator is ICoordinator {
             minFailureReports_,
             maxDeadlineWindow_
         );
-    }
-
-    /// @dev Calls `target` with exactly `gasAmount` gas, or reverts if the transaction cannot supply that much
-    /// after the 63/64 rule, so a node cannot starve a callback to make it fail. Return data is not copied.
-    function _callWithExactGas(uint32 gasAmount, address target, bytes memory data)
-        private
-        returns (bool success)
-    {
-        if (target.code.length == 0) return false;
-        uint256 g = gasleft();
-        if (
-            g < GAS_FOR_CALL_EXACT_CHECK
-                || (g - GAS_FOR_CALL_EXACT_CHECK) - (g - GAS_FOR_CALL_EXACT_CHECK) / 64 <= gasAmount
-        ) {
-            revert InsufficientGasForCallback(g, gasAmount);
-        }
-        assembly ("memory-safe") {
-            success := call(gasAmount, target, 0, add(data, 0x20), mload(data), 0, 0)
-        }
-    }
-
-    /// @dev Pulls `amount` of `token` from `from`; works with tokens that return no bool; refuses tokens that
-    /// deliver less than asked (fee-on-transfer), which would leave escrow short.
-    function _transferIn(address token, address from, uint256 amount) private {
-        uint256 before = _tokenBalance(token);
-        bytes memory call =
-            abi.encodeWithSignature("transferFrom(address,address,uint256)", from, address(this), amount);
-        if (!_tokenCall(token, call)) revert TransferFailed(token, from, amount);
-        if (_tokenBalance(token) - before != amount) revert UnsupportedToken(token);
-    }
-
-    function _transferOut(address token, address to, uint256 amount) private {
-        bool ok;
-        if (token == address(0)) (ok,) = to.call{value: amount}("");
-        else ok = _tokenCall(token, abi.encodeWithSignature("transfer(address,uint256)", to, amount));
-        if (!ok) revert TransferFailed(token, to, amount);
-    }
-
-    /// @dev True if the token call succeeded and returned nothing or `true`.
-    function _tokenCall(address token, bytes memory data) private returns (bool) {
-        if (token.code.length == 0) revert UnsupportedToken(token);
-        (bool ok, bytes memory ret) = token.call(data);
-        return ok && (ret.length == 0 || (ret.length >= 32 && abi.decode(ret, (bool))));
-    }
-
-    function _tokenBalance(address token) private view returns (uint256) {
-        (bool ok, bytes memory ret) =
-            token.staticcall(abi.encodeWithSignature("balanceOf(address)", address(this)));
-        if (!ok || ret.length < 32) revert UnsupportedToken(token);
-        return abi.decode(ret, (uint256));
     }
 }

@@ -5,6 +5,7 @@ import {CoordinatorTest} from "./utils/CoordinatorBase.sol";
 import {MockERC20, NoBoolToken, FeeOnTransferToken, FalseToken} from "./utils/Tokens.sol";
 import {Coordinator} from "../src/Coordinator.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
+import {IEscrow} from "../src/interfaces/IEscrow.sol";
 
 contract CoordinatorOwnerTest is CoordinatorTest {
     function testCanSetProtocolFee() public {
@@ -182,14 +183,14 @@ contract CoordinatorRequestTest is CoordinatorTest {
     function testFuzzCannotUnderpayRedundantRequest(uint256 sent) public {
         sent = bound(sent, 0, 3 * FEE - 1);
         ICoordinator.RequestParams memory p = _params(3, FEE, address(0));
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.WrongPayment.selector, sent, 3 * FEE));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.WrongPayment.selector, sent, 3 * FEE));
         coordinator.requestInference{value: sent}(p, hex"01");
     }
 
     function testCannotSendEthWithATokenRequest() public {
         MockERC20 token = new MockERC20();
         ICoordinator.RequestParams memory p = _params(1, FEE, address(token));
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.WrongPayment.selector, 1, 0));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.WrongPayment.selector, 1, 0));
         coordinator.requestInference{value: 1}(p, hex"01");
     }
 
@@ -216,7 +217,7 @@ contract CoordinatorRequestTest is CoordinatorTest {
         FeeOnTransferToken token = new FeeOnTransferToken();
         token.mint(address(consumer), FEE);
         consumer.approve(address(token), FEE);
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.UnsupportedToken.selector, address(token)));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.UnsupportedToken.selector, address(token)));
         consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }
 
@@ -224,15 +225,13 @@ contract CoordinatorRequestTest is CoordinatorTest {
         FalseToken token = new FalseToken();
         token.mint(address(consumer), FEE);
         vm.expectRevert(
-            abi.encodeWithSelector(
-                ICoordinator.TransferFailed.selector, address(token), address(consumer), FEE
-            )
+            abi.encodeWithSelector(IEscrow.TransferFailed.selector, address(token), address(consumer), FEE)
         );
         consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }
 
     function testCannotRequestInATokenWithoutCode() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.UnsupportedToken.selector, address(0x1234)));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.UnsupportedToken.selector, address(0x1234)));
         consumer.requestWith(_params(1, FEE, address(0x1234)), hex"01");
     }
 
@@ -240,9 +239,7 @@ contract CoordinatorRequestTest is CoordinatorTest {
         MockERC20 token = new MockERC20();
         token.mint(address(consumer), FEE);
         vm.expectRevert(
-            abi.encodeWithSelector(
-                ICoordinator.TransferFailed.selector, address(token), address(consumer), FEE
-            )
+            abi.encodeWithSelector(IEscrow.TransferFailed.selector, address(token), address(consumer), FEE)
         );
         consumer.requestWith(_params(1, FEE, address(token)), hex"01");
     }

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {CoordinatorTest} from "./utils/CoordinatorBase.sol";
 import {Coordinator} from "../src/Coordinator.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
+import {IEscrow} from "../src/interfaces/IEscrow.sol";
 
 contract CoordinatorDelegatedTest is CoordinatorTest {
     uint256 internal constant SIGNER_KEY = 0xA11CE5;
@@ -184,7 +185,7 @@ contract CoordinatorDelegatedTest is CoordinatorTest {
     }
 
     function testCannotDepositTheWrongAmount() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.WrongPayment.selector, 1, 2));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.WrongPayment.selector, 1, 2));
         coordinator.deposit{value: 1}(address(0), address(consumer), 2);
     }
 

@@ -12,6 +12,7 @@ import {
 } from "./utils/Actors.sol";
 import {MockERC20} from "./utils/Tokens.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
+import {IEscrow} from "../src/interfaces/IEscrow.sol";
 import {InferenceConsumer} from "../src/consumer/InferenceConsumer.sol";
 import {SentimentConsumer} from "../src/examples/SentimentConsumer.sol";
 
@@ -165,7 +166,7 @@ contract CoordinatorIsolationTest is CoordinatorTest {
             fail("a starved delivery must revert");
         } catch (bytes memory reason) {
             // forge-lint: disable-next-line(unsafe-typecast)
-            assertEq(bytes4(reason), ICoordinator.InsufficientGasForCallback.selector, "reason"); // the selector
+            assertEq(bytes4(reason), IEscrow.InsufficientGasForCallback.selector, "reason"); // the selector
         }
         assertTrue(_status(id) == ICoordinator.Status.Open, "still open");
         assertTrue(mockNode.deliver(id, hex"00", 900_000), "delivers with enough gas");
@@ -254,7 +255,7 @@ contract CoordinatorWithdrawTest is CoordinatorTest {
     function testCanWithdraw() public {
         _earn(FEE);
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.Withdrawn(node, address(0), address(0xCAFE), FEE);
+        emit IEscrow.Withdrawn(node, address(0), address(0xCAFE), FEE);
         vm.prank(node);
         assertEq(coordinator.withdraw(address(0), address(0xCAFE)), FEE, "amount");
         assertEq(address(0xCAFE).balance, FEE, "received");
@@ -275,7 +276,7 @@ contract CoordinatorWithdrawTest is CoordinatorTest {
     }
 
     function testCannotWithdrawNothing() public {
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NothingToWithdraw.selector, node, address(0)));
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.NothingToWithdraw.selector, node, address(0)));
         vm.prank(node);
         coordinator.withdraw(address(0), node);
     }
@@ -283,9 +284,7 @@ contract CoordinatorWithdrawTest is CoordinatorTest {
     function testCannotWithdrawToRejectingRecipient() public {
         _earn(FEE);
         RejectingRecipient r = new RejectingRecipient();
-        vm.expectRevert(
-            abi.encodeWithSelector(ICoordinator.TransferFailed.selector, address(0), address(r), FEE)
-        );
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.TransferFailed.selector, address(0), address(r), FEE));
         vm.prank(node);
         coordinator.withdraw(address(0), address(r));
         assertEq(coordinator.balanceOf(address(0), node), FEE, "kept on failure");

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
+import {IEscrow} from "./IEscrow.sol";
+
 /// @title ICoordinator
 /// @notice What a consumer contract and an Infera node need to know about the coordinator.
-interface ICoordinator {
+interface ICoordinator is IEscrow {
     /// @notice What a consumer asks for. `feePerNode` is paid to each of up to `redundancy` nodes; the whole
     /// `feePerNode * redundancy` is escrowed when the request is made, in ETH (`token` zero) or an ERC-20.
     struct RequestParams {
@@ -75,10 +77,6 @@ interface ICoordinator {
     error InvalidDeadline(uint64 deadline, uint64 latestAllowed);
     /// @notice Thrown by requests if the fee per node is below the minimum fee.
     error FeeTooLow(uint256 feePerNode, uint256 minFee);
-    /// @notice Thrown by requests if the ETH sent is not exactly `feePerNode * redundancy` (or not zero for a token).
-    error WrongPayment(uint256 sent, uint256 expected);
-    /// @notice Thrown by requests in a token that delivered less than the amount asked for (fee-on-transfer).
-    error UnsupportedToken(address token);
     /// @notice Thrown if no request has this id.
     error UnknownRequest(uint256 requestId);
     /// @notice Thrown by `deliver` and `reportFailure` if the request is no longer open.
@@ -91,12 +89,6 @@ interface ICoordinator {
     error DeadlineNotPassed(uint256 requestId, uint64 deadline);
     /// @notice Thrown by `deliver` if the output is longer than the protocol maximum.
     error OutputTooLarge(uint256 length, uint256 maxOutputBytes);
-    /// @notice Thrown by `deliver` if the transaction left too little gas to give the callback its full limit.
-    error InsufficientGasForCallback(uint256 gasLeft, uint32 callbackGasLimit);
-    /// @notice Thrown by `withdraw` if the caller has nothing to withdraw in that token.
-    error NothingToWithdraw(address account, address token);
-    /// @notice Thrown if an ETH or token transfer out of the coordinator failed.
-    error TransferFailed(address token, address to, uint256 amount);
     /// @notice Thrown by `setProtocolFee` above the 10% cap.
     error ProtocolFeeTooHigh(uint16 bps, uint16 maxBps);
     /// @notice Thrown by `setLimits` for a zero limit.
@@ -157,8 +149,6 @@ interface ICoordinator {
     event Reclaimed(uint256 indexed requestId, address indexed consumer, uint256 refund);
     /// @notice An item of `deliverBatch` was skipped, with the selector of the error it would have raised.
     event DeliverySkipped(uint256 indexed requestId, address indexed node, bytes4 errorSelector);
-    /// @notice Someone withdrew their balance (node earnings, refunds, protocol fees).
-    event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
     /// @notice The owner changed the protocol fee for requests made from now on.
     event ProtocolFeeChanged(uint16 bps, address recipient);
     /// @notice The owner changed the protocol limits.
@@ -182,8 +172,6 @@ interface ICoordinator {
     event DeliveryRejected(uint256 indexed requestId, address indexed node);
     /// @notice A node created `requestId` from `consumer`'s signed request `nonce`.
     event DelegatedRequestCreated(uint256 indexed requestId, address indexed consumer, uint256 nonce);
-    /// @notice Someone added to `account`'s balance (to fund delegated requests).
-    event Deposited(address indexed account, address indexed token, uint256 amount);
     /// @notice Ownership moved to a new address.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
@@ -216,10 +204,4 @@ interface ICoordinator {
 
     /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
     function reclaim(uint256 requestId) external returns (uint256 refund);
-
-    /// @notice Sends the caller's balance in `token` (zero for ETH) to `to`.
-    function withdraw(address token, address to) external returns (uint256 amount);
-
-    /// @notice Adds `amount` of `token` (ETH: `msg.value`) to `account`'s balance, e.g. to fund delegated requests.
-    function deposit(address token, address account, uint256 amount) external payable;
 }
