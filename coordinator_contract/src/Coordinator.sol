@@ -20,8 +20,8 @@ import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
 ///   After the deadline the consumer reclaims the escrow of slots nobody served. No request waits forever.
 /// - Verification: a request may name a verifier the registry approved. Its deliveries need a proof; a node is paid
 ///   and the consumer called back only after the verifier found the output valid, or (optimistic verifiers) after its
-///   window passed without a verdict. An output found invalid is never handed over; its slot's fee goes back to the
-///   consumer at once, and the verifier slashes the node through the registry.
+///   window passed without a verdict. An output found invalid is never handed over and its slot reopens for another
+///   node (refunded instead if the request already closed); the verifier slashes the node through the registry.
 /// - Delegated requests (EIP-712): a request signed by the consumer's current delegated signer is created and
 ///   delivered by a node in one transaction, paid from the consumer's balance here; the domain binds chain id and
 ///   this contract, a per-consumer nonce stops replays, and rotating the signer voids the old signer's signatures.
@@ -279,7 +279,7 @@ contract Coordinator is ICoordinator, Escrow {
     }
 
     /// @notice Delivers `output` with `proof` for a request that asked for verification. Paid and handed to the
-    /// consumer at once if the verifier finds it valid; refused (slot refunded) if invalid; held for an optimistic
+    /// consumer at once if the verifier finds it valid; refused (its slot reopens) if invalid; held for an optimistic
     /// verdict otherwise, then settled with `finalizeDelivery`.
     function deliverWithProof(uint256 requestId, bytes calldata output, bytes calldata proof)
         external
@@ -305,8 +305,14 @@ contract Coordinator is ICoordinator, Escrow {
         } else if (verdict == IVerifier.Verdict.Invalid) {
             emit DeliveryRejected(requestId, msg.sender);
         } else {
+            uint64 window;
+            try IVerifier(verifier).window{gas: 50_000}() returns (uint64 w) {
+                window = w;
+            } catch {
+                revert VerifierFailed(requestId, verifier);
+            }
             v.pending += 1;
-            uint64 verdictBy = uint64(block.timestamp) + IVerifier(verifier).window();
+            uint64 verdictBy = uint64(block.timestamp) + window;
             pendingDeliveries[requestId][msg.sender] =
                 PendingDelivery({outputHash: keccak256(output), verdictBy: verdictBy, verified: false});
             emit VerificationPending(requestId, msg.sender, keccak256(output), verdictBy);
@@ -326,6 +332,10 @@ contract Coordinator is ICoordinator, Escrow {
             delete pendingDeliveries[requestId][node];
             v.pending -= 1;
             emit DeliveryRejected(requestId, node);
+            Request storage r = _requests[requestId];
+            // Once the request is closed (reclaimed or failed) nobody can take the slot again: refund it now, or
+            // its escrow would stay here for good.
+            if (r.status != Status.Open) balanceOf[r.token][r.consumer] += r.feePerNode;
         }
     }
 

@@ -197,3 +197,24 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         coordinator.finalizeDelivery(id, node, OUTPUT);
     }
 }
+
+contract CoordinatorLateVerdictTest is CoordinatorTest {
+    function testARejectionAfterTheRequestClosedIsRefunded() public {
+        OptimisticVerifier slow = new OptimisticVerifier(coordinator, 3 hours); // window outlives the deadline
+        vm.prank(owner);
+        registry.setVerifier(address(slow), true);
+        ICoordinator.RequestParams memory p = _params(1, FEE, address(0));
+        uint256 id = consumer.requestVerified{value: FEE}(p, hex"01", address(slow));
+        vm.prank(node);
+        coordinator.deliverWithProof(id, hex"c0ffee", "");
+        vm.warp(block.timestamp + 2 hours); // past the deadline, within the verdict window
+        assertEq(coordinator.reclaim(id), 0, "the pending slot is not reclaimed");
+        slow.judge(id, node, false);
+        assertEq(
+            coordinator.balanceOf(address(0), address(consumer)),
+            FEE,
+            "refunded once nobody can take the slot"
+        );
+        assertEq(address(coordinator).balance, FEE, "and nothing is stranded");
+    }
+}

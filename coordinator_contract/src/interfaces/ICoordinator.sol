@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {IEscrow} from "./IEscrow.sol";
+import {IVerifier} from "./IVerifier.sol";
 
 /// @title ICoordinator
 /// @notice What a consumer contract and an Infera node need to know about the coordinator.
@@ -65,7 +66,8 @@ interface ICoordinator is IEscrow {
 
     /// @notice Thrown by owner-only functions when called by anyone else.
     error Unauthorized(address caller);
-    /// @notice Thrown by `deliver`, `reportFailure` and `deliverBatch` if the caller is not an active staked node.
+    /// @notice Thrown by `deliver`, `deliverWithProof`, `deliverDelegated`, `reportFailure` and `deliverBatch` if the
+    /// caller is not an active staked node.
     error NodeNotActive(address node);
     /// @notice Thrown by requests if the callback gas limit is zero or above the protocol maximum.
     error InvalidCallbackGasLimit(uint32 callbackGasLimit, uint32 maxCallbackGasLimit);
@@ -192,6 +194,27 @@ interface ICoordinator is IEscrow {
         external
         payable
         returns (uint256 requestId);
+
+    /// @notice Delivers `output` with `proof` for a request that named a verifier.
+    function deliverWithProof(uint256 requestId, bytes calldata output, bytes calldata proof)
+        external
+        returns (IVerifier.Verdict verdict);
+
+    /// @notice The optimistic verifier's verdict on `node`'s output, within its window.
+    function resolveVerification(uint256 requestId, address node, bool valid) external;
+
+    /// @notice Settles `node`'s verified (or unchallenged) output; anyone may call it with the delivered bytes.
+    function finalizeDelivery(uint256 requestId, address node, bytes calldata output)
+        external
+        returns (bool callbackOk);
+
+    /// @notice Creates a request signed by the consumer's delegated signer and delivers `output` for it.
+    function deliverDelegated(
+        DelegatedRequest calldata req,
+        bytes calldata input,
+        bytes calldata signature,
+        bytes calldata output
+    ) external returns (uint256 requestId);
 
     /// @notice Delivers `output` for `requestId`; called by an active node.
     function deliver(uint256 requestId, bytes calldata output) external returns (bool callbackOk);
