@@ -259,3 +259,50 @@ contract SubscriptionInvariantTest is CoordinatorTest {
         assertEq(address(manager).balance, handler.ghostIn() - handler.ghostOut(), "in minus out");
     }
 }
+
+/// @notice A subscriber that cancels its own subscription from inside the interval callback.
+contract CancellingSubscriber is SubscriptionConsumer {
+    bool public cancelled;
+
+    constructor(address manager_) SubscriptionConsumer(manager_) {}
+
+    function subscribe(uint32 intervals) external payable returns (uint256) {
+        return _subscribe(
+            ISubscriptionManager.SubscriptionParams({
+                modelId: keccak256("m"),
+                callbackGasLimit: 300_000,
+                redundancy: 1,
+                period: 1 hours,
+                intervals: intervals,
+                token: address(0),
+                feePerNode: msg.value / intervals
+            })
+        );
+    }
+
+    function subscriptionInput(uint256, uint32) external pure override returns (bytes memory) {
+        return hex"01";
+    }
+
+    function _onIntervalResult(uint256 subscriptionId, uint32, address, bytes calldata) internal override {
+        subscriptionManager.cancelSubscription(subscriptionId);
+        cancelled = true;
+    }
+}
+
+contract SubscriptionReentrancyTest is CoordinatorTest {
+    function testCancellingFromTheCallbackKeepsEscrowWhole() public {
+        SubscriptionManager manager = new SubscriptionManager(coordinator);
+        CancellingSubscriber sub = new CancellingSubscriber(address(manager));
+        uint256 id = sub.subscribe{value: 5 * FEE}(5);
+        vm.prank(node);
+        assertTrue(manager.deliverInterval(id, 0, hex"00"), "callback (and its cancel) succeeded");
+        assertTrue(sub.cancelled(), "cancelled from inside the callback");
+        assertEq(manager.balanceOf(address(0), node), FEE, "the delivery stays paid");
+        assertEq(manager.balanceOf(address(0), address(sub)), 4 * FEE, "the four future intervals refunded");
+        vm.expectRevert(abi.encodeWithSelector(ISubscriptionManager.IntervalNotActive.selector, id, 0));
+        vm.prank(node2);
+        manager.deliverInterval(id, 0, hex"00");
+        assertEq(address(manager).balance, 5 * FEE, "every wei is a balance");
+    }
+}
