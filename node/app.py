@@ -9,21 +9,26 @@ import os
 import signal
 
 import aiohttp
+from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
+from node.api import server
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, model_id
 from node.chain.listener import Listener
-from node.chain.rpc import http_client
-from node.chain.tx import TxSender
-from node.config import ModelConfig, MqttConfig, NodeConfig
+from node.chain.rpc import RpcPool
+from node.chain.tx import TxManager, TxPolicy
+from node.config import ModelConfig, MqttConfig, NodeConfig, WalletConfig
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.errors import ConfigError, RpcUnavailable
-from node.jobs.scheduler import Dispatcher, Route, Scheduler
+from node.health import Health
+from node.jobs.scheduler import Route, Scheduler
 from node.jobs.store import JobStore
 from node.keys import load_account
 
 log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
 
 
 def _hub(cfg: MqttConfig, default_node_id: str) -> MqttHub:
@@ -35,7 +40,7 @@ def _hub(cfg: MqttConfig, default_node_id: str) -> MqttHub:
     return MqttHub(cfg.url, cfg.node_id or default_node_id, username=cfg.username, password=password)
 
 
-def _dispatcher(m: ModelConfig, session: aiohttp.ClientSession, hub: MqttHub | None) -> Dispatcher:
+def _dispatcher(m: ModelConfig, session: aiohttp.ClientSession, hub: MqttHub | None) -> HttpDispatcher | MqttDispatcher:
     if m.transport == "mqtt":
         assert hub is not None  # the config validator guarantees an [mqtt] section
         return MqttDispatcher(hub, m.name, timeout_s=m.timeout_s, max_dispatches=m.max_dispatches)
@@ -43,11 +48,18 @@ def _dispatcher(m: ModelConfig, session: aiohttp.ClientSession, hub: MqttHub | N
     return HttpDispatcher(session, m.url, timeout_s=m.timeout_s)
 
 
+def load_accounts(wallet: WalletConfig) -> list[LocalAccount]:
+    """The main key, then one per `extra_key_envs` entry."""
+    accounts = [load_account(wallet)]
+    for env in wallet.extra_key_envs:
+        accounts.append(load_account(WalletConfig(private_key_env=env)))
+    return accounts
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stopping = asyncio.Event()
-        self.store = JobStore()
 
     async def serve(self) -> None:
         """Runs until SIGINT/SIGTERM (or `stopping` is set), then shuts down in order."""
@@ -55,66 +67,139 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
-        account = load_account(cfg.wallet)
+        accounts = load_accounts(cfg.wallet)
         abi = CoordinatorAbi.from_artifacts(cfg.chain.artifacts_dir)
-        w3 = http_client(cfg.chain.rpc_url)
-        try:
-            chain_id = await w3.eth.chain_id
-        except Exception as exc:
-            raise RpcUnavailable(f"chain.rpc_url: cannot reach {cfg.chain.rpc_url}: {exc}") from None
+        rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
+        chain_id = await self._wait_for_chain(rpc)
+        if chain_id is None:
+            return
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
-        sender = TxSender(
-            w3,
-            account,
-            coordinator,
-            abi,
-            max_fee_per_gas_wei=cfg.chain.max_fee_per_gas_wei,
-            priority_fee_wei=cfg.chain.priority_fee_wei,
-            receipt_timeout_s=cfg.chain.receipt_timeout_s,
-        )
-        await sender.start()
+        store = JobStore(cfg.store.path, chain_id=chain_id, coordinator=coordinator)
+        pruned = store.prune(cfg.store.retention_days * 86400)
+        try:
+            await self._serve(cfg, rpc, store, abi, accounts, coordinator, chain_id, pruned)
+        finally:
+            store.close()
+            await rpc.close()
+        log.info("stopped")
 
-        hub = _hub(cfg.mqtt, account.address.lower()) if cfg.mqtt else None
+    async def _serve(
+        self,
+        cfg: NodeConfig,
+        rpc: RpcPool,
+        store: JobStore,
+        abi: CoordinatorAbi,
+        accounts: list[LocalAccount],
+        coordinator: str,
+        chain_id: int,
+        pruned: int,
+    ) -> None:
+        c = cfg.chain
+        policy = TxPolicy(
+            max_fee_per_gas_wei=c.max_fee_per_gas_wei,
+            priority_fee_wei=c.priority_fee_wei,
+            bump_percent=c.bump_percent,
+            bump_after_blocks=c.bump_after_blocks,
+            confirmations=c.confirmations,
+            max_batch=c.max_batch,
+            max_pending_per_key=c.max_pending_txs,
+            retry_window_s=c.delivery_retry_window_s,
+            receipt_poll_s=min(1.0, c.poll_interval_s),
+        )
+        txm = TxManager(rpc, store, abi, to_checksum_address(coordinator), accounts, policy)
+        await txm.start()
+        hub = _hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
         async with aiohttp.ClientSession() as session:
+            dispatchers = {m.name: _dispatcher(m, session, hub) for m in cfg.models}
             routes = {
                 model_id(m.name): Route(
-                    model=m,
-                    dispatcher=_dispatcher(m, session, hub),
-                    slots=asyncio.Semaphore(m.max_concurrency),
+                    model=m, dispatcher=dispatchers[m.name], slots=asyncio.Semaphore(m.max_concurrency)
                 )
                 for m in cfg.models
             }
-            scheduler = Scheduler(self.store, routes, sender, delivery_retry_window_s=cfg.chain.delivery_retry_window_s)
+            scheduler = Scheduler(store, routes, txm)
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
+
+            def on_reorg(fork: int) -> None:
+                orphaned = store.orphan_from(fork, {})
+                scheduler.cancel(orphaned)
+                txm.on_reorg(fork)
+
             listener = Listener(
-                w3,
-                cfg.chain.ws_url,
-                coordinator,
+                rpc,
+                c.ws_url,
+                to_checksum_address(coordinator),
                 abi,
-                start_block=cfg.chain.start_block,
-                poll_interval_s=cfg.chain.poll_interval_s,
+                store,
+                start_block=c.start_block,
+                confirmations=c.confirmations,
+                poll_interval_s=c.poll_interval_s,
                 on_request=requests.put_nowait,
+                on_head=txm.on_head,
+                on_reorg=on_reorg,
             )
+            health = Health(
+                rpc,
+                listener,
+                {name: d.healthy for name, d in dispatchers.items()},
+                max_lag_blocks=cfg.api.max_lag_blocks,
+                max_silence_s=cfg.api.max_silence_s,
+            )
+            runner = None
+            if cfg.api.port:
+                status = lambda: {"jobs": store.counts(), "txs_in_flight": txm.in_flight, "queued": txm.queued}  # noqa: E731
+                runner = await server.start(server.make_app(health, status), cfg.api.host, cfg.api.port)
+                log.info("health endpoints on http://%s:%d/readyz", cfg.api.host, cfg.api.port)
             for route in routes.values():
                 where = route.model.url if route.model.transport == "http" else f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]
                 log.info("serving %s via %s", route.model.name, where)
             log.info(
-                "node %s up on chain %d, coordinator %s",
-                account.address,
+                "node %s up on chain %d, coordinator %s, store %s (%d old jobs pruned)",
+                ", ".join(a.address for a in accounts),
                 chain_id,
-                cfg.chain.coordinator_address,
+                coordinator,
+                cfg.store.path,
+                pruned,
             )
-            async with asyncio.TaskGroup() as tg:
-                listen_task = tg.create_task(listener.run(), name="listener")
-                schedule_task = tg.create_task(scheduler.run(requests), name="scheduler")
-                hub_task = tg.create_task(hub.run(), name="mqtt") if hub else None
-                await self.stopping.wait()
-                log.info("stopping: finishing in-flight jobs")
-                listen_task.cancel()
-                schedule_task.cancel()
-                await asyncio.gather(schedule_task, return_exceptions=True)  # jobs drain while MQTT is still up
-                if hub_task:
-                    hub_task.cancel()
-        with contextlib.suppress(Exception):
-            await w3.provider.disconnect()
-        log.info("stopped")
+            scheduler.resume()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    listen_task = tg.create_task(listener.run(), name="listener")
+                    schedule_task = tg.create_task(scheduler.run(requests), name="scheduler")
+                    tx_task = tg.create_task(txm.run(), name="transactions")
+                    watch_task = tg.create_task(health.watch_containers(), name="health")
+                    prune_task = tg.create_task(self._prune(store, cfg.store.retention_days), name="prune")
+                    hub_task = tg.create_task(hub.run(), name="mqtt") if hub else None
+                    await self.stopping.wait()
+                    log.info("stopping: finishing in-flight jobs")
+                    listen_task.cancel()
+                    watch_task.cancel()
+                    prune_task.cancel()
+                    schedule_task.cancel()
+                    await asyncio.gather(schedule_task, return_exceptions=True)  # computations drain first
+                    tx_task.cancel()  # what is computed or sent is in the store: the next start resumes it
+                    if hub_task:
+                        hub_task.cancel()
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
+
+    async def _wait_for_chain(self, rpc: RpcPool) -> int | None:
+        """The chain id, retrying with capped backoff while no RPC endpoint answers; None if stopped meanwhile."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                return int(await rpc.call("eth_chainId", lambda w3: w3.eth.chain_id))
+            except RpcUnavailable as exc:
+                log.error("chain.rpc_url: cannot reach %s (%s); retrying in %.0f s", ", ".join(rpc.urls), exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(30.0, delay * 2)
+        return None
+
+    async def _prune(self, store: JobStore, retention_days: float) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            deleted = store.prune(retention_days * 86400)
+            if deleted:
+                log.info("pruned %d finished job(s) older than %.1f days", deleted, retention_days)

@@ -31,8 +31,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
+
+
 class ChainConfig(_Section):
     rpc_url: str = Field(pattern=r"^https?://", description="HTTP JSON-RPC endpoint")
+    fallback_rpc_urls: list[HttpUrl] = Field(default=[], description="tried in order when rpc_url fails")
     ws_url: str | None = Field(default=None, pattern=r"^wss?://", description="WebSocket endpoint for logs")
     coordinator_address: Address
     start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
@@ -42,10 +46,16 @@ class ChainConfig(_Section):
     priority_fee_wei: int = Field(default=10**9, ge=0)
     receipt_timeout_s: float = Field(default=120.0, gt=0)
     delivery_retry_window_s: float = Field(default=600.0, ge=0, description="keep retrying a send this long")
+    confirmations: int = Field(default=2, ge=0, le=256, description="blocks deep a request must be before it runs")
+    bump_after_blocks: int = Field(default=3, ge=1, le=1000, description="replace a tx unmined this many blocks")
+    bump_percent: int = Field(default=20, ge=10, le=500, description="fee increase of a replacement (min 10)")
+    max_batch: int = Field(default=32, ge=1, le=256, description="deliveries grouped into one deliverBatch")
+    max_pending_txs: int = Field(default=64, ge=1, le=4096, description="transactions in flight per key")
 
 
 class WalletConfig(_Section):
     private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
+    extra_key_envs: list[str] = Field(default=[], description="env vars of more staked keys, used round-robin")
     keystore_path: Path | None = None
     keystore_password_env: str | None = None
 
@@ -81,6 +91,18 @@ class MqttConfig(_Section):
     password_env: str | None = Field(default=None, description="env variable holding the broker password")
 
 
+class StoreConfig(_Section):
+    path: Path = Field(default=Path("infera.db"), description="SQLite file of jobs, cursor and transactions")
+    retention_days: float = Field(default=7.0, gt=0, description="finished jobs are deleted after this long")
+
+
+class ApiConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="bind address of /healthz and /readyz")
+    port: int = Field(default=8600, ge=0, le=65535, description="0: no HTTP server")
+    max_lag_blocks: int = Field(default=20, ge=1, description="not ready while the listener trails more than this")
+    max_silence_s: float = Field(default=120.0, gt=0, description="not ready when no block was seen for this long")
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = False
@@ -95,6 +117,8 @@ class NodeConfig(BaseSettings):
     wallet: WalletConfig = WalletConfig()
     models: list[ModelConfig] = Field(min_length=1)
     mqtt: MqttConfig | None = None
+    store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")

@@ -143,6 +143,7 @@ class Devnet:
         self.user = dev_account(2)
         self.deployment: Deployment | None = None
         self.abi: CoordinatorAbi | None = None  # loaded by deploy(), after forge build
+        self.api_port = 0  # the node's health port, set by write_node_config
 
     def __enter__(self) -> Devnet:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,7 @@ class Devnet:
 
     def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Proc:
         log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log_file:
+        with log_path.open("ab") as log_file:
             popen = subprocess.Popen(
                 list(argv),
                 stdout=log_file,
@@ -302,28 +303,47 @@ class Devnet:
         return proc, url
 
     def write_node_config(
-        self, models: dict[str, str | dict[str, Any]], *, mqtt_url: str | None = None, **chain: Any
+        self,
+        models: dict[str, str | dict[str, Any]],
+        *,
+        mqtt_url: str | None = None,
+        name: str = "node",
+        rpc_url: str | None = None,
+        ws_url: str | None = None,
+        extra_key_envs: Sequence[str] = (),
+        **chain: Any,
     ) -> Path:
-        """Writes node.toml: `models` maps a model name to its container URL, or to its whole table."""
+        """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
+        acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
+        health endpoint on a free port (`api_port`)."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
+        chain = {"confirmations": 0, **chain}
+        self.api_port = free_port()
         lines = [
             "[chain]",
-            f'rpc_url = "{self.rpc_url}"',
-            f'ws_url = "{self.ws_url}"',
+            f'rpc_url = "{rpc_url or self.rpc_url}"',
+            *([f'ws_url = "{ws_url or self.ws_url}"'] if ws_url != "" else []),
             f'coordinator_address = "{self.deployment.coordinator.address}"',
             f"start_block = {self.deployment.start_block}",
             *(f"{k} = {_toml_value(v)}" for k, v in chain.items()),
             "",
             "[wallet]",
             'private_key_env = "INFERA_PRIVATE_KEY"',
+            f"extra_key_envs = [{', '.join(_toml_value(e) for e in extra_key_envs)}]",
+            "",
+            "[store]",
+            f'path = "{self.workdir / (name + ".db")}"',
+            "",
+            "[api]",
+            f"port = {self.api_port}",
         ]
         if mqtt_url:
             lines += ["", "[mqtt]", f'url = "{mqtt_url}"']
-        for name, spec in models.items():
+        for model, spec in models.items():
             table = {"url": spec, "timeout_s": 30} if isinstance(spec, str) else spec
-            lines += ["", "[[models]]", f'name = "{name}"', *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
-        path = self.workdir / "node.toml"
+            lines += ["", "[[models]]", f'name = "{model}"', *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+        path = self.workdir / f"{name}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -331,9 +351,9 @@ class Devnet:
         """The node's devnet key, as handed to the node process in its environment (for leak checks)."""
         return str(self.node_account.key.hex())
 
-    def start_node(self, config: Path) -> Proc:
-        env = {"INFERA_PRIVATE_KEY": self.private_key_hex()}
-        return self.start("node", [sys.executable, "-m", "node.cli", "run", "--config", str(config)], env=env)
+    def start_node(self, config: Path, *, env: dict[str, str] | None = None, name: str = "node") -> Proc:
+        env = {"INFERA_PRIVATE_KEY": self.private_key_hex(), **(env or {})}
+        return self.start(name, [sys.executable, "-m", "node.cli", "run", "--config", str(config)], env=env)
 
     # -------------------------------------------------------------------------------------------- requests
 
@@ -350,6 +370,38 @@ class Devnet:
         assert self.deployment is not None
         fn = self.deployment.coordinator.functions.requestInference(model_id(model), input_, callback_gas_limit)
         return self.request_id_of(self._transact(fn, self.user, fee_wei))
+
+    def request_many(
+        self,
+        model: str,
+        inputs: Sequence[bytes],
+        *,
+        callback_gas_limit: int = 100_000,
+        fee_wei: int = DEFAULT_FEE_WEI,
+        wait: bool = True,
+        sender: LocalAccount | None = None,
+    ) -> list[Any]:
+        """Sends one request per input straight to the coordinator as a burst (local nonces, no waiting between
+        them). Returns the request ids, or the transaction hashes with `wait=False` (when blocks are mined by hand)."""
+        assert self.deployment is not None
+        sender = sender or self.user
+        nonce = self.w3.eth.get_transaction_count(sender.address, "pending")
+        fees = {"maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9}
+        hashes = []
+        for i, input_ in enumerate(inputs):
+            fn = self.deployment.coordinator.functions.requestInference(model_id(model), input_, callback_gas_limit)
+            tx = fn.build_transaction(
+                {"from": sender.address, "value": fee_wei, "nonce": nonce + i, "gas": 400_000, **fees}  # type: ignore[typeddict-item]
+            )
+            hashes.append(self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+        if not wait:
+            return hashes
+        return [self.request_id_of(self.w3.eth.wait_for_transaction_receipt(h, timeout=60)) for h in hashes]
+
+    def register_node(self, account: LocalAccount) -> None:
+        """Stakes `account` as one more node."""
+        assert self.deployment is not None
+        self._transact(self.deployment.registry.functions.register(), account, DEVNET_MIN_STAKE_WEI)
 
     def request_id_of(self, receipt: Any) -> int:
         assert self.abi is not None

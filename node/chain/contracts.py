@@ -70,6 +70,7 @@ class InferenceRequest:
     redundancy: int
     deadline: int
     block_number: int
+    block_hash: str
     tx_hash: str
     log_index: int
 
@@ -104,6 +105,10 @@ class CoordinatorAbi:
         self._created_data_types = [_canonical_type(p) for p in data_fields]
         self._created_data_names = [p["name"] for p in data_fields]
         self._deliver_selector = self.selector("deliver")
+        self._outcome_topics = {
+            "0x" + keccak(text=signature(self._events[name])).hex(): name
+            for name in ("RequestFulfilled", "FailureReported", "DeliverySkipped")
+        }
 
     @classmethod
     def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
@@ -138,9 +143,31 @@ class CoordinatorAbi:
             redundancy=int(fields["redundancy"]),
             deadline=int(fields["deadline"]),
             block_number=int(log["blockNumber"]),
-            tx_hash="0x" + bytes(tx_hash).hex(),
+            block_hash=_hex(log["blockHash"]),
+            tx_hash=_hex(tx_hash),
             log_index=int(log["logIndex"]),
         )
+
+    def delivery_outcomes(self, logs: list[Any], node: str) -> dict[int, str]:
+        """What a mined delivery transaction did for `node`, by request id, read from its receipt's logs:
+        "fulfilled", "reported", or the name of the error a batch item was skipped with."""
+        node_topic = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
+        outcomes: dict[int, str] = {}
+        for raw in logs:
+            topics = [_hex(t) for t in raw["topics"]]
+            name = self._outcome_topics.get(topics[0]) if topics else None
+            if name is None or len(topics) < 3 or topics[2] != node_topic:
+                continue
+            request_id = int(topics[1], 16)
+            if name == "RequestFulfilled":
+                outcomes[request_id] = "fulfilled"
+            elif name == "FailureReported":
+                outcomes[request_id] = "reported"
+            else:
+                (selector,) = abi_decode(["bytes4"], bytes(raw["data"]))
+                entry = self.errors.get(bytes(selector))
+                outcomes[request_id] = entry["name"] if entry else f"0x{bytes(selector).hex()}"
+        return outcomes
 
     def decode_error(self, data: bytes) -> DecodedError:
         """Names a revert from the ABI's custom errors (or Solidity's `Error(string)`)."""
@@ -155,6 +182,11 @@ class CoordinatorAbi:
             (reason,) = abi_decode(["string"], data[4:])
             return DecodedError("Error", (reason,), data)
         return DecodedError(None, (), data)
+
+
+def _hex(value: Any) -> str:
+    """A 32-byte hash as 0x-hex, whether web3 gave it as bytes or as a string."""
+    return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
 def model_id(name: str) -> bytes:

@@ -1,16 +1,24 @@
-"""Turns the coordinator's `RequestCreated` logs into requests for the scheduler.
+"""Turns the coordinator's `RequestCreated` logs into requests for the scheduler, never missing one.
 
-Guarantees: on start and after every reconnect, logs are backfilled with `eth_getLogs` from the cursor (first the
-configured start block), after the live subscription is open, so no log falls between the two; the same log may
-then arrive twice and downstream drops the duplicate by request id. Without a WebSocket URL it polls over HTTP.
-A dropped connection is retried with capped backoff; the listener never exits on an RPC error.
+Guarantees:
+- On start and after every reconnect, logs are backfilled with `eth_getLogs` from the persisted cursor, after the
+  live subscriptions are open, so no log falls between the two. The same log may arrive twice; the store drops the
+  duplicate. Without a WebSocket URL the listener polls the head and the logs over HTTP.
+- A log is handed on once its block is `confirmations` deep (0: at once).
+- Reorgs are found from block hashes (each new head's parent against the stored hash, and the stored hashes against
+  the chain after a reconnect): the cursor rewinds to the fork, held logs of orphaned blocks are dropped, and
+  `on_reorg(fork)` lets the node cancel jobs of orphaned requests; the backfill then re-reads the new branch.
+- A provider that refuses a log range gets it split in halves until it answers.
+- A dropped connection is retried with capped backoff; the listener never exits on an RPC error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from eth_typing import ChecksumAddress
@@ -18,37 +26,90 @@ from web3 import AsyncWeb3
 from web3.types import FilterParams
 
 from node.chain.contracts import CoordinatorAbi, InferenceRequest
-from node.chain.rpc import ws_client
+from node.chain.rpc import RpcPool, is_transport_error, ws_client
+from node.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
 RECONNECT_BASE_S = 0.5
 RECONNECT_MAX_S = 15.0
 MAX_LOG_RANGE = 5_000
+#: Block hashes kept for reorg detection: deeper reorgs than this are not recognised.
+KEEP_BLOCKS = 256
+#: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
+#: have been in flight when the socket dropped (the store drops the duplicates).
+WS_CURSOR_GRACE = 2
+
+
+@dataclass(frozen=True)
+class Head:
+    number: int
+    hash: str
+    parent_hash: str
+    base_fee_wei: int
+    timestamp: int
+
+
+def _hex(value: Any) -> str:
+    return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
+def as_head(block: Any) -> Head:
+    return Head(
+        number=int(block["number"]),
+        hash=_hex(block["hash"]),
+        parent_hash=_hex(block["parentHash"]),
+        base_fee_wei=int(block.get("baseFeePerGas") or 0),
+        timestamp=int(block["timestamp"]),
+    )
 
 
 class Listener:
     def __init__(
         self,
-        http: AsyncWeb3[Any],
+        rpc: RpcPool,
         ws_url: str | None,
         coordinator: ChecksumAddress,
         abi: CoordinatorAbi,
+        store: JobStore,
         *,
         start_block: int,
+        confirmations: int,
         poll_interval_s: float,
         on_request: Callable[[InferenceRequest], None],
+        on_head: Callable[[Head], None] = lambda head: None,
+        on_reorg: Callable[[int], None] = lambda fork: None,
     ) -> None:
-        self._http = http
+        self._rpc = rpc
         self._ws_url = ws_url
         self._coordinator = coordinator
         self._abi = abi
-        self._on_request = on_request
+        self._store = store
+        self._confirmations = confirmations
         self._poll_interval_s = poll_interval_s
-        #: Next block to backfill from: everything below it has been handed on.
-        self.cursor = start_block
-        #: Highest chain head seen, for the lag shown to operators.
-        self.head = 0
+        self._on_request = on_request
+        self._on_head = on_head
+        self._on_reorg = on_reorg
+        #: Next block to read logs from: every log below it has been handed on.
+        self.cursor = store.cursor(start_block)
+        self._start_block = start_block
+        self._hashes: dict[int, str] = store.blocks()
+        #: Logs seen live but not yet `confirmations` deep, by block number.
+        self._held: dict[int, list[Any]] = {}
+        self._log_range = MAX_LOG_RANGE
+        self.head: Head | None = None
+        #: monotonic time the chain was last heard from (a head or a log), for readiness.
+        self.last_heard = 0.0
+        self.connected = False
+        self.reorgs = 0
+        self._rewound = False
+
+    @property
+    def lag_blocks(self) -> int:
+        """Blocks between the head and what has been handed on (0 when caught up)."""
+        if self.head is None:
+            return 0
+        return max(0, self.head.number - self._confirmations - self.cursor + 1)
 
     def _filter(self, from_block: int | None = None, to_block: int | None = None) -> FilterParams:
         params: FilterParams = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
@@ -57,29 +118,133 @@ class Listener:
             params["toBlock"] = to_block
         return params
 
+    # ----------------------------------------------------------------------------------------------- logs
+
     def _emit(self, raw: Any) -> None:
-        if raw.get("removed"):
-            return
         try:
             request = self._abi.decode_request_created(raw)
         except Exception:
             log.exception("undecodable RequestCreated log in tx %s", raw.get("transactionHash"))
             return
+        known = self._hashes.get(request.block_number)
+        if known is not None and known != request.block_hash:
+            log.info("dropping request %d: its block %d was orphaned", request.request_id, request.block_number)
+            return
         self._on_request(request)
 
+    def _on_log(self, raw: Any) -> None:
+        self.last_heard = time.monotonic()
+        if raw.get("removed"):
+            log.info("log of block %d removed by a reorg", int(raw["blockNumber"]))
+            self._held.get(int(raw["blockNumber"]), []).clear()
+            return
+        block = int(raw["blockNumber"])
+        if self.head is not None and block <= self.head.number - self._confirmations:
+            self._emit(raw)
+        else:
+            self._held.setdefault(block, []).append(raw)
+
+    def _release(self) -> None:
+        if self.head is None:
+            return
+        ready = self.head.number - self._confirmations
+        for block in sorted(b for b in self._held if b <= ready):
+            for raw in self._held.pop(block):
+                self._emit(raw)
+
+    # --------------------------------------------------------------------------------------------- heads
+
+    async def _block(self, w3: AsyncWeb3[Any], number: int | str) -> Head:
+        return as_head(await w3.eth.get_block(number))  # type: ignore[arg-type]
+
+    async def _on_new_head(self, w3: AsyncWeb3[Any], head: Head) -> None:
+        """Checks the head against the stored hashes (rewinding on a reorg), records it, releases held logs."""
+        self.last_heard = time.monotonic()
+        known = self._hashes.get(head.number)
+        if known == head.hash:
+            return  # already seen
+        parent = self._hashes.get(head.number - 1)
+        if known is not None or (parent is not None and parent != head.parent_hash):
+            await self._rewind(w3, head)
+        self._hashes[head.number] = head.hash
+        self.head = head
+        self._on_head(head)
+        self._release()
+
+    async def _rewind(self, w3: AsyncWeb3[Any], head: Head) -> None:
+        """The chain changed under stored hashes: finds the fork (the lowest block whose hash changed) and rewinds."""
+        fork = head.number
+        number = head.number - 1
+        canonical_parent = head.parent_hash
+        while number in self._hashes and self._hashes[number] != canonical_parent:
+            fork = number
+            block = await self._block(w3, number)
+            canonical_parent = block.parent_hash
+            number -= 1
+        self.reorgs += 1
+        log.warning("reorg: blocks from %d on were replaced (new head %d); rewinding", fork, head.number)
+        for stale in [n for n in self._hashes if n >= fork]:
+            del self._hashes[stale]
+        for stale in [n for n in self._held if n >= fork]:
+            del self._held[stale]
+        self._store.forget_blocks_from(fork)
+        self.cursor = min(self.cursor, fork)
+        self._store.set_cursor(self.cursor)
+        self._rewound = True
+        self._on_reorg(fork)
+
+    async def _check_stored(self, w3: AsyncWeb3[Any], head: Head) -> None:
+        """After a (re)connect: the newest stored hash must still be on the chain, else a reorg happened meanwhile."""
+        below = [n for n in self._hashes if n <= head.number]
+        if not below:
+            return
+        top = max(below)
+        block = await self._block(w3, top)
+        if block.hash != self._hashes[top]:
+            await self._rewind(w3, Head(top + 1, "", block.hash, 0, 0))
+
+    def _save_progress(self) -> None:
+        self._store.set_cursor(self.cursor)
+        if self.head is not None:
+            recent = [(n, h) for n, h in self._hashes.items() if n > self.head.number - KEEP_BLOCKS]
+            self._store.save_blocks(recent, keep=KEEP_BLOCKS)
+            for old in [n for n in self._hashes if n <= self.head.number - KEEP_BLOCKS]:
+                del self._hashes[old]
+
+    # ------------------------------------------------------------------------------------------- backfill
+
+    async def _get_logs(self, w3: AsyncWeb3[Any], from_block: int, to_block: int) -> list[Any]:
+        """`eth_getLogs` over [from, to], halving the range while the provider refuses it."""
+        self._rpc.calls["eth_getLogs"] += 1
+        try:
+            return list(await w3.eth.get_logs(self._filter(from_block, to_block)))
+        except Exception as exc:
+            if is_transport_error(exc) or from_block == to_block:
+                raise
+            self._log_range = max(1, (to_block - from_block + 1) // 2)
+            log.info(
+                "provider refused logs %d-%d (%s); splitting to %d blocks", from_block, to_block, exc, self._log_range
+            )
+            middle = from_block + self._log_range - 1
+            return await self._get_logs(w3, from_block, middle) + await self._get_logs(w3, middle + 1, to_block)
+
     async def backfill(self, w3: AsyncWeb3[Any]) -> int:
-        """Hands on every log from the cursor to the head; returns how many."""
-        head = await w3.eth.block_number
-        self.head = max(self.head, head)
+        """Hands on every log from the cursor to the confirmed head; returns how many."""
+        if self.head is None:
+            return 0
+        target = self.head.number - self._confirmations
         found = 0
-        while self.cursor <= head:
-            to_block = min(head, self.cursor + MAX_LOG_RANGE - 1)
-            logs = await w3.eth.get_logs(self._filter(self.cursor, to_block))
+        while self.cursor <= target:
+            to_block = min(target, self.cursor + self._log_range - 1)
+            logs = await self._get_logs(w3, self.cursor, to_block)
             for raw in logs:
                 self._emit(raw)
             found += len(logs)
             self.cursor = to_block + 1
+            self._save_progress()
         return found
+
+    # ---------------------------------------------------------------------------------------------- loops
 
     async def run(self) -> None:
         """Listens until cancelled, reconnecting with backoff."""
@@ -94,6 +259,7 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.connected = False
                 failures += 1
                 delay = min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (failures - 1))
                 log.warning("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
@@ -101,28 +267,43 @@ class Listener:
 
     async def _run_ws(self, url: str) -> None:
         async with ws_client(url) as w3:
+            heads = await w3.eth.subscribe("newHeads")
             await w3.eth.subscribe("logs", self._filter())
+            head = await self._block(w3, "latest")
+            await self._check_stored(w3, head)
+            await self._on_new_head(w3, head)
             found = await self.backfill(w3)
+            self.connected = True
             log.info(
-                "listening to %s over WebSocket from block %d (backfilled %d)",
+                "listening to %s over WebSocket at block %d (backfilled %d, cursor %d)",
                 self._coordinator,
-                self.cursor,
+                head.number,
                 found,
+                self.cursor,
             )
             async for message in w3.socket.process_subscriptions():
-                raw = message["result"]
-                self._emit(raw)
-                # Only advance: a log of an old block (a resend) must not move the cursor back.
-                self.cursor = max(self.cursor, int(raw["blockNumber"]))
+                if message["subscription"] == heads:
+                    head = as_head(message["result"])
+                    await self._on_new_head(w3, head)
+                    if self._rewound:  # read the new branch's logs from the fork
+                        self._rewound = False
+                        await self.backfill(w3)
+                    self.cursor = max(self.cursor, head.number - self._confirmations - WS_CURSOR_GRACE + 1)
+                    self._save_progress()
+                else:
+                    self._on_log(message["result"])
             raise ConnectionError("WebSocket subscription ended")
 
     async def _run_polling(self) -> None:
+        head = await self._rpc.call("eth_getBlockByNumber", lambda w3: self._block(w3, "latest"))
+        await self._check_stored(self._rpc.w3, head)
+        self.connected = True
         log.info(
-            "polling %s over HTTP every %.2f s from block %d",
-            self._coordinator,
-            self._poll_interval_s,
-            self.cursor,
+            "polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s, self.cursor
         )
         while True:
-            await self.backfill(self._http)
+            await self._on_new_head(self._rpc.w3, head)
+            self._rewound = False
+            await self.backfill(self._rpc.w3)
             await asyncio.sleep(self._poll_interval_s)
+            head = await self._rpc.call("eth_getBlockByNumber", lambda w3: self._block(w3, "latest"))

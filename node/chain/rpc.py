@@ -1,22 +1,112 @@
-"""Connections to the chain's JSON-RPC endpoints."""
+"""Connections to the chain's JSON-RPC endpoints, with failover across several URLs.
+
+Guarantees: a transport failure (refused, reset, timeout, HTTP 5xx) on one endpoint moves the pool to the next one
+and the call is tried there; only when every endpoint failed does the caller see `RpcUnavailable` (retryable). A
+contract revert or an RPC error answer is not a transport failure and is raised as is. Calls are counted by method
+for the operator's metrics.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
 from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, ProviderConnectionError, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.errors import TxReverted
+from node.errors import RpcUnavailable, TxReverted
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: What a dead or flaky RPC raises through web3's providers.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    TimeoutError,
+    OSError,
+    ProviderConnectionError,
+)
 
 
 def http_client(url: str, timeout_s: float = 10.0) -> AsyncWeb3[AsyncHTTPProvider]:
-    """An async web3 over HTTP; one per process, its session reused for every call."""
+    """An async web3 over HTTP; its session is reused for every call."""
     return AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": timeout_s}))
 
 
 def ws_client(url: str) -> AsyncWeb3[WebSocketProvider]:
     """An async web3 over a WebSocket; use as `async with ws_client(url) as w3:`."""
     return AsyncWeb3(WebSocketProvider(url, max_connection_retries=1))
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return True
+    # web3 wraps an HTTP 5xx from a proxy or gateway as an RPC error without a JSON-RPC code.
+    return isinstance(exc, Web3RPCError) and exc.rpc_response is None
+
+
+class RpcPool:
+    """HTTP endpoints tried in order; the first that answers is used until it fails."""
+
+    def __init__(self, urls: Sequence[str], *, timeout_s: float = 10.0) -> None:
+        if not urls:
+            raise ValueError("RpcPool needs at least one URL")
+        self.urls = list(urls)
+        self._clients = [http_client(u, timeout_s) for u in self.urls]
+        self._current = 0
+        #: JSON-RPC calls made, by method (what `call` was told), for metrics and benchmarks.
+        self.calls: Counter[str] = Counter()
+        #: monotonic time of the last answer and of the last transport failure (any endpoint).
+        self.last_ok = 0.0
+        self.last_failure = 0.0
+
+    @property
+    def w3(self) -> AsyncWeb3[AsyncHTTPProvider]:
+        return self._clients[self._current]
+
+    @property
+    def url(self) -> str:
+        return self.urls[self._current]
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the last call answered (before any call: true)."""
+        return self.last_ok >= self.last_failure
+
+    async def call(self, method: str, fn: Callable[[AsyncWeb3[Any]], Awaitable[T]]) -> T:
+        """Runs `fn(w3)` on the current endpoint, failing over to the others on a transport error."""
+        errors = []
+        for _ in range(len(self._clients)):
+            self.calls[method] += 1
+            try:
+                result = await fn(self.w3)
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    self.last_ok = time.monotonic()
+                    raise
+                self.last_failure = time.monotonic()
+                errors.append(f"{self.url}: {type(exc).__name__}: {exc}")
+                if len(self._clients) > 1:
+                    failed = self.url
+                    self._current = (self._current + 1) % len(self._clients)
+                    log.warning("RPC %s failed (%s); failing over to %s", failed, type(exc).__name__, self.url)
+                continue
+            self.last_ok = time.monotonic()
+            return result
+        raise RpcUnavailable(f"{method}: no RPC endpoint answered ({'; '.join(errors)})")
+
+    async def close(self) -> None:
+        for client in self._clients:
+            try:
+                await client.provider.disconnect()
+            except Exception:  # closing is best effort
+                log.debug("closing %s failed", client.provider, exc_info=True)
 
 
 def as_reverted(exc: ContractLogicError, abi: CoordinatorAbi, action: str) -> TxReverted:

@@ -1,157 +1,571 @@
-"""Sends the node's transactions: simulate, sign, send with a local nonce, wait for the receipt.
+"""Sends the node's transactions: simulate, batch, sign with local nonces, track, bump, resend, settle the jobs.
 
-Guarantees: nonces come from one local counter per key (synced from the chain at start), so concurrent
-deliveries never collide; every delivery is simulated first, and a request already fulfilled is skipped, not
-sent; `maxFeePerGas` never exceeds the operator's cap.
+Guarantees:
+- One nonce counter per key, synced from the chain at start and again on "nonce too low"; transactions are
+  pipelined (many in flight per key) and never share or skip a nonce: every signed transaction is committed to the
+  store before it is broadcast, and a nonce handed out is always filled (by the transaction, its replacement, or a
+  0-value cancel when a reorg removed everything it carried).
+- Ready jobs are grouped: one job goes out as `deliver`/`reportFailure`, several as one `deliverBatch`.
+- Every transaction is simulated (`eth_estimateGas`) first: a request already settled is not sent (its job
+  expires); a delivery the coordinator would refuse becomes an on-chain failure report.
+- EIP-1559 fees from the latest head, never above the operator's cap; a transaction unmined after
+  `bump_after_blocks` blocks is re-signed with fees raised by `bump_percent` (or rebroadcast as is at the cap), which
+  also resends one the mempool dropped.
+- Receipts are tracked for every open transaction; jobs settle from the receipt's events once `confirmations` deep:
+  confirmed (delivered), failed (failure reported or item refused), or expired (someone else settled it first).
+- On restart, open transactions are loaded from the store and rebroadcast, then tracked as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
-from collections.abc import Awaitable
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from web3 import AsyncWeb3
-from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExhausted
+from hexbytes import HexBytes
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.chain.rpc import as_reverted
-from node.errors import RpcUnavailable, TxReverted
+from node.chain.listener import Head
+from node.chain.rpc import RpcPool, as_reverted
+from node.errors import RpcUnavailable
+from node.jobs.store import Job, JobState, JobStore, StoredTx
 
 log = logging.getLogger(__name__)
 
 GAS_MARGIN = 1.2
-#: What a dead or flaky RPC raises through web3's HTTP provider.
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ProviderConnectionError)
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What the node keeps of a mined delivery."""
-
-    tx_hash: str
-    block_number: int
-    gas_used: int
-    nonce: int
-
-
-class AlreadyFulfilled(TxReverted):
-    """The simulation says the request needs nothing more from this node: it already served it (before a
-    restart), the request is closed (fulfilled, failed, reclaimed), or its deadline passed."""
-
-
+CANCEL_GAS = 21_000
+SEND_BACKOFF_BASE_S = 0.25
+SEND_BACKOFF_MAX_S = 10.0
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
 SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
 
 
-class TxSender:
-    """One sender per key: allocates nonces locally and sends EIP-1559 transactions to the coordinator."""
+@dataclass(frozen=True)
+class TxPolicy:
+    max_fee_per_gas_wei: int
+    priority_fee_wei: int
+    bump_percent: int = 20
+    bump_after_blocks: int = 3
+    confirmations: int = 0
+    max_batch: int = 32
+    max_pending_per_key: int = 64
+    retry_window_s: float = 600.0
+    receipt_poll_s: float = 1.0
 
-    def __init__(
-        self,
-        w3: AsyncWeb3[Any],
-        account: LocalAccount,
-        coordinator: ChecksumAddress,
-        abi: CoordinatorAbi,
-        *,
-        max_fee_per_gas_wei: int,
-        priority_fee_wei: int,
-        receipt_timeout_s: float,
-    ) -> None:
-        self._w3 = w3
-        self._account = account
-        self._coordinator = coordinator
-        self._abi = abi
-        self._max_fee = max_fee_per_gas_wei
-        self._priority_fee = min(priority_fee_wei, max_fee_per_gas_wei)
-        self._receipt_timeout_s = receipt_timeout_s
-        self._nonce_lock = asyncio.Lock()
-        self._next_nonce: int | None = None
-        self._chain_id: int | None = None
+
+@dataclass
+class _Key:
+    account: LocalAccount
+    next_nonce: int = 0
+    open: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def address(self) -> ChecksumAddress:
-        return self._account.address
+        return self.account.address
+
+
+def _bumped(value: int, percent: int) -> int:
+    return math.ceil(value * (100 + percent) / 100)
+
+
+class TxManager:
+    """Owns every transaction of the node's keys, from a ready job to its settled state."""
+
+    def __init__(
+        self,
+        rpc: RpcPool,
+        store: JobStore,
+        abi: CoordinatorAbi,
+        coordinator: ChecksumAddress,
+        accounts: list[LocalAccount],
+        policy: TxPolicy,
+        *,
+        on_settled: Callable[[Job], None] = lambda job: None,
+    ) -> None:
+        self._rpc = rpc
+        self._store = store
+        self._abi = abi
+        self._coordinator = coordinator
+        self._keys = [_Key(a) for a in accounts]
+        self._by_address = {k.address.lower(): k for k in self._keys}
+        self._policy = policy
+        self._on_settled = on_settled
+        self._ready: collections.deque[Job] = collections.deque()
+        self._ready_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._open: dict[tuple[str, int], StoredTx] = {}
+        self._receipts: dict[tuple[str, int], Any] = {}
+        #: Jobs carried by open transactions, by request id.
+        self._carried: dict[int, Job] = {}
+        self._first_failure: dict[int, float] = {}
+        self._reverts: dict[int, int] = {}
+        self._rr = 0
+        self._chain_id = 0
+        self.head: Head | None = None
+        self._cap_warned = False
+        #: Delivery transactions by outcome, for metrics.
+        self.sent = 0
+        self.replaced = 0
+
+    @property
+    def addresses(self) -> list[ChecksumAddress]:
+        return [k.address for k in self._keys]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._open)
+
+    @property
+    def queued(self) -> int:
+        return len(self._ready)
+
+    # ------------------------------------------------------------------------------------------------ start
 
     async def start(self) -> None:
-        """Syncs the nonce counter and chain id from the chain."""
-        self._chain_id = await self._w3.eth.chain_id
-        self._next_nonce = await self._w3.eth.get_transaction_count(self.address, "pending")
-        log.info("sender %s ready: chain %d, next nonce %d", self.address, self._chain_id, self._next_nonce)
+        """Syncs chain id, head and nonces; reloads open transactions from the store and rebroadcasts them."""
+        self._chain_id = await self._rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
+        if self.head is None:
+            block = await self._rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
+            from node.chain.listener import as_head
 
-    async def deliver(self, request_id: int, output: bytes) -> Receipt:
-        """Delivers `output` for `request_id`.
-
-        Raises `AlreadyFulfilled` if the request is settled, `TxReverted` if the delivery would revert, and
-        `RpcUnavailable` (retryable) if the RPC could not be reached.
-        """
-        calldata = self._abi.deliver_calldata(request_id, output)
-        return await self._rpc(self._simulate_and_send(calldata, f"deliver({request_id})"), f"deliver({request_id})")
-
-    async def report_failure(self, request_id: int, reason: str) -> Receipt:
-        """Tells the coordinator this node cannot serve `request_id`; same errors as `deliver`."""
-        calldata = self._abi.encode_call("reportFailure", request_id, reason[:256])
-        action = f"reportFailure({request_id})"
-        return await self._rpc(self._simulate_and_send(calldata, action), action)
-
-    async def _rpc(self, call: Awaitable[Receipt], action: str) -> Receipt:
-        try:
-            return await call
-        except TRANSPORT_ERRORS as exc:
-            raise RpcUnavailable(f"{action}: RPC unavailable ({type(exc).__name__}: {exc})") from None
-
-    async def _simulate_and_send(self, calldata: bytes, action: str) -> Receipt:
-        tx: dict[str, Any] = {"from": self.address, "to": self._coordinator, "data": calldata}
-        try:
-            gas_estimate = await self._w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
-        except ContractLogicError as exc:
-            reverted = as_reverted(exc, self._abi, action)
-            if reverted.error in SETTLED_ERRORS:
-                raise AlreadyFulfilled(str(reverted), error=reverted.error, args=reverted.error_args) from None
-            raise reverted from None
-        return await self._send(tx, int(gas_estimate * GAS_MARGIN))
-
-    async def _fees(self) -> tuple[int, int]:
-        block = await self._w3.eth.get_block("latest")
-        base_fee = int(block.get("baseFeePerGas", 0))
-        max_fee = min(self._max_fee, 2 * base_fee + self._priority_fee)
-        return max_fee, min(self._priority_fee, max_fee)
-
-    async def _send(self, tx: dict[str, Any], gas: int) -> Receipt:
-        if self._next_nonce is None or self._chain_id is None:
-            raise RuntimeError("TxSender.start() was not awaited")
-        max_fee, priority_fee = await self._fees()
-        async with self._nonce_lock:
-            nonce = self._next_nonce
-            signed = self._account.sign_transaction(
-                {
-                    **tx,
-                    "gas": gas,
-                    "nonce": nonce,
-                    "chainId": self._chain_id,
-                    "maxFeePerGas": max_fee,
-                    "maxPriorityFeePerGas": priority_fee,
-                    "type": 2,
-                }
+            self.head = as_head(block)
+        for key in self._keys:
+            chain_next = await self._pending_nonce(key)
+            stored = self._store.open_txs(key.address)
+            key.next_nonce = max([chain_next] + [t.nonce + 1 for t in stored])
+            for tx in stored:
+                self._track(tx, key)
+                for rid, _ in tx.items:
+                    job = self._store.get(rid)
+                    if job is not None and job.state is JobState.SUBMITTED:
+                        self._carried[rid] = job
+                if tx.state == "pending":
+                    await self._broadcast(tx, quiet=True)
+            log.info(
+                "sender %s ready: chain %d, next nonce %d, %d transaction(s) resumed",
+                key.address,
+                self._chain_id,
+                key.next_nonce,
+                len(stored),
             )
-            tx_hash = await self._w3.eth.send_raw_transaction(signed.raw_transaction)
-            self._next_nonce = nonce + 1
-        try:
-            receipt = await self._w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self._receipt_timeout_s, poll_latency=0.05
+
+    async def _pending_nonce(self, key: _Key) -> int:
+        return int(
+            await self._rpc.call(
+                "eth_getTransactionCount", lambda w3: w3.eth.get_transaction_count(key.address, "pending")
             )
-        except TimeExhausted:
-            raise TxReverted(f"tx 0x{tx_hash.hex()} not mined within {self._receipt_timeout_s} s") from None
-        if receipt["status"] != 1:
-            raise TxReverted(f"tx 0x{tx_hash.hex()} reverted on-chain (nonce {nonce})")
-        return Receipt(
-            tx_hash="0x" + tx_hash.hex(),
-            block_number=int(receipt["blockNumber"]),
-            gas_used=int(receipt["gasUsed"]),
-            nonce=nonce,
         )
+
+    # ----------------------------------------------------------------------------------------------- inputs
+
+    def enqueue(self, job: Job) -> None:
+        """Queues a job that has its output (or its failure reason) for sending."""
+        self._ready.append(job)
+        self._ready_event.set()
+
+    def on_head(self, head: Head) -> None:
+        self.head = head
+        self._wake.set()
+
+    def on_reorg(self, fork: int) -> None:
+        """Transactions mined at or above the fork are tracked again as pending."""
+        for tx in self._open.values():
+            if tx.mined_block is not None and tx.mined_block >= fork:
+                tx.state, tx.mined_block = "pending", None
+                tx.sent_block = fork
+                self._receipts.pop((tx.sender.lower(), tx.nonce), None)
+                self._store.update_tx(tx)
+        self._wake.set()
+
+    # ------------------------------------------------------------------------------------------------- loops
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._send_loop(), name="tx-send")
+            tg.create_task(self._track_loop(), name="tx-track")
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not self._ready:
+                self._ready_event.clear()
+                await self._ready_event.wait()
+                continue
+            key = await self._free_key()
+            batch: list[Job] = []
+            now = time.time()
+            while self._ready and len(batch) < self._policy.max_batch:
+                job = self._ready.popleft()
+                if job.state is not JobState.COMPUTED:
+                    continue  # orphaned or settled meanwhile
+                if job.request.deadline <= now:
+                    self._settle(job, JobState.EXPIRED, "deadline passed before delivery")
+                    continue
+                batch.append(job)
+            if not batch:
+                continue
+            try:
+                await self._send(key, batch)
+            except RpcUnavailable as exc:
+                self._requeue(batch, exc)
+                await asyncio.sleep(self._backoff(batch[0]))
+
+    def _backoff(self, job: Job) -> float:
+        first = self._first_failure.get(job.request_id, time.monotonic())
+        waited = time.monotonic() - first
+        return min(SEND_BACKOFF_MAX_S, max(SEND_BACKOFF_BASE_S, waited / 4))
+
+    def _requeue(self, jobs: list[Job], exc: Exception) -> None:
+        now = time.monotonic()
+        for job in reversed(jobs):
+            first = self._first_failure.setdefault(job.request_id, now)
+            if now - first > self._policy.retry_window_s:
+                self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {exc}")
+            else:
+                self._ready.appendleft(job)
+        log.warning("%d job(s) waiting to be sent: %s", len(jobs), exc)
+
+    async def _free_key(self) -> _Key:
+        """The next key (round-robin) with room for another transaction in flight."""
+        while True:
+            for i in range(len(self._keys)):
+                key = self._keys[(self._rr + i) % len(self._keys)]
+                if key.open < self._policy.max_pending_per_key:
+                    self._rr = (self._rr + i + 1) % len(self._keys)
+                    return key
+            self._room.clear()
+            await self._room.wait()
+
+    # -------------------------------------------------------------------------------------------------- send
+
+    def _calldata(self, jobs: list[Job]) -> bytes:
+        if len(jobs) == 1:
+            job = jobs[0]
+            if job.failure is not None:
+                return self._abi.encode_call("reportFailure", job.request_id, job.failure[:256])
+            assert job.output is not None
+            return self._abi.deliver_calldata(job.request_id, job.output)
+        items = [
+            (j.request_id, j.failure is not None, j.failure[:256].encode() if j.failure is not None else j.output)
+            for j in jobs
+        ]
+        return self._abi.encode_call("deliverBatch", items)
+
+    def _fees(self) -> tuple[int, int] | None:
+        """(maxFeePerGas, maxPriorityFeePerGas) for the next transaction, or None while the base fee is above cap."""
+        base = self.head.base_fee_wei if self.head else 0
+        cap = self._policy.max_fee_per_gas_wei
+        if base > cap:
+            return None
+        tip = min(self._policy.priority_fee_wei, cap - base)
+        return min(cap, 2 * base + tip), tip
+
+    async def _send(self, key: _Key, jobs: list[Job]) -> None:
+        calldata = self._calldata(jobs)
+        what = self._describe(jobs)
+        call: dict[str, Any] = {"from": key.address, "to": self._coordinator, "data": HexBytes(calldata)}
+        try:
+            estimate = await self._rpc.call("eth_estimateGas", lambda w3: w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            await self._refused(key, jobs, as_reverted(exc, self._abi, what))
+            return
+        fees = self._fees()
+        if fees is None:
+            if not self._cap_warned:
+                log.warning(
+                    "base fee %d wei is above the cap max_fee_per_gas_wei=%d: holding %d job(s) until it falls",
+                    self.head.base_fee_wei if self.head else 0,
+                    self._policy.max_fee_per_gas_wei,
+                    len(jobs),
+                )
+                self._cap_warned = True
+            for job in reversed(jobs):
+                self._ready.appendleft(job)
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        self._cap_warned = False
+        async with key.lock:
+            unsigned: dict[str, Any] = {
+                "to": self._coordinator,
+                "data": "0x" + calldata.hex(),
+                "value": 0,
+                "gas": int(estimate * GAS_MARGIN),
+                "nonce": key.next_nonce,
+                "chainId": self._chain_id,
+                "maxFeePerGas": fees[0],
+                "maxPriorityFeePerGas": fees[1],
+                "type": 2,
+            }
+            signed = key.account.sign_transaction(unsigned)
+            tx = StoredTx(
+                sender=key.address,
+                nonce=key.next_nonce,
+                hashes=["0x" + signed.hash.hex()],
+                raw=bytes(signed.raw_transaction),
+                request=unsigned,
+                items=[(j.request_id, j.failure is not None) for j in jobs],
+                sent_block=self.head.number if self.head else 0,
+            )
+            self._store.add_tx(tx, jobs)  # committed before it leaves the process
+            key.next_nonce += 1
+            self._track(tx, key)
+            for job in jobs:
+                self._carried[job.request_id] = job
+                self._first_failure.pop(job.request_id, None)
+        self.sent += 1
+        log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
+        await self._broadcast(tx)
+
+    def _describe(self, jobs: list[Job]) -> str:
+        if len(jobs) > 1:
+            return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
+        kind = "reportFailure" if jobs[0].failure is not None else "deliver"
+        return f"{kind}({jobs[0].request_id})"
+
+    async def _refused(self, key: _Key, jobs: list[Job], reverted: Any) -> None:
+        """The simulation reverted: settle or re-route what it carried."""
+        if len(jobs) > 1:
+            log.warning("%s; sending its items one by one", reverted)
+            for job in jobs:
+                await self._send(key, [job])
+            return
+        job = jobs[0]
+        if reverted.error in SETTLED_ERRORS:
+            self._settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+        elif job.failure is None:
+            # The coordinator will not take this output (e.g. too large): failure is an answer, report it.
+            log.warning("request %d: %s; reporting the failure instead", job.request_id, reverted)
+            self._store.update(job, JobState.COMPUTED, failure=f"delivery refused: {reverted.error or reverted}")
+            self.enqueue(job)
+        else:
+            self._settle(job, JobState.FAILED, str(reverted))
+
+    async def _broadcast(self, tx: StoredTx, *, quiet: bool = False) -> None:
+        raw = tx.raw
+        try:
+            await self._rpc.call("eth_sendRawTransaction", lambda w3: w3.eth.send_raw_transaction(raw))
+        except RpcUnavailable as exc:
+            # It may or may not have arrived: the tracker finds its receipt or rebroadcasts it.
+            log.warning("nonce %d of %s may not have been sent (%s); will resend", tx.nonce, tx.sender, exc)
+        except Web3RPCError as exc:
+            message = str(exc).lower()
+            if "already known" in message or "already imported" in message:
+                return
+            if "nonce too low" in message:
+                if not quiet:
+                    await self._nonce_taken(tx)
+                return
+            if quiet:
+                log.info("rebroadcast of nonce %d: %s", tx.nonce, exc)
+                return
+            log.error("nonce %d of %s refused by the RPC (%s); its jobs will be sent again", tx.nonce, tx.sender, exc)
+            await self._abandon(tx, str(exc))
+
+    async def _nonce_taken(self, tx: StoredTx) -> None:
+        """The chain already has a transaction at this nonce that is none of ours on record: resync, resend."""
+        for tx_hash in tx.hashes:
+            if await self._receipt(tx_hash) is not None:
+                return  # one of ours was mined: the tracker settles it
+        await self._abandon(tx, "nonce too low")
+
+    async def _abandon(self, tx: StoredTx, reason: str) -> None:
+        """A signed transaction that can never be mined: free its nonce (resync) and queue its jobs again."""
+        key = self._by_address[tx.sender.lower()]
+        tx.state = "failed"
+        self._store.update_tx(tx)
+        self._untrack(tx)
+        async with key.lock:
+            key.next_nonce = await self._pending_nonce(key)
+            log.info("sender %s: nonce resynced to %d (%s)", key.address, key.next_nonce, reason)
+        jobs = [j for rid, _ in tx.items if (j := self._carried.pop(rid, None)) is not None]
+        for job in jobs:
+            if job.state is JobState.SUBMITTED:
+                self._store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
+        self._requeue([j for j in jobs if j.state is JobState.COMPUTED], RuntimeError(reason))
+
+    def _track(self, tx: StoredTx, key: _Key) -> None:
+        self._open[(tx.sender.lower(), tx.nonce)] = tx
+        key.open += 1
+
+    def _untrack(self, tx: StoredTx) -> None:
+        if self._open.pop((tx.sender.lower(), tx.nonce), None) is not None:
+            self._by_address[tx.sender.lower()].open -= 1
+            self._receipts.pop((tx.sender.lower(), tx.nonce), None)
+            self._room.set()
+
+    # ------------------------------------------------------------------------------------------------- track
+
+    async def _track_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._policy.receipt_poll_s)
+            self._wake.clear()
+            if self._open:
+                try:
+                    await self._check_open()
+                except RpcUnavailable as exc:
+                    log.warning("cannot check transactions: %s", exc)
+
+    async def _receipt(self, tx_hash: str) -> Any:
+        try:
+            return await self._rpc.call(
+                "eth_getTransactionReceipt",
+                lambda w3: w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
+            )
+        except TransactionNotFound:
+            return None
+
+    async def _check_one(self, tx: StoredTx) -> None:
+        slot = (tx.sender.lower(), tx.nonce)
+        head = self.head.number if self.head else 0
+        if tx.state == "pending":
+            for tx_hash in reversed(tx.hashes):
+                receipt = await self._receipt(tx_hash)
+                if receipt is not None:
+                    self._receipts[slot] = receipt
+                    tx.state, tx.mined_block = "mined", int(receipt["blockNumber"])
+                    self._store.update_tx(tx)
+                    break
+            else:
+                if head - tx.sent_block >= self._policy.bump_after_blocks:
+                    await self._replace(tx)
+                return
+        if tx.mined_block is not None and head >= tx.mined_block + self._policy.confirmations:
+            receipt = self._receipts.get(slot)
+            if receipt is None:  # resumed after a restart
+                for tx_hash in tx.hashes:
+                    receipt = await self._receipt(tx_hash)
+                    if receipt is not None:
+                        break
+                else:
+                    tx.state, tx.mined_block = "pending", None
+                    return
+            self._finish(tx, receipt)
+
+    async def _check_open(self) -> None:
+        await asyncio.gather(*(self._check_one(tx) for tx in list(self._open.values())))
+
+    def _finish(self, tx: StoredTx, receipt: Any) -> None:
+        """Settles the jobs of a mined, confirmed transaction from its receipt."""
+        ok = int(receipt["status"]) == 1
+        outcomes = self._abi.delivery_outcomes(list(receipt["logs"]), tx.sender) if ok else {}
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
+        for rid, _failed in tx.items:
+            job = self._carried.pop(rid, None) or self._store.get(rid)
+            if job is None or job.state is not JobState.SUBMITTED:
+                continue
+            job.tx_hash = tx_hash
+            outcome = outcomes.get(rid)
+            if not ok:
+                reverts = self._reverts[rid] = self._reverts.get(rid, 0) + 1
+                if reverts > 1:
+                    self._settle(job, JobState.FAILED, f"delivery tx {tx_hash} reverted twice")
+                else:
+                    log.warning("request %d: tx %s reverted on-chain; sending it again", rid, tx_hash)
+                    self._store.update(job, JobState.COMPUTED)
+                    self.enqueue(job)
+            elif outcome == "fulfilled":
+                self._settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
+            elif outcome == "reported":
+                self._settle(job, JobState.FAILED, f"failure reported on-chain: {job.failure}", tx_hash=tx_hash)
+            elif outcome in SETTLED_ERRORS:
+                self._settle(job, JobState.EXPIRED, f"already settled on-chain ({outcome})")
+            else:
+                self._settle(job, JobState.FAILED, f"delivery refused on-chain: {outcome or 'no event'}")
+        tx.state = "confirmed" if ok else "failed"
+        self._store.update_tx(tx)
+        self._untrack(tx)
+
+    def _settle(
+        self,
+        job: Job,
+        state: JobState,
+        error: str | None,
+        *,
+        tx_hash: str | None = None,
+        gas: int = 0,
+        block: int | None = None,
+    ) -> None:
+        self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
+        self._first_failure.pop(job.request_id, None)
+        self._reverts.pop(job.request_id, None)
+        took_ms = (time.monotonic() - job.seen_at) * 1000
+        rid = job.request_id
+        if state is JobState.CONFIRMED:
+            log.info(
+                "request %d: delivered %s in %.0f ms tx %s block %s gas %d",
+                rid,
+                job.model_name,
+                took_ms,
+                tx_hash,
+                block,
+                gas,
+            )
+        elif state is JobState.EXPIRED:
+            log.info("request %d: skipped: %s", rid, error)
+        else:
+            log.error("request %d: %s after %.0f ms: %s", rid, state, took_ms, error)
+        self._on_settled(job)
+
+    # ------------------------------------------------------------------------------------------------ replace
+
+    async def _replace(self, tx: StoredTx) -> None:
+        """Re-signs an unmined transaction at the same nonce with higher fees (or rebroadcasts it at the cap)."""
+        head = self.head
+        assert head is not None
+        key = self._by_address[tx.sender.lower()]
+        cap = self._policy.max_fee_per_gas_wei
+        pct = self._policy.bump_percent
+        old_max, old_tip = int(tx.request["maxFeePerGas"]), int(tx.request["maxPriorityFeePerGas"])
+        new_tip = min(cap, _bumped(old_tip, pct))
+        new_max = min(cap, max(_bumped(old_max, pct), 2 * head.base_fee_wei + new_tip))
+        live = [j for rid, _ in tx.items if (j := self._carried.get(rid)) is not None and j.state is JobState.SUBMITTED]
+        waited = head.number - tx.sent_block
+        tx.sent_block = head.number
+        if new_max < _bumped(old_max, 10) and len(live) == len(tx.items):
+            log.warning(
+                "nonce %d of %s unmined after %d blocks and its fee is at the cap (%d wei): rebroadcasting",
+                tx.nonce,
+                tx.sender,
+                waited,
+                old_max,
+            )
+            self._store.update_tx(tx)
+            await self._broadcast(tx, quiet=True)
+            return
+        request = {**tx.request, "maxFeePerGas": new_max, "maxPriorityFeePerGas": min(new_tip, new_max)}
+        if len(live) != len(tx.items):
+            if live:
+                request["data"] = "0x" + self._calldata(live).hex()
+            else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
+                request.update(to=tx.sender, data="0x", gas=CANCEL_GAS)
+            tx.items = [(j.request_id, j.failure is not None) for j in live]
+        signed = key.account.sign_transaction(request)
+        tx.hashes.append("0x" + signed.hash.hex())
+        tx.raw, tx.request = bytes(signed.raw_transaction), request
+        self._store.update_tx(tx)
+        for job in live:
+            self._store.update(job, JobState.SUBMITTED, tx_hash=tx.hashes[-1])
+        self.replaced += 1
+        log.warning(
+            "nonce %d of %s unmined after %d blocks: replaced with maxFeePerGas %d (was %d), tx %s",
+            tx.nonce,
+            tx.sender,
+            waited,
+            new_max,
+            old_max,
+            tx.hashes[-1],
+        )
+        await self._broadcast(tx, quiet=True)

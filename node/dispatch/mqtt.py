@@ -67,6 +67,10 @@ class MqttHub:
                 self._connected.clear()
                 self._client = None
 
+    async def healthy(self) -> bool:
+        """Whether the broker connection is up (the workers behind it are the broker's to balance)."""
+        return self._connected.is_set()
+
     def _route(self, payload: Any) -> None:
         try:
             reply = json.loads(payload)
@@ -108,6 +112,9 @@ class MqttDispatcher:
         self._timeout_s = timeout_s
         self._max_dispatches = max_dispatches
         jobs_topic(model_name)  # fail at start, not per job, on a name that cannot be a topic
+
+    async def healthy(self) -> bool:
+        return await self._hub.healthy()
 
     async def compute(self, job_id: str, input_: bytes) -> bytes:
         key = f"{self._hub.node_id}:{job_id}"

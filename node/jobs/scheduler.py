@@ -1,10 +1,11 @@
-"""Turns requests into jobs and drives each one: compute in its container, then deliver on-chain.
+"""Turns requests into jobs and computes each one in its container, then hands it to the transaction manager.
 
-Guarantees: at most `max_concurrency` jobs run per model at once; a retryable container failure is retried with
-capped exponential backoff up to `max_attempts`; a rejected input fails the job at once; a job that fails
-in its container is reported on-chain (`reportFailure`) so the request can fail and be refunded; a request past its
-deadline is dropped, not run; the output is computed
-once and the delivery simulated before it is sent; one log line per job outcome with its request id and duration.
+Guarantees: at most `max_concurrency` jobs run per model at once; a retryable container failure (5xx, timeout,
+crash, malformed answer) is retried with capped exponential backoff up to `max_attempts`; a rejected input (4xx)
+fails at once; a job that cannot be computed is reported on-chain (`reportFailure`) so the request fails and is
+refunded instead of hanging; a request past its deadline is dropped, not run; the output is committed to the store
+before it is handed on, so it is never computed twice (a restart resumes computed jobs at the send); each attempt
+is committed too, so a container that crashes the node's jobs cannot make a restarted node retry forever.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.chain.contracts import InferenceRequest
-from node.chain.tx import AlreadyFulfilled, Receipt
+from node.chain.contracts import InferenceRequest, model_id
 from node.config import ModelConfig
-from node.errors import ContainerError, InferaError
+from node.errors import ContainerError
 from node.jobs.store import Job, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -37,10 +36,8 @@ class Dispatcher(Protocol):
     async def compute(self, job_id: str, input_: bytes) -> bytes: ...
 
 
-class Deliverer(Protocol):
-    async def deliver(self, request_id: int, output: bytes) -> Receipt: ...
-
-    async def report_failure(self, request_id: int, reason: str) -> Receipt: ...
+class Sender(Protocol):
+    def enqueue(self, job: Job) -> None: ...
 
 
 @dataclass
@@ -53,14 +50,13 @@ class Route:
 
 
 class Scheduler:
-    def __init__(
-        self, store: JobStore, routes: dict[bytes, Route], sender: Deliverer, *, delivery_retry_window_s: float
-    ) -> None:
+    def __init__(self, store: JobStore, routes: dict[bytes, Route], sender: Sender) -> None:
         self._store = store
         self._routes = routes
         self._sender = sender
-        self._delivery_retry_window_s = delivery_retry_window_s
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Container calls made, by model name (what a restart must not repeat for computed jobs).
+        self.container_calls: dict[str, int] = {}
 
     def submit(self, request: InferenceRequest) -> Job | None:
         """Accepts a request seen on-chain; returns its new job, or None if it is a duplicate or not ours."""
@@ -69,12 +65,43 @@ class Scheduler:
             log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
             return None
         job = self._store.add(request, route.model.name)
-        if job is None:
-            return None
-        task = asyncio.create_task(self._run(job, route), name=f"job-{request.request_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if job is not None:
+            self._start(job, route)
         return job
+
+    def resume(self) -> int:
+        """Picks up the jobs a previous run left unfinished (from the store); returns how many."""
+        jobs = self._store.resumable()
+        for job in jobs:
+            route = self._routes.get(model_id(job.model_name))
+            if route is None:
+                self._store.update(job, JobState.FAILED, error=f"model {job.model_name} is no longer served here")
+                continue
+            self._start(job, route)
+        if jobs:
+            log.info("resuming %d unfinished job(s) from the store", len(jobs))
+        return len(jobs)
+
+    def cancel(self, request_ids: list[int]) -> None:
+        """Stops work on requests a reorg removed."""
+        for rid in request_ids:
+            task = self._tasks.pop(rid, None)
+            if task is not None:
+                task.cancel()
+            log.info("request %d: removed by a reorg; its job is cancelled", rid)
+
+    def _start(self, job: Job, route: Route) -> None:
+        if job.state is JobState.COMPUTED:
+            self._sender.enqueue(job)  # computed before a restart or a reorg: send, never recompute
+            return
+        rid = job.request_id
+        task = asyncio.create_task(self._run(job, route), name=f"job-{rid}")
+        self._tasks[rid] = task
+        task.add_done_callback(lambda t: self._tasks.pop(rid, None) if self._tasks.get(rid) is t else None)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
 
     async def run(self, requests: asyncio.Queue[InferenceRequest]) -> None:
         """Consumes requests from the listener until cancelled."""
@@ -85,111 +112,58 @@ class Scheduler:
             await self.drain()
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Waits for running jobs to finish, then cancels what is left."""
+        """Waits for running computations to finish, then cancels what is left (the store resumes it)."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout_s)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _compute(self, job: Job, route: Route) -> bytes:
         while True:
-            job.attempts += 1
-            try:
-                async with route.slots:
+            async with route.slots:  # `running` means in the container, not waiting for a slot
+                self._store.update(job, JobState.RUNNING, attempts=job.attempts + 1)
+                self.container_calls[route.model.name] = self.container_calls.get(route.model.name, 0) + 1
+                try:
                     return await route.dispatcher.compute(str(job.request_id), job.request.input)
-            except ContainerError as exc:
-                if not exc.retryable or job.attempts >= route.model.max_attempts:
-                    raise
-                delay = backoff_s(job.attempts)
-                log.warning(
-                    "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
-                    job.request_id,
-                    job.attempts,
-                    route.model.max_attempts,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _send(self, job: Job, send: Callable[[], Awaitable[Receipt]], what: str) -> Receipt:
-        """Sends a transaction, retrying while the RPC is unreachable; what it carries is never recomputed."""
-        deadline = time.monotonic() + self._delivery_retry_window_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await send()
-            except InferaError as exc:
-                if not exc.retryable or time.monotonic() + backoff_s(attempt) > deadline:
-                    raise
-                log.warning(
-                    "request %d: %s attempt %d failed (%s); retrying in %.2f s",
-                    job.request_id,
-                    what,
-                    attempt,
-                    exc,
-                    backoff_s(attempt),
-                )
-                await asyncio.sleep(backoff_s(attempt))
-
-    async def _report_failure(self, job: Job, reason: str) -> None:
-        """Failure is an answer: tells the coordinator, so the request can fail and be refunded, not hang."""
-        try:
-            receipt = await self._send(
-                job, lambda: self._sender.report_failure(job.request_id, reason), "failure report"
+                except ContainerError as exc:
+                    if not exc.retryable or job.attempts >= route.model.max_attempts:
+                        raise
+                    error = exc
+            delay = backoff_s(job.attempts)
+            log.warning(
+                "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
+                job.request_id,
+                job.attempts,
+                route.model.max_attempts,
+                error,
+                delay,
             )
-        except AlreadyFulfilled:
-            log.info("request %d: no failure report needed (already settled)", job.request_id)
-        except InferaError as exc:
-            log.error("request %d: could not report the failure on-chain: %s", job.request_id, exc)
-        else:
-            log.info("request %d: failure reported on-chain tx %s", job.request_id, receipt.tx_hash)
+            await asyncio.sleep(delay)
 
     async def _run(self, job: Job, route: Route) -> None:
-        started = time.perf_counter()
         rid = job.request_id
         if job.request.deadline < time.time():
-            self._store.set_state(job, JobState.EXPIRED, error="deadline passed")
+            self._store.update(job, JobState.EXPIRED, error="deadline passed before it could run")
             log.info("request %d: deadline passed before it could run; skipped", rid)
             return
+        if job.attempts >= route.model.max_attempts:  # a previous run used them all (e.g. the node crashed)
+            self._store.update(job, JobState.COMPUTED, failure=f"no answer after {job.attempts} attempt(s)")
+            self._sender.enqueue(job)
+            return
+        started = time.perf_counter()
         try:
-            self._store.set_state(job, JobState.RUNNING)
-            if job.output is None:
-                job.output = await self._compute(job, route)
-                self._store.set_state(job, JobState.COMPUTED)
-            computed_ms = (time.perf_counter() - started) * 1000
-            self._store.set_state(job, JobState.SUBMITTED)
-            output = job.output
-            receipt = await self._send(job, lambda: self._sender.deliver(rid, output), "delivery")
-        except AlreadyFulfilled:
-            self._store.set_state(job, JobState.EXPIRED, error="already fulfilled")
-            log.info("request %d: already fulfilled on-chain; skipped", rid)
-        except InferaError as exc:
-            self._store.set_state(job, JobState.FAILED, error=str(exc))
-            log.error(
-                "request %d: failed after %.0f ms (%d attempt(s)): %s",
-                rid,
-                (time.perf_counter() - started) * 1000,
-                job.attempts,
-                exc,
-            )
-            if isinstance(exc, ContainerError):  # the model could not answer: say so on-chain
-                await asyncio.shield(self._report_failure(job, str(exc)))
+            output = await self._compute(job, route)
+        except ContainerError as exc:
+            log.error("request %d: %s failed after %d attempt(s): %s", rid, route.model.name, job.attempts, exc)
+            # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.
+            self._store.update(job, JobState.COMPUTED, failure=str(exc))
         except Exception as exc:  # a bug must fail one job, not the node
-            self._store.set_state(job, JobState.FAILED, error=repr(exc))
             log.exception("request %d: unexpected error", rid)
+            self._store.update(job, JobState.FAILED, error=repr(exc))
+            return
         else:
-            job.tx_hash = receipt.tx_hash
-            self._store.set_state(job, JobState.CONFIRMED)
-            log.info(
-                "request %d: delivered %s in %.0f ms (compute %.0f ms) tx %s block %d gas %d",
-                rid,
-                route.model.name,
-                (time.perf_counter() - started) * 1000,
-                computed_ms,
-                receipt.tx_hash,
-                receipt.block_number,
-                receipt.gas_used,
-            )
+            self._store.update(job, JobState.COMPUTED, output=output)
+            log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)
+        self._sender.enqueue(job)

@@ -1,17 +1,32 @@
-"""The node's record of jobs, one per request, with its state.
+"""The node's durable record: jobs, the listener's cursor and block hashes, and the transactions in flight.
 
-States: seen → running → computed → submitted → confirmed | failed | expired.
+States of a job: seen → running → computed → submitted → confirmed | failed | expired, plus `orphaned` for a job
+whose request a reorg removed (a re-included request revives it).
 
-Guarantees: a request id becomes at most one job (duplicates from backfill overlap are dropped); the output is
-kept once computed, so a send retry resends and never recomputes. This version keeps jobs in memory: a restart
-backfills from the configured start block and the chain's `AlreadyFulfilled` check stops a second delivery.
+Guarantees:
+- SQLite in WAL mode, one commit per state change: a process killed at any point (SIGKILL included) restarts from
+  the last committed state. With `synchronous=NORMAL` a power loss may roll back the last commits; the chain-side
+  checks (simulation, `served`) keep that from ever causing a second delivery.
+- One row per (chain, coordinator, request id, interval): a log seen twice (backfill overlap, reconnect) is one job.
+- A job's output is committed before any transaction carrying it is signed, so a retry resends, never recomputes.
+- A transaction is committed (raw bytes, nonce, the jobs it carries) before it is broadcast, so a crash between
+  the two resends the same nonce instead of leaving a gap.
+- Terminal jobs and settled transactions are pruned after `retention_s`, so the disk stays bounded.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import sqlite3
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 
@@ -24,19 +39,118 @@ class JobState(enum.StrEnum):
     CONFIRMED = "confirmed"
     FAILED = "failed"
     EXPIRED = "expired"
+    ORPHANED = "orphaned"
 
 
-TERMINAL = frozenset({JobState.CONFIRMED, JobState.FAILED, JobState.EXPIRED})
+TERMINAL = frozenset({JobState.CONFIRMED, JobState.FAILED, JobState.EXPIRED, JobState.ORPHANED})
+#: Jobs a restarted node picks up again.
+RESUMABLE = (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    chain_id     INTEGER NOT NULL,
+    coordinator  TEXT    NOT NULL,
+    request_id   TEXT    NOT NULL,
+    interval     INTEGER NOT NULL DEFAULT 0,
+    model        TEXT    NOT NULL,
+    request      TEXT    NOT NULL,
+    block_number INTEGER NOT NULL,
+    block_hash   TEXT    NOT NULL,
+    state        TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    output       BLOB,
+    failure      TEXT,
+    tx_hash      TEXT,
+    nonce        INTEGER,
+    error        TEXT,
+    created_at   REAL    NOT NULL,
+    updated_at   REAL    NOT NULL,
+    PRIMARY KEY (chain_id, coordinator, request_id, interval)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_at);
+CREATE TABLE IF NOT EXISTS cursors (
+    chain_id    INTEGER NOT NULL,
+    coordinator TEXT    NOT NULL,
+    next_block  INTEGER NOT NULL,
+    PRIMARY KEY (chain_id, coordinator)
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    chain_id INTEGER NOT NULL,
+    number   INTEGER NOT NULL,
+    hash     TEXT    NOT NULL,
+    PRIMARY KEY (chain_id, number)
+);
+CREATE TABLE IF NOT EXISTS txs (
+    chain_id     INTEGER NOT NULL,
+    sender       TEXT    NOT NULL,
+    nonce        INTEGER NOT NULL,
+    coordinator  TEXT    NOT NULL,
+    hashes       TEXT    NOT NULL,
+    raw          BLOB    NOT NULL,
+    request      TEXT    NOT NULL,
+    items        TEXT    NOT NULL,
+    sent_block   INTEGER NOT NULL,
+    mined_block  INTEGER,
+    state        TEXT    NOT NULL,
+    updated_at   REAL    NOT NULL,
+    PRIMARY KEY (chain_id, sender, nonce)
+);
+CREATE INDEX IF NOT EXISTS txs_by_state ON txs (state, updated_at);
+"""
+
+
+def request_to_json(r: InferenceRequest) -> str:
+    return json.dumps(
+        {
+            "request_id": str(r.request_id),
+            "model_id": r.model_id.hex(),
+            "consumer": r.consumer,
+            "input": r.input.hex(),
+            "token": r.token,
+            "fee_per_node_wei": str(r.fee_per_node_wei),
+            "callback_gas_limit": r.callback_gas_limit,
+            "redundancy": r.redundancy,
+            "deadline": r.deadline,
+            "block_number": r.block_number,
+            "block_hash": r.block_hash,
+            "tx_hash": r.tx_hash,
+            "log_index": r.log_index,
+        }
+    )
+
+
+def request_from_json(text: str) -> InferenceRequest:
+    d = json.loads(text)
+    return InferenceRequest(
+        request_id=int(d["request_id"]),
+        model_id=bytes.fromhex(d["model_id"]),
+        consumer=to_checksum_address(d["consumer"]),
+        input=bytes.fromhex(d["input"]),
+        token=to_checksum_address(d["token"]),
+        fee_per_node_wei=int(d["fee_per_node_wei"]),
+        callback_gas_limit=int(d["callback_gas_limit"]),
+        redundancy=int(d["redundancy"]),
+        deadline=int(d["deadline"]),
+        block_number=int(d["block_number"]),
+        block_hash=str(d["block_hash"]),
+        tx_hash=str(d["tx_hash"]),
+        log_index=int(d["log_index"]),
+    )
 
 
 @dataclass
 class Job:
+    """A job as the scheduler works on it; every change goes through `JobStore` so it is committed."""
+
     request: InferenceRequest
     model_name: str
     state: JobState = JobState.SEEN
     attempts: int = 0
     output: bytes | None = None
+    #: Set when the job is to be reported as failed on-chain instead of delivered.
+    failure: str | None = None
     tx_hash: str | None = None
+    nonce: int | None = None
     error: str | None = None
     seen_at: float = field(default_factory=time.monotonic)
 
@@ -45,25 +159,306 @@ class Job:
         return self.request.request_id
 
 
-class JobStore:
-    """Jobs by request id."""
+@dataclass
+class StoredTx:
+    """A transaction the node signed: kept until mined (and confirmed) so it can be tracked, bumped or resent."""
 
-    def __init__(self) -> None:
-        self._jobs: dict[int, Job] = {}
+    sender: str
+    nonce: int
+    hashes: list[str]
+    raw: bytes
+    #: The unsigned transaction (to, data, gas, fees) so a bump can re-sign it.
+    request: dict[str, Any]
+    #: (request id, failed) of each job it carries, in order.
+    items: list[tuple[int, bool]]
+    sent_block: int
+    state: str = "pending"
+    mined_block: int | None = None
+
+
+class JobStore:
+    """Jobs, cursor, block hashes and transactions of one (chain, coordinator), in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, chain_id: int, coordinator: str) -> None:
+        self.path = str(path)
+        self.chain_id = chain_id
+        self.coordinator = coordinator.lower()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        #: Live jobs by request id (the rows not yet terminal), so hot paths do not read back what they wrote.
+        self._live: dict[int, Job] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Groups writes into one atomic commit."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _key(self, request_id: int) -> tuple[int, str, str, int]:
+        return (self.chain_id, self.coordinator, str(request_id), 0)
+
+    # ------------------------------------------------------------------------------------------------- jobs
 
     def add(self, request: InferenceRequest, model_name: str) -> Job | None:
-        """Records a new job; returns None if this request id already has one."""
-        if request.request_id in self._jobs:
-            return None
-        job = self._jobs[request.request_id] = Job(request=request, model_name=model_name)
+        """Records a new job; returns None if this request already has one (a duplicate log).
+
+        A job orphaned by a reorg is revived when its request is seen again; its output is kept only if the
+        re-included request asks for the same thing.
+        """
+        now = time.time()
+        row = self._db.execute(
+            "SELECT state, request, output FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=?"
+            " AND interval=?",
+            self._key(request.request_id),
+        ).fetchone()
+        output: bytes | None = None
+        if row is not None:
+            if row[0] != JobState.ORPHANED:
+                return None
+            old = request_from_json(row[1])
+            same = (old.model_id, old.consumer, old.input) == (request.model_id, request.consumer, request.input)
+            output = row[2] if same else None
+        state = JobState.COMPUTED if output is not None else JobState.SEEN
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs (chain_id, coordinator, request_id, interval, model, request, block_number,"
+            " block_hash, state, attempts, output, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)",
+            (
+                *self._key(request.request_id),
+                model_name,
+                request_to_json(request),
+                request.block_number,
+                request.block_hash,
+                state,
+                output,
+                now,
+                now,
+            ),
+        )
+        job = Job(request=request, model_name=model_name, state=state, output=output)
+        self._live[request.request_id] = job
         return job
 
     def get(self, request_id: int) -> Job | None:
-        return self._jobs.get(request_id)
+        live = self._live.get(request_id)
+        if live is not None:
+            return live
+        row = self._db.execute(
+            "SELECT model, request, state, attempts, output, failure, tx_hash, nonce, error FROM jobs"
+            " WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
+            self._key(request_id),
+        ).fetchone()
+        return None if row is None else self._job(row)
 
-    def set_state(self, job: Job, state: JobState, *, error: str | None = None) -> None:
-        if job.state in TERMINAL:
+    @staticmethod
+    def _job(row: tuple[Any, ...]) -> Job:
+        model, request, state, attempts, output, failure, tx_hash, nonce, error = row
+        return Job(
+            request=request_from_json(request),
+            model_name=model,
+            state=JobState(state),
+            attempts=attempts,
+            output=output,
+            failure=failure,
+            tx_hash=tx_hash,
+            nonce=nonce,
+            error=error,
+        )
+
+    def resumable(self) -> list[Job]:
+        """Jobs a restarted node must carry on with (not yet handed to a transaction), oldest first."""
+        rows = self._db.execute(
+            "SELECT model, request, state, attempts, output, failure, tx_hash, nonce, error FROM jobs"
+            " WHERE chain_id=? AND coordinator=? AND state IN (?,?,?) ORDER BY block_number, request_id",
+            (self.chain_id, self.coordinator, *RESUMABLE),
+        ).fetchall()
+        jobs = [self._job(r) for r in rows]
+        for job in jobs:
+            self._live[job.request_id] = job
+        return jobs
+
+    def update(self, job: Job, state: JobState, **fields: Any) -> None:
+        """Moves `job` to `state`, setting `fields` (attempts, output, failure, tx_hash, nonce, error) in the
+        same commit. A terminal job only moves on from `orphaned` (revived by `add`)."""
+        if job.state in TERMINAL and state is not JobState.ORPHANED:
             raise ValueError(f"job {job.request_id} is already {job.state}; cannot move to {state}")
+        for name, value in fields.items():
+            setattr(job, name, value)
         job.state = state
-        if error is not None:
-            job.error = error
+        self._write(job)
+        if state in TERMINAL:
+            self._live.pop(job.request_id, None)
+        else:
+            self._live[job.request_id] = job
+
+    def _write(self, job: Job) -> None:
+        self._db.execute(
+            "UPDATE jobs SET state=?, attempts=?, output=?, failure=?, tx_hash=?, nonce=?, error=?, updated_at=?"
+            " WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
+            (
+                job.state,
+                job.attempts,
+                job.output,
+                job.failure,
+                job.tx_hash,
+                job.nonce,
+                job.error,
+                time.time(),
+                *self._key(job.request_id),
+            ),
+        )
+
+    def orphan_from(self, block_number: int, canonical: dict[int, str]) -> list[int]:
+        """Marks every job whose request log was in a block at or above `block_number` and whose block hash is not
+        the canonical one in `canonical` as orphaned; returns their request ids."""
+        rows = self._db.execute(
+            "SELECT request_id, block_number, block_hash, state FROM jobs WHERE chain_id=? AND coordinator=?"
+            " AND block_number >= ?",
+            (self.chain_id, self.coordinator, block_number),
+        ).fetchall()
+        orphaned = [int(r[0]) for r in rows if canonical.get(int(r[1])) != r[2] and r[3] != JobState.ORPHANED]
+        with self.transaction() as db:
+            for rid in orphaned:
+                db.execute(
+                    "UPDATE jobs SET state=?, error=?, updated_at=? WHERE chain_id=? AND coordinator=?"
+                    " AND request_id=? AND interval=?",
+                    (JobState.ORPHANED, "request removed by a reorg", time.time(), *self._key(rid)),
+                )
+                live = self._live.pop(rid, None)
+                if live is not None:
+                    live.state = JobState.ORPHANED
+        return orphaned
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state (this chain and coordinator)."""
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE chain_id=? AND coordinator=? GROUP BY state",
+            (self.chain_id, self.coordinator),
+        ).fetchall()
+        return {state: int(n) for state, n in rows}
+
+    # ------------------------------------------------------------------------------------- cursor and blocks
+
+    def cursor(self, default: int) -> int:
+        """The next block the listener has to read logs from."""
+        row = self._db.execute(
+            "SELECT next_block FROM cursors WHERE chain_id=? AND coordinator=?", (self.chain_id, self.coordinator)
+        ).fetchone()
+        return default if row is None else max(int(row[0]), default)
+
+    def set_cursor(self, next_block: int) -> None:
+        self._db.execute(
+            "INSERT INTO cursors (chain_id, coordinator, next_block) VALUES (?,?,?)"
+            " ON CONFLICT (chain_id, coordinator) DO UPDATE SET next_block=excluded.next_block",
+            (self.chain_id, self.coordinator, next_block),
+        )
+
+    def save_blocks(self, hashes: Iterable[tuple[int, str]], *, keep: int) -> None:
+        """Records canonical block hashes (for reorg detection after a restart), keeping the newest `keep`."""
+        with self.transaction() as db:
+            top = 0
+            for number, block_hash in hashes:
+                db.execute(
+                    "INSERT OR REPLACE INTO blocks (chain_id, number, hash) VALUES (?,?,?)",
+                    (self.chain_id, number, block_hash),
+                )
+                top = max(top, number)
+            db.execute("DELETE FROM blocks WHERE chain_id=? AND number < ?", (self.chain_id, top - keep))
+
+    def blocks(self) -> dict[int, str]:
+        rows = self._db.execute("SELECT number, hash FROM blocks WHERE chain_id=?", (self.chain_id,)).fetchall()
+        return {int(n): str(h) for n, h in rows}
+
+    def forget_blocks_from(self, number: int) -> None:
+        self._db.execute("DELETE FROM blocks WHERE chain_id=? AND number >= ?", (self.chain_id, number))
+
+    # -------------------------------------------------------------------------------------------------- txs
+
+    def add_tx(self, tx: StoredTx, jobs: list[Job]) -> None:
+        """Records a signed transaction and moves the jobs it carries to `submitted`, in one commit."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO txs (chain_id, sender, nonce, coordinator, hashes, raw, request, items,"
+                " sent_block, mined_block, state, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    self.chain_id,
+                    tx.sender.lower(),
+                    tx.nonce,
+                    self.coordinator,
+                    json.dumps(tx.hashes),
+                    tx.raw,
+                    json.dumps(tx.request),
+                    json.dumps([[str(rid), failed] for rid, failed in tx.items]),
+                    tx.sent_block,
+                    tx.mined_block,
+                    tx.state,
+                    now,
+                ),
+            )
+            for job in jobs:
+                job.state, job.tx_hash, job.nonce = JobState.SUBMITTED, tx.hashes[-1], tx.nonce
+                self._write(job)
+
+    def update_tx(self, tx: StoredTx) -> None:
+        self._db.execute(
+            "UPDATE txs SET hashes=?, raw=?, request=?, sent_block=?, mined_block=?, state=?, updated_at=?"
+            " WHERE chain_id=? AND sender=? AND nonce=?",
+            (
+                json.dumps(tx.hashes),
+                tx.raw,
+                json.dumps(tx.request),
+                tx.sent_block,
+                tx.mined_block,
+                tx.state,
+                time.time(),
+                self.chain_id,
+                tx.sender.lower(),
+                tx.nonce,
+            ),
+        )
+
+    def open_txs(self, sender: str) -> list[StoredTx]:
+        """The sender's transactions not yet final (pending, or mined but not yet confirmed), by nonce."""
+        rows = self._db.execute(
+            "SELECT sender, nonce, hashes, raw, request, items, sent_block, state, mined_block FROM txs"
+            " WHERE chain_id=? AND sender=? AND state IN ('pending', 'mined') ORDER BY nonce",
+            (self.chain_id, sender.lower()),
+        ).fetchall()
+        return [
+            StoredTx(
+                sender=to_checksum_address(r[0]),
+                nonce=int(r[1]),
+                hashes=list(json.loads(r[2])),
+                raw=bytes(r[3]),
+                request=dict(json.loads(r[4])),
+                items=[(int(rid), bool(failed)) for rid, failed in json.loads(r[5])],
+                sent_block=int(r[6]),
+                state=str(r[7]),
+                mined_block=None if r[8] is None else int(r[8]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------------------------------------ upkeep
+
+    def prune(self, retention_s: float) -> int:
+        """Deletes terminal jobs and final transactions older than `retention_s`; returns the jobs deleted."""
+        before = time.time() - retention_s
+        with self.transaction() as db:
+            deleted = db.execute(
+                f"DELETE FROM jobs WHERE state IN ({','.join('?' * len(TERMINAL))}) AND updated_at < ?",
+                (*TERMINAL, before),
+            ).rowcount
+            db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
+        return int(deleted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from web3 import HTTPProvider, Web3
 
-from node.devnet import ROOT, _http_ok, dev_account, free_port
+from node.devnet import ROOT, _http_ok, dev_account, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -80,13 +81,33 @@ def test_invalid_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
     assert secret not in result.stderr + result.stdout
 
 
-def test_dead_rpc_at_start_is_a_clear_error(tmp_path: Path) -> None:
+def test_dead_rpc_at_start_is_named_and_waited_out(tmp_path: Path) -> None:
+    """An RPC outage never stops the node, not even at start: it says which URL is dead and keeps trying."""
     rpc = f"http://127.0.0.1:{free_port()}"
     key = dev_account(1).key.hex()
-    result = run_with(tmp_path, GOOD_CHAIN.format(rpc=rpc) + MODELS, env={"INFERA_PRIVATE_KEY": key})
-    assert result.returncode == 1
-    assert f"chain.rpc_url: cannot reach {rpc}" in result.stderr
-    assert key not in result.stderr + result.stdout
+    path = tmp_path / "node.toml"
+    path.write_text(GOOD_CHAIN.format(rpc=rpc) + f'[api]\nport = 0\n[store]\npath = "{tmp_path}/n.db"\n' + MODELS)
+    log_path = tmp_path / "node.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "run", "--config", str(path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "INFERA_PRIVATE_KEY": key},
+        )
+    try:
+        wait_until(
+            lambda: log_path.read_text().count(f"chain.rpc_url: cannot reach {rpc}") >= 2,
+            timeout_s=60,
+            what="the node to retry the dead RPC",
+        )
+        assert proc.poll() is None, "a dead RPC must not stop the node"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0
+    assert key not in log_path.read_text()
 
 
 def test_devnet_once_prints_the_answer_and_stops_everything(tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""The node's HTTP endpoints: `/healthz` (the process is up) and `/readyz` (it can serve a request now).
+
+Binds 127.0.0.1 unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.health import Health
+
+HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
+STATUS: web.AppKey[Any] = web.AppKey("status", object)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    snapshot = request.app[HEALTH].snapshot()
+    snapshot.update(request.app[STATUS]())
+    return web.json_response(snapshot, status=200 if snapshot["ready"] else 503)
+
+
+def make_app(health: Health, status: Any) -> web.Application:
+    """`status()` adds the node's own figures (jobs by state, transactions in flight) to `/readyz`."""
+    app = web.Application()
+    app[HEALTH] = health
+    app[STATUS] = status
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

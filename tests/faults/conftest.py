@@ -1,0 +1,163 @@
+"""Fault injection on a real chain: anvil, the node as a process, a container, and a TCP proxy between them.
+
+The node reaches anvil (HTTP and WebSocket) only through `proxy`, so a test can cut the RPC; the test itself talks
+to anvil directly. The container is the suite's `faulty_container` (echo with switchable faults and a journal of
+every computation), so tests can count what was computed across node crashes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_utils.crypto import keccak
+
+from node.devnet import Devnet, Proc, _http_ok, free_port, wait_until
+from tests.proxy import TcpProxy
+
+MODEL = "echo/faulty@1"
+
+
+@dataclass
+class FaultRig:
+    dev: Devnet
+    proxy: TcpProxy
+    journal: Path
+    container_url: str
+    container: Proc | None = None
+    node: Proc | None = None
+    config: Path | None = None
+    restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------ processes
+
+    def start_container(self) -> None:
+        port, j = int(self.container_url.rsplit(":", 1)[1]), self.journal
+        self.container = self.dev.start(
+            "container",
+            [sys.executable, "-m", "tests.faults.faulty_container", "--port", str(port), "--journal", str(j)],
+        )
+        wait_until(
+            lambda: _http_ok(self.container_url + "/health"),
+            timeout_s=30,
+            what="the faulty container",
+            alive=self.container.check_alive,
+        )
+
+    def configure(self, **chain: Any) -> Path:
+        model = {"url": self.container_url, "timeout_s": chain.pop("timeout_s", 10), "max_concurrency": 8}
+        model.update(chain.pop("model", {}))
+        self.config = self.dev.write_node_config(
+            {MODEL: model},
+            rpc_url=self.proxy.url,
+            ws_url=self.proxy.url.replace("http://", "ws://"),
+            **chain,
+        )
+        return self.config
+
+    def start_node(self) -> Proc:
+        assert self.config is not None
+        self.node = self.dev.start_node(self.config, env=self.env)
+        wait_until(
+            lambda: "listening to" in self.node.log_path.read_text(),  # type: ignore[union-attr]
+            timeout_s=60,
+            what="the node to listen",
+            alive=self.node.check_alive,
+        )
+        return self.node
+
+    def kill_node(self) -> None:
+        """SIGKILL: no cleanup, no flush beyond what the node already committed."""
+        assert self.node is not None
+        os.killpg(self.node.popen.pid, signal.SIGKILL)
+        self.node.popen.wait()
+        self.dev.procs.remove(self.node)
+        self.restarts += 1
+
+    def control(self, action: str) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.container_url}/{action}", method="POST"), timeout=5)
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    def db(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Reads the node's store (read-only, while it runs)."""
+        assert self.config is not None
+        path = self.config.with_suffix(".db")
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            return db.execute(sql, args).fetchall()
+
+    def states(self) -> Counter[str]:
+        return Counter({state: n for state, n in self.db("SELECT state, COUNT(*) FROM jobs GROUP BY state")})
+
+    def computed(self) -> Counter[bytes]:
+        """How many times the container computed each input (from its journal)."""
+        if not self.journal.exists():
+            return Counter()
+        return Counter(bytes.fromhex(line) for line in self.journal.read_text().split())
+
+    def wait_states(self, what: str, timeout_s: float = 60, **expected: int) -> None:
+        """Waits until the store holds at least `expected` jobs in each named state."""
+
+        def reached() -> bool:
+            states = self.states()
+            return all(states[s] >= n for s, n in expected.items())
+
+        alive = self.node.check_alive if self.node and self.node.popen.poll() is None else None
+        wait_until(reached, timeout_s=timeout_s, what=f"{what} ({expected})", interval_s=0.05, alive=alive)
+
+    def fulfillments(self) -> Counter[int]:
+        """RequestFulfilled events by request id, over the whole chain."""
+        dep = self.dev.deployment
+        assert dep is not None
+        events = dep.coordinator.events.RequestFulfilled().get_logs(from_block=dep.start_block)
+        return Counter(int(e["args"]["requestId"]) for e in events)
+
+    def wait_fulfilled(self, ids: list[int], timeout_s: float = 90) -> None:
+        alive = self.node.check_alive if self.node else None
+        wait_until(
+            lambda: all(self.fulfillments()[i] >= 1 for i in ids),
+            timeout_s=timeout_s,
+            what=f"{len(ids)} requests fulfilled",
+            interval_s=0.2,
+            alive=alive,
+        )
+
+    def node_txs(self, address: str) -> list[dict[str, Any]]:
+        """Every transaction `address` sent, with its receipt status, in chain order."""
+        w3 = self.dev.w3
+        found = []
+        for number in range(self.dev.deployment.start_block, w3.eth.block_number + 1):  # type: ignore[union-attr]
+            block = w3.eth.get_block(number, full_transactions=True)
+            for tx in block["transactions"]:
+                if tx["from"].lower() == address.lower():  # type: ignore[index]
+                    receipt = w3.eth.get_transaction_receipt(tx["hash"])  # type: ignore[index]
+                    found.append({**tx, "status": receipt["status"]})  # type: ignore[dict-item]
+        return found
+
+
+def output_hash(data: bytes) -> bytes:
+    return keccak(data)
+
+
+@pytest.fixture
+def rig(contracts_built: None, tmp_path: Path) -> Iterator[FaultRig]:
+    with Devnet(tmp_path) as dev:
+        dev.start_anvil()
+        dev.deploy()
+        proxy = TcpProxy(dev.rpc_port)
+        rig = FaultRig(dev, proxy, tmp_path / "journal.txt", f"http://127.0.0.1:{free_port()}")
+        try:
+            rig.start_container()
+            yield rig
+        finally:
+            proxy.close()
