@@ -390,9 +390,8 @@ class Devnet:
         hashes = []
         for i, input_ in enumerate(inputs):
             fn = self.deployment.coordinator.functions.requestInference(model_id(model), input_, callback_gas_limit)
-            tx = fn.build_transaction(
-                {"from": sender.address, "value": fee_wei, "nonce": nonce + i, "gas": 400_000, **fees}  # type: ignore[typeddict-item]
-            )
+            params: Any = {"from": sender.address, "value": fee_wei, "nonce": nonce + i, "gas": 400_000, **fees}
+            tx: Any = fn.build_transaction(params)
             hashes.append(self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
         if not wait:
             return hashes
