@@ -147,7 +147,13 @@ class Node:
             )
             runner = None
             if cfg.api.port:
-                status = lambda: {"jobs": store.counts(), "txs_in_flight": txm.in_flight, "queued": txm.queued}  # noqa: E731
+                status = lambda: {  # noqa: E731
+                    "jobs": store.counts(),
+                    "txs_in_flight": txm.in_flight,
+                    "queued": txm.queued,
+                    "duplicates_dropped": scheduler.duplicates,
+                    "reorgs": listener.reorgs,
+                }
                 runner = await server.start(server.make_app(health, status), cfg.api.host, cfg.api.port)
                 log.info("health endpoints on http://%s:%d/readyz", cfg.api.host, cfg.api.port)
             for route in routes.values():

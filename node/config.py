@@ -75,6 +75,7 @@ class ModelConfig(_Section):
     timeout_s: float = Field(default=30.0, gt=0, description="per container call / per MQTT dispatch")
     max_concurrency: int = Field(default=4, ge=1, le=4096)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry delay; doubles, capped at 10 s")
     max_dispatches: int = Field(default=3, ge=1, le=20, description="mqtt: re-dispatches before an attempt fails")
 
     @model_validator(mode="after")

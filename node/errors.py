@@ -47,3 +47,8 @@ class ContainerRejected(ContainerError):
     """The container refused the input (HTTP 4xx): retrying the same input cannot succeed."""
 
     retryable = False
+
+
+class ContainerUnavailable(ContainerError):
+    """The container could not be reached at all (connection refused): not the input's fault, so it does not use up
+    an attempt; the job waits for the container to come back."""

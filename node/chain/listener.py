@@ -32,7 +32,7 @@ from node.jobs.store import JobStore
 log = logging.getLogger(__name__)
 
 RECONNECT_BASE_S = 0.5
-RECONNECT_MAX_S = 15.0
+RECONNECT_MAX_S = 5.0
 MAX_LOG_RANGE = 5_000
 #: Block hashes kept for reorg detection: deeper reorgs than this are not recognised.
 KEEP_BLOCKS = 256
@@ -102,7 +102,9 @@ class Listener:
         self.last_heard = 0.0
         self.connected = False
         self.reorgs = 0
-        self._rewound = False
+        #: After a rewind: the head at that moment. Until the cursor passes it, every new head re-reads the logs
+        #: with eth_getLogs (a live log of the new branch may have been dropped with the orphaned ones).
+        self._reread_to: int | None = None
 
     @property
     def lag_blocks(self) -> int:
@@ -161,8 +163,11 @@ class Listener:
         """Checks the head against the stored hashes (rewinding on a reorg), records it, releases held logs."""
         self.last_heard = time.monotonic()
         known = self._hashes.get(head.number)
-        if known == head.hash:
-            return  # already seen
+        if known == head.hash:  # already seen (before a restart, or a repeated notification)
+            if self.head is None or head.number > self.head.number:
+                self.head = head
+                self._on_head(head)
+            return
         parent = self._hashes.get(head.number - 1)
         if known is not None or (parent is not None and parent != head.parent_hash):
             await self._rewind(w3, head)
@@ -190,7 +195,7 @@ class Listener:
         self._store.forget_blocks_from(fork)
         self.cursor = min(self.cursor, fork)
         self._store.set_cursor(self.cursor)
-        self._rewound = True
+        self._reread_to = max(head.number, self._reread_to or 0)
         self._on_reorg(fork)
 
     async def _check_stored(self, w3: AsyncWeb3[Any], head: Head) -> None:
@@ -285,9 +290,11 @@ class Listener:
                 if message["subscription"] == heads:
                     head = as_head(message["result"])
                     await self._on_new_head(w3, head)
-                    if self._rewound:  # read the new branch's logs from the fork
-                        self._rewound = False
+                    if self._reread_to is not None:  # read the new branch's logs from the fork
                         await self.backfill(w3)
+                        if self.cursor > self._reread_to:
+                            self._reread_to = None
+                        continue
                     self.cursor = max(self.cursor, head.number - self._confirmations - WS_CURSOR_GRACE + 1)
                     self._save_progress()
                 else:
@@ -303,7 +310,7 @@ class Listener:
         )
         while True:
             await self._on_new_head(self._rpc.w3, head)
-            self._rewound = False
+            self._reread_to = None  # polling reads every block with eth_getLogs anyway
             await self.backfill(self._rpc.w3)
             await asyncio.sleep(self._poll_interval_s)
             head = await self._rpc.call("eth_getBlockByNumber", lambda w3: self._block(w3, "latest"))

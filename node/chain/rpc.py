@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
-from web3.exceptions import ContractLogicError, ProviderConnectionError, Web3RPCError
+from web3.exceptions import ContractLogicError, ProviderConnectionError
 
 from node.chain.contracts import CoordinatorAbi
 from node.errors import RpcUnavailable, TxReverted
@@ -45,10 +45,9 @@ def ws_client(url: str) -> AsyncWeb3[WebSocketProvider]:
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSPORT_ERRORS):
-        return True
-    # web3 wraps an HTTP 5xx from a proxy or gateway as an RPC error without a JSON-RPC code.
-    return isinstance(exc, Web3RPCError) and exc.rpc_response is None
+    """Whether the endpoint failed (refused, reset, timed out, HTTP 5xx from a gateway), as opposed to answering
+    with an error or a revert."""
+    return isinstance(exc, TRANSPORT_ERRORS)
 
 
 class RpcPool:

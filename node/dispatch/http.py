@@ -1,7 +1,8 @@
 """Calls a model container over HTTP with the Infernet container protocol.
 
-Guarantees: a 4xx is `ContainerRejected` (the input is bad; retrying cannot help), a 5xx, a timeout or a refused
-connection is a retryable `ContainerError`; a 200 whose body lacks an output is an error, never a success.
+Guarantees: a 4xx is `ContainerRejected` (the input is bad; retrying cannot help); a 5xx, a timeout or a dropped
+connection is a retryable `ContainerError`; a refused connection is `ContainerUnavailable` (the container is down);
+a 200 whose body lacks an output is an error, never a success.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from node.dispatch.protocol import chain_body, output_from_answer
-from node.errors import ContainerError
+from node.errors import ContainerError, ContainerUnavailable
 
 
 class HttpDispatcher:
@@ -35,6 +36,8 @@ class HttpDispatcher:
                 status = resp.status
         except TimeoutError:
             raise ContainerError(f"{self._url} did not answer within {self._timeout.total} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ContainerUnavailable(f"{self._url} is down: {exc}") from None
         except aiohttp.ClientError as exc:
             raise ContainerError(f"{self._url} unreachable: {exc}") from None
         except ValueError:

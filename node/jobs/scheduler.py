@@ -18,18 +18,19 @@ from typing import Protocol
 
 from node.chain.contracts import InferenceRequest, model_id
 from node.config import ModelConfig
-from node.errors import ContainerError
+from node.errors import ContainerError, ContainerUnavailable
 from node.jobs.store import Job, JobState, JobStore
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE_S = 0.25
 BACKOFF_MAX_S = 10.0
+#: How often a job re-tries a container that refuses connections.
+CONTAINER_WAIT_S = 1.0
 
 
-def backoff_s(attempt: int) -> float:
+def backoff_s(attempt: int, base_s: float) -> float:
     """Capped exponential backoff before retry number `attempt` (1-based)."""
-    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+    return float(min(BACKOFF_MAX_S, base_s * 2 ** (attempt - 1)))
 
 
 class Dispatcher(Protocol):
@@ -57,6 +58,8 @@ class Scheduler:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         #: Container calls made, by model name (what a restart must not repeat for computed jobs).
         self.container_calls: dict[str, int] = {}
+        #: Requests seen again (backfill overlap, reconnects) and dropped as duplicates.
+        self.duplicates = 0
 
     def submit(self, request: InferenceRequest) -> Job | None:
         """Accepts a request seen on-chain; returns its new job, or None if it is a duplicate or not ours."""
@@ -65,7 +68,10 @@ class Scheduler:
             log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
             return None
         job = self._store.add(request, route.model.name)
-        if job is not None:
+        if job is None:
+            self.duplicates += 1
+            log.debug("request %d: seen again; dropped as a duplicate", request.request_id)
+        else:
             self._start(job, route)
         return job
 
@@ -121,25 +127,35 @@ class Scheduler:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _compute(self, job: Job, route: Route) -> bytes:
+        down_since: float | None = None
         while True:
             async with route.slots:  # `running` means in the container, not waiting for a slot
                 self._store.update(job, JobState.RUNNING, attempts=job.attempts + 1)
                 self.container_calls[route.model.name] = self.container_calls.get(route.model.name, 0) + 1
                 try:
                     return await route.dispatcher.compute(str(job.request_id), job.request.input)
+                except ContainerUnavailable as exc:
+                    # The container is down, not failing on this input: wait for it, within the request's deadline.
+                    self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)
+                    if time.time() + CONTAINER_WAIT_S >= job.request.deadline:
+                        raise ContainerError(f"{exc}; gave up before the request's deadline") from None
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        log.info("request %d: %s; waiting for it", job.request_id, exc)
+                    error: ContainerError = exc
+                    delay = CONTAINER_WAIT_S
                 except ContainerError as exc:
                     if not exc.retryable or job.attempts >= route.model.max_attempts:
                         raise
-                    error = exc
-            delay = backoff_s(job.attempts)
-            log.warning(
-                "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
-                job.request_id,
-                job.attempts,
-                route.model.max_attempts,
-                error,
-                delay,
-            )
+                    error, delay = exc, backoff_s(job.attempts, route.model.retry_backoff_s)
+                    log.warning(
+                        "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
+                        job.request_id,
+                        job.attempts,
+                        route.model.max_attempts,
+                        error,
+                        delay,
+                    )
             await asyncio.sleep(delay)
 
     async def _run(self, job: Job, route: Route) -> None:

@@ -1,0 +1,83 @@
+"""The job store on a real SQLite file: duplicates, crash-safe state, reorg revival, pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eth_utils.address import to_checksum_address
+
+from node.chain.contracts import InferenceRequest
+from node.jobs.store import JobState, JobStore, StoredTx
+
+ADDR = to_checksum_address("0x" + "11" * 20)
+
+
+def request(rid: int, input_: bytes = b"hello", block: int = 10, block_hash: str = "0xaa") -> InferenceRequest:
+    model = b"\x01" * 32
+    return InferenceRequest(rid, model, ADDR, input_, ADDR, 10**15, 100_000, 1, 2**40, block, block_hash, "0x", 0)
+
+
+def store(path: Path) -> JobStore:
+    return JobStore(path / "jobs.db", chain_id=31337, coordinator=ADDR)
+
+
+def test_a_request_seen_twice_is_one_job(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    assert s.add(request(1), "m") is not None
+    assert s.add(request(1), "m") is None
+    assert s.counts() == {"seen": 1}
+
+
+def test_a_reopened_store_resumes_computed_jobs_with_their_output(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    job = s.add(request(7), "m")
+    assert job is not None
+    s.update(job, JobState.RUNNING, attempts=1)
+    s.update(job, JobState.COMPUTED, output=b"answer")
+    s.close()  # as if the process died here
+    (resumed,) = store(tmp_path).resumable()
+    assert (resumed.request_id, resumed.state, resumed.output, resumed.attempts) == (7, "computed", b"answer", 1)
+
+
+def test_a_signed_transaction_is_kept_with_its_jobs(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    job = s.add(request(3), "m")
+    assert job is not None
+    s.update(job, JobState.COMPUTED, output=b"x")
+    tx = StoredTx(ADDR, 5, ["0xbeef"], b"raw", {"nonce": 5}, [(3, False)], sent_block=11)
+    s.add_tx(tx, [job])
+    s.close()
+    s2 = store(tmp_path)
+    (open_tx,) = s2.open_txs(ADDR)
+    assert (open_tx.nonce, open_tx.raw, open_tx.items) == (5, b"raw", [(3, False)])
+    stored = s2.get(3)
+    assert stored is not None
+    assert (stored.state, stored.tx_hash, stored.nonce) == ("submitted", "0xbeef", 5)
+    assert s2.resumable() == []  # the transaction, not the scheduler, owns it now
+
+
+def test_a_reorg_orphans_jobs_and_a_reincluded_request_keeps_only_a_matching_output(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    for rid, block in ((1, 9), (2, 10), (3, 11)):
+        job = s.add(request(rid, block=block), "m")
+        assert job is not None
+        s.update(job, JobState.COMPUTED, output=b"out")
+    assert sorted(s.orphan_from(10, {})) == [2, 3]
+    revived = s.add(request(2, block=10, block_hash="0xbb"), "m")  # the same request re-included
+    assert revived is not None
+    assert (revived.state, revived.output) == ("computed", b"out")
+    other = s.add(request(3, input_=b"someone else", block=10, block_hash="0xbb"), "m")  # another request, same id
+    assert other is not None
+    assert (other.state, other.output) == ("seen", None)
+
+
+def test_prune_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    done = s.add(request(1), "m")
+    live = s.add(request(2), "m")
+    assert done is not None
+    assert live is not None
+    s.update(done, JobState.CONFIRMED)
+    assert s.prune(retention_s=3600) == 0
+    assert s.prune(retention_s=-1.0) == 1  # "older than one second in the future": every finished job
+    assert s.counts() == {"seen": 1}
