@@ -72,7 +72,8 @@ def test_two_workers_share_the_load_and_survive_one_dying(dev: Devnet) -> None:
     events = dep.coordinator.events.RequestFulfilled().get_logs(from_block=dep.start_block)
     delivered = [e["args"]["requestId"] for e in events]
     assert sorted(delivered) == sorted(ids)  # every request once, none twice
-    assert dev.w3.eth.get_transaction_count(dev.node_account.address) == nonce_before + REQUESTS
+    # Deliveries ready together go out as one deliverBatch: at most one transaction per request.
+    assert 1 <= dev.w3.eth.get_transaction_count(dev.node_account.address) - nonce_before <= REQUESTS
     assert victim_computed > 0
     assert computed(survivor.log_path) > 0
     assert victim_computed + computed(survivor.log_path) >= REQUESTS

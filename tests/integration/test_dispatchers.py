@@ -81,7 +81,7 @@ async def test_model_error_is_retryable(
 async def test_no_container_is_a_retryable_error(transport: str, session: aiohttp.ClientSession, hub: MqttHub) -> None:
     if transport == "http":
         d: Dispatcher = HttpDispatcher(session, f"http://127.0.0.1:{free_port()}", timeout_s=5)
-        expected = "unreachable"
+        expected = "is down: Cannot connect"  # ContainerUnavailable: the scheduler waits instead of using attempts
     else:
         d = MqttDispatcher(hub, unique("nobody-serves-this"), timeout_s=0.3, max_dispatches=2)
         expected = "no worker of the .* pool answered after 2 dispatches"
