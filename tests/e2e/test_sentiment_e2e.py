@@ -82,8 +82,8 @@ def test_a_burst_is_delivered_exactly_once_each(system: System) -> None:
     labels = [dev.wait_sentiment(i, timeout_s=ANSWER_TIMEOUT_S, alive=system.node.check_alive)[0] for i in ids]
     assert labels == ["positive", "negative"] * 5
     assert all(len(fulfilled_events(system, i)) == 1 for i in ids)
-    # One transaction per delivery: nothing sent twice, nothing wasted on a revert.
-    assert dev.w3.eth.get_transaction_count(dev.node_account.address) == node_nonce_before + len(ids)
+    # At most one transaction per delivery (deliveries ready together share a deliverBatch): nothing sent twice.
+    assert 1 <= dev.w3.eth.get_transaction_count(dev.node_account.address) - node_nonce_before <= len(ids)
 
 
 def test_a_restarted_node_backfills_without_delivering_twice(system: System) -> None:
