@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 GAS_MARGIN = 1.2
 CANCEL_GAS = 21_000
+#: Gas bounds of a deliverBatch: the transaction, and each item on top of its callback's limit (generous: unused gas
+#: is not paid for).
+BATCH_BASE_GAS = 60_000
+BATCH_ITEM_GAS = 90_000
 SEND_BACKOFF_BASE_S = 0.25
 SEND_BACKOFF_MAX_S = 10.0
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
@@ -279,6 +283,11 @@ class TxManager:
         except ContractLogicError as exc:
             await self._refused(key, jobs, as_reverted(exc, self._abi, what))
             return
+        gas = int(estimate * GAS_MARGIN)
+        if len(jobs) > 1:
+            # A batch item that runs short of gas is skipped, not reverted, so the estimate (the least gas at which
+            # the transaction does not revert) can starve callbacks: give every item its whole callback limit.
+            gas = max(gas, BATCH_BASE_GAS + sum(self._item_gas(j) for j in jobs))
         fees = self._fees()
         if fees is None:
             if not self._cap_warned:
@@ -300,7 +309,7 @@ class TxManager:
                 "to": self._coordinator,
                 "data": "0x" + calldata.hex(),
                 "value": 0,
-                "gas": int(estimate * GAS_MARGIN),
+                "gas": gas,
                 "nonce": key.next_nonce,
                 "chainId": self._chain_id,
                 "maxFeePerGas": fees[0],
@@ -326,6 +335,12 @@ class TxManager:
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcast(tx)
+
+    @staticmethod
+    def _item_gas(job: Job) -> int:
+        data = len(job.output or b"") + len((job.failure or "").encode())
+        callback = job.request.callback_gas_limit * 64 // 63
+        return BATCH_ITEM_GAS + callback + 40 * data
 
     def _describe(self, jobs: list[Job]) -> str:
         if len(jobs) > 1:
