@@ -121,7 +121,7 @@ class Node:
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
 
             def on_reorg(fork: int) -> None:
-                orphaned = store.orphan_from(fork, {})
+                orphaned = store.orphan_from(fork)
                 scheduler.cancel(orphaned)
                 txm.on_reorg(fork)
 

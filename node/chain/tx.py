@@ -34,7 +34,7 @@ from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.chain.listener import Head
+from node.chain.listener import Head, as_head
 from node.chain.rpc import RpcPool, as_reverted
 from node.errors import RpcUnavailable
 from node.jobs.store import Job, JobState, JobStore, StoredTx
@@ -141,8 +141,6 @@ class TxManager:
         self._chain_id = await self._rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
         if self.head is None:
             block = await self._rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
-            from node.chain.listener import as_head
-
             self.head = as_head(block)
         for key in self._keys:
             chain_next = await self._pending_nonce(key)

@@ -318,15 +318,14 @@ class JobStore:
             ),
         )
 
-    def orphan_from(self, block_number: int, canonical: dict[int, str]) -> list[int]:
-        """Marks every job whose request log was in a block at or above `block_number` and whose block hash is not
-        the canonical one in `canonical` as orphaned; returns their request ids."""
+    def orphan_from(self, block_number: int) -> list[int]:
+        """Marks every job whose request log was in a block at or above `block_number` (a reorg's fork: every such
+        block was replaced) as orphaned; returns their request ids."""
         rows = self._db.execute(
-            "SELECT request_id, block_number, block_hash, state FROM jobs WHERE chain_id=? AND coordinator=?"
-            " AND block_number >= ?",
-            (self.chain_id, self.coordinator, block_number),
+            "SELECT request_id FROM jobs WHERE chain_id=? AND coordinator=? AND block_number >= ? AND state != ?",
+            (self.chain_id, self.coordinator, block_number, JobState.ORPHANED),
         ).fetchall()
-        orphaned = [int(r[0]) for r in rows if canonical.get(int(r[1])) != r[2] and r[3] != JobState.ORPHANED]
+        orphaned = [int(r[0]) for r in rows]
         with self.transaction() as db:
             for rid in orphaned:
                 db.execute(

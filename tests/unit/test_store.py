@@ -62,7 +62,7 @@ def test_a_reorg_orphans_jobs_and_a_reincluded_request_keeps_only_a_matching_out
         job = s.add(request(rid, block=block), "m")
         assert job is not None
         s.update(job, JobState.COMPUTED, output=b"out")
-    assert sorted(s.orphan_from(10, {})) == [2, 3]
+    assert sorted(s.orphan_from(10)) == [2, 3]
     revived = s.add(request(2, block=10, block_hash="0xbb"), "m")  # the same request re-included
     assert revived is not None
     assert (revived.state, revived.output) == ("computed", b"out")
