@@ -75,7 +75,7 @@ fmt: deps
 	$(FORGE) fmt
 
 bench: deps
-	$(PY) -m bench.containers
+	$(PY) -m bench
 
 constraints: deps
 	{ head -2 .ci/constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -E '^(torch|infera)=='; } > .ci/constraints.new

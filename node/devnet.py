@@ -311,11 +311,13 @@ class Devnet:
         rpc_url: str | None = None,
         ws_url: str | None = None,
         extra_key_envs: Sequence[str] = (),
+        start_block: int | None = None,
         **chain: Any,
     ) -> Path:
         """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
         acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
-        health endpoint on a free port (`api_port`)."""
+        health endpoint on a free port (`api_port`). Logs are read from the deploy block unless `start_block` is
+        given."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
         chain = {"confirmations": 0, **chain}
@@ -325,7 +327,7 @@ class Devnet:
             f'rpc_url = "{rpc_url or self.rpc_url}"',
             *([f'ws_url = "{ws_url or self.ws_url}"'] if ws_url != "" else []),
             f'coordinator_address = "{self.deployment.coordinator.address}"',
-            f"start_block = {self.deployment.start_block}",
+            f"start_block = {self.deployment.start_block if start_block is None else start_block}",
             *(f"{k} = {_toml_value(v)}" for k, v in chain.items()),
             "",
             "[wallet]",

@@ -94,6 +94,8 @@ class Listener:
         self.cursor = store.cursor(start_block)
         self._start_block = start_block
         self._hashes: dict[int, str] = store.blocks()
+        #: Hashes seen since the last save (written once each, not the whole window on every head).
+        self._unsaved: dict[int, str] = {}
         #: Logs seen live but not yet `confirmations` deep, by block number.
         self._held: dict[int, list[Any]] = {}
         self._log_range = MAX_LOG_RANGE
@@ -172,6 +174,7 @@ class Listener:
         if known is not None or (parent is not None and parent != head.parent_hash):
             await self._rewind(w3, head)
         self._hashes[head.number] = head.hash
+        self._unsaved[head.number] = head.hash
         self.head = head
         self._on_head(head)
         self._release()
@@ -190,6 +193,8 @@ class Listener:
         log.warning("reorg: blocks from %d on were replaced (new head %d); rewinding", fork, head.number)
         for stale in [n for n in self._hashes if n >= fork]:
             del self._hashes[stale]
+        for stale in [n for n in self._unsaved if n >= fork]:
+            del self._unsaved[stale]
         for stale in [n for n in self._held if n >= fork]:
             del self._held[stale]
         self._store.forget_blocks_from(fork)
@@ -209,11 +214,16 @@ class Listener:
             await self._rewind(w3, Head(top + 1, "", block.hash, 0, 0))
 
     def _save_progress(self) -> None:
-        self._store.set_cursor(self.cursor)
-        if self.head is not None:
-            recent = [(n, h) for n, h in self._hashes.items() if n > self.head.number - KEEP_BLOCKS]
-            self._store.save_blocks(recent, keep=KEEP_BLOCKS)
-            for old in [n for n in self._hashes if n <= self.head.number - KEEP_BLOCKS]:
+        if self.head is None:
+            self._store.set_cursor(self.cursor)
+            return
+        oldest = self.head.number - KEEP_BLOCKS
+        self._store.save_progress(
+            self.cursor, [(n, h) for n, h in self._unsaved.items() if n > oldest], keep=KEEP_BLOCKS
+        )
+        self._unsaved.clear()
+        if len(self._hashes) > KEEP_BLOCKS:
+            for old in [n for n in self._hashes if n <= oldest]:
                 del self._hashes[old]
 
     # ------------------------------------------------------------------------------------------- backfill

@@ -4,10 +4,16 @@ Guarantees: a transport failure (refused, reset, timeout, HTTP 5xx) on one endpo
 and the call is tried there; only when every endpoint failed does the caller see `RpcUnavailable` (retryable). A
 contract revert or an RPC error answer is not a transport failure and is raised as is. Calls are counted by method
 for the operator's metrics.
+
+The clients carry none of web3's default middleware: the node fills in every transaction field itself, and the
+validation middleware would ask `eth_chainId` again on every simulation (two calls out of five per delivery, counted
+by `bench.node`).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import time
 from collections import Counter
@@ -35,13 +41,23 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def http_client(url: str, timeout_s: float = 10.0) -> AsyncWeb3[AsyncHTTPProvider]:
-    """An async web3 over HTTP; its session is reused for every call."""
-    return AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": timeout_s}))
+    """An async web3 over HTTP, without middleware; its session is reused for every call."""
+    return AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": timeout_s}), middleware=[])
 
 
 def ws_client(url: str) -> AsyncWeb3[WebSocketProvider]:
-    """An async web3 over a WebSocket; use as `async with ws_client(url) as w3:`."""
-    return AsyncWeb3(WebSocketProvider(url, max_connection_retries=1))
+    """An async web3 over a WebSocket, without middleware; use as `async with ws_client(url) as w3:`."""
+    return AsyncWeb3(WebSocketProvider(url, max_connection_retries=1), middleware=[])
+
+
+class RpcError(Exception):
+    """The endpoint answered a raw call with a JSON-RPC error."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{method}: {message} (code {code})")
+        self.code = code
+        self.message = message
+        self.data = data
 
 
 def is_transport_error(exc: BaseException) -> bool:
@@ -59,6 +75,9 @@ class RpcPool:
         self.urls = list(urls)
         self._clients = [http_client(u, timeout_s) for u in self.urls]
         self._current = 0
+        self._timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
         #: JSON-RPC calls made, by method (what `call` was told), for metrics and benchmarks.
         self.calls: Counter[str] = Counter()
         #: monotonic time of the last answer and of the last transport failure (any endpoint).
@@ -80,11 +99,37 @@ class RpcPool:
 
     async def call(self, method: str, fn: Callable[[AsyncWeb3[Any]], Awaitable[T]]) -> T:
         """Runs `fn(w3)` on the current endpoint, failing over to the others on a transport error."""
+        return await self._failover(method, lambda: fn(self.w3))
+
+    async def request(self, method: str, params: list[Any], *, timeout_s: float | None = None) -> Any:
+        """A raw JSON-RPC call (no web3 formatting: the answer's `result` as sent), with the same failover; an error
+        answer raises `RpcError`. `timeout_s` overrides the pool's for calls that wait on the chain."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(json_serialize=json.dumps)
+        session = self._session
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout_s)
+
+        async def attempt() -> Any:
+            body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+            async with session.post(self.url, json=body, timeout=timeout) as resp:
+                if resp.status >= 500:
+                    resp.raise_for_status()
+                answer = await resp.json(content_type=None)
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if error is not None:
+                raise RpcError(method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))
+            if not isinstance(answer, dict) or "result" not in answer:
+                raise aiohttp.ClientPayloadError(f"{method}: not a JSON-RPC answer: {str(answer)[:200]}")
+            return answer["result"]
+
+        return await self._failover(method, attempt)
+
+    async def _failover(self, method: str, attempt: Callable[[], Awaitable[T]]) -> T:
         errors = []
         for _ in range(len(self._clients)):
             self.calls[method] += 1
             try:
-                result = await fn(self.w3)
+                result = await attempt()
             except Exception as exc:
                 if not is_transport_error(exc):
                     self.last_ok = time.monotonic()
@@ -101,6 +146,8 @@ class RpcPool:
         raise RpcUnavailable(f"{method}: no RPC endpoint answered ({'; '.join(errors)})")
 
     async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
         for client in self._clients:
             try:
                 await client.provider.disconnect()
@@ -108,8 +155,14 @@ class RpcPool:
                 log.debug("closing %s failed", client.provider, exc_info=True)
 
 
-def as_reverted(exc: ContractLogicError, abi: CoordinatorAbi, action: str) -> TxReverted:
-    """Turns web3's revert into a `TxReverted` naming the coordinator's custom error."""
+def is_revert(exc: RpcError) -> bool:
+    """Whether a raw call's error answer is the EVM reverting (as opposed to the endpoint refusing the call)."""
+    return exc.code == 3 or "revert" in exc.message.lower()
+
+
+def as_reverted(exc: ContractLogicError | RpcError, abi: CoordinatorAbi, action: str) -> TxReverted:
+    """Turns a revert (web3's, or a raw call's error answer) into a `TxReverted` naming the coordinator's custom
+    error."""
     data = exc.data if isinstance(exc.data, str) else None
     if data and data.startswith("0x") and len(data) >= 10:
         decoded = abi.decode_error(bytes.fromhex(data[2:]))

@@ -362,9 +362,11 @@ class JobStore:
             (self.chain_id, self.coordinator, next_block),
         )
 
-    def save_blocks(self, hashes: Iterable[tuple[int, str]], *, keep: int) -> None:
-        """Records canonical block hashes (for reorg detection after a restart), keeping the newest `keep`."""
+    def save_progress(self, next_block: int, hashes: Iterable[tuple[int, str]], *, keep: int) -> None:
+        """The listener's cursor and the block hashes seen since the last call (for reorg detection after a
+        restart), in one commit; only the newest `keep` hashes are kept."""
         with self.transaction() as db:
+            self.set_cursor(next_block)
             top = 0
             for number, block_hash in hashes:
                 db.execute(
@@ -372,7 +374,8 @@ class JobStore:
                     (self.chain_id, number, block_hash),
                 )
                 top = max(top, number)
-            db.execute("DELETE FROM blocks WHERE chain_id=? AND number < ?", (self.chain_id, top - keep))
+            if top:
+                db.execute("DELETE FROM blocks WHERE chain_id=? AND number <= ?", (self.chain_id, top - keep))
 
     def blocks(self) -> dict[int, str]:
         rows = self._db.execute("SELECT number, hash FROM blocks WHERE chain_id=?", (self.chain_id,)).fetchall()

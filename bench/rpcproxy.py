@@ -1,0 +1,117 @@
+"""A JSON-RPC proxy that counts the calls passing through it, by method, over HTTP and WebSocket.
+
+The benchmark puts it between the node and anvil to count what the node asks of its RPC provider (what a hosted
+provider bills). Subscription notifications flow from the server to the node and are not calls; every JSON-RPC
+message the node sends is one (each element of a batch counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from node.devnet import free_port
+
+
+class CountingRpcProxy:
+    """Forwards 127.0.0.1:`port` (HTTP and WebSocket) to anvil at `upstream_port`, counting calls by method."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_http = f"http://127.0.0.1:{upstream_port}"
+        self._upstream_ws = f"ws://127.0.0.1:{upstream_port}"
+        self.port = free_port()
+        self.http_calls: Counter[str] = Counter()
+        self.ws_calls: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        self.http_calls.clear()
+        self.ws_calls.clear()
+
+    @property
+    def total(self) -> int:
+        return sum(self.http_calls.values()) + sum(self.ws_calls.values())
+
+    def by_method(self) -> dict[str, int]:
+        return dict((self.http_calls + self.ws_calls).most_common())
+
+    async def __aenter__(self) -> CountingRpcProxy:
+        self._session = aiohttp.ClientSession()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    @staticmethod
+    def _count(text: str | bytes, into: Counter[str]) -> None:
+        try:
+            message: Any = json.loads(text)
+        except ValueError:
+            into["(not JSON)"] += 1
+            return
+        for call in message if isinstance(message, list) else [message]:
+            into[str(call.get("method", "(no method)")) if isinstance(call, dict) else "(not a call)"] += 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._relay_ws(request)
+        body = await request.read()
+        self._count(body, self.http_calls)
+        async with self._session.post(
+            self._upstream_http, data=body, headers={"Content-Type": "application/json"}
+        ) as upstream:
+            answer = await upstream.read()
+            return web.Response(body=answer, status=upstream.status, content_type="application/json")
+
+    async def _relay_ws(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        client = web.WebSocketResponse(max_msg_size=0)
+        await client.prepare(request)
+        async with self._session.ws_connect(self._upstream_ws, max_msg_size=0) as upstream:
+
+            async def downstream() -> None:
+                async for msg in upstream:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        await client.send_str(msg.data)
+                    elif msg.type is aiohttp.WSMsgType.BINARY:
+                        await client.send_bytes(msg.data)
+                await client.close()
+
+            task = asyncio.create_task(downstream())
+            try:
+                async for msg in client:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        self._count(msg.data, self.ws_calls)
+                        await upstream.send_str(msg.data)
+                    elif msg.type is aiohttp.WSMsgType.BINARY:  # web3's WebSocketProvider sends bytes
+                        self._count(msg.data, self.ws_calls)
+                        await upstream.send_bytes(msg.data)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return client
