@@ -118,6 +118,7 @@ class Node:
                 for m in cfg.models
             }
             scheduler = Scheduler(store, routes, txm)
+            txm.upcoming = lambda: scheduler.running + scheduler.waiting
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
 
             def on_reorg(fork: int) -> None:

@@ -6,6 +6,7 @@ they cannot drift from the contract.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ def signature(entry: dict[str, Any]) -> str:
     return f"{entry['name']}({','.join(_canonical_type(p) for p in entry.get('inputs', []))})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InferenceRequest:
     """A `RequestCreated` event, with where it was seen."""
 
@@ -135,9 +136,9 @@ class CoordinatorAbi:
         return InferenceRequest(
             request_id=int.from_bytes(bytes(topics[1]), "big"),
             model_id=bytes(topics[2]),
-            consumer=to_checksum_address(bytes(topics[3])[12:]),
+            consumer=_checksum(bytes(topics[3])[12:]),
             input=bytes(fields["input"]),
-            token=to_checksum_address(fields["token"]),
+            token=_checksum(fields["token"]),
             fee_per_node_wei=int(fields["feePerNode"]),
             callback_gas_limit=int(fields["callbackGasLimit"]),
             redundancy=int(fields["redundancy"]),
@@ -182,6 +183,12 @@ class CoordinatorAbi:
             (reason,) = abi_decode(["string"], data[4:])
             return DecodedError("Error", (reason,), data)
         return DecodedError(None, (), data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(address: bytes | str) -> ChecksumAddress:
+    """EIP-55 form of an address (a keccak each): consumers and tokens repeat from request to request."""
+    return to_checksum_address(address)
 
 
 def _hex(value: Any) -> str:

@@ -6,16 +6,19 @@ Guarantees:
   store before it is broadcast, and a nonce handed out is always filled (by the transaction, its replacement, or a
   0-value cancel when a reorg removed everything it carried).
 - Ready jobs are grouped: one job goes out as `deliver`/`reportFailure`, several as one `deliverBatch`.
-- Every transaction is simulated (`eth_call` at its gas limit) first: a request already settled is not sent (its
-  job expires); a delivery the coordinator would refuse becomes an on-chain failure report. The gas limit is a bound
-  computed from the items (each gets its whole callback limit), not an `eth_estimateGas`: an estimate runs the
-  transaction a dozen times over (a batch of 32 callbacks included), and for a batch it can settle on a limit at
-  which the coordinator skips items instead of reverting. Unused gas is not paid for.
+- Every transaction is simulated (`eth_call` at its gas limit) before it is signed: a request already settled is
+  not sent (its job expires); a delivery the coordinator would refuse becomes an on-chain failure report; and no
+  nonce is spent while the RPC does not answer.
+- The gas limit is a bound computed from the items (each gets its whole callback limit), not an `eth_estimateGas`:
+  an estimate runs the transaction a dozen times over, and for a batch it can settle on a limit at which the
+  coordinator skips items instead of reverting. Unused gas is not paid for.
 - EIP-1559 fees from the latest head, never above the operator's cap; a transaction unmined after
   `bump_after_blocks` blocks is re-signed with fees raised by `bump_percent` (or rebroadcast as is at the cap), which
   also resends one the mempool dropped.
-- Up to `max_concurrent_sends` transactions are simulated and signed at once (pipelining); while they are all busy,
-  ready jobs gather into the next batch.
+- Up to `max_concurrent_sends` transactions are simulated and signed at once (pipelining). A batch goes out at once
+  unless more jobs are being computed *and* a transaction of ours is still unmined: then a partial batch waits up to
+  `BATCH_LINGER_S` to fill, so a burst becomes a few full batches rather than many small transactions (each costs
+  the chain a block's work on a devnet, and 21,000 gas anywhere). A lone request never waits.
 - Where the endpoint has `eth_sendRawTransactionSync` (EIP-7966) a transaction is sent that way, in the background:
   the answer is its receipt, so a delivery costs two RPC calls (simulate, send). Elsewhere (or when that call times
   out) receipts are polled on every head.
@@ -54,6 +57,8 @@ CANCEL_GAS = 21_000
 #: not paid for). Measured (bench.gas): deliver 85,862 with a 100k callback limit of which ~22k used; batch item 51,184.
 BATCH_BASE_GAS = 60_000
 BATCH_ITEM_GAS = 90_000
+#: How long, at most, a partial batch waits to fill while one of the node's transactions is unmined.
+BATCH_LINGER_S = 0.02
 SEND_BACKOFF_BASE_S = 0.25
 SEND_BACKOFF_MAX_S = 10.0
 #: How long an `eth_sendRawTransactionSync` may wait for its block before the tracker takes over (the endpoint's
@@ -120,6 +125,8 @@ class TxManager:
         self._by_address = {k.address.lower(): k for k in self._keys}
         self._policy = policy
         self._on_settled = on_settled
+        #: Jobs still being computed (set by the node: the scheduler's count); a partial batch lingers only for them.
+        self.upcoming: Callable[[], int] = lambda: 0
         self._ready: collections.deque[Job] = collections.deque()
         self._ready_event = asyncio.Event()
         self._wake = asyncio.Event()
@@ -242,6 +249,7 @@ class TxManager:
                 continue
             await self._send_slots.acquire()
             key = await self._free_key()
+            await self._linger()
             batch: list[Job] = []
             now = time.time()
             while self._ready and len(batch) < self._policy.max_batch:
@@ -256,6 +264,26 @@ class TxManager:
                 self._release(key)
                 continue
             self._spawn(self._send_task(key, batch))
+
+    async def _linger(self) -> None:
+        """Under load (a transaction of ours unmined), waits up to BATCH_LINGER_S for a partial batch to fill."""
+        if self._policy.max_batch == 1:
+            return
+        deadline = time.monotonic() + BATCH_LINGER_S
+        while (
+            len(self._ready) < self._policy.max_batch
+            and self.upcoming() > 0
+            and any(t.state == "pending" for t in self._open.values())
+        ):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._ready_event.clear()
+            self._room.clear()
+            waits = {asyncio.ensure_future(self._ready_event.wait()), asyncio.ensure_future(self._room.wait())}
+            _, pending = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
 
     async def _send_task(self, key: _Key, batch: list[Job]) -> None:
         try:

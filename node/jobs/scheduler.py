@@ -1,19 +1,22 @@
 """Turns requests into jobs and computes each one in its container, then hands it to the transaction manager.
 
-Guarantees: at most `max_concurrency` jobs run per model at once; a retryable container failure (5xx, timeout,
-crash, malformed answer) is retried with capped exponential backoff up to `max_attempts`; a rejected input (4xx)
-fails at once; a job that cannot be computed is reported on-chain (`reportFailure`) so the request fails and is
-refunded instead of hanging; a request past its deadline is dropped, not run; the output is committed to the store
-before it is handed on, so it is never computed twice (a restart resumes computed jobs at the send); each attempt
-is committed too, so a container that crashes the node's jobs cannot make a restarted node retry forever.
+Guarantees: at most `max_concurrency` jobs run per model at once, and at most twice that many have a task at all
+(the rest wait in a queue: a burst of thousands of requests costs a queue entry each, not a task and its frames); a
+retryable container failure (5xx, timeout, crash, malformed answer) is retried with capped exponential backoff up to
+`max_attempts`; a rejected input (4xx) fails at once; a job that cannot be computed is reported on-chain
+(`reportFailure`) so the request fails and is refunded instead of hanging; a request past its deadline is dropped,
+not run; the output is committed to the store before it is handed on, so it is never computed twice (a restart
+resumes computed jobs at the send); each attempt is committed too, so a container that crashes the node's jobs
+cannot make a restarted node retry forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.chain.contracts import InferenceRequest, model_id
@@ -48,6 +51,14 @@ class Route:
     model: ModelConfig
     dispatcher: Dispatcher
     slots: asyncio.Semaphore
+    #: Jobs with a task (computing, waiting for a slot, or backing off before a retry).
+    active: int = 0
+    #: Jobs waiting for a task.
+    waiting: collections.deque[Job] = field(default_factory=collections.deque)
+
+    @property
+    def max_active(self) -> int:
+        return 2 * self.model.max_concurrency
 
 
 class Scheduler:
@@ -100,10 +111,27 @@ class Scheduler:
         if job.state is JobState.COMPUTED:
             self._sender.enqueue(job)  # computed before a restart or a reorg: send, never recompute
             return
+        if route.active >= route.max_active:
+            route.waiting.append(job)
+            return
         rid = job.request_id
+        route.active += 1
         task = asyncio.create_task(self._run(job, route), name=f"job-{rid}")
         self._tasks[rid] = task
-        task.add_done_callback(lambda t: self._tasks.pop(rid, None) if self._tasks.get(rid) is t else None)
+        task.add_done_callback(lambda t: self._done(rid, t, route))
+
+    def _done(self, rid: int, task: asyncio.Task[None], route: Route) -> None:
+        if self._tasks.get(rid) is task:
+            del self._tasks[rid]
+        route.active -= 1
+        while route.waiting and route.active < route.max_active:
+            job = route.waiting.popleft()
+            if job.state in (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED):  # not orphaned meanwhile
+                self._start(job, route)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(r.waiting) for r in self._routes.values())
 
     @property
     def running(self) -> int:

@@ -138,7 +138,7 @@ def request_from_json(text: str) -> InferenceRequest:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """A job as the scheduler works on it; every change goes through `JobStore` so it is committed."""
 
@@ -159,7 +159,7 @@ class Job:
         return self.request.request_id
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredTx:
     """A transaction the node signed: kept until mined (and confirmed) so it can be tracked, bumped or resent."""
 
