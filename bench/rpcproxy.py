@@ -1,8 +1,9 @@
 """A JSON-RPC proxy that counts the calls passing through it, by method, over HTTP and WebSocket.
 
 The benchmark puts it between the node and anvil to count what the node asks of its RPC provider (what a hosted
-provider bills). Subscription notifications flow from the server to the node and are not calls; every JSON-RPC
-message the node sends is one (each element of a batch counts).
+provider bills); the fault tests use `refuse` to play a provider that lacks a method. Subscription notifications
+flow from the server to the node and are not calls; every JSON-RPC message the node sends is one (each element of a
+batch counts).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -22,10 +25,12 @@ from node.devnet import free_port
 class CountingRpcProxy:
     """Forwards 127.0.0.1:`port` (HTTP and WebSocket) to anvil at `upstream_port`, counting calls by method."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, refuse: frozenset[str] = frozenset()) -> None:
         self._upstream_http = f"http://127.0.0.1:{upstream_port}"
         self._upstream_ws = f"ws://127.0.0.1:{upstream_port}"
         self.port = free_port()
+        #: HTTP methods answered with JSON-RPC "method not found" (-32601), as by a provider that lacks them.
+        self.refuse = refuse
         self.http_calls: Counter[str] = Counter()
         self.ws_calls: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
@@ -81,6 +86,10 @@ class CountingRpcProxy:
             return await self._relay_ws(request)
         body = await request.read()
         self._count(body, self.http_calls)
+        call = json.loads(body) if self.refuse else None
+        if isinstance(call, dict) and call.get("method") in self.refuse:
+            error = {"code": -32601, "message": f"the method {call['method']} does not exist/is not available"}
+            return web.json_response({"jsonrpc": "2.0", "id": call.get("id"), "error": error})
         async with self._session.post(
             self._upstream_http, data=body, headers={"Content-Type": "application/json"}
         ) as upstream:
@@ -115,3 +124,20 @@ class CountingRpcProxy:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         return client
+
+
+@contextlib.contextmanager
+def proxy_in_thread(upstream_port: int, *, refuse: frozenset[str] = frozenset()) -> Iterator[CountingRpcProxy]:
+    """The proxy on an event loop of its own thread, for synchronous tests."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="rpc-proxy", daemon=True)
+    thread.start()
+    proxy = CountingRpcProxy(upstream_port, refuse=refuse)
+    asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(timeout=10)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
