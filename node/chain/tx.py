@@ -33,7 +33,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -41,9 +40,9 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
+from node.chain import delivery
 from node.chain.contracts import CoordinatorAbi
 from node.chain.listener import Head, as_head
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
@@ -52,11 +51,6 @@ from node.jobs.store import Job, JobState, JobStore, StoredTx
 
 log = logging.getLogger(__name__)
 
-CANCEL_GAS = 21_000
-#: Gas bounds of a delivery: the transaction, and each item on top of its callback's limit (generous: unused gas is
-#: not paid for). Measured (bench.gas): deliver 85,862 with a 100k callback limit of which ~22k used; batch item 51,184.
-BATCH_BASE_GAS = 60_000
-BATCH_ITEM_GAS = 90_000
 #: How long, at most, a partial batch waits to fill while one of the node's transactions is unmined.
 BATCH_LINGER_S = 0.02
 SEND_BACKOFF_BASE_S = 0.25
@@ -97,10 +91,6 @@ class _Key:
     @property
     def address(self) -> ChecksumAddress:
         return self.account.address
-
-
-def _bumped(value: int, percent: int) -> int:
-    return math.ceil(value * (100 + percent) / 100)
 
 
 class TxManager:
@@ -328,33 +318,11 @@ class TxManager:
 
     # -------------------------------------------------------------------------------------------------- send
 
-    def _calldata(self, jobs: list[Job]) -> bytes:
-        if len(jobs) == 1:
-            job = jobs[0]
-            if job.failure is not None:
-                return self._abi.encode_call("reportFailure", job.request_id, job.failure[:256])
-            assert job.output is not None
-            return self._abi.deliver_calldata(job.request_id, job.output)
-        items = [
-            (j.request_id, j.failure is not None, j.failure[:256].encode() if j.failure is not None else j.output)
-            for j in jobs
-        ]
-        return self._abi.encode_call("deliverBatch", items)
-
-    def _fees(self) -> tuple[int, int] | None:
-        """(maxFeePerGas, maxPriorityFeePerGas) for the next transaction, or None while the base fee is above cap."""
-        base = self.head.base_fee_wei if self.head else 0
-        cap = self._policy.max_fee_per_gas_wei
-        if base > cap:
-            return None
-        tip = min(self._policy.priority_fee_wei, cap - base)
-        return min(cap, 2 * base + tip), tip
-
     async def _send(self, key: _Key, jobs: list[Job]) -> None:
-        calldata = self._calldata(jobs)
-        what = self._describe(jobs)
-        gas = BATCH_BASE_GAS + sum(self._item_gas(j) for j in jobs)
-        call = {"from": key.address, "to": self._coordinator, "data": "0x" + calldata.hex(), "gas": hex(gas)}
+        data = delivery.calldata(self._abi, jobs)
+        what = delivery.describe(jobs)
+        gas = delivery.gas_limit(jobs)
+        call = {"from": key.address, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
         try:
             await self._rpc.request("eth_call", [call, "latest"])
         except RpcError as exc:
@@ -362,12 +330,13 @@ class TxManager:
                 raise
             await self._refused(key, jobs, as_reverted(exc, self._abi, what))
             return
-        fees = self._fees()
+        base = self.head.base_fee_wei if self.head else 0
+        fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
         if fees is None:
             if not self._cap_warned:
                 log.warning(
                     "base fee %d wei is above the cap max_fee_per_gas_wei=%d: holding %d job(s) until it falls",
-                    self.head.base_fee_wei if self.head else 0,
+                    base,
                     self._policy.max_fee_per_gas_wei,
                     len(jobs),
                 )
@@ -381,7 +350,7 @@ class TxManager:
         async with key.lock:
             unsigned: dict[str, Any] = {
                 "to": self._coordinator,
-                "data": "0x" + calldata.hex(),
+                "data": "0x" + data.hex(),
                 "value": 0,
                 "gas": gas,
                 "nonce": key.next_nonce,
@@ -409,18 +378,6 @@ class TxManager:
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcast(tx)
-
-    @staticmethod
-    def _item_gas(job: Job) -> int:
-        data = len(job.output or b"") + len((job.failure or "").encode())
-        callback = job.request.callback_gas_limit * 64 // 63
-        return BATCH_ITEM_GAS + callback + 40 * data
-
-    def _describe(self, jobs: list[Job]) -> str:
-        if len(jobs) > 1:
-            return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
-        kind = "reportFailure" if jobs[0].failure is not None else "deliver"
-        return f"{kind}({jobs[0].request_id})"
 
     async def _refused(self, key: _Key, jobs: list[Job], reverted: Any) -> None:
         """The simulation reverted: settle or re-route what it carried."""
@@ -487,7 +444,7 @@ class TxManager:
             if self._awaiting[slot] <= 0:
                 del self._awaiting[slot]
         self._sync_send = True
-        self._on_receipt(tx, _receipt_from_json(answer))
+        self._on_receipt(tx, delivery.receipt_from_json(answer))
 
     async def _send_refused(self, tx: StoredTx, error: str, *, quiet: bool) -> None:
         """The RPC refused a transaction: known already, nonce taken, or invalid (its jobs go out again)."""
@@ -676,16 +633,15 @@ class TxManager:
         head = self.head
         assert head is not None
         key = self._by_address[tx.sender.lower()]
-        cap = self._policy.max_fee_per_gas_wei
-        pct = self._policy.bump_percent
-        old_max, old_tip = int(tx.request["maxFeePerGas"]), int(tx.request["maxPriorityFeePerGas"])
-        new_tip = min(cap, _bumped(old_tip, pct))
-        new_max = min(cap, max(_bumped(old_max, pct), 2 * head.base_fee_wei + new_tip))
+        new_max, new_tip, raised = delivery.replacement_fees(
+            tx.request, head.base_fee_wei, self._policy.max_fee_per_gas_wei, self._policy.bump_percent
+        )
+        old_max = int(tx.request["maxFeePerGas"])
         live = [j for rid, _ in tx.items if (j := self._carried.get(rid)) is not None and j.state is JobState.SUBMITTED]
         waited = head.number - tx.sent_block
         tx.sent_block = head.number
         self._sent_at[(tx.sender.lower(), tx.nonce)] = time.monotonic()
-        if new_max < _bumped(old_max, 10) and len(live) == len(tx.items):
+        if not raised and len(live) == len(tx.items):
             log.warning(
                 "nonce %d of %s unmined after %d blocks and its fee is at the cap (%d wei): rebroadcasting",
                 tx.nonce,
@@ -696,12 +652,12 @@ class TxManager:
             self._store.update_tx(tx)
             await self._broadcast(tx, quiet=True)
             return
-        request = {**tx.request, "maxFeePerGas": new_max, "maxPriorityFeePerGas": min(new_tip, new_max)}
+        request = {**tx.request, "maxFeePerGas": new_max, "maxPriorityFeePerGas": new_tip}
         if len(live) != len(tx.items):
             if live:
-                request["data"] = "0x" + self._calldata(live).hex()
+                request["data"] = "0x" + delivery.calldata(self._abi, live).hex()
             else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
-                request.update(to=tx.sender, data="0x", gas=CANCEL_GAS)
+                request.update(to=tx.sender, data="0x", gas=delivery.CANCEL_GAS)
             tx.items = [(j.request_id, j.failure is not None) for j in live]
         signed = key.account.sign_transaction(request)
         tx.hashes.append("0x" + signed.hash.hex())
@@ -720,14 +676,3 @@ class TxManager:
             tx.hashes[-1],
         )
         await self._broadcast(tx, quiet=True)
-
-
-def _receipt_from_json(raw: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a raw JSON-RPC receipt the tracker reads, in web3's types."""
-    return {
-        "status": int(raw["status"], 16),
-        "blockNumber": int(raw["blockNumber"], 16),
-        "gasUsed": int(raw["gasUsed"], 16),
-        "transactionHash": HexBytes(raw["transactionHash"]),
-        "logs": [{"topics": [HexBytes(t) for t in e["topics"]], "data": HexBytes(e["data"])} for e in raw["logs"]],
-    }

@@ -1,0 +1,95 @@
+"""What a delivery transaction carries and costs: its calldata, its gas bound, its fees and a replacement's fees.
+
+Pure functions of the jobs, the head's base fee and the operator's caps; `node.chain.tx` owns the lifecycle (nonces,
+sending, tracking, settling) and calls these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hexbytes import HexBytes
+
+from node.chain.contracts import CoordinatorAbi
+from node.jobs.store import Job
+
+#: Gas of the 0-value self-transfer that fills a nonce whose jobs a reorg removed.
+CANCEL_GAS = 21_000
+#: Gas bounds of a delivery: the transaction, and each item on top of its callback's limit (generous: unused gas is
+#: not paid for). Measured (bench.gas): deliver 85,862 with a 100k callback limit of which ~22k used; batch item 51,184.
+BATCH_BASE_GAS = 60_000
+BATCH_ITEM_GAS = 90_000
+#: Calldata bytes are bounded at 40 gas each (16 for calldata, the rest for copying into the callback).
+GAS_PER_BYTE = 40
+FAILURE_REASON_MAX = 256
+
+
+def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
+    """`deliver` / `reportFailure` for one job, `deliverBatch` for several."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        if job.failure is not None:
+            return abi.encode_call("reportFailure", job.request_id, job.failure[:FAILURE_REASON_MAX])
+        assert job.output is not None
+        return abi.deliver_calldata(job.request_id, job.output)
+    items = [
+        (
+            j.request_id,
+            j.failure is not None,
+            j.failure[:FAILURE_REASON_MAX].encode() if j.failure is not None else j.output,
+        )
+        for j in jobs
+    ]
+    return abi.encode_call("deliverBatch", items)
+
+
+def describe(jobs: list[Job]) -> str:
+    if len(jobs) > 1:
+        return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
+    kind = "reportFailure" if jobs[0].failure is not None else "deliver"
+    return f"{kind}({jobs[0].request_id})"
+
+
+def gas_limit(jobs: list[Job]) -> int:
+    """A bound, not an estimate: every item gets its whole callback limit after the 63/64 rule. An `eth_estimateGas`
+    runs the transaction a dozen times over, and for a batch it can settle on a limit at which the coordinator skips
+    items instead of reverting."""
+    total = BATCH_BASE_GAS
+    for job in jobs:
+        data = len(job.output or b"") + len((job.failure or "").encode())
+        total += BATCH_ITEM_GAS + job.request.callback_gas_limit * 64 // 63 + GAS_PER_BYTE * data
+    return total
+
+
+def fees(base_fee_wei: int, cap_wei: int, priority_fee_wei: int) -> tuple[int, int] | None:
+    """(maxFeePerGas, maxPriorityFeePerGas) for a new transaction, or None while the base fee is above the cap."""
+    if base_fee_wei > cap_wei:
+        return None
+    tip = min(priority_fee_wei, cap_wei - base_fee_wei)
+    return min(cap_wei, 2 * base_fee_wei + tip), tip
+
+
+def bumped(value: int, percent: int) -> int:
+    return math.ceil(value * (100 + percent) / 100)
+
+
+def replacement_fees(request: dict[str, Any], base_fee_wei: int, cap_wei: int, percent: int) -> tuple[int, int, bool]:
+    """(maxFeePerGas, maxPriorityFeePerGas, whether that is a real bump) for re-signing `request` at its nonce: raised
+    by `percent`, at least twice the base fee plus the tip, never above the cap. Nodes refuse a replacement that does
+    not raise the fee by 10%, so below that the transaction is only rebroadcast."""
+    old_max, old_tip = int(request["maxFeePerGas"]), int(request["maxPriorityFeePerGas"])
+    new_tip = min(cap_wei, bumped(old_tip, percent))
+    new_max = min(cap_wei, max(bumped(old_max, percent), 2 * base_fee_wei + new_tip))
+    return new_max, min(new_tip, new_max), new_max >= bumped(old_max, 10)
+
+
+def receipt_from_json(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a raw JSON-RPC receipt the tracker reads, in web3's types."""
+    return {
+        "status": int(raw["status"], 16),
+        "blockNumber": int(raw["blockNumber"], 16),
+        "gasUsed": int(raw["gasUsed"], 16),
+        "transactionHash": HexBytes(raw["transactionHash"]),
+        "logs": [{"topics": [HexBytes(t) for t in e["topics"]], "data": HexBytes(e["data"])} for e in raw["logs"]],
+    }
