@@ -127,26 +127,26 @@ class CoordinatorAbi:
         return self._deliver_selector + abi_encode(["uint256", "bytes"], [request_id, output])
 
     def decode_request_created(self, log: Any) -> InferenceRequest:
-        """Decodes a `RequestCreated` log as returned by web3 (subscription or eth_getLogs)."""
+        """Decodes a `RequestCreated` log, raw JSON-RPC (hex strings) or as web3 formats it (bytes, ints)."""
         topics = log["topics"]
         fields = dict(
-            zip(self._created_data_names, abi_decode(self._created_data_types, bytes(log["data"])), strict=True)
+            zip(self._created_data_names, abi_decode(self._created_data_types, as_bytes(log["data"])), strict=True)
         )
         tx_hash = log["transactionHash"]
         return InferenceRequest(
-            request_id=int.from_bytes(bytes(topics[1]), "big"),
-            model_id=bytes(topics[2]),
-            consumer=_checksum(bytes(topics[3])[12:]),
+            request_id=int.from_bytes(as_bytes(topics[1]), "big"),
+            model_id=as_bytes(topics[2]),
+            consumer=_checksum(as_bytes(topics[3])[12:]),
             input=bytes(fields["input"]),
             token=_checksum(fields["token"]),
             fee_per_node_wei=int(fields["feePerNode"]),
             callback_gas_limit=int(fields["callbackGasLimit"]),
             redundancy=int(fields["redundancy"]),
             deadline=int(fields["deadline"]),
-            block_number=int(log["blockNumber"]),
+            block_number=as_int(log["blockNumber"]),
             block_hash=_hex(log["blockHash"]),
             tx_hash=_hex(tx_hash),
-            log_index=int(log["logIndex"]),
+            log_index=as_int(log["logIndex"]),
         )
 
     def delivery_outcomes(self, logs: list[Any], node: str) -> dict[int, str]:
@@ -165,7 +165,7 @@ class CoordinatorAbi:
             elif name == "FailureReported":
                 outcomes[request_id] = "reported"
             else:
-                (selector,) = abi_decode(["bytes4"], bytes(raw["data"]))
+                (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
                 entry = self.errors.get(bytes(selector))
                 outcomes[request_id] = entry["name"] if entry else f"0x{bytes(selector).hex()}"
         return outcomes
@@ -186,6 +186,18 @@ class CoordinatorAbi:
 
 
 @functools.lru_cache(maxsize=4096)
+def as_bytes(value: Any) -> bytes:
+    """Bytes from a JSON-RPC hex string ("0x…") or from bytes-like values web3 returns."""
+    if isinstance(value, str):
+        return bytes.fromhex(value.removeprefix("0x"))
+    return bytes(value)
+
+
+def as_int(value: Any) -> int:
+    """An int from a JSON-RPC quantity ("0x1a") or an int web3 already decoded."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
 def _checksum(address: bytes | str) -> ChecksumAddress:
     """EIP-55 form of an address (a keccak each): consumers and tokens repeat from request to request."""
     return to_checksum_address(address)

@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from eth_typing import ChecksumAddress
-from web3 import AsyncWeb3
-from web3.types import FilterParams
 
-from node.chain.contracts import CoordinatorAbi, InferenceRequest
-from node.chain.rpc import RpcPool, is_transport_error, ws_client
+from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
+from node.chain.rpc import RpcPool, is_transport_error
+from node.chain.wsrpc import WsRpc
 from node.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,10 @@ KEEP_BLOCKS = 256
 #: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
 #: have been in flight when the socket dropped (the store drops the duplicates).
 WS_CURSOR_GRACE = 2
+
+
+#: A raw JSON-RPC call: (method, params) -> the answer's `result` as sent (hex strings).
+Call = Callable[[str, list[Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,13 @@ def _hex(value: Any) -> str:
 
 
 def as_head(block: Any) -> Head:
+    """A block as web3 formats it or as JSON-RPC sends it (hex quantities)."""
     return Head(
-        number=int(block["number"]),
+        number=as_int(block["number"]),
         hash=_hex(block["hash"]),
         parent_hash=_hex(block["parentHash"]),
-        base_fee_wei=int(block.get("baseFeePerGas") or 0),
-        timestamp=int(block["timestamp"]),
+        base_fee_wei=as_int(block.get("baseFeePerGas") or 0),
+        timestamp=as_int(block["timestamp"]),
     )
 
 
@@ -115,12 +119,21 @@ class Listener:
             return 0
         return max(0, self.head.number - self._confirmations - self.cursor + 1)
 
-    def _filter(self, from_block: int | None = None, to_block: int | None = None) -> FilterParams:
-        params: FilterParams = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
+    def _filter(self, from_block: int | None = None, to_block: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
         if from_block is not None and to_block is not None:
-            params["fromBlock"] = from_block
-            params["toBlock"] = to_block
+            params["fromBlock"] = hex(from_block)
+            params["toBlock"] = hex(to_block)
         return params
+
+    def _counted(self, request: Call) -> Call:
+        """`request`, counted by method in the RPC pool's call counts (what metrics and benchmarks read)."""
+
+        async def call(method: str, params: list[Any]) -> Any:
+            self._rpc.calls[method] += 1
+            return await request(method, params)
+
+        return call
 
     # ----------------------------------------------------------------------------------------------- logs
 
@@ -139,10 +152,10 @@ class Listener:
     def _on_log(self, raw: Any) -> None:
         self.last_heard = time.monotonic()
         if raw.get("removed"):
-            log.info("log of block %d removed by a reorg", int(raw["blockNumber"]))
-            self._held.get(int(raw["blockNumber"]), []).clear()
+            log.info("log of block %d removed by a reorg", as_int(raw["blockNumber"]))
+            self._held.get(as_int(raw["blockNumber"]), []).clear()
             return
-        block = int(raw["blockNumber"])
+        block = as_int(raw["blockNumber"])
         if self.head is not None and block <= self.head.number - self._confirmations:
             self._emit(raw)
         else:
@@ -158,10 +171,13 @@ class Listener:
 
     # --------------------------------------------------------------------------------------------- heads
 
-    async def _block(self, w3: AsyncWeb3[Any], number: int | str) -> Head:
-        return as_head(await w3.eth.get_block(number))  # type: ignore[arg-type]
+    async def _block(self, call: Call, number: int | str) -> Head:
+        block = await call("eth_getBlockByNumber", [hex(number) if isinstance(number, int) else number, False])
+        if block is None:
+            raise ConnectionError(f"the endpoint has no block {number} (a node still syncing?)")
+        return as_head(block)
 
-    async def _on_new_head(self, w3: AsyncWeb3[Any], head: Head) -> None:
+    async def _on_new_head(self, call: Call, head: Head) -> None:
         """Checks the head against the stored hashes (rewinding on a reorg), records it, releases held logs."""
         self.last_heard = time.monotonic()
         known = self._hashes.get(head.number)
@@ -172,21 +188,21 @@ class Listener:
             return
         parent = self._hashes.get(head.number - 1)
         if known is not None or (parent is not None and parent != head.parent_hash):
-            await self._rewind(w3, head)
+            await self._rewind(call, head)
         self._hashes[head.number] = head.hash
         self._unsaved[head.number] = head.hash
         self.head = head
         self._on_head(head)
         self._release()
 
-    async def _rewind(self, w3: AsyncWeb3[Any], head: Head) -> None:
+    async def _rewind(self, call: Call, head: Head) -> None:
         """The chain changed under stored hashes: finds the fork (the lowest block whose hash changed) and rewinds."""
         fork = head.number
         number = head.number - 1
         canonical_parent = head.parent_hash
         while number in self._hashes and self._hashes[number] != canonical_parent:
             fork = number
-            block = await self._block(w3, number)
+            block = await self._block(call, number)
             canonical_parent = block.parent_hash
             number -= 1
         self.reorgs += 1
@@ -203,15 +219,15 @@ class Listener:
         self._reread_to = max(head.number, self._reread_to or 0)
         self._on_reorg(fork)
 
-    async def _check_stored(self, w3: AsyncWeb3[Any], head: Head) -> None:
+    async def _check_stored(self, call: Call, head: Head) -> None:
         """After a (re)connect: the newest stored hash must still be on the chain, else a reorg happened meanwhile."""
         below = [n for n in self._hashes if n <= head.number]
         if not below:
             return
         top = max(below)
-        block = await self._block(w3, top)
+        block = await self._block(call, top)
         if block.hash != self._hashes[top]:
-            await self._rewind(w3, Head(top + 1, "", block.hash, 0, 0))
+            await self._rewind(call, Head(top + 1, "", block.hash, 0, 0))
 
     def _save_progress(self) -> None:
         if self.head is None:
@@ -228,11 +244,10 @@ class Listener:
 
     # ------------------------------------------------------------------------------------------- backfill
 
-    async def _get_logs(self, w3: AsyncWeb3[Any], from_block: int, to_block: int) -> list[Any]:
+    async def _get_logs(self, call: Call, from_block: int, to_block: int) -> list[Any]:
         """`eth_getLogs` over [from, to], halving the range while the provider refuses it."""
-        self._rpc.calls["eth_getLogs"] += 1
         try:
-            return list(await w3.eth.get_logs(self._filter(from_block, to_block)))
+            return list(await call("eth_getLogs", [self._filter(from_block, to_block)]))
         except Exception as exc:
             if is_transport_error(exc) or from_block == to_block:
                 raise
@@ -241,9 +256,9 @@ class Listener:
                 "provider refused logs %d-%d (%s); splitting to %d blocks", from_block, to_block, exc, self._log_range
             )
             middle = from_block + self._log_range - 1
-            return await self._get_logs(w3, from_block, middle) + await self._get_logs(w3, middle + 1, to_block)
+            return await self._get_logs(call, from_block, middle) + await self._get_logs(call, middle + 1, to_block)
 
-    async def backfill(self, w3: AsyncWeb3[Any]) -> int:
+    async def backfill(self, call: Call) -> int:
         """Hands on every log from the cursor to the confirmed head; returns how many."""
         if self.head is None:
             return 0
@@ -251,7 +266,7 @@ class Listener:
         found = 0
         while self.cursor <= target:
             to_block = min(target, self.cursor + self._log_range - 1)
-            logs = await self._get_logs(w3, self.cursor, to_block)
+            logs = await self._get_logs(call, self.cursor, to_block)
             for raw in logs:
                 self._emit(raw)
             found += len(logs)
@@ -281,13 +296,14 @@ class Listener:
                 await asyncio.sleep(delay)
 
     async def _run_ws(self, url: str) -> None:
-        async with ws_client(url) as w3:
-            heads = await w3.eth.subscribe("newHeads")
-            await w3.eth.subscribe("logs", self._filter())
-            head = await self._block(w3, "latest")
-            await self._check_stored(w3, head)
-            await self._on_new_head(w3, head)
-            found = await self.backfill(w3)
+        async with WsRpc(url) as ws:
+            call = self._counted(ws.request)
+            heads = await ws.subscribe("newHeads")
+            await ws.subscribe("logs", self._filter())
+            head = await self._block(call, "latest")
+            await self._check_stored(call, head)
+            await self._on_new_head(call, head)
+            found = await self.backfill(call)
             self.connected = True
             log.info(
                 "listening to %s over WebSocket at block %d (backfilled %d, cursor %d)",
@@ -296,31 +312,32 @@ class Listener:
                 found,
                 self.cursor,
             )
-            async for message in w3.socket.process_subscriptions():
-                if message["subscription"] == heads:
-                    head = as_head(message["result"])
-                    await self._on_new_head(w3, head)
+            async for subscription, result in ws.notifications():
+                if subscription == heads:
+                    head = as_head(result)
+                    await self._on_new_head(call, head)
                     if self._reread_to is not None:  # read the new branch's logs from the fork
-                        await self.backfill(w3)
+                        await self.backfill(call)
                         if self.cursor > self._reread_to:
                             self._reread_to = None
                         continue
                     self.cursor = max(self.cursor, head.number - self._confirmations - WS_CURSOR_GRACE + 1)
                     self._save_progress()
                 else:
-                    self._on_log(message["result"])
+                    self._on_log(result)
             raise ConnectionError("WebSocket subscription ended")
 
     async def _run_polling(self) -> None:
-        head = await self._rpc.call("eth_getBlockByNumber", lambda w3: self._block(w3, "latest"))
-        await self._check_stored(self._rpc.w3, head)
+        call = self._rpc.request
+        head = await self._block(call, "latest")
+        await self._check_stored(call, head)
         self.connected = True
         log.info(
             "polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s, self.cursor
         )
         while True:
-            await self._on_new_head(self._rpc.w3, head)
+            await self._on_new_head(call, head)
             self._reread_to = None  # polling reads every block with eth_getLogs anyway
-            await self.backfill(self._rpc.w3)
+            await self.backfill(call)
             await asyncio.sleep(self._poll_interval_s)
-            head = await self._rpc.call("eth_getBlockByNumber", lambda w3: self._block(w3, "latest"))
+            head = await self._block(call, "latest")

@@ -1,0 +1,143 @@
+"""A raw JSON-RPC client over one WebSocket: calls and subscriptions, no web3 formatting.
+
+The listener reads every `RequestCreated` log through here. web3's subscription stream formats each notification
+into AttributeDicts and HexBytes; under a burst of thousands of logs in one block that formatting was a tenth of the
+node's CPU and held several MB at the peak, which the allocator then kept. Here a notification stays the dict
+`json.loads` made of it (hex strings), which `CoordinatorAbi.decode_request_created` reads directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from node.chain.rpc import RpcError
+
+#: Seconds a call may wait for its answer before the connection is taken as dead.
+CALL_TIMEOUT_S = 30.0
+
+
+class WsRpc:
+    """`async with WsRpc(url) as ws:` then `await ws.request(...)`, `await ws.subscribe(...)`, and
+    `async for sub_id, result in ws.notifications()`. When the socket closes, pending calls and the notification
+    stream raise `ConnectionError`."""
+
+    def __init__(self, url: str, *, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.url = url
+        self._timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending_methods: dict[int, str] = {}
+        #: Notifications as received (text): decoded one at a time by `notifications()`, so a burst waits here as
+        #: compact strings rather than as the larger dicts `json.loads` makes of them.
+        self._notes: asyncio.Queue[str | dict[str, Any] | None] = asyncio.Queue()
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed_because: BaseException | None = None
+
+    async def __aenter__(self) -> WsRpc:
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url, max_msg_size=0, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
+            )
+        except BaseException:
+            await self._session.close()
+            raise
+        self._reader = asyncio.create_task(self._read(), name="ws-rpc-reader")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        reason: BaseException = ConnectionError(f"WebSocket {self.url} closed")
+        try:
+            async for message in self._ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    if message.type is aiohttp.WSMsgType.ERROR:
+                        reason = ConnectionError(f"WebSocket {self.url} failed: {self._ws.exception()}")
+                        break
+                    continue
+                data: str = message.data
+                if '"eth_subscription"' in data[:64]:  # the usual key order; any other is found by _dispatch
+                    self._notes.put_nowait(data)
+                else:
+                    self._dispatch(json.loads(data))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            reason = ConnectionError(f"WebSocket {self.url} failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._closed_because = reason
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(reason)
+            self._pending.clear()
+            self._notes.put_nowait(None)
+
+    def _dispatch(self, answer: Any) -> None:
+        for item in answer if isinstance(answer, list) else [answer]:
+            if not isinstance(item, dict):
+                continue
+            if item.get("method") == "eth_subscription":
+                self._notes.put_nowait(item)
+                continue
+            future = self._pending.pop(item.get("id"), None)  # type: ignore[arg-type]
+            method = self._pending_methods.pop(item.get("id"), "?")  # type: ignore[arg-type]
+            if future is None or future.done():
+                continue
+            error = item.get("error")
+            if error is not None:
+                future.set_exception(
+                    RpcError(method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))
+                )
+            else:
+                future.set_result(item.get("result"))
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        """One call; an error answer raises `RpcError`, a closed or silent socket `ConnectionError`."""
+        if self._ws is None or self._closed_because is not None:
+            raise self._closed_because or ConnectionError("WsRpc used outside `async with`")
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        self._pending_methods[call_id] = method
+        try:
+            await self._ws.send_str(json.dumps({"jsonrpc": "2.0", "id": call_id, "method": method, "params": params}))
+            async with asyncio.timeout(self._timeout_s):
+                return await future
+        except TimeoutError:
+            raise ConnectionError(f"WebSocket {self.url}: no answer to {method} in {self._timeout_s:.0f} s") from None
+        finally:
+            self._pending.pop(call_id, None)
+            self._pending_methods.pop(call_id, None)
+
+    async def subscribe(self, kind: str, *params: Any) -> str:
+        """`eth_subscribe`; returns the subscription id that `notifications()` tags its items with."""
+        return str(await self.request("eth_subscribe", [kind, *params]))
+
+    async def notifications(self) -> AsyncIterator[tuple[str, Any]]:
+        """(subscription id, result) in the order the endpoint sent them, until the socket closes."""
+        while True:
+            note = await self._notes.get()
+            if note is None:
+                raise self._closed_because or ConnectionError(f"WebSocket {self.url} closed")
+            params = (json.loads(note) if isinstance(note, str) else note).get("params") or {}
+            yield str(params.get("subscription")), params.get("result")
