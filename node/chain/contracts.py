@@ -185,7 +185,6 @@ class CoordinatorAbi:
         return DecodedError(None, (), data)
 
 
-@functools.lru_cache(maxsize=4096)
 def as_bytes(value: Any) -> bytes:
     """Bytes from a JSON-RPC hex string ("0x…") or from bytes-like values web3 returns."""
     if isinstance(value, str):
@@ -198,6 +197,7 @@ def as_int(value: Any) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _checksum(address: bytes | str) -> ChecksumAddress:
     """EIP-55 form of an address (a keccak each): consumers and tokens repeat from request to request."""
     return to_checksum_address(address)
