@@ -22,6 +22,9 @@ from node.chain.rpc import RpcError
 
 #: Seconds a call may wait for its answer before the connection is taken as dead.
 CALL_TIMEOUT_S = 30.0
+#: Notifications read ahead of the consumer. Past this the reader stops reading the socket (unless a call waits for
+#: its answer), so a burst of thousands of logs waits in the endpoint's and the kernel's buffers, not in ours.
+READ_AHEAD = 256
 
 
 class WsRpc:
@@ -42,6 +45,9 @@ class WsRpc:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed_because: BaseException | None = None
+        #: Set while the reader may go on: the consumer caught up, or a call waits for its answer.
+        self._room = asyncio.Event()
+        self._room.set()
 
     async def __aenter__(self) -> WsRpc:
         self._session = aiohttp.ClientSession()
@@ -82,6 +88,9 @@ class WsRpc:
                     self._notes.put_nowait(data)
                 else:
                     self._dispatch(json.loads(data))
+                while self._notes.qsize() >= READ_AHEAD and not self._pending:
+                    self._room.clear()
+                    await self._room.wait()
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             reason = ConnectionError(f"WebSocket {self.url} failed: {type(exc).__name__}: {exc}")
         finally:
@@ -119,6 +128,7 @@ class WsRpc:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
         self._pending_methods[call_id] = method
+        self._room.set()  # the reader must read on to find the answer
         try:
             await self._ws.send_str(json.dumps({"jsonrpc": "2.0", "id": call_id, "method": method, "params": params}))
             async with asyncio.timeout(self._timeout_s):
@@ -137,6 +147,8 @@ class WsRpc:
         """(subscription id, result) in the order the endpoint sent them, until the socket closes."""
         while True:
             note = await self._notes.get()
+            if self._notes.qsize() < READ_AHEAD // 2:
+                self._room.set()
             if note is None:
                 raise self._closed_because or ConnectionError(f"WebSocket {self.url} closed")
             params = (json.loads(note) if isinstance(note, str) else note).get("params") or {}
