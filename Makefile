@@ -13,7 +13,7 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps system-deps build demo test test-forge snapshot test-py lint fmt bench constraints clean
+.PHONY: help deps system-deps browser-deps build demo test test-forge snapshot test-py lint fmt bench constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
@@ -35,6 +35,13 @@ system-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# Debian's Chromium, for the status page test (headless). Only `make test` needs it, not the demo.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
@@ -51,7 +58,7 @@ build: deps
 demo: deps build
 	$(VENV)/bin/infera devnet --once
 
-test: deps build test-forge lint test-py
+test: deps browser-deps build test-forge lint test-py
 
 # Runs every forge test and checks gas against the committed .gas-snapshot (refresh: make snapshot).
 test-forge:

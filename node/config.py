@@ -56,13 +56,16 @@ class ChainConfig(_Section):
 class WalletConfig(_Section):
     private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
     extra_key_envs: list[str] = Field(default=[], description="env vars of more staked keys, used round-robin")
-    keystore_path: Path | None = None
-    keystore_password_env: str | None = None
+    keystore_path: Path | None = Field(default=None, description="encrypted keystore (infera keys new|import)")
+    keystore_password_env: str | None = Field(default=None, description="env var holding the keystore password")
+    keystore_password_file: Path | None = Field(default=None, description="file holding the keystore password")
 
     @model_validator(mode="after")
     def _one_source(self) -> WalletConfig:
-        if self.keystore_path is not None and not self.keystore_password_env:
-            raise ValueError("keystore_path needs keystore_password_env (the env var holding its password)")
+        if self.keystore_path is not None and not (self.keystore_password_env or self.keystore_password_file):
+            raise ValueError(
+                "keystore_path needs keystore_password_env or keystore_password_file (where its password is)"
+            )
         if self.keystore_path is None and not self.private_key_env:
             raise ValueError("set private_key_env or keystore_path")
         return self
@@ -97,11 +100,39 @@ class StoreConfig(_Section):
     retention_days: float = Field(default=7.0, gt=0, description="finished jobs are deleted after this long")
 
 
+class ApiToken(_Section):
+    """One client of the REST API. The token itself is never in the file: give its SHA-256 or an env var."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="shown in logs, metrics")
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
+    token_env: str | None = Field(default=None, description="env var holding the token")
+    rate_per_s: float = Field(default=10.0, gt=0, description="sustained requests per second")
+    burst: int = Field(default=20, ge=1, description="requests allowed at once above the sustained rate")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiToken:
+        if (self.token_sha256 is None) == (self.token_env is None):
+            raise ValueError("give exactly one of token_sha256 or token_env")
+        return self
+
+
 class ApiConfig(_Section):
-    host: str = Field(default="127.0.0.1", description="bind address of /healthz and /readyz")
+    host: str = Field(default="127.0.0.1", description="bind address of the HTTP API and status page")
     port: int = Field(default=8600, ge=0, le=65535, description="0: no HTTP server")
     max_lag_blocks: int = Field(default=20, ge=1, description="not ready while the listener trails more than this")
     max_silence_s: float = Field(default=120.0, gt=0, description="not ready when no block was seen for this long")
+    tokens: list[ApiToken] = Field(default=[], description="clients of /v1 (none: the job endpoints are off)")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20, description="larger bodies get 413")
+    max_batch: int = Field(default=64, ge=1, le=1024, description="jobs in one POST /v1/jobs/batch")
+    keep_jobs: int = Field(default=10_000, ge=1, description="finished off-chain jobs kept for GET (oldest go)")
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"api.tokens names must be unique; repeated: {', '.join(dupes)}")
+        return self
 
 
 class LogConfig(_Section):

@@ -1,21 +1,35 @@
-"""Logging set-up: one short line per event, human-readable or JSON lines."""
+"""Logging set-up: one short line per event, human-readable or JSON lines.
+
+Every line about a job starts with `request <id>:` (on-chain) or `off-chain job <id>` so it can be grepped; in JSON
+lines that id is also a field (`request_id`, `job_id`), for log pipelines that filter on fields.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+
+_JOB_ID = re.compile(r"^(?:request (?P<request_id>\d+)\b|off-chain job (?P<job_id>[0-9a-f]{32})\b)")
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        message = record.getMessage()
+        entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
         }
+        found = _JOB_ID.match(message)
+        if found is not None:
+            if found["request_id"] is not None:
+                entry["request_id"] = int(found["request_id"])
+            else:
+                entry["job_id"] = found["job_id"]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from eth_abi.abi import encode
 
 from node.chain.contracts import model_id
 from node.devnet import wait_until
-from tests.e2e.conftest import System
+from tests.e2e.conftest import KEYSTORE_PASSWORD, System
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +108,23 @@ def test_requests_for_models_the_node_does_not_serve_are_left_alone(system: Syst
     dev.wait_sentiment(control, timeout_s=ANSWER_TIMEOUT_S, alive=system.node.check_alive)
     assert not dev.is_fulfilled(other)
     assert model_id("generate/other-model@1") != model_id(dev.model_name)
+
+
+def test_no_log_line_of_the_run_holds_the_key_or_the_password(system: System) -> None:
+    """Runs last in this module: every log line of our processes (node, model container) is read. anvil's own log
+    is not ours: its banner lists the keys of its public test mnemonic, which the devnet node key is one of."""
+    dev = system.dev
+    key = dev.private_key_hex().removeprefix("0x").lower()
+    logs = sorted(p for p in dev.workdir.glob("*.log") if p.name != "anvil.log")
+    assert system.node.log_path in logs
+    node_lines = system.node.log_path.read_text().splitlines()
+    assert len(node_lines) > 20  # DEBUG: plenty to leak from
+    for path in logs:
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            assert key not in line.lower(), f"{path.name}:{number} holds the node's private key"
+            assert KEYSTORE_PASSWORD not in line, f"{path.name}:{number} holds the keystore password"
+    entries = [json.loads(line) for line in node_lines if line.startswith("{")]
+    assert len(entries) == len([line for line in node_lines if line.strip()])  # every line is a JSON object
+    delivered = [e for e in entries if " delivered " in e["msg"]]
+    assert delivered
+    assert all(isinstance(e.get("request_id"), int) for e in delivered)

@@ -103,3 +103,55 @@ def test_shipped_example_configs_are_valid(name: str) -> None:
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "config" / name)
     assert cfg.models
+
+
+def test_example_config_mentions_every_key() -> None:
+    """`config/node.example.toml` is the reference: every key of every section appears in it (set or commented)."""
+    from node.config import (
+        ApiConfig,
+        ApiToken,
+        ChainConfig,
+        LogConfig,
+        ModelConfig,
+        MqttConfig,
+        StoreConfig,
+        WalletConfig,
+    )
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "node.example.toml").read_text()
+    sections = [ChainConfig, WalletConfig, StoreConfig, ApiConfig, ApiToken, LogConfig, ModelConfig]
+    missing = [
+        f"{section.__name__}.{key}"
+        for section in sections
+        for key in section.model_fields
+        if f"\n{key} =" not in text and f"\n# {key} =" not in text and f"[[api.{key}]]" not in text
+    ]
+    assert not missing, f"keys without an annotated line in node.example.toml: {missing}"
+    assert MqttConfig.model_fields  # documented in README's MQTT section and config/node.compose.toml
+
+
+def test_api_tokens_need_exactly_one_secret_source_and_unique_names() -> None:
+    base = {
+        "chain": {"rpc_url": "http://x", "coordinator_address": "0x" + "11" * 20},
+        "models": [{"name": "m", "url": "http://c"}],
+    }
+    with pytest.raises(ConfigError, match=r"api\.tokens\.0.*exactly one of token_sha256 or token_env"):
+        parse_config({**base, "api": {"tokens": [{"name": "a"}]}})
+    with pytest.raises(ConfigError, match=r"api\.tokens\.0\.token_sha256"):
+        parse_config({**base, "api": {"tokens": [{"name": "a", "token_sha256": "not-hex"}]}})
+    twice = {"name": "a", "token_env": "T"}
+    with pytest.raises(ConfigError, match="repeated: a"):
+        parse_config({**base, "api": {"tokens": [twice, twice]}})
+    cfg = parse_config({**base, "api": {"tokens": [twice]}})
+    assert cfg.api.tokens[0].rate_per_s == 10.0
+
+
+def test_rate_limit_bucket_allows_burst_then_refills() -> None:
+    from node.api.auth import Bucket
+
+    bucket = Bucket(rate_per_s=2.0, burst=3)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == pytest.approx(0.5)  # one more needs half a second at 2/s
+    assert bucket.take(100.5) == 0.0
+    assert bucket.take(110.0) == 0.0  # refilled, but never above the burst
+    assert [bucket.take(110.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]

@@ -1,0 +1,250 @@
+"""Off-chain jobs: submitted over `/v1`, computed by the same containers (and within the same concurrency limits) as
+on-chain requests, answered over HTTP instead of on-chain.
+
+Guarantees:
+- A submission (one job or a batch) is validated whole before anything is kept: a batch with one bad item is
+  refused with the item's index and nothing of it runs.
+- A job belongs to the token that submitted it: another token gets 404 for it, as for an unknown id.
+- Each job runs once; a container that rejects the input fails the job with the container's reason; a container
+  that is down or errors is retried (`max_attempts` of the model) before the job fails.
+- Jobs live in memory: the newest `api.keep_jobs` finished jobs are kept for `GET`, and a restart forgets them
+  (on-chain requests are what the store makes durable).
+- `stream: true` on a streaming container (generate) records each piece as it comes; `GET /v1/jobs/{id}/events`
+  replays what a late subscriber missed and then follows the job live, as Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from node.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+SOURCE_OFFCHAIN = 1
+TERMINAL = ("completed", "failed")
+
+
+class JobInputError(ValueError):
+    """A submission that cannot be accepted; `str()` says what to fix."""
+
+
+@dataclass(slots=True)
+class OffchainJob:
+    id: str
+    owner: str
+    model: str
+    input: dict[str, Any]
+    stream: bool
+    status: str = "queued"
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Pieces of a streamed output, in order.
+    tokens: list[str] = field(default_factory=list)
+    #: Set and replaced on every change, so followers wake up.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "model": self.model,
+            "status": self.status,
+            "created_at": self.created_at,
+            "attempts": self.attempts,
+        }
+        if self.status == "completed":
+            out["output"] = self.output
+        if self.error is not None:
+            out["error"] = self.error
+        if self.finished_at is not None:
+            out["finished_at"] = self.finished_at
+            out["latency_ms"] = round((self.finished_at - self.created_at) * 1000, 1)
+        return out
+
+
+class OffchainJobs:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        models: list[ModelConfig],
+        slots: dict[str, asyncio.Semaphore],
+        *,
+        keep: int,
+        max_batch: int,
+    ) -> None:
+        self._session = session
+        self._models = {m.name: m for m in models}
+        self._slots = slots
+        self._keep = keep
+        self.max_batch = max_batch
+        self._jobs: OrderedDict[str, OffchainJob] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.submitted = 0
+
+    @property
+    def served(self) -> list[str]:
+        return sorted(name for name, m in self._models.items() if m.transport == "http")
+
+    # -------------------------------------------------------------------------------------------- submit
+
+    def _check(self, spec: Any, where: str) -> tuple[str, dict[str, Any], bool]:
+        if not isinstance(spec, dict):
+            raise JobInputError(f"{where}must be a JSON object with model and input")
+        unknown = sorted(set(spec) - {"model", "input", "stream"})
+        if unknown:
+            raise JobInputError(f"{where}unknown field(s): {', '.join(unknown)}")
+        model, input_, stream = spec.get("model"), spec.get("input"), spec.get("stream", False)
+        if not isinstance(model, str):
+            raise JobInputError(f"{where}model must be a string, one of: {', '.join(self.served)}")
+        if model not in self._models:
+            raise JobInputError(f"{where}unknown model {model!r}; this node serves: {', '.join(self.served)}")
+        if self._models[model].transport != "http":
+            raise JobInputError(f"{where}model {model!r} is served over MQTT; off-chain jobs need an HTTP container")
+        if not isinstance(input_, dict):
+            raise JobInputError(f"{where}input must be a JSON object of the model's input fields")
+        if not isinstance(stream, bool):
+            raise JobInputError(f"{where}stream must be true or false")
+        return model, input_, stream
+
+    def submit(self, owner: str, specs: list[Any], *, batch: bool) -> list[OffchainJob]:
+        """Validates every spec, then starts them all; raises `JobInputError` (nothing started) otherwise."""
+        if batch and not 1 <= len(specs) <= self.max_batch:
+            raise JobInputError(f"jobs must hold 1 to {self.max_batch} jobs (api.max_batch), got {len(specs)}")
+        checked = [self._check(s, f"jobs[{i}]: " if batch else "") for i, s in enumerate(specs)]
+        jobs = [OffchainJob(uuid.uuid4().hex, owner, m, i, s) for m, i, s in checked]
+        for job in jobs:
+            self._jobs[job.id] = job
+            task = asyncio.create_task(self._run(job), name=f"offchain-{job.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.submitted += len(jobs)
+        self._forget_old()
+        return jobs
+
+    def get(self, owner: str, job_id: str) -> OffchainJob | None:
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.owner == owner else None
+
+    def _forget_old(self) -> None:
+        excess = len(self._jobs) - self._keep
+        if excess <= 0:
+            return
+        for job_id in [j.id for j in self._jobs.values() if j.status in TERMINAL][:excess]:
+            del self._jobs[job_id]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ----------------------------------------------------------------------------------------------- run
+
+    async def _run(self, job: OffchainJob) -> None:
+        model = self._models[job.model]
+        delay = model.retry_backoff_s
+        try:
+            while True:
+                async with self._slots[job.model]:
+                    job.status, job.started_at, job.attempts = "running", time.time(), job.attempts + 1
+                    job.touch()
+                    try:
+                        if job.stream:
+                            job.output = await self._stream(job, model)
+                        else:
+                            job.output = await self._compute(job, model)
+                        job.status = "completed"
+                        break
+                    except _Rejected as exc:
+                        job.status, job.error = "failed", str(exc)
+                        break
+                    except (aiohttp.ClientError, TimeoutError, _Failed) as exc:
+                        if job.attempts >= model.max_attempts:
+                            job.status = "failed"
+                            job.error = f"container failed {job.attempts} time(s); last: {exc}"
+                            break
+                        log.warning("off-chain job %s attempt %d failed (%s); retrying", job.id, job.attempts, exc)
+                        job.tokens.clear()
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+        finally:
+            if job.status not in TERMINAL:  # cancelled (node stopping)
+                job.status, job.error = "failed", "the node stopped before the job finished"
+            job.finished_at = time.time()
+            job.touch()
+            log.info("off-chain job %s (%s) %s in %.0f ms", job.id, job.model, job.status, job.view()["latency_ms"])
+            self._forget_old()
+
+    def _body(self, job: OffchainJob) -> dict[str, Any]:
+        return {"source": SOURCE_OFFCHAIN, "destination": SOURCE_OFFCHAIN, "data": job.input}
+
+    async def _compute(self, job: OffchainJob, model: ModelConfig) -> Any:
+        assert model.url is not None
+        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
+        async with self._session.post(
+            f"{model.url.rstrip('/')}/service_output", json=self._body(job), timeout=timeout
+        ) as r:
+            payload = await r.json(content_type=None)
+            _raise_for(r.status, payload)
+        if not isinstance(payload, dict) or "output" not in payload:
+            raise _Failed("container answered 200 without an output")
+        return payload["output"]
+
+    async def _stream(self, job: OffchainJob, model: ModelConfig) -> Any:
+        """Reads the container's SSE stream, recording each piece; the output is the pieces joined."""
+        assert model.url is not None
+        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
+        url = f"{model.url.rstrip('/')}/service_output/stream"
+        async with self._session.post(url, json=self._body(job), timeout=timeout) as r:
+            if r.status != 200:
+                _raise_for(r.status, await r.json(content_type=None))
+            event = "message"
+            async for raw in r.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if event == "error":
+                        raise _Failed(f"model error while streaming: {data.get('error')}")
+                    if event == "done":
+                        return {"text": "".join(job.tokens)}
+                    job.tokens.append(str(data.get("token", "")))
+                    job.touch()
+                elif not line:
+                    event = "message"
+        raise _Failed("the container's stream ended without `done`")
+
+
+class _Rejected(Exception):
+    """The container refused the input (4xx): retrying cannot help."""
+
+
+class _Failed(Exception):
+    """The container failed (5xx, bad answer): retryable."""
+
+
+def _raise_for(status: int, payload: Any) -> None:
+    reason = payload.get("error") if isinstance(payload, dict) else None
+    if 400 <= status < 500 and status != 404:
+        raise _Rejected(f"the model rejected the input: {reason or f'HTTP {status}'}")
+    if status == 404:
+        raise _Rejected(f"the container cannot do this: {reason or 'HTTP 404'}")
+    if status != 200:
+        raise _Failed(f"container answered HTTP {status}: {reason or ''}".rstrip(": "))
