@@ -12,10 +12,16 @@ import aiohttp
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
-from node.api import server
+from node import __version__
+from node.api import auth as api_auth
+from node.api import rest, server
+from node.api import status as status_api
+from node.api.auth import Clients
+from node.api.delegated import DelegatedRequests
+from node.api.jobs import OffchainJobs
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, model_id
 from node.chain.listener import Listener
-from node.chain.rpc import RpcPool
+from node.chain.rpc import RpcPool, public_url
 from node.chain.tx import TxManager, TxPolicy
 from node.config import ModelConfig, MqttConfig, NodeConfig, WalletConfig
 from node.dispatch.http import HttpDispatcher
@@ -25,6 +31,7 @@ from node.health import Health
 from node.jobs.scheduler import Route, Scheduler
 from node.jobs.store import JobStore
 from node.keys import load_account
+from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ class Node:
             loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
         accounts = load_accounts(cfg.wallet)
+        clients = Clients(cfg.api.tokens)  # a token env var that is not set stops the node here
         abi = CoordinatorAbi.from_artifacts(cfg.chain.artifacts_dir)
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
         chain_id = await self._wait_for_chain(rpc)
@@ -77,7 +85,7 @@ class Node:
         store = JobStore(cfg.store.path, chain_id=chain_id, coordinator=coordinator)
         pruned = store.prune(cfg.store.retention_days * 86400)
         try:
-            await self._serve(cfg, rpc, store, abi, accounts, coordinator, chain_id, pruned)
+            await self._serve(cfg, rpc, store, abi, accounts, clients, coordinator, chain_id, pruned)
         finally:
             store.close()
             await rpc.close()
@@ -90,6 +98,7 @@ class Node:
         store: JobStore,
         abi: CoordinatorAbi,
         accounts: list[LocalAccount],
+        clients: Clients,
         coordinator: str,
         chain_id: int,
         pruned: int,
@@ -106,7 +115,8 @@ class Node:
             retry_window_s=c.delivery_retry_window_s,
             receipt_poll_s=min(1.0, c.poll_interval_s),
         )
-        txm = TxManager(rpc, store, abi, to_checksum_address(coordinator), accounts, policy)
+        metrics = Metrics() if cfg.api.port else None  # nobody could read them without the HTTP server
+        txm = TxManager(rpc, store, abi, to_checksum_address(coordinator), accounts, policy, metrics=metrics)
         await txm.start()
         hub = _hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
         async with aiohttp.ClientSession() as session:
@@ -117,7 +127,7 @@ class Node:
                 )
                 for m in cfg.models
             }
-            scheduler = Scheduler(store, routes, txm)
+            scheduler = Scheduler(store, routes, txm, metrics=metrics)
             txm.upcoming = lambda: scheduler.running + scheduler.waiting
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
 
@@ -146,8 +156,52 @@ class Node:
                 max_lag_blocks=cfg.api.max_lag_blocks,
                 max_silence_s=cfg.api.max_silence_s,
             )
+            offchain = OffchainJobs(
+                session,
+                cfg.models,
+                {r.model.name: r.slots for r in routes.values()},  # shares each model's concurrency limit
+                keep=cfg.api.keep_jobs,
+                max_batch=cfg.api.max_batch,
+            )
+
+            async def compute_delegated(job_id: str, model: str, input_: bytes) -> bytes:
+                route = routes[model_id(model)]
+                async with route.slots:
+                    return await route.dispatcher.compute(job_id, input_)
+
+            delegated = DelegatedRequests(
+                rpc,
+                abi,
+                coordinator,
+                chain_id,
+                accounts[0].address,
+                {model_id(m.name): m.name for m in cfg.models},
+                compute_delegated,
+                txm.send_call,
+                keep=cfg.api.keep_jobs,
+            )
+            scheduler.delivered_here = delegated.created_here
+
+            def info() -> dict[str, object]:
+                return {
+                    "version": __version__,
+                    "chain_id": chain_id,
+                    "coordinator": coordinator,
+                    "nodes": [a.address for a in accounts],
+                    "models": [
+                        {"name": m.name, "transport": m.transport, "max_concurrency": m.max_concurrency}
+                        for m in cfg.models
+                    ],
+                    "api_tokens": len(cfg.api.tokens),
+                    "offchain_jobs_submitted": offchain.submitted,
+                    "delegated_requests_accepted": delegated.accepted,
+                }
+
             runner = None
             if cfg.api.port:
+                assert metrics is not None
+                metrics.watch(store=store, rpc=rpc, listener=listener, scheduler=scheduler, txm=txm, health=health)
+                view = status_api.StatusView(chain_id, coordinator, health, listener, store, scheduler, txm, metrics)
                 status = lambda: {  # noqa: E731
                     "jobs": store.counts(),
                     "txs_in_flight": txm.in_flight,
@@ -155,8 +209,18 @@ class Node:
                     "duplicates_dropped": scheduler.duplicates,
                     "reorgs": listener.reorgs,
                 }
-                runner = await server.start(server.make_app(health, status), cfg.api.host, cfg.api.port)
-                log.info("health endpoints on http://%s:%d/readyz", cfg.api.host, cfg.api.port)
+                app = server.make_app(
+                    health,
+                    status,
+                    middlewares=api_auth.middlewares(clients, cfg.api.max_body_bytes),
+                    max_body_bytes=cfg.api.max_body_bytes,
+                    setup=[
+                        lambda a: rest.add_routes(a, offchain, delegated, info),
+                        lambda a: status_api.add_routes(a, view),
+                    ],
+                )
+                runner = await server.start(app, cfg.api.host, cfg.api.port)
+                log.info("status page on http://%s:%d/ (metrics: /metrics)", cfg.api.host, cfg.api.port)
             for route in routes.values():
                 where = route.model.url if route.model.transport == "http" else f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]
                 log.info("serving %s via %s", route.model.name, where)
@@ -177,17 +241,24 @@ class Node:
                     watch_task = tg.create_task(health.watch_containers(), name="health")
                     prune_task = tg.create_task(self._prune(store, cfg.store.retention_days), name="prune")
                     hub_task = tg.create_task(hub.run(), name="mqtt") if hub else None
+                    balance_task = (
+                        tg.create_task(metrics.watch_balances(rpc, txm.addresses), name="balances") if metrics else None
+                    )
                     await self.stopping.wait()
                     log.info("stopping: finishing in-flight jobs")
                     listen_task.cancel()
                     watch_task.cancel()
                     prune_task.cancel()
+                    if balance_task:
+                        balance_task.cancel()
                     schedule_task.cancel()
                     await asyncio.gather(schedule_task, return_exceptions=True)  # computations drain first
                     tx_task.cancel()  # what is computed or sent is in the store: the next start resumes it
                     if hub_task:
                         hub_task.cancel()
             finally:
+                await offchain.close()
+                await delegated.close()
                 if runner is not None:
                     await runner.cleanup()
 
@@ -198,7 +269,12 @@ class Node:
             try:
                 return int(await rpc.call("eth_chainId", lambda w3: w3.eth.chain_id))
             except RpcUnavailable as exc:
-                log.error("chain.rpc_url: cannot reach %s (%s); retrying in %.0f s", ", ".join(rpc.urls), exc, delay)
+                log.error(
+                    "chain.rpc_url: cannot reach %s (%s); retrying in %.0f s",
+                    ", ".join(public_url(u) for u in rpc.urls),
+                    exc,
+                    delay,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(30.0, delay * 2)

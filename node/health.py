@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.chain.listener import Listener
-from node.chain.rpc import RpcPool
+from node.chain.rpc import RpcPool, public_url
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Health:
         """Why the node is not ready; empty when it is."""
         found = []
         if not self.rpc.reachable:
-            found.append(f"RPC unreachable ({self.rpc.url})")
+            found.append(f"RPC unreachable ({public_url(self.rpc.url)})")
         if not self.listener.connected:
             found.append("listener not connected")
         elif time.monotonic() - self.listener.last_heard > self.max_silence_s:
@@ -66,6 +66,6 @@ class Health:
             "head": head.number if head else None,
             "cursor": self.listener.cursor,
             "lag_blocks": self.listener.lag_blocks,
-            "rpc": self.rpc.url,
+            "rpc": public_url(self.rpc.url),
             "containers": dict(self.containers),
         }

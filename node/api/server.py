@@ -5,6 +5,7 @@ Binds 127.0.0.1 unless configured otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +26,23 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(snapshot, status=200 if snapshot["ready"] else 503)
 
 
-def make_app(health: Health, status: Any) -> web.Application:
-    """`status()` adds the node's own figures (jobs by state, transactions in flight) to `/readyz`."""
-    app = web.Application()
+def make_app(
+    health: Health,
+    status: Any,
+    *,
+    middlewares: Sequence[Any] = (),
+    max_body_bytes: int = 1 << 20,
+    setup: Sequence[Callable[[web.Application], None]] = (),
+) -> web.Application:
+    """`status()` adds the node's own figures (jobs by state, transactions in flight) to `/readyz`; each `setup`
+    callable adds its routes (the `/v1` API, metrics, the status page)."""
+    app = web.Application(middlewares=list(middlewares), client_max_size=max_body_bytes)
     app[HEALTH] = health
     app[STATUS] = status
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    for add_routes in setup:
+        add_routes(app)
     return app
 
 

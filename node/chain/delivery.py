@@ -90,6 +90,7 @@ def receipt_from_json(raw: dict[str, Any]) -> dict[str, Any]:
         "status": int(raw["status"], 16),
         "blockNumber": int(raw["blockNumber"], 16),
         "gasUsed": int(raw["gasUsed"], 16),
+        "effectiveGasPrice": int(raw["effectiveGasPrice"], 16) if raw.get("effectiveGasPrice") else None,
         "transactionHash": HexBytes(raw["transactionHash"]),
         "logs": [{"topics": [HexBytes(t) for t in e["topics"]], "data": HexBytes(e["data"])} for e in raw["logs"]],
     }

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
@@ -58,6 +59,13 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+def public_url(url: str) -> str:
+    """`url` without credentials, path or query (where providers put API keys): what logs and pages may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
 def is_transport_error(exc: BaseException) -> bool:
@@ -135,11 +143,13 @@ class RpcPool:
                     self.last_ok = time.monotonic()
                     raise
                 self.last_failure = time.monotonic()
-                errors.append(f"{self.url}: {type(exc).__name__}: {exc}")
+                shown = public_url(self.url)
+                errors.append(f"{shown}: {type(exc).__name__}: {str(exc).replace(self.url, shown)}")
                 if len(self._clients) > 1:
-                    failed = self.url
                     self._current = (self._current + 1) % len(self._clients)
-                    log.warning("RPC %s failed (%s); failing over to %s", failed, type(exc).__name__, self.url)
+                    log.warning(
+                        "RPC %s failed (%s); failing over to %s", shown, type(exc).__name__, public_url(self.url)
+                    )
                 continue
             self.last_ok = time.monotonic()
             return result

@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
@@ -45,9 +45,12 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 from node.chain import delivery
 from node.chain.contracts import CoordinatorAbi
 from node.chain.listener import Head, as_head
-from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
-from node.errors import RpcUnavailable
+from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert, public_url
+from node.errors import RpcUnavailable, TxReverted
 from node.jobs.store import Job, JobState, JobStore, StoredTx
+
+if TYPE_CHECKING:
+    from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ class TxManager:
         policy: TxPolicy,
         *,
         on_settled: Callable[[Job], None] = lambda job: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._rpc = rpc
         self._store = store
@@ -137,12 +141,16 @@ class TxManager:
         #: monotonic time each open transaction was last (re)signed, by slot (not stored: after a restart, 0).
         self._sent_at: dict[tuple[str, int], float] = {}
         self._spawn_later: list[Coroutine[Any, Any, None]] = []
+        #: Receipts awaited by `send_call` callers, by (sender, nonce).
+        self._calls: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self._chain_id = 0
         self.head: Head | None = None
         self._cap_warned = False
         #: Delivery transactions by outcome, for metrics.
         self.sent = 0
         self.replaced = 0
+        #: Observes confirmation times, gas and delivery latencies, when set.
+        self.metrics = metrics
 
     @property
     def addresses(self) -> list[ChecksumAddress]:
@@ -318,6 +326,51 @@ class TxManager:
 
     # -------------------------------------------------------------------------------------------------- send
 
+    async def send_call(self, data: bytes, gas: int, what: str) -> tuple[StoredTx, asyncio.Future[Any]]:
+        """Signs and sends one coordinator call that carries no job (a delegated request) with the same keys,
+        nonces, fee cap, tracking and replacement as deliveries. Returns the transaction (its `hashes` grow when it
+        is replaced) and a future of its receipt once it is confirmed; the future fails if the transaction is
+        abandoned. Raises `RpcUnavailable` when it cannot be sent now, `TxReverted` when fees are over the cap."""
+        await self._send_slots.acquire()
+        key = await self._free_key()
+        try:
+            base = self.head.base_fee_wei if self.head else 0
+            fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
+            if fees is None:
+                raise TxReverted(f"{what}: base fee {base} wei is above max_fee_per_gas_wei; try again later")
+            async with key.lock:
+                unsigned: dict[str, Any] = {
+                    "to": self._coordinator,
+                    "data": "0x" + data.hex(),
+                    "value": 0,
+                    "gas": gas,
+                    "nonce": key.next_nonce,
+                    "chainId": self._chain_id,
+                    "maxFeePerGas": fees[0],
+                    "maxPriorityFeePerGas": fees[1],
+                    "type": 2,
+                }
+                signed = key.account.sign_transaction(unsigned)
+                tx = StoredTx(
+                    sender=key.address,
+                    nonce=key.next_nonce,
+                    hashes=["0x" + signed.hash.hex()],
+                    raw=bytes(signed.raw_transaction),
+                    request=unsigned,
+                    items=[],
+                    sent_block=self.head.number if self.head else 0,
+                )
+                self._store.add_tx(tx, [])  # committed before it leaves the process
+                key.next_nonce += 1
+                self._track(tx, key)
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                self._calls[(tx.sender.lower(), tx.nonce)] = future
+        finally:
+            self._release(key)
+        log.info("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
+        await self._broadcast(tx)
+        return tx, future
+
     async def _send(self, key: _Key, jobs: list[Job]) -> None:
         data = delivery.calldata(self._abi, jobs)
         what = delivery.describe(jobs)
@@ -431,7 +484,11 @@ class TxManager:
                 s in message for s in ("not found", "not supported", "unsupported", "does not exist", "not available")
             )
             if unknown and self._sync_send is not True:
-                log.info("%s has no eth_sendRawTransactionSync (%s): polling receipts instead", self._rpc.url, exc)
+                log.info(
+                    "%s has no eth_sendRawTransactionSync (%s): polling receipts instead",
+                    public_url(self._rpc.url),
+                    exc,
+                )
                 self._sync_send = False
                 await self._broadcast_plain(tx, quiet=quiet)
             elif "timeout" in message or "timed out" in message or exc.code == 4:
@@ -495,6 +552,9 @@ class TxManager:
             self._receipts.pop((tx.sender.lower(), tx.nonce), None)
             self._sent_at.pop((tx.sender.lower(), tx.nonce), None)
             self._room.set()
+        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
+        if call is not None and not call.done():
+            call.set_exception(RuntimeError(f"transaction {tx.hashes[-1]} was abandoned ({tx.state})"))
 
     # ------------------------------------------------------------------------------------------------- track
 
@@ -526,6 +586,8 @@ class TxManager:
         self._receipts[slot] = receipt
         tx.state, tx.mined_block = "mined", int(receipt["blockNumber"])
         self._store.update_tx(tx)
+        if self.metrics is not None and self._sent_at.get(slot):
+            self.metrics.observe_mined(time.monotonic() - self._sent_at[slot])
         head = max(self.head.number if self.head else 0, tx.mined_block)  # the receipt proves its block exists
         if head >= tx.mined_block + self._policy.confirmations:
             self._finish(tx, receipt)
@@ -569,6 +631,8 @@ class TxManager:
         outcomes = self._abi.delivery_outcomes(list(receipt["logs"]), tx.sender) if ok else {}
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
+        if self.metrics is not None:
+            self.metrics.observe_receipt(tx.sender, receipt)
         for rid, _failed in tx.items:
             job = self._carried.pop(rid, None) or self._store.get(rid)
             if job is None or job.state is not JobState.SUBMITTED:
@@ -593,6 +657,9 @@ class TxManager:
                 self._settle(job, JobState.FAILED, f"delivery refused on-chain: {outcome or 'no event'}")
         tx.state = "confirmed" if ok else "failed"
         self._store.update_tx(tx)
+        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
+        if call is not None and not call.done():
+            call.set_result(receipt)
         self._untrack(tx)
 
     def _settle(
@@ -611,6 +678,8 @@ class TxManager:
         took_ms = (time.monotonic() - job.seen_at) * 1000
         rid = job.request_id
         if state is JobState.CONFIRMED:
+            if self.metrics is not None:
+                self.metrics.observe_delivered(took_ms / 1000)
             log.info(
                 "request %d: delivered %s in %.0f ms tx %s block %s gas %d",
                 rid,

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from node.chain.rpc import RpcError
+from node.chain.rpc import RpcError, public_url
 
 #: Seconds a call may wait for its answer before the connection is taken as dead.
 CALL_TIMEOUT_S = 30.0
@@ -75,12 +75,12 @@ class WsRpc:
 
     async def _read(self) -> None:
         assert self._ws is not None
-        reason: BaseException = ConnectionError(f"WebSocket {self.url} closed")
+        reason: BaseException = ConnectionError(f"WebSocket {public_url(self.url)} closed")
         try:
             async for message in self._ws:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     if message.type is aiohttp.WSMsgType.ERROR:
-                        reason = ConnectionError(f"WebSocket {self.url} failed: {self._ws.exception()}")
+                        reason = ConnectionError(f"WebSocket {public_url(self.url)} failed: {self._ws.exception()}")
                         break
                     continue
                 data: str = message.data
@@ -92,7 +92,7 @@ class WsRpc:
                     self._room.clear()
                     await self._room.wait()
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            reason = ConnectionError(f"WebSocket {self.url} failed: {type(exc).__name__}: {exc}")
+            reason = ConnectionError(f"WebSocket {public_url(self.url)} failed: {type(exc).__name__}: {exc}")
         finally:
             self._closed_because = reason
             for future in self._pending.values():
@@ -134,7 +134,9 @@ class WsRpc:
             async with asyncio.timeout(self._timeout_s):
                 return await future
         except TimeoutError:
-            raise ConnectionError(f"WebSocket {self.url}: no answer to {method} in {self._timeout_s:.0f} s") from None
+            raise ConnectionError(
+                f"WebSocket {public_url(self.url)}: no answer to {method} in {self._timeout_s:.0f} s"
+            ) from None
         finally:
             self._pending.pop(call_id, None)
             self._pending_methods.pop(call_id, None)
@@ -150,6 +152,6 @@ class WsRpc:
             if self._notes.qsize() < READ_AHEAD // 2:
                 self._room.set()
             if note is None:
-                raise self._closed_because or ConnectionError(f"WebSocket {self.url} closed")
+                raise self._closed_because or ConnectionError(f"WebSocket {public_url(self.url)} closed")
             params = (json.loads(note) if isinstance(note, str) else note).get("params") or {}
             yield str(params.get("subscription")), params.get("result")

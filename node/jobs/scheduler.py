@@ -16,13 +16,17 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from node.chain.contracts import InferenceRequest, model_id
 from node.config import ModelConfig
 from node.errors import ContainerError, ContainerUnavailable
 from node.jobs.store import Job, JobState, JobStore
+
+if TYPE_CHECKING:
+    from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +66,30 @@ class Route:
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, routes: dict[bytes, Route], sender: Sender) -> None:
+    def __init__(
+        self, store: JobStore, routes: dict[bytes, Route], sender: Sender, *, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._routes = routes
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Whether a request's creating transaction was this node's own `deliverDelegated` (nothing left to do).
+        self.delivered_here: Callable[[str], bool] = lambda tx_hash: False
         #: Container calls made, by model name (what a restart must not repeat for computed jobs).
         self.container_calls: dict[str, int] = {}
         #: Requests seen again (backfill overlap, reconnects) and dropped as duplicates.
         self.duplicates = 0
+        #: Times each container call, when set.
+        self.metrics = metrics
 
     def submit(self, request: InferenceRequest) -> Job | None:
         """Accepts a request seen on-chain; returns its new job, or None if it is a duplicate or not ours."""
         route = self._routes.get(request.model_id)
         if route is None:
             log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
+            return None
+        if self.delivered_here(request.tx_hash):
+            log.info("request %d: created and delivered by this node (a delegated request)", request.request_id)
             return None
         job = self._store.add(request, route.model.name)
         if job is None:
@@ -138,10 +151,16 @@ class Scheduler:
         return len(self._tasks)
 
     async def run(self, requests: asyncio.Queue[InferenceRequest]) -> None:
-        """Consumes requests from the listener until cancelled."""
+        """Consumes requests from the listener until cancelled. Whatever has queued up meanwhile (a block with
+        thousands of requests) is recorded in one commit, before any of its jobs can run."""
         try:
             while True:
-                self.submit(await requests.get())
+                batch = [await requests.get()]
+                while not requests.empty():
+                    batch.append(requests.get_nowait())
+                with self._store.transaction():
+                    for request in batch:
+                        self.submit(request)
         finally:
             await self.drain()
 
@@ -160,8 +179,9 @@ class Scheduler:
             async with route.slots:  # `running` means in the container, not waiting for a slot
                 self._store.update(job, JobState.RUNNING, attempts=job.attempts + 1)
                 self.container_calls[route.model.name] = self.container_calls.get(route.model.name, 0) + 1
+                called = time.perf_counter()
                 try:
-                    return await route.dispatcher.compute(str(job.request_id), job.request.input)
+                    output = await route.dispatcher.compute(str(job.request_id), job.request.input)
                 except ContainerUnavailable as exc:
                     # The container is down, not failing on this input: wait for it, within the request's deadline.
                     self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)
@@ -173,6 +193,8 @@ class Scheduler:
                     error: ContainerError = exc
                     delay = CONTAINER_WAIT_S
                 except ContainerError as exc:
+                    if self.metrics is not None:
+                        self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=False)
                     if not exc.retryable or job.attempts >= route.model.max_attempts:
                         raise
                     error, delay = exc, backoff_s(job.attempts, route.model.retry_backoff_s)
@@ -184,6 +206,10 @@ class Scheduler:
                         error,
                         delay,
                     )
+                else:
+                    if self.metrics is not None:
+                        self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=True)
+                    return output
             await asyncio.sleep(delay)
 
     async def _run(self, job: Job, route: Route) -> None:

@@ -464,3 +464,100 @@ class JobStore:
             ).rowcount
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
         return int(deleted)
+
+    def latest(self, n: int) -> list[dict[str, Any]]:
+        """The `n` newest jobs (by when their request was recorded; this chain and coordinator), newest first, each
+        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, and the wall
+        times it was recorded and last changed. Walks the table from its newest row (no index, no sort): a fraction
+        of a millisecond however many jobs the store holds."""
+        rows = self._db.execute(
+            "SELECT request_id, model, state, tx_hash, error, created_at, updated_at FROM jobs NOT INDEXED"
+            " WHERE chain_id=? AND coordinator=? ORDER BY rowid DESC LIMIT ?",
+            (self.chain_id, self.coordinator, n),
+        ).fetchall()
+        keys = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # --------------------------------------------------------------------------------- operator queries (CLI)
+
+    def list_jobs(self, *, state: JobState | None = None, limit: int = 50) -> list[JobRecord]:
+        """The newest `limit` jobs (by last change), optionally only those in `state`."""
+        where, args = "chain_id=? AND coordinator=?", [self.chain_id, self.coordinator]
+        if state is not None:
+            where += " AND state=?"
+            args.append(state)
+        rows = self._db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM jobs WHERE {where} ORDER BY updated_at DESC, block_number DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def record(self, request_id: int) -> JobRecord | None:
+        """One job as the store has it now (not the in-memory copy), or None."""
+        row = self._db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
+            self._key(request_id),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def senders(self) -> list[str]:
+        """The addresses this node signed transactions from (as long as their records are kept)."""
+        rows = self._db.execute("SELECT DISTINCT sender FROM txs WHERE chain_id=?", (self.chain_id,)).fetchall()
+        return [to_checksum_address(r[0]) for r in rows]
+
+    def requeue(self, request_id: int) -> JobState:
+        """Puts a `failed` job back so the node works on it again when it next starts (`resumable`): to `computed`
+        if it has an output or a failure to report (resent, not recomputed), else to `seen` with its attempts reset.
+        The state is re-read inside the write, so a job a running node settled meanwhile is never overwritten;
+        raises `ValueError` if the job is missing or not failed. Returns the new state."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT state, output, failure FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=?"
+                " AND interval=?",
+                self._key(request_id),
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"no job for request {request_id}")
+            if row[0] != JobState.FAILED:
+                raise ValueError(f"job {request_id} is {row[0]}, not failed")
+            state = JobState.COMPUTED if row[1] is not None or row[2] is not None else JobState.SEEN
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=CASE WHEN ?='seen' THEN 0 ELSE attempts END, tx_hash=NULL,"
+                " nonce=NULL, error=NULL, updated_at=? WHERE chain_id=? AND coordinator=? AND request_id=?"
+                " AND interval=?",
+                (state, state, time.time(), *self._key(request_id)),
+            )
+        self._live.pop(request_id, None)
+        return state
+
+    @staticmethod
+    def scopes(path: str | Path) -> list[tuple[int, str]]:
+        """The (chain id, coordinator) pairs with jobs in the store file at `path` (which must exist; nothing is
+        written): how a CLI opens a node's store without asking the chain for its id."""
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True)
+        try:
+            rows = db.execute("SELECT DISTINCT chain_id, coordinator FROM jobs ORDER BY chain_id").fetchall()
+        except sqlite3.OperationalError:  # a file without the jobs table
+            return []
+        finally:
+            db.close()
+        return [(int(c), str(a)) for c, a in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job with the bookkeeping an operator looks at (when it was seen and last changed, where its log was)."""
+
+    job: Job
+    block_number: int
+    created_at: float
+    updated_at: float
+
+
+_RECORD_COLUMNS = (
+    "model, request, state, attempts, output, failure, tx_hash, nonce, error, block_number, created_at, updated_at"
+)
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(JobStore._job(row[:9]), int(row[9]), float(row[10]), float(row[11]))

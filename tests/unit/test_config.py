@@ -155,3 +155,11 @@ def test_rate_limit_bucket_allows_burst_then_refills() -> None:
     assert bucket.take(100.5) == 0.0
     assert bucket.take(110.0) == 0.0  # refilled, but never above the burst
     assert [bucket.take(110.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
+
+
+def test_public_url_hides_what_providers_put_keys_in() -> None:
+    from node.chain.rpc import public_url
+
+    assert public_url("https://user:pw@eth.example.com:8443/v3/0123abcd?key=s3cret") == "https://eth.example.com:8443"
+    assert public_url("wss://mainnet.example.io/ws/v3/0123abcd") == "wss://mainnet.example.io"
+    assert public_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"

@@ -1,0 +1,263 @@
+"""The node's Prometheus metrics, in a registry of its own (names prefixed `infera_`).
+
+Guarantees:
+- Figures the node already keeps (jobs by state from the store, RPC calls by method, queues, transactions in flight,
+  reorgs, listener lag, chain head, container health) are read when `/metrics` is scraped, never copied on the hot
+  path; a job costs at most one `observe()` per histogram it appears in.
+- The wallet balance is read with `eth_getBalance` (through the `RpcPool`, so it is counted) every
+  `BALANCE_REFRESH_S`, pinned to the newest head the node knows. Between reads it is lowered by the fee of each of the
+  node's own transactions mined after that head (gas used x effective gas price), so it is exact as long as nothing
+  else moves the wallet's ether (the coordinator pays nodes by `withdraw`, never by a push), and each read corrects
+  any drift (a transfer, an L1 data fee).
+- A failed balance read is logged and retried on the next round; it never stops the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eth_typing import ChecksumAddress
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from node.chain.listener import Listener
+    from node.chain.rpc import RpcPool
+    from node.chain.tx import TxManager
+    from node.health import Health
+    from node.jobs.scheduler import Scheduler
+    from node.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+BALANCE_REFRESH_S = 15.0
+RECENT_FEES = 1024
+#: Job states always exported (0 when empty), so a dashboard's series do not come and go.
+JOB_STATES = ("seen", "running", "computed", "submitted", "confirmed", "failed", "expired", "orphaned")
+
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+CONTAINER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CONFIRMATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 12, 30, 60, 120, 300, 600)
+
+
+@dataclass
+class Balance:
+    """A wallet's balance in wei, as read at block `as_of_block` (None: read at "latest") and lowered since."""
+
+    wei: int
+    as_of_block: int | None
+
+
+class Metrics:
+    """What the node observes (histograms, gas counters, balances) plus, once `watch` is called, what it reads at
+    scrape time. Pass one to `Scheduler` and `TxManager`; without one they observe nothing."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.delivery_latency = Histogram(
+            "infera_delivery_latency_seconds",
+            "Seconds from when the node saw a request's log (or resumed its job after a restart) to when its"
+            " delivery was mined and `confirmations` deep; delivered requests only. Block-time before the node saw"
+            " it is not included: this is the part the node controls.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.container_seconds = Histogram(
+            "infera_container_seconds",
+            "Seconds one call to a model container took, per attempt (outcome: ok, or error for a 4xx/5xx,"
+            " timeout or malformed answer; refused connections are not timed).",
+            ["model", "outcome"],
+            buckets=CONTAINER_BUCKETS_S,
+            registry=r,
+        )
+        self.confirmation_seconds = Histogram(
+            "infera_tx_confirmation_seconds",
+            "Seconds from signing a transaction (its latest replacement, if it was bumped) to its receipt.",
+            buckets=CONFIRMATION_BUCKETS_S,
+            registry=r,
+        )
+        self.gas_used = Counter(
+            "infera_gas_used", "Gas used by the node's mined transactions (from their receipts).", registry=r
+        )
+        self.gas_spent_wei = Counter(
+            "infera_gas_spent_wei",
+            "Wei paid for gas by the node's mined transactions (gas used x effective gas price, from receipts).",
+            registry=r,
+        )
+        self._balance_gauge = Gauge(
+            "infera_wallet_balance_wei",
+            f"Ether balance of each node key in wei (eth_getBalance every {BALANCE_REFRESH_S:.0f} s, lowered by"
+            " the node's own gas spending in between).",
+            ["address"],
+            registry=r,
+        )
+        #: By checksum address; the status page shows these.
+        self.balances: dict[str, Balance] = {}
+        #: (block, fee in wei) of each address's latest mined transactions, to re-apply after a pinned read.
+        self._recent_fees: dict[str, collections.deque[tuple[int, int]]] = {}
+        #: The newest block number the node knows (the listener's head, or the sender's before the listener has one).
+        self._head: Callable[[], int | None] = lambda: None
+
+    # ---------------------------------------------------------------------------------------- observations
+
+    def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
+        self.container_seconds.labels(model, "ok" if ok else "error").observe(seconds)
+
+    def observe_mined(self, seconds: float) -> None:
+        self.confirmation_seconds.observe(seconds)
+
+    def observe_delivered(self, seconds: float) -> None:
+        self.delivery_latency.observe(seconds)
+
+    def observe_receipt(self, sender: str, receipt: Mapping[str, Any]) -> None:
+        """Gas of one of the node's mined transactions (counted once per transaction: the caller's promise)."""
+        gas = int(receipt["gasUsed"])
+        self.gas_used.inc(gas)
+        price = receipt.get("effectiveGasPrice")
+        if price is None:
+            return
+        fee, block = gas * int(price), int(receipt["blockNumber"])
+        self.gas_spent_wei.inc(fee)
+        self._recent_fees.setdefault(sender, collections.deque(maxlen=RECENT_FEES)).append((block, fee))
+        balance = self.balances.get(sender)
+        if balance is not None and balance.as_of_block is not None and block > balance.as_of_block:
+            balance.wei -= fee
+            self._balance_gauge.labels(sender).set(balance.wei)
+
+    # -------------------------------------------------------------------------------------------- scraping
+
+    def watch(
+        self,
+        *,
+        store: JobStore,
+        rpc: RpcPool,
+        listener: Listener,
+        scheduler: Scheduler,
+        txm: TxManager,
+        health: Health,
+    ) -> None:
+        """Registers the collector that reads the node's parts at scrape time (call once)."""
+        self._head = lambda: max((h.number for h in (listener.head, txm.head) if h is not None), default=None)
+        self.registry.register(_NodeCollector(store, rpc, listener, scheduler, txm, health))
+
+    # -------------------------------------------------------------------------------------------- balances
+
+    async def watch_balances(
+        self, rpc: RpcPool, addresses: Sequence[ChecksumAddress], interval_s: float = BALANCE_REFRESH_S
+    ) -> None:
+        """Reads every address's balance now and then every `interval_s`, until cancelled."""
+        while True:
+            for address in addresses:
+                await self.refresh_balance(rpc, address)
+            await asyncio.sleep(interval_s)
+
+    async def refresh_balance(self, rpc: RpcPool, address: ChecksumAddress) -> None:
+        """Reads one balance at the newest block the node knows, then applies the fees of its transactions mined
+        above that block (those already seen and, through `observe_receipt`, those still to come)."""
+        block = self._head()
+        try:
+            wei = int(
+                await rpc.call(
+                    "eth_getBalance", lambda w3: w3.eth.get_balance(address, "latest" if block is None else block)
+                )
+            )
+        except Exception as exc:  # a metric must never stop the node
+            log.warning("cannot read the balance of %s: %s", address, exc)
+            return
+        if block is not None:  # receipts of later blocks that came in while the read was under way
+            wei -= sum(fee for b, fee in self._recent_fees.get(address, ()) if b > block)
+        self.balances[address] = Balance(wei, block)
+        self._balance_gauge.labels(address).set(wei)
+
+
+class _NodeCollector(Collector):
+    """Figures read from the node's parts when scraped."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        rpc: RpcPool,
+        listener: Listener,
+        scheduler: Scheduler,
+        txm: TxManager,
+        health: Health,
+    ) -> None:
+        self._store = store
+        self._rpc = rpc
+        self._listener = listener
+        self._scheduler = scheduler
+        self._txm = txm
+        self._health = health
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(empty=True)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(empty=False)
+
+    def _families(self, *, empty: bool) -> list[Metric]:
+        jobs = GaugeMetricFamily(
+            "infera_jobs", "Jobs in the store by state (this chain and coordinator).", labels=["state"]
+        )
+        calls = CounterMetricFamily(
+            "infera_rpc_calls", "JSON-RPC calls made through the RPC pool, by method.", labels=["method"]
+        )
+        queue = GaugeMetricFamily(
+            "infera_queue_depth",
+            "Jobs waiting: for a compute slot (queue=compute) or to be put in a transaction (queue=send).",
+            labels=["queue"],
+        )
+        in_flight = GaugeMetricFamily("infera_txs_in_flight", "The node's transactions signed and not yet settled.")
+        sent = CounterMetricFamily("infera_txs_sent", "Delivery transactions signed (replacements not included).")
+        replaced = CounterMetricFamily("infera_txs_replaced", "Transactions re-signed with higher fees or re-carried.")
+        reorgs = CounterMetricFamily("infera_reorgs", "Chain reorganisations the listener found.")
+        duplicates = CounterMetricFamily("infera_duplicate_requests", "Request logs seen again and dropped.")
+        lag = GaugeMetricFamily(
+            "infera_listener_lag_blocks", "Blocks between the confirmed head and the listener's cursor."
+        )
+        head = GaugeMetricFamily("infera_chain_head_block", "Number of the newest block the listener heard of.")
+        containers = GaugeMetricFamily(
+            "infera_container_healthy",
+            "1 when the model's container (or worker pool) answers its health probe.",
+            labels=["model"],
+        )
+        families: list[Metric] = [
+            jobs,
+            calls,
+            queue,
+            in_flight,
+            sent,
+            replaced,
+            reorgs,
+            duplicates,
+            lag,
+            head,
+            containers,
+        ]
+        if empty:
+            return families
+        counts = self._store.counts()
+        for state in (*JOB_STATES, *sorted(set(counts) - set(JOB_STATES))):
+            jobs.add_metric([state], counts.get(state, 0))
+        for method, n in sorted(self._rpc.calls.items()):
+            calls.add_metric([method], n)
+        queue.add_metric(["compute"], self._scheduler.waiting)
+        queue.add_metric(["send"], self._txm.queued)
+        in_flight.add_metric([], self._txm.in_flight)
+        sent.add_metric([], self._txm.sent)
+        replaced.add_metric([], self._txm.replaced)
+        reorgs.add_metric([], self._listener.reorgs)
+        duplicates.add_metric([], self._scheduler.duplicates)
+        lag.add_metric([], self._listener.lag_blocks)
+        if self._listener.head is not None:
+            head.add_metric([], self._listener.head.number)
+        for model, healthy in sorted(self._health.containers.items()):
+            containers.add_metric([model], 1 if healthy else 0)
+        return families

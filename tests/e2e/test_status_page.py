@@ -1,0 +1,121 @@
+"""The status page of a node process, rendered by headless Debian Chromium: what a person sees after the node
+delivered requests through the echo container on a real anvil."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from node.devnet import wait_until
+from tests.e2e.test_metrics import MODEL, REQUESTS, EchoNode, echo_node
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+class Page(HTMLParser):
+    """The rendered DOM, as text: by element id, the containers' lines and the jobs table's rows."""
+
+    def __init__(self, dom: str) -> None:
+        super().__init__()
+        self.by_id: dict[str, str] = {}
+        self.containers: dict[str, str] = {}  # model → health word
+        self.wallets: list[dict[str, str]] = []
+        self.jobs: list[dict[str, str]] = []
+        self._open: list[tuple[str, str | None, str | None, dict[str, str | None]]] = []  # tag, id, class, attrs
+        self.feed(dom)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self._open.append((tag, a.get("id"), a.get("class"), a))
+        if tag == "tr" and self._inside("jobs"):
+            self.jobs.append({})
+        elif tag == "tr" and self._inside("wallets"):
+            self.wallets.append({})
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            if self._open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for _, id_, _, _ in self._open:
+            if id_:
+                self.by_id[id_] = self.by_id.get(id_, "") + data
+        cls = self._open[-1][2] if self._open else None
+        if cls and self._inside("jobs") and self.jobs:
+            self.jobs[-1][cls.split()[0]] = data.strip()
+        elif cls and self._inside("wallets") and self.wallets:
+            self.wallets[-1][cls.split()[0]] = data.strip()
+        elif cls and cls.startswith("health") and self._inside("containers"):
+            model = next(a.get("data-model") for t, _, _, a in reversed(self._open) if t == "li")
+            self.containers[str(model)] = data.strip()
+
+    def _inside(self, id_: str) -> bool:
+        return any(i == id_ for _, i, _, _ in self._open)
+
+
+def render(url: str, profile: Path) -> Page:
+    """The page's DOM after its scripts ran (Chromium's virtual time lets the first /status fetch finish)."""
+    argv = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=2000",
+        "--dump-dom",
+        url,
+    ]
+    result = subprocess.run(argv, capture_output=True, timeout=60, check=True)
+    return Page(result.stdout.decode())
+
+
+def eth(wei: int) -> str:
+    """How the page writes a wei amount: whole ether, six decimals (cut, not rounded)."""
+    return f"{wei // 10**18}.{str(wei % 10**18).zfill(18)[:6]} ETH"
+
+
+@pytest.fixture(scope="module")
+def echo(contracts_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoNode]:
+    with echo_node(tmp_path_factory.mktemp("status-page")) as system:
+        yield system
+
+
+def test_page_shows_head_wallet_containers_and_delivered_jobs(echo: EchoNode, tmp_path: Path) -> None:
+    w3, address = echo.dev.w3, echo.dev.node_account.address
+
+    def shown() -> Page | None:
+        page = render(f"{echo.api}/", tmp_path / "chromium")
+        # Until its first /status answer the page says "loading…"; until the first probe a container is "checking";
+        # the balance is the chain's once the node has applied its last receipt (or re-read it: every 15 s).
+        balance = eth(w3.eth.get_balance(address))
+        if page.by_id.get("ready") != "ready" or page.containers.get(MODEL) == "checking":
+            return None
+        return page if page.wallets == [{"address": address, "balance": balance}] else None
+
+    page = wait_until(
+        shown, timeout_s=60, what="the page to show the node's status and balance", alive=echo.node.check_alive
+    )
+    assert int(page.by_id["head"]) == w3.eth.block_number
+    assert int(page.by_id["lag"]) < 20
+    assert page.containers == {MODEL: "healthy"}
+    rows = {row["request"]: row for row in page.jobs}
+    for rid in echo.request_ids:
+        row = rows[str(rid)]
+        assert (row["model"], row["state"]) == (MODEL, "confirmed"), row
+        assert 0 < float(row["latency"]) < 30_000, row
+    assert f"confirmed {REQUESTS}" in page.by_id["counts"]
