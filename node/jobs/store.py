@@ -29,6 +29,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
+from node.errors import ConfigError
 
 
 class JobState(enum.StrEnum):
@@ -45,6 +46,10 @@ class JobState(enum.StrEnum):
 TERMINAL = frozenset({JobState.CONFIRMED, JobState.FAILED, JobState.EXPIRED, JobState.ORPHANED})
 #: Jobs a restarted node picks up again.
 RESUMABLE = (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED)
+
+#: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
+#: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
+SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -187,7 +192,16 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            self._db.close()
+            raise ConfigError(
+                f"store.path: {self.path} was written by a newer Infera (store version {found}, this one reads up to"
+                f" {SCHEMA_VERSION}); upgrade Infera, or start from the backup you took before upgrading"
+            )
         self._db.executescript(SCHEMA)
+        if found < SCHEMA_VERSION:  # a new file (0); no older layout exists yet to migrate from
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         #: Live jobs by request id (the rows not yet terminal), so hot paths do not read back what they wrote.
         self._live: dict[int, Job] = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
@@ -81,3 +82,23 @@ def test_prune_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
     assert s.prune(retention_s=3600) == 0
     assert s.prune(retention_s=-1.0) == 1  # "older than one second in the future": every finished job
     assert s.counts() == {"seen": 1}
+
+
+def test_a_store_from_a_newer_infera_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    import sqlite3
+
+    from node.errors import ConfigError
+    from node.jobs.store import SCHEMA_VERSION, JobStore
+
+    path = tmp_path / "infera.db"
+    JobStore(path, chain_id=1, coordinator="0x" + "11" * 20).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="written by a newer Infera"):
+        JobStore(path, chain_id=1, coordinator="0x" + "11" * 20)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    db.close()
