@@ -256,6 +256,7 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     async def load() -> None:
         started = time.perf_counter()
+        log.info("loading model %s (GET /health is 503 until it is ready)", state.model.name)
         try:
             await asyncio.get_running_loop().run_in_executor(state.executor, state.model.load)
         except Exception as exc:

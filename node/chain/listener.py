@@ -38,6 +38,8 @@ KEEP_BLOCKS = 256
 #: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
 #: have been in flight when the socket dropped (the store drops the duplicates).
 WS_CURSOR_GRACE = 2
+#: A backfill that takes longer than this says how far it got, this often.
+BACKFILL_PROGRESS_S = 2.0
 
 
 #: A raw JSON-RPC call: (method, params) -> the answer's `result` as sent (hex strings).
@@ -263,7 +265,7 @@ class Listener:
         if self.head is None:
             return 0
         target = self.head.number - self._confirmations
-        found = 0
+        found, first, said = 0, self.cursor, time.monotonic()
         while self.cursor <= target:
             to_block = min(target, self.cursor + self._log_range - 1)
             logs = await self._get_logs(call, self.cursor, to_block)
@@ -272,6 +274,10 @@ class Listener:
             found += len(logs)
             self.cursor = to_block + 1
             self._save_progress()
+            if self.cursor <= target and time.monotonic() - said >= BACKFILL_PROGRESS_S:  # a long catch-up: progress
+                said = time.monotonic()
+                share = 100 * (self.cursor - first) / max(1, target - first + 1)
+                log.info("backfill: block %d of %d (%.0f%%), %d request(s) so far", self.cursor, target, share, found)
         return found
 
     # ---------------------------------------------------------------------------------------------- loops
