@@ -1,21 +1,40 @@
-"""`infera`: the node's command line."""
+"""`infera`: the node's command line.
+
+Guarantees: a failure prints `infera: <what went wrong and what to do>` on stderr and exits non-zero (2 for a bad
+config or argument, 1 otherwise), without a traceback (`INFERA_DEBUG=1` shows it); results go to stdout, progress
+to stderr.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import typer
 
 from node import __version__
+from node.commands.chain import deploy, request
+from node.commands.config import config_app
+from node.commands.jobs import jobs_app
+from node.commands.keys import keys_app
+from node.commands.stake import node_app
 from node.errors import ConfigError, InferaError
+from node.ui import fail
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Infera: on-chain AI inference oracle node.")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"infera: {message}", err=True)
-    raise typer.Exit(code)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Infera: on-chain AI inference oracle node.",
+)
+app.command()(deploy)
+app.command()(request)
+app.add_typer(node_app, name="node")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
 
 
 @app.command()
@@ -31,15 +50,15 @@ def run(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        fail(f"config error: {exc}", code=2)
         return
     setup_logging(cfg.log.level, json_lines=log_json or cfg.log.json_lines)
     try:
         asyncio.run(Node(cfg).serve())
     except* ConfigError as group:
-        _fail(f"config error: {group.exceptions[0]}")
+        fail(f"config error: {group.exceptions[0]}", code=2)
     except* InferaError as group:
-        _fail(str(group.exceptions[0]), code=1)
+        fail(str(group.exceptions[0]), code=1)
 
 
 @app.command()
@@ -54,7 +73,7 @@ def devnet(
     try:
         raise typer.Exit(run_devnet(once=once, text=text, workdir=workdir))
     except (DevnetError, TimeoutError) as exc:
-        _fail(f"devnet failed: {exc}", code=1)
+        fail(f"devnet failed: {exc}", code=1)
     except KeyboardInterrupt:
         typer.echo("devnet: stopped", err=True)
         raise typer.Exit(130) from None
@@ -67,7 +86,20 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """The `infera` entry point: runs a command; turns every error into one `infera: …` line and an exit code."""
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(f"infera: {exc}", err=True)
+        sys.exit(2)
+    except InferaError as exc:
+        typer.echo(f"infera: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("INFERA_DEBUG"):
+            raise
+        typer.echo(f"infera: unexpected {type(exc).__name__}: {exc} (INFERA_DEBUG=1 shows where)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

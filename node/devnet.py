@@ -26,7 +26,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
-from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.contracts import CoordinatorAbi, model_id
+from node.ops import OpsError, Reverts, deploy_contract, deploy_contracts, send_tx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS_DIR = ROOT / "coordinator_contract"
@@ -143,6 +144,7 @@ class Devnet:
         self.user = dev_account(2)
         self.deployment: Deployment | None = None
         self.abi: CoordinatorAbi | None = None  # loaded by deploy(), after forge build
+        self.reverts: Reverts | None = None
         self.api_port = 0  # the node's health port, set by write_node_config
 
     def __enter__(self) -> Devnet:
@@ -247,35 +249,41 @@ class Devnet:
             return False
 
     def _transact(self, fn: Any, sender: LocalAccount, value: int = 0) -> Any:
-        tx = fn.build_transaction(
-            {
-                "from": sender.address,
-                "value": value,
-                "nonce": self.w3.eth.get_transaction_count(sender.address, "pending"),
-            }
-        )
-        signed = sender.sign_transaction(tx)
-        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        if receipt["status"] != 1:
-            raise DevnetError(f"transaction {fn.fn_name} reverted")
-        return receipt
+        """Sends `fn` from `sender` and returns its receipt; a revert raises `DevnetError` naming the error."""
+        try:
+            what = f"devnet: {getattr(fn, 'fn_name', 'transaction')}"
+            return send_tx(self.w3, fn, sender, what=what, reverts=self._reverts(), value=value)
+        except OpsError as exc:
+            raise DevnetError(str(exc)) from None
+
+    def _reverts(self) -> Reverts:
+        if self.reverts is None:
+            self.reverts = Reverts()  # from the forge artifacts: built by now
+        return self.reverts
 
     def _deploy(self, name: str, *args: Any) -> Contract:
-        artifact = load_artifact(name)
-        factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = self._transact(factory.constructor(*args), self.deployer)
-        contract: Contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
-        return contract
+        try:
+            return deploy_contract(self.w3, name, self.deployer, *args, reverts=self._reverts())
+        except OpsError as exc:
+            raise DevnetError(str(exc)) from None
 
     def deploy(self) -> Deployment:
-        """Deploys the node registry, the coordinator and the example consumer, and stakes the node."""
+        """Deploys the node registry, the coordinator and the example consumer (`node.ops.deploy_contracts`, as
+        `infera deploy` does), and stakes the node."""
         self.abi = CoordinatorAbi.from_artifacts()
-        start_block = self.w3.eth.block_number
-        registry = self._deploy("NodeRegistry", self.deployer.address, DEVNET_MIN_STAKE_WEI, DEVNET_UNBONDING_S)
-        coordinator = self._deploy("Coordinator", self.deployer.address, registry.address)
-        consumer = self._deploy("SentimentConsumer", coordinator.address, model_id(self.model_name))
-        self._transact(registry.functions.register(), self.node_account, DEVNET_MIN_STAKE_WEI)
-        self.deployment = Deployment(coordinator, consumer, start_block, registry)
+        try:
+            deployed = deploy_contracts(
+                self.w3,
+                self.deployer,
+                min_stake_wei=DEVNET_MIN_STAKE_WEI,
+                unbonding_delay_s=DEVNET_UNBONDING_S,
+                example_model=self.model_name,
+            )
+        except OpsError as exc:
+            raise DevnetError(str(exc)) from None
+        assert deployed.consumer is not None
+        self._transact(deployed.registry.functions.register(), self.node_account, DEVNET_MIN_STAKE_WEI)
+        self.deployment = Deployment(deployed.coordinator, deployed.consumer, deployed.start_block, deployed.registry)
         return self.deployment
 
     def start_container(

@@ -310,6 +310,7 @@ class TxManager:
                 self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {exc}")
             else:
                 self._ready.appendleft(job)
+        self._ready_event.set()  # the send loop may be asleep on an empty queue (an abandoned tx requeues from afar)
         log.warning("%d job(s) waiting to be sent: %s", len(jobs), exc)
 
     async def _free_key(self) -> _Key:

@@ -11,6 +11,7 @@ from eth_utils.crypto import keccak
 
 from node.chain.contracts import model_id
 from node.devnet import DEFAULT_FEE_WEI, wait_until
+from node.ops import Reverts, send_tx
 from tests.faults.conftest import MODEL, FaultRig
 
 pytestmark = pytest.mark.faults
@@ -115,3 +116,22 @@ def test_dropped_and_underpriced_deliveries_are_replaced_without_a_nonce_gap(rig
     assert deliveries[1]["maxFeePerGas"] >= 2 * mined_in["baseFeePerGas"]
     assert dev.w3.eth.get_transaction_count(node) == deliveries[1]["nonce"] + 1
     assert sum(rig.fulfillments().values()) == 2
+
+
+def test_the_operator_using_the_nodes_key_meanwhile_loses_no_delivery(rig: FaultRig) -> None:
+    """`infera node stake` (or any wallet) sends from the node's key while the node runs: the node's next delivery
+    meets "nonce too low", resyncs its nonce and sends again; every request is answered once, with no nonce gap."""
+    dev = rig.dev
+    rig.configure()
+    rig.start_node()
+    node = dev.node_account
+    dev.request_many(MODEL, [b"before the operator's transaction"])
+    rig.wait_states("the first delivery", confirmed=1)
+    registry = dev.deployment.registry  # type: ignore[union-attr]
+    send_tx(dev.w3, registry.functions.addStake(), node, what="addStake", reverts=Reverts(), value=10**15)
+    dev.request_many(MODEL, [b"after it, one", b"after it, two", b"after it, three"], wait=False)
+    rig.wait_states("every delivery after the operator's transaction", confirmed=4)
+    assert sorted(rig.fulfillments().values()) == [1, 1, 1, 1]
+    txs = rig.node_txs(node.address)
+    assert [tx["nonce"] for tx in txs] == list(range(txs[0]["nonce"], txs[0]["nonce"] + len(txs))), "nonce gap"
+    assert [tx["status"] for tx in txs] == [1] * len(txs)

@@ -1,0 +1,97 @@
+"""What the `infera` subcommands share: the common options, and how they get a config, a key and the contracts.
+
+Guarantees: a private key or password is never taken from the command line (only from env variables, files, stdin
+or a hidden prompt) and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from node.errors import ConfigError
+from node.ui import spinner
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from node.config import NodeConfig
+    from node.ops import Contracts
+
+CONFIG = typer.Option(..., "--config", "-c", help="node config file (TOML)")
+KEY_ENV = typer.Option(None, "--key-env", help="env variable holding the hex private key to sign with")
+KEYSTORE = typer.Option(None, "--keystore", help="encrypted keystore to sign with (password: prompt, or below)")
+PASSWORD_ENV = typer.Option(None, "--password-env", help="env variable holding the keystore password")
+PASSWORD_FILE = typer.Option(None, "--password-file", help="file holding the keystore password")
+
+
+def load_config_file(config: Path) -> NodeConfig:
+    from node.config import load_config
+
+    return load_config(config)
+
+
+def read_password(password_env: str | None, password_file: Path | None, *, confirm: bool) -> str:
+    """The password from `--password-env`, `--password-file`, or a hidden prompt on a terminal."""
+    from node.keys import read_password_file
+
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise ConfigError(f"--password-env: env variable {password_env} is not set")
+        return value
+    if password_file is not None:
+        return read_password_file(password_file, key="--password-file")
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to ask for the password: pass --password-file or --password-env")
+    value = typer.prompt("Keystore password", hide_input=True, confirmation_prompt=confirm)
+    return str(value)
+
+
+def load_signer(
+    cfg: NodeConfig | None,
+    key_env: str | None,
+    keystore: Path | None,
+    password_env: str | None,
+    password_file: Path | None,
+) -> LocalAccount:
+    """The account to sign with: `--key-env` or `--keystore` if given, else the config's wallet."""
+    from node.keys import account_from_env, decrypt_keystore, load_account
+
+    if key_env and keystore:
+        raise ConfigError("give --key-env or --keystore, not both")
+    if key_env:
+        return account_from_env(key_env, key="--key-env")
+    if keystore is not None:
+        password = read_password(password_env, password_file, confirm=False)
+        with spinner("unlocking the keystore"):
+            return decrypt_keystore(keystore, password, key="--keystore")
+    if cfg is None:
+        raise ConfigError("no key: pass --key-env NAME or --keystore PATH")
+    with spinner("unlocking the key"):
+        return load_account(cfg.wallet)
+
+
+def open_chain(cfg: NodeConfig) -> Contracts:
+    """The config's coordinator and registry, over its first RPC URL that answers."""
+    from node import ops
+
+    w3 = ops.connect([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
+    return ops.open_contracts(w3, cfg.chain.coordinator_address, cfg.chain.artifacts_dir)
+
+
+def node_running(cfg: NodeConfig) -> bool:
+    """Whether a node answers on this config's API port."""
+    if cfg.api.port == 0:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{cfg.api.host}:{cfg.api.port}/healthz", timeout=2):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False

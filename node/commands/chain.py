@@ -1,0 +1,146 @@
+"""`infera deploy` and `infera request`: put the contracts on a chain, and ask them for an inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from node.commands import (
+    CONFIG,
+    KEY_ENV,
+    KEYSTORE,
+    PASSWORD_ENV,
+    PASSWORD_FILE,
+    load_config_file,
+    load_signer,
+    node_running,
+    open_chain,
+)
+from node.errors import ConfigError
+from node.ui import note, spinner, warn
+
+
+def deploy(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="HTTP JSON-RPC endpoint of the chain"),
+    key_env: str | None = KEY_ENV,
+    keystore: Path | None = KEYSTORE,
+    password_env: str | None = PASSWORD_ENV,
+    password_file: Path | None = PASSWORD_FILE,
+    min_stake: str = typer.Option("1eth", help="smallest stake of an active node (e.g. 1eth, 5000gwei)"),
+    unbonding_delay_s: int = typer.Option(7 * 86_400, help="seconds between unstake and withdraw"),
+    owner: str | None = typer.Option(None, help="owner of the contracts (default: the deployer)"),
+    example_model: str | None = typer.Option(None, help="also deploy the example SentimentConsumer for this model"),
+    out: Path | None = typer.Option(None, "--out", help="also write the addresses (JSON) to this file"),
+    artifacts_dir: Path | None = typer.Option(None, help="forge artifacts (default coordinator_contract/out)"),
+) -> None:
+    """Deploy the NodeRegistry and the Coordinator (from the forge build); print their addresses as JSON."""
+    from node import ops
+
+    deployer = load_signer(None, key_env, keystore, password_env, password_file)
+    w3 = ops.connect([rpc_url])
+    with spinner("deploying"):
+        deployed = ops.deploy_contracts(
+            w3,
+            deployer,
+            min_stake_wei=ops.parse_amount(min_stake),
+            unbonding_delay_s=unbonding_delay_s,
+            owner=owner,
+            example_model=example_model,
+            artifacts_dir=artifacts_dir,
+        )
+    text = json.dumps(deployed.addresses(), indent=2)
+    typer.echo(text)
+    if out is not None:
+        out.write_text(text + "\n")
+        note(f"addresses written to {out}")
+    note(
+        f'in node.toml: [chain] coordinator_address = "{deployed.coordinator.address}", '
+        f"start_block = {deployed.start_block}"
+    )
+
+
+def request(
+    config: Path = CONFIG,
+    model: str = typer.Option(..., "--model", "-m", help="model name, as in the node config"),
+    input_text: str | None = typer.Option(None, "--input", "-i", help="text input (encoded as the model expects)"),
+    input_hex: str | None = typer.Option(None, "--input-hex", help="input bytes as hex, sent as they are"),
+    fee: str | None = typer.Option(None, help="fee for the node (default: the coordinator's minimum), e.g. 1gwei"),
+    callback_gas: int = typer.Option(50_000, help="callback gas limit (the coordinator requires at least 1)"),
+    timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the on-chain answer"),
+    key_env: str | None = KEY_ENV,
+    as_json: bool = typer.Option(False, "--json", help="print the answer as JSON, with its request and tx"),
+) -> None:
+    """Send an inference request to the coordinator and print the on-chain answer.
+
+    The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
+    from node import ops
+    from node.request import Codec, fetch_codec, send_request, wait_answer
+
+    if (input_text is None) == (input_hex is None):
+        raise ConfigError("give exactly one of --input TEXT or --input-hex HEX")
+    cfg = load_config_file(config)
+    served = next((m for m in cfg.models if m.name == model), None)
+    if served is None:
+        warn(f"this config does not serve model {model!r}: another node has to answer")
+    codec = fetch_codec(served)
+    if codec is None:
+        codec = Codec()
+        if input_text is not None:
+            warn(f"cannot ask the {model!r} container for its input format: sending the text as UTF-8 bytes")
+    if input_hex is not None:
+        try:
+            input_ = bytes.fromhex(input_hex.removeprefix("0x"))
+        except ValueError:
+            raise ConfigError("--input-hex: not hex") from None
+    else:
+        assert input_text is not None
+        input_ = codec.encode_text(input_text)
+    if key_env is None and node_running(cfg):
+        # The node counts its key's nonces itself: a transaction of ours from that key would take its next one.
+        raise ConfigError(
+            f"a node is running with this config (its API answers on port {cfg.api.port}), so its key is busy: "
+            "pay from another account with --key-env NAME, or stop the node first"
+        )
+    signer = load_signer(cfg, key_env, None, None, None)
+    c = open_chain(cfg)
+    fee_wei = ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
+    request_id, block = send_request(
+        c,
+        signer,
+        model=model,
+        input_=input_,
+        fee_wei=fee_wei,
+        callback_gas=callback_gas,
+        max_fee_wei=cfg.chain.max_fee_per_gas_wei,
+    )
+    note(f"request {request_id} sent in block {block} (fee {ops.eth(fee_wei)}); waiting for the answer")
+    with spinner(f"waiting for the answer to request {request_id}"):
+        answer = wait_answer(c, request_id, from_block=block, timeout_s=timeout)
+    if answer is None:
+        raise ops.OpsError(
+            f"no answer to request {request_id} within {timeout:.0f} s: is a node serving {model!r} running and "
+            "registered? (`infera jobs list`, `infera node status`); the request stays open until its deadline"
+        )
+    if answer.failure is not None:
+        raise ops.OpsError(
+            f"node {answer.node} reported it cannot serve request {request_id}: {answer.failure} "
+            f"(tx {answer.tx_hash}); other nodes may still answer before the deadline"
+        )
+    assert answer.output is not None
+    decoded = codec.decode_output(answer.output)
+    note(f"answered by {answer.node} in tx {answer.tx_hash} (block {answer.block_number})")
+    if as_json:
+        body = {
+            "request_id": request_id,
+            "model": model,
+            "node": answer.node,
+            "tx_hash": answer.tx_hash,
+            "block_number": answer.block_number,
+            "output_hex": "0x" + answer.output.hex(),
+            "output": decoded,
+        }
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        typer.echo(decoded if isinstance(decoded, str) else json.dumps(decoded))

@@ -1,0 +1,183 @@
+"""`infera jobs`: the node's jobs, read from its SQLite store; `retry` puts a failed one back.
+
+Guarantees: `retry` never touches a job that was delivered, is in flight or is still being worked on, nor one whose
+request the coordinator no longer accepts from this node (checked on-chain unless told not to); the state is
+re-checked inside the store's write, so a job a running node settles meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from node.commands import CONFIG, load_config_file, node_running, open_chain
+from node.errors import ConfigError
+from node.ui import fail, note
+
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+    from node.jobs.store import JobRecord, JobStore
+
+jobs_app = typer.Typer(no_args_is_help=True, help="The node's jobs, from its SQLite store.")
+
+
+def _open_store(cfg: NodeConfig, chain_id: int | None) -> JobStore:
+    """The node's store for the config's coordinator; the chain id is read from the store (no RPC needed)."""
+    from node.jobs.store import JobStore
+
+    path = cfg.store.path
+    if not path.exists():
+        raise ConfigError(f"store.path: no job store at {path}: has the node run with this config yet?")
+    coordinator = cfg.chain.coordinator_address
+    if chain_id is None:
+        chains = sorted({c for c, a in JobStore.scopes(path) if a == coordinator.lower()})
+        if len(chains) > 1:
+            raise ConfigError(f"{path} holds jobs of chains {chains} for this coordinator: pass --chain-id")
+        chain_id = chains[0] if chains else 0
+    return JobStore(path, chain_id=chain_id, coordinator=coordinator)
+
+
+def _job_dict(record: JobRecord) -> dict[str, Any]:
+    job, r = record.job, record.job.request
+    return {
+        "request_id": job.request_id,
+        "state": str(job.state),
+        "model": job.model_name,
+        "attempts": job.attempts,
+        "consumer": r.consumer,
+        "input_hex": "0x" + r.input.hex(),
+        "output_hex": None if job.output is None else "0x" + job.output.hex(),
+        "failure": job.failure,
+        "error": job.error,
+        "tx_hash": job.tx_hash,
+        "nonce": job.nonce,
+        "fee_per_node_wei": str(r.fee_per_node_wei),
+        "deadline": r.deadline,
+        "block_number": record.block_number,
+        "request_tx": r.tx_hash,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+@jobs_app.command("list")
+def jobs_list(
+    config: Path = CONFIG,
+    state: str | None = typer.Option(None, help="only jobs in this state (seen, running, computed, submitted, …)"),
+    limit: int = typer.Option(50, min=1, help="most recent jobs to show"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
+) -> None:
+    """The node's most recent jobs (by last change)."""
+    from node.jobs.store import JobState
+
+    try:
+        wanted = JobState(state) if state is not None else None
+    except ValueError:
+        raise ConfigError(f"--state: {state!r} is not one of {', '.join(s.value for s in JobState)}") from None
+    records = _open_store(load_config_file(config), chain_id).list_jobs(state=wanted, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([_job_dict(r) for r in records], indent=2))
+        return
+    if not records:
+        note("no jobs" + (f" in state {state}" if state else ""))
+        return
+    from node.ops import utc
+
+    typer.echo(f"{'REQUEST':>8}  {'STATE':<9}  {'MODEL':<24}  {'TRIES':>5}  {'UPDATED':<23}  DETAIL")
+    for r in records:
+        detail = r.job.error or r.job.tx_hash or ""
+        typer.echo(
+            f"{r.job.request_id:>8}  {r.job.state:<9}  {r.job.model_name:<24}  {r.job.attempts:>5}  "
+            f"{utc(int(r.updated_at)):<23}  {detail}"
+        )
+
+
+@jobs_app.command("show")
+def jobs_show(
+    request_id: int = typer.Argument(..., help="request id"),
+    config: Path = CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
+) -> None:
+    """One job: its request, state, attempts, output and transaction."""
+    record = _open_store(load_config_file(config), chain_id).record(request_id)
+    if record is None:
+        raise ConfigError(f"no job for request {request_id} in this node's store")
+    body = _job_dict(record)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    for key, value in body.items():
+        if value is not None:
+            typer.echo(f"{key:<17} {value}")
+
+
+#: Why a job in each state cannot be retried.
+_NOT_RETRYABLE = {
+    "confirmed": "it was delivered on-chain (tx {tx}); there is nothing to retry",
+    "submitted": "it is in flight in tx {tx}: the node is following that transaction; wait for its receipt",
+    "seen": "it is still being worked on (state {state}); the node resumes it by itself",
+    "running": "it is still being worked on (state {state}); the node resumes it by itself",
+    "computed": "it is still being worked on (state {state}); the node resumes it by itself",
+    "expired": "it expired ({error}); the coordinator no longer accepts a delivery for it",
+    "orphaned": "a reorg removed its request; if the request is mined again the node takes it up by itself",
+}
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    request_id: int = typer.Argument(..., help="request id of a failed job"),
+    config: Path = CONFIG,
+    no_chain_check: bool = typer.Option(
+        False, "--no-chain-check", help="skip asking the coordinator whether the request is still open"
+    ),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
+) -> None:
+    """Put a failed job back, so the node delivers it when it next starts. Refused for jobs that were delivered,
+    are in flight, or whose request the coordinator no longer takes."""
+    cfg = load_config_file(config)
+    store = _open_store(cfg, chain_id)
+    record = store.record(request_id)
+    if record is None:
+        raise ConfigError(f"no job for request {request_id} in this node's store")
+    job = record.job
+    if job.state != "failed":
+        why = _NOT_RETRYABLE[str(job.state)].format(tx=job.tx_hash, state=job.state, error=job.error)
+        fail(f"job {request_id} not retried: {why}")
+    if not no_chain_check:
+        _check_still_open(cfg, store, request_id)
+    new_state = store.requeue(request_id)
+    typer.echo(f"job {request_id}: failed -> {new_state}")
+    if node_running(cfg):
+        note("a node is running with this config: restart it (it takes up unfinished jobs when it starts)")
+    else:
+        note("the node takes it up when it next starts (`infera run` resumes unfinished jobs)")
+
+
+def _check_still_open(cfg: NodeConfig, store: JobStore, request_id: int) -> None:
+    """Refuses (exit 1) unless the coordinator still accepts this node's answer to `request_id`."""
+    from node import ops
+
+    try:
+        c = open_chain(cfg)
+    except ops.OpsError as exc:
+        raise ops.OpsError(f"{exc}; pass --no-chain-check to retry without checking the request on-chain") from None
+    view = c.coordinator.functions.getRequest(request_id).call()
+    status, deadline = int(view[7]), int(view[1])
+    names = ["unknown", "open", "fulfilled", "failed", "reclaimed"]
+    if status == 0:
+        fail(f"job {request_id} not retried: the coordinator does not know request {request_id} (another chain?)")
+    if status != 1:
+        fail(f"job {request_id} not retried: the request is {names[status]} on-chain; there is nothing to deliver")
+    if deadline <= ops.chain_now(c.w3):
+        fail(f"job {request_id} not retried: its deadline passed at {ops.utc(deadline)}")
+    for sender in store.senders():
+        if c.coordinator.functions.served(request_id, sender).call():
+            fail(
+                f"job {request_id} not retried: node {sender} already acted on it on-chain (delivered or reported "
+                "a failure), and the coordinator lets each node act once per request"
+            )

@@ -1,0 +1,145 @@
+"""`infera node`: the node's registration and stake in the NodeRegistry.
+
+Each action reads the key and RPC from the node config, simulates and sends its transaction, waits for the receipt
+and prints what changed; a revert is named with what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from node.commands import CONFIG, KEY_ENV, load_config_file, load_signer, node_running, open_chain
+from node.errors import ConfigError
+from node.ui import note, warn
+
+if TYPE_CHECKING:
+    from node.ops import Contracts, NodeStatus
+
+node_app = typer.Typer(no_args_is_help=True, help="The node's registration and stake in the NodeRegistry.")
+
+
+def _node_action(
+    config: Path,
+    key_env: str | None,
+    what: str,
+    fn_name: str,
+    *,
+    args: Callable[[str], tuple[Any, ...]] = lambda address: (),
+    value: Callable[[Contracts], int] = lambda c: 0,
+) -> tuple[str, NodeStatus, NodeStatus]:
+    """Sends registry function `fn_name(*args(node address))` from the node's key paying `value(contracts)`;
+    returns the node's address and its status before and after."""
+    from node import ops
+
+    cfg = load_config_file(config)
+    if key_env is None and node_running(cfg):
+        warn("a node is running with this key: its next transaction will find its nonce taken and resync")
+    signer = load_signer(cfg, key_env, None, None, None)
+    c = open_chain(cfg)
+    before = ops.node_status(c, signer.address)
+    fn = getattr(c.registry.functions, fn_name)(*args(signer.address))
+    receipt = ops.send_tx(
+        c.w3, fn, signer, what=what, reverts=c.reverts, value=value(c), max_fee_wei=cfg.chain.max_fee_per_gas_wei
+    )
+    after = ops.node_status(c, signer.address)
+    note(f"{what}: tx 0x{bytes(receipt['transactionHash']).hex()} in block {receipt['blockNumber']}")
+    return signer.address, before, after
+
+
+@node_app.command("register")
+def node_register(
+    config: Path = CONFIG,
+    amount: str | None = typer.Option(None, help="stake to lock (default: the registry's minimum), e.g. 2eth"),
+    key_env: str | None = KEY_ENV,
+) -> None:
+    """Register the node's key in the NodeRegistry, locking its stake; it is active at once."""
+    from node import ops
+
+    def stake(c: Contracts) -> int:
+        return ops.parse_amount(amount) if amount is not None else int(c.registry.functions.minStake().call())
+
+    address, _, after = _node_action(config, key_env, "node register", "register", value=stake)
+    typer.echo(f"registered {address} with a stake of {ops.eth(after.stake_wei)}; active: {_yes(after.active)}")
+
+
+@node_app.command("stake")
+def node_stake(
+    config: Path = CONFIG,
+    amount: str = typer.Option(..., help="stake to add, e.g. 0.5eth"),
+    key_env: str | None = KEY_ENV,
+) -> None:
+    """Add stake to the node's registration."""
+    from node import ops
+
+    wei = ops.parse_amount(amount)
+    address, before, after = _node_action(config, key_env, "node stake", "addStake", value=lambda c: wei)
+    typer.echo(f"stake of {address}: {ops.eth(before.stake_wei)} -> {ops.eth(after.stake_wei)}")
+
+
+@node_app.command("unstake")
+def node_unstake(config: Path = CONFIG, key_env: str | None = KEY_ENV) -> None:
+    """Begin unbonding: the node is inactive at once; its stake can be withdrawn after the unbonding delay."""
+    from node import ops
+
+    address, _, after = _node_action(config, key_env, "node unstake", "beginUnbonding")
+    typer.echo(
+        f"{address} is unbonding: inactive now; {ops.eth(after.stake_wei)} unlocks at {ops.utc(after.unlock_at)}, "
+        "then run `infera node withdraw`"
+    )
+
+
+@node_app.command("withdraw")
+def node_withdraw(
+    config: Path = CONFIG,
+    to: str | None = typer.Option(None, help="where the stake goes (default: the node's address)"),
+    key_env: str | None = KEY_ENV,
+) -> None:
+    """Withdraw the stake after the unbonding delay; the key is then no longer registered."""
+    from web3 import Web3
+
+    from node import ops
+
+    if to is not None and not Web3.is_address(to):
+        raise ConfigError(f"--to: {to!r} is not an address")
+
+    def recipient(address: str) -> tuple[Any, ...]:
+        return (Web3.to_checksum_address(to or address),)
+
+    address, before, _ = _node_action(config, key_env, "node withdraw", "withdrawStake", args=recipient)
+    typer.echo(
+        f"withdrew {ops.eth(before.stake_wei)} of {address} to {recipient(address)[0]}; "
+        f"{address} is no longer registered"
+    )
+
+
+@node_app.command("status")
+def node_status(
+    config: Path = CONFIG,
+    key_env: str | None = KEY_ENV,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """The node's stake, whether it is active, and when unbonding stake unlocks (no password needed for a keystore
+    that declares its address)."""
+    from node import ops
+    from node.keys import keystore_address
+
+    cfg = load_config_file(config)
+    keystore = cfg.wallet.keystore_path if key_env is None else None
+    # Reading needs only the address, which a keystore states in clear: no need to unlock it.
+    address = keystore_address(keystore.expanduser()) if keystore is not None else None
+    if address is None:
+        address = load_signer(cfg, key_env, None, None, None).address
+    status = ops.node_status(open_chain(cfg), address)
+    if as_json:
+        typer.echo(json.dumps(status.as_dict(), indent=2))
+    else:
+        typer.echo("\n".join(status.lines()))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

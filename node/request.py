@@ -1,0 +1,183 @@
+"""`infera request`: ask the coordinator for an inference from the terminal and wait for the on-chain answer.
+
+The request goes straight to the coordinator from an account (an EOA): `requestInference` accepts any caller as
+the consumer, escrows the fee it sends, and skips the callback of a consumer without code, so no contract has to be
+deployed and any model can be asked (the example consumers each serve one model and input format). An EOA cannot
+store the answer, and `RequestFulfilled` carries only its hash, so the answer is read back from the delivering
+transaction's calldata and checked against that hash.
+
+Guarantees: the printed output is exactly the bytes the coordinator accepted (keccak-checked); a failure report or
+no answer before the timeout is an `OpsError` saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from node.chain.contracts import model_id
+from node.config import ModelConfig
+from node.ops import Contracts, OpsError, send_tx, wait_for
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How a model's container reads its input and writes its output (`GET /info`): ABI types, or raw bytes."""
+
+    input_types: tuple[str, ...] = ()
+    output_types: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+
+    @staticmethod
+    def parse(signature: str) -> tuple[str, ...]:
+        """`(string,uint32)` → ("string", "uint32"); "raw bytes" → ()."""
+        if not signature.startswith("("):
+            return ()
+        inner = signature[1:-1]
+        return tuple(t for t in inner.split(",") if t) if "(" not in inner else (signature,)
+
+    def encode_text(self, text: str) -> bytes:
+        if not self.input_types:
+            return text.encode()
+        if self.input_types == ("string",):
+            return bytes(abi_encode(["string"], [text]))
+        raise OpsError(
+            f"this model takes ABI ({','.join(self.input_types)}), not one string: pass the encoded input "
+            "with --input-hex"
+        )
+
+    def decode_output(self, output: bytes) -> Any:
+        """The output as values: text (or 0x-hex) for raw bytes, else the ABI values, named when the model says."""
+        if not self.output_types:
+            try:
+                return output.decode()
+            except UnicodeDecodeError:
+                return "0x" + output.hex()
+        try:
+            values = [_jsonable(v) for v in abi_decode(list(self.output_types), output)]
+        except Exception:
+            return "0x" + output.hex()
+        if len(self.output_names) == len(values):
+            return dict(zip(self.output_names, values, strict=True))
+        return values
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | None:
+    """The codec the model's container declares at `GET <url>/info`; None when it cannot be asked."""
+    if model is None or model.url is None:
+        return None
+    try:
+        with urllib.request.urlopen(model.url.rstrip("/") + "/info", timeout=timeout_s) as resp:
+            info = json.loads(resp.read())
+        return Codec(
+            Codec.parse(str(info["input_abi"])),
+            Codec.parse(str(info["output_abi"])),
+            tuple(str(n) for n in info.get("output_names", ())),
+        )
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    request_id: int
+    node: str
+    tx_hash: str
+    block_number: int
+    output: bytes | None = None
+    #: Set when the node reported that it cannot serve the request.
+    failure: str | None = None
+
+
+def send_request(
+    c: Contracts,
+    sender: LocalAccount,
+    *,
+    model: str,
+    input_: bytes,
+    fee_wei: int,
+    callback_gas: int,
+    max_fee_wei: int | None,
+) -> tuple[int, int]:
+    """Sends `requestInference(model, input, callback_gas)` paying `fee_wei`; returns (request id, its block)."""
+    fn = c.coordinator.functions.requestInference(model_id(model), input_, callback_gas)
+    receipt = send_tx(c.w3, fn, sender, what="request", reverts=c.reverts, value=fee_wei, max_fee_wei=max_fee_wei)
+    (event,) = c.coordinator.events.RequestCreated().process_receipt(receipt)
+    return int(event["args"]["requestId"]), int(receipt["blockNumber"])
+
+
+def wait_answer(c: Contracts, request_id: int, *, from_block: int, timeout_s: float) -> Answer | None:
+    """The first delivery (or failure report) of `request_id` from `from_block` on; None after `timeout_s`."""
+    events = c.coordinator.events
+    fulfilled = events.RequestFulfilled()
+    reported = events.FailureReported()
+    topics = [
+        [_topic(fulfilled), _topic(reported)],
+        "0x" + request_id.to_bytes(32, "big").hex(),
+    ]
+    cursor = from_block
+
+    def poll() -> Answer | None:
+        nonlocal cursor
+        head = c.w3.eth.block_number
+        if head < cursor:
+            return None
+        logs = c.w3.eth.get_logs(
+            {"address": c.coordinator.address, "fromBlock": cursor, "toBlock": head, "topics": topics}
+        )
+        cursor = head + 1
+        for raw in logs:
+            if _hex(raw["topics"][0]) == _topic(fulfilled):
+                args = fulfilled.process_log(raw)["args"]
+                output = _delivered_output(c, raw["transactionHash"], request_id)
+                if keccak(output) != bytes(args["outputHash"]):
+                    raise OpsError(f"request {request_id}: the delivered output does not match its on-chain hash")
+                return Answer(request_id, args["node"], _hex(raw["transactionHash"]), raw["blockNumber"], output)
+            args = reported.process_log(raw)["args"]
+            return Answer(
+                request_id, args["node"], _hex(raw["transactionHash"]), raw["blockNumber"], failure=args["reason"]
+            )
+        return None
+
+    answer: Answer | None = wait_for(poll, timeout_s=timeout_s, interval_s=0.25)
+    return answer
+
+
+def _topic(event: Any) -> str:
+    return str(Web3.to_hex(hexstr=event.topic))
+
+
+def _hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def _delivered_output(c: Contracts, tx_hash: Any, request_id: int) -> bytes:
+    """The output for `request_id` in the calldata of the transaction that delivered it."""
+    tx = c.w3.eth.get_transaction(tx_hash)
+    fn, params = c.coordinator.decode_function_input(tx["input"])
+    name = fn.fn_name
+    if name in ("deliver", "finalizeDelivery"):
+        return bytes(params["output"])
+    if name == "deliverBatch":
+        for item in params["items"]:
+            rid, failed, data = item if isinstance(item, tuple | list) else tuple(item.values())
+            if int(rid) == request_id and not failed:
+                return bytes(data)
+    raise OpsError(f"request {request_id} was delivered by {name}(), whose calldata this command cannot read")
