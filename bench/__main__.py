@@ -193,8 +193,13 @@ def markdown(r: dict[str, Any]) -> str:
         + ".",
         f"Gas: `deliver` {r['gas']['single']:,}; `deliverBatch` of 20, per item {r['gas']['batch20_per_item']:,}; "
         f"`request` {r['gas']['request']:,}.",
-        f"Memory: RSS idle {r['memory_mb']['idle']} MB, after {r['memory_mb']['jobs']:,} jobs "
-        f"{r['memory_mb']['after_10k']} MB.",
+        f"Memory: RSS idle {r['memory_mb']['idle']} MB, after {r['memory_mb']['jobs']:,} jobs in blocks of "
+        f"{r['sizes']['burst']:,} {r['memory_mb']['after_10k']} MB (after each block: "
+        f"{', '.join(str(v) for v in r['memory_mb'].get('after_each_burst', []))}); a fresh node fed "
+        f"{r['memory_mb_steady']['per_block']} a block: idle {r['memory_mb_steady']['idle']} MB, after the first "
+        f"block {r['memory_mb_steady']['after_first_block']}, halfway {r['memory_mb_steady']['after_half']}, after "
+        f"{r['memory_mb_steady']['jobs']:,} jobs {r['memory_mb_steady']['after_10k']} MB "
+        f"({r['memory_mb_steady']['growth']:+.1%}).",
         f"Next-block share: {r['block_time']['requests']} requests at random moments on 1 s blocks, blocks from "
         "request to delivery: " + ", ".join(f"{k}: {v}" for k, v in r["block_time"]["blocks_after_request"].items()),
         MARK_END,

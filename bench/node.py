@@ -58,6 +58,8 @@ class Sizes:
     rpc: int = 200
     burst: int = 2000
     memory_jobs: int = 10_000
+    #: The steady-load memory run sends its jobs in blocks of this many requests.
+    steady_burst: int = 200
     block_time_requests: int = 300
     block_time_rate_per_s: float = 5.0
     warmup: int = 20
@@ -70,6 +72,7 @@ SMOKE = Sizes(
     rpc=20,
     burst=60,
     memory_jobs=180,
+    steady_burst=20,
     block_time_requests=6,
     block_time_rate_per_s=3.0,
     warmup=3,
@@ -433,6 +436,30 @@ class NodeBench:
             }
         await self.stop_node(run)
 
+    async def memory_steady(self) -> None:
+        """RSS of a fresh batched node, idle and after 10,000 jobs that come 200 a block: what the node keeps per job
+        (a leak would grow it), apart from the high-water mark a 2,000-request block leaves in the allocator."""
+        run = await self.start_node("memory_steady", **MODES["batched"])
+        idle = rss_mb(run.pid)
+        jobs, after_each = self.sizes.warmup, []
+        while jobs < self.sizes.memory_jobs:
+            n = min(self.sizes.steady_burst, self.sizes.memory_jobs - jobs)
+            await self.burst(run, n)
+            jobs += n
+            after_each.append(round(rss_mb(run.pid), 1))
+        await self.settled(run)
+        after = rss_mb(run.pid)
+        self.results["memory_mb_steady"] = {
+            "idle": round(idle, 1),
+            "after_10k": round(after, 1),
+            "jobs": jobs,
+            "per_block": self.sizes.steady_burst,
+            "growth": round(after / idle - 1, 3),
+            "after_first_block": after_each[0],
+            "after_half": after_each[len(after_each) // 2],
+        }
+        await self.stop_node(run)
+
     async def throughput_block_time(self, mode: str) -> None:
         """The same burst on a chain that mines a block a second: what each mode gets out of a block."""
         run = await self.start_node(f"{mode}_1s", **MODES[mode])
@@ -487,6 +514,7 @@ PHASES: dict[str, Callable[[NodeBench], Awaitable[None]]] = {
     **{f"throughput_{m}": (lambda b, m=m: b.throughput(m)) for m in MODES},  # type: ignore[misc]
     **{f"throughput_1s_{m}": (lambda b, m=m: b.throughput_block_time(m)) for m in MODES},  # type: ignore[misc]
     "block_time": NodeBench.block_time,
+    "memory_steady": NodeBench.memory_steady,
 }
 
 

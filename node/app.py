@@ -178,6 +178,7 @@ class Node:
                 {model_id(m.name): m.name for m in cfg.models},
                 compute_delegated,
                 txm.send_call,
+                txm.call_hashes,
                 keep=cfg.api.keep_jobs,
             )
             scheduler.delivered_here = delegated.created_here
@@ -215,11 +216,17 @@ class Node:
                     middlewares=api_auth.middlewares(clients, cfg.api.max_body_bytes),
                     max_body_bytes=cfg.api.max_body_bytes,
                     setup=[
-                        lambda a: rest.add_routes(a, offchain, delegated, info),
+                        lambda a: rest.add_routes(a, offchain, delegated, info, self.stopping),
                         lambda a: status_api.add_routes(a, view),
                     ],
                 )
                 runner = await server.start(app, cfg.api.host, cfg.api.port)
+                if cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
+                    log.warning(
+                        "api.host %s: the status page, /metrics and /info are open to whoever reaches this address;"
+                        " put a TLS reverse proxy with access control in front",
+                        cfg.api.host,
+                    )
                 log.info("status page on http://%s:%d/ (metrics: /metrics)", cfg.api.host, cfg.api.port)
             for route in routes.values():
                 where = route.model.url if route.model.transport == "http" else f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]

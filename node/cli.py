@@ -98,7 +98,13 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("INFERA_DEBUG"):
             raise
-        typer.echo(f"infera: unexpected {type(exc).__name__}: {exc} (INFERA_DEBUG=1 shows where)", err=True)
+        from node.chain.rpc import public_url
+
+        message = str(exc)
+        for word in message.split():  # an RPC URL in a library's message may carry an API key in its path
+            if "://" in word:
+                message = message.replace(word, public_url(word.strip("'\",()")))
+        typer.echo(f"infera: unexpected {type(exc).__name__}: {message} (INFERA_DEBUG=1 shows where)", err=True)
         sys.exit(1)
 
 

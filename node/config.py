@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from node.errors import ConfigError
 
@@ -195,6 +195,12 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
         return NodeConfig(**data)
     except ValidationError as exc:
         raise ConfigError("; ".join(format_errors(exc))) from None
+    except SettingsError as exc:  # an INFERA_… variable whose value is not the JSON its field needs
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        raise ConfigError(
+            f"{field}: its environment override INFERA_{field.upper()}… is malformed ({exc.__cause__ or exc});"
+            " lists and tables are given as JSON"
+        ) from None
 
 
 def load_config(path: str | Path) -> NodeConfig:

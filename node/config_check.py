@@ -16,6 +16,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
+from node.chain.rpc import public_url
 from node.config import NodeConfig, format_errors
 from node.errors import ConfigError
 
@@ -96,9 +97,12 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
             expected, source = stored.pop(), f"the job store {cfg.store.path}"
     for url, got in ids.items():
         if expected is not None and got != expected:
-            report.problems.append(f"chain.rpc_url: {url} serves chain {got}, but {source} says chain {expected}")
+            report.problems.append(
+                f"chain.rpc_url: {public_url(url)} serves chain {got}, but {source} says chain {expected}"
+            )
     if len(set(ids.values())) > 1:
-        report.problems.append(f"chain.fallback_rpc_urls: the RPC URLs serve different chains: {ids}")
+        shown = {public_url(u): c for u, c in ids.items()}
+        report.problems.append(f"chain.fallback_rpc_urls: the RPC URLs serve different chains: {shown}")
     url = next(iter(ids))
     w3 = ops.connect([url])
     try:
@@ -135,7 +139,7 @@ def summary(cfg: NodeConfig) -> list[str]:
     models = ", ".join(f"{m.name} ({m.url or 'mqtt'})" for m in cfg.models)
     fallbacks = len(cfg.chain.fallback_rpc_urls)
     return [
-        f"rpc       {cfg.chain.rpc_url}" + (f" (+{fallbacks} fallback)" if fallbacks else ""),
+        f"rpc       {public_url(cfg.chain.rpc_url)}" + (f" (+{fallbacks} fallback)" if fallbacks else ""),
         f"contract  coordinator {cfg.chain.coordinator_address}, from block {cfg.chain.start_block}",
         f"models    {models}",
         f"store     {cfg.store.path}",

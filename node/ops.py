@@ -22,6 +22,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.rpc import public_url
 from node.errors import InferaError
 from node.ui import spinner
 
@@ -74,7 +75,7 @@ def connect(urls: Sequence[str], *, timeout_s: float = 30) -> Web3:
             w3.eth.chain_id  # noqa: B018 (the call is the check)
             return w3
         except Exception as exc:
-            problems.append(f"{url} ({type(exc).__name__})")
+            problems.append(f"{public_url(url)} ({type(exc).__name__})")
     raise OpsError(f"cannot reach the RPC at {', '.join(problems)}: check the URL and that the chain node is up")
 
 

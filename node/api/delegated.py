@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -69,6 +70,10 @@ class NonceUsedError(JobInputError):
     """The consumer's nonce was used already (a replay): 409."""
 
 
+class Busy(Exception):
+    """Too much in progress to take another request now: 503."""
+
+
 def digest(req: dict[str, Any], chain_id: int, coordinator: str) -> bytes:
     """The EIP-712 digest the coordinator's `delegatedRequestDigest` computes for `req` (checked fields)."""
     domain = keccak(
@@ -117,7 +122,7 @@ def parse(body: Any) -> tuple[dict[str, Any], bytes, bytes]:
         elif abi_type == "bytes32":
             req[name] = _hex_bytes(value, f"request.{name}", length=32)
         else:
-            if isinstance(value, str) and value.isdigit():
+            if isinstance(value, str) and re.fullmatch(r"[0-9]{1,78}", value):
                 value = int(value)  # large uint256 values may come as decimal strings
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** (bits or 256):
                 raise JobInputError(f"request.{name} must be an integer in 0..2^{bits}-1 ({abi_type})")
@@ -173,8 +178,8 @@ class DelegatedJob:
 
 #: (job id, chain input) → output bytes, within the model's concurrency limit (the scheduler's route).
 Compute = Callable[[str, str, bytes], Awaitable[bytes]]
-#: (calldata, gas, what) → the signed transaction and a future of its receipt (`TxManager.send_call`).
-Send = Callable[[bytes, int, str], Awaitable[tuple[StoredTx, asyncio.Future[Any]]]]
+#: (calldata, gas, what, sender) → the signed transaction and a future of its receipt (`TxManager.send_call`).
+Send = Callable[..., Awaitable[tuple[StoredTx, asyncio.Future[Any]]]]
 DELEGATED_CREATED_TOPIC = keccak(text="DelegatedRequestCreated(uint256,address,uint256)")
 
 
@@ -189,8 +194,10 @@ class DelegatedRequests:
         models: dict[bytes, str],
         compute: Compute,
         send: Send,
+        call_hashes: set[str],
         *,
         keep: int,
+        max_pending: int = 256,
     ) -> None:
         self._rpc = rpc
         self._abi = abi
@@ -200,17 +207,19 @@ class DelegatedRequests:
         self._models = models
         self._compute = compute
         self._send = send
+        self._call_hashes = call_hashes
         self._keep = keep
+        self._max_pending = max_pending
+        #: (consumer, nonce) of accepted requests not yet finished: a second POST of one is a replay (409).
+        self._pending: set[tuple[str, int]] = set()
         self._jobs: OrderedDict[str, DelegatedJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Transactions this API created requests with (every hash, replacements included).
-        self._txs: list[StoredTx] = []
         self.accepted = 0
 
     def created_here(self, tx_hash: str) -> bool:
         """Whether a `RequestCreated` came from one of our `deliverDelegated` transactions: already delivered by
-        this node, so the scheduler must leave it alone."""
-        return any(tx_hash in tx.hashes for tx in self._txs)
+        this node, so the scheduler must leave it alone. Known from signing on, and across restarts (the store)."""
+        return tx_hash.lower() in self._call_hashes
 
     def get(self, owner: str, job_id: str) -> DelegatedJob | None:
         job = self._jobs.get(job_id)
@@ -219,6 +228,11 @@ class DelegatedRequests:
     async def submit(self, owner: str, body: Any) -> DelegatedJob:
         """Checks a signed request all the way (see the module's guarantees); starts it only if everything holds."""
         req, input_, signature = parse(body)
+        replay = (req["consumer"], req["nonce"])
+        if replay in self._pending:
+            raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} is already being served here")
+        if len(self._pending) >= self._max_pending:
+            raise Busy(f"{self._max_pending} delegated requests in progress; retry shortly")
         model = self._models.get(req["modelId"])
         if model is None:
             raise JobInputError(f"request.modelId 0x{req['modelId'].hex()} is not served here; see /info for models")
@@ -237,7 +251,10 @@ class DelegatedRequests:
             )
         if await self._nonce_used(req["consumer"], req["nonce"]):
             raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} was used already")
-        await self._simulate(req, input_, signature)
+        await self._simulate(req, input_, signature, b"")
+        if replay in self._pending:  # a twin POST passed the checks meanwhile
+            raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} is already being served here")
+        self._pending.add(replay)
         job = DelegatedJob(uuid.uuid4().hex, owner, model, req, input_, signature)
         self._jobs[job.id] = job
         self.accepted += 1
@@ -271,8 +288,8 @@ class DelegatedRequests:
     def _calldata(self, job_req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> bytes:
         return self._abi.encode_call("deliverDelegated", tuple(job_req.values()), input_, signature, output)
 
-    async def _simulate(self, req: dict[str, Any], input_: bytes, signature: bytes) -> None:
-        data = self._calldata(req, input_, signature, b"")
+    async def _simulate(self, req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> None:
+        data = self._calldata(req, input_, signature, output)
         gas = DELEGATED_GAS + req["callbackGasLimit"]
         call = {"from": self._sender, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
         try:
@@ -289,9 +306,12 @@ class DelegatedRequests:
         try:
             job.status = "running"
             output = await self._compute(job.id, job.model, job.input)
+            # Again with the real output, just before signing: the request may have expired, its nonce been used
+            # or the balance spent while the model ran; then nothing is sent (no gas burnt on a revert).
+            await self._simulate(job.request, job.input, job.signature, output)
             data = self._calldata(job.request, job.input, job.signature, output)
-            tx, mined = await self._send(data, DELEGATED_GAS + job.request["callbackGasLimit"], f"delegated {job.id}")
-            self._txs.append(tx)
+            gas = DELEGATED_GAS + job.request["callbackGasLimit"]
+            tx, mined = await self._send(data, gas, f"delegated {job.id}", sender=self._sender)
             job.status, job.tx_hash = "sent", tx.hashes[-1]
             receipt = await mined
             job.tx_hash = "0x" + as_bytes(receipt["transactionHash"]).hex()
@@ -318,6 +338,8 @@ class DelegatedRequests:
             log.error("off-chain job %s: delegated request failed: %s", job.id, job.error)
         finally:
             job.finished_at = time.time()
+            job.input = job.signature = b""  # a finished job keeps its view, not its payload
+            self._pending.discard((job.request["consumer"], job.request["nonce"]))
 
     async def close(self) -> None:
         for task in list(self._tasks):

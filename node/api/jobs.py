@@ -7,10 +7,12 @@ Guarantees:
 - A job belongs to the token that submitted it: another token gets 404 for it, as for an unknown id.
 - Each job runs once; a container that rejects the input fails the job with the container's reason; a container
   that is down or errors is retried (`max_attempts` of the model) before the job fails.
-- Jobs live in memory: the newest `api.keep_jobs` finished jobs are kept for `GET`, and a restart forgets them
-  (on-chain requests are what the store makes durable).
+- Jobs live in memory: the newest `api.keep_jobs` finished jobs are kept for `GET` (without their input), at most
+  `max_pending` wait or run at once (more: 503, retry later), and a restart forgets them (on-chain requests are what
+  the store makes durable).
 - `stream: true` on a streaming container (generate) records each piece as it comes; `GET /v1/jobs/{id}/events`
-  replays what a late subscriber missed and then follows the job live, as Server-Sent Events.
+  replays what a late subscriber missed and then follows the job live, as Server-Sent Events. A stream that failed
+  after pieces went out is not retried (its followers would see two attempts spliced): the job fails.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ TERMINAL = ("completed", "failed")
 
 class JobInputError(ValueError):
     """A submission that cannot be accepted; `str()` says what to fix."""
+
+
+class JobsBusy(Exception):
+    """Too many jobs waiting or running to take more now (503)."""
 
 
 @dataclass(slots=True)
@@ -88,12 +94,14 @@ class OffchainJobs:
         *,
         keep: int,
         max_batch: int,
+        max_pending: int = 1024,
     ) -> None:
         self._session = session
         self._models = {m.name: m for m in models}
         self._slots = slots
         self._keep = keep
         self.max_batch = max_batch
+        self._max_pending = max_pending
         self._jobs: OrderedDict[str, OffchainJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
@@ -128,6 +136,8 @@ class OffchainJobs:
         if batch and not 1 <= len(specs) <= self.max_batch:
             raise JobInputError(f"jobs must hold 1 to {self.max_batch} jobs (api.max_batch), got {len(specs)}")
         checked = [self._check(s, f"jobs[{i}]: " if batch else "") for i, s in enumerate(specs)]
+        if len(self._tasks) + len(checked) > self._max_pending:
+            raise JobsBusy(f"{len(self._tasks)} off-chain jobs are waiting or running; retry shortly")
         jobs = [OffchainJob(uuid.uuid4().hex, owner, m, i, s) for m, i, s in checked]
         for job in jobs:
             self._jobs[job.id] = job
@@ -174,8 +184,8 @@ class OffchainJobs:
                     except _Rejected as exc:
                         job.status, job.error = "failed", str(exc)
                         break
-                    except (aiohttp.ClientError, TimeoutError, _Failed) as exc:
-                        if job.attempts >= model.max_attempts:
+                    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, AttributeError, _Failed) as exc:
+                        if job.attempts >= model.max_attempts or job.tokens:
                             job.status = "failed"
                             job.error = f"container failed {job.attempts} time(s); last: {exc}"
                             break
@@ -187,6 +197,7 @@ class OffchainJobs:
             if job.status not in TERMINAL:  # cancelled (node stopping)
                 job.status, job.error = "failed", "the node stopped before the job finished"
             job.finished_at = time.time()
+            job.input = {}  # a finished job keeps its view (and output), not its payload
             job.touch()
             log.info("off-chain job %s (%s) %s in %.0f ms", job.id, job.model, job.status, job.view()["latency_ms"])
             self._forget_old()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from node.api.auth import CLIENT, json_error
-from node.api.delegated import DelegatedRequests, NonceUsedError
-from node.api.jobs import TERMINAL, JobInputError, OffchainJob, OffchainJobs
+from node.api.delegated import Busy, DelegatedRequests, NonceUsedError
+from node.api.jobs import TERMINAL, JobInputError, JobsBusy, OffchainJob, OffchainJobs
 from node.chain.rpc import TRANSPORT_ERRORS, RpcError
 from node.errors import RpcUnavailable
 
 JOBS: web.AppKey[OffchainJobs] = web.AppKey("offchain_jobs", OffchainJobs)
 DELEGATED: web.AppKey[DelegatedRequests] = web.AppKey("delegated", DelegatedRequests)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 INFO: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("info", object)  # type: ignore[arg-type]
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 
@@ -24,6 +26,10 @@ SPEC_PATH = Path(__file__).with_name("openapi.json")
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json(loads=json.loads)
+    except RecursionError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body nests too deeply to be a job"}), content_type="application/json"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": f"body is not valid JSON: {exc}"}), content_type="application/json"
@@ -40,16 +46,28 @@ def _owned(request: web.Request) -> OffchainJob:
     return job
 
 
+def _refuse_while_stopping(request: web.Request) -> None:
+    if request.app[STOPPING].is_set():
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": "the node is shutting down; submit to it again once it is back"}),
+            content_type="application/json",
+        )
+
+
 async def submit_job(request: web.Request) -> web.Response:
+    _refuse_while_stopping(request)
     body = await _json_body(request)
     try:
         (job,) = request.app[JOBS].submit(request[CLIENT], [body], batch=False)
     except JobInputError as exc:
         return json_error(422, str(exc))
+    except JobsBusy as exc:
+        return json_error(503, str(exc))
     return web.json_response(job.view(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 async def submit_batch(request: web.Request) -> web.Response:
+    _refuse_while_stopping(request)
     body = await _json_body(request)
     if not isinstance(body, dict) or set(body) != {"jobs"} or not isinstance(body["jobs"], list):
         return json_error(422, 'body must be {"jobs": [{"model": ..., "input": {...}}, ...]}')
@@ -57,6 +75,8 @@ async def submit_batch(request: web.Request) -> web.Response:
         jobs = request.app[JOBS].submit(request[CLIENT], body["jobs"], batch=True)
     except JobInputError as exc:
         return json_error(422, str(exc))
+    except JobsBusy as exc:
+        return json_error(503, str(exc))
     return web.json_response({"jobs": [j.view() for j in jobs]}, status=202)
 
 
@@ -95,11 +115,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 async def submit_delegated(request: web.Request) -> web.Response:
+    _refuse_while_stopping(request)
     body = await _json_body(request)
     try:
         job = await request.app[DELEGATED].submit(request[CLIENT], body)
     except NonceUsedError as exc:
         return json_error(409, str(exc))
+    except Busy as exc:
+        return json_error(503, str(exc))
     except JobInputError as exc:
         return json_error(422, str(exc))
     except (RpcUnavailable, RpcError, *TRANSPORT_ERRORS) as exc:  # type: ignore[misc]
@@ -129,8 +152,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def add_routes(
-    app: web.Application, jobs: OffchainJobs, delegated: DelegatedRequests, info_fn: Callable[[], dict[str, Any]]
+    app: web.Application,
+    jobs: OffchainJobs,
+    delegated: DelegatedRequests,
+    info_fn: Callable[[], dict[str, Any]],
+    stopping: asyncio.Event,
 ) -> None:
+    app[STOPPING] = stopping
     app[JOBS] = jobs
     app[DELEGATED] = delegated
     app[INFO] = info_fn

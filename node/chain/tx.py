@@ -143,6 +143,8 @@ class TxManager:
         self._spawn_later: list[Coroutine[Any, Any, None]] = []
         #: Receipts awaited by `send_call` callers, by (sender, nonce).
         self._calls: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        #: Every hash of a `send_call` transaction, known from signing on (and from the store after a restart).
+        self.call_hashes: set[str] = store.call_tx_hashes()
         self._chain_id = 0
         self.head: Head | None = None
         self._cap_warned = False
@@ -313,11 +315,13 @@ class TxManager:
         self._ready_event.set()  # the send loop may be asleep on an empty queue (an abandoned tx requeues from afar)
         log.warning("%d job(s) waiting to be sent: %s", len(jobs), exc)
 
-    async def _free_key(self) -> _Key:
-        """The next key (round-robin) with room for another transaction in flight."""
+    async def _free_key(self, *, only: str | None = None) -> _Key:
+        """The next key (round-robin; or the key of address `only`) with room for another transaction in flight."""
         while True:
             for i in range(len(self._keys)):
                 key = self._keys[(self._rr + i) % len(self._keys)]
+                if only is not None and key.address.lower() != only.lower():
+                    continue
                 if key.open + key.reserved < self._policy.max_pending_per_key:
                     self._rr = (self._rr + i + 1) % len(self._keys)
                     key.reserved += 1
@@ -327,13 +331,16 @@ class TxManager:
 
     # -------------------------------------------------------------------------------------------------- send
 
-    async def send_call(self, data: bytes, gas: int, what: str) -> tuple[StoredTx, asyncio.Future[Any]]:
+    async def send_call(
+        self, data: bytes, gas: int, what: str, *, sender: str | None = None
+    ) -> tuple[StoredTx, asyncio.Future[Any]]:
         """Signs and sends one coordinator call that carries no job (a delegated request) with the same keys,
         nonces, fee cap, tracking and replacement as deliveries. Returns the transaction (its `hashes` grow when it
         is replaced) and a future of its receipt once it is confirmed; the future fails if the transaction is
-        abandoned. Raises `RpcUnavailable` when it cannot be sent now, `TxReverted` when fees are over the cap."""
+        abandoned. `sender` picks the key (the one the call was simulated from). Raises `RpcUnavailable` when it
+        cannot be sent now, `TxReverted` when fees are over the cap."""
         await self._send_slots.acquire()
-        key = await self._free_key()
+        key = await self._free_key(only=sender)
         try:
             base = self.head.base_fee_wei if self.head else 0
             fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
@@ -361,6 +368,7 @@ class TxManager:
                     items=[],
                     sent_block=self.head.number if self.head else 0,
                 )
+                self.call_hashes.add(tx.hashes[0].lower())
                 self._store.add_tx(tx, [])  # committed before it leaves the process
                 key.next_nonce += 1
                 self._track(tx, key)
@@ -731,6 +739,8 @@ class TxManager:
             tx.items = [(j.request_id, j.failure is not None) for j in live]
         signed = key.account.sign_transaction(request)
         tx.hashes.append("0x" + signed.hash.hex())
+        if not tx.items:
+            self.call_hashes.add(tx.hashes[-1].lower())
         tx.raw, tx.request = bytes(signed.raw_transaction), request
         self._store.update_tx(tx)
         for job in live:

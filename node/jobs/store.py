@@ -444,6 +444,12 @@ class JobStore:
             ),
         )
 
+    def call_tx_hashes(self) -> set[str]:
+        """Every hash (replacements included) of the kept transactions that carry no job: the node's own
+        `deliverDelegated` calls, whose `RequestCreated` it must not serve again after a restart."""
+        rows = self._db.execute("SELECT hashes FROM txs WHERE chain_id=? AND items='[]'", (self.chain_id,)).fetchall()
+        return {h.lower() for (hashes,) in rows for h in json.loads(hashes)}
+
     def open_txs(self, sender: str) -> list[StoredTx]:
         """The sender's transactions not yet final (pending, or mined but not yet confirmed), by nonce."""
         rows = self._db.execute(

@@ -47,6 +47,9 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
 
     assert r["memory_mb"]["jobs"] >= r["sizes"]["memory_jobs"]
     assert 20 < r["memory_mb"]["idle"] < r["memory_mb"]["after_10k"] * 2
+    steady = r["memory_mb_steady"]
+    assert steady["jobs"] >= r["sizes"]["memory_jobs"]
+    assert 20 < steady["idle"] < steady["after_10k"] * 2
 
     bt = r["block_time"]
     assert sum(bt["blocks_after_request"].values()) == bt["requests"] == r["sizes"]["block_time_requests"]

@@ -246,6 +246,7 @@ def test_api_matches_its_openapi_spec(api: Api, served_spec: schemathesis.BaseSc
 def test_node_log_has_no_token(api: Api) -> None:
     text = Path(api.node.log_path).read_text()
     assert "off-chain job" in text  # the log was written
+    assert api.dev.private_key_hex().removeprefix("0x").lower() not in text.lower()
     for secret in (ALICE, BOB, TIGHT):
         assert secret not in text
 
@@ -360,6 +361,9 @@ async def test_delegated_request_is_created_and_delivered_in_one_transaction(api
     status, job, headers = await call("POST", f"{api.base}/v1/delegated", json=body)
     assert status == 202, job
     assert headers["Location"] == f"/v1/delegated/{job['id']}"
+    # The same signed request again at once (a client retrying): refused, whether it is still in flight or mined.
+    status, twin, _ = await call("POST", f"{api.base}/v1/delegated", json=body)
+    assert status == 409, twin
     done = await wait_delegated(api, job["id"])
     assert done["status"] == "completed", done
     rid = done["request_id"]
@@ -399,6 +403,12 @@ async def test_bad_delegated_requests_are_refused_with_what_to_fix(api: Api, del
     costly = delegation.request(data, feePerNode=100 * DEFAULT_FEE_WEI)  # more than the consumer deposited
     status, body, _ = await call("POST", url, json=delegated_body(api, delegation, costly, data))
     assert (status, "InsufficientBalance" in body["error"]) == (422, True)
+    _, before, _ = await call("GET", f"{api.base}/info", token=None)
+    unserved = delegation.request(data, modelId="0x" + model_id("not/served@1").hex())
+    status, body, _ = await call("POST", url, json=delegated_body(api, delegation, unserved, data))
+    assert (status, "is not served here" in body["error"]) == (422, True)
+    _, after, _ = await call("GET", f"{api.base}/info", token=None)
+    assert after["delegated_requests_accepted"] == before["delegated_requests_accepted"]  # nothing kept
     status, body, _ = await call("POST", url, json={"request": {}, "input": "0x", "signature": "0x"})
     assert (status, "request: missing" in body["error"]) == (422, True)
     malleable = delegated_body(api, delegation, delegation.request(data), data)

@@ -163,3 +163,10 @@ def test_public_url_hides_what_providers_put_keys_in() -> None:
     assert public_url("https://user:pw@eth.example.com:8443/v3/0123abcd?key=s3cret") == "https://eth.example.com:8443"
     assert public_url("wss://mainnet.example.io/ws/v3/0123abcd") == "wss://mainnet.example.io"
     assert public_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+
+
+def test_a_malformed_env_override_names_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERA_MODELS", "not json")
+    base = {"chain": {"rpc_url": "http://x", "coordinator_address": "0x" + "11" * 20}, "models": []}
+    with pytest.raises(ConfigError, match=r"^models: its environment override INFERA_MODELS"):
+        parse_config(base)
