@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
@@ -162,12 +163,20 @@ class Node:
                 {r.model.name: r.slots for r in routes.values()},  # shares each model's concurrency limit
                 keep=cfg.api.keep_jobs,
                 max_batch=cfg.api.max_batch,
+                metrics=metrics,
             )
 
             async def compute_delegated(job_id: str, model: str, input_: bytes) -> bytes:
                 route = routes[model_id(model)]
                 async with route.slots:
-                    return await route.dispatcher.compute(job_id, input_)
+                    called, ok = time.perf_counter(), False
+                    try:
+                        output = await route.dispatcher.compute(job_id, input_)
+                        ok = True
+                        return output
+                    finally:
+                        if metrics is not None:
+                            metrics.observe_container(model, time.perf_counter() - called, ok=ok)
 
             delegated = DelegatedRequests(
                 rpc,
@@ -180,6 +189,7 @@ class Node:
                 txm.send_call,
                 txm.call_hashes,
                 keep=cfg.api.keep_jobs,
+                metrics=metrics,
             )
             scheduler.delivered_here = delegated.created_here
 

@@ -91,6 +91,15 @@ class Metrics:
             "Wei paid for gas by the node's mined transactions (gas used x effective gas price, from receipts).",
             registry=r,
         )
+        self.api_jobs = Counter(
+            "infera_api_jobs",
+            "Jobs of the HTTP API that finished, by kind (offchain, delegated) and status (completed, failed).",
+            ["kind", "status"],
+            registry=r,
+        )
+        for kind in ("offchain", "delegated"):  # exported at 0 from the start, so rates and alerts have a series
+            for status in ("completed", "failed"):
+                self.api_jobs.labels(kind, status)
         self._balance_gauge = Gauge(
             "infera_wallet_balance_wei",
             f"Ether balance of each node key in wei (eth_getBalance every {BALANCE_REFRESH_S:.0f} s, lowered by"
@@ -106,6 +115,9 @@ class Metrics:
         self._head: Callable[[], int | None] = lambda: None
 
     # ---------------------------------------------------------------------------------------- observations
+
+    def observe_api_job(self, kind: str, status: str) -> None:
+        self.api_jobs.labels(kind, status).inc()
 
     def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
         self.container_seconds.labels(model, "ok" if ok else "error").observe(seconds)

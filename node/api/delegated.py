@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_keys.datatypes import Signature
@@ -36,6 +36,9 @@ from node.api.jobs import TERMINAL, JobInputError
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
 from node.jobs.store import StoredTx
+
+if TYPE_CHECKING:
+    from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,7 @@ class DelegatedRequests:
         *,
         keep: int,
         max_pending: int = 256,
+        metrics: Metrics | None = None,
     ) -> None:
         self._rpc = rpc
         self._abi = abi
@@ -210,6 +214,7 @@ class DelegatedRequests:
         self._call_hashes = call_hashes
         self._keep = keep
         self._max_pending = max_pending
+        self._metrics = metrics
         #: (consumer, nonce) of accepted requests not yet finished: a second POST of one is a replay (409).
         self._pending: set[tuple[str, int]] = set()
         self._jobs: OrderedDict[str, DelegatedJob] = OrderedDict()
@@ -340,6 +345,8 @@ class DelegatedRequests:
             job.finished_at = time.time()
             job.input = job.signature = b""  # a finished job keeps its view, not its payload
             self._pending.discard((job.request["consumer"], job.request["nonce"]))
+            if self._metrics is not None:
+                self._metrics.observe_api_job("delegated", job.status)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -24,11 +24,14 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from node.config import ModelConfig
+
+if TYPE_CHECKING:
+    from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ class OffchainJobs:
         keep: int,
         max_batch: int,
         max_pending: int = 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self._session = session
         self._models = {m.name: m for m in models}
@@ -102,6 +106,7 @@ class OffchainJobs:
         self._keep = keep
         self.max_batch = max_batch
         self._max_pending = max_pending
+        self._metrics = metrics
         self._jobs: OrderedDict[str, OffchainJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
@@ -174,17 +179,21 @@ class OffchainJobs:
                 async with self._slots[job.model]:
                     job.status, job.started_at, job.attempts = "running", time.time(), job.attempts + 1
                     job.touch()
+                    called = time.perf_counter()
                     try:
                         if job.stream:
                             job.output = await self._stream(job, model)
                         else:
                             job.output = await self._compute(job, model)
                         job.status = "completed"
+                        self._observe(job.model, called, ok=True)
                         break
                     except _Rejected as exc:
                         job.status, job.error = "failed", str(exc)
+                        self._observe(job.model, called, ok=False)
                         break
                     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, AttributeError, _Failed) as exc:
+                        self._observe(job.model, called, ok=False)
                         if job.attempts >= model.max_attempts or job.tokens:
                             job.status = "failed"
                             job.error = f"container failed {job.attempts} time(s); last: {exc}"
@@ -199,8 +208,14 @@ class OffchainJobs:
             job.finished_at = time.time()
             job.input = {}  # a finished job keeps its view (and output), not its payload
             job.touch()
+            if self._metrics is not None:
+                self._metrics.observe_api_job("offchain", job.status)
             log.info("off-chain job %s (%s) %s in %.0f ms", job.id, job.model, job.status, job.view()["latency_ms"])
             self._forget_old()
+
+    def _observe(self, model: str, called: float, *, ok: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_container(model, time.perf_counter() - called, ok=ok)
 
     def _body(self, job: OffchainJob) -> dict[str, Any]:
         return {"source": SOURCE_OFFCHAIN, "destination": SOURCE_OFFCHAIN, "data": job.input}

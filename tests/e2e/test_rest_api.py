@@ -417,3 +417,21 @@ async def test_bad_delegated_requests_are_refused_with_what_to_fix(api: Api, del
     malleable["signature"] = "0x" + (sig[:32] + high_s + bytes([55 - sig[64]])).hex()
     status, body, _ = await call("POST", url, json=malleable)
     assert (status, "malleable" in body["error"]) == (422, True)
+
+
+async def test_api_jobs_are_counted_in_the_metrics(api: Api) -> None:
+    """Runs after the jobs above: off-chain and delegated jobs, and their container time, are in /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as s, s.get(f"{api.base}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("infera_api_jobs_total", (("kind", "offchain"), ("status", "completed")))] >= 7
+    assert samples[("infera_api_jobs_total", (("kind", "offchain"), ("status", "failed")))] >= 1
+    assert samples[("infera_api_jobs_total", (("kind", "delegated"), ("status", "completed")))] == 1
+    assert samples[("infera_container_seconds_count", (("model", ECHO), ("outcome", "ok")))] >= 7  # 1 + 5 + 1 delegated
