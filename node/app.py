@@ -23,7 +23,8 @@ from node.api.jobs import OffchainJobs
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, model_id
 from node.chain.listener import Listener
 from node.chain.rpc import RpcPool, public_url
-from node.chain.tx import TxManager, TxPolicy
+from node.chain.tracking import TxPolicy
+from node.chain.tx import TxManager
 from node.config import ModelConfig, MqttConfig, NodeConfig, WalletConfig
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub

@@ -31,21 +31,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from node.chain import delivery
+from node.chain.broadcast import Broadcaster
 from node.chain.contracts import CoordinatorAbi
 from node.chain.listener import Head, as_head
-from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert, public_url
+from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
+from node.chain.tracking import SETTLED_ERRORS, Key, Tracking, TxPolicy
 from node.errors import RpcUnavailable, TxReverted
 from node.jobs.store import Job, JobState, JobStore, StoredTx
 
@@ -58,45 +57,9 @@ log = logging.getLogger(__name__)
 BATCH_LINGER_S = 0.02
 SEND_BACKOFF_BASE_S = 0.25
 SEND_BACKOFF_MAX_S = 10.0
-#: How long an `eth_sendRawTransactionSync` may wait for its block before the tracker takes over (the endpoint's
-#: own timeout is usually shorter: anvil's is 30 s).
-SYNC_SEND_TIMEOUT_S = 60.0
-#: A transaction is replaced only when it is `bump_after_blocks` behind *and* this old: on a devnet that mines a block
-#: per transaction (or a chain with sub-second blocks), blocks pass faster than a busy RPC answers.
-BUMP_MIN_AGE_S = 3.0
-#: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
-SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
 
 
-@dataclass(frozen=True)
-class TxPolicy:
-    max_fee_per_gas_wei: int
-    priority_fee_wei: int
-    bump_percent: int = 20
-    bump_after_blocks: int = 3
-    confirmations: int = 0
-    max_batch: int = 32
-    max_pending_per_key: int = 64
-    retry_window_s: float = 600.0
-    receipt_poll_s: float = 1.0
-    max_concurrent_sends: int = 4
-
-
-@dataclass
-class _Key:
-    account: LocalAccount
-    next_nonce: int = 0
-    open: int = 0
-    #: Sends under way that will take a slot of `max_pending_per_key` once signed.
-    reserved: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def address(self) -> ChecksumAddress:
-        return self.account.address
-
-
-class TxManager:
+class TxManager(Tracking):
     """Owns every transaction of the node's keys, from a ready job to its settled state."""
 
     def __init__(
@@ -115,7 +78,7 @@ class TxManager:
         self._store = store
         self._abi = abi
         self._coordinator = coordinator
-        self._keys = [_Key(a) for a in accounts]
+        self._keys = [Key(a) for a in accounts]
         self._by_address = {k.address.lower(): k for k in self._keys}
         self._policy = policy
         self._on_settled = on_settled
@@ -133,10 +96,9 @@ class TxManager:
         self._reverts: dict[int, int] = {}
         self._rr = 0
         self._send_slots = asyncio.Semaphore(policy.max_concurrent_sends)
-        #: Whether the endpoint has eth_sendRawTransactionSync (None: not known yet).
-        self._sync_send: bool | None = None
-        #: Open transactions with a sync send under way (their receipt comes with its answer), by slot.
-        self._awaiting: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._broadcaster = Broadcaster(
+            rpc, spawn=self._spawn, on_receipt=self._on_receipt, on_refused=self._send_refused
+        )
         self._tg: asyncio.TaskGroup | None = None
         #: monotonic time each open transaction was last (re)signed, by slot (not stored: after a restart, 0).
         self._sent_at: dict[tuple[str, int], float] = {}
@@ -185,7 +147,7 @@ class TxManager:
                     if job is not None and job.state is JobState.SUBMITTED:
                         self._carried[rid] = job
                 if tx.state == "pending":
-                    await self._broadcast(tx, quiet=True)
+                    await self._broadcaster.send(tx, quiet=True)
             log.info(
                 "sender %s ready: chain %d, next nonce %d, %d transaction(s) resumed",
                 key.address,
@@ -194,7 +156,7 @@ class TxManager:
                 len(stored),
             )
 
-    async def _pending_nonce(self, key: _Key) -> int:
+    async def _pending_nonce(self, key: Key) -> int:
         return int(
             await self._rpc.call(
                 "eth_getTransactionCount", lambda w3: w3.eth.get_transaction_count(key.address, "pending")
@@ -285,7 +247,7 @@ class TxManager:
             for waiter in pending:
                 waiter.cancel()
 
-    async def _send_task(self, key: _Key, batch: list[Job]) -> None:
+    async def _send_task(self, key: Key, batch: list[Job]) -> None:
         try:
             await self._send(key, batch)
         except RpcUnavailable as exc:
@@ -294,7 +256,7 @@ class TxManager:
         finally:
             self._release(key)
 
-    def _release(self, key: _Key) -> None:
+    def _release(self, key: Key) -> None:
         key.reserved -= 1
         self._send_slots.release()
         self._room.set()
@@ -315,7 +277,7 @@ class TxManager:
         self._ready_event.set()  # the send loop may be asleep on an empty queue (an abandoned tx requeues from afar)
         log.warning("%d job(s) waiting to be sent: %s", len(jobs), exc)
 
-    async def _free_key(self, *, only: str | None = None) -> _Key:
+    async def _free_key(self, *, only: str | None = None) -> Key:
         """The next key (round-robin; or the key of address `only`) with room for another transaction in flight."""
         while True:
             for i in range(len(self._keys)):
@@ -347,40 +309,17 @@ class TxManager:
             if fees is None:
                 raise TxReverted(f"{what}: base fee {base} wei is above max_fee_per_gas_wei; try again later")
             async with key.lock:
-                unsigned: dict[str, Any] = {
-                    "to": self._coordinator,
-                    "data": "0x" + data.hex(),
-                    "value": 0,
-                    "gas": gas,
-                    "nonce": key.next_nonce,
-                    "chainId": self._chain_id,
-                    "maxFeePerGas": fees[0],
-                    "maxPriorityFeePerGas": fees[1],
-                    "type": 2,
-                }
-                signed = key.account.sign_transaction(unsigned)
-                tx = StoredTx(
-                    sender=key.address,
-                    nonce=key.next_nonce,
-                    hashes=["0x" + signed.hash.hex()],
-                    raw=bytes(signed.raw_transaction),
-                    request=unsigned,
-                    items=[],
-                    sent_block=self.head.number if self.head else 0,
-                )
+                tx = self._sign(key, data, gas, fees, [])
                 self.call_hashes.add(tx.hashes[0].lower())
-                self._store.add_tx(tx, [])  # committed before it leaves the process
-                key.next_nonce += 1
-                self._track(tx, key)
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 self._calls[(tx.sender.lower(), tx.nonce)] = future
         finally:
             self._release(key)
         log.info("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
-        await self._broadcast(tx)
+        await self._broadcaster.send(tx)
         return tx, future
 
-    async def _send(self, key: _Key, jobs: list[Job]) -> None:
+    async def _send(self, key: Key, jobs: list[Job]) -> None:
         data = delivery.calldata(self._abi, jobs)
         what = delivery.describe(jobs)
         gas = delivery.gas_limit(jobs)
@@ -410,38 +349,44 @@ class TxManager:
             return
         self._cap_warned = False
         async with key.lock:
-            unsigned: dict[str, Any] = {
-                "to": self._coordinator,
-                "data": "0x" + data.hex(),
-                "value": 0,
-                "gas": gas,
-                "nonce": key.next_nonce,
-                "chainId": self._chain_id,
-                "maxFeePerGas": fees[0],
-                "maxPriorityFeePerGas": fees[1],
-                "type": 2,
-            }
-            signed = key.account.sign_transaction(unsigned)
-            tx = StoredTx(
-                sender=key.address,
-                nonce=key.next_nonce,
-                hashes=["0x" + signed.hash.hex()],
-                raw=bytes(signed.raw_transaction),
-                request=unsigned,
-                items=[(j.request_id, j.failure is not None) for j in jobs],
-                sent_block=self.head.number if self.head else 0,
-            )
-            self._store.add_tx(tx, jobs)  # committed before it leaves the process
-            key.next_nonce += 1
-            self._track(tx, key)
+            tx = self._sign(key, data, gas, fees, jobs)
             for job in jobs:
                 self._carried[job.request_id] = job
                 self._first_failure.pop(job.request_id, None)
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
-        await self._broadcast(tx)
+        await self._broadcaster.send(tx)
 
-    async def _refused(self, key: _Key, jobs: list[Job], reverted: Any) -> None:
+    def _sign(self, key: Key, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]) -> StoredTx:
+        """Signs a coordinator call at the key's next nonce, commits it with the jobs it carries (before it leaves
+        the process) and tracks it. Under `key.lock`."""
+        unsigned: dict[str, Any] = {
+            "to": self._coordinator,
+            "data": "0x" + data.hex(),
+            "value": 0,
+            "gas": gas,
+            "nonce": key.next_nonce,
+            "chainId": self._chain_id,
+            "maxFeePerGas": fees[0],
+            "maxPriorityFeePerGas": fees[1],
+            "type": 2,
+        }
+        signed = key.account.sign_transaction(unsigned)
+        tx = StoredTx(
+            sender=key.address,
+            nonce=key.next_nonce,
+            hashes=["0x" + signed.hash.hex()],
+            raw=bytes(signed.raw_transaction),
+            request=unsigned,
+            items=[(j.request_id, j.failure is not None) for j in jobs],
+            sent_block=self.head.number if self.head else 0,
+        )
+        self._store.add_tx(tx, jobs)
+        key.next_nonce += 1
+        self._track(tx, key)
+        return tx
+
+    async def _refused(self, key: Key, jobs: list[Job], reverted: Any) -> None:
         """The simulation reverted: settle or re-route what it carried."""
         if len(jobs) > 1:
             log.warning("%s; sending its items one by one", reverted)
@@ -459,60 +404,7 @@ class TxManager:
         else:
             self._settle(job, JobState.FAILED, str(reverted))
 
-    async def _broadcast(self, tx: StoredTx, *, quiet: bool = False) -> None:
-        """Hands a signed transaction to the RPC: with `eth_sendRawTransactionSync` in the background (its answer is
-        the receipt), else with `eth_sendRawTransaction` (the tracker polls the receipt)."""
-        if self._sync_send is False:
-            await self._broadcast_plain(tx, quiet=quiet)
-        else:
-            self._spawn(self._broadcast_sync(tx, quiet=quiet))
-
-    async def _broadcast_plain(self, tx: StoredTx, *, quiet: bool) -> None:
-        raw = tx.raw
-        try:
-            await self._rpc.call("eth_sendRawTransaction", lambda w3: w3.eth.send_raw_transaction(raw))
-        except RpcUnavailable as exc:
-            # It may or may not have arrived: the tracker finds its receipt or rebroadcasts it.
-            log.warning("nonce %d of %s may not have been sent (%s); will resend", tx.nonce, tx.sender, exc)
-        except Web3RPCError as exc:
-            await self._send_refused(tx, str(exc), quiet=quiet)
-
-    async def _broadcast_sync(self, tx: StoredTx, *, quiet: bool) -> None:
-        slot = (tx.sender.lower(), tx.nonce)
-        self._awaiting[slot] += 1
-        try:
-            answer = await self._rpc.request(
-                "eth_sendRawTransactionSync", ["0x" + tx.raw.hex()], timeout_s=SYNC_SEND_TIMEOUT_S
-            )
-        except RpcUnavailable as exc:
-            log.warning("nonce %d of %s may not have been sent (%s); will resend", tx.nonce, tx.sender, exc)
-            return
-        except RpcError as exc:
-            message = exc.message.lower()
-            unknown = exc.code == -32601 or any(
-                s in message for s in ("not found", "not supported", "unsupported", "does not exist", "not available")
-            )
-            if unknown and self._sync_send is not True:
-                log.info(
-                    "%s has no eth_sendRawTransactionSync (%s): polling receipts instead",
-                    public_url(self._rpc.url),
-                    exc,
-                )
-                self._sync_send = False
-                await self._broadcast_plain(tx, quiet=quiet)
-            elif "timeout" in message or "timed out" in message or exc.code == 4:
-                log.info("nonce %d of %s: no block yet (%s); tracking its receipt", tx.nonce, tx.sender, exc.message)
-            else:
-                await self._send_refused(tx, exc.message, quiet=quiet)
-            return
-        finally:
-            self._awaiting[slot] -= 1
-            if self._awaiting[slot] <= 0:
-                del self._awaiting[slot]
-        self._sync_send = True
-        self._on_receipt(tx, delivery.receipt_from_json(answer))
-
-    async def _send_refused(self, tx: StoredTx, error: str, *, quiet: bool) -> None:
+    async def _send_refused(self, tx: StoredTx, error: str, quiet: bool) -> None:
         """The RPC refused a transaction: known already, nonce taken, or invalid (its jobs go out again)."""
         message = error.lower()
         if "already known" in message or "already imported" in message:
@@ -549,7 +441,7 @@ class TxManager:
                 self._store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
         self._requeue([j for j in jobs if j.state is JobState.COMPUTED], RuntimeError(reason))
 
-    def _track(self, tx: StoredTx, key: _Key, *, resumed: bool = False) -> None:
+    def _track(self, tx: StoredTx, key: Key, *, resumed: bool = False) -> None:
         slot = (tx.sender.lower(), tx.nonce)
         self._open[slot] = tx
         self._sent_at[slot] = 0.0 if resumed else time.monotonic()
@@ -564,195 +456,3 @@ class TxManager:
         call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
         if call is not None and not call.done():
             call.set_exception(RuntimeError(f"transaction {tx.hashes[-1]} was abandoned ({tx.state})"))
-
-    # ------------------------------------------------------------------------------------------------- track
-
-    async def _track_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._policy.receipt_poll_s)
-            self._wake.clear()
-            if self._open:
-                try:
-                    await self._check_open()
-                except RpcUnavailable as exc:
-                    log.warning("cannot check transactions: %s", exc)
-
-    async def _receipt(self, tx_hash: str) -> Any:
-        try:
-            return await self._rpc.call(
-                "eth_getTransactionReceipt",
-                lambda w3: w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
-            )
-        except TransactionNotFound:
-            return None
-
-    def _on_receipt(self, tx: StoredTx, receipt: Any) -> None:
-        """A receipt of an open transaction: it is mined; settled at once if that is deep enough."""
-        slot = (tx.sender.lower(), tx.nonce)
-        if self._open.get(slot) is not tx or tx.state != "pending":
-            return
-        self._receipts[slot] = receipt
-        tx.state, tx.mined_block = "mined", int(receipt["blockNumber"])
-        self._store.update_tx(tx)
-        if self.metrics is not None and self._sent_at.get(slot):
-            self.metrics.observe_mined(time.monotonic() - self._sent_at[slot])
-        head = max(self.head.number if self.head else 0, tx.mined_block)  # the receipt proves its block exists
-        if head >= tx.mined_block + self._policy.confirmations:
-            self._finish(tx, receipt)
-
-    async def _check_one(self, tx: StoredTx) -> None:
-        slot = (tx.sender.lower(), tx.nonce)
-        head = self.head.number if self.head else 0
-        if tx.state == "pending":
-            stale = (
-                head - tx.sent_block >= self._policy.bump_after_blocks
-                and time.monotonic() - self._sent_at.get(slot, 0.0) >= BUMP_MIN_AGE_S
-            )
-            if slot in self._awaiting and not stale:
-                return  # the sync send's answer brings the receipt
-            for tx_hash in reversed(tx.hashes):
-                receipt = await self._receipt(tx_hash)
-                if receipt is not None:
-                    self._on_receipt(tx, receipt)
-                    return
-            if stale:
-                await self._replace(tx)
-            return
-        if tx.mined_block is not None and head >= tx.mined_block + self._policy.confirmations:
-            receipt = self._receipts.get(slot)
-            if receipt is None:  # resumed after a restart
-                for tx_hash in tx.hashes:
-                    receipt = await self._receipt(tx_hash)
-                    if receipt is not None:
-                        break
-                else:
-                    tx.state, tx.mined_block = "pending", None
-                    return
-            self._finish(tx, receipt)
-
-    async def _check_open(self) -> None:
-        await asyncio.gather(*(self._check_one(tx) for tx in list(self._open.values())))
-
-    def _finish(self, tx: StoredTx, receipt: Any) -> None:
-        """Settles the jobs of a mined, confirmed transaction from its receipt."""
-        ok = int(receipt["status"]) == 1
-        outcomes = self._abi.delivery_outcomes(list(receipt["logs"]), tx.sender) if ok else {}
-        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-        gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
-        if self.metrics is not None:
-            self.metrics.observe_receipt(tx.sender, receipt)
-        for rid, _failed in tx.items:
-            job = self._carried.pop(rid, None) or self._store.get(rid)
-            if job is None or job.state is not JobState.SUBMITTED:
-                continue
-            job.tx_hash = tx_hash
-            outcome = outcomes.get(rid)
-            if not ok:
-                reverts = self._reverts[rid] = self._reverts.get(rid, 0) + 1
-                if reverts > 1:
-                    self._settle(job, JobState.FAILED, f"delivery tx {tx_hash} reverted twice")
-                else:
-                    log.warning("request %d: tx %s reverted on-chain; sending it again", rid, tx_hash)
-                    self._store.update(job, JobState.COMPUTED)
-                    self.enqueue(job)
-            elif outcome == "fulfilled":
-                self._settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
-            elif outcome == "reported":
-                self._settle(job, JobState.FAILED, f"failure reported on-chain: {job.failure}", tx_hash=tx_hash)
-            elif outcome in SETTLED_ERRORS:
-                self._settle(job, JobState.EXPIRED, f"already settled on-chain ({outcome})")
-            else:
-                self._settle(job, JobState.FAILED, f"delivery refused on-chain: {outcome or 'no event'}")
-        tx.state = "confirmed" if ok else "failed"
-        self._store.update_tx(tx)
-        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
-        if call is not None and not call.done():
-            call.set_result(receipt)
-        self._untrack(tx)
-
-    def _settle(
-        self,
-        job: Job,
-        state: JobState,
-        error: str | None,
-        *,
-        tx_hash: str | None = None,
-        gas: int = 0,
-        block: int | None = None,
-    ) -> None:
-        self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
-        self._first_failure.pop(job.request_id, None)
-        self._reverts.pop(job.request_id, None)
-        took_ms = (time.monotonic() - job.seen_at) * 1000
-        rid = job.request_id
-        if state is JobState.CONFIRMED:
-            if self.metrics is not None:
-                self.metrics.observe_delivered(took_ms / 1000)
-            log.info(
-                "request %d: delivered %s in %.0f ms tx %s block %s gas %d",
-                rid,
-                job.model_name,
-                took_ms,
-                tx_hash,
-                block,
-                gas,
-            )
-        elif state is JobState.EXPIRED:
-            log.info("request %d: skipped: %s", rid, error)
-        else:
-            log.error("request %d: %s after %.0f ms: %s", rid, state, took_ms, error)
-        self._on_settled(job)
-
-    # ------------------------------------------------------------------------------------------------ replace
-
-    async def _replace(self, tx: StoredTx) -> None:
-        """Re-signs an unmined transaction at the same nonce with higher fees (or rebroadcasts it at the cap)."""
-        head = self.head
-        assert head is not None
-        key = self._by_address[tx.sender.lower()]
-        new_max, new_tip, raised = delivery.replacement_fees(
-            tx.request, head.base_fee_wei, self._policy.max_fee_per_gas_wei, self._policy.bump_percent
-        )
-        old_max = int(tx.request["maxFeePerGas"])
-        live = [j for rid, _ in tx.items if (j := self._carried.get(rid)) is not None and j.state is JobState.SUBMITTED]
-        waited = head.number - tx.sent_block
-        tx.sent_block = head.number
-        self._sent_at[(tx.sender.lower(), tx.nonce)] = time.monotonic()
-        if not raised and len(live) == len(tx.items):
-            log.warning(
-                "nonce %d of %s unmined after %d blocks and its fee is at the cap (%d wei): rebroadcasting",
-                tx.nonce,
-                tx.sender,
-                waited,
-                old_max,
-            )
-            self._store.update_tx(tx)
-            await self._broadcast(tx, quiet=True)
-            return
-        request = {**tx.request, "maxFeePerGas": new_max, "maxPriorityFeePerGas": new_tip}
-        if len(live) != len(tx.items):
-            if live:
-                request["data"] = "0x" + delivery.calldata(self._abi, live).hex()
-            else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
-                request.update(to=tx.sender, data="0x", gas=delivery.CANCEL_GAS)
-            tx.items = [(j.request_id, j.failure is not None) for j in live]
-        signed = key.account.sign_transaction(request)
-        tx.hashes.append("0x" + signed.hash.hex())
-        if not tx.items:
-            self.call_hashes.add(tx.hashes[-1].lower())
-        tx.raw, tx.request = bytes(signed.raw_transaction), request
-        self._store.update_tx(tx)
-        for job in live:
-            self._store.update(job, JobState.SUBMITTED, tx_hash=tx.hashes[-1])
-        self.replaced += 1
-        log.warning(
-            "nonce %d of %s unmined after %d blocks: replaced with maxFeePerGas %d (was %d), tx %s",
-            tx.nonce,
-            tx.sender,
-            waited,
-            new_max,
-            old_max,
-            tx.hashes[-1],
-        )
-        await self._broadcast(tx, quiet=True)
