@@ -419,13 +419,8 @@ class NodeBench:
         self.results["throughput"] = {f"{mode}_per_s": round(rate, 1), f"{mode}_cpu_s": self.burst_cpu_s}
         if mode == "batched":
             jobs = self.sizes.warmup + self.sizes.burst
-            after_each = [round(rss_mb(run.pid), 1)]
-            while jobs < self.sizes.memory_jobs:
-                n = min(self.sizes.burst, self.sizes.memory_jobs - jobs)
-                await self.burst(run, n)
-                jobs += n
-                after_each.append(round(rss_mb(run.pid), 1))
-            await self.settled(run)
+            after_each = [round(rss_mb(run.pid), 1), *await self.feed(run, jobs, self.sizes.burst)]
+            jobs = max(jobs, self.sizes.memory_jobs)
             after = rss_mb(run.pid)
             self.results["memory_mb"] = {
                 "idle": round(idle, 1),
@@ -436,18 +431,25 @@ class NodeBench:
             }
         await self.stop_node(run)
 
+    async def feed(self, run: NodeRun, done: int, per_block: int) -> list[float]:
+        """Sends blocks of `per_block` requests until `memory_jobs` (counting the `done` ones) are served and
+        settled; returns the node's RSS after each block."""
+        after_each = []
+        while done < self.sizes.memory_jobs:
+            n = min(per_block, self.sizes.memory_jobs - done)
+            await self.burst(run, n)
+            done += n
+            after_each.append(round(rss_mb(run.pid), 1))
+        await self.settled(run)
+        return after_each
+
     async def memory_steady(self) -> None:
         """RSS of a fresh batched node, idle and after 10,000 jobs that come 200 a block: what the node keeps per job
         (a leak would grow it), apart from the high-water mark a 2,000-request block leaves in the allocator."""
         run = await self.start_node("memory_steady", **MODES["batched"])
         idle = rss_mb(run.pid)
-        jobs, after_each = self.sizes.warmup, []
-        while jobs < self.sizes.memory_jobs:
-            n = min(self.sizes.steady_burst, self.sizes.memory_jobs - jobs)
-            await self.burst(run, n)
-            jobs += n
-            after_each.append(round(rss_mb(run.pid), 1))
-        await self.settled(run)
+        after_each = await self.feed(run, self.sizes.warmup, self.sizes.steady_burst)
+        jobs = max(self.sizes.warmup, self.sizes.memory_jobs)
         after = rss_mb(run.pid)
         self.results["memory_mb_steady"] = {
             "idle": round(idle, 1),

@@ -4,9 +4,10 @@ balance on the coordinator. The consumer's backend never needs gas or a transact
 
 Guarantees:
 - Everything the node can check before accepting is checked, and a refusal says what to fix (422; 409 for a used
-  nonce): the fields and their ranges, the input against `inputHash`, the model, the expiry against the chain's
-  clock, the signature (65 bytes, low s, recovered signer = the consumer's `delegatedSigner()`), and then the whole
-  transaction is simulated with `eth_call` (nonce, balance, registry, limits), its revert named.
+  nonce): locally the fields and their ranges, the input against `inputHash`, the model and the signature's form
+  (65 bytes, v 27/28, low s); then one `eth_call` of the whole `deliverDelegated` checks what the coordinator will
+  (expiry, signer = the consumer's `delegatedSigner()`, nonce, balance, registry, limits), its revert named and
+  explained (for a wrong signer: who signed and who should have).
 - An accepted request is computed once and sent once, through the node's transaction manager (same keys, nonces,
   fee policy and replacement as every delivery); its on-chain request id is read from the receipt.
 - The listener sees the `RequestCreated` of that transaction like any other: the scheduler is told to leave it
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eth_abi.abi import encode as abi_encode
+from eth_keys.constants import SECPK1_N as SECP256K1_N  # the curve order n (public)
 from eth_keys.datatypes import Signature
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
@@ -48,7 +50,6 @@ TYPE = (
 )
 TYPEHASH = keccak(text=TYPE)
 DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 #: Field name → (ABI type, bits for uint checks or None).
 FIELDS: dict[str, tuple[str, int | None]] = {
     "consumer": ("address", None),
@@ -66,7 +67,6 @@ FIELDS: dict[str, tuple[str, int | None]] = {
 #: on anvil with an empty callback; doubled for margin, the unused part is not paid).
 DELEGATED_GAS = 400_000
 SELECTOR_DELEGATED_SIGNER = keccak(text="delegatedSigner()")[:4]
-SELECTOR_NONCE_USED = keccak(text="nonceUsed(address,uint256)")[:4]
 
 
 class NonceUsedError(JobInputError):
@@ -243,19 +243,9 @@ class DelegatedRequests:
             raise JobInputError(f"request.modelId 0x{req['modelId'].hex()} is not served here; see /info for models")
         if keccak(input_) != req["inputHash"]:
             raise JobInputError(f"request.inputHash is not keccak256(input) (0x{keccak(input_).hex()})")
-        head = await self._rpc.request("eth_getBlockByNumber", ["latest", False])
-        now = as_int(head["timestamp"])
-        if req["expiry"] < now:
-            raise JobInputError(f"the delegated request expired at {req['expiry']} (chain time is {now}); sign anew")
-        signer = recover(digest(req, self._chain_id, self._coordinator), signature)
-        expected = await self._delegated_signer(req["consumer"])
-        if signer != expected:
-            raise JobInputError(
-                f"signed by {signer}, but consumer {req['consumer']}'s delegatedSigner() is {expected}: "
-                "check the EIP-712 domain (name 'Infera Coordinator', version '1', chain id, coordinator address)"
-            )
-        if await self._nonce_used(req["consumer"], req["nonce"]):
-            raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} was used already")
+        recover(digest(req, self._chain_id, self._coordinator), signature)  # its form: 65 bytes, v, low s
+        # One eth_call checks the rest as the coordinator will (expiry, signer, nonce, balance, registry); a refusal
+        # is explained in `_simulate`.
         await self._simulate(req, input_, signature, b"")
         if replay in self._pending:  # a twin POST passed the checks meanwhile
             raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} is already being served here")
@@ -285,11 +275,6 @@ class DelegatedRequests:
             raise JobInputError(f"consumer {consumer} has no delegatedSigner() (not an InferenceConsumer contract?)")
         return str(to_checksum_address(raw[12:32]))
 
-    async def _nonce_used(self, consumer: str, nonce: int) -> bool:
-        data = SELECTOR_NONCE_USED + abi_encode(["address", "uint256"], [consumer, nonce])
-        out = await self._rpc.request("eth_call", [{"to": self._coordinator, "data": "0x" + data.hex()}, "latest"])
-        return int.from_bytes(as_bytes(out)[-32:] or b"\0", "big") != 0
-
     def _calldata(self, job_req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> bytes:
         return self._abi.encode_call("deliverDelegated", tuple(job_req.values()), input_, signature, output)
 
@@ -304,7 +289,16 @@ class DelegatedRequests:
                 raise
             reverted = as_reverted(exc, self._abi, "deliverDelegated")
             if reverted.error == "NonceUsed":
-                raise NonceUsedError(str(reverted)) from None
+                raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} was used already") from None
+            if reverted.error == "DelegationExpired":
+                raise JobInputError(f"the delegated request expired at {req['expiry']}; sign it anew") from None
+            if reverted.error == "InvalidSignature":  # say who signed and who should have
+                signer = recover(digest(req, self._chain_id, self._coordinator), signature)
+                expected = await self._delegated_signer(req["consumer"])
+                raise JobInputError(
+                    f"signed by {signer}, but consumer {req['consumer']}'s delegatedSigner() is {expected}: check"
+                    " the EIP-712 domain (name 'Infera Coordinator', version '1', chain id, coordinator address)"
+                ) from None
             raise JobInputError(f"the coordinator would refuse it: {reverted}") from None
 
     async def _run(self, job: DelegatedJob) -> None:
