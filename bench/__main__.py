@@ -194,8 +194,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"Gas: `deliver` {r['gas']['single']:,}; `deliverBatch` of 20, per item {r['gas']['batch20_per_item']:,}; "
         f"`request` {r['gas']['request']:,}.",
         f"Memory: RSS idle {r['memory_mb']['idle']} MB, after {r['memory_mb']['jobs']:,} jobs in blocks of "
-        f"{r['sizes']['burst']:,} {r['memory_mb']['after_10k']} MB (after each block: "
-        f"{', '.join(str(v) for v in r['memory_mb'].get('after_each_burst', []))}); a fresh node fed "
+        f"{r['sizes']['burst']:,} {r['memory_mb']['after_10k']} MB once idle (as each block's deliveries were seen: "
+        f"{', '.join(str(v) for v in r['memory_mb'].get('after_each_burst', []))}; "
+        f"{r['memory_mb'].get('heap_trims', 0)} heap trims when idle returned "
+        f"{r['memory_mb'].get('heap_returned_mb', 0)} MB); a fresh node fed "
         f"{r['memory_mb_steady']['per_block']} a block: idle {r['memory_mb_steady']['idle']} MB, after the first "
         f"block {r['memory_mb_steady']['after_first_block']}, halfway {r['memory_mb_steady']['after_half']}, after "
         f"{r['memory_mb_steady']['jobs']:,} jobs {r['memory_mb_steady']['after_10k']} MB "

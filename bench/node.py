@@ -71,8 +71,8 @@ SMOKE = Sizes(
     latency=20,
     rpc=20,
     burst=60,
-    memory_jobs=180,
-    steady_burst=20,
+    memory_jobs=300,  # past the 256 jobs after which an idle node trims its heap
+    steady_burst=60,
     block_time_requests=6,
     block_time_rate_per_s=3.0,
     warmup=3,
@@ -298,6 +298,12 @@ class NodeBench:
         except aiohttp.ClientError:
             return None
 
+    async def heap(self, run: NodeRun) -> dict[str, Any]:
+        """What the node's /status says of its heap trims (memory it returned to the OS when idle after a burst)."""
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{run.api_port}/status") as resp:
+            memory: dict[str, Any] = (await resp.json())["memory"]
+        return {"heap_trims": memory["heap_trims"], "heap_returned_mb": memory["heap_returned_mb"]}
+
     async def ready(self, run: NodeRun) -> None:
         async def check() -> dict[str, Any] | None:
             run.proc.check_alive()
@@ -428,6 +434,7 @@ class NodeBench:
                 "jobs": jobs,
                 "growth": round(after / idle - 1, 3),
                 "after_each_burst": after_each,
+                **await self.heap(run),
             }
         await self.stop_node(run)
 
@@ -459,6 +466,7 @@ class NodeBench:
             "growth": round(after / idle - 1, 3),
             "after_first_block": after_each[0],
             "after_half": after_each[len(after_each) // 2],
+            **await self.heap(run),
         }
         await self.stop_node(run)
 

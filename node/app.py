@@ -33,6 +33,7 @@ from node.health import Health
 from node.jobs.scheduler import Route, Scheduler
 from node.jobs.store import JobStore
 from node.keys import load_account
+from node.memory import HeapTrimmer
 from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Node:
             }
             scheduler = Scheduler(store, routes, txm, metrics=metrics)
             txm.upcoming = lambda: scheduler.running + scheduler.waiting
+            trimmer = HeapTrimmer(lambda: txm.settled)
+            txm.on_idle = trimmer.idle
             requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
 
             def on_reorg(fork: int) -> None:
@@ -213,7 +216,9 @@ class Node:
             if cfg.api.port:
                 assert metrics is not None
                 metrics.watch(store=store, rpc=rpc, listener=listener, scheduler=scheduler, txm=txm, health=health)
-                view = status_api.StatusView(chain_id, coordinator, health, listener, store, scheduler, txm, metrics)
+                view = status_api.StatusView(
+                    chain_id, coordinator, health, listener, store, scheduler, txm, metrics, trimmer
+                )
                 status = lambda: {  # noqa: E731
                     "jobs": store.counts(),
                     "txs_in_flight": txm.in_flight,

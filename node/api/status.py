@@ -22,6 +22,7 @@ from node.chain.tx import TxManager
 from node.health import Health
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import TERMINAL, JobStore
+from node.memory import HeapTrimmer, rss_kib
 from node.metrics import JOB_STATES, Metrics
 
 #: Jobs listed on the page, newest first.
@@ -46,11 +47,13 @@ class StatusView:
     scheduler: Scheduler
     txm: TxManager
     metrics: Metrics
+    trimmer: HeapTrimmer
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready: readiness, chain, wallets (wei as strings: they exceed JSON's exact integers), containers
         (true healthy, false down, null not probed yet), jobs by state, queues and the latest jobs with their
-        latency (seen to settled, for settled ones)."""
+        latency (seen to settled, for settled ones), and the node's resident memory with what returning freed heap
+        to the OS after bursts gave back."""
         head = self.listener.head
         problems = self.health.problems()
         counts = self.store.counts()
@@ -99,6 +102,11 @@ class StatusView:
             "running": self.scheduler.running,
             "txs_in_flight": self.txm.in_flight,
             "latest_jobs": latest,
+            "memory": {
+                "rss_mb": None if (rss := rss_kib()) is None else round(rss / 1024, 1),
+                "heap_trims": self.trimmer.trims,
+                "heap_returned_mb": round(self.trimmer.returned_kib / 1024, 1),
+            },
         }
 
 

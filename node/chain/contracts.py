@@ -106,6 +106,7 @@ class CoordinatorAbi:
         self._created_data_types = [_canonical_type(p) for p in data_fields]
         self._created_data_names = [p["name"] for p in data_fields]
         self._deliver_selector = self.selector("deliver")
+        self._last_block_hash, self._last_model_id = "", b""
         self._outcome_topics = {
             "0x" + keccak(text=signature(self._events[name])).hex(): name
             for name in ("RequestFulfilled", "FailureReported", "DeliverySkipped")
@@ -133,9 +134,17 @@ class CoordinatorAbi:
             zip(self._created_data_names, abi_decode(self._created_data_types, as_bytes(log["data"])), strict=True)
         )
         tx_hash = log["transactionHash"]
+        # A block's requests share its hash and mostly one model: one object each, not one per request (a block of
+        # thousands of requests is held in memory at once).
+        block_hash, model = _hex(log["blockHash"]), as_bytes(topics[2])
+        if block_hash == self._last_block_hash:
+            block_hash = self._last_block_hash
+        if model == self._last_model_id:
+            model = self._last_model_id
+        self._last_block_hash, self._last_model_id = block_hash, model
         return InferenceRequest(
             request_id=int.from_bytes(as_bytes(topics[1]), "big"),
-            model_id=as_bytes(topics[2]),
+            model_id=model,
             consumer=_checksum(as_bytes(topics[3])[12:]),
             input=bytes(fields["input"]),
             token=_checksum(fields["token"]),
@@ -144,7 +153,7 @@ class CoordinatorAbi:
             redundancy=int(fields["redundancy"]),
             deadline=int(fields["deadline"]),
             block_number=as_int(log["blockNumber"]),
-            block_hash=_hex(log["blockHash"]),
+            block_hash=block_hash,
             tx_hash=_hex(tx_hash),
             log_index=as_int(log["logIndex"]),
         )

@@ -103,7 +103,7 @@ class Listener:
         #: Hashes seen since the last save (written once each, not the whole window on every head).
         self._unsaved: dict[int, str] = {}
         #: Logs seen live but not yet `confirmations` deep, by block number.
-        self._held: dict[int, list[Any]] = {}
+        self._held: dict[int, list[InferenceRequest]] = {}
         self._log_range = MAX_LOG_RANGE
         self.head: Head | None = None
         #: monotonic time the chain was last heard from (a head or a log), for readiness.
@@ -139,12 +139,14 @@ class Listener:
 
     # ----------------------------------------------------------------------------------------------- logs
 
-    def _emit(self, raw: Any) -> None:
+    def _decode(self, raw: Any) -> InferenceRequest | None:
         try:
-            request = self._abi.decode_request_created(raw)
+            return self._abi.decode_request_created(raw)
         except Exception:
             log.exception("undecodable RequestCreated log in tx %s", raw.get("transactionHash"))
-            return
+            return None
+
+    def _emit(self, request: InferenceRequest) -> None:
         known = self._hashes.get(request.block_number)
         if known is not None and known != request.block_hash:
             log.info("dropping request %d: its block %d was orphaned", request.request_id, request.block_number)
@@ -152,24 +154,29 @@ class Listener:
         self._on_request(request)
 
     def _on_log(self, raw: Any) -> None:
+        """A live log. It is decoded at once and only the request is kept while it waits for its confirmations: a
+        block of thousands of requests must not hold thousands of parsed JSON notifications (each ~2.5 kB of dict,
+        keys and hex strings, five times the request it carries)."""
         self.last_heard = time.monotonic()
         if raw.get("removed"):
             log.info("log of block %d removed by a reorg", as_int(raw["blockNumber"]))
             self._held.get(as_int(raw["blockNumber"]), []).clear()
             return
-        block = as_int(raw["blockNumber"])
-        if self.head is not None and block <= self.head.number - self._confirmations:
-            self._emit(raw)
+        request = self._decode(raw)
+        if request is None:
+            return
+        if self.head is not None and request.block_number <= self.head.number - self._confirmations:
+            self._emit(request)
         else:
-            self._held.setdefault(block, []).append(raw)
+            self._held.setdefault(request.block_number, []).append(request)
 
     def _release(self) -> None:
         if self.head is None:
             return
         ready = self.head.number - self._confirmations
         for block in sorted(b for b in self._held if b <= ready):
-            for raw in self._held.pop(block):
-                self._emit(raw)
+            for request in self._held.pop(block):
+                self._emit(request)
 
     # --------------------------------------------------------------------------------------------- heads
 
@@ -270,7 +277,8 @@ class Listener:
             to_block = min(target, self.cursor + self._log_range - 1)
             logs = await self._get_logs(call, self.cursor, to_block)
             for raw in logs:
-                self._emit(raw)
+                if (request := self._decode(raw)) is not None:
+                    self._emit(request)
             found += len(logs)
             self.cursor = to_block + 1
             self._save_progress()

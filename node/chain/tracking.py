@@ -14,6 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -92,6 +93,10 @@ class Tracking:
     _calls: dict[tuple[str, int], asyncio.Future[Any]]
     _wake: asyncio.Event
     _on_settled: Callable[[Job], None]
+    _ready: collections.deque[Job]
+    upcoming: Callable[[], int]
+    on_idle: Callable[[], None]
+    settled: int
     head: Head | None
     metrics: Metrics | None
     call_hashes: set[str]
@@ -208,6 +213,8 @@ class Tracking:
         if call is not None and not call.done():
             call.set_result(receipt)
         self._untrack(tx)
+        if not self._open and not self._ready and self.upcoming() == 0:
+            self.on_idle()
 
     def _settle(
         self,
@@ -220,6 +227,7 @@ class Tracking:
         block: int | None = None,
     ) -> None:
         self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
+        self.settled += 1
         self._first_failure.pop(job.request_id, None)
         self._reverts.pop(job.request_id, None)
         took_ms = (time.monotonic() - job.seen_at) * 1000

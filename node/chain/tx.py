@@ -84,6 +84,10 @@ class TxManager(Tracking):
         self._on_settled = on_settled
         #: Jobs still being computed (set by the node: the scheduler's count); a partial batch lingers only for them.
         self.upcoming: Callable[[], int] = lambda: 0
+        #: Called when a confirmation leaves nothing open, queued or computing (the node trims its heap then).
+        self.on_idle: Callable[[], None] = lambda: None
+        #: Jobs settled (confirmed, failed or expired at the send) since the start.
+        self.settled = 0
         self._ready: collections.deque[Job] = collections.deque()
         self._ready_event = asyncio.Event()
         self._wake = asyncio.Event()

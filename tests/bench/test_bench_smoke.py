@@ -47,6 +47,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
 
     assert r["memory_mb"]["jobs"] >= r["sizes"]["memory_jobs"]
     assert 20 < r["memory_mb"]["idle"] < r["memory_mb"]["after_10k"] * 2
+    assert r["memory_mb"]["heap_trims"] >= 1  # past 256 jobs the idle node returned its freed heap
     steady = r["memory_mb_steady"]
     assert steady["jobs"] >= r["sizes"]["memory_jobs"]
     assert 20 < steady["idle"] < steady["after_10k"] * 2

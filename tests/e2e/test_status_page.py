@@ -3,6 +3,7 @@ delivered requests through the echo container on a real anvil."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -121,4 +122,7 @@ def test_page_shows_head_wallet_containers_and_delivered_jobs(echo: EchoNode, tm
         assert (row["model"], row["state"]) == (MODEL, "confirmed"), row
         assert 0 < float(row["latency"]) < 30_000, row
     assert f"confirmed {REQUESTS}" in page.by_id["counts"]
+    shown_mb = float(page.by_id["rss"].removesuffix(" MB"))
+    rss_mb = int(Path(f"/proc/{echo.node.popen.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    assert abs(shown_mb - rss_mb) < 0.2 * rss_mb, (shown_mb, rss_mb)  # the node's own resident memory, in MB
     assert page.refreshes >= 2  # it redraws itself from /status, without a reload
