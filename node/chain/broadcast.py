@@ -59,7 +59,11 @@ class Broadcaster:
         if self._sync is False:
             await self._plain(tx, quiet=quiet)
         else:
-            self._spawn(self._with_receipt(tx, quiet=quiet))
+            # Counted as awaited from now, not from when its task first runs: a head handled in between would
+            # otherwise have the tracker ask for the receipt the answer is about to bring (one more call).
+            slot = (tx.sender.lower(), tx.nonce)
+            self._waiting[slot] += 1
+            self._spawn(self._with_receipt(tx, slot, quiet=quiet))
 
     async def _plain(self, tx: StoredTx, *, quiet: bool) -> None:
         raw = tx.raw
@@ -70,9 +74,7 @@ class Broadcaster:
         except Web3RPCError as exc:
             await self._on_refused(tx, str(exc), quiet)
 
-    async def _with_receipt(self, tx: StoredTx, *, quiet: bool) -> None:
-        slot = (tx.sender.lower(), tx.nonce)
-        self._waiting[slot] += 1
+    async def _with_receipt(self, tx: StoredTx, slot: tuple[str, int], *, quiet: bool) -> None:
         try:
             answer = await self._rpc.request(
                 "eth_sendRawTransactionSync", ["0x" + tx.raw.hex()], timeout_s=SYNC_SEND_TIMEOUT_S

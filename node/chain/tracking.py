@@ -146,6 +146,8 @@ class Tracking:
 
     async def _check_one(self, tx: StoredTx) -> None:
         slot = (tx.sender.lower(), tx.nonce)
+        if self._open.get(slot) is not tx:
+            return  # settled since this check was scheduled (its sync send's answer came first)
         head = self.head.number if self.head else 0
         if tx.state == "pending":
             stale = (
@@ -172,6 +174,8 @@ class Tracking:
                 else:
                     tx.state, tx.mined_block = "pending", None
                     return
+                if self._open.get(slot) is not tx:
+                    return  # settled by another check while this one waited for the receipt
             self._finish(tx, receipt)
 
     async def _check_open(self) -> None:
