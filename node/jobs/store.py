@@ -14,9 +14,8 @@ Guarantees:
 - Terminal jobs and settled transactions are pruned after `retention_s`, so the disk stays bounded.
 - The node's commits never wait for the disk to flush: with `synchronous=NORMAL` the only fsyncs are those of WAL
   checkpoints, and the node runs those on a thread of their own (`checkpoint_in_background`), with its own
-  connection, instead of in whichever commit crosses SQLite's 1,000-page mark. A checkpoint writes up to ~4 MB and
-  flushes it: ~2 ms on this machine's disk when quiet, ~30 ms on a volume that writes 125 MB/s; either way no
-  delivery waits for it.
+  connection, instead of in whichever commit crosses SQLite's 1,000-page mark. A slow flush (a busy cloud disk:
+  100+ ms was measured here) then delays no delivery.
 """
 
 from __future__ import annotations
