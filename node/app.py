@@ -86,7 +86,6 @@ class Node:
             return
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
         store = JobStore(cfg.store.path, chain_id=chain_id, coordinator=coordinator)
-        store.checkpoint_in_background()
         pruned = store.prune(cfg.store.retention_days * 86400)
         try:
             await self._serve(cfg, rpc, store, abi, accounts, clients, coordinator, chain_id, pruned)

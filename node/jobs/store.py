@@ -12,19 +12,13 @@ Guarantees:
 - A transaction is committed (raw bytes, nonce, the jobs it carries) before it is broadcast, so a crash between
   the two resends the same nonce instead of leaving a gap.
 - Terminal jobs and settled transactions are pruned after `retention_s`, so the disk stays bounded.
-- The node's commits never wait for the disk to flush: with `synchronous=NORMAL` the only fsyncs are those of WAL
-  checkpoints, and the node runs those on a thread of their own (`checkpoint_in_background`), with its own
-  connection, instead of in whichever commit crosses SQLite's 1,000-page mark. A slow flush (a busy cloud disk:
-  100+ ms was measured here) then delays no delivery.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -36,8 +30,6 @@ from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 class JobState(enum.StrEnum):
@@ -193,8 +185,6 @@ class StoredTx:
 #: this cache; older pages come from the OS's file cache when a restart resumes them. With the default the cache was
 #: 2 MB of the node's resident memory after its first large block of requests, for no measurable speed.
 CACHE_KIB = 512
-#: How often the background checkpointer moves committed pages from the WAL into the database file.
-CHECKPOINT_EVERY_S = 1.0
 
 
 class JobStore:
@@ -209,8 +199,6 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
         found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if found > SCHEMA_VERSION:
             self._db.close()
@@ -225,33 +213,7 @@ class JobStore:
         self._live: dict[int, Job] = {}
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._stop_checkpoints.set()
-            self._checkpointer.join()
-            self._checkpointer = None
         self._db.close()
-
-    def checkpoint_in_background(self, every_s: float = CHECKPOINT_EVERY_S) -> None:
-        """Stops this connection's automatic checkpoints and runs them every `every_s` on a thread with its own
-        connection (PASSIVE: it never blocks a commit; what a reader still uses waits for the next round)."""
-        if self._checkpointer is not None:
-            return
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=5000")
-
-        def run() -> None:
-            try:
-                while not self._stop_checkpoints.wait(every_s):
-                    try:
-                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    except sqlite3.Error as exc:  # e.g. a full disk: commits report it; try again next round
-                        log.warning("store checkpoint failed: %s", exc)
-            finally:
-                db.close()
-
-        self._checkpointer = threading.Thread(target=run, name="store-checkpoints", daemon=True)
-        self._checkpointer.start()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

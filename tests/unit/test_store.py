@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
-from node.devnet import wait_until
 from node.jobs.store import JobState, JobStore, StoredTx
 
 ADDR = to_checksum_address("0x" + "11" * 20)
@@ -104,22 +102,3 @@ def test_a_store_from_a_newer_infera_is_refused_and_left_as_it_is(tmp_path: Path
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     db.close()
-
-
-def test_checkpoints_run_on_their_own_thread_and_stop_with_the_store(tmp_path: Path) -> None:
-    """Commits only append to the WAL (the node's connection never checkpoints); the background thread moves the
-    pages into the database file, and closing the store stops it and leaves no WAL behind."""
-    s = store(tmp_path)
-    s.checkpoint_in_background(every_s=0.02)
-    db_file, wal = tmp_path / "jobs.db", tmp_path / "jobs.db-wal"
-    empty = db_file.stat().st_size
-    for rid in range(2000):
-        s.add(request(rid, input_=bytes(200)), "m")
-    assert wal.stat().st_size > 400_000  # what 2,000 jobs of 200-byte inputs took in the WAL
-    wait_until(lambda: db_file.stat().st_size > empty + 400_000, timeout_s=10, what="a background checkpoint")
-    threads = {t.name for t in threading.enumerate()}
-    assert "store-checkpoints" in threads
-    s.close()
-    assert "store-checkpoints" not in {t.name for t in threading.enumerate()}
-    assert not wal.exists() or wal.stat().st_size == 0
-    assert len(store(tmp_path).resumable()) == 2000
