@@ -37,10 +37,11 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def rss_kib() -> int | None:
-    """This process's resident set size in KiB (Linux), or None where /proc is not there."""
+def rss_kib(pid: int | None = None) -> int | None:
+    """Resident set size in KiB of process `pid` (default: this one), or None where /proc is not there (not Linux)
+    or the process is gone."""
     try:
-        with open(f"/proc/{os.getpid()}/statm") as f:
+        with open(f"/proc/{pid or os.getpid()}/statm") as f:
             pages = int(f.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None

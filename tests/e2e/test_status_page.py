@@ -3,7 +3,6 @@ delivered requests through the echo container on a real anvil."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node import memory
 from node.devnet import wait_until
 from tests.e2e.test_metrics import MODEL, REQUESTS, EchoNode, echo_node
 
@@ -123,6 +123,8 @@ def test_page_shows_head_wallet_containers_and_delivered_jobs(echo: EchoNode, tm
         assert 0 < float(row["latency"]) < 30_000, row
     assert f"confirmed {REQUESTS}" in page.by_id["counts"]
     shown_mb = float(page.by_id["rss"].removesuffix(" MB"))
-    rss_mb = int(Path(f"/proc/{echo.node.popen.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    rss_kib = memory.rss_kib(echo.node.popen.pid)
+    assert rss_kib is not None
+    rss_mb = rss_kib / 1024
     assert abs(shown_mb - rss_mb) < 0.2 * rss_mb, (shown_mb, rss_mb)  # the node's own resident memory, in MB
     assert page.refreshes >= 2  # it redraws itself from /status, without a reload
