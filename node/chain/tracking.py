@@ -137,12 +137,13 @@ class Tracking:
             return
         self._receipts[slot] = receipt
         tx.state, tx.mined_block = "mined", int(receipt["blockNumber"])
-        self._store.update_tx(tx)
         if self.metrics is not None and self._sent_at.get(slot):
             self.metrics.observe_mined(time.monotonic() - self._sent_at[slot])
         head = max(self.head.number if self.head else 0, tx.mined_block)  # the receipt proves its block exists
         if head >= tx.mined_block + self._policy.confirmations:
-            self._finish(tx, receipt)
+            self._finish(tx, receipt)  # records the block with the settled jobs, in the same commit
+        else:
+            self._store.update_tx(tx)
 
     async def _check_one(self, tx: StoredTx) -> None:
         slot = (tx.sender.lower(), tx.nonce)
@@ -189,6 +190,19 @@ class Tracking:
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
         if self.metrics is not None:
             self.metrics.observe_receipt(tx.sender, receipt)
+        with self._store.transaction():  # one commit for the transaction and all the jobs it carried
+            self._settle_items(tx, outcomes, ok, tx_hash, gas_each)
+            tx.state = "confirmed" if ok else "failed"
+            self._store.update_tx(tx)
+        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
+        if call is not None and not call.done():
+            call.set_result(receipt)
+        self._untrack(tx)
+        if not self._open and not self._ready and self.upcoming() == 0:
+            self.on_idle()
+
+    def _settle_items(self, tx: StoredTx, outcomes: dict[int, str], ok: bool, tx_hash: str, gas_each: int) -> None:
+        """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert)."""
         for rid, _failed in tx.items:
             job = self._carried.pop(rid, None) or self._store.get(rid)
             if job is None or job.state is not JobState.SUBMITTED:
@@ -211,14 +225,6 @@ class Tracking:
                 self._settle(job, JobState.EXPIRED, f"already settled on-chain ({outcome})")
             else:
                 self._settle(job, JobState.FAILED, f"delivery refused on-chain: {outcome or 'no event'}")
-        tx.state = "confirmed" if ok else "failed"
-        self._store.update_tx(tx)
-        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
-        if call is not None and not call.done():
-            call.set_result(receipt)
-        self._untrack(tx)
-        if not self._open and not self._ready and self.upcoming() == 0:
-            self.on_idle()
 
     def _settle(
         self,
