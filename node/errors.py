@@ -49,6 +49,12 @@ class ContainerRejected(ContainerError):
     retryable = False
 
 
+class ContainerLost(ContainerError):
+    """The connection dropped in the middle of a call (the container died, or reset it): the input may have crashed
+    the container, or another input that was in it at the same time did. Retryable; the scheduler runs the job's
+    next attempts alone in its container so that only the input to blame uses up its attempts."""
+
+
 class ContainerUnavailable(ContainerError):
     """The container could not be reached at all (connection refused): not the input's fault, so it does not use up
     an attempt; the job waits for the container to come back."""

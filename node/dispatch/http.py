@@ -1,8 +1,9 @@
 """Calls a model container over HTTP with the Infernet container protocol.
 
 Guarantees: a 4xx is `ContainerRejected` (the input is bad; retrying cannot help); a 5xx, a timeout or a dropped
-connection is a retryable `ContainerError`; a refused connection is `ContainerUnavailable` (the container is down);
-a 200 whose body lacks an output is an error, never a success.
+connection is a retryable `ContainerError` (`ContainerLost` when it dropped mid-call: the container may have crashed);
+a refused connection is `ContainerUnavailable` (the container is down); a 200 whose body lacks an output is an error,
+never a success.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from node.dispatch.protocol import chain_body, output_from_answer
-from node.errors import ContainerError, ContainerUnavailable
+from node.errors import ContainerError, ContainerLost, ContainerUnavailable
 
 
 class HttpDispatcher:
@@ -38,6 +39,8 @@ class HttpDispatcher:
             raise ContainerError(f"{self._url} did not answer within {self._timeout.total} s") from None
         except aiohttp.ClientConnectorError as exc:
             raise ContainerUnavailable(f"{self._url} is down: {exc}") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+            raise ContainerLost(f"{self._url} dropped the connection mid-call: {exc}") from None
         except aiohttp.ClientError as exc:
             raise ContainerError(f"{self._url} unreachable: {exc}") from None
         except ValueError:

@@ -3,26 +3,29 @@
 Guarantees: at most `max_concurrency` jobs run per model at once, and at most twice that many have a task at all
 (the rest wait in a queue: a burst of thousands of requests costs a queue entry each, not a task and its frames); a
 retryable container failure (5xx, timeout, crash, malformed answer) is retried with capped exponential backoff up to
-`max_attempts`; a rejected input (4xx) fails at once; a job that cannot be computed is reported on-chain
-(`reportFailure`) so the request fails and is refunded instead of hanging; a request past its deadline is dropped,
-not run; the output is committed to the store before it is handed on, so it is never computed twice (a restart
-resumes computed jobs at the send); each attempt is committed too, so a container that crashes the node's jobs
-cannot make a restarted node retry forever.
+`max_attempts`; a rejected input (4xx) fails at once; a call that loses its connection while other jobs were in the
+same container (one of them may have crashed it) uses up no attempt, and that job's next attempts run alone in the
+container, so an input that crashes its container fails by itself and the jobs beside it are not failed with it; a
+job that cannot be computed is reported on-chain (`reportFailure`) so the request fails and is refunded instead of
+hanging; a request past its deadline is dropped, not run; the output is committed to the store before it is handed
+on, so it is never computed twice (a restart resumes computed jobs at the send); each attempt is committed too, so a
+container that crashes the node's jobs cannot make a restarted node retry forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from node.chain.contracts import InferenceRequest, model_id
 from node.config import ModelConfig
-from node.errors import ContainerError, ContainerUnavailable
+from node.errors import ContainerError, ContainerLost, ContainerUnavailable
 from node.jobs.store import Job, JobState, JobStore
 
 if TYPE_CHECKING:
@@ -48,21 +51,53 @@ class Sender(Protocol):
     def enqueue(self, job: Job) -> None: ...
 
 
+@dataclass(eq=False)
+class Call:
+    """One call in a container; `shared` once another call was in the same container at any moment of it."""
+
+    shared: bool = False
+
+
 @dataclass
 class Route:
     """Where a model's jobs go and how many may run at once."""
 
     model: ModelConfig
     dispatcher: Dispatcher
+    #: `max_concurrency` permits: one per call in the container.
     slots: asyncio.Semaphore
     #: Jobs with a task (computing, waiting for a slot, or backing off before a retry).
     active: int = 0
     #: Jobs waiting for a task.
     waiting: collections.deque[Job] = field(default_factory=collections.deque)
+    #: Held by the job that takes every slot (runs alone), so that two such jobs never split the slots between them.
+    alone: asyncio.Lock = field(default_factory=asyncio.Lock)
+    calls: set[Call] = field(default_factory=set)
 
     @property
     def max_active(self) -> int:
         return 2 * self.model.max_concurrency
+
+    @contextlib.asynccontextmanager
+    async def call(self, *, alone: bool = False) -> AsyncIterator[Call]:
+        """A place in the container for one call; `alone`: every place, so no other call runs beside it."""
+        held = 0
+        async with self.alone if alone else contextlib.nullcontext():
+            try:
+                for _ in range(self.model.max_concurrency if alone else 1):
+                    await self.slots.acquire()
+                    held += 1
+                call = Call(shared=bool(self.calls))
+                for other in self.calls:
+                    other.shared = True
+                self.calls.add(call)
+                try:
+                    yield call
+                finally:
+                    self.calls.discard(call)
+            finally:
+                for _ in range(held):
+                    self.slots.release()
 
 
 class Scheduler:
@@ -175,8 +210,10 @@ class Scheduler:
 
     async def _compute(self, job: Job, route: Route) -> bytes:
         down_since: float | None = None
+        #: Set once a call of this job lost its connection beside other calls: it runs alone from then on.
+        suspect = False
         while True:
-            async with route.slots:  # `running` means in the container, not waiting for a slot
+            async with route.call(alone=suspect) as call:  # `running` means in the container, not waiting for a slot
                 self._store.update(job, JobState.RUNNING, attempts=job.attempts + 1)
                 self.container_calls[route.model.name] = self.container_calls.get(route.model.name, 0) + 1
                 called = time.perf_counter()
@@ -192,6 +229,24 @@ class Scheduler:
                         log.info("request %d: %s; waiting for it", job.request_id, exc)
                     error: ContainerError = exc
                     delay = CONTAINER_WAIT_S
+                except ContainerLost as exc:
+                    if self.metrics is not None:
+                        self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=False)
+                    if call.shared:  # any call beside it may have crashed the container: not this job's attempt
+                        self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)
+                    elif job.attempts >= route.model.max_attempts:  # it was alone: the crash is its own
+                        raise
+                    suspect = True
+                    error, delay = exc, backoff_s(max(1, job.attempts), route.model.retry_backoff_s)
+                    log.warning(
+                        "request %d: %s (%s); retrying alone in the container in %.2f s",
+                        job.request_id,
+                        "a call beside others lost its connection (not counted as an attempt)"
+                        if call.shared
+                        else f"attempt {job.attempts}/{route.model.max_attempts} lost its connection",
+                        error,
+                        delay,
+                    )
                 except ContainerError as exc:
                     if self.metrics is not None:
                         self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=False)
