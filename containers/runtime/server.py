@@ -4,7 +4,10 @@ Protocol: `POST /service_output` takes `{source, destination, data, requires_pro
 `data` is the hex of the ABI-encoded input; with 1 (off-chain) it is a JSON object keyed by the model's input
 names. With `destination` 0 (chain) the answer is `{raw_input, processed_input, raw_output, processed_output,
 proof}` with `raw_output` the hex of the ABI-encoded output, as Infernet containers answer; with 1 it is
-`{"output": {...}}`. `POST /service_output/stream` streams a streaming model's output as Server-Sent Events.
+`{"output": {...}}`. `POST /service_output/batch` takes `{"requests": [body, ...]}` (up to 64) and answers
+`{"answers": [{"status": s, "body": {...}}, ...]}`, each item exactly what `/service_output` would have answered for
+it: one HTTP round trip for many inputs, which join the model's batches like any other calls (the Infera node uses
+it when a container has it). `POST /service_output/stream` streams a streaming model's output as Server-Sent Events.
 `GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching.
 
 Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_CHAIN, SOURCE_OFFCHAIN = 0, 1
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+#: Items in one `/service_output/batch` call.
+MAX_BATCH_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,22 @@ async def service_output(request: web.Request) -> web.Response:
     return web.json_response(answer.body, status=answer.status)
 
 
+async def service_output_batch(request: web.Request) -> web.Response:
+    """Answers each body of `{"requests": [...]}` as `/service_output` would, in order; one item's bad input or
+    model error is that item's answer, never the others'."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body is not valid JSON"}, status=400)
+    items = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        return web.json_response(
+            {"error": f'body must be {{"requests": [...]}} with 1 to {MAX_BATCH_ITEMS} request bodies'}, status=400
+        )
+    answers = await asyncio.gather(*(process(request.app[STATE], item) for item in items))
+    return web.json_response({"answers": [{"status": a.status, "body": a.body} for a in answers]})
+
+
 async def service_output_stream(request: web.Request) -> web.StreamResponse:
     """Streams a streaming model's output as SSE: `data: {"token": …}` events, then `event: done`."""
     state = request.app[STATE]
@@ -284,6 +305,7 @@ def create_app(
     )
     app.cleanup_ctx.append(_model_lifecycle)
     app.router.add_post("/service_output", service_output)
+    app.router.add_post("/service_output/batch", service_output_batch)
     app.router.add_post("/service_output/stream", service_output_stream)
     app.router.add_get("/health", health)
     app.router.add_get("/info", info)

@@ -57,20 +57,25 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def create_app(journal: str) -> web.Application:
+    """The container's app; like an Infernet container it has `/service_output` but no batch path."""
+    app = web.Application()
+    app[HOLD] = asyncio.Event()
+    app[HOLD].set()
+    app[JOURNAL] = journal
+    app.router.add_post("/service_output", service_output)
+    app.router.add_post("/hold", hold)
+    app.router.add_post("/release", release)
+    app.router.add_get("/health", health)
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--journal", required=True)
     args = parser.parse_args()
-    app = web.Application()
-    app[HOLD] = asyncio.Event()
-    app[HOLD].set()
-    app[JOURNAL] = args.journal
-    app.router.add_post("/service_output", service_output)
-    app.router.add_post("/hold", hold)
-    app.router.add_post("/release", release)
-    app.router.add_get("/health", health)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, handler_cancellation=False)
+    web.run_app(create_app(args.journal), host="127.0.0.1", port=args.port, print=None, handler_cancellation=False)
 
 
 if __name__ == "__main__":

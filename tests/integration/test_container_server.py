@@ -105,3 +105,41 @@ async def test_model_failure_is_a_500_never_a_200(session: aiohttp.ClientSession
         assert status == 200
     finally:
         await server.close()
+
+
+async def batch(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    async with session.post(f"{url}/service_output/batch", json=body) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_a_batch_call_answers_each_item_as_its_own_call_would(
+    session: aiohttp.ClientSession, classify_url: str
+) -> None:
+    bodies = [
+        on_chain(encode(["string"], ["I absolutely love this, it is wonderful"])),
+        on_chain(b"\xde\xad\xbe\xef"),
+        on_chain(encode(["string"], ["Terrible customer support, never again"])),
+        {"source": 1, "destination": 1, "data": {"text": "Best day ever!"}},
+        {"source": 0, "destination": 0},
+    ]
+    status, answer = await batch(session, classify_url, {"requests": bodies})
+    assert status == 200
+    items = answer["answers"]
+    assert [item["status"] for item in items] == [200, 400, 200, 200, 400]
+    for body, item in zip(bodies, items, strict=True):
+        assert (item["status"], item["body"]) == await post(session, classify_url, body)
+    assert decode(["string", "uint256"], bytes.fromhex(items[0]["body"]["raw_output"]))[0] == "positive"
+    assert decode(["string", "uint256"], bytes.fromhex(items[2]["body"]["raw_output"]))[0] == "negative"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"requests": []}, {"requests": [on_chain(b"\x01")] * 65}, {"requests": "x"}, [on_chain(b"\x01")]],
+    ids=["empty", "over-64", "not-a-list", "not-an-object"],
+)
+async def test_a_malformed_batch_is_a_400_with_the_reason(
+    session: aiohttp.ClientSession, echo_url: str, body: Any
+) -> None:
+    status, answer = await batch(session, echo_url, body)
+    assert status == 400
+    assert "1 to 64 request bodies" in answer["error"]

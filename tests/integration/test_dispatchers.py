@@ -18,6 +18,7 @@ from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.dispatch.protocol import chain_body
 from node.errors import ContainerError, ContainerRejected
 from node.jobs.scheduler import Dispatcher
+from tests.faults.faulty_container import create_app as infernet_like_app
 from tests.integration.conftest import FlakyModel, base_url, start_server, unique
 
 TRANSPORTS = ["http", "mqtt"]
@@ -131,3 +132,48 @@ async def test_workers_and_node_authenticate_to_a_protected_broker(tmp_path: Pat
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await server.close()
+
+
+async def test_http_calls_that_overlap_share_round_trips(session: aiohttp.ClientSession, echo_url: str) -> None:
+    d = HttpDispatcher(session, echo_url, timeout_s=30)
+    inputs = [f"input {i}".encode() for i in range(40)]
+    outputs = await asyncio.gather(*(d.compute(unique("job"), i) for i in inputs))
+    assert outputs == inputs  # each call gets its own answer back
+    assert d.batches is True
+    # two round trips leave at once (one input each); the other 38 wait for them and go 32, then 6
+    assert d.round_trips == 4
+
+
+async def test_one_bad_input_in_a_shared_round_trip_fails_only_itself(
+    session: aiohttp.ClientSession, classify_url: str
+) -> None:
+    d = HttpDispatcher(session, classify_url, timeout_s=30)
+    good = encode(["string"], ["What a fantastic movie, truly great"])
+    results = await asyncio.gather(
+        *(d.compute(unique("job"), i) for i in [good, good, b"\xde\xad", good, good]), return_exceptions=True
+    )
+    assert d.round_trips < 5
+    assert isinstance(results[2], ContainerRejected)
+    assert "cannot decode input" in str(results[2])
+    for out in results[:2] + results[3:]:
+        assert isinstance(out, bytes)
+        assert decode(["string", "uint256"], out)[0] == "positive"
+
+
+async def test_http_uses_single_calls_with_a_container_that_has_no_batch_path(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server = TestServer(infernet_like_app(str(tmp_path / "journal")))
+    await server.start_server()
+    try:
+        d = HttpDispatcher(session, base_url(server), timeout_s=30)
+        inputs = [f"ok-{i}".encode() for i in range(10)]
+        assert await asyncio.gather(*(d.compute(unique("job"), i) for i in inputs)) == inputs
+        assert d.batches is False
+        assert await d.compute(unique("job"), b"ok-last") == b"ok-last"
+        # the two first round trips met the 404; every input was then computed once, on its own call
+        journal = (tmp_path / "journal").read_text().split()
+        assert sorted(bytes.fromhex(h) for h in journal) == sorted([*inputs, b"ok-last"])
+        assert d.round_trips == 2 + 11
+    finally:
+        await server.close()
