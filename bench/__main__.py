@@ -166,7 +166,12 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Latency over {lat['requests']} requests (ms): p50 {lat['p50']}, p95 {lat['p95']}, p99 {lat['p99']}, "
-        f"max {lat['max']}, mean {lat['mean']}.",
+        f"max {lat['max']}, mean {lat['mean']}; meanwhile the hypervisor stole {lat['machine']['steal_pct']}% of the "
+        f"machine's CPU time, processes outside the benchmark used {lat['machine']['others_cpu_s']} CPU s, and "
+        f"the node / anvil / echo / requester {lat['cpu_s'].get('node')} / {lat['cpu_s'].get('anvil')} / "
+        f"{lat['cpu_s'].get('echo')} / {lat['cpu_s'].get('bench')}. The five slowest (ms, of which in the node): "
+        + ", ".join(f"{s['ms']} ({s['in_node_ms']})" for s in lat.get("slowest", []))
+        + ".",
         "",
         "| throughput, burst of {:,} | send-and-wait | pipelined | batched |".format(r["sizes"]["burst"]),
         "|---|---:|---:|---:|",

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,17 @@ def rss_mb(pid: int) -> float:
     if kib is None:
         raise BenchError(f"no resident set size for pid {pid} (not Linux, or the process is gone)")
     return kib / 1024
+
+
+def machine_cpu_s() -> dict[str, float]:
+    """CPU seconds of the whole machine so far, all cores (Linux /proc/stat): busy (user, nice, system, irq,
+    softirq), stolen by the hypervisor, and in all."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq
+    return {"busy": busy / tick, "steal": steal / tick, "total": (busy + idle + iowait + steal) / tick}
 
 
 def cpu_s(pid: int) -> float:
@@ -204,20 +216,42 @@ class NodeBench:
 
     async def latency(self) -> None:
         run = await self.start_node("latency")
-        samples = []
-        for raw in self.requester.sign(self.sizes.latency):
+        samples: dict[int, float] = {}
+        raws = self.requester.sign(self.sizes.latency)
+        ours_before, machine_before = self.cpu(run), machine_cpu_s()
+        for raw in raws:
             rid, _ = await self.requester.send_sync(raw)
             sent = time.monotonic()
             await self.deliveries.wait_all([rid], timeout_s=30, alive=run.proc.check_alive)
-            samples.append((self.deliveries.seen[rid][0] - sent) * 1000)
+            samples[rid] = (self.deliveries.seen[rid][0] - sent) * 1000
+        ours_after, machine_after = self.cpu(run), machine_cpu_s()
         await self.stop_node(run)
+        ours = {k: round(ours_after[k] - ours_before[k], 2) for k in ours_after}
+        # The node's own time for each (its log: from the RequestCreated log's arrival to the delivery's receipt), so
+        # that the slowest requests say where they spent their time: in the node, or in anvil and the machine.
+        held = {
+            int(m[1]): float(m[2])
+            for m in re.finditer(r"request (\d+): delivered \S+ in (\d+) ms", run.proc.log_path.read_text())
+        }
+        slowest = sorted(samples.items(), key=lambda item: -item[1])[:5]
+        machine = {k: machine_after[k] - machine_before[k] for k in machine_after}
+        values = list(samples.values())
         self.results["latency_ms"] = {
-            "requests": len(samples),
-            "p50": round(percentile(samples, 50), 2),
-            "p95": round(percentile(samples, 95), 2),
-            "p99": round(percentile(samples, 99), 2),
-            "max": round(max(samples), 2),
-            "mean": round(statistics.fmean(samples), 2),
+            "requests": len(values),
+            "p50": round(percentile(values, 50), 2),
+            "p95": round(percentile(values, 95), 2),
+            "p99": round(percentile(values, 99), 2),
+            "max": round(max(values), 2),
+            "mean": round(statistics.fmean(values), 2),
+            "slowest": [{"ms": round(ms, 1), "in_node_ms": held.get(rid)} for rid, ms in slowest],
+            # What else the machine did meanwhile: a slow run with CPU stolen by the hypervisor or used by processes
+            # outside the benchmark is the machine's, not the node's.
+            "cpu_s": ours,
+            "machine": {
+                "steal_pct": round(100 * machine["steal"] / machine["total"], 1),
+                "busy_pct": round(100 * machine["busy"] / machine["total"], 1),
+                "others_cpu_s": round(machine["busy"] - sum(ours.values()), 2),
+            },
         }
 
     async def rpc_cost(self) -> None:
