@@ -16,6 +16,7 @@ answer: one bad input fails only itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import aiohttp
@@ -43,7 +44,7 @@ class HttpDispatcher:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         #: Whether the container has the batch path: None until its first answer says.
         self.batches: bool | None = None
-        self._waiting: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._waiting: collections.deque[tuple[bytes, asyncio.Future[bytes]]] = collections.deque()
         self._posts = 0
         self._tasks: set[asyncio.Task[None]] = set()
         #: Round trips made (batch calls and single calls), for tests and benchmarks.
@@ -69,7 +70,7 @@ class HttpDispatcher:
                 input_, future = self._waiting[0]
                 if items and size + len(input_) > MAX_BATCH_BYTES:
                     break
-                self._waiting.pop(0)
+                self._waiting.popleft()
                 if not future.done():  # a cancelled job (reorg, shutdown) is not sent
                     items.append((input_, future))
                     size += len(input_)
@@ -102,13 +103,13 @@ class HttpDispatcher:
     async def _batch(self, inputs: list[bytes]) -> list[bytes | BaseException]:
         """One round trip for `inputs`; each gets its output or its own error."""
         if self.batches is False:  # learnt while these waited
-            return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
+            return await self._singly(inputs)
         body = {"requests": [chain_body(i) for i in inputs]}
         status, payload = await self._call("/service_output/batch", body)
-        if status in NO_BATCH_PATH or status == 413:
+        if status in NO_BATCH_PATH or status == 413:  # no batch path, or this batch is over the body limit
             if status != 413:
                 self.batches = False
-            return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
+            return await self._singly(inputs)
         answers = payload.get("answers") if isinstance(payload, dict) else None
         if status != 200 or not isinstance(answers, list) or len(answers) != len(inputs):
             reason = payload.get("error") if isinstance(payload, dict) else None
@@ -123,6 +124,9 @@ class HttpDispatcher:
             except ContainerError as exc:
                 results.append(exc)
         return results
+
+    async def _singly(self, inputs: list[bytes]) -> list[bytes | BaseException]:
+        return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
 
     async def _single(self, input_: bytes) -> bytes:
         status, payload = await self._call("/service_output", chain_body(input_))

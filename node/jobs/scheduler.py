@@ -71,7 +71,7 @@ class Route:
     #: Jobs waiting for a task.
     waiting: collections.deque[Job] = field(default_factory=collections.deque)
     #: Held by the job that takes every slot (runs alone), so that two such jobs never split the slots between them.
-    alone: asyncio.Lock = field(default_factory=asyncio.Lock)
+    exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls: set[Call] = field(default_factory=set)
 
     @property
@@ -82,7 +82,7 @@ class Route:
     async def call(self, *, alone: bool = False) -> AsyncIterator[Call]:
         """A place in the container for one call; `alone`: every place, so no other call runs beside it."""
         held = 0
-        async with self.alone if alone else contextlib.nullcontext():
+        async with self.exclusive if alone else contextlib.nullcontext():
             try:
                 for _ in range(self.model.max_concurrency if alone else 1):
                     await self.slots.acquire()
