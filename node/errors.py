@@ -1,6 +1,34 @@
-"""Errors the node raises on purpose: one root, families, and retryability as data."""
+"""Errors the node raises on purpose: one root, families, and what to do about each as data.
+
+Every answer from outside the process (an RPC endpoint, a model container, a consumer's request) is classified once,
+at the edge that received it, into an `Action`; the core acts on the action, never on the raw answer. No action ends
+the process: the worst an outside answer can do is fail the one item it was about, after a bounded effort.
+"""
 
 from __future__ import annotations
+
+import enum
+
+
+class Action(enum.Enum):
+    """What the node does about an answer from outside (the taxonomy in docs/RELIABILITY.md).
+
+    - `RETRY`: transient (rate limited, no block yet, busy): the same thing again after a capped back-off.
+    - `REFUSED`: this item can never succeed as it is (the coordinator's revert, an oversized payload, a 4xx from a
+      container for this input): it ends in a failure report or a skip, never another identical attempt.
+    - `KEY_BLOCKED`: this sending key cannot send now (no funds, its nonce taken by someone else): the key pauses
+      with back-off and says why on `/readyz`; other keys go on.
+    - `UNHEALTHY`: the endpoint itself is broken (transport error, 5xx, a body that is not JSON-RPC): fail over to
+      the next endpoint and retry there.
+    - `UNKNOWN`: an answer nobody classified: retried with capped back-off and counted (metric
+      `infera_outside_answers_total{action="unknown"}`), never fatal, never a hot loop.
+    """
+
+    RETRY = "retry"
+    REFUSED = "refused"
+    KEY_BLOCKED = "key_blocked"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
 
 
 class InferaError(Exception):
@@ -8,10 +36,14 @@ class InferaError(Exception):
 
     #: Whether doing the same thing again later may succeed.
     retryable: bool = False
+    #: What the node does about it (see `Action`).
+    action: Action = Action.UNKNOWN
 
 
 class ConfigError(InferaError, ValueError):
     """The config file or environment is invalid; the message names the key and the reason."""
+
+    action = Action.REFUSED
 
 
 class ChainError(InferaError):
@@ -19,13 +51,17 @@ class ChainError(InferaError):
 
 
 class RpcUnavailable(ChainError):
-    """The RPC endpoint did not answer (connection refused, timeout, dropped socket)."""
+    """The RPC endpoint did not answer (connection refused, timeout, dropped socket, 5xx, a body that is not a
+    JSON-RPC answer), on every endpoint of the pool."""
 
     retryable = True
+    action = Action.UNHEALTHY
 
 
 class TxReverted(ChainError):
     """A transaction (or its simulation) reverted; `error` is the decoded custom error name when known."""
+
+    action = Action.REFUSED
 
     def __init__(self, message: str, *, error: str | None = None, args: tuple[object, ...] = ()) -> None:
         super().__init__(message)
@@ -34,19 +70,23 @@ class TxReverted(ChainError):
 
 
 class ContainerError(InferaError):
-    """A model container failed to produce an output."""
+    """A model container failed to produce an output. `retry_after_s`: how long the container asked to be left
+    alone (HTTP `Retry-After`), when it said."""
 
     retryable = True
+    action = Action.RETRY
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class ContainerRejected(ContainerError):
-    """The container refused the input (HTTP 4xx): retrying the same input cannot succeed."""
+    """The container refused the input (HTTP 4xx other than 408/425/429): retrying the same input cannot succeed."""
 
     retryable = False
+    action = Action.REFUSED
 
 
 class ContainerLost(ContainerError):
@@ -58,3 +98,5 @@ class ContainerLost(ContainerError):
 class ContainerUnavailable(ContainerError):
     """The container could not be reached at all (connection refused): not the input's fault, so it does not use up
     an attempt; the job waits for the container to come back."""
+
+    action = Action.UNHEALTHY
