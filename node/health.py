@@ -15,6 +15,7 @@ from typing import Any
 
 from node.chain.listener import Listener
 from node.chain.rpc import RpcPool, public_url
+from node.conditions import CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Health:
             found.append(f"listener {self.listener.lag_blocks} blocks behind the head")
         if not any(self.containers.values()):
             found.append("no healthy model container")
+        found.extend(CONDITIONS.problems(blocking_only=True))  # stale endpoints, keys that cannot send, ...
         return found
 
     def snapshot(self) -> dict[str, Any]:
@@ -68,4 +70,5 @@ class Health:
             "lag_blocks": self.listener.lag_blocks,
             "rpc": public_url(self.rpc.url),
             "containers": dict(self.containers),
+            "conditions": CONDITIONS.problems(),
         }
