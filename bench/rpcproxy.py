@@ -13,7 +13,9 @@ import contextlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+import inspect
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -33,6 +35,14 @@ class CountingRpcProxy:
         self.refuse = refuse
         self.http_calls: Counter[str] = Counter()
         self.ws_calls: Counter[str] = Counter()
+        #: While true, subscription notifications are not passed on to the client (calls are still answered): a
+        #: WebSocket that stays open but has gone quiet.
+        self.mute_notifications = False
+        #: Called with each HTTP JSON-RPC call (a dict) before it is forwarded; a `web.StreamResponse` it returns
+        #: is sent instead (fault injection), None forwards the call. May be a coroutine function.
+        self.fault: Callable[[dict[str, Any]], Any] | None = None
+        #: monotonic time of each HTTP call, by method (for rate ceilings).
+        self.times: dict[str, list[float]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
 
@@ -86,10 +96,21 @@ class CountingRpcProxy:
             return await self._relay_ws(request)
         body = await request.read()
         self._count(body, self.http_calls)
-        call = json.loads(body) if self.refuse else None
+        try:
+            call = json.loads(body)
+        except ValueError:
+            call = None
+        if isinstance(call, dict):
+            self.times.setdefault(str(call.get("method")), []).append(time.monotonic())
         if isinstance(call, dict) and call.get("method") in self.refuse:
             error = {"code": -32601, "message": f"the method {call['method']} does not exist/is not available"}
             return web.json_response({"jsonrpc": "2.0", "id": call.get("id"), "error": error})
+        if isinstance(call, dict) and self.fault is not None:
+            injected = self.fault(call)
+            if inspect.isawaitable(injected):
+                injected = await injected
+            if injected is not None:
+                return injected  # type: ignore[no-any-return]
         async with self._session.post(
             self._upstream_http, data=body, headers={"Content-Type": "application/json"}
         ) as upstream:
@@ -105,6 +126,8 @@ class CountingRpcProxy:
             async def downstream() -> None:
                 async for msg in upstream:
                     if msg.type is aiohttp.WSMsgType.TEXT:
+                        if self.mute_notifications and '"eth_subscription"' in msg.data:
+                            continue
                         await client.send_str(msg.data)
                     elif msg.type is aiohttp.WSMsgType.BINARY:
                         await client.send_bytes(msg.data)
