@@ -53,6 +53,8 @@ class Head:
     parent_hash: str
     base_fee_wei: int
     timestamp: int
+    #: The block's gas limit (0 when the block did not say): what one transaction can use at most.
+    gas_limit: int = 0
 
 
 def _hex(value: Any) -> str:
@@ -67,6 +69,7 @@ def as_head(block: Any) -> Head:
         parent_hash=_hex(block["parentHash"]),
         base_fee_wei=as_int(block.get("baseFeePerGas") or 0),
         timestamp=as_int(block["timestamp"]),
+        gas_limit=as_int(block.get("gasLimit") or 0),
     )
 
 
