@@ -57,9 +57,7 @@ class Conditions:
     def problems(self, *, blocking_only: bool = False) -> list[str]:
         """`"subject: problem"` for each current problem (only those that block readiness, if asked)."""
         with self._lock:
-            return [
-                f"{s}: {p}" for s, p in sorted(self._problems.items()) if not blocking_only or s in self._blocking
-            ]
+            return [f"{s}: {p}" for s, p in sorted(self._problems.items()) if not blocking_only or s in self._blocking]
 
     def count(self, source: str, action: Action) -> None:
         """Counts one outside answer from `source` ("rpc", "ws", "container", "send") classified as `action`."""

@@ -51,6 +51,12 @@ class ChainConfig(_Section):
     bump_percent: int = Field(default=20, ge=10, le=500, description="fee increase of a replacement (min 10)")
     max_batch: int = Field(default=32, ge=1, le=256, description="deliveries grouped into one deliverBatch")
     max_pending_txs: int = Field(default=64, ge=1, le=4096, description="transactions in flight per key")
+    max_sends_per_s: float = Field(
+        default=100.0, gt=0, le=10_000, description="transactions one key hands to the RPC per second, at most"
+    )
+    max_sends_per_block: int = Field(
+        default=256, ge=1, le=100_000, description="transactions one key hands to the RPC per block, at most"
+    )
 
 
 class WalletConfig(_Section):

@@ -56,6 +56,8 @@ class RpcUnavailable(ChainError):
 
     retryable = True
     action = Action.UNHEALTHY
+    #: The longest `Retry-After` an endpoint asked for, in seconds (None: none asked).
+    retry_after_s: float | None = None
 
 
 class TxReverted(ChainError):

@@ -23,6 +23,14 @@ BATCH_ITEM_GAS = 90_000
 #: Calldata bytes are bounded at 40 gas each (16 for calldata, the rest for copying into the callback).
 GAS_PER_BYTE = 40
 FAILURE_REASON_MAX = 256
+#: The coordinator calls a consumer's error callback with at most this much gas (`MAX_ERROR_CALLBACK_GAS`).
+ERROR_CALLBACK_GAS = 100_000
+
+
+def failure_reason(failure: str) -> bytes:
+    """A failure report's reason as sent: UTF-8, at most `FAILURE_REASON_MAX` bytes, cut on a character boundary
+    (whatever a container or an RPC said, the report must fit in a transaction)."""
+    return failure.encode()[:FAILURE_REASON_MAX].decode("utf-8", "ignore").encode()
 
 
 def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
@@ -30,14 +38,14 @@ def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
     if len(jobs) == 1:
         job = jobs[0]
         if job.failure is not None:
-            return abi.encode_call("reportFailure", job.request_id, job.failure[:FAILURE_REASON_MAX])
+            return abi.encode_call("reportFailure", job.request_id, failure_reason(job.failure).decode())
         assert job.output is not None
         return abi.deliver_calldata(job.request_id, job.output)
     items = [
         (
             j.request_id,
             j.failure is not None,
-            j.failure[:FAILURE_REASON_MAX].encode() if j.failure is not None else j.output,
+            failure_reason(j.failure) if j.failure is not None else j.output,
         )
         for j in jobs
     ]
@@ -51,15 +59,25 @@ def describe(jobs: list[Job]) -> str:
     return f"{kind}({jobs[0].request_id})"
 
 
+def item_bytes(job: Job) -> int:
+    """Bytes `job` adds to a delivery's calldata (its output, or its failure reason as sent), before ABI padding."""
+    return len(failure_reason(job.failure)) if job.failure is not None else len(job.output or b"")
+
+
+def item_gas(job: Job) -> int:
+    """Gas bound of one item: its callback's whole limit after the 63/64 rule (an error callback gets at most
+    `ERROR_CALLBACK_GAS`), the coordinator's own work, and its calldata."""
+    callback = job.request.callback_gas_limit
+    if job.failure is not None:
+        callback = min(callback, ERROR_CALLBACK_GAS)
+    return BATCH_ITEM_GAS + callback * 64 // 63 + GAS_PER_BYTE * item_bytes(job)
+
+
 def gas_limit(jobs: list[Job]) -> int:
     """A bound, not an estimate: every item gets its whole callback limit after the 63/64 rule. An `eth_estimateGas`
     runs the transaction a dozen times over, and for a batch it can settle on a limit at which the coordinator skips
     items instead of reverting."""
-    total = BATCH_BASE_GAS
-    for job in jobs:
-        data = len(job.output or b"") + len((job.failure or "").encode())
-        total += BATCH_ITEM_GAS + job.request.callback_gas_limit * 64 // 63 + GAS_PER_BYTE * data
-    return total
+    return BATCH_BASE_GAS + sum(item_gas(job) for job in jobs)
 
 
 def fees(base_fee_wei: int, cap_wei: int, priority_fee_wei: int) -> tuple[int, int] | None:

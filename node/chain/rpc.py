@@ -1,9 +1,10 @@
 """Connections to the chain's JSON-RPC endpoints, with failover across several URLs.
 
-Guarantees: a transport failure (refused, reset, timeout, HTTP 5xx) on one endpoint moves the pool to the next one
-and the call is tried there; only when every endpoint failed does the caller see `RpcUnavailable` (retryable). A
-contract revert or an RPC error answer is not a transport failure and is raised as is. Calls are counted by method
-for the operator's metrics.
+Guarantees: an endpoint failure (refused, reset, timeout, any HTTP status but 200, a body that is not a JSON-RPC
+answer) on one endpoint moves the pool to the next one and the call is tried there; only when every endpoint failed
+does the caller see `RpcUnavailable` (retryable). A contract revert or a JSON-RPC error answer is not an endpoint
+failure and is raised as is (`RpcError`), and `classify` says what the caller should do about it (the taxonomy of
+`node.errors.Action`). Calls are counted by method for the operator's metrics.
 
 The clients carry none of web3's default middleware: the node fills in every transaction field itself, and the
 validation middleware would ask `eth_chainId` again on every simulation (two calls out of five per delivery, counted
@@ -12,6 +13,7 @@ by `bench.node`).
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import json
 import logging
@@ -23,22 +25,129 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
-from web3.exceptions import ContractLogicError, ProviderConnectionError
+from web3.exceptions import BadResponseFormat, ContractLogicError, ProviderConnectionError, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.errors import RpcUnavailable, TxReverted
+from node.conditions import CONDITIONS
+from node.errors import Action, InferaError, RpcUnavailable, TxReverted
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: What a dead or flaky RPC raises through web3's providers.
+
+class EndpointError(Exception):
+    """The endpoint answered, but not with a JSON-RPC answer: an HTTP status other than 200 (a rate limit's 429, a
+    gateway's 502, an auth proxy's 403), or a body that is not JSON-RPC. `retry_after_s` is the endpoint's
+    `Retry-After`, when it gave one."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+#: What a dead or flaky RPC raises through web3's providers and the raw client.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     TimeoutError,
     OSError,
     ProviderConnectionError,
+    BadResponseFormat,
+    EndpointError,
 )
+#: Longest `Retry-After` the node honours, in seconds.
+MAX_RETRY_AFTER_S = 60.0
+
+# What JSON-RPC error answers mean, by the words providers use (geth, erigon, nethermind, anvil, hosted gateways).
+_RATE_LIMITED = ("rate limit", "too many requests", "limit exceeded", "exceeded the", "capacity", "throttl", "quota")
+_TRANSIENT = (
+    "header not found",
+    "unknown block",
+    "block not found",
+    "missing trie node",
+    "timeout",
+    "timed out",
+    "temporarily",
+    "try again",
+    "busy",
+    "syncing",
+    "unavailable",
+    "internal error",
+    "replacement transaction underpriced",
+    "transaction underpriced",
+    "already known",
+    "nonce too high",
+)
+_KEY_BLOCKED = ("insufficient funds", "insufficient balance", "gas required exceeds allowance", "sender not authorized")
+_ITEM_REFUSED = (
+    "exceeds block gas limit",
+    "exceeds the block gas limit",
+    "gas limit reached",
+    "intrinsic gas too low",
+    "oversized",
+    "too large",
+    "too big",
+    "exceeds the configured cap",
+    "max initcode",
+    "invalid request",
+    "request entity",
+)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from an HTTP `Retry-After` header (delta-seconds or an HTTP date), capped at `MAX_RETRY_AFTER_S`;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, min(MAX_RETRY_AFTER_S, seconds))
+
+
+def classify_answer(code: int, message: str) -> Action:
+    """What a JSON-RPC error answer (`code`, `message`) means for the call that got it (see `node.errors.Action`)."""
+    text = message.lower()
+    if code == 3 or "revert" in text:
+        return Action.REFUSED
+    if code in (429, -32005) or any(s in text for s in _RATE_LIMITED):
+        return Action.RETRY
+    if any(s in text for s in _KEY_BLOCKED):
+        return Action.KEY_BLOCKED
+    if any(s in text for s in _ITEM_REFUSED) or code in (-32600, -32602):
+        return Action.REFUSED
+    if any(s in text for s in _TRANSIENT) or code in (-32603, -32002, -32004):
+        return Action.RETRY
+    if code == -32601:
+        return Action.UNHEALTHY  # the endpoint lacks the method
+    return Action.UNKNOWN
+
+
+def classify(exc: BaseException) -> Action:
+    """What the node should do about `exc`, raised by a call to the chain (any exception: an unforeseen one is
+    `UNKNOWN`, retried with back-off, never fatal)."""
+    if isinstance(exc, InferaError):
+        return exc.action
+    if isinstance(exc, RpcError):
+        return classify_answer(exc.code, exc.message)
+    if isinstance(exc, ContractLogicError):
+        return Action.REFUSED
+    if isinstance(exc, Web3RPCError):
+        error = exc.rpc_response.get("error") if isinstance(exc.rpc_response, dict) else None
+        code = int(error.get("code", 0)) if isinstance(error, dict) and isinstance(error.get("code"), int) else 0
+        return classify_answer(code, str(exc))
+    if is_transport_error(exc):
+        return Action.UNHEALTHY
+    return Action.UNKNOWN
 
 
 def http_client(url: str, timeout_s: float = 10.0) -> AsyncWeb3[AsyncHTTPProvider]:
@@ -120,20 +229,31 @@ class RpcPool:
         async def attempt() -> Any:
             body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
             async with session.post(self.url, json=body, timeout=timeout) as resp:
-                if resp.status >= 500:
-                    resp.raise_for_status()
-                answer = await resp.json(content_type=None)
+                if resp.status != 200:
+                    text = (await resp.content.read(200)).decode("utf-8", "replace")
+                    raise EndpointError(
+                        f"{method}: HTTP {resp.status} {text!r}",
+                        status=resp.status,
+                        retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
+                    )
+                try:
+                    answer = await resp.json(content_type=None)
+                except ValueError:
+                    raise EndpointError(f"{method}: the answer is not JSON") from None
             error = answer.get("error") if isinstance(answer, dict) else None
             if error is not None:
-                raise RpcError(method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))
+                if not isinstance(error, dict):
+                    raise EndpointError(f"{method}: malformed error answer: {str(error)[:200]}")
+                raise RpcError(method, _int(error.get("code")), str(error.get("message", ""))[:500], error.get("data"))
             if not isinstance(answer, dict) or "result" not in answer:
-                raise aiohttp.ClientPayloadError(f"{method}: not a JSON-RPC answer: {str(answer)[:200]}")
+                raise EndpointError(f"{method}: not a JSON-RPC answer: {str(answer)[:200]}")
             return answer["result"]
 
         return await self._failover(method, attempt)
 
     async def _failover(self, method: str, attempt: Callable[[], Awaitable[T]]) -> T:
         errors = []
+        retry_after = 0.0
         for _ in range(len(self._clients)):
             self.calls[method] += 1
             try:
@@ -141,7 +261,11 @@ class RpcPool:
             except Exception as exc:
                 if not is_transport_error(exc):
                     self.last_ok = time.monotonic()
+                    CONDITIONS.count("rpc", classify(exc))
                     raise
+                CONDITIONS.count("rpc", Action.UNHEALTHY)
+                if isinstance(exc, EndpointError) and exc.retry_after_s:
+                    retry_after = max(retry_after, exc.retry_after_s)
                 self.last_failure = time.monotonic()
                 shown = public_url(self.url)
                 errors.append(f"{shown}: {type(exc).__name__}: {str(exc).replace(self.url, shown)}")
@@ -153,7 +277,9 @@ class RpcPool:
                 continue
             self.last_ok = time.monotonic()
             return result
-        raise RpcUnavailable(f"{method}: no RPC endpoint answered ({'; '.join(errors)})")
+        unavailable = RpcUnavailable(f"{method}: no RPC endpoint answered ({'; '.join(errors)})")
+        unavailable.retry_after_s = retry_after or None
+        raise unavailable
 
     async def close(self) -> None:
         if self._session is not None:
@@ -163,6 +289,14 @@ class RpcPool:
                 await client.provider.disconnect()
             except Exception:  # closing is best effort
                 log.debug("closing %s failed", client.provider, exc_info=True)
+
+
+def _int(value: Any) -> int:
+    """A JSON-RPC error code as an int (0 when it is missing or not a number)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def is_revert(exc: RpcError) -> bool:

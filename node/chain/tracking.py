@@ -28,9 +28,10 @@ from web3.exceptions import TransactionNotFound
 
 from node.chain import delivery
 from node.chain.contracts import CoordinatorAbi
-from node.chain.rpc import RpcPool
-from node.errors import RpcUnavailable
+from node.chain.rpc import RpcPool, classify
+from node.conditions import CONDITIONS
 from node.jobs.store import Job, JobState, JobStore, StoredTx
+from node.retry import backoff_s
 
 if TYPE_CHECKING:
     from node.chain.broadcast import Broadcaster
@@ -58,6 +59,9 @@ class TxPolicy:
     retry_window_s: float = 600.0
     receipt_poll_s: float = 1.0
     max_concurrent_sends: int = 4
+    #: Ceilings on what one key hands to the RPC (new transactions, replacements and rebroadcasts alike).
+    max_sends_per_s: float = 100.0
+    max_sends_per_block: int = 256
 
 
 @dataclass
@@ -68,6 +72,11 @@ class Key:
     #: Sends under way that will take a slot of `max_pending_per_key` once signed.
     reserved: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Pauses in a row (a key that cannot send: no funds, ...) and the monotonic time the current one ends.
+    pauses: int = 0
+    paused_until: float = 0.0
+    #: Set when a nonce resync failed: the next send resyncs first.
+    resync: bool = False
 
     @property
     def address(self) -> ChecksumAddress:
@@ -88,6 +97,8 @@ class Tracking:
     _receipts: dict[tuple[str, int], Any]
     _carried: dict[int, Job]
     _first_failure: dict[int, float]
+    _send_failures: dict[int, int]
+    _refusals: dict[int, int]
     _reverts: dict[int, int]
     _sent_at: dict[tuple[str, int], float]
     _calls: dict[tuple[str, int], asyncio.Future[Any]]
@@ -108,18 +119,34 @@ class Tracking:
     def _untrack(self, tx: StoredTx) -> None:
         raise NotImplementedError
 
+    def _key_ok(self, address: str) -> None:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------------- track
 
     async def _track_loop(self) -> None:
+        """Checks open transactions on each head (or every `receipt_poll_s`). Whatever the RPC answers, the loop goes
+        on; while checks fail it backs off (capped) and says so once, not once per check."""
+        failures = 0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._policy.receipt_poll_s)
             self._wake.clear()
-            if self._open:
-                try:
-                    await self._check_open()
-                except RpcUnavailable as exc:
-                    log.warning("cannot check transactions: %s", exc)
+            if not self._open:
+                continue
+            try:
+                await self._check_open()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                CONDITIONS.count("rpc", classify(exc))
+                CONDITIONS.set("receipts", f"cannot check transactions: {type(exc).__name__}: {str(exc)[:200]}")
+                await asyncio.sleep(backoff_s(failures, self._policy.receipt_poll_s, 30.0))  # a back-off
+            else:
+                if failures:
+                    failures = 0
+                    CONDITIONS.set("receipts", None)
 
     async def _receipt(self, tx_hash: str) -> Any:
         try:
@@ -198,6 +225,7 @@ class Tracking:
         if call is not None and not call.done():
             call.set_result(receipt)
         self._untrack(tx)
+        self._key_ok(tx.sender)
         if not self._open and not self._ready and self.upcoming() == 0:
             self.on_idle()
 
@@ -238,10 +266,10 @@ class Tracking:
     ) -> None:
         self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
         self.settled += 1
-        self._first_failure.pop(job.request_id, None)
-        self._reverts.pop(job.request_id, None)
-        took_ms = (time.monotonic() - job.seen_at) * 1000
         rid = job.request_id
+        for per_job in (self._first_failure, self._send_failures, self._refusals, self._reverts):
+            per_job.pop(rid, None)
+        took_ms = (time.monotonic() - job.seen_at) * 1000
         if state is JobState.CONFIRMED:
             if self.metrics is not None:
                 self.metrics.observe_delivered(took_ms / 1000)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -41,12 +42,15 @@ from eth_typing import ChecksumAddress
 
 from node.chain import delivery
 from node.chain.broadcast import Broadcaster
+from node.chain.clock import ChainClock
 from node.chain.contracts import CoordinatorAbi
 from node.chain.listener import Head, as_head
-from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
+from node.chain.rpc import RpcError, RpcPool, as_reverted, classify, is_revert
 from node.chain.tracking import SETTLED_ERRORS, Key, Tracking, TxPolicy
-from node.errors import RpcUnavailable, TxReverted
+from node.conditions import CONDITIONS
+from node.errors import Action, TxReverted
 from node.jobs.store import Job, JobState, JobStore, StoredTx
+from node.retry import backoff_s
 
 if TYPE_CHECKING:
     from node.metrics import Metrics
@@ -55,8 +59,23 @@ log = logging.getLogger(__name__)
 
 #: How long, at most, a partial batch waits to fill while one of the node's transactions is unmined.
 BATCH_LINGER_S = 0.02
+#: Back-off of a job whose send failed (any outside answer but a settled one): capped exponential with jitter.
 SEND_BACKOFF_BASE_S = 0.25
 SEND_BACKOFF_MAX_S = 10.0
+#: How long a key whose sends are refused for lack of funds (or similar) pauses, at first and at most.
+KEY_PAUSE_BASE_S = 2.0
+KEY_PAUSE_MAX_S = 60.0
+#: Times one item may be refused alone (not as part of a batch) for a reason other than a decoded revert before the
+#: node takes the refusal as final and reports the failure instead.
+MAX_ITEM_REFUSALS = 3
+#: Share of the block gas limit one batch may use (a lone item may use up to `LONE_ITEM_GAS_SHARE`): a transaction
+#: over the limit can never be mined, and a batch that fills a whole block waits behind everyone else's.
+BATCH_GAS_SHARE = 0.5
+LONE_ITEM_GAS_SHARE = 0.95
+#: Block gas limit assumed until a block says (Ethereum mainnet's was 30-36 M in 2025).
+DEFAULT_BLOCK_GAS_LIMIT = 30_000_000
+#: Calldata bytes in one batch: geth's transaction pool refuses transactions over 128 KiB.
+MAX_BATCH_DATA_BYTES = 96 * 1024
 
 
 class TxManager(Tracking):
@@ -73,6 +92,7 @@ class TxManager(Tracking):
         *,
         on_settled: Callable[[Job], None] = lambda job: None,
         metrics: Metrics | None = None,
+        clock: ChainClock | None = None,
     ) -> None:
         self._rpc = rpc
         self._store = store
@@ -96,12 +116,24 @@ class TxManager(Tracking):
         self._receipts: dict[tuple[str, int], Any] = {}
         #: Jobs carried by open transactions, by request id.
         self._carried: dict[int, Job] = {}
+        #: monotonic time of each job's first failed send; cleared only when the job settles (re-signing does not).
         self._first_failure: dict[int, float] = {}
+        #: Failed sends of each job (for its back-off) and refusals of it alone (for giving up), by request id.
+        self._send_failures: dict[int, int] = {}
+        self._refusals: dict[int, int] = {}
         self._reverts: dict[int, int] = {}
+        #: Jobs waiting out a back-off before they are ready again.
+        self.backing_off = 0
         self._rr = 0
         self._send_slots = asyncio.Semaphore(policy.max_concurrent_sends)
         self._broadcaster = Broadcaster(
-            rpc, spawn=self._spawn, on_receipt=self._on_receipt, on_refused=self._send_refused
+            rpc,
+            spawn=self._spawn,
+            on_receipt=self._on_receipt,
+            on_refused=self._send_refused,
+            max_per_s=policy.max_sends_per_s,
+            max_per_block=policy.max_sends_per_block,
+            head=lambda: self.head.number if self.head else 0,
         )
         self._tg: asyncio.TaskGroup | None = None
         #: monotonic time each open transaction was last (re)signed, by slot (not stored: after a restart, 0).
@@ -114,6 +146,13 @@ class TxManager(Tracking):
         self._chain_id = 0
         self.head: Head | None = None
         self._cap_warned = False
+        #: The chain's time (deadlines are judged by it, not by this machine's clock).
+        self.clock = clock or ChainClock()
+        #: The newest block's gas limit (batches are sized below it).
+        self.block_gas_limit = DEFAULT_BLOCK_GAS_LIMIT
+        #: The coordinator's `maxOutputBytes` (read at start; None if it could not be read): a longer output is
+        #: reported as a failure instead of being sent to a certain revert.
+        self.max_output_bytes: int | None = None
         #: Delivery transactions by outcome, for metrics.
         self.sent = 0
         self.replaced = 0
@@ -139,7 +178,8 @@ class TxManager(Tracking):
         self._chain_id = await self._rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
         if self.head is None:
             block = await self._rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
-            self.head = as_head(block)
+            self.on_head(as_head(block))
+        await self._read_limits()
         for key in self._keys:
             chain_next = await self._pending_nonce(key)
             stored = self._store.open_txs(key.address)
@@ -160,6 +200,16 @@ class TxManager(Tracking):
                 len(stored),
             )
 
+    async def _read_limits(self) -> None:
+        """Reads the coordinator's `maxOutputBytes` (best effort: without it, oversized outputs are found by the
+        simulation's revert or the RPC's refusal)."""
+        call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("maxOutputBytes").hex()}
+        try:
+            answer = await self._rpc.request("eth_call", [call, "latest"])
+            self.max_output_bytes = int(answer, 16)
+        except Exception as exc:  # any answer: the limit is an optimisation, not a guarantee
+            log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
+
     async def _pending_nonce(self, key: Key) -> int:
         return int(
             await self._rpc.call(
@@ -176,6 +226,9 @@ class TxManager(Tracking):
 
     def on_head(self, head: Head) -> None:
         self.head = head
+        self.clock.on_head(head.timestamp)
+        if head.gas_limit > 0:
+            self.block_gas_limit = head.gas_limit
         self._wake.set()
 
     def on_reorg(self, fork: int) -> None:
@@ -201,11 +254,13 @@ class TxManager(Tracking):
         self._tg = None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Runs `coro` beside the loops (an error in it stops the node like one in the loops); before `run`, queued."""
+        """Runs `coro` beside the loops, guarded: an exception out of it is logged and counted, never raised into
+        the loops (an outside answer must not stop the node); before `run`, queued."""
+        guarded = _guarded(coro)
         if self._tg is None:
-            self._spawn_later.append(coro)
+            self._spawn_later.append(guarded)
         else:
-            self._tg.create_task(coro)
+            self._tg.create_task(guarded)
 
     async def _send_loop(self) -> None:
         while True:
@@ -216,20 +271,61 @@ class TxManager(Tracking):
             await self._send_slots.acquire()
             key = await self._free_key()
             await self._linger()
-            batch: list[Job] = []
-            now = time.time()
-            while self._ready and len(batch) < self._policy.max_batch:
-                job = self._ready.popleft()
-                if job.state is not JobState.COMPUTED:
-                    continue  # orphaned or settled meanwhile
-                if job.request.deadline <= now:
-                    self._settle(job, JobState.EXPIRED, "deadline passed before delivery")
-                    continue
-                batch.append(job)
+            batch = self._take_batch()
             if not batch:
                 self._release(key)
                 continue
             self._spawn(self._send_task(key, batch))
+
+    def _take_batch(self) -> list[Job]:
+        """The next transaction's jobs from the ready queue: at most `max_batch` (halved for each time one of them
+        was refused), below `BATCH_GAS_SHARE` of the block gas limit and `MAX_BATCH_DATA_BYTES` of calldata. A job
+        past its deadline (by the chain's clock) is skipped; one that can never fit a transaction (gas over the
+        block's limit, output over the coordinator's `maxOutputBytes`) becomes a failure report."""
+        batch: list[Job] = []
+        now = self.clock.now()
+        limit = self._policy.max_batch
+        gas = delivery.BATCH_BASE_GAS
+        size = 0
+        gas_budget = int(self.block_gas_limit * BATCH_GAS_SHARE)
+        while self._ready and len(batch) < limit:
+            job = self._ready[0]
+            if job.state is not JobState.COMPUTED:
+                self._ready.popleft()
+                continue  # orphaned or settled meanwhile
+            if job.request.deadline <= now:
+                self._ready.popleft()
+                self._settle(job, JobState.EXPIRED, "deadline passed before delivery (by the chain's clock)")
+                continue
+            if (why := self._unsendable(job)) is not None:
+                log.warning("request %d: %s; reporting the failure instead", job.request_id, why)
+                self._store.update(job, JobState.COMPUTED, output=None, failure=why)
+            refused = self._refusals.get(job.request_id, 0)
+            if refused:
+                limit = min(limit, max(1, self._policy.max_batch >> refused))
+                if len(batch) >= limit:
+                    break
+            item_gas = delivery.item_gas(job)
+            item_size = delivery.item_bytes(job)
+            if batch and (gas + item_gas > gas_budget or size + item_size > MAX_BATCH_DATA_BYTES):
+                break
+            self._ready.popleft()
+            batch.append(job)
+            gas += item_gas
+            size += item_size
+        return batch
+
+    def _unsendable(self, job: Job) -> str | None:
+        """Why `job`'s delivery can never be mined (None: it can): what the failure report will say."""
+        if job.failure is not None:
+            return None
+        output = job.output or b""
+        if self.max_output_bytes is not None and len(output) > self.max_output_bytes:
+            return f"output of {len(output)} bytes is over the coordinator's maxOutputBytes ({self.max_output_bytes})"
+        gas = delivery.gas_limit([job])
+        if gas > self.block_gas_limit * LONE_ITEM_GAS_SHARE:
+            return f"delivery needs {gas} gas, over the block gas limit ({self.block_gas_limit})"
+        return None
 
     async def _linger(self) -> None:
         """Under load (a transaction of ours unmined), waits up to BATCH_LINGER_S for a partial batch to fill."""
@@ -252,11 +348,25 @@ class TxManager(Tracking):
                 waiter.cancel()
 
     async def _send_task(self, key: Key, batch: list[Job]) -> None:
+        """Simulates, signs and sends one transaction of `batch`; whatever the RPC answers, its jobs end settled,
+        sent, or back in the queue after a back-off (never an exception out of here: one item cannot stop the
+        node)."""
         try:
             await self._send(key, batch)
-        except RpcUnavailable as exc:
-            self._requeue(batch, exc)
-            await asyncio.sleep(self._backoff(batch[0]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            action = classify(exc)
+            if action is Action.UNKNOWN and not isinstance(exc, RpcError):
+                log.exception("sending %s failed unexpectedly; retrying later", delivery.describe(batch))
+            CONDITIONS.count("send", action)
+            if action is Action.REFUSED:
+                self._item_refused([j for j in batch if j.state is JobState.COMPUTED], str(exc))
+            elif action is Action.KEY_BLOCKED:
+                self._pause_key(key, str(exc))
+                self._requeue(batch, exc, counts=False)
+            else:
+                self._requeue(batch, exc, retry_after_s=getattr(exc, "retry_after_s", None))
         finally:
             self._release(key)
 
@@ -265,35 +375,113 @@ class TxManager(Tracking):
         self._send_slots.release()
         self._room.set()
 
-    def _backoff(self, job: Job) -> float:
-        first = self._first_failure.get(job.request_id, time.monotonic())
-        waited = time.monotonic() - first
-        return min(SEND_BACKOFF_MAX_S, max(SEND_BACKOFF_BASE_S, waited / 4))
-
-    def _requeue(self, jobs: list[Job], exc: Exception) -> None:
+    def _requeue(
+        self, jobs: list[Job], exc: BaseException, *, counts: bool = True, retry_after_s: float | None = None
+    ) -> None:
+        """Puts jobs whose send failed back in the queue after a capped, jittered back-off (`counts`: the failure
+        counts towards it; `retry_after_s`: at least this long, as the endpoint asked). A delivery that could not be
+        sent for `retry_window_s` (from its first failure, whatever was re-signed since) becomes a failure report; a
+        failure report that could not be sent for as long is given up (failed here; the request's deadline refunds
+        its consumer)."""
         now = time.monotonic()
-        for job in reversed(jobs):
-            first = self._first_failure.setdefault(job.request_id, now)
+        later: list[Job] = []
+        delay = 0.0
+        for job in jobs:
+            if job.state is not JobState.COMPUTED:
+                continue  # sent meanwhile (a split batch), orphaned, or settled
+            rid = job.request_id
+            first = self._first_failure.setdefault(rid, now)
             if now - first > self._policy.retry_window_s:
-                self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {exc}")
-            else:
-                self._ready.appendleft(job)
-        self._ready_event.set()  # the send loop may be asleep on an empty queue (an abandoned tx requeues from afar)
-        log.warning("%d job(s) waiting to be sent: %s", len(jobs), exc)
+                if job.failure is None:
+                    reason = f"could not deliver for {now - first:.0f} s: {_short(exc)}"
+                    log.error("request %d: %s; reporting the failure instead", rid, reason)
+                    self._store.update(job, JobState.COMPUTED, output=None, failure=reason)
+                    self._first_failure[rid] = now  # the report gets a window of its own
+                else:
+                    self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {_short(exc)}")
+                    continue
+            failures = self._send_failures[rid] = self._send_failures.get(rid, 0) + (1 if counts else 0)
+            delay = max(delay, backoff_s(max(1, failures), SEND_BACKOFF_BASE_S, SEND_BACKOFF_MAX_S))
+            later.append(job)
+        if retry_after_s:
+            delay = max(delay, retry_after_s)
+        if not later:
+            return
+        log.warning("%d job(s) waiting %.2f s to be sent again: %s", len(later), delay, _short(exc))
+        self.backing_off += len(later)
+        self._spawn(self._ready_after(later, delay))
+
+    async def _ready_after(self, jobs: list[Job], delay_s: float) -> None:
+        try:
+            await asyncio.sleep(delay_s)  # a back-off, not a wait for a condition
+        finally:
+            self.backing_off -= len(jobs)
+        for job in reversed(jobs):
+            self._ready.appendleft(job)
+        self._ready_event.set()  # the send loop may be asleep on an empty queue
+
+    def _item_refused(self, jobs: list[Job], reason: str) -> None:
+        """The RPC refused a transaction for what it carried (not a decoded revert: too big, too much gas, an
+        invalid request). A batch is sent again in halves; an item refused alone `MAX_ITEM_REFUSALS` times is
+        reported as a failure (a failure report refused as often is given up)."""
+        if not jobs:
+            return
+        if len(jobs) > 1:
+            for job in jobs:
+                self._refusals[job.request_id] = self._refusals.get(job.request_id, 0) + 1
+            log.warning("%d item(s) refused together (%s); sending them again in smaller batches", len(jobs), reason)
+            self._requeue(jobs, RuntimeError(reason))
+            return
+        job = jobs[0]
+        rid = job.request_id
+        refused = self._refusals[rid] = self._refusals.get(rid, 0) + 1
+        if refused < MAX_ITEM_REFUSALS:
+            self._requeue(jobs, RuntimeError(reason))
+        elif job.failure is None:
+            why = f"delivery refused by the RPC {refused} times: {_short(reason)}"
+            log.error("request %d: %s; reporting the failure instead", rid, why)
+            self._store.update(job, JobState.COMPUTED, output=None, failure=why)
+            self._refusals.pop(rid, None)
+            self.enqueue(job)
+        else:
+            self._settle(job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {_short(reason)}")
+
+    def _pause_key(self, key: Key, reason: str) -> None:
+        """`key` cannot send (no funds, ...): it sends nothing for a capped, growing pause, and `/readyz` says why."""
+        key.pauses += 1
+        pause = backoff_s(key.pauses, KEY_PAUSE_BASE_S, KEY_PAUSE_MAX_S)
+        key.paused_until = time.monotonic() + pause
+        CONDITIONS.set(f"key {key.address}", f"cannot send: {_short(reason)} (paused {pause:.0f} s)")
+
+    def _key_ok(self, address: str) -> None:
+        """A transaction of this key was mined: whatever paused it is over."""
+        key = self._by_address.get(address.lower())
+        if key is not None and key.pauses:
+            key.pauses = 0
+            key.paused_until = 0.0
+            CONDITIONS.set(f"key {key.address}", None)
 
     async def _free_key(self, *, only: str | None = None) -> Key:
-        """The next key (round-robin; or the key of address `only`) with room for another transaction in flight."""
+        """The next key (round-robin; or the key of address `only`) that is not paused and has room for another
+        transaction in flight."""
         while True:
+            now = time.monotonic()
+            unpaused_at: float | None = None
             for i in range(len(self._keys)):
                 key = self._keys[(self._rr + i) % len(self._keys)]
                 if only is not None and key.address.lower() != only.lower():
+                    continue
+                if key.paused_until > now:
+                    unpaused_at = min(unpaused_at or key.paused_until, key.paused_until)
                     continue
                 if key.open + key.reserved < self._policy.max_pending_per_key:
                     self._rr = (self._rr + i + 1) % len(self._keys)
                     key.reserved += 1
                     return key
             self._room.clear()
-            await self._room.wait()
+            timeout = None if unpaused_at is None else max(0.0, unpaused_at - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout)
 
     # -------------------------------------------------------------------------------------------------- send
 
@@ -353,10 +541,12 @@ class TxManager(Tracking):
             return
         self._cap_warned = False
         async with key.lock:
+            if key.resync:  # a resync after a refusal failed: the chain's nonce first
+                key.next_nonce = await self._pending_nonce(key)
+                key.resync = False
             tx = self._sign(key, data, gas, fees, jobs)
             for job in jobs:
                 self._carried[job.request_id] = job
-                self._first_failure.pop(job.request_id, None)
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcaster.send(tx)
@@ -395,11 +585,15 @@ class TxManager(Tracking):
         if len(jobs) > 1:
             log.warning("%s; sending its items one by one", reverted)
             for job in jobs:
-                await self._send(key, [job])
+                await self._send_task_item(key, job)
             return
         job = jobs[0]
         if reverted.error in SETTLED_ERRORS:
             self._settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+        elif reverted.error is None:
+            # Not one of the coordinator's errors (an endpoint that says "revert" for something else, a revert
+            # without data): refused a few times before the node believes it.
+            self._item_refused([job], str(reverted))
         elif job.failure is None:
             # The coordinator will not take this output (e.g. too large): failure is an answer, report it.
             log.warning("request %d: %s; reporting the failure instead", job.request_id, reverted)
@@ -408,8 +602,25 @@ class TxManager(Tracking):
         else:
             self._settle(job, JobState.FAILED, str(reverted))
 
-    async def _send_refused(self, tx: StoredTx, error: str, quiet: bool) -> None:
-        """The RPC refused a transaction: known already, nonce taken, or invalid (its jobs go out again)."""
+    async def _send_task_item(self, key: Key, job: Job) -> None:
+        """One item of a batch whose simulation reverted, sent alone; its failure is its own (classified as in
+        `_send_task`), never the batch's."""
+        try:
+            await self._send(key, [job])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            action = classify(exc)
+            CONDITIONS.count("send", action)
+            if action is Action.REFUSED:
+                self._item_refused([job], str(exc))
+            else:
+                self._requeue([job], exc, retry_after_s=getattr(exc, "retry_after_s", None))
+
+    async def _send_refused(self, tx: StoredTx, error: str, quiet: bool, action: Action) -> None:
+        """The RPC refused a transaction (`action`: what the refusal means): known already, nonce taken, a key that
+        cannot send, or something about what it carries. Its jobs go out again after a back-off (in smaller
+        batches, or as a failure report, when it was what they carried); never at once."""
         message = error.lower()
         if "already known" in message or "already imported" in message:
             return
@@ -420,8 +631,16 @@ class TxManager(Tracking):
         if quiet:
             log.info("rebroadcast of nonce %d: %s", tx.nonce, error)
             return
+        CONDITIONS.count("send", action)
         log.error("nonce %d of %s refused by the RPC (%s); its jobs will be sent again", tx.nonce, tx.sender, error)
-        await self._abandon(tx, error)
+        jobs = await self._abandon(tx, error, requeue=False)
+        if action is Action.REFUSED:
+            self._item_refused(jobs, error)
+        elif action is Action.KEY_BLOCKED:
+            self._pause_key(self._by_address[tx.sender.lower()], error)
+            self._requeue(jobs, RuntimeError(error), counts=False)
+        else:
+            self._requeue(jobs, RuntimeError(error))
 
     async def _nonce_taken(self, tx: StoredTx) -> None:
         """The chain already has a transaction at this nonce that is none of ours on record: resync, resend."""
@@ -430,20 +649,28 @@ class TxManager(Tracking):
                 return  # one of ours was mined: the tracker settles it
         await self._abandon(tx, "nonce too low")
 
-    async def _abandon(self, tx: StoredTx, reason: str) -> None:
-        """A signed transaction that can never be mined: free its nonce (resync) and queue its jobs again."""
+    async def _abandon(self, tx: StoredTx, reason: str, *, requeue: bool = True) -> list[Job]:
+        """A signed transaction that can never be mined: free its nonce (resync) and queue its jobs again after a
+        back-off (`requeue`; else the caller decides). Returns the jobs it carried that are to be sent again."""
         key = self._by_address[tx.sender.lower()]
         tx.state = "failed"
         self._store.update_tx(tx)
         self._untrack(tx)
-        async with key.lock:
-            key.next_nonce = await self._pending_nonce(key)
-            log.info("sender %s: nonce resynced to %d (%s)", key.address, key.next_nonce, reason)
         jobs = [j for rid, _ in tx.items if (j := self._carried.pop(rid, None)) is not None]
         for job in jobs:
             if job.state is JobState.SUBMITTED:
                 self._store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
-        self._requeue([j for j in jobs if j.state is JobState.COMPUTED], RuntimeError(reason))
+        jobs = [j for j in jobs if j.state is JobState.COMPUTED]
+        try:
+            async with key.lock:
+                key.next_nonce = await self._pending_nonce(key)
+                log.info("sender %s: nonce resynced to %d (%s)", key.address, key.next_nonce, reason)
+        except Exception as exc:  # the resync is retried at the next refusal; the jobs must not be lost meanwhile
+            key.resync = True
+            log.warning("sender %s: nonce resync failed (%s); it is retried before the next send", key.address, exc)
+        if requeue:
+            self._requeue(jobs, RuntimeError(reason))
+        return jobs
 
     def _track(self, tx: StoredTx, key: Key, *, resumed: bool = False) -> None:
         slot = (tx.sender.lower(), tx.nonce)
@@ -460,3 +687,19 @@ class TxManager(Tracking):
         call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
         if call is not None and not call.done():
             call.set_exception(RuntimeError(f"transaction {tx.hashes[-1]} was abandoned ({tx.state})"))
+
+
+async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        CONDITIONS.count("send", Action.UNKNOWN)
+        log.exception("a transaction task failed; the transaction stays tracked and its jobs stored")
+
+
+def _short(exc: BaseException | str, limit: int = 200) -> str:
+    """An error for a log line or a failure report: one line, at most `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
