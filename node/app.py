@@ -55,7 +55,7 @@ def _dispatcher(m: ModelConfig, session: aiohttp.ClientSession, hub: MqttHub | N
         assert hub is not None  # the config validator guarantees an [mqtt] section
         return MqttDispatcher(hub, m.name, timeout_s=m.timeout_s, max_dispatches=m.max_dispatches)
     assert m.url is not None
-    return HttpDispatcher(session, m.url, timeout_s=m.timeout_s)
+    return HttpDispatcher(session, m.url, timeout_s=m.timeout_s, name=m.name)
 
 
 def load_accounts(wallet: WalletConfig) -> list[LocalAccount]:
@@ -130,7 +130,7 @@ class Node:
                 )
                 for m in cfg.models
             }
-            scheduler = Scheduler(store, routes, txm, metrics=metrics)
+            scheduler = Scheduler(store, routes, txm, metrics=metrics, clock=txm.clock.now)  # the chain's time
             txm.upcoming = lambda: scheduler.running + scheduler.waiting
             trimmer = HeapTrimmer(lambda: txm.settled)
             txm.on_idle = trimmer.idle

@@ -1,13 +1,15 @@
 """aiohttp app that serves a `Model` over the Infernet container protocol, over HTTP and (optionally) MQTT.
 
 Protocol: `POST /service_output` takes `{source, destination, data, requires_proof}`. With `source` 0 (chain),
-`data` is the hex of the ABI-encoded input; with 1 (off-chain) it is a JSON object keyed by the model's input
-names. With `destination` 0 (chain) the answer is `{raw_input, processed_input, raw_output, processed_output,
-proof}` with `raw_output` the hex of the ABI-encoded output, as Infernet containers answer; with 1 it is
-`{"output": {...}}`. `POST /service_output/batch` takes `{"requests": [body, ...]}` (up to 64) and answers
-`{"answers": [{"status": s, "body": {...}}, ...]}`, each item exactly what `/service_output` would have answered for
-it: one HTTP round trip for many inputs, which join the model's batches like any other calls (the Infera node uses
-it when a container has it). `POST /service_output/stream` streams a streaming model's output as Server-Sent Events.
+`data` is the hex of the ABI-encoded input; with 1 (off-chain) it is a JSON object keyed by the model's input names.
+With `destination` 0 (chain) the answer is `{raw_input, processed_input, raw_output, processed_output, proof,
+abi_output}` with `raw_output` the hex of the ABI-encoded output, as Infernet containers answer, and `abi_output:
+true` telling the Infera node to deliver `raw_output` as it is (an Infernet node ignores the flag and delivers
+`abi.encode(bytes raw_output, bytes processed_output)`); with 1 it is `{"output": {...}}`. `POST
+/service_output/batch` takes `{"requests": [body, ...]}` (up to 64) and answers `{"answers": [{"status": s, "body":
+{...}}, ...]}`, each item exactly what `/service_output` would have answered for it: one HTTP round trip for many
+inputs, which join the model's batches like any other calls (the Infera node uses it when a container has it). `POST
+/service_output/stream` streams a streaming model's output as Server-Sent Events.
 `GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching.
 
 Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
@@ -139,6 +141,7 @@ def _encode(state: ServerState, destination: int, output: tuple[Any, ...], raw_i
             "raw_output": encoded.hex(),
             "processed_output": "",
             "proof": "",
+            "abi_output": True,  # raw_output is the output to deliver, as it is (node.dispatch.protocol)
         },
     )
 

@@ -1,9 +1,15 @@
 """Calls a model container over HTTP with the Infernet container protocol.
 
-Guarantees: a 4xx is `ContainerRejected` (the input is bad; retrying cannot help); a 5xx, a timeout or a dropped
-connection is a retryable `ContainerError` (`ContainerLost` when it dropped mid-call: the container may have crashed);
-a refused connection is `ContainerUnavailable` (the container is down); a 200 whose body lacks an output is an error,
-never a success.
+Guarantees: every answer is classified once, here and in `node.dispatch.protocol` (its table): a 4xx other than
+408/425/429 is `ContainerRejected` (the input is bad; retrying cannot help); 408/425/429, a 5xx, a timeout or a
+dropped connection is a retryable `ContainerError` carrying the container's `Retry-After` (`ContainerLost` when it
+dropped mid-call: the container may have crashed); a refused connection is `ContainerUnavailable` (the container is
+down); a 2xx whose body is not a usable answer is a retryable error, never a success. A body is read up to
+`MAX_ANSWER_BYTES` (a non-2xx one up to `MAX_ERROR_BYTES`) and refused beyond, never held whole. Each answer that
+is not a success is counted in `CONDITIONS` by its action; a container that keeps rate-limiting (429/503) is a
+condition `container <name>` (logged once per change, not blocking readiness) until it answers again.
+A container without `GET /health` (404/405, Infernet's) is judged by its answers: healthy until a call fails for a
+reason of its own (not a rejected input, not rate limiting), and again once a call succeeds.
 
 Calls that overlap share HTTP round trips when the container has `POST /service_output/batch` (Infera's containers
 do; an Infernet container answers it 404, and from then on each input gets its own `POST /service_output`): an input
@@ -17,12 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from typing import Any
 
 import aiohttp
 
-from node.dispatch.protocol import chain_body, output_from_answer
-from node.errors import ContainerError, ContainerLost, ContainerUnavailable
+from node.conditions import CONDITIONS
+from node.dispatch.protocol import (
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_BYTES,
+    RATE_LIMITED,
+    chain_body,
+    output_from_answer,
+    retry_after_s,
+    short,
+)
+from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable
 
 #: Batch calls in flight to one container at once; further inputs wait for one to return.
 MAX_POSTS = 2
@@ -32,15 +48,28 @@ MAX_BATCH_ITEMS = 32
 MAX_BATCH_BYTES = 48 * 1024
 #: Answers to the batch path that mean the container does not have it (an Infernet container).
 NO_BATCH_PATH = (404, 405)
+#: Answers to `GET /health` that mean the container has no health path (an Infernet container).
+NO_HEALTH_PATH = (404, 405)
+#: Rate-limited answers in a row after which the container is a condition (shown on `/status`, logged once).
+RATE_LIMITED_CONDITION_AFTER = 2
 
 
 class HttpDispatcher:
     """Sends on-chain inputs to one container's `POST /service_output` (or `/service_output/batch`) and returns the
     ABI output bytes."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, *, timeout_s: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, timeout_s: float, name: str | None = None) -> None:
+        """`url`: the container's base URL; `timeout_s`: seconds a call may take, body included; `name`: the model
+        it serves, for conditions and logs (default the URL)."""
         self._session = session
         self._url = url.rstrip("/")
+        self.name = name or self._url
+        #: Whether the container has `GET /health`: None until it answers it.
+        self.has_health: bool | None = None
+        #: Whether its last judged call succeeded (what says "healthy" when it has no `/health`).
+        self.answering = True
+        #: Rate-limited answers in a row.
+        self.rate_limited = 0
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         #: Whether the container has the batch path: None until its first answer says.
         self.batches: bool | None = None
@@ -55,12 +84,41 @@ class HttpDispatcher:
         return self._url
 
     async def compute(self, job_id: str, input_: bytes) -> bytes:
-        if self.batches is False:
-            return await self._single(input_)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting.append((input_, future))
-        self._pump()
-        return await future
+        """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family (see the
+        module docstring)."""
+        try:
+            if self.batches is False:
+                output = await self._single(input_)
+            else:
+                future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                self._waiting.append((input_, future))
+                self._pump()
+                output = await future
+        except ContainerError as exc:
+            self._judge(exc)
+            raise
+        self._judge(None)
+        return output
+
+    def _judge(self, exc: ContainerError | None) -> None:
+        """Counts a call's answer and keeps what it says about the container (health, rate limiting)."""
+        if exc is None:
+            self.answering = True
+        else:
+            CONDITIONS.count("container", exc.action)
+            if not isinstance(exc, ContainerRejected) and exc.status not in RATE_LIMITED:
+                self.answering = False
+        if exc is not None and exc.status in RATE_LIMITED:
+            self.rate_limited += 1
+            if self.rate_limited >= RATE_LIMITED_CONDITION_AFTER:
+                CONDITIONS.set(
+                    f"container {self.name}",
+                    "rate limiting the node (HTTP 429/503); calls wait as it asks",
+                    blocks_ready=False,
+                )
+        elif self.rate_limited:
+            self.rate_limited = 0
+            CONDITIONS.set(f"container {self.name}", None)
 
     def _pump(self) -> None:
         while self._waiting and self._posts < MAX_POSTS:
@@ -105,22 +163,23 @@ class HttpDispatcher:
         if self.batches is False:  # learnt while these waited
             return await self._singly(inputs)
         body = {"requests": [chain_body(i) for i in inputs]}
-        status, payload = await self._call("/service_output/batch", body)
+        status, payload, retry_after = await self._call("/service_output/batch", body)
         if status in NO_BATCH_PATH or status == 413:  # no batch path, or this batch is over the body limit
             if status != 413:
                 self.batches = False
             return await self._singly(inputs)
         answers = payload.get("answers") if isinstance(payload, dict) else None
         if status != 200 or not isinstance(answers, list) or len(answers) != len(inputs):
-            reason = payload.get("error") if isinstance(payload, dict) else None
-            raise ContainerError(f"container batch call failed: {reason or f'HTTP {status}'}", status=status)
+            if status != 200:  # the whole call was answered as one (429, 500, ...): each item gets that answer
+                output_from_answer(status, payload, self._url, retry_after=retry_after)
+            raise ContainerError(f"{self._url} answered the batch call without one answer per input", status=status)
         self.batches = True
         results: list[bytes | BaseException] = []
         for answer in answers:
             try:
                 if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
                     raise ContainerError("container answered a batch item without a status")
-                results.append(output_from_answer(answer["status"], answer.get("body"), "container"))
+                results.append(output_from_answer(answer["status"], answer.get("body"), self._url))
             except ContainerError as exc:
                 results.append(exc)
         return results
@@ -129,22 +188,34 @@ class HttpDispatcher:
         return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
 
     async def _single(self, input_: bytes) -> bytes:
-        status, payload = await self._call("/service_output", chain_body(input_))
-        return output_from_answer(status, payload, "container")
+        status, payload, retry_after = await self._call("/service_output", chain_body(input_))
+        return output_from_answer(status, payload, self._url, retry_after=retry_after)
 
-    async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        """POSTs `body`; returns the status and the JSON answer (None when the body is empty or not JSON: a 404
-        page, a proxy's error page)."""
+    async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, Any, float | None]:
+        """POSTs `body`; returns the status, the JSON answer (None when the body is empty or not JSON: a 404 page, a
+        proxy's error page) and `Retry-After` in seconds. Raises a retryable `ContainerError` for a 2xx body that
+        is not JSON or is longer than `MAX_ANSWER_BYTES` (read no further than that)."""
         self.round_trips += 1
         try:
             async with self._session.post(f"{self._url}{path}", json=body, timeout=self._timeout) as resp:
-                try:
-                    payload: Any = await resp.json(content_type=None) if resp.content_length != 0 else None
-                except ValueError:
-                    if resp.status == 200:
-                        raise
-                    payload = None
-                return resp.status, payload
+                ok = 200 <= resp.status < 300
+                retry_after = retry_after_s(resp.headers.get("Retry-After"))
+                raw = await _read(resp, MAX_ANSWER_BYTES if ok else MAX_ERROR_BYTES)
+                if raw is None and ok:
+                    raise ContainerError(
+                        f"{self._url} answered a body over {MAX_ANSWER_BYTES} bytes; refused", status=resp.status
+                    )
+                payload: Any = None
+                if raw:
+                    try:
+                        payload = json.loads(raw)
+                    except (ValueError, RecursionError):
+                        if ok:
+                            raise ContainerError(
+                                f"{self._url} answered with a body that is not JSON: {short(raw[:60])}",
+                                status=resp.status,
+                            ) from None
+                return resp.status, payload, retry_after
         except TimeoutError:
             raise ContainerError(f"{self._url} did not answer within {self._timeout.total} s") from None
         except aiohttp.ClientConnectorError as exc:
@@ -153,19 +224,38 @@ class HttpDispatcher:
             raise ContainerLost(f"{self._url} dropped the connection mid-call: {exc}") from None
         except aiohttp.ClientError as exc:
             raise ContainerError(f"{self._url} unreachable: {exc}") from None
-        except ValueError:
-            raise ContainerError(f"{self._url} answered with a body that is not JSON") from None
 
     async def healthy(self) -> bool:
+        """Whether the container can take calls: its `GET /health` is 200, or, when it has no such path (404/405),
+        its calls have been answered (see the module docstring). False when it cannot be reached."""
         try:
             async with self._session.get(f"{self._url}/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status in NO_HEALTH_PATH and self.has_health is not True:
+                    self.has_health = False
+                    return self.answering
+                if resp.status == 200:
+                    self.has_health = True
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
 
 
+async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is longer than `limit` bytes (the connection is then closed, the rest unread)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        resp.close()
+        return None
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            resp.close()
+            return None
+    return bytes(body)
+
+
 def _copy(exc: BaseException) -> BaseException:
     """Each waiting call raises an exception of its own (a raised exception collects its caller's traceback)."""
     if isinstance(exc, ContainerError):
-        return type(exc)(str(exc), status=exc.status)
+        return type(exc)(str(exc), status=exc.status, retry_after_s=exc.retry_after_s)
     return exc

@@ -4,7 +4,9 @@ Jobs go to `infera/jobs/<model>` with QoS 1, where any number of workers on any 
 through a shared subscription; answers come back on this node's own reply topic and are matched by job id.
 Guarantees: a job with no answer within `timeout_s` is re-dispatched under the same job id (a worker that already
 computed it answers from its cache), up to `max_dispatches`; the first answer wins and later copies are dropped;
-a lost broker connection is re-established with backoff while waiting jobs keep their deadlines.
+a lost broker connection is re-established with backoff while waiting jobs keep their deadlines. A worker's answer is
+classified as an HTTP container's is (`node.dispatch.protocol`), and each one that is not a success is counted in
+`CONDITIONS` by its action.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
-from node.dispatch.protocol import chain_body, output_from_answer
+from node.conditions import CONDITIONS
+from node.dispatch.protocol import chain_body, output_from_answer, short
 from node.errors import ContainerError
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,14 @@ class MqttDispatcher:
         return await self._hub.healthy()
 
     async def compute(self, job_id: str, input_: bytes) -> bytes:
+        """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family."""
+        try:
+            return await self._compute(job_id, input_)
+        except ContainerError as exc:
+            CONDITIONS.count("container", exc.action)
+            raise
+
+    async def _compute(self, job_id: str, input_: bytes) -> bytes:
         key = f"{self._hub.node_id}:{job_id}"
         for dispatch in range(1, self._max_dispatches + 1):
             try:
@@ -131,5 +142,9 @@ class MqttDispatcher:
                     self._max_dispatches,
                 )
                 continue
-            return output_from_answer(int(reply["status"]), reply["body"], f"worker {reply.get('worker', '?')}")
+            try:
+                status, body, worker = int(reply["status"]), reply.get("body"), short(reply.get("worker", "?"), 40)
+            except (KeyError, TypeError, ValueError):
+                raise ContainerError(f"a worker of the {self._model} pool answered without a status") from None
+            return output_from_answer(status, body, f"worker {worker}")
         raise ContainerError(f"no worker of the {self._model} pool answered after {self._max_dispatches} dispatches")

@@ -1,13 +1,69 @@
-"""The container protocol's answer, read the same way whether it came over HTTP or MQTT."""
+"""The container protocol's answer, classified once, the same way whether it came over HTTP or MQTT.
+
+A container's answer (status, JSON body, `Retry-After`) becomes either the bytes to deliver on-chain or one of the
+`ContainerError` family, whose `action` (`node.errors.Action`) is what the core does about it:
+
+| answer                                                         | raises                 | action            |
+|----------------------------------------------------------------|------------------------|-------------------|
+| 2xx with a usable body                                         | (the output)           |                   |
+| 408, 425, 429, 502, 503, 504 (`Retry-After` kept, capped 60 s) | `ContainerError`       | `RETRY`           |
+| any other 4xx                                                  | `ContainerRejected`    | `REFUSED`         |
+| any other 5xx, 1xx, 3xx                                        | `ContainerError`       | `RETRY`           |
+| 2xx, body empty / not JSON / not an object / wrong types / over `MAX_ANSWER_BYTES` | `ContainerError` | `RETRY` |
+
+The output of a usable 2xx body follows Infernet's node (ritual-net/infernet-node, `src/chain/processor.py`,
+`ChainProcessor._serialize_container_output`), except for Infera's own containers:
+
+- `{"abi_output": true, "raw_output": "<hex>", ...}` (Infera's containers): the raw_output bytes, delivered as they
+  are (they are the ABI-encoded output already).
+- every one of `raw_input, processed_input, raw_output, processed_output, proof` present (Infernet's on-chain
+  shape): `abi.encode(bytes raw_output, bytes processed_output)`, each the hex it holds (`null` is empty bytes);
+  the proof is `bytes(proof)` the same way.
+- anything else (`{"output": "..."}`, Infernet's hello-world): `abi.encode(string(str(answer)))`, where `str` is
+  Python's `str` of the decoded JSON object, as Infernet's node does; no proof.
+
+Reasons taken from a container's answer are cut to `MAX_REASON_CHARS`, so whatever it says fits in a failure report.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import time
+from dataclasses import dataclass
 from typing import Any
+
+from eth_abi.abi import encode
 
 from node.errors import ContainerError, ContainerRejected
 
 SOURCE_CHAIN = 0
 DESTINATION_CHAIN = 0
+
+#: Bytes of one answer body read at most; a longer body is refused (retryable) and never held beyond this.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+#: Bytes of a non-2xx answer's body read (only its `error` is of use); the rest is dropped unread.
+MAX_ERROR_BYTES = 64 * 1024
+#: Longest `Retry-After` honoured, in seconds (a container asking for an hour gets a minute).
+RETRY_AFTER_MAX_S = 60.0
+#: Characters of a container's own words (its `error`, its status line) kept in an error message.
+MAX_REASON_CHARS = 160
+#: Statuses that say "not now" rather than "never": retried, honouring `Retry-After`.
+RETRYABLE_4XX_5XX = frozenset({408, 425, 429, 502, 503, 504})
+#: Statuses that say "too many calls" (or "busy"): a container that keeps answering them is rate-limiting the node.
+RATE_LIMITED = frozenset({429, 503})
+#: The keys of Infernet's on-chain answer shape; all must be present for it to apply (as in Infernet's node).
+INFERNET_KEYS = ("raw_input", "processed_input", "raw_output", "processed_output", "proof")
+#: The key by which Infera's own containers say `raw_output` is the ABI output, to be delivered as it is.
+ABI_OUTPUT_FLAG = "abi_output"
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a container's answer delivers on-chain: `output` (bytes for `deliver`) and `proof` (bytes, empty when the
+    container gave none)."""
+
+    output: bytes
+    proof: bytes = b""
 
 
 def chain_body(input_: bytes) -> dict[str, Any]:
@@ -15,27 +71,89 @@ def chain_body(input_: bytes) -> dict[str, Any]:
     return {"source": SOURCE_CHAIN, "destination": DESTINATION_CHAIN, "data": input_.hex(), "requires_proof": False}
 
 
-def output_from_answer(status: int, payload: Any, where: str) -> bytes:
-    """The ABI output bytes of a container's answer.
+def short(text: object, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` as one line of at most `limit` characters (an ellipsis marks a cut)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
-    A 4xx is `ContainerRejected` (bad input: retrying cannot help), any other non-200 a retryable
-    `ContainerError`; a 200 without a usable output is an error too, never a success.
+
+def retry_after_s(header: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from an HTTP `Retry-After` value (delay-seconds or an HTTP-date; `now` in unix seconds,
+    default the machine's clock), capped at `RETRY_AFTER_MAX_S`; None when absent or unreadable."""
+    if header is None:
+        return None
+    value = header.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        seconds = float(int(value[:6]))  # a 300-digit number is just "long"
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(RETRY_AFTER_MAX_S, max(0.0, seconds))
+
+
+def classify(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> Output:
+    """The on-chain `Output` of a container's answer: HTTP `status`, its decoded JSON body `payload` (None when the
+    body was empty or not JSON), `retry_after` (seconds, from `Retry-After`). `where` names the container in errors.
+
+    Raises `ContainerRejected` (a 4xx other than those in `RETRYABLE_4XX_5XX`: retrying cannot help), or a retryable
+    `ContainerError` (with `status` and `retry_after_s`) for every other non-2xx and for a 2xx without a usable body.
     """
-    reason = payload.get("error") if isinstance(payload, dict) else None
-    if 400 <= status < 500:
-        raise ContainerRejected(f"{where} rejected the input: {reason or f'HTTP {status}'}", status=status)
-    if status != 200:
-        raise ContainerError(f"{where} failed: {reason or f'HTTP {status}'}", status=status)
+    if not 200 <= status < 300:
+        reason = payload.get("error") if isinstance(payload, dict) else None
+        said = short(reason) if reason else f"HTTP {status}"
+        if 400 <= status < 500 and status not in RETRYABLE_4XX_5XX:
+            raise ContainerRejected(f"{where} rejected the input: {said}", status=status)
+        if status in RETRYABLE_4XX_5XX and reason:
+            said = f"HTTP {status}: {said}"
+        raise ContainerError(f"{where} failed: {said}", status=status, retry_after_s=retry_after)
+    try:
+        return onchain_output(payload, where)
+    except ContainerError as exc:
+        exc.status = status
+        raise
+
+
+def onchain_output(payload: Any, where: str) -> Output:
+    """The on-chain `Output` of a 2xx answer's decoded JSON body (rules in the module docstring). Raises a retryable
+    `ContainerError` when the body is not a JSON object or a field has the wrong type."""
     if not isinstance(payload, dict):
-        raise ContainerError(f"{where} answered 200 without a JSON object", status=status)
-    # Ours put the ABI output in raw_output; some Infernet containers use processed_output.
-    for key in ("raw_output", "processed_output"):
-        value = payload.get(key)
-        if value:
-            if not isinstance(value, str):
-                raise ContainerError(f"{where}'s {key} is not a hex string", status=status)
-            try:
-                return bytes.fromhex(value.removeprefix("0x"))
-            except ValueError:
-                raise ContainerError(f"{where}'s {key} is not hex", status=status) from None
-    raise ContainerError(f"{where} answered 200 without raw_output", status=status)
+        kind = "no body" if payload is None else f"a JSON {type(payload).__name__}"
+        raise ContainerError(f"{where} answered 2xx with {kind}, not a JSON object")
+    if payload.get(ABI_OUTPUT_FLAG) is True:
+        raw = _hex(payload.get("raw_output"), "raw_output", where)
+        if not raw:
+            raise ContainerError(f"{where} answered 2xx without raw_output")
+        return Output(raw, _hex(payload.get("proof"), "proof", where))
+    if all(key in payload for key in INFERNET_KEYS):
+        raw = _hex(payload["raw_output"], "raw_output", where)
+        processed = _hex(payload["processed_output"], "processed_output", where)
+        return Output(encode(["bytes", "bytes"], [raw, processed]), _hex(payload["proof"], "proof", where))
+    try:
+        text = str(payload)
+    except RecursionError:
+        raise ContainerError(f"{where} answered an object nested too deep to print") from None
+    return Output(encode(["string"], [text]))
+
+
+def output_from_answer(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> bytes:
+    """The bytes to deliver for a container's answer; `classify` without the proof (errors as `classify`)."""
+    return classify(status, payload, where, retry_after=retry_after).output
+
+
+def _hex(value: Any, key: str, where: str) -> bytes:
+    """A field holding hex (with or without `0x`; null is empty bytes, as in Infernet's node)."""
+    if value is None:
+        return b""
+    if not isinstance(value, str):
+        raise ContainerError(f"{where}'s {key} is not a hex string")
+    try:
+        return bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise ContainerError(f"{where}'s {key} is not hex") from None

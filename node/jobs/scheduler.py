@@ -2,14 +2,17 @@
 
 Guarantees: at most `max_concurrency` jobs run per model at once, and at most twice that many have a task at all
 (the rest wait in a queue: a burst of thousands of requests costs a queue entry each, not a task and its frames); a
-retryable container failure (5xx, timeout, crash, malformed answer) is retried with capped exponential backoff up to
-`max_attempts`; a rejected input (4xx) fails at once; a call that loses its connection while other jobs were in the
-same container (one of them may have crashed it) uses up no attempt, and that job's next attempts run alone in the
-container, so an input that crashes its container fails by itself and the jobs beside it are not failed with it; a
-job that cannot be computed is reported on-chain (`reportFailure`) so the request fails and is refunded instead of
-hanging; a request past its deadline is dropped, not run; the output is committed to the store before it is handed
-on, so it is never computed twice (a restart resumes computed jobs at the send); each attempt is committed too, so a
-container that crashes the node's jobs cannot make a restarted node retry forever.
+retryable container failure (429, 5xx, timeout, crash, malformed answer) is retried up to `max_attempts`, each retry
+after capped exponential backoff or the container's `Retry-After` if longer (never sooner than `MIN_RETRY_S`, never
+past the request's deadline: a retry that could not start before it fails the job now); a rejected input (4xx) fails
+at once; a call that loses its connection while other jobs were in the same container (one of them may have crashed
+it) uses up no attempt, and that job's next attempts run alone in the container, so an input that crashes its
+container fails by itself and the jobs beside it are not failed with it; a job that cannot be computed is reported
+on-chain (`reportFailure`) so the request fails and is refunded instead of hanging, with a reason of at most
+`MAX_FAILURE_CHARS` characters; a request past its deadline is dropped, not run (deadlines are judged by the `clock`
+given, the chain's time in the node); the output is committed to the store before it is handed on, so it is never
+computed twice (a restart resumes computed jobs at the send); each attempt is committed too, so a container that
+crashes the node's jobs cannot make a restarted node retry forever.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import tenacity
+
 from node.chain.contracts import InferenceRequest, model_id
 from node.config import ModelConfig
 from node.errors import ContainerError, ContainerLost, ContainerUnavailable
@@ -34,13 +39,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX_S = 10.0
+#: Shortest wait before any retry, in seconds: nothing a container answers can make a job spin.
+MIN_RETRY_S = 0.05
 #: How often a job re-tries a container that refuses connections.
 CONTAINER_WAIT_S = 1.0
+#: Longest failure reason reported on-chain, in characters.
+MAX_FAILURE_CHARS = 256
 
 
 def backoff_s(attempt: int, base_s: float) -> float:
-    """Capped exponential backoff before retry number `attempt` (1-based)."""
-    return float(min(BACKOFF_MAX_S, base_s * 2 ** (attempt - 1)))
+    """Seconds before retry number `attempt` (1-based): `base_s` doubling each time, capped at `BACKOFF_MAX_S`."""
+    wait = tenacity.wait_exponential(multiplier=base_s, min=MIN_RETRY_S, max=BACKOFF_MAX_S)
+    state = tenacity.RetryCallState(tenacity.AsyncRetrying(), None, (), {})
+    state.attempt_number = max(1, attempt)
+    return float(wait(state))
+
+
+def retry_delay_s(exc: ContainerError, attempt: int, base_s: float) -> float:
+    """Seconds before the retry after `exc`: the backoff for `attempt`, or the container's `Retry-After` if longer."""
+    return max(backoff_s(attempt, base_s), exc.retry_after_s or 0.0)
 
 
 class Dispatcher(Protocol):
@@ -102,9 +119,18 @@ class Route:
 
 class Scheduler:
     def __init__(
-        self, store: JobStore, routes: dict[bytes, Route], sender: Sender, *, metrics: Metrics | None = None
+        self,
+        store: JobStore,
+        routes: dict[bytes, Route],
+        sender: Sender,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: the time that requests' deadlines are judged by, in unix seconds (the node passes the chain's,
+        `ChainClock.now`)."""
         self._store = store
+        self._clock = clock
         self._routes = routes
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -222,7 +248,7 @@ class Scheduler:
                 except ContainerUnavailable as exc:
                     # The container is down, not failing on this input: wait for it, within the request's deadline.
                     self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)
-                    if time.time() + CONTAINER_WAIT_S >= job.request.deadline:
+                    if self._clock() + CONTAINER_WAIT_S >= job.request.deadline:
                         raise ContainerError(f"{exc}; gave up before the request's deadline") from None
                     if down_since is None:
                         down_since = time.monotonic()
@@ -237,7 +263,7 @@ class Scheduler:
                     elif job.attempts >= route.model.max_attempts:  # it was alone: the crash is its own
                         raise
                     suspect = True
-                    error, delay = exc, backoff_s(max(1, job.attempts), route.model.retry_backoff_s)
+                    error, delay = exc, retry_delay_s(exc, job.attempts, route.model.retry_backoff_s)
                     log.warning(
                         "request %d: %s (%s); retrying alone in the container in %.2f s",
                         job.request_id,
@@ -252,7 +278,7 @@ class Scheduler:
                         self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=False)
                     if not exc.retryable or job.attempts >= route.model.max_attempts:
                         raise
-                    error, delay = exc, backoff_s(job.attempts, route.model.retry_backoff_s)
+                    error, delay = exc, retry_delay_s(exc, job.attempts, route.model.retry_backoff_s)
                     log.warning(
                         "request %d: attempt %d/%d failed (%s); retrying in %.2f s",
                         job.request_id,
@@ -265,11 +291,16 @@ class Scheduler:
                     if self.metrics is not None:
                         self.metrics.observe_container(route.model.name, time.perf_counter() - called, ok=True)
                     return output
-            await asyncio.sleep(delay)
+            if self._clock() + delay >= job.request.deadline:
+                raise ContainerError(
+                    f"{error}; no time left for a retry in {delay:.1f} s before the request's deadline",
+                    status=error.status,
+                ) from None
+            await asyncio.sleep(max(MIN_RETRY_S, delay))
 
     async def _run(self, job: Job, route: Route) -> None:
         rid = job.request_id
-        if job.request.deadline < time.time():
+        if job.request.deadline < self._clock():
             self._store.update(job, JobState.EXPIRED, error="deadline passed before it could run")
             log.info("request %d: deadline passed before it could run; skipped", rid)
             return
@@ -283,7 +314,7 @@ class Scheduler:
         except ContainerError as exc:
             log.error("request %d: %s failed after %d attempt(s): %s", rid, route.model.name, job.attempts, exc)
             # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.
-            self._store.update(job, JobState.COMPUTED, failure=str(exc))
+            self._store.update(job, JobState.COMPUTED, failure=_reason(exc))
         except Exception as exc:  # a bug must fail one job, not the node
             log.exception("request %d: unexpected error", rid)
             self._store.update(job, JobState.FAILED, error=repr(exc))
@@ -292,3 +323,9 @@ class Scheduler:
             self._store.update(job, JobState.COMPUTED, output=output)
             log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)
         self._sender.enqueue(job)
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure reason that fits in a report: one line of at most `MAX_FAILURE_CHARS` characters."""
+    line = " ".join(str(exc).split())
+    return line if len(line) <= MAX_FAILURE_CHARS else line[: MAX_FAILURE_CHARS - 1] + "…"

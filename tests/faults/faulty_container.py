@@ -39,8 +39,8 @@ async def service_output(request: web.Request) -> web.Response:
     if text.startswith("fail500-"):
         return web.json_response({"error": "model blew up"}, status=500)
     if text.startswith("malformed-"):
-        return web.json_response({"raw_output": 12345})
-    return web.json_response({"raw_output": data.hex(), "processed_output": None})
+        return web.json_response({"raw_output": 12345, "abi_output": True})
+    return web.json_response({"raw_output": data.hex(), "processed_output": None, "abi_output": True})
 
 
 async def hold(request: web.Request) -> web.Response:
