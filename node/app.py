@@ -153,6 +153,9 @@ class Node:
                 on_request=requests.put_nowait,
                 on_head=txm.on_head,
                 on_reorg=on_reorg,
+                fallback_ws_urls=c.fallback_ws_urls,
+                stale_head_min_s=c.stale_head_min_s,
+                stale_head_max_s=c.stale_head_max_s,
             )
             health = Health(
                 rpc,

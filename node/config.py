@@ -32,12 +32,20 @@ class _Section(BaseModel):
 
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
+WsUrl = Annotated[str, Field(pattern=r"^wss?://")]
 
 
 class ChainConfig(_Section):
     rpc_url: str = Field(pattern=r"^https?://", description="HTTP JSON-RPC endpoint")
     fallback_rpc_urls: list[HttpUrl] = Field(default=[], description="tried in order when rpc_url fails")
     ws_url: str | None = Field(default=None, pattern=r"^wss?://", description="WebSocket endpoint for logs")
+    fallback_ws_urls: list[WsUrl] = Field(default=[], description="tried in turn when ws_url fails or goes stale")
+    stale_head_min_s: float = Field(
+        default=5.0, gt=0, le=3600, description="a silent WebSocket is checked after 5 block times, at least this"
+    )
+    stale_head_max_s: float = Field(
+        default=60.0, gt=0, le=3600, description="... and at most this (also the bound while the block time is unknown)"
+    )
     coordinator_address: Address
     start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -8,31 +8,70 @@ Guarantees:
 - Reorgs are found from block hashes (each new head's parent against the stored hash, and the stored hashes against
   the chain after a reconnect): the cursor rewinds to the fork, held logs of orphaned blocks are dropped, and
   `on_reorg(fork)` lets the node cancel jobs of orphaned requests; the backfill then re-reads the new branch.
-- A provider that refuses a log range gets it split in halves until it answers.
-- A dropped connection is retried with capped backoff; the listener never exits on an RPC error.
+- A provider that refuses a log range (its answer names a range or result limit) gets it split in halves until it
+  answers; the range doubles again after each answered call, up to `MAX_LOG_RANGE` (and up to half the smallest
+  refused range for `RANGE_LIMIT_TTL_S` after a refusal). A rate limit (HTTP 429, code -32005/429, "rate limit",
+  "too many requests") is not a range refusal: the same call is retried after a back-off (`Retry-After` when given).
+- WebSocket endpoints (`ws_url`, then `fallback_ws_urls`) are tried in turn. One that fails, or goes stale (no new
+  head for `STALE_HEAD_BLOCKS` block times, clamped to [stale_head_min_s, stale_head_max_s], while the chain's head
+  over HTTP or over its own calls is ahead of the last head it sent), is left; while no WebSocket works the listener
+  polls the head and the logs over HTTP (the failing-over `RpcPool`) and tries the WebSockets again with a capped
+  back-off. An idle chain (the HTTP head equals ours) is not stale. Each endpoint's problem is a condition
+  (`"ws <url>"`, on `/readyz`, logged once per change), its classified answers are counted under source "ws".
+- Every loop waits between rounds whatever the RPC answers (errors, nulls, malformed blocks, non-JSON): reconnects
+  back off exponentially up to `RECONNECT_MAX_S` (WebSocket retries up to `WS_RETRY_MAX_S`), and the back-offs
+  start again from the shortest after `HEALTHY_S` of heads. The listener never exits on an RPC error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_typing import ChecksumAddress
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
 
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
-from node.chain.rpc import RpcPool, is_transport_error
+from node.chain.rpc import RpcError, RpcPool, is_transport_error, public_url
 from node.chain.wsrpc import WsRpc
+from node.conditions import CONDITIONS
+from node.errors import Action, RpcUnavailable
 from node.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+#: Back-off of the listener's outer loop (the HTTP RPC failing, anything unforeseen): first wait and cap, seconds.
 RECONNECT_BASE_S = 0.5
-RECONNECT_MAX_S = 5.0
+RECONNECT_MAX_S = 10.0
+#: Back-off between rounds of WebSocket attempts (every URL failed once), polling over HTTP meanwhile, seconds.
+WS_RETRY_BASE_S = 1.0
+WS_RETRY_MAX_S = 30.0
+#: Seconds a WebSocket may take to open and subscribe before it counts as failed.
+WS_CONNECT_TIMEOUT_S = 10.0
+#: Seconds of heads (a connection that delivers) after which the back-offs start again from the shortest.
+HEALTHY_S = 30.0
+#: A WebSocket is stale after this many block times without a new head (and the chain moved on).
+STALE_HEAD_BLOCKS = 5.0
+#: Weight of the newest interval in the block time estimate (an exponential moving average).
+BLOCK_TIME_WEIGHT = 0.2
 MAX_LOG_RANGE = 5_000
+#: After a range refusal, ranges stay at most half the refused one for this long (seconds), then may grow again.
+RANGE_LIMIT_TTL_S = 300.0
+#: eth_getLogs refused for a rate limit: retried this many times in all, waiting the endpoint's Retry-After or an
+#: exponential back-off between these bounds (seconds), before the failure goes to the outer loop's back-off.
+RATE_LIMIT_ATTEMPTS = 8
+RATE_LIMIT_BASE_S = 0.25
+RATE_LIMIT_MAX_S = 5.0
+#: Shortest wait after a rate limit, even when the endpoint says `Retry-After: 0` (no hot loop).
+RATE_LIMIT_MIN_S = 0.05
 #: Block hashes kept for reorg detection: deeper reorgs than this are not recognised.
 KEEP_BLOCKS = 256
 #: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
@@ -55,6 +94,98 @@ class Head:
     timestamp: int
     #: The block's gas limit (0 when the block did not say): what one transaction can use at most.
     gas_limit: int = 0
+
+
+class Refusal(enum.Enum):
+    """Why eth_getLogs failed, as far as the listener acts on it."""
+
+    RATE_LIMITED = "rate_limited"  # the same call later
+    RANGE = "range"  # a smaller range now
+    OTHER = "other"  # not the range's fault: up to the caller's back-off
+
+
+_RATE_WORDS = ("rate limit", "rate-limit", "ratelimit", "too many requests", "request rate", "throttl", "http 429")
+_RANGE_WORDS = ("range", "more than", "results", "response size", "too large", "too wide", "too big", "too many logs")
+
+
+def log_refusal(exc: BaseException) -> Refusal:
+    """Classifies a failed `eth_getLogs`: a rate limit (HTTP 429, JSON-RPC code 429/-32005 without range words, rate
+    limit words), a refusal of the range (an error answer naming a range or result limit, or any other error answer:
+    the old split-on-refusal behaviour), or other (a transport failure, every endpoint down, a non-JSON answer)."""
+    text = str(exc).lower()
+    status = getattr(exc, "status", None)
+    if status == 429 or any(w in text for w in _RATE_WORDS):
+        return Refusal.RATE_LIMITED
+    if isinstance(exc, RpcError):
+        if any(w in text for w in _RANGE_WORDS):
+            return Refusal.RANGE
+        if exc.code in (429, -32005) or "limit exceeded" in text:
+            return Refusal.RATE_LIMITED
+        return Refusal.RANGE
+    return Refusal.OTHER
+
+
+def action_of(exc: BaseException) -> Action:
+    """The `Action` class of a failed WebSocket call or stream, for the counts under source "ws"."""
+    if isinstance(exc, RpcError):
+        refusal = log_refusal(exc)
+        return Action.RETRY if refusal is Refusal.RATE_LIMITED else Action.REFUSED
+    if isinstance(exc, ConnectionError | RpcUnavailable | WsStale) or is_transport_error(exc):
+        return Action.UNHEALTHY
+    return Action.UNKNOWN
+
+
+def _rate_limit_wait(state: RetryCallState) -> float:
+    """Seconds before retrying a rate-limited call: the endpoint's Retry-After if it gave one, else exponential."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    after = getattr(exc, "retry_after_s", None)
+    if isinstance(after, int | float) and after >= 0:
+        return max(RATE_LIMIT_MIN_S, min(float(after), 60.0))
+    return max(RATE_LIMIT_MIN_S, wait_exponential_jitter(initial=RATE_LIMIT_BASE_S, max=RATE_LIMIT_MAX_S)(state))
+
+
+class WsStale(ConnectionError):
+    """The WebSocket still answers (or seems open) but sends no new heads while the chain moves on."""
+
+
+class BlockTime:
+    """The chain's block time, estimated from the heads seen (their timestamps), and the staleness bound from it."""
+
+    def __init__(self, min_s: float, max_s: float) -> None:
+        self.min_s = min_s
+        self.max_s = max_s
+        #: Seconds per block (None until two heads were seen).
+        self.estimate_s: float | None = None
+        self._last: tuple[int, int] | None = None
+
+    def observe(self, number: int, timestamp: int) -> None:
+        """A head (`number`, `timestamp` in seconds). Heads out of order or repeated are ignored."""
+        if self._last is not None and number > self._last[0]:
+            per_block = max(0.0, (timestamp - self._last[1]) / (number - self._last[0]))
+            if self.estimate_s is None:
+                self.estimate_s = per_block
+            else:
+                self.estimate_s += BLOCK_TIME_WEIGHT * (per_block - self.estimate_s)
+        if self._last is None or number > self._last[0]:
+            self._last = (number, timestamp)
+
+    def stale_after_s(self) -> float:
+        """Seconds without a new head after which a WebSocket is suspect: `STALE_HEAD_BLOCKS` block times, clamped
+        to [min_s, max_s] (max_s when the block time is unknown; max_s wins when min_s > max_s)."""
+        if self.estimate_s is None:
+            return self.max_s
+        return min(self.max_s, max(self.min_s, STALE_HEAD_BLOCKS * self.estimate_s))
+
+
+def is_stale(ours: int | None, theirs: int | None) -> bool:
+    """Whether a silent WebSocket is stale: the chain's head as asked (`theirs`, None when nobody answered) is past
+    the last head the WebSocket sent (`ours`). Equal heads: the chain is idle (a devnet mining only on demand)."""
+    return theirs is not None and (ours is None or theirs > ours)
+
+
+def grown_range(current: int, limit: int) -> int:
+    """The log range after an answered call: doubled, at most `limit` and `MAX_LOG_RANGE`."""
+    return max(1, min(MAX_LOG_RANGE, limit, current * 2))
 
 
 def _hex(value: Any) -> str:
@@ -88,9 +219,28 @@ class Listener:
         on_request: Callable[[InferenceRequest], None],
         on_head: Callable[[Head], None] = lambda head: None,
         on_reorg: Callable[[int], None] = lambda fork: None,
+        fallback_ws_urls: Sequence[str] = (),
+        stale_head_min_s: float = 5.0,
+        stale_head_max_s: float = 60.0,
     ) -> None:
+        """`ws_url` then `fallback_ws_urls`: WebSocket endpoints tried in turn (none: HTTP polling every
+        `poll_interval_s` seconds). `stale_head_min_s`/`stale_head_max_s`: bounds in seconds of the staleness
+        check (`STALE_HEAD_BLOCKS` observed block times)."""
         self._rpc = rpc
-        self._ws_url = ws_url
+        self._ws_urls = [u for u in [ws_url, *fallback_ws_urls] if u]
+        self._ws_index = 0
+        #: WebSocket attempts failed in a row (over all URLs); 0 while one works.
+        self._ws_failures = 0
+        #: monotonic time before which no WebSocket is tried (HTTP polling meanwhile).
+        self._ws_retry_at = 0.0
+        #: monotonic times of the last head the current WebSocket sent, and of the last staleness check.
+        self._ws_head_at = 0.0
+        self._ws_checked_at = 0.0
+        self.block_time = BlockTime(stale_head_min_s, stale_head_max_s)
+        #: monotonic times a run of good heads (WebSocket or polled) started and last had one, for back-off resets.
+        self._good_since: float | None = None
+        self._good_last = 0.0
+        self._mode = ""
         self._coordinator = coordinator
         self._abi = abi
         self._store = store
@@ -108,6 +258,9 @@ class Listener:
         #: Logs seen live but not yet `confirmations` deep, by block number.
         self._held: dict[int, list[InferenceRequest]] = {}
         self._log_range = MAX_LOG_RANGE
+        #: Ranges stay at most this big until `_range_limit_until` (monotonic), after a range refusal.
+        self._range_limit = MAX_LOG_RANGE
+        self._range_limit_until = 0.0
         self.head: Head | None = None
         #: monotonic time the chain was last heard from (a head or a log), for readiness.
         self.last_heard = 0.0
@@ -136,7 +289,11 @@ class Listener:
 
         async def call(method: str, params: list[Any]) -> Any:
             self._rpc.calls[method] += 1
-            return await request(method, params)
+            try:
+                return await request(method, params)
+            except Exception as exc:
+                CONDITIONS.count("ws", action_of(exc))
+                raise
 
         return call
 
@@ -192,6 +349,7 @@ class Listener:
     async def _on_new_head(self, call: Call, head: Head) -> None:
         """Checks the head against the stored hashes (rewinding on a reorg), records it, releases held logs."""
         self.last_heard = time.monotonic()
+        self.block_time.observe(head.number, head.timestamp)
         known = self._hashes.get(head.number)
         if known == head.hash:  # already seen (before a restart, or a repeated notification)
             if self.head is None or head.number > self.head.number:
@@ -257,18 +415,48 @@ class Listener:
     # ------------------------------------------------------------------------------------------- backfill
 
     async def _get_logs(self, call: Call, from_block: int, to_block: int) -> list[Any]:
-        """`eth_getLogs` over [from, to], halving the range while the provider refuses it."""
+        """`eth_getLogs` over [from, to]: retried after a back-off while rate limited, the range halved while the
+        provider refuses it; raises what is neither (and a rate limit that outlasts `RATE_LIMIT_ATTEMPTS`)."""
         try:
-            return list(await call("eth_getLogs", [self._filter(from_block, to_block)]))
+            logs = await self._logs_call(call, from_block, to_block)
         except Exception as exc:
-            if is_transport_error(exc) or from_block == to_block:
+            if log_refusal(exc) is not Refusal.RANGE or from_block == to_block:
                 raise
-            self._log_range = max(1, (to_block - from_block + 1) // 2)
+            size = to_block - from_block + 1
+            self._log_range = max(1, size // 2)
+            self._range_limit = min(self._range_limit, self._log_range)
+            self._range_limit_until = time.monotonic() + RANGE_LIMIT_TTL_S
             log.info(
                 "provider refused logs %d-%d (%s); splitting to %d blocks", from_block, to_block, exc, self._log_range
             )
             middle = from_block + self._log_range - 1
             return await self._get_logs(call, from_block, middle) + await self._get_logs(call, middle + 1, to_block)
+        if time.monotonic() >= self._range_limit_until:
+            self._range_limit = MAX_LOG_RANGE
+        self._log_range = grown_range(self._log_range, self._range_limit)
+        return logs
+
+    async def _logs_call(self, call: Call, from_block: int, to_block: int) -> list[Any]:
+        """One `eth_getLogs`, retried (tenacity) while the endpoint answers with a rate limit."""
+        subject = "eth_getLogs"
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: log_refusal(e) is Refusal.RATE_LIMITED),
+            wait=_rate_limit_wait,
+            stop=stop_after_attempt(RATE_LIMIT_ATTEMPTS),
+            before_sleep=lambda state: CONDITIONS.set(
+                subject,
+                f"rate limited by the RPC ({state.outcome.exception() if state.outcome else ''}); backing off",
+                blocks_ready=False,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                result = await call("eth_getLogs", [self._filter(from_block, to_block)])
+        if CONDITIONS.get(subject) is not None:
+            CONDITIONS.set(subject, None)
+        if not isinstance(result, list):
+            raise ConnectionError(f"eth_getLogs answered {str(result)[:80]!r}, not a list")
+        return result
 
     async def backfill(self, call: Call) -> int:
         """Hands on every log from the cursor to the confirmed head; returns how many."""
@@ -294,45 +482,142 @@ class Listener:
     # ---------------------------------------------------------------------------------------------- loops
 
     async def run(self) -> None:
-        """Listens until cancelled, reconnecting with backoff."""
-        failures = 0
+        """Listens until cancelled. Every failure waits a capped, jittered exponential back-off (tenacity) before the
+        next try; the back-off starts again from `RECONNECT_BASE_S` after a healthy period (`HEALTHY_S` of heads)."""
         while True:
-            try:
-                if self._ws_url:
-                    await self._run_ws(self._ws_url)
-                else:
-                    await self._run_polling()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.connected = False
-                failures += 1
-                delay = min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (failures - 1))
-                log.warning("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Exception),
+                wait=wait_exponential_jitter(initial=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
+                before_sleep=self._say_lost,
+                reraise=True,
+            ):
+                with attempt:
+                    await self._session()
 
-    async def _run_ws(self, url: str) -> None:
-        async with WsRpc(url) as ws:
-            call = self._counted(ws.request)
+    @staticmethod
+    def _say_lost(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
+
+    def _healthy(self) -> bool:
+        """Whether heads have been coming for `HEALTHY_S` (then back-offs start again from the shortest)."""
+        return self._good_since is not None and self._good_last - self._good_since >= HEALTHY_S
+
+    def _good_head(self) -> None:
+        now = time.monotonic()
+        if self._good_since is None:
+            self._good_since = now
+        self._good_last = now
+
+    async def _session(self) -> None:
+        """One try: a WebSocket when one is due, else HTTP polling until one is. Returns (a fresh back-off) after a
+        WebSocket failure, so HTTP polling takes over at once, and after a failure that ended a healthy period."""
+        try:
+            if self._ws_urls and time.monotonic() >= self._ws_retry_at:
+                url = self._ws_urls[self._ws_index]
+                try:
+                    await self._run_ws(url)
+                except Exception as exc:
+                    self._ws_failed(url, exc)
+                return
+            await self._run_polling(until=self._ws_retry_at if self._ws_urls else None)
+        except Exception as exc:
+            self.connected = False
+            healthy = self._healthy()
+            self._good_since = None
+            if healthy:
+                log.warning("listener lost the RPC (%s: %s); reconnecting", type(exc).__name__, exc)
+                return
+            raise
+
+    def _ws_failed(self, url: str, exc: Exception) -> None:
+        """Marks `url` failed, moves to the next WebSocket URL; after a round of failures, polls over HTTP for a
+        back-off before trying the WebSockets again."""
+        self.connected = False
+        CONDITIONS.count("ws", action_of(exc))
+        shown = public_url(url)
+        reason = str(exc).replace(url, shown) or type(exc).__name__
+        CONDITIONS.set(f"ws {shown}", f"{type(exc).__name__}: {reason}"[:300], blocks_ready=False)
+        self._ws_failures += 1
+        self._ws_index = (self._ws_index + 1) % len(self._ws_urls)
+        if self._ws_failures % len(self._ws_urls) == 0:  # every URL failed once more: poll over HTTP a while
+            rounds = self._ws_failures // len(self._ws_urls)
+            delay = min(WS_RETRY_MAX_S, WS_RETRY_BASE_S * 2 ** (rounds - 1)) * random.uniform(0.8, 1.0)
+            self._ws_retry_at = time.monotonic() + delay
+            self._ws_index = 0  # the next round starts with the preferred endpoint
+            if rounds == 1:
+                log.warning(
+                    "no WebSocket endpoint works; polling over HTTP, trying again with back-off (%.1f s)", delay
+                )
+            self._mode = "ws-wait"
+        else:
+            log.warning("WebSocket %s failed; trying %s", shown, public_url(self._ws_urls[self._ws_index]))
+
+    async def _open_ws(self, url: str, stack: contextlib.AsyncExitStack) -> tuple[WsRpc, str]:
+        """Opens `url` and subscribes (within `WS_CONNECT_TIMEOUT_S`); while a WebSocket failed before, polls over HTTP
+        meanwhile so that nothing waits for the WebSocket. Returns the socket and the newHeads subscription id."""
+        ws = WsRpc(url)
+
+        async def connect() -> str:
+            await stack.enter_async_context(ws)
             heads = await ws.subscribe("newHeads")
             await ws.subscribe("logs", self._filter())
+            return heads
+
+        task = asyncio.create_task(connect(), name="ws-connect")
+        try:
+            async with asyncio.timeout(WS_CONNECT_TIMEOUT_S):
+                while not task.done():
+                    if self._ws_failures:
+                        try:
+                            await self._poll_once()
+                        except Exception as exc:  # the WebSocket attempt decides; this only keeps up meanwhile
+                            log.debug("HTTP poll while connecting failed: %s", exc)
+                    await asyncio.wait({task}, timeout=self._poll_interval_s if self._ws_failures else None)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return ws, task.result()
+
+    async def _run_ws(self, url: str) -> None:
+        shown = public_url(url)
+        async with contextlib.AsyncExitStack() as stack:
+            ws, heads = await self._open_ws(url, stack)
+            call = self._counted(ws.request)
             head = await self._block(call, "latest")
             await self._check_stored(call, head)
             await self._on_new_head(call, head)
             found = await self.backfill(call)
             self.connected = True
+            self._ws_head_at = self._ws_checked_at = up_at = time.monotonic()
+            self._good_head()
+            self._mode = "ws"
             log.info(
-                "listening to %s over WebSocket at block %d (backfilled %d, cursor %d)",
+                "listening to %s over WebSocket %s at block %d (backfilled %d, cursor %d)",
                 self._coordinator,
+                shown,
                 head.number,
                 found,
                 self.cursor,
             )
-            async for subscription, result in ws.notifications():
+            while True:
+                subscription, result = await self._next_note(ws, url, call)
                 if subscription == heads:
-                    head = as_head(result)
+                    try:
+                        head = as_head(result)
+                    except Exception as exc:  # a malformed head is skipped; staleness counts from the last good one
+                        CONDITIONS.count("ws", Action.UNKNOWN)
+                        log.debug("malformed head from %s: %s", shown, exc)
+                        continue
                     await self._on_new_head(call, head)
+                    self._ws_head_at = time.monotonic()
+                    self._good_head()
+                    if self._ws_failures and self._ws_head_at - up_at >= HEALTHY_S:  # a healthy WebSocket again
+                        self._ws_failures = 0
+                    CONDITIONS.set(f"ws {shown}", None)
                     if self._reread_to is not None:  # read the new branch's logs from the fork
                         await self.backfill(call)
                         if self.cursor > self._reread_to:
@@ -340,21 +625,74 @@ class Listener:
                         continue
                     self.cursor = max(self.cursor, head.number - self._confirmations - WS_CURSOR_GRACE + 1)
                     self._save_progress()
-                else:
+                elif isinstance(result, dict):
                     self._on_log(result)
-            raise ConnectionError("WebSocket subscription ended")
+                else:
+                    CONDITIONS.count("ws", Action.UNKNOWN)
 
-    async def _run_polling(self) -> None:
+    async def _next_note(self, ws: WsRpc, url: str, call: Call) -> tuple[str, Any]:
+        """The next notification; while none comes for the staleness bound, checks whether the chain moved on
+        (raises `WsStale`) or is idle (waits on)."""
+        while True:
+            silent_for = time.monotonic() - max(self._ws_head_at, self._ws_checked_at)
+            try:
+                async with asyncio.timeout(max(0.0, self.block_time.stale_after_s() - silent_for)):
+                    return await ws.next_notification()
+            except TimeoutError:
+                pass
+            await self._check_stale(url, call)
+
+    async def _check_stale(self, url: str, call: Call) -> None:
+        """The WebSocket sent no head for the staleness bound: asks the head over HTTP (or, failing that, over the
+        WebSocket's own calls); raises `WsStale` when it is past ours, else (an idle chain) notes the check."""
+        ours = self.head.number if self.head is not None else None
+        theirs = await self._head_number(self._rpc.request)
+        if theirs is None:
+            theirs = await self._head_number(call)
+        self._ws_checked_at = time.monotonic()
+        silent = self._ws_checked_at - self._ws_head_at
+        if is_stale(ours, theirs):
+            raise WsStale(
+                f"stale: no new head for {silent:.0f} s while the chain is at block {theirs} (last sent {ours})"
+            )
+        if theirs is not None:  # the chain is idle: it was heard from
+            self.last_heard = self._ws_checked_at
+            CONDITIONS.set(f"ws {public_url(url)}", None)
+
+    async def _head_number(self, call: Call) -> int | None:
+        """`eth_blockNumber` within the staleness floor, or None when it failed (any way)."""
+        try:
+            async with asyncio.timeout(max(1.0, self.block_time.min_s)):
+                return as_int(await call("eth_blockNumber", []))
+        except Exception as exc:
+            log.debug("eth_blockNumber for the staleness check failed: %s", exc)
+            return None
+
+    async def _poll_once(self) -> None:
+        """One HTTP round: the head, then the logs up to it."""
+        call = self._rpc.request
+        head = await self._block(call, "latest")
+        await self._on_new_head(call, head)
+        self._reread_to = None  # polling reads every block with eth_getLogs anyway
+        await self.backfill(call)
+
+    async def _run_polling(self, until: float | None) -> None:
+        """Polls over HTTP every `poll_interval_s` until `until` (monotonic; None: for ever); raises on failure."""
         call = self._rpc.request
         head = await self._block(call, "latest")
         await self._check_stored(call, head)
         self.connected = True
-        log.info(
-            "polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s, self.cursor
-        )
+        if self._mode not in ("polling", "ws-wait"):
+            log.info(
+                "polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s, self.cursor
+            )
+            self._mode = "polling"
         while True:
             await self._on_new_head(call, head)
             self._reread_to = None  # polling reads every block with eth_getLogs anyway
             await self.backfill(call)
+            self._good_head()
+            if until is not None and time.monotonic() >= until:
+                return
             await asyncio.sleep(self._poll_interval_s)
             head = await self._block(call, "latest")

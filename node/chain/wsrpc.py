@@ -22,6 +22,9 @@ from node.chain.rpc import RpcError, public_url
 
 #: Seconds a call may wait for its answer before the connection is taken as dead.
 CALL_TIMEOUT_S = 30.0
+#: Seconds between WebSocket pings; a pong missing for half of this closes the socket (a dead peer or a half-open
+#: TCP connection is found in at most 1.5 times this, instead of never).
+HEARTBEAT_S = 15.0
 #: Notifications read ahead of the consumer. Past this the reader stops reading the socket (unless a call waits for
 #: its answer), so a burst of thousands of logs waits in the endpoint's and the kernel's buffers, not in ours.
 READ_AHEAD = 256
@@ -32,9 +35,10 @@ class WsRpc:
     `async for sub_id, result in ws.notifications()`. When the socket closes, pending calls and the notification
     stream raise `ConnectionError`."""
 
-    def __init__(self, url: str, *, timeout_s: float = CALL_TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, timeout_s: float = CALL_TIMEOUT_S, heartbeat_s: float | None = HEARTBEAT_S) -> None:
         self.url = url
         self._timeout_s = timeout_s
+        self._heartbeat_s = heartbeat_s
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._pending_methods: dict[int, str] = {}
@@ -53,7 +57,7 @@ class WsRpc:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await self._session.ws_connect(
-                self.url, max_msg_size=0, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
+                self.url, max_msg_size=0, heartbeat=self._heartbeat_s, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
             )
         except BaseException:
             await self._session.close()
@@ -145,13 +149,26 @@ class WsRpc:
         """`eth_subscribe`; returns the subscription id that `notifications()` tags its items with."""
         return str(await self.request("eth_subscribe", [kind, *params]))
 
+    async def next_notification(self) -> tuple[str, Any]:
+        """The next (subscription id, result), waiting for it; raises `ConnectionError` once the socket closed.
+        Safe to cancel (e.g. under `asyncio.timeout`): nothing is lost, the next call returns the same item."""
+        note = await self._notes.get()
+        if self._notes.qsize() < READ_AHEAD // 2:
+            self._room.set()
+        if note is None:
+            self._notes.put_nowait(None)  # every later call raises too
+            raise self._closed_because or ConnectionError(f"WebSocket {public_url(self.url)} closed")
+        try:
+            message = json.loads(note) if isinstance(note, str) else note
+            params = message.get("params") if isinstance(message, dict) else None
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            return "", None  # a malformed notification: the caller skips what it does not recognise
+        return str(params.get("subscription")), params.get("result")
+
     async def notifications(self) -> AsyncIterator[tuple[str, Any]]:
-        """(subscription id, result) in the order the endpoint sent them, until the socket closes."""
+        """(subscription id, result) in the order the endpoint sent them, until the socket closes (then
+        `ConnectionError`)."""
         while True:
-            note = await self._notes.get()
-            if self._notes.qsize() < READ_AHEAD // 2:
-                self._room.set()
-            if note is None:
-                raise self._closed_because or ConnectionError(f"WebSocket {public_url(self.url)} closed")
-            params = (json.loads(note) if isinstance(note, str) else note).get("params") or {}
-            yield str(params.get("subscription")), params.get("result")
+            yield await self.next_notification()
