@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 from typing import Any
 
 import aiohttp
@@ -35,6 +34,7 @@ from node.dispatch.protocol import (
     RATE_LIMITED,
     chain_body,
     output_from_answer,
+    parse_json,
     retry_after_s,
     short,
 )
@@ -208,8 +208,8 @@ class HttpDispatcher:
                 payload: Any = None
                 if raw:
                     try:
-                        payload = json.loads(raw)
-                    except (ValueError, RecursionError):
+                        payload = parse_json(raw)
+                    except ValueError:
                         if ok:
                             raise ContainerError(
                                 f"{self._url} answered with a body that is not JSON: {short(raw[:60])}",

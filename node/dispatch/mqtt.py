@@ -20,7 +20,7 @@ import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
 from node.conditions import CONDITIONS
-from node.dispatch.protocol import chain_body, output_from_answer, short
+from node.dispatch.protocol import chain_body, output_from_answer, parse_json, short
 from node.errors import ContainerError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class MqttHub:
 
     def _route(self, payload: Any) -> None:
         try:
-            reply = json.loads(payload)
+            reply = parse_json(payload)
             future = self._pending.get(reply["job_id"])
         except (ValueError, KeyError, TypeError):
             log.error("dropping a malformed reply on %s", self.reply_topic)

@@ -4,6 +4,8 @@ container without `/health` judged by its answers (real aiohttp containers in-pr
 from __future__ import annotations
 
 import email.utils
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -273,3 +275,24 @@ async def test_not_json_and_too_deep_2xx_bodies_are_retryable(session: aiohttp.C
             assert caught.value.status == 200
     finally:
         await server.close()
+
+
+def test_deeply_nested_json_is_refused_not_a_crash_under_py_eccs_recursion_limit() -> None:
+    # py_ecc (imported by the node's chain libraries) raises the recursion limit to 100,000: json.loads of a deep
+    # body then overflows the C stack (a segfault) instead of raising. Run in a child so a regression cannot take
+    # the test session down with it.
+    code = (
+        "import sys, py_ecc\n"
+        "assert sys.getrecursionlimit() >= 100000\n"
+        "from node.dispatch.protocol import parse_json\n"
+        "for raw in (b'[' * 500000 + b']' * 500000, '{\"a\":' * 300000 + '1' + '}' * 300000):\n"
+        "    try:\n"
+        "        parse_json(raw)\n"
+        "    except ValueError as exc:\n"
+        "        print('refused:', exc)\n"
+        "assert parse_json(b'[' * 100 + b']' * 100) is not None\n"
+        "assert sys.getrecursionlimit() >= 100000\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("refused: JSON nested deeper than 128") == 2
