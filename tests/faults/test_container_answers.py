@@ -217,3 +217,27 @@ def test_a_random_mix_of_bad_answers_ends_every_request_in_one_callback_after_bo
         f"container calls per request: max {per_request[-1]}, mean {sum(per_request) / len(per_request):.2f} "
         f"(max_attempts {MAX_ATTEMPTS}); delivered {len(hashes)}, failure reports {len(reported)}"
     )
+
+
+def test_retries_stop_when_the_chain_passes_the_deadline_whatever_the_machines_clock_says(rig: FaultRig) -> None:
+    rig.configure(model={"max_attempts": 3, "retry_backoff_s": 2.0})
+    rig.start_node()
+    node = rig.node
+    assert node is not None
+    rig.control("hold")
+    (rid,) = rig.dev.request_many("echo/faulty@1", [b"fail500-late"])
+    rig.wait_states("the call in the container", running=1)
+    # The chain moves 31 days on (past the 30-day deadline); the machine's clock does not.
+    rig.dev.w3.provider.make_request("evm_increaseTime", [31 * 86400])  # type: ignore[arg-type]
+    rig.dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    head = rig.dev.w3.eth.block_number
+    wait_until(lambda: (readyz(rig)[1].get("head") or 0) >= head, timeout_s=30, what="the node to see the head")
+    rig.control("release")
+    wait_until(
+        lambda: rig.db("SELECT state FROM jobs WHERE request_id = ?", str(rid))[0][0] in ("failed", "expired"),
+        timeout_s=30,
+        what="the job to end",
+        alive=node.check_alive,
+    )
+    assert rig.computed()[b"fail500-late"] == 1  # no retry past the chain's deadline (3 attempts by the machine's)
+    assert rig.fulfillments()[rid] == 0
