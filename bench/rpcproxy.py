@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import threading
-from collections import Counter
-import inspect
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +43,8 @@ class CountingRpcProxy:
         self.fault: Callable[[dict[str, Any]], Any] | None = None
         #: monotonic time of each HTTP call, by method (for rate ceilings).
         self.times: dict[str, list[float]] = {}
+        #: Open WebSocket relays (closed on exit, so the proxy stops while a node is still connected).
+        self._relays: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
 
@@ -75,6 +77,8 @@ class CountingRpcProxy:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for relay in list(self._relays):
+            relay.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -121,6 +125,10 @@ class CountingRpcProxy:
         assert self._session is not None
         client = web.WebSocketResponse(max_msg_size=0)
         await client.prepare(request)
+        current = asyncio.current_task()
+        if current is not None:
+            self._relays.add(current)
+            current.add_done_callback(self._relays.discard)
         async with self._session.ws_connect(self._upstream_ws, max_msg_size=0) as upstream:
 
             async def downstream() -> None:

@@ -35,6 +35,7 @@ from node.jobs.store import JobStore
 from node.keys import load_account
 from node.memory import HeapTrimmer
 from node.metrics import Metrics
+from node.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,15 @@ class Node:
             confirmations=c.confirmations,
             max_batch=c.max_batch,
             max_pending_per_key=c.max_pending_txs,
+            max_sends_per_s=c.max_sends_per_s,
+            max_sends_per_block=c.max_sends_per_block,
             retry_window_s=c.delivery_retry_window_s,
             receipt_poll_s=min(1.0, c.poll_interval_s),
         )
         metrics = Metrics() if cfg.api.port else None  # nobody could read them without the HTTP server
         txm = TxManager(rpc, store, abi, to_checksum_address(coordinator), accounts, policy, metrics=metrics)
-        await txm.start()
+        if not await self._start_sender(txm):
+            return
         hub = _hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
         async with aiohttp.ClientSession() as session:
             dispatchers = {m.name: _dispatcher(m, session, hub) for m in cfg.models}
@@ -301,10 +305,30 @@ class Node:
                     exc,
                     delay,
                 )
+            except Exception as exc:  # any answer at all: the node waits for a usable one, it never exits on it
+                log.error(
+                    "chain.rpc_url: eth_chainId answered %s: %s; retrying in %.0f s", type(exc).__name__, exc, delay
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(30.0, delay * 2)
         return None
+
+    async def _start_sender(self, txm: TxManager) -> bool:
+        """Starts the transaction manager (chain id, head, nonces, resumed transactions), retrying with capped
+        back-off whatever the RPC answers; False if the node was stopped meanwhile."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                await txm.start()
+                return True
+            except Exception as exc:  # an RPC answer must not end the process: wait and ask again
+                attempt += 1
+                delay = backoff_s(attempt, 1.0, 30.0)
+                log.error("could not start sending (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+        return False
 
     async def _prune(self, store: JobStore, retention_days: float) -> None:
         while True:

@@ -16,13 +16,18 @@ class ChainClock:
 
     def __init__(self) -> None:
         self._head_ts: float | None = None
+        self._head_number = -1
         self._seen_at = 0.0
 
-    def on_head(self, timestamp: int) -> None:
-        """Records a head's timestamp (unix seconds); an older timestamp than the one held is ignored."""
-        if self._head_ts is None or timestamp >= self._head_ts:
-            self._head_ts = float(timestamp)
-            self._seen_at = time.monotonic()
+    def on_head(self, timestamp: int, number: int | None = None) -> None:
+        """Records a head's timestamp (unix seconds). The newest block's word is taken even when it is older than
+        the one held (a devnet's warped clock); a head of a lower `number` than the one held, arriving late, is
+        ignored."""
+        if number is not None and number < self._head_number:
+            return
+        self._head_ts = float(timestamp)
+        self._head_number = number if number is not None else self._head_number
+        self._seen_at = time.monotonic()
 
     @property
     def synced(self) -> bool:

@@ -99,6 +99,7 @@ class Tracking:
     _first_failure: dict[int, float]
     _send_failures: dict[int, int]
     _refusals: dict[int, int]
+    _first_refusal: dict[int, float]
     _reverts: dict[int, int]
     _sent_at: dict[tuple[str, int], float]
     _calls: dict[tuple[str, int], asyncio.Future[Any]]
@@ -267,7 +268,7 @@ class Tracking:
         self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
         self.settled += 1
         rid = job.request_id
-        for per_job in (self._first_failure, self._send_failures, self._refusals, self._reverts):
+        for per_job in (self._first_failure, self._send_failures, self._refusals, self._first_refusal, self._reverts):
             per_job.pop(rid, None)
         took_ms = (time.monotonic() - job.seen_at) * 1000
         if state is JobState.CONFIRMED:

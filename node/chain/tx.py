@@ -65,9 +65,11 @@ SEND_BACKOFF_MAX_S = 10.0
 #: How long a key whose sends are refused for lack of funds (or similar) pauses, at first and at most.
 KEY_PAUSE_BASE_S = 2.0
 KEY_PAUSE_MAX_S = 60.0
-#: Times one item may be refused alone (not as part of a batch) for a reason other than a decoded revert before the
-#: node takes the refusal as final and reports the failure instead.
+#: Times one item must be refused alone (not as part of a batch), for a reason other than a decoded revert, over at
+#: least `REFUSAL_WINDOW_S` before the node takes the refusal as final and reports the failure instead: a flaky
+#: endpoint that says "invalid request" now and then must not turn a good output into a failure report.
 MAX_ITEM_REFUSALS = 3
+REFUSAL_WINDOW_S = 20.0
 #: Share of the block gas limit one batch may use (a lone item may use up to `LONE_ITEM_GAS_SHARE`): a transaction
 #: over the limit can never be mined, and a batch that fills a whole block waits behind everyone else's.
 BATCH_GAS_SHARE = 0.5
@@ -121,6 +123,8 @@ class TxManager(Tracking):
         #: Failed sends of each job (for its back-off) and refusals of it alone (for giving up), by request id.
         self._send_failures: dict[int, int] = {}
         self._refusals: dict[int, int] = {}
+        #: monotonic time each job was first refused alone.
+        self._first_refusal: dict[int, float] = {}
         self._reverts: dict[int, int] = {}
         #: Jobs waiting out a back-off before they are ready again.
         self.backing_off = 0
@@ -185,6 +189,8 @@ class TxManager(Tracking):
             stored = self._store.open_txs(key.address)
             key.next_nonce = max([chain_next] + [t.nonce + 1 for t in stored])
             for tx in stored:
+                if (tx.sender.lower(), tx.nonce) in self._open:
+                    continue  # tracked by an earlier try of `start` (it is retried until the RPC answers)
                 self._track(tx, key, resumed=True)
                 for rid, _ in tx.items:
                     job = self._store.get(rid)
@@ -226,7 +232,7 @@ class TxManager(Tracking):
 
     def on_head(self, head: Head) -> None:
         self.head = head
-        self.clock.on_head(head.timestamp)
+        self.clock.on_head(head.timestamp, head.number)
         if head.gas_limit > 0:
             self.block_gas_limit = head.gas_limit
         self._wake.set()
@@ -422,8 +428,8 @@ class TxManager(Tracking):
 
     def _item_refused(self, jobs: list[Job], reason: str) -> None:
         """The RPC refused a transaction for what it carried (not a decoded revert: too big, too much gas, an
-        invalid request). A batch is sent again in halves; an item refused alone `MAX_ITEM_REFUSALS` times is
-        reported as a failure (a failure report refused as often is given up)."""
+        invalid request). A batch is sent again in halves; an item refused alone `MAX_ITEM_REFUSALS` times over at
+        least `REFUSAL_WINDOW_S` is reported as a failure (a failure report refused as often is given up)."""
         if not jobs:
             return
         if len(jobs) > 1:
@@ -435,13 +441,15 @@ class TxManager(Tracking):
         job = jobs[0]
         rid = job.request_id
         refused = self._refusals[rid] = self._refusals.get(rid, 0) + 1
-        if refused < MAX_ITEM_REFUSALS:
+        first = self._first_refusal.setdefault(rid, time.monotonic())
+        if refused < MAX_ITEM_REFUSALS or time.monotonic() - first < REFUSAL_WINDOW_S:
             self._requeue(jobs, RuntimeError(reason))
         elif job.failure is None:
             why = f"delivery refused by the RPC {refused} times: {_short(reason)}"
             log.error("request %d: %s; reporting the failure instead", rid, why)
             self._store.update(job, JobState.COMPUTED, output=None, failure=why)
             self._refusals.pop(rid, None)
+            self._first_refusal.pop(rid, None)
             self.enqueue(job)
         else:
             self._settle(job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {_short(reason)}")
