@@ -236,6 +236,8 @@ class Listener:
         #: monotonic times of the last head the current WebSocket sent, and of the last staleness check.
         self._ws_head_at = 0.0
         self._ws_checked_at = 0.0
+        #: monotonic time the current WebSocket was opened.
+        self._ws_up_at = 0.0
         self.block_time = BlockTime(stale_head_min_s, stale_head_max_s)
         #: monotonic times a run of good heads (WebSocket or polled) started and last had one, for back-off resets.
         self._good_since: float | None = None
@@ -592,7 +594,7 @@ class Listener:
             await self._on_new_head(call, head)
             found = await self.backfill(call)
             self.connected = True
-            self._ws_head_at = self._ws_checked_at = up_at = time.monotonic()
+            self._ws_head_at = self._ws_checked_at = self._ws_up_at = up_at = time.monotonic()
             self._good_head()
             self._mode = "ws"
             log.info(
@@ -657,7 +659,8 @@ class Listener:
             )
         if theirs is not None:  # the chain is idle: it was heard from
             self.last_heard = self._ws_checked_at
-            CONDITIONS.set(f"ws {public_url(url)}", None)
+            if self._ws_head_at > self._ws_up_at:  # this socket did send heads: nothing against it
+                CONDITIONS.set(f"ws {public_url(url)}", None)
 
     async def _head_number(self, call: Call) -> int | None:
         """`eth_blockNumber` within the staleness floor, or None when it failed (any way)."""

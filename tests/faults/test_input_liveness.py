@@ -137,25 +137,29 @@ def test_silent_websocket_is_replaced_and_polled_around_and_an_idle_chain_is_lef
         what="the stale WebSocket on /readyz",
         alive=node.check_alive,
     )
-    more = dev.request_many(MODEL, [f"muted-late-{i}".encode() for i in range(3)])
-    rig.wait_fulfilled(more, timeout_s=30)
+    # Still muted: the node keeps trying the WebSocket (with back-off) and keeps delivering by HTTP meanwhile.
+    more: list[int] = []
+    deadline = time.monotonic() + 90
+    while rpc.ws_calls["eth_subscribe"] < subscribes + 4:  # 2 reconnects, each to a socket still silent
+        assert time.monotonic() < deadline, "the node stopped trying the WebSocket"
+        more += dev.request_many(MODEL, [f"muted-late-{len(more)}".encode()])
+        rig.wait_fulfilled(more[-1:], timeout_s=30)
     muted_s = time.monotonic() - muted_at
     reconnects = (rpc.ws_calls["eth_subscribe"] - subscribes) / 2
     logs_per_s = len([t for t in rpc.times.get("eth_getLogs", []) if t >= muted_at]) / muted_s
 
     # The notifications come back: the WebSocket is used again, nothing is delivered twice.
     rpc.mute_notifications = False
-    wait_until(
-        lambda: (
-            node_log(rig).count("over WebSocket") >= 2 and "stale" not in str(readyz(dev.api_port)[1]["conditions"])
-        ),
-        timeout_s=60,
-        what="the WebSocket back in use",
-        alive=node.check_alive,
-    )
-    after = dev.request_many(MODEL, [f"after-{i}".encode() for i in range(3)])
+    unmuted_at = time.monotonic()
+    after: list[int] = []
+    while "stale" in str(readyz(dev.api_port)[1]["conditions"]):  # cleared by the first head a socket sends
+        assert time.monotonic() - unmuted_at < 90, "the WebSocket was not used again"
+        after += dev.request_many(MODEL, [f"after-{len(after)}".encode()])
+        rig.wait_fulfilled(after[-1:], timeout_s=30)
+    back_s = time.monotonic() - unmuted_at
+    after += dev.request_many(MODEL, [f"after-{len(after)}".encode() for _ in range(3)])
     rig.wait_fulfilled(after, timeout_s=30)
-    rig.wait_states("every job confirmed", confirmed=10)
+    rig.wait_states("every job confirmed", confirmed=4 + len(more) + len(after))
     node.check_alive()
     delivered_once(rig, [*warm, *ids, *more, *after])
     assert node_log(rig).count("stale") >= 1
@@ -163,7 +167,8 @@ def test_silent_websocket_is_replaced_and_polled_around_and_an_idle_chain_is_lef
     assert logs_per_s <= 4.0, f"{logs_per_s:.1f} eth_getLogs/s while the socket was silent"
     print(
         f"silent WebSocket: 3 requests delivered {recovered_s:.1f} s after the mute; {reconnects:.0f} reconnects and "
-        f"{logs_per_s:.2f} eth_getLogs/s over {muted_s:.0f} s muted; idle chain: 0 reconnects"
+        f"{logs_per_s:.2f} eth_getLogs/s over {muted_s:.0f} s muted; WebSocket in use again {back_s:.1f} s after the "
+        "unmute; idle chain: 0 reconnects"
     )
 
 
@@ -196,15 +201,16 @@ def test_primary_http_and_websocket_down_fail_over_to_the_fallbacks(rig: FaultRi
         more = dev.request_many(MODEL, [f"down-late-{i}".encode() for i in range(3)])
         rig.wait_fulfilled(more, timeout_s=30)
         down_s = time.monotonic() - down_at
-        dead_per_s = primary.attempts_since(down_at) / down_s
         rig.wait_states("every job confirmed", confirmed=7)
         node.check_alive()
         delivered_once(rig, [*warm, *ids, *more])
         assert rpc.ws_calls["eth_subscribe"] >= 2, "the fallback WebSocket was never used"
-        assert dead_per_s <= 2.0, f"{dead_per_s:.1f} connections/s to the dead primary"
+        dead = primary.attempts_since(down_at)
+        # one failover each for HTTP and the WebSocket (a pooled connection or two), then the fallbacks are kept
+        assert dead <= 4 + down_s * 0.5, f"{dead} connections to the dead primary in {down_s:.1f} s"
         print(
-            f"primary down: 3 requests delivered {recovered_s:.1f} s after; {dead_per_s:.2f} connections/s to the dead "
-            f"primary over {down_s:.0f} s"
+            f"primary down: 3 requests delivered {recovered_s:.1f} s after; {dead} connections to the dead primary "
+            f"over {down_s:.1f} s"
         )
     finally:
         primary.close()
