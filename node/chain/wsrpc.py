@@ -32,8 +32,9 @@ READ_AHEAD = 256
 
 class WsRpc:
     """`async with WsRpc(url) as ws:` then `await ws.request(...)`, `await ws.subscribe(...)`, and
-    `async for sub_id, result in ws.notifications()`. When the socket closes, pending calls and the notification
-    stream raise `ConnectionError`."""
+    `async for sub_id, result in ws.notifications()` (or `await ws.next_notification()`, safe under a timeout). The
+    socket is pinged every `heartbeat_s` seconds (None: never); a missing pong closes it. When the socket closes,
+    pending calls and the notification stream raise `ConnectionError`."""
 
     def __init__(self, url: str, *, timeout_s: float = CALL_TIMEOUT_S, heartbeat_s: float | None = HEARTBEAT_S) -> None:
         self.url = url
