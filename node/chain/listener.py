@@ -45,6 +45,7 @@ from node.chain.wsrpc import WsRpc
 from node.conditions import CONDITIONS
 from node.errors import Action, RpcUnavailable
 from node.jobs.store import JobStore
+from node.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ WS_RETRY_MAX_S = 30.0
 WS_CONNECT_TIMEOUT_S = 10.0
 #: Seconds of heads (a connection that delivers) after which the back-offs start again from the shortest.
 HEALTHY_S = 30.0
+#: Poll rounds in a row that may fail (each retried after a short back-off) before the outer loop's back-off.
+POLL_FAILURES_MAX = 8
 #: A WebSocket is stale after this many block times without a new head (and the chain moved on).
 STALE_HEAD_BLOCKS = 5.0
 #: Weight of the newest interval in the block time estimate (an exponential moving average).
@@ -690,12 +693,28 @@ class Listener:
                 "polling %s over HTTP every %.2f s from block %d", self._coordinator, self._poll_interval_s, self.cursor
             )
             self._mode = "polling"
+        failures = 0
+        fresh = True  # `head` was just read
         while True:
-            await self._on_new_head(call, head)
-            self._reread_to = None  # polling reads every block with eth_getLogs anyway
-            await self.backfill(call)
+            try:
+                if not fresh:
+                    head = await self._block(call, "latest")
+                await self._on_new_head(call, head)
+                self._reread_to = None  # polling reads every block with eth_getLogs anyway
+                await self.backfill(call)
+            except Exception as exc:
+                # One failed round of a flaky endpoint: the next one after a short back-off, here, so a 25% error
+                # rate does not push every round to the outer loop's longest wait. Too many in a row go there.
+                failures += 1
+                if failures >= POLL_FAILURES_MAX:
+                    raise
+                log.debug("poll round failed (%s: %s); again in a moment", type(exc).__name__, exc)
+                fresh = False
+                await asyncio.sleep(backoff_s(failures, self._poll_interval_s, RECONNECT_MAX_S))  # a back-off
+                continue
+            failures = 0
             self._good_head()
             if until is not None and time.monotonic() >= until:
                 return
             await asyncio.sleep(self._poll_interval_s)
-            head = await self._block(call, "latest")
+            fresh = False

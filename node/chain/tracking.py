@@ -43,6 +43,10 @@ log = logging.getLogger("node.chain.tx")
 #: A transaction is replaced only when it is `bump_after_blocks` behind *and* this old: on a devnet that mines a block
 #: per transaction (or a chain with sub-second blocks), blocks pass faster than a busy RPC answers.
 BUMP_MIN_AGE_S = 3.0
+#: A pending transaction is handed to the RPC again (as it is) this long after it was last (re)sent, blocks or no
+#: blocks: a send lost on the way (a 502 that was the gateway's, a dropped connection) holds every later nonce of the
+#: key, and a chain that mines only when there are transactions (a devnet) makes no blocks to count.
+REBROADCAST_AFTER_S = 10.0
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
 SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
 
@@ -141,7 +145,6 @@ class Tracking:
                 raise
             except Exception as exc:
                 failures += 1
-                CONDITIONS.count("rpc", classify(exc))
                 CONDITIONS.set("receipts", f"cannot check transactions: {type(exc).__name__}: {str(exc)[:200]}")
                 await asyncio.sleep(backoff_s(failures, self._policy.receipt_poll_s, 30.0))  # a back-off
             else:
@@ -192,6 +195,9 @@ class Tracking:
                     return
             if stale:
                 await self._replace(tx)
+            elif time.monotonic() - self._sent_at.get(slot, 0.0) >= REBROADCAST_AFTER_S:
+                self._sent_at[slot] = time.monotonic()
+                await self._broadcaster.send(tx, quiet=True)
             return
         if tx.mined_block is not None and head >= tx.mined_block + self._policy.confirmations:
             receipt = self._receipts.get(slot)
@@ -208,7 +214,20 @@ class Tracking:
             self._finish(tx, receipt)
 
     async def _check_open(self) -> None:
-        await asyncio.gather(*(self._check_one(tx) for tx in list(self._open.values())))
+        """Checks every open transaction, each on its own: one check's failure does not cost the others theirs.
+        Raises the first failure when every check failed (the loop backs off then); a partial failure is only
+        recorded (the next round comes at the next head or `receipt_poll_s` anyway)."""
+        results = await asyncio.gather(
+            *(self._check_one(tx) for tx in list(self._open.values())), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, Exception)]
+        for error in errors:
+            CONDITIONS.count("rpc", classify(error))
+        if errors and len(errors) == len(results):
+            raise errors[0]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled
 
     def _finish(self, tx: StoredTx, receipt: Any) -> None:
         """Settles the jobs of a mined, confirmed transaction from its receipt."""

@@ -549,8 +549,8 @@ class TxManager(Tracking):
             return
         self._cap_warned = False
         async with key.lock:
-            if key.resync:  # a resync after a refusal failed: the chain's nonce first
-                key.next_nonce = await self._pending_nonce(key)
+            if key.resync:  # a resync after a refusal failed: the chain's nonce first (never below our own)
+                key.next_nonce = max(key.next_nonce, await self._pending_nonce(key), self._top_open(key) + 1)
                 key.resync = False
             tx = self._sign(key, data, gas, fees, jobs)
             for job in jobs:
@@ -626,9 +626,12 @@ class TxManager(Tracking):
                 self._requeue([job], exc, retry_after_s=getattr(exc, "retry_after_s", None))
 
     async def _send_refused(self, tx: StoredTx, error: str, quiet: bool, action: Action) -> None:
-        """The RPC refused a transaction (`action`: what the refusal means): known already, nonce taken, a key that
-        cannot send, or something about what it carries. Its jobs go out again after a back-off (in smaller
-        batches, or as a failure report, when it was what they carried); never at once."""
+        """The RPC refused a transaction (`action`: what the refusal means). Known already: nothing to do. Nonce
+        taken: resync. A refusal of what it carries (`REFUSED`) or of its key (`KEY_BLOCKED`): the transaction is
+        given up, its nonce filled, its jobs sent again after a back-off (in smaller batches or as a failure report;
+        after the key's pause). Anything else (`RETRY`, `UNHEALTHY`, `UNKNOWN`: "internal error", "try again", a
+        message nobody classified) says nothing certain about the transaction, which may well be in the pool: it
+        stays tracked, and the tracker finds its receipt, rebroadcasts it or replaces it. Never a resend at once."""
         message = error.lower()
         if "already known" in message or "already imported" in message:
             return
@@ -640,45 +643,90 @@ class TxManager(Tracking):
             log.info("rebroadcast of nonce %d: %s", tx.nonce, error)
             return
         CONDITIONS.count("send", action)
+        if action not in (Action.REFUSED, Action.KEY_BLOCKED):
+            log.warning(
+                "nonce %d of %s: the RPC answered %r; kept, the tracker rebroadcasts it", tx.nonce, tx.sender, error
+            )
+            return
         log.error("nonce %d of %s refused by the RPC (%s); its jobs will be sent again", tx.nonce, tx.sender, error)
         jobs = await self._abandon(tx, error, requeue=False)
         if action is Action.REFUSED:
             self._item_refused(jobs, error)
-        elif action is Action.KEY_BLOCKED:
+        else:
             self._pause_key(self._by_address[tx.sender.lower()], error)
             self._requeue(jobs, RuntimeError(error), counts=False)
-        else:
-            self._requeue(jobs, RuntimeError(error))
 
     async def _nonce_taken(self, tx: StoredTx) -> None:
         """The chain already has a transaction at this nonce that is none of ours on record: resync, resend."""
         for tx_hash in tx.hashes:
             if await self._receipt(tx_hash) is not None:
                 return  # one of ours was mined: the tracker settles it
-        await self._abandon(tx, "nonce too low")
+        await self._abandon(tx, "nonce too low", taken=True)
 
-    async def _abandon(self, tx: StoredTx, reason: str, *, requeue: bool = True) -> list[Job]:
-        """A signed transaction that can never be mined: free its nonce (resync) and queue its jobs again after a
-        back-off (`requeue`; else the caller decides). Returns the jobs it carried that are to be sent again."""
+    async def _abandon(self, tx: StoredTx, reason: str, *, requeue: bool = True, taken: bool = False) -> list[Job]:
+        """A signed transaction that will not be mined as it is: its jobs go back to the queue (after a back-off,
+        with `requeue`; else the caller decides) and its nonce is accounted for. `taken`: another transaction holds
+        the nonce already, so it is just dropped. Otherwise, when a later nonce of the key is open, the nonce is
+        filled with a 0-value transfer to self (the later ones would wait for it for ever); when it is the key's
+        newest, the key sends its next transaction at it. A resync never moves the key's next nonce below an open
+        transaction of its own. Returns the jobs to be sent again."""
         key = self._by_address[tx.sender.lower()]
-        tx.state = "failed"
-        self._store.update_tx(tx)
-        self._untrack(tx)
-        jobs = [j for rid, _ in tx.items if (j := self._carried.pop(rid, None)) is not None]
+        jobs = [j for rid, _ in tx.items if (j := self._carried.pop(rid, None) or self._store.get(rid)) is not None]
         for job in jobs:
             if job.state is JobState.SUBMITTED:
                 self._store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
         jobs = [j for j in jobs if j.state is JobState.COMPUTED]
-        try:
-            async with key.lock:
-                key.next_nonce = await self._pending_nonce(key)
-                log.info("sender %s: nonce resynced to %d (%s)", key.address, key.next_nonce, reason)
-        except Exception as exc:  # the resync is retried at the next refusal; the jobs must not be lost meanwhile
-            key.resync = True
-            log.warning("sender %s: nonce resync failed (%s); it is retried before the next send", key.address, exc)
+        async with key.lock:
+            later = any(t.sender.lower() == tx.sender.lower() and t.nonce > tx.nonce for t in self._open.values())
+            if later and not taken:
+                self._fill(tx, key, reason)
+            else:
+                tx.state = "failed"
+                self._store.update_tx(tx)
+                self._untrack(tx)
+                if not taken:
+                    key.next_nonce = min(key.next_nonce, tx.nonce)  # reused by the next send
+                try:
+                    pending = await self._pending_nonce(key)
+                    key.next_nonce = max(key.next_nonce if not taken else 0, pending, self._top_open(key) + 1)
+                    if not later or taken:
+                        log.info("sender %s: next nonce %d (%s)", key.address, key.next_nonce, reason)
+                except Exception as exc:  # the jobs must not be lost meanwhile; the next send resyncs first
+                    key.resync = True
+                    log.warning("sender %s: nonce resync failed (%s); retried before the next send", key.address, exc)
         if requeue:
             self._requeue(jobs, RuntimeError(reason))
         return jobs
+
+    def _top_open(self, key: Key) -> int:
+        """The highest nonce of `key` with an open transaction (-1: none)."""
+        address = key.address.lower()
+        return max((t.nonce for t in self._open.values() if t.sender.lower() == address), default=-1)
+
+    def _fill(self, tx: StoredTx, key: Key, reason: str) -> None:
+        """Re-signs `tx` as a 0-value transfer to self at the same nonce (fees raised as for a replacement), so the
+        key's later transactions are not held behind a nonce that nothing fills. It stays tracked."""
+        base = self.head.base_fee_wei if self.head else 0
+        new_max, new_tip, _ = delivery.replacement_fees(
+            tx.request, base, self._policy.max_fee_per_gas_wei, self._policy.bump_percent
+        )
+        request = {
+            **tx.request,
+            "to": tx.sender,
+            "data": "0x",
+            "gas": delivery.CANCEL_GAS,
+            "maxFeePerGas": new_max,
+            "maxPriorityFeePerGas": new_tip,
+        }
+        signed = key.account.sign_transaction(request)
+        tx.hashes.append("0x" + signed.hash.hex())
+        self.call_hashes.add(tx.hashes[-1].lower())
+        tx.items, tx.raw, tx.request = [], bytes(signed.raw_transaction), request
+        self._store.update_tx(tx)
+        self._sent_at[(tx.sender.lower(), tx.nonce)] = 0.0  # the tracker rebroadcasts it at its next check
+        log.warning(
+            "nonce %d of %s filled with a 0-value transfer (%s): a later nonce is open", tx.nonce, tx.sender, reason
+        )
 
     def _track(self, tx: StoredTx, key: Key, *, resumed: bool = False) -> None:
         slot = (tx.sender.lower(), tx.nonce)
