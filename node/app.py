@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 
 import aiohttp
@@ -40,6 +41,16 @@ from node.retry import backoff_s
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+#: Python's recursion limit while the node runs. py_ecc (imported through eth-account) raises it to 100,000 at import;
+#: with that, `json.loads` of a deeply nested answer (an RPC's, a container's, an API client's) overflows the C stack
+#: and kills the process (a segfault, found by the container answer fuzzing) instead of raising RecursionError.
+#: The node recurses nowhere near this deep.
+RECURSION_LIMIT = 4000
+
+
+def bound_recursion() -> None:
+    """Sets the recursion limit back to `RECURSION_LIMIT` (call after every import that may raise it)."""
+    sys.setrecursionlimit(RECURSION_LIMIT)
 
 
 def _hub(cfg: MqttConfig, default_node_id: str) -> MqttHub:
@@ -74,6 +85,7 @@ class Node:
 
     async def serve(self) -> None:
         """Runs until SIGINT/SIGTERM (or `stopping` is set), then shuts down in order."""
+        bound_recursion()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)

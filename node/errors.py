@@ -102,3 +102,10 @@ class ContainerUnavailable(ContainerError):
     an attempt; the job waits for the container to come back."""
 
     action = Action.UNHEALTHY
+
+
+def short(text: object, limit: int = 160) -> str:
+    """`text` as one line of at most `limit` characters (an ellipsis marks a cut): what a log line or a failure
+    report may quote of an outside answer."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from node.conditions import CONDITIONS
+
 if TYPE_CHECKING:
     from node.chain.listener import Listener
     from node.chain.rpc import RpcPool
@@ -240,7 +242,23 @@ class _NodeCollector(Collector):
             "1 when the model's container (or worker pool) answers its health probe.",
             labels=["model"],
         )
+        answers = CounterMetricFamily(
+            "infera_outside_answers",
+            "Answers from outside the node that were not a plain success, by source (rpc, ws, send, container) and"
+            " the action taken (retry, refused, key_blocked, unhealthy, unknown; docs/RELIABILITY.md).",
+            labels=["source", "action"],
+        )
+        conditions = GaugeMetricFamily(
+            "infera_condition",
+            "1 for each current problem of a subject (a key that cannot send, a stale WebSocket, a rate-limiting"
+            " container, receipts that cannot be checked); what it is shows on /readyz and /status.",
+            labels=["subject"],
+        )
+        backing_off = GaugeMetricFamily("infera_jobs_backing_off", "Jobs waiting out a back-off before a send.")
         families: list[Metric] = [
+            answers,
+            conditions,
+            backing_off,
             jobs,
             calls,
             queue,
@@ -255,6 +273,11 @@ class _NodeCollector(Collector):
         ]
         if empty:
             return families
+        for (source, action), n in sorted(CONDITIONS.answers.items()):
+            answers.add_metric([source, action], n)
+        for problem in CONDITIONS.problems():
+            conditions.add_metric([problem.split(": ", 1)[0]], 1)
+        backing_off.add_metric([], self._txm.backing_off)
         counts = self._store.counts()
         for state in (*JOB_STATES, *sorted(set(counts) - set(JOB_STATES))):
             jobs.add_metric([state], counts.get(state, 0))

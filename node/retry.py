@@ -7,7 +7,9 @@ to wait; both use the same tenacity wait strategy, so every retry in the node ba
 
 from __future__ import annotations
 
+import email.utils
 import functools
+import time
 
 import tenacity
 
@@ -34,3 +36,28 @@ def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
 def policy(base_s: float, max_s: float) -> tenacity.wait.wait_base:
     """The wait strategy itself, for an `AsyncRetrying(wait=…)`."""
     return _wait(base_s, max_s)
+
+
+#: Longest `Retry-After` the node honours, in seconds (an endpoint asking for an hour gets a minute).
+RETRY_AFTER_MAX_S = 60.0
+
+
+def retry_after_s(header: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from an HTTP `Retry-After` value (delay-seconds or an HTTP-date; `now` in unix seconds,
+    default the machine's clock), capped at `RETRY_AFTER_MAX_S`; None when absent or unreadable."""
+    if header is None:
+        return None
+    value = header.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        seconds = float(int(value[:6]))  # a 300-digit number is just "long"
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(RETRY_AFTER_MAX_S, max(0.0, seconds))

@@ -13,7 +13,6 @@ by `bench.node`).
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json
 import logging
@@ -30,6 +29,7 @@ from web3.exceptions import BadResponseFormat, ContractLogicError, ProviderConne
 from node.chain.contracts import CoordinatorAbi
 from node.conditions import CONDITIONS
 from node.errors import Action, InferaError, RpcUnavailable, TxReverted
+from node.retry import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     BadResponseFormat,
     EndpointError,
 )
-#: Longest `Retry-After` the node honours, in seconds.
-MAX_RETRY_AFTER_S = 60.0
 
 # What JSON-RPC error answers mean, by the words providers use (geth, erigon, nethermind, anvil, hosted gateways).
 _RATE_LIMITED = ("rate limit", "too many requests", "limit exceeded", "exceeded the", "capacity", "throttl", "quota")
@@ -93,25 +91,6 @@ _ITEM_REFUSED = (
     "invalid request",
     "request entity",
 )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from an HTTP `Retry-After` header (delta-seconds or an HTTP date), capped at `MAX_RETRY_AFTER_S`;
-    None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, min(MAX_RETRY_AFTER_S, seconds))
 
 
 def classify_answer(code: int, message: str) -> Action:
@@ -234,11 +213,11 @@ class RpcPool:
                     raise EndpointError(
                         f"{method}: HTTP {resp.status} {text!r}",
                         status=resp.status,
-                        retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
+                        retry_after_s=retry_after_s(resp.headers.get("Retry-After")),
                     )
                 try:
                     answer = await resp.json(content_type=None)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
                     raise EndpointError(f"{method}: the answer is not JSON") from None
             error = answer.get("error") if isinstance(answer, dict) else None
             if error is not None:

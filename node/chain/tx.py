@@ -48,7 +48,7 @@ from node.chain.listener import Head, as_head
 from node.chain.rpc import RpcError, RpcPool, as_reverted, classify, is_revert
 from node.chain.tracking import SETTLED_ERRORS, Key, Tracking, TxPolicy
 from node.conditions import CONDITIONS
-from node.errors import Action, TxReverted
+from node.errors import Action, TxReverted, short
 from node.jobs.store import Job, JobState, JobStore, StoredTx
 from node.retry import backoff_s
 
@@ -399,12 +399,12 @@ class TxManager(Tracking):
             first = self._first_failure.setdefault(rid, now)
             if now - first > self._policy.retry_window_s:
                 if job.failure is None:
-                    reason = f"could not deliver for {now - first:.0f} s: {_short(exc)}"
+                    reason = f"could not deliver for {now - first:.0f} s: {short(exc)}"
                     log.error("request %d: %s; reporting the failure instead", rid, reason)
                     self._store.update(job, JobState.COMPUTED, output=None, failure=reason)
                     self._first_failure[rid] = now  # the report gets a window of its own
                 else:
-                    self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {_short(exc)}")
+                    self._settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {short(exc)}")
                     continue
             failures = self._send_failures[rid] = self._send_failures.get(rid, 0) + (1 if counts else 0)
             delay = max(delay, backoff_s(max(1, failures), SEND_BACKOFF_BASE_S, SEND_BACKOFF_MAX_S))
@@ -413,7 +413,7 @@ class TxManager(Tracking):
             delay = max(delay, retry_after_s)
         if not later:
             return
-        log.warning("%d job(s) waiting %.2f s to be sent again: %s", len(later), delay, _short(exc))
+        log.warning("%d job(s) waiting %.2f s to be sent again: %s", len(later), delay, short(exc))
         self.backing_off += len(later)
         self._spawn(self._ready_after(later, delay))
 
@@ -445,21 +445,21 @@ class TxManager(Tracking):
         if refused < MAX_ITEM_REFUSALS or time.monotonic() - first < REFUSAL_WINDOW_S:
             self._requeue(jobs, RuntimeError(reason))
         elif job.failure is None:
-            why = f"delivery refused by the RPC {refused} times: {_short(reason)}"
+            why = f"delivery refused by the RPC {refused} times: {short(reason)}"
             log.error("request %d: %s; reporting the failure instead", rid, why)
             self._store.update(job, JobState.COMPUTED, output=None, failure=why)
             self._refusals.pop(rid, None)
             self._first_refusal.pop(rid, None)
             self.enqueue(job)
         else:
-            self._settle(job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {_short(reason)}")
+            self._settle(job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {short(reason)}")
 
     def _pause_key(self, key: Key, reason: str) -> None:
         """`key` cannot send (no funds, ...): it sends nothing for a capped, growing pause, and `/readyz` says why."""
         key.pauses += 1
         pause = backoff_s(key.pauses, KEY_PAUSE_BASE_S, KEY_PAUSE_MAX_S)
         key.paused_until = time.monotonic() + pause
-        CONDITIONS.set(f"key {key.address}", f"cannot send: {_short(reason)} (paused {pause:.0f} s)")
+        CONDITIONS.set(f"key {key.address}", f"cannot send: {short(reason)} (paused {pause:.0f} s)")
 
     def _key_ok(self, address: str) -> None:
         """A transaction of this key was mined: whatever paused it is over."""
@@ -753,9 +753,3 @@ async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
     except Exception:
         CONDITIONS.count("send", Action.UNKNOWN)
         log.exception("a transaction task failed; the transaction stays tracked and its jobs stored")
-
-
-def _short(exc: BaseException | str, limit: int = 200) -> str:
-    """An error for a log line or a failure report: one line, at most `limit` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

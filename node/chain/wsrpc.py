@@ -96,7 +96,7 @@ class WsRpc:
                 while self._notes.qsize() >= READ_AHEAD and not self._pending:
                     self._room.clear()
                     await self._room.wait()
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, RecursionError) as exc:
             reason = ConnectionError(f"WebSocket {public_url(self.url)} failed: {type(exc).__name__}: {exc}")
         finally:
             self._closed_because = reason

@@ -35,10 +35,9 @@ from node.dispatch.protocol import (
     chain_body,
     output_from_answer,
     parse_json,
-    retry_after_s,
-    short,
 )
-from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable
+from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable, short
+from node.retry import retry_after_s
 
 #: Batch calls in flight to one container at once; further inputs wait for one to return.
 MAX_POSTS = 2

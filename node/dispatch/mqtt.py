@@ -20,8 +20,8 @@ import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
 from node.conditions import CONDITIONS
-from node.dispatch.protocol import chain_body, output_from_answer, parse_json, short
-from node.errors import ContainerError
+from node.dispatch.protocol import chain_body, output_from_answer, parse_json
+from node.errors import ContainerError, short
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,14 @@ Reasons taken from a container's answer are cut to `MAX_REASON_CHARS`, so whatev
 
 from __future__ import annotations
 
-import email.utils
 import json
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from eth_abi.abi import encode
 
-from node.errors import ContainerError, ContainerRejected
+from node.errors import ContainerError, ContainerRejected, short
 
 SOURCE_CHAIN = 0
 DESTINATION_CHAIN = 0
@@ -49,8 +47,6 @@ MAX_ERROR_BYTES = 64 * 1024
 #: raises the interpreter's recursion limit to 100,000, so a deeply nested body would crash the process in the
 #: JSON decoder (a segfault, not a RecursionError) instead of failing one call.
 MAX_JSON_DEPTH = 128
-#: Longest `Retry-After` honoured, in seconds (a container asking for an hour gets a minute).
-RETRY_AFTER_MAX_S = 60.0
 #: Characters of a container's own words (its `error`, its status line) kept in an error message.
 MAX_REASON_CHARS = 160
 #: Statuses that say "not now" rather than "never": retried, honouring `Retry-After`.
@@ -96,33 +92,6 @@ def parse_json(raw: bytes | bytearray | str) -> Any:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
     finally:
         sys.setrecursionlimit(before)
-
-
-def short(text: object, limit: int = MAX_REASON_CHARS) -> str:
-    """`text` as one line of at most `limit` characters (an ellipsis marks a cut)."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def retry_after_s(header: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from an HTTP `Retry-After` value (delay-seconds or an HTTP-date; `now` in unix seconds,
-    default the machine's clock), capped at `RETRY_AFTER_MAX_S`; None when absent or unreadable."""
-    if header is None:
-        return None
-    value = header.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        seconds = float(int(value[:6]))  # a 300-digit number is just "long"
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # HTTP-dates are GMT
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(RETRY_AFTER_MAX_S, max(0.0, seconds))
 
 
 def classify(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> Output:

@@ -7,10 +7,12 @@ every computation), so tests can count what was computed across node crashes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import sys
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -148,6 +150,15 @@ class FaultRig:
                     receipt = w3.eth.get_transaction_receipt(tx["hash"])  # type: ignore[index]
                     found.append({**tx, "status": receipt["status"]})  # type: ignore[dict-item]
         return found
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """`GET /readyz` of the node's API on `port`: (HTTP status, its JSON body), 503 included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def output_hash(data: bytes) -> bytes:

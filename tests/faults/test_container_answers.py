@@ -5,13 +5,10 @@ on-chain callback after a bounded number of calls."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +21,7 @@ from eth_utils.crypto import keccak
 from node.devnet import _http_ok, free_port, wait_until
 from node.dispatch.protocol import chain_body
 from node.jobs.scheduler import MAX_FAILURE_CHARS
-from tests.faults.conftest import FaultRig
+from tests.faults.conftest import FaultRig, readyz
 from tests.faults.infernet_containers import EVERY_BAD, FINAL, hello_answer, llm_answer, script
 
 pytestmark = pytest.mark.faults
@@ -75,14 +72,6 @@ def failures(rig: FaultRig) -> tuple[dict[int, list[str]], Counter[int]]:
     return reported, failed
 
 
-def readyz(rig: FaultRig) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{rig.dev.api_port}/readyz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def hello_output(input_: bytes) -> bytes:
     """What Infernet's node delivers for its hello-world container: abi.encode(string(str(answer)))."""
     return encode(["string"], [str(hello_answer(chain_body(input_)))])
@@ -121,7 +110,7 @@ def test_infernet_containers_are_delivered_as_infernets_node_delivers_and_ready_
     rig.start_node()
     node = rig.node
     assert node is not None
-    wait_until(lambda: readyz(rig)[0] == 200, timeout_s=30, what="/readyz 200", alive=node.check_alive)
+    wait_until(lambda: readyz(rig.dev.api_port)[0] == 200, timeout_s=30, what="/readyz 200", alive=node.check_alive)
 
     inputs = [encode(["string"], [f"prompt {i}"]) for i in range(3)]
     hello_ids = rig.dev.request_many("infernet/hello@1", inputs)
@@ -136,7 +125,7 @@ def test_infernet_containers_are_delivered_as_infernets_node_delivers_and_ready_
     for input_, h, m in zip(inputs, hello_ids, llm_ids, strict=True):
         assert hashes[h] == keccak(hello_output(input_))
         assert hashes[m] == keccak(llm_output(input_))
-    status, body = readyz(rig)
+    status, body = readyz(rig.dev.api_port)
     assert status == 200, body
     assert body["containers"] == {"infernet/hello@1": True, "infernet/llm@1": True}
 
@@ -231,7 +220,9 @@ def test_retries_stop_when_the_chain_passes_the_deadline_whatever_the_machines_c
     rig.dev.w3.provider.make_request("evm_increaseTime", [31 * 86400])  # type: ignore[arg-type]
     rig.dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     head = rig.dev.w3.eth.block_number
-    wait_until(lambda: (readyz(rig)[1].get("head") or 0) >= head, timeout_s=30, what="the node to see the head")
+    wait_until(
+        lambda: (readyz(rig.dev.api_port)[1].get("head") or 0) >= head, timeout_s=30, what="the node to see the head"
+    )
     rig.control("release")
     wait_until(
         lambda: rig.db("SELECT state FROM jobs WHERE request_id = ?", str(rid))[0][0] in ("failed", "expired"),

@@ -9,8 +9,7 @@ from collections import Counter
 import pytest
 
 from node.devnet import dev_account, wait_until
-from tests.faults.conftest import MODEL, FaultRig
-from tests.faults.test_rpc_outage import readyz
+from tests.faults.conftest import MODEL, FaultRig, readyz
 
 pytestmark = pytest.mark.faults
 

@@ -9,10 +9,7 @@ request is delivered exactly once, the calls during the fault stay under a ceili
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from aiohttp import web
 
 from bench.rpcproxy import CountingRpcProxy, proxy_in_thread
 from node.devnet import free_port, wait_until
-from tests.faults.conftest import MODEL, FaultRig
+from tests.faults.conftest import MODEL, FaultRig, readyz
 from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.faults
@@ -74,14 +71,6 @@ def configure(
     path.write_text(path.read_text().replace("[chain]\n", "[chain]\n" + extra, 1))
     rig.config = path
     return path
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def node_log(rig: FaultRig) -> str:

@@ -1,8 +1,8 @@
 """RPC answer fuzzing: for a stretch of load, the proxy between the node and anvil answers a random share of every
 method's calls with something other than the answer: random JSON-RPC errors (codes, messages, data), random HTTP
-statuses (empty, text or HTML bodies, some with `Retry-After`), truncated bodies, results of the wrong type, calls
-carried out but answered with an error, and silent stalls past the node's timeout. The seed is printed (set
-`INFERA_FUZZ_SEED` to replay it; `INFERA_FUZZ_SECONDS` for a longer run).
+statuses (empty, text or HTML bodies, some with `Retry-After`), truncated bodies, results of the wrong type or
+nested 200,000 deep, calls carried out but answered with an error, and silent stalls past the node's timeout. The
+seed is printed (set `INFERA_FUZZ_SEED` to replay it; `INFERA_FUZZ_SECONDS` for a longer run).
 
 The node reads everything over HTTP here (no WebSocket), so the listener's calls are fuzzed as much as the sender's.
 Asserted: the node never exits; its sends stay under the per-key ceiling and its calls under a bound; and once the
@@ -69,6 +69,7 @@ KINDS = [
     "not_json",
     "did_it_then_error",
     "stall",
+    "deep_json",
 ]
 
 
@@ -112,6 +113,11 @@ class RpcFuzzer:
         if kind == "wrong_result":
             result = self.rng.choice([None, 42, "0xzz", [], {"unexpected": True}, "0x", True])
             return web.json_response({"jsonrpc": "2.0", "id": call.get("id"), "result": result})
+        if kind == "deep_json":  # nested past any recursion limit: must not crash the node's JSON decoder
+            depth = self.rng.choice([10_000, 200_000])
+            head = f'{{"jsonrpc":"2.0","id":{json.dumps(call.get("id"))},"result":'
+            text = head + "[" * depth + "]" * depth + "}"
+            return web.Response(text=text, content_type="application/json")
         if kind == "not_json":
             return web.Response(text="<html>502 upstream</html>", content_type="text/html")
         if kind == "did_it_then_error":  # carried out upstream (a send is sent), answered as a failure

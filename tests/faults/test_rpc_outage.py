@@ -3,28 +3,17 @@ ready, and delivers everything once the RPC is back."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from node.devnet import wait_until
-from tests.faults.conftest import MODEL, FaultRig
+from tests.faults.conftest import MODEL, FaultRig, readyz
 
 pytestmark = pytest.mark.faults
 
 OUTAGE_S = 30.0
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_thirty_seconds_without_rpc_mid_load(rig: FaultRig) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from aiohttp import web
 from bench.rpcproxy import proxy_in_thread
 from node.chain.contracts import model_id
 from node.devnet import DEFAULT_FEE_WEI, free_port, wait_until
-from tests.faults.conftest import MODEL, FaultRig
+from tests.faults.conftest import MODEL, FaultRig, readyz
 
 pytestmark = pytest.mark.faults
 
@@ -33,14 +32,6 @@ def rpc(rig: FaultRig, method: str, *params: Any) -> Any:
     response = rig.dev.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
     assert "error" not in response, response
     return response.get("result")
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def max_per_window(times: list[float], window_s: float = 1.0) -> int:
@@ -233,6 +224,10 @@ def test_a_key_without_funds_pauses_says_why_and_recovers(rig: FaultRig) -> None
             return code == 503 and any(address in p and "cannot send" in p for p in body["problems"])
 
         wait_until(key_named, timeout_s=60, what="/readyz to name the key without funds")
+        with urllib.request.urlopen(f"http://127.0.0.1:{dev.api_port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert f'infera_condition{{subject="key {address}"}} 1.0' in metrics
+        assert 'infera_outside_answers_total{action="key_blocked",source="send"}' in metrics
         wait_until(
             lambda: time.monotonic() - dry_at > 10 or None, timeout_s=30, what="ten seconds of the fault", interval_s=1
         )

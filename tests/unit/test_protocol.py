@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestServer
 from eth_abi.abi import encode
 
 from node.conditions import CONDITIONS
-from node.dispatch import protocol
 from node.dispatch.http import HttpDispatcher
-from node.dispatch.protocol import chain_body, classify, onchain_output, retry_after_s
+from node.dispatch.protocol import chain_body, classify, onchain_output
 from node.errors import Action, ContainerError, ContainerRejected
 from node.jobs.scheduler import BACKOFF_MAX_S, MIN_RETRY_S, backoff_s, retry_delay_s
+from node.retry import RETRY_AFTER_MAX_S, retry_after_s
 from tests.faults.infernet_containers import create_app
 
 
@@ -104,8 +104,8 @@ def test_retry_after_in_seconds_or_http_date_capped() -> None:
     now = time.time()
     assert retry_after_s("3") == 3.0
     assert retry_after_s("0") == 0.0
-    assert retry_after_s("86400") == protocol.RETRY_AFTER_MAX_S
-    assert retry_after_s("9" * 400) == protocol.RETRY_AFTER_MAX_S
+    assert retry_after_s("86400") == RETRY_AFTER_MAX_S
+    assert retry_after_s("9" * 400) == RETRY_AFTER_MAX_S
     date = email.utils.formatdate(now + 5, usegmt=True)
     assert 3.9 <= (retry_after_s(date, now=now) or 0) <= 5.0
     assert retry_after_s(email.utils.formatdate(now - 100, usegmt=True), now=now) == 0.0
