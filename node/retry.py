@@ -17,7 +17,7 @@ import tenacity
 @functools.cache
 def _wait(base_s: float, max_s: float) -> tenacity.wait.wait_base:
     # Jitter up to a quarter of the base keeps retries of many jobs from arriving in lockstep.
-    return tenacity.wait_exponential_jitter(initial=base_s, max=max_s, jitter=base_s / 4)
+    return tenacity.wait_exponential_jitter(multiplier=base_s, max=max_s, jitter=base_s / 4)
 
 
 class _Attempt(tenacity.RetryCallState):

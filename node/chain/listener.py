@@ -144,7 +144,7 @@ def _rate_limit_wait(state: RetryCallState) -> float:
     after = getattr(exc, "retry_after_s", None)
     if isinstance(after, int | float) and after >= 0:
         return max(RATE_LIMIT_MIN_S, min(float(after), 60.0))
-    return max(RATE_LIMIT_MIN_S, wait_exponential_jitter(initial=RATE_LIMIT_BASE_S, max=RATE_LIMIT_MAX_S)(state))
+    return max(RATE_LIMIT_MIN_S, wait_exponential_jitter(multiplier=RATE_LIMIT_BASE_S, max=RATE_LIMIT_MAX_S)(state))
 
 
 class WsStale(ConnectionError):
@@ -492,7 +492,7 @@ class Listener:
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(Exception),
-                wait=wait_exponential_jitter(initial=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
+                wait=wait_exponential_jitter(multiplier=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
                 before_sleep=self._say_lost,
                 reraise=True,
             ):

@@ -384,11 +384,12 @@ class TxManager(Tracking):
     def _requeue(
         self, jobs: list[Job], exc: BaseException, *, counts: bool = True, retry_after_s: float | None = None
     ) -> None:
-        """Puts jobs whose send failed back in the queue after a capped, jittered back-off (`counts`: the failure
-        counts towards it; `retry_after_s`: at least this long, as the endpoint asked). A delivery that could not be
-        sent for `retry_window_s` (from its first failure, whatever was re-signed since) becomes a failure report; a
-        failure report that could not be sent for as long is given up (failed here; the request's deadline refunds
-        its consumer)."""
+        """Puts jobs whose send failed back in the queue after a capped, jittered back-off. `counts`: the failure
+        was theirs and counts towards the back-off and the window (a key that cannot send is not its jobs' failure:
+        they wait for it until their deadline). `retry_after_s`: at least this long, as the endpoint asked. A
+        delivery that could not be sent for `retry_window_s` (from its first failure, whatever was re-signed since)
+        becomes a failure report; a failure report that could not be sent for as long is given up (failed here; the
+        request's deadline refunds its consumer)."""
         now = time.monotonic()
         later: list[Job] = []
         delay = 0.0
@@ -396,8 +397,8 @@ class TxManager(Tracking):
             if job.state is not JobState.COMPUTED:
                 continue  # sent meanwhile (a split batch), orphaned, or settled
             rid = job.request_id
-            first = self._first_failure.setdefault(rid, now)
-            if now - first > self._policy.retry_window_s:
+            first = self._first_failure.setdefault(rid, now) if counts else self._first_failure.get(rid, now)
+            if counts and now - first > self._policy.retry_window_s:
                 if job.failure is None:
                     reason = f"could not deliver for {now - first:.0f} s: {short(exc)}"
                     log.error("request %d: %s; reporting the failure instead", rid, reason)
