@@ -503,13 +503,18 @@ class Listener:
     def _say_lost(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
+        CONDITIONS.set(
+            "listener", f"lost the RPC ({type(exc).__name__}); reconnecting with back-off", blocks_ready=False
+        )
+        log.info("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
 
     def _healthy(self) -> bool:
         """Whether heads have been coming for `HEALTHY_S` (then back-offs start again from the shortest)."""
         return self._good_since is not None and self._good_last - self._good_since >= HEALTHY_S
 
     def _good_head(self) -> None:
+        if CONDITIONS.get("listener") is not None:
+            CONDITIONS.set("listener", None)
         now = time.monotonic()
         if self._good_since is None:
             self._good_since = now

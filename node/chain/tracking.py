@@ -145,7 +145,8 @@ class Tracking:
                 raise
             except Exception as exc:
                 failures += 1
-                CONDITIONS.set("receipts", f"cannot check transactions: {type(exc).__name__}: {str(exc)[:200]}")
+                CONDITIONS.set("receipts", f"cannot check transactions ({type(exc).__name__}); backing off")
+                log.debug("receipt checks failed: %s", exc)
                 await asyncio.sleep(backoff_s(failures, self._policy.receipt_poll_s, 30.0))  # a back-off
             else:
                 if failures:
@@ -246,6 +247,8 @@ class Tracking:
             call.set_result(receipt)
         self._untrack(tx)
         self._key_ok(tx.sender)
+        if ok and tx.items and CONDITIONS.get("sending") is not None:
+            CONDITIONS.set("sending", None)  # a delivery went through: whatever failed before is over
         if not self._open and not self._ready and self.upcoming() == 0:
             self.on_idle()
 

@@ -414,7 +414,9 @@ class TxManager(Tracking):
             delay = max(delay, retry_after_s)
         if not later:
             return
-        log.warning("%d job(s) waiting %.2f s to be sent again: %s", len(later), delay, short(exc))
+        # Once per change of what is failing (logged by the condition), the detail of every retry at debug.
+        CONDITIONS.set("sending", f"sends failing ({type(exc).__name__}); retrying with back-off", blocks_ready=False)
+        log.debug("%d job(s) waiting %.2f s to be sent again: %s", len(later), delay, short(exc))
         self.backing_off += len(later)
         self._spawn(self._ready_after(later, delay))
 
