@@ -170,7 +170,7 @@ class HttpDispatcher:
         answers = payload.get("answers") if isinstance(payload, dict) else None
         if status != 200 or not isinstance(answers, list) or len(answers) != len(inputs):
             if status != 200:  # the whole call was answered as one (429, 500, ...): each item gets that answer
-                output_from_answer(status, payload, self._url, retry_after=retry_after)
+                output_from_answer(status, payload, "container", retry_after=retry_after)
             raise ContainerError(f"{self._url} answered the batch call without one answer per input", status=status)
         self.batches = True
         results: list[bytes | BaseException] = []
@@ -178,7 +178,7 @@ class HttpDispatcher:
             try:
                 if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
                     raise ContainerError("container answered a batch item without a status")
-                results.append(output_from_answer(answer["status"], answer.get("body"), self._url))
+                results.append(output_from_answer(answer["status"], answer.get("body"), "container"))
             except ContainerError as exc:
                 results.append(exc)
         return results
@@ -188,7 +188,7 @@ class HttpDispatcher:
 
     async def _single(self, input_: bytes) -> bytes:
         status, payload, retry_after = await self._call("/service_output", chain_body(input_))
-        return output_from_answer(status, payload, self._url, retry_after=retry_after)
+        return output_from_answer(status, payload, "container", retry_after=retry_after)
 
     async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, Any, float | None]:
         """POSTs `body`; returns the status, the JSON answer (None when the body is empty or not JSON: a 404 page, a
