@@ -81,8 +81,11 @@ _KEY_BLOCKED = ("insufficient funds", "insufficient balance", "gas required exce
 _ITEM_REFUSED = (
     "exceeds block gas limit",
     "exceeds the block gas limit",
+    "block gas limit",
     "gas limit reached",
     "intrinsic gas too low",
+    "intrinsic gas too high",
+    "gas_limit >",
     "oversized",
     "too large",
     "too big",

@@ -70,6 +70,10 @@ KEY_PAUSE_MAX_S = 60.0
 #: endpoint that says "invalid request" now and then must not turn a good output into a failure report.
 MAX_ITEM_REFUSALS = 3
 REFUSAL_WINDOW_S = 20.0
+#: A sent transaction whose sends and rebroadcasts the RPC refused this many times over at least this many seconds
+#: (with words nobody classified, or "try again") is taken as refused for what it carries, whatever the words.
+MAX_TX_REFUSALS = 5
+TX_REFUSAL_WINDOW_S = 60.0
 #: Share of the block gas limit one batch may use (a lone item may use up to `LONE_ITEM_GAS_SHARE`): a transaction
 #: over the limit can never be mined, and a batch that fills a whole block waits behind everyone else's.
 BATCH_GAS_SHARE = 0.5
@@ -125,6 +129,8 @@ class TxManager(Tracking):
         self._refusals: dict[int, int] = {}
         #: monotonic time each job was first refused alone.
         self._first_refusal: dict[int, float] = {}
+        #: (refusals, monotonic time of the first) of each open transaction's sends, by slot.
+        self._tx_refusals: dict[tuple[str, int], tuple[int, float]] = {}
         self._reverts: dict[int, int] = {}
         #: Jobs waiting out a back-off before they are ready again.
         self.backing_off = 0
@@ -642,6 +648,13 @@ class TxManager(Tracking):
             if not quiet:
                 await self._nonce_taken(tx)
             return
+        slot = (tx.sender.lower(), tx.nonce)
+        if "underpriced" not in message:  # an underpriced rebroadcast means the pool has it already
+            count, first = self._tx_refusals.get(slot, (0, time.monotonic()))
+            self._tx_refusals[slot] = (count + 1, first)
+            if count + 1 >= MAX_TX_REFUSALS and time.monotonic() - first >= TX_REFUSAL_WINDOW_S:
+                # However the RPC words it, a transaction refused this often for this long will not be taken.
+                action, quiet = Action.REFUSED, False
         if quiet:
             log.info("rebroadcast of nonce %d: %s", tx.nonce, error)
             return
@@ -651,6 +664,7 @@ class TxManager(Tracking):
                 "nonce %d of %s: the RPC answered %r; kept, the tracker rebroadcasts it", tx.nonce, tx.sender, error
             )
             return
+        self._tx_refusals.pop(slot, None)
         log.error("nonce %d of %s refused by the RPC (%s); its jobs will be sent again", tx.nonce, tx.sender, error)
         jobs = await self._abandon(tx, error, requeue=False)
         if action is Action.REFUSED:
@@ -725,6 +739,7 @@ class TxManager(Tracking):
         tx.hashes.append("0x" + signed.hash.hex())
         self.call_hashes.add(tx.hashes[-1].lower())
         tx.items, tx.raw, tx.request = [], bytes(signed.raw_transaction), request
+        self._tx_refusals.pop((tx.sender.lower(), tx.nonce), None)  # a new payload: its own refusals count
         self._store.update_tx(tx)
         self._sent_at[(tx.sender.lower(), tx.nonce)] = 0.0  # the tracker rebroadcasts it at its next check
         log.warning(
@@ -738,6 +753,7 @@ class TxManager(Tracking):
         key.open += 1
 
     def _untrack(self, tx: StoredTx) -> None:
+        self._tx_refusals.pop((tx.sender.lower(), tx.nonce), None)
         if self._open.pop((tx.sender.lower(), tx.nonce), None) is not None:
             self._by_address[tx.sender.lower()].open -= 1
             self._receipts.pop((tx.sender.lower(), tx.nonce), None)

@@ -37,6 +37,7 @@ from node.retry import backoff_s
         (-32003, "Insufficient funds for gas * price + value", Action.KEY_BLOCKED),
         (-32000, "exceeds block gas limit", Action.REFUSED),
         (-32000, "intrinsic gas too low", Action.REFUSED),
+        (-32003, "intrinsic gas too high -- tx.gas_limit > env.block.gas_limit", Action.REFUSED),
         (-32000, "oversized data", Action.REFUSED),
         (-32600, "Invalid request", Action.REFUSED),
         (-32602, "invalid argument 0: hex string has odd length", Action.REFUSED),
