@@ -66,6 +66,14 @@ class ChainConfig(_Section):
         default=256, ge=1, le=100_000, description="transactions one key hands to the RPC per block, at most"
     )
 
+    @model_validator(mode="after")
+    def _stale_bounds(self) -> ChainConfig:
+        if self.stale_head_min_s > self.stale_head_max_s:
+            raise ValueError(
+                f"stale_head_min_s ({self.stale_head_min_s}) is above stale_head_max_s ({self.stale_head_max_s})"
+            )
+        return self
+
 
 class WalletConfig(_Section):
     private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")

@@ -50,6 +50,11 @@ def test_rpc_url_must_be_http() -> None:
         parse_config(minimal(rpc_url="ws://127.0.0.1:8545"))
 
 
+def test_staleness_bounds_must_be_in_order() -> None:
+    with pytest.raises(ConfigError, match=r"chain: .*stale_head_min_s \(90.0\) is above stale_head_max_s \(60.0\)"):
+        parse_config(minimal(stale_head_min_s=90))
+
+
 def test_duplicate_model_names_are_refused() -> None:
     data = minimal()
     data["models"] = [{"name": "echo", "url": "http://a"}, {"name": "echo", "url": "http://b"}]
