@@ -107,5 +107,6 @@ class ContainerUnavailable(ContainerError):
 def short(text: object, limit: int = 160) -> str:
     """`text` as one line of at most `limit` characters (an ellipsis marks a cut): what a log line or a failure
     report may quote of an outside answer."""
-    line = " ".join(str(text).split())
+    # Lone surrogates (JSON's "\\ud800") can be neither stored nor encoded: replaced, so a quote never raises later.
+    line = " ".join(str(text).encode("utf-8", "replace").decode("utf-8").split())
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BALANCE_REFRESH_S = 15.0
+#: A balance at or above this is an RPC's absurd answer (all the ether there is is below 2^87 wei), not recorded.
+MAX_BALANCE_WEI = 2**96
 RECENT_FEES = 1024
 #: Job states always exported (0 when empty), so a dashboard's series do not come and go.
 JOB_STATES = ("seen", "running", "computed", "submitted", "confirmed", "failed", "expired", "orphaned")
@@ -169,7 +171,10 @@ class Metrics:
         """Reads every address's balance now and then every `interval_s`, until cancelled."""
         while True:
             for address in addresses:
-                await self.refresh_balance(rpc, address)
+                try:
+                    await self.refresh_balance(rpc, address)
+                except Exception as exc:  # an absurd answer (a balance no float holds): a metric never stops the node
+                    log.warning("cannot record the balance of %s: %s", address, exc)
             await asyncio.sleep(interval_s)
 
     async def refresh_balance(self, rpc: RpcPool, address: ChecksumAddress) -> None:
@@ -184,6 +189,9 @@ class Metrics:
             )
         except Exception as exc:  # a metric must never stop the node
             log.warning("cannot read the balance of %s: %s", address, exc)
+            return
+        if not 0 <= wei < MAX_BALANCE_WEI:
+            log.warning("the RPC says %s holds %d wei: not believed, not recorded", address, wei)
             return
         if block is not None:  # receipts of later blocks that came in while the read was under way
             wei -= sum(fee for b, fee in self._recent_fees.get(address, ()) if b > block)

@@ -50,7 +50,7 @@ def retry_after_s(header: str | None, *, now: float | None = None) -> float | No
     value = header.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²" and other digits int() refuses
         seconds = float(int(value[:6]))  # a 300-digit number is just "long"
     else:
         try:

@@ -20,13 +20,12 @@ class ChainClock:
         self._seen_at = 0.0
 
     def on_head(self, timestamp: int, number: int | None = None) -> None:
-        """Records a head's timestamp (unix seconds). The newest block's word is taken even when it is older than
-        the one held (a devnet's warped clock); a head of a lower `number` than the one held, arriving late, is
-        ignored."""
-        if number is not None and number < self._head_number:
-            return
+        """Records a head's timestamp (unix seconds): the newest head's word is taken, even when it is older than the
+        one held (a devnet's warped clock), so one wrong head is corrected by the next. (The listener checks a head
+        that jumps far in number or time against the chain before it gets here.) `number` is kept for `/status`."""
         self._head_ts = float(timestamp)
-        self._head_number = number if number is not None else self._head_number
+        if number is not None:
+            self._head_number = number
         self._seen_at = time.monotonic()
 
     @property

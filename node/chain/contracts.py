@@ -158,25 +158,33 @@ class CoordinatorAbi:
             log_index=as_int(log["logIndex"]),
         )
 
-    def delivery_outcomes(self, logs: list[Any], node: str) -> dict[int, str]:
+    def delivery_outcomes(self, logs: list[Any], node: str, coordinator: str | None = None) -> dict[int, str]:
         """What a mined delivery transaction did for `node`, by request id, read from its receipt's logs:
-        "fulfilled", "reported", or the name of the error a batch item was skipped with."""
+        "fulfilled", "reported", or the name of the error a batch item was skipped with. Only logs emitted by
+        `coordinator` count (a consumer's callback runs inside the delivery and can emit any log it likes), and a
+        log that does not decode is passed over (never an exception: a receipt must always settle)."""
         node_topic = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
+        emitter = coordinator.lower() if coordinator is not None else None
         outcomes: dict[int, str] = {}
         for raw in logs:
-            topics = [_hex(t) for t in raw["topics"]]
-            name = self._outcome_topics.get(topics[0]) if topics else None
-            if name is None or len(topics) < 3 or topics[2] != node_topic:
+            try:
+                if emitter is not None and str(raw.get("address", "")).lower() != emitter:
+                    continue
+                topics = [_hex(t) for t in raw["topics"]]
+                name = self._outcome_topics.get(topics[0]) if topics else None
+                if name is None or len(topics) < 3 or topics[2] != node_topic:
+                    continue
+                request_id = int(topics[1], 16)
+                if name == "RequestFulfilled":
+                    outcomes[request_id] = "fulfilled"
+                elif name == "FailureReported":
+                    outcomes[request_id] = "reported"
+                else:
+                    (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
+                    entry = self.errors.get(bytes(selector))
+                    outcomes[request_id] = entry["name"] if entry else f"0x{bytes(selector).hex()}"
+            except Exception:  # a log of any shape is passed over, the rest still read
                 continue
-            request_id = int(topics[1], 16)
-            if name == "RequestFulfilled":
-                outcomes[request_id] = "fulfilled"
-            elif name == "FailureReported":
-                outcomes[request_id] = "reported"
-            else:
-                (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
-                entry = self.errors.get(bytes(selector))
-                outcomes[request_id] = entry["name"] if entry else f"0x{bytes(selector).hex()}"
         return outcomes
 
     def decode_error(self, data: bytes) -> DecodedError:

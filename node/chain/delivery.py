@@ -110,5 +110,8 @@ def receipt_from_json(raw: dict[str, Any]) -> dict[str, Any]:
         "gasUsed": int(raw["gasUsed"], 16),
         "effectiveGasPrice": int(raw["effectiveGasPrice"], 16) if raw.get("effectiveGasPrice") else None,
         "transactionHash": HexBytes(raw["transactionHash"]),
-        "logs": [{"topics": [HexBytes(t) for t in e["topics"]], "data": HexBytes(e["data"])} for e in raw["logs"]],
+        "logs": [
+            {"address": e.get("address", ""), "topics": [HexBytes(t) for t in e["topics"]], "data": HexBytes(e["data"])}
+            for e in raw["logs"]
+        ],
     }

@@ -195,9 +195,35 @@ def _hex(value: Any) -> str:
     return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
+#: Bounds a head's fields must be within to be believed (a JSON-RPC answer can carry any number): past them the
+#: answer is malformed, and is treated as no answer (back-off), never stored or acted on.
+MAX_BLOCK_NUMBER = 2**62
+MAX_TIMESTAMP = 2**40
+MAX_GAS_LIMIT = 2**48
+MAX_BASE_FEE_WEI = 2**128
+#: A head this many blocks past the previous one (or the cursor, at start) is asked for again by number before it is
+#: believed: one answer cannot move the cursor past blocks that do not exist yet.
+MAX_UNVERIFIED_JUMP = 32
+#: Nor can one answer move the chain's clock by more than this (seconds) unchecked.
+MAX_UNVERIFIED_TIME_JUMP_S = 3600
+
+
+def check_logs(logs: Any, from_block: int, to_block: int) -> None:
+    """Raises ValueError unless `logs` is an `eth_getLogs` answer for [from_block, to_block]: a list of logs, each
+    from a block in that range. One wrong answer is then retried (after a back-off) rather than believed: a log
+    claiming another block would be dropped and the cursor moved past the real one, losing its request."""
+    if not isinstance(logs, list):
+        raise ValueError(f"eth_getLogs answered {type(logs).__name__}, not a list")
+    for entry in logs:
+        number = as_int(entry["blockNumber"]) if isinstance(entry, dict) and "blockNumber" in entry else None
+        if number is None or not from_block <= number <= to_block:
+            raise ValueError(f"eth_getLogs for blocks {from_block}-{to_block} answered a log of block {number}")
+
+
 def as_head(block: Any) -> Head:
-    """A block as web3 formats it or as JSON-RPC sends it (hex quantities)."""
-    return Head(
+    """A block as web3 formats it or as JSON-RPC sends it (hex quantities). Raises ValueError (or KeyError,
+    TypeError) for a block that is malformed or has a field past its bound (`MAX_BLOCK_NUMBER` …)."""
+    head = Head(
         number=as_int(block["number"]),
         hash=_hex(block["hash"]),
         parent_hash=_hex(block["parentHash"]),
@@ -205,6 +231,14 @@ def as_head(block: Any) -> Head:
         timestamp=as_int(block["timestamp"]),
         gas_limit=as_int(block.get("gasLimit") or 0),
     )
+    if not (
+        0 <= head.number < MAX_BLOCK_NUMBER
+        and 0 <= head.timestamp < MAX_TIMESTAMP
+        and 0 <= head.gas_limit < MAX_GAS_LIMIT
+        and 0 <= head.base_fee_wei < MAX_BASE_FEE_WEI
+    ):
+        raise ValueError(f"a block with fields past any real chain's: {head}")
+    return head
 
 
 class Listener:
@@ -351,8 +385,24 @@ class Listener:
             raise ConnectionError(f"the endpoint has no block {number} (a node still syncing?)")
         return as_head(block)
 
+    async def _verify_jump(self, call: Call, head: Head) -> None:
+        """A head far past the previous one (in number or in time) is read again by number before it is believed;
+        raises ValueError when the chain does not have it (one bogus answer must not move the cursor or the clock)."""
+        before = self.head
+        number_from = before.number if before is not None else self.cursor - 1
+        jumped = head.number > number_from + MAX_UNVERIFIED_JUMP
+        if before is not None and abs(head.timestamp - before.timestamp) > MAX_UNVERIFIED_TIME_JUMP_S:
+            jumped = True
+        if not jumped:
+            return
+        again = await self._block(call, head.number)
+        if again.hash != head.hash or again.timestamp != head.timestamp:
+            CONDITIONS.count("rpc", Action.UNKNOWN)
+            raise ValueError(f"head {head.number} not confirmed by the chain (asked again: {again.hash})")
+
     async def _on_new_head(self, call: Call, head: Head) -> None:
         """Checks the head against the stored hashes (rewinding on a reorg), records it, releases held logs."""
+        await self._verify_jump(call, head)
         self.last_heard = time.monotonic()
         self.block_time.observe(head.number, head.timestamp)
         known = self._hashes.get(head.number)
@@ -436,6 +486,7 @@ class Listener:
             )
             middle = from_block + self._log_range - 1
             return await self._get_logs(call, from_block, middle) + await self._get_logs(call, middle + 1, to_block)
+        check_logs(logs, from_block, to_block)
         if time.monotonic() >= self._range_limit_until:
             self._range_limit = MAX_LOG_RANGE
         self._log_range = grown_range(self._log_range, self._range_limit)

@@ -94,6 +94,7 @@ class Tracking:
     _rpc: RpcPool
     _store: JobStore
     _abi: CoordinatorAbi
+    _coordinator: str
     _policy: TxPolicy
     _broadcaster: Broadcaster
     _by_address: dict[str, Key]
@@ -233,11 +234,15 @@ class Tracking:
     def _finish(self, tx: StoredTx, receipt: Any) -> None:
         """Settles the jobs of a mined, confirmed transaction from its receipt."""
         ok = int(receipt["status"]) == 1
-        outcomes = self._abi.delivery_outcomes(list(receipt["logs"]), tx.sender) if ok else {}
+        logs = list(receipt["logs"])
+        outcomes = self._abi.delivery_outcomes(logs, tx.sender, self._coordinator) if ok else {}
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
         if self.metrics is not None:
-            self.metrics.observe_receipt(tx.sender, receipt)
+            try:
+                self.metrics.observe_receipt(tx.sender, receipt)
+            except Exception:  # a figure for the operator must never keep a transaction from settling
+                log.exception("could not record the receipt of nonce %d in the metrics", tx.nonce)
         with self._store.transaction():  # one commit for the transaction and all the jobs it carried
             self._settle_items(tx, outcomes, ok, tx_hash, gas_each)
             tx.state = "confirmed" if ok else "failed"

@@ -80,6 +80,10 @@ BATCH_GAS_SHARE = 0.5
 LONE_ITEM_GAS_SHARE = 0.95
 #: Block gas limit assumed until a block says (Ethereum mainnet's was 30-36 M in 2025).
 DEFAULT_BLOCK_GAS_LIMIT = 30_000_000
+#: A head's gas limit below this is not believed (no chain the node serves has blocks that small).
+MIN_PLAUSIBLE_GAS_LIMIT = 1_000_000
+#: Heads whose gas limits are remembered (the largest is used).
+GAS_LIMIT_HEADS = 8
 #: Calldata bytes in one batch: geth's transaction pool refuses transactions over 128 KiB.
 MAX_BATCH_DATA_BYTES = 96 * 1024
 
@@ -158,8 +162,9 @@ class TxManager(Tracking):
         self._cap_warned = False
         #: The chain's time (deadlines are judged by it, not by this machine's clock).
         self.clock = clock or ChainClock()
-        #: The newest block's gas limit (batches are sized below it).
+        #: The block gas limit batches are sized below: the largest of the last `GAS_LIMIT_HEADS` heads' limits.
         self.block_gas_limit = DEFAULT_BLOCK_GAS_LIMIT
+        self._gas_limits: collections.deque[int] = collections.deque(maxlen=GAS_LIMIT_HEADS)
         #: The coordinator's `maxOutputBytes` (read at start; None if it could not be read): a longer output is
         #: reported as a failure instead of being sent to a certain revert.
         self.max_output_bytes: int | None = None
@@ -239,8 +244,11 @@ class TxManager(Tracking):
     def on_head(self, head: Head) -> None:
         self.head = head
         self.clock.on_head(head.timestamp, head.number)
-        if head.gas_limit > 0:
-            self.block_gas_limit = head.gas_limit
+        if head.gas_limit >= MIN_PLAUSIBLE_GAS_LIMIT:
+            # The largest of the recent heads' limits: one head with a wrong (low) limit does not shrink batches or
+            # turn good outputs into failure reports; a wrong high one is met by the RPC's refusal (batches split).
+            self._gas_limits.append(head.gas_limit)
+            self.block_gas_limit = max(self._gas_limits)
         self._wake.set()
 
     def on_reorg(self, fork: int) -> None:
@@ -275,6 +283,8 @@ class TxManager(Tracking):
             self._tg.create_task(guarded)
 
     async def _send_loop(self) -> None:
+        """Takes ready jobs into transactions until cancelled. Whatever goes wrong in one round (a head with absurd
+        values, a bug), the loop goes on after a pause: it is never the reason the node stops."""
         while True:
             if not self._ready:
                 self._ready_event.clear()
@@ -282,8 +292,15 @@ class TxManager(Tracking):
                 continue
             await self._send_slots.acquire()
             key = await self._free_key()
-            await self._linger()
-            batch = self._take_batch()
+            try:
+                await self._linger()
+                batch = self._take_batch()
+            except Exception:
+                self._release(key)
+                CONDITIONS.count("send", Action.UNKNOWN)
+                log.exception("forming a transaction failed; trying again in a moment")
+                await asyncio.sleep(1.0)  # a back-off
+                continue
             if not batch:
                 self._release(key)
                 continue

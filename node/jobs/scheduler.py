@@ -221,7 +221,10 @@ class Scheduler:
                     batch.append(requests.get_nowait())
                 with self._store.transaction():
                     for request in batch:
-                        self.submit(request)
+                        try:
+                            self.submit(request)
+                        except Exception:  # a request with absurd values must not stop the node
+                            log.exception("request %s: could not be recorded; dropped", request.request_id)
         finally:
             await self.drain()
 

@@ -323,6 +323,10 @@ class JobStore:
             self._live[job.request_id] = job
 
     def _write(self, job: Job) -> None:
+        for name in ("failure", "error"):  # text from outside (a container, an RPC): lone surrogates cannot be stored
+            value = getattr(job, name)
+            if value is not None:
+                setattr(job, name, value.encode("utf-8", "replace").decode("utf-8"))
         self._db.execute(
             "UPDATE jobs SET state=?, attempts=?, output=?, failure=?, tx_hash=?, nonce=?, error=?, updated_at=?"
             " WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
