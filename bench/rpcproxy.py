@@ -71,7 +71,8 @@ class CountingRpcProxy:
         self._session = aiohttp.ClientSession()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # In-flight calls (a fault stalling, a send waiting for its block) are cut off at exit, not waited for.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self

@@ -228,11 +228,24 @@ class TxManager(Tracking):
             log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
 
     async def _pending_nonce(self, key: Key) -> int:
-        return int(
-            await self._rpc.call(
-                "eth_getTransactionCount", lambda w3: w3.eth.get_transaction_count(key.address, "pending")
+        """The key's pending transaction count. A count past the key's next nonce (transactions this node did not
+        sign, or a wrong answer) is asked for again and believed only when repeated: a single wrong count would open
+        a nonce gap that holds every later transaction of the key for ever. Raises ValueError when the two differ."""
+
+        async def count() -> int:
+            return int(
+                await self._rpc.call(
+                    "eth_getTransactionCount", lambda w3: w3.eth.get_transaction_count(key.address, "pending")
+                )
             )
-        )
+
+        first = await count()
+        if first > key.next_nonce:
+            again = await count()
+            if again != first:
+                CONDITIONS.count("rpc", Action.UNKNOWN)
+                raise ValueError(f"pending transaction count of {key.address} answered {first}, then {again}")
+        return first
 
     # ----------------------------------------------------------------------------------------------- inputs
 
