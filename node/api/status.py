@@ -19,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from node.chain.listener import Listener
 from node.chain.rpc import public_url
 from node.chain.tx import TxManager
+from node.conditions import CONDITIONS
 from node.health import Health
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import TERMINAL, JobStore
@@ -85,6 +86,7 @@ class StatusView:
             "time": time.time(),
             "ready": not problems,
             "problems": problems,
+            "conditions": CONDITIONS.problems(),  # everything wrong now, blocking readiness or not
             "chain": {
                 "chain_id": self.chain_id,
                 "coordinator": self.coordinator,
