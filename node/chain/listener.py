@@ -27,23 +27,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eth_typing import ChecksumAddress
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
-from node.chain.rpc import RpcError, RpcPool, is_transport_error, public_url
+from node.chain.heads import (
+    MAX_UNVERIFIED_JUMP,
+    MAX_UNVERIFIED_TIME_JUMP_S,
+    BlockTime,
+    Head,
+    WsStale,
+    action_of,
+    as_head,
+    is_stale,
+)
+from node.chain.logs import Call, LogReader
+from node.chain.rpc import RpcPool, public_url
 from node.chain.wsrpc import WsRpc
 from node.conditions import CONDITIONS
-from node.errors import Action, RpcUnavailable
+from node.errors import Action
 from node.jobs.store import JobStore
 from node.retry import backoff_s
 
@@ -61,20 +70,6 @@ WS_CONNECT_TIMEOUT_S = 10.0
 HEALTHY_S = 30.0
 #: Poll rounds in a row that may fail (each retried after a short back-off) before the outer loop's back-off.
 POLL_FAILURES_MAX = 8
-#: A WebSocket is stale after this many block times without a new head (and the chain moved on).
-STALE_HEAD_BLOCKS = 5.0
-#: Weight of the newest interval in the block time estimate (an exponential moving average).
-BLOCK_TIME_WEIGHT = 0.2
-MAX_LOG_RANGE = 5_000
-#: After a range refusal, ranges stay at most half the refused one for this long (seconds), then may grow again.
-RANGE_LIMIT_TTL_S = 300.0
-#: eth_getLogs refused for a rate limit: retried this many times in all, waiting the endpoint's Retry-After or an
-#: exponential back-off between these bounds (seconds), before the failure goes to the outer loop's back-off.
-RATE_LIMIT_ATTEMPTS = 8
-RATE_LIMIT_BASE_S = 0.25
-RATE_LIMIT_MAX_S = 5.0
-#: Shortest wait after a rate limit, even when the endpoint says `Retry-After: 0` (no hot loop).
-RATE_LIMIT_MIN_S = 0.05
 #: Block hashes kept for reorg detection: deeper reorgs than this are not recognised.
 KEEP_BLOCKS = 256
 #: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
@@ -84,164 +79,10 @@ WS_CURSOR_GRACE = 2
 BACKFILL_PROGRESS_S = 2.0
 
 
-#: A raw JSON-RPC call: (method, params) -> the answer's `result` as sent (hex strings).
-Call = Callable[[str, list[Any]], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Head:
-    number: int
-    hash: str
-    parent_hash: str
-    base_fee_wei: int
-    timestamp: int
-    #: The block's gas limit (0 when the block did not say): what one transaction can use at most.
-    gas_limit: int = 0
-
-
-class Refusal(enum.Enum):
-    """Why eth_getLogs failed, as far as the listener acts on it."""
-
-    RATE_LIMITED = "rate_limited"  # the same call later
-    RANGE = "range"  # a smaller range now
-    OTHER = "other"  # not the range's fault: up to the caller's back-off
-
-
-_RATE_WORDS = ("rate limit", "rate-limit", "ratelimit", "too many requests", "request rate", "throttl", "http 429")
-_RANGE_WORDS = ("range", "more than", "results", "response size", "too large", "too wide", "too big", "too many logs")
-
-
-def log_refusal(exc: BaseException) -> Refusal:
-    """Classifies a failed `eth_getLogs`: a rate limit (HTTP 429, JSON-RPC code 429/-32005 without range words, rate
-    limit words), a refusal of the range (an error answer naming a range or result limit, or any other error answer:
-    the old split-on-refusal behaviour), or other (a transport failure, every endpoint down, a non-JSON answer)."""
-    text = str(exc).lower()
-    status = getattr(exc, "status", None)
-    if status == 429 or any(w in text for w in _RATE_WORDS):
-        return Refusal.RATE_LIMITED
-    if isinstance(exc, RpcError):
-        if any(w in text for w in _RANGE_WORDS):
-            return Refusal.RANGE
-        if exc.code in (429, -32005) or "limit exceeded" in text:
-            return Refusal.RATE_LIMITED
-        return Refusal.RANGE
-    return Refusal.OTHER
-
-
-def action_of(exc: BaseException) -> Action:
-    """The `Action` class of a failed WebSocket call or stream, for the counts under source "ws"."""
-    if isinstance(exc, RpcError):
-        refusal = log_refusal(exc)
-        return Action.RETRY if refusal is Refusal.RATE_LIMITED else Action.REFUSED
-    if isinstance(exc, ConnectionError | RpcUnavailable | WsStale) or is_transport_error(exc):
-        return Action.UNHEALTHY
-    return Action.UNKNOWN
-
-
-def _rate_limit_wait(state: RetryCallState) -> float:
-    """Seconds before retrying a rate-limited call: the endpoint's Retry-After if it gave one, else exponential."""
-    exc = state.outcome.exception() if state.outcome is not None else None
-    after = getattr(exc, "retry_after_s", None)
-    if isinstance(after, int | float) and after >= 0:
-        return max(RATE_LIMIT_MIN_S, min(float(after), 60.0))
-    return max(RATE_LIMIT_MIN_S, wait_exponential_jitter(multiplier=RATE_LIMIT_BASE_S, max=RATE_LIMIT_MAX_S)(state))
-
-
-class WsStale(ConnectionError):
-    """The WebSocket still answers (or seems open) but sends no new heads while the chain moves on."""
-
-
-class BlockTime:
-    """The chain's block time, estimated from the heads seen (their timestamps), and the staleness bound from it."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self.min_s = min_s
-        self.max_s = max_s
-        #: Seconds per block (None until two heads were seen).
-        self.estimate_s: float | None = None
-        self._last: tuple[int, int] | None = None
-
-    def observe(self, number: int, timestamp: int) -> None:
-        """A head (`number`, `timestamp` in seconds). Heads out of order or repeated are ignored."""
-        if self._last is not None and number > self._last[0]:
-            per_block = max(0.0, (timestamp - self._last[1]) / (number - self._last[0]))
-            if self.estimate_s is None:
-                self.estimate_s = per_block
-            else:
-                self.estimate_s += BLOCK_TIME_WEIGHT * (per_block - self.estimate_s)
-        if self._last is None or number > self._last[0]:
-            self._last = (number, timestamp)
-
-    def stale_after_s(self) -> float:
-        """Seconds without a new head after which a WebSocket is suspect: `STALE_HEAD_BLOCKS` block times, clamped
-        to [min_s, max_s] (max_s when the block time is unknown; max_s wins when min_s > max_s)."""
-        if self.estimate_s is None:
-            return self.max_s
-        return min(self.max_s, max(self.min_s, STALE_HEAD_BLOCKS * self.estimate_s))
-
-
-def is_stale(ours: int | None, theirs: int | None) -> bool:
-    """Whether a silent WebSocket is stale: the chain's head as asked (`theirs`, None when nobody answered) is past
-    the last head the WebSocket sent (`ours`). Equal heads: the chain is idle (a devnet mining only on demand)."""
-    return theirs is not None and (ours is None or theirs > ours)
-
-
-def grown_range(current: int, limit: int) -> int:
-    """The log range after an answered call: doubled, at most `limit` and `MAX_LOG_RANGE`."""
-    return max(1, min(MAX_LOG_RANGE, limit, current * 2))
-
-
-def _hex(value: Any) -> str:
-    return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
-
-
-#: Bounds a head's fields must be within to be believed (a JSON-RPC answer can carry any number): past them the
-#: answer is malformed, and is treated as no answer (back-off), never stored or acted on.
-MAX_BLOCK_NUMBER = 2**62
-MAX_TIMESTAMP = 2**40
-MAX_GAS_LIMIT = 2**48
-MAX_BASE_FEE_WEI = 2**128
-#: A head this many blocks past the previous one (or the cursor, at start) is asked for again by number before it is
-#: believed: one answer cannot move the cursor past blocks that do not exist yet.
-MAX_UNVERIFIED_JUMP = 32
-#: Nor can one answer move the chain's clock by more than this (seconds) unchecked.
-MAX_UNVERIFIED_TIME_JUMP_S = 3600
-
-
-def check_logs(logs: Any, from_block: int, to_block: int) -> None:
-    """Raises ValueError unless `logs` is an `eth_getLogs` answer for [from_block, to_block]: a list of logs, each
-    from a block in that range. One wrong answer is then retried (after a back-off) rather than believed: a log
-    claiming another block would be dropped and the cursor moved past the real one, losing its request."""
-    if not isinstance(logs, list):
-        raise ValueError(f"eth_getLogs answered {type(logs).__name__}, not a list")
-    for entry in logs:
-        number = as_int(entry["blockNumber"]) if isinstance(entry, dict) and "blockNumber" in entry else None
-        if number is None or not from_block <= number <= to_block:
-            raise ValueError(f"eth_getLogs for blocks {from_block}-{to_block} answered a log of block {number}")
-
-
-def as_head(block: Any) -> Head:
-    """A block as web3 formats it or as JSON-RPC sends it (hex quantities). Raises ValueError (or KeyError,
-    TypeError) for a block that is malformed or has a field past its bound (`MAX_BLOCK_NUMBER` …)."""
-    head = Head(
-        number=as_int(block["number"]),
-        hash=_hex(block["hash"]),
-        parent_hash=_hex(block["parentHash"]),
-        base_fee_wei=as_int(block.get("baseFeePerGas") or 0),
-        timestamp=as_int(block["timestamp"]),
-        gas_limit=as_int(block.get("gasLimit") or 0),
-    )
-    if not (
-        0 <= head.number < MAX_BLOCK_NUMBER
-        and 0 <= head.timestamp < MAX_TIMESTAMP
-        and 0 <= head.gas_limit < MAX_GAS_LIMIT
-        and 0 <= head.base_fee_wei < MAX_BASE_FEE_WEI
-    ):
-        raise ValueError(f"a block with fields past any real chain's: {head}")
-    return head
-
-
 class Listener:
+    """Reads the coordinator's `RequestCreated` logs (WebSocket or HTTP polling), keeps the cursor and block hashes,
+    and hands each request on once it is `confirmations` deep (a request seen twice is dropped by the store)."""
+
     def __init__(
         self,
         rpc: RpcPool,
@@ -296,10 +137,7 @@ class Listener:
         self._unsaved: dict[int, str] = {}
         #: Logs seen live but not yet `confirmations` deep, by block number.
         self._held: dict[int, list[InferenceRequest]] = {}
-        self._log_range = MAX_LOG_RANGE
-        #: Ranges stay at most this big until `_range_limit_until` (monotonic), after a range refusal.
-        self._range_limit = MAX_LOG_RANGE
-        self._range_limit_until = 0.0
+        self._logs = LogReader(self._filter)
         self.head: Head | None = None
         #: monotonic time the chain was last heard from (a head or a log), for readiness.
         self.last_heard = 0.0
@@ -469,51 +307,6 @@ class Listener:
 
     # ------------------------------------------------------------------------------------------- backfill
 
-    async def _get_logs(self, call: Call, from_block: int, to_block: int) -> list[Any]:
-        """`eth_getLogs` over [from, to]: retried after a back-off while rate limited, the range halved while the
-        provider refuses it; raises what is neither (and a rate limit that outlasts `RATE_LIMIT_ATTEMPTS`)."""
-        try:
-            logs = await self._logs_call(call, from_block, to_block)
-        except Exception as exc:
-            if log_refusal(exc) is not Refusal.RANGE or from_block == to_block:
-                raise
-            size = to_block - from_block + 1
-            self._log_range = max(1, size // 2)
-            self._range_limit = min(self._range_limit, self._log_range)
-            self._range_limit_until = time.monotonic() + RANGE_LIMIT_TTL_S
-            log.info(
-                "provider refused logs %d-%d (%s); splitting to %d blocks", from_block, to_block, exc, self._log_range
-            )
-            middle = from_block + self._log_range - 1
-            return await self._get_logs(call, from_block, middle) + await self._get_logs(call, middle + 1, to_block)
-        check_logs(logs, from_block, to_block)
-        if time.monotonic() >= self._range_limit_until:
-            self._range_limit = MAX_LOG_RANGE
-        self._log_range = grown_range(self._log_range, self._range_limit)
-        return logs
-
-    async def _logs_call(self, call: Call, from_block: int, to_block: int) -> list[Any]:
-        """One `eth_getLogs`, retried (tenacity) while the endpoint answers with a rate limit."""
-        subject = "eth_getLogs"
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda e: log_refusal(e) is Refusal.RATE_LIMITED),
-            wait=_rate_limit_wait,
-            stop=stop_after_attempt(RATE_LIMIT_ATTEMPTS),
-            before_sleep=lambda state: CONDITIONS.set(
-                subject,
-                f"rate limited by the RPC ({state.outcome.exception() if state.outcome else ''}); backing off",
-                blocks_ready=False,
-            ),
-            reraise=True,
-        ):
-            with attempt:
-                result = await call("eth_getLogs", [self._filter(from_block, to_block)])
-        if CONDITIONS.get(subject) is not None:
-            CONDITIONS.set(subject, None)
-        if not isinstance(result, list):
-            raise ConnectionError(f"eth_getLogs answered {str(result)[:80]!r}, not a list")
-        return result
-
     async def backfill(self, call: Call) -> int:
         """Hands on every log from the cursor to the confirmed head; returns how many."""
         if self.head is None:
@@ -521,8 +314,8 @@ class Listener:
         target = self.head.number - self._confirmations
         found, first, said = 0, self.cursor, time.monotonic()
         while self.cursor <= target:
-            to_block = min(target, self.cursor + self._log_range - 1)
-            logs = await self._get_logs(call, self.cursor, to_block)
+            to_block = min(target, self.cursor + self._logs.size - 1)
+            logs = await self._logs.read(call, self.cursor, to_block)
             for raw in logs:
                 if (request := self._decode(raw)) is not None:
                     self._emit(request)

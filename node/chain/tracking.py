@@ -35,7 +35,7 @@ from node.retry import backoff_s
 
 if TYPE_CHECKING:
     from node.chain.broadcast import Broadcaster
-    from node.chain.listener import Head
+    from node.chain.heads import Head
     from node.metrics import Metrics
 
 log = logging.getLogger("node.chain.tx")
@@ -53,6 +53,9 @@ SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
 
 @dataclass(frozen=True)
 class TxPolicy:
+    """The operator's transaction settings: fee cap and tip (wei), replacement, confirmations, batching, in-flight and
+    send ceilings, retry window (s)."""
+
     max_fee_per_gas_wei: int
     priority_fee_wei: int
     bump_percent: int = 20
@@ -70,6 +73,9 @@ class TxPolicy:
 
 @dataclass
 class Key:
+    """One sending key: its next nonce, transactions open and reserved, its lock, and whether it is paused (cannot
+    send)."""
+
     account: LocalAccount
     next_nonce: int = 0
     open: int = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.chain.listener import (
+from node.chain.heads import (
     MAX_LOG_RANGE,
     STALE_HEAD_BLOCKS,
     BlockTime,
