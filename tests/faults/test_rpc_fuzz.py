@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -82,7 +83,16 @@ class RpcFuzzer:
         self.rng = random.Random(seed)
         self.upstream_url = upstream_url
         self.on = False
+        #: Set (on the proxy's loop) when the fuzzing stops: stalls end then.
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.injected: collections.Counter[str] = collections.Counter()
+
+    def stop(self) -> None:
+        """Stops the fuzzing; stalls under way end at once."""
+        self.on = False
+        if self._loop is not None and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
 
     async def _forward(self, call: dict[str, Any]) -> bytes:
         async with aiohttp.ClientSession() as session, session.post(self.upstream_url, json=call) as resp:
@@ -128,9 +138,12 @@ class RpcFuzzer:
         if kind == "did_it_then_error":  # carried out upstream (a send is sent), answered as a failure
             await self._forward(call)
             return self._error(call)
-        stall_until = time.monotonic() + self.rng.uniform(10.5, 12.0)  # past the node's 10 s timeout
-        while self.on and time.monotonic() < stall_until:  # noqa: ASYNC110 - a stall that ends with the fuzzing
-            await asyncio.sleep(0.1)
+        # A stall past the node's 10 s timeout, cut short when the fuzzing stops (so the proxy can stop).
+        loop = asyncio.get_running_loop()
+        self._stopped = self._stopped or asyncio.Event()
+        self._loop = loop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), self.rng.uniform(10.5, 12.0))
         return web.Response(status=504, text="")
 
 
@@ -167,7 +180,7 @@ def test_fuzzed_rpc_answers_never_stop_or_spin_the_node(rig: FaultRig) -> None:
             node.check_alive()
             due = started + second + 1
             wait_until(lambda due=due: time.monotonic() >= due or None, timeout_s=5, what="the next second")
-        fuzzer.on = False
+        fuzzer.stop()
         fuzzed_for = time.monotonic() - started
         calls_during = {m: [t for t in ts if t <= started + fuzzed_for] for m, ts in proxy.times.items()}
 
