@@ -19,7 +19,7 @@ import collections
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_typing import ChecksumAddress
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,11 +29,7 @@ from prometheus_client.registry import Collector
 from node.conditions import CONDITIONS
 
 if TYPE_CHECKING:
-    from node.chain.listener import Listener
     from node.chain.rpc import RpcPool
-    from node.chain.tx import TxManager
-    from node.health import Health
-    from node.jobs.scheduler import Scheduler
     from node.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +46,55 @@ CONTAINER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 CONFIRMATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 12, 30, 60, 120, 300, 600)
 
 
+class _Head(Protocol):
+    @property
+    def number(self) -> int: ...
+
+
+class WatchedListener(Protocol):
+    """What the metrics read of the listener (`node.chain.listener.Listener`)."""
+
+    @property
+    def head(self) -> _Head | None: ...
+    @property
+    def lag_blocks(self) -> int: ...
+    @property
+    def reorgs(self) -> int: ...
+
+
+class WatchedScheduler(Protocol):
+    """What the metrics read of the scheduler (`node.jobs.scheduler.Scheduler`)."""
+
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+
+class WatchedSender(Protocol):
+    """What the metrics read of the transaction manager (`node.chain.tx.TxManager`)."""
+
+    @property
+    def head(self) -> _Head | None: ...
+    @property
+    def backing_off(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def replaced(self) -> int: ...
+    @property
+    def sent(self) -> int: ...
+
+
+class WatchedHealth(Protocol):
+    """What the metrics read of the node's health (`node.health.Health`)."""
+
+    @property
+    def containers(self) -> dict[str, bool]: ...
+
+
 @dataclass
 class Balance:
     """A wallet's balance in wei, as read at block `as_of_block` (None: read at "latest") and lowered since."""
@@ -60,7 +105,8 @@ class Balance:
 
 class Metrics:
     """What the node observes (histograms, gas counters, balances) plus, once `watch` is called, what it reads at
-    scrape time. Pass one to `Scheduler` and `TxManager`; without one they observe nothing."""
+    scrape time. Pass one to the scheduler and the transaction manager; without one they observe nothing. It imports
+    neither: what it reads of them is the `Watched*` protocols below."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -154,10 +200,10 @@ class Metrics:
         *,
         store: JobStore,
         rpc: RpcPool,
-        listener: Listener,
-        scheduler: Scheduler,
-        txm: TxManager,
-        health: Health,
+        listener: WatchedListener,
+        scheduler: WatchedScheduler,
+        txm: WatchedSender,
+        health: WatchedHealth,
     ) -> None:
         """Registers the collector that reads the node's parts at scrape time (call once)."""
         self._head = lambda: max((h.number for h in (listener.head, txm.head) if h is not None), default=None)
@@ -206,10 +252,10 @@ class _NodeCollector(Collector):
         self,
         store: JobStore,
         rpc: RpcPool,
-        listener: Listener,
-        scheduler: Scheduler,
-        txm: TxManager,
-        health: Health,
+        listener: WatchedListener,
+        scheduler: WatchedScheduler,
+        txm: WatchedSender,
+        health: WatchedHealth,
     ) -> None:
         self._store = store
         self._rpc = rpc
