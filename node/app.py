@@ -79,6 +79,9 @@ def load_accounts(wallet: WalletConfig) -> list[LocalAccount]:
 
 
 class Node:
+    """The daemon: builds its parts from a `NodeConfig`, runs them in one TaskGroup, shuts down in order on
+    SIGINT/SIGTERM."""
+
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stopping = asyncio.Event()

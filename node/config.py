@@ -36,6 +36,8 @@ WsUrl = Annotated[str, Field(pattern=r"^wss?://")]
 
 
 class ChainConfig(_Section):
+    """`[chain]`: the RPC endpoints, the coordinator, confirmations, fees (wei), batching and the send ceilings."""
+
     rpc_url: str = Field(pattern=r"^https?://", description="HTTP JSON-RPC endpoint")
     fallback_rpc_urls: list[HttpUrl] = Field(default=[], description="tried in order when rpc_url fails")
     ws_url: str | None = Field(default=None, pattern=r"^wss?://", description="WebSocket endpoint for logs")
@@ -76,6 +78,8 @@ class ChainConfig(_Section):
 
 
 class WalletConfig(_Section):
+    """`[wallet]`: where the node's keys come from (an env variable or an encrypted keystore); never the key itself."""
+
     private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
     extra_key_envs: list[str] = Field(default=[], description="env vars of more staked keys, used round-robin")
     keystore_path: Path | None = Field(default=None, description="encrypted keystore (infera keys new|import)")
@@ -94,6 +98,9 @@ class WalletConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """`[[models]]`: one served model: its name, its container (HTTP URL or the MQTT pool), concurrency, timeout (s)
+    and retries."""
+
     name: str = Field(min_length=1, pattern=r"^[^#+\x00]+$", description='served model name, e.g. "classify/x@1"')
     transport: Literal["http", "mqtt"] = "http"
     url: str | None = Field(default=None, pattern=r"^https?://", description="container base URL (http)")
@@ -111,6 +118,8 @@ class ModelConfig(_Section):
 
 
 class MqttConfig(_Section):
+    """`[mqtt]`: the broker that GPU worker pools share jobs through (shared subscriptions)."""
+
     url: str = Field(pattern=r"^mqtt://", description="broker, e.g. mqtt://127.0.0.1:1883")
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", description="default: node address")
     username: str | None = None
@@ -118,6 +127,8 @@ class MqttConfig(_Section):
 
 
 class StoreConfig(_Section):
+    """`[store]`: the job store's SQLite path and how long finished jobs are kept (days)."""
+
     path: Path = Field(default=Path("infera.db"), description="SQLite file of jobs, cursor and transactions")
     retention_days: float = Field(default=7.0, gt=0, description="finished jobs are deleted after this long")
 
@@ -139,6 +150,8 @@ class ApiToken(_Section):
 
 
 class ApiConfig(_Section):
+    """`[api]`: the HTTP server (status page, `/metrics`, `/readyz`, the `/v1` job API), its tokens and limits."""
+
     host: str = Field(default="127.0.0.1", description="bind address of the HTTP API and status page")
     port: int = Field(default=8600, ge=0, le=65535, description="0: no HTTP server")
     max_lag_blocks: int = Field(default=20, ge=1, description="not ready while the listener trails more than this")
@@ -158,6 +171,8 @@ class ApiConfig(_Section):
 
 
 class LogConfig(_Section):
+    """`[log]`: log level and format (text or one JSON object a line)."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = False
 

@@ -104,6 +104,8 @@ def forge_build() -> None:
 
 @dataclass
 class Proc:
+    """A process the devnet started (anvil, a container, a node), with its log file."""
+
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
@@ -122,6 +124,8 @@ class Proc:
 
 @dataclass(frozen=True)
 class Deployment:
+    """The devnet's deployed contracts (registry, coordinator, example consumer) and the block they start at."""
+
     coordinator: Contract
     consumer: Contract
     start_block: int

@@ -24,6 +24,9 @@ CONTAINER_CHECK_S = 5.0
 
 @dataclass
 class Health:
+    """Readiness (`/readyz`) from the RPC, the listener's lag and silence, the containers' probes and the current
+    conditions."""
+
     rpc: RpcPool
     listener: Listener
     #: model name → an async probe that says whether its container (or worker pool) can take jobs.

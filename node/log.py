@@ -16,6 +16,9 @@ _JOB_ID = re.compile(r"^(?:request (?P<request_id>\d+)\b|off-chain job (?P<job_i
 
 
 class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON object (time, level, logger, message, and `request_id` when the record has
+    one)."""
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         entry: dict[str, object] = {

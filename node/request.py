@@ -97,6 +97,8 @@ def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | N
 
 @dataclass(frozen=True)
 class Answer:
+    """The on-chain answer to a request sent by `infera request`: its output or failure reason, and where it landed."""
+
     request_id: int
     node: str
     tx_hash: str

@@ -147,6 +147,8 @@ def _hex_bytes(value: Any, where: str, *, length: int | None = None) -> bytes:
 
 @dataclass(slots=True)
 class DelegatedJob:
+    """One delegated (EIP-712) request accepted by the API: what was signed, its status and the on-chain request id."""
+
     id: str
     owner: str
     model: str
@@ -187,6 +189,9 @@ DELEGATED_CREATED_TOPIC = keccak(text="DelegatedRequestCreated(uint256,address,u
 
 
 class DelegatedRequests:
+    """Delegated requests: checked against the chain, computed, then created and delivered on-chain in one
+    `deliverDelegated`."""
+
     def __init__(
         self,
         rpc: RpcPool,

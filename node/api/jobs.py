@@ -49,6 +49,8 @@ class JobsBusy(Exception):
 
 @dataclass(slots=True)
 class OffchainJob:
+    """One job of the `/v1` API: its input, status, output or error, attempts and timing, kept in memory."""
+
     id: str
     owner: str
     model: str
@@ -89,6 +91,9 @@ class OffchainJob:
 
 
 class OffchainJobs:
+    """The `/v1` off-chain jobs: run on the node's containers within each model's concurrency, kept in memory (the
+    newest `keep`)."""
+
     def __init__(
         self,
         session: aiohttp.ClientSession,

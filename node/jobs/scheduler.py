@@ -61,10 +61,15 @@ def retry_delay_s(exc: ContainerError, attempt: int, base_s: float) -> float:
 
 
 class Dispatcher(Protocol):
+    """What computes an input in a model container: `compute(job_id, input) -> output bytes`, raising
+    `ContainerError`s."""
+
     async def compute(self, job_id: str, input_: bytes) -> bytes: ...
 
 
 class Sender(Protocol):
+    """Where computed jobs go to be delivered on-chain (the transaction manager's `enqueue`)."""
+
     def enqueue(self, job: Job) -> None: ...
 
 
@@ -118,6 +123,9 @@ class Route:
 
 
 class Scheduler:
+    """Turns stored requests into container calls under each model's concurrency, retries them, and hands each computed
+    job (or its failure) to the sender."""
+
     def __init__(
         self,
         store: JobStore,

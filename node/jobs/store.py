@@ -33,6 +33,9 @@ from node.errors import ConfigError
 
 
 class JobState(enum.StrEnum):
+    """A job's state: `seen -> running -> computed -> submitted -> confirmed | failed | expired`, or `orphaned` by a
+    reorg."""
+
     SEEN = "seen"
     RUNNING = "running"
     COMPUTED = "computed"
