@@ -16,7 +16,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import enum
 import json
 import sqlite3
 import time
@@ -30,25 +29,8 @@ from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.errors import ConfigError
+from node.jobs.states import RESUMABLE, TERMINAL, JobState, check
 
-
-class JobState(enum.StrEnum):
-    """A job's state: `seen -> running -> computed -> submitted -> confirmed | failed | expired`, or `orphaned` by a
-    reorg."""
-
-    SEEN = "seen"
-    RUNNING = "running"
-    COMPUTED = "computed"
-    SUBMITTED = "submitted"
-    CONFIRMED = "confirmed"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    ORPHANED = "orphaned"
-
-
-TERMINAL = frozenset({JobState.CONFIRMED, JobState.FAILED, JobState.EXPIRED, JobState.ORPHANED})
-#: Jobs a restarted node picks up again.
-RESUMABLE = (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED)
 
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
 #: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
@@ -313,9 +295,8 @@ class JobStore:
 
     def update(self, job: Job, state: JobState, **fields: Any) -> None:
         """Moves `job` to `state`, setting `fields` (attempts, output, failure, tx_hash, nonce, error) in the
-        same commit. A terminal job only moves on from `orphaned` (revived by `add`)."""
-        if job.state in TERMINAL and state is not JobState.ORPHANED:
-            raise ValueError(f"job {job.request_id} is already {job.state}; cannot move to {state}")
+        same commit. Raises `IllegalTransition` (nothing written) for a move `states.TRANSITIONS` does not allow."""
+        check(job.request_id, job.state, state)
         for name, value in fields.items():
             setattr(job, name, value)
         job.state = state
@@ -437,6 +418,7 @@ class JobStore:
                 ),
             )
             for job in jobs:
+                check(job.request_id, job.state, JobState.SUBMITTED)
                 job.state, job.tx_hash, job.nonce = JobState.SUBMITTED, tx.hashes[-1], tx.nonce
                 self._write(job)
 
@@ -555,6 +537,7 @@ class JobStore:
             if row[0] != JobState.FAILED:
                 raise ValueError(f"job {request_id} is {row[0]}, not failed")
             state = JobState.COMPUTED if row[1] is not None or row[2] is not None else JobState.SEEN
+            check(request_id, JobState.FAILED, state)
             db.execute(
                 "UPDATE jobs SET state=?, attempts=CASE WHEN ?='seen' THEN 0 ELSE attempts END, tx_hash=NULL,"
                 " nonce=NULL, error=NULL, updated_at=? WHERE chain_id=? AND coordinator=? AND request_id=?"

@@ -1,0 +1,71 @@
+"""A job's life as data: its states and every transition allowed between them.
+
+Every state change of a job goes through `check` (the store calls it on each write): a transition that is not in
+`TRANSITIONS` raises `IllegalTransition` before anything is written, so no layer can move a job somewhere the
+protocol does not allow (deliver a job twice, recompute a delivered one, revive a settled one).
+
+    seen ─► running ─► computed ─► submitted ─► confirmed
+      │        │  ▲        │  ▲        │
+      │        └──┘        │  └────────┤ (the transaction was dropped or refused: sent again, never recomputed)
+      └──────────┴─────────┴───────────┴─► failed | expired       (any of them)   orphaned (a reorg removed it)
+
+- `seen`: the request is recorded (committed with the listener's cursor); nothing has run.
+- `running`: a container call is under way or backing off (`attempts` counts the calls).
+- `computed`: the output (or a failure to report) is committed; what remains is to send it.
+- `submitted`: a signed transaction carrying it is committed (and broadcast).
+- `confirmed` | `failed` | `expired`: settled (delivered; failed or reported failed; settled by someone else or
+  past its deadline). `failed` goes back to `seen`/`computed` only by the operator's `infera jobs retry`.
+- `orphaned`: a reorg removed its request; seeing the request again revives it (`seen`, or `computed` when the
+  re-included request asks for the same thing and the output is kept).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from node.errors import InferaError
+
+
+class JobState(enum.StrEnum):
+    """A job's state (see the module's diagram)."""
+
+    SEEN = "seen"
+    RUNNING = "running"
+    COMPUTED = "computed"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    ORPHANED = "orphaned"
+
+
+S = JobState
+
+TERMINAL = frozenset({S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED})
+#: Jobs a restarted node picks up again (the scheduler's; `submitted` ones belong to their transaction).
+RESUMABLE = (S.SEEN, S.RUNNING, S.COMPUTED)
+
+#: state -> the states it may move to. A move to the same state is a field update (attempts, a replacement's hash).
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    S.SEEN: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    S.RUNNING: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    S.COMPUTED: frozenset({S.COMPUTED, S.SUBMITTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    S.SUBMITTED: frozenset({S.SUBMITTED, S.COMPUTED, S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    # A reorg may remove the request of a settled job too; the re-included request is then served again (or kept).
+    S.CONFIRMED: frozenset({S.ORPHANED}),
+    S.EXPIRED: frozenset({S.ORPHANED}),
+    S.FAILED: frozenset({S.ORPHANED, S.SEEN, S.COMPUTED}),  # SEEN/COMPUTED: the operator's `jobs retry`
+    S.ORPHANED: frozenset({S.SEEN, S.COMPUTED}),  # seen again on the new branch
+}
+
+
+class IllegalTransition(InferaError):
+    """A layer tried to move a job along a transition `TRANSITIONS` does not have (a bug, never an outside
+    answer): nothing was written."""
+
+
+def check(request_id: int, before: JobState, after: JobState) -> None:
+    """Raises `IllegalTransition` unless a job may move from `before` to `after`."""
+    if after not in TRANSITIONS[before]:
+        raise IllegalTransition(f"job {request_id}: {before} -> {after} is not an allowed transition")
