@@ -37,6 +37,7 @@ from eth_typing import ChecksumAddress
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
+from node import faultpoint
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
 from node.chain.heads import (
     MAX_UNVERIFIED_JUMP,
@@ -51,7 +52,7 @@ from node.chain.heads import (
 from node.chain.logs import Call, LogReader
 from node.chain.rpc import RpcPool, public_url
 from node.chain.wsrpc import WsRpc
-from node.conditions import CONDITIONS
+from node.observability.conditions import CONDITIONS
 from node.errors import Action
 from node.jobs.store import JobStore
 from node.retry import backoff_s
@@ -322,6 +323,8 @@ class Listener:
             found += len(logs)
             self.cursor = to_block + 1
             self._save_progress()
+            if logs:
+                faultpoint.reached("cursor-saved")
             if self.cursor <= target and time.monotonic() - said >= BACKFILL_PROGRESS_S:  # a long catch-up: progress
                 said = time.monotonic()
                 share = 100 * (self.cursor - first) / max(1, target - first + 1)

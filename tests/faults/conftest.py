@@ -56,13 +56,15 @@ class FaultRig:
             alive=self.container.check_alive,
         )
 
-    def configure(self, **chain: Any) -> Path:
+    def configure(self, *, ws: bool = True, **chain: Any) -> Path:
+        """Writes the node's config: the faulty container as `MODEL`, the RPC through the proxy (over WebSocket, or
+        HTTP polling only with `ws=False`), `chain` as extra [chain] keys."""
         model = {"url": self.container_url, "timeout_s": chain.pop("timeout_s", 10), "max_concurrency": 8}
         model.update(chain.pop("model", {}))
         self.config = self.dev.write_node_config(
             {MODEL: model},
             rpc_url=self.proxy.url,
-            ws_url=self.proxy.url.replace("http://", "ws://"),
+            ws_url=self.proxy.url.replace("http://", "ws://") if ws else "",
             **chain,
         )
         return self.config
@@ -79,6 +81,16 @@ class FaultRig:
             alive=self.node.check_alive,
         )
         return self.node
+
+    def start_node_to_die(self, point: str, timeout_s: float = 60) -> None:
+        """Starts the node with the fault-injection `point` armed (`node.faultpoint`) and waits for it to kill itself
+        there (SIGKILL); raises if it exits any other way or never reaches the point."""
+        assert self.config is not None
+        node = self.dev.start_node(self.config, env={**self.env, "INFERA_FAULT_POINT": point})
+        wait_until(lambda: node.popen.poll() is not None, timeout_s=timeout_s, what=f"the node to die at {point}")
+        self.dev.procs.remove(node)
+        assert node.popen.returncode == -signal.SIGKILL, f"the node exited with {node.popen.returncode}, not at {point}"
+        self.restarts += 1
 
     def kill_node(self) -> None:
         """SIGKILL: no cleanup, no flush beyond what the node already committed."""
