@@ -41,7 +41,7 @@ from eth_utils.crypto import keccak
 from bench.dapp import MODEL, BenchError, Chain, Deliveries, Requester, event_signature, until
 from bench.rpcproxy import CountingRpcProxy
 from node.devnet import Devnet, Proc, dev_account, forge_build
-from node.memory import rss_kib
+from node.observability.memory import rss_kib
 
 #: Anvil's block gas limit: a 2,000-request burst (about 120k gas each) fits in one block.
 BLOCK_GAS_LIMIT = 1_000_000_000

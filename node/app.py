@@ -30,12 +30,12 @@ from node.config import ModelConfig, MqttConfig, NodeConfig, WalletConfig
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.errors import ConfigError, RpcUnavailable
-from node.health import Health
 from node.jobs.scheduler import Route, Scheduler
 from node.jobs.store import JobStore
 from node.keys import load_account
-from node.memory import HeapTrimmer
-from node.metrics import Metrics
+from node.observability.health import Health
+from node.observability.memory import HeapTrimmer
+from node.observability.metrics import Metrics
 from node.retry import backoff_s
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import typer
 from node import __version__
 from node.commands.chain import deploy, request
 from node.commands.config import config_app
+from node.commands.console import fail
 from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
 from node.commands.stake import node_app
 from node.errors import ConfigError, InferaError
-from node.ui import fail
 
 app = typer.Typer(
     add_completion=False,
@@ -45,7 +45,7 @@ def run(
     """Run the node: listen for requests, compute them in the containers, deliver the results on-chain."""
     from node.app import Node
     from node.config import load_config
-    from node.log import setup_logging
+    from node.observability.logging import setup_logging
 
     try:
         cfg = load_config(config)

@@ -40,7 +40,7 @@ from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
 from node.jobs.store import StoredTx
 
 if TYPE_CHECKING:
-    from node.metrics import Metrics
+    from node.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

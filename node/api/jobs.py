@@ -31,7 +31,7 @@ import aiohttp
 from node.config import ModelConfig
 
 if TYPE_CHECKING:
-    from node.metrics import Metrics
+    from node.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.health import Health
+from node.observability.health import Health
 
 HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)

@@ -19,12 +19,12 @@ from prometheus_client.exposition import choose_encoder
 from node.chain.listener import Listener
 from node.chain.rpc import public_url
 from node.chain.tx import TxManager
-from node.conditions import CONDITIONS
-from node.health import Health
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import TERMINAL, JobStore
-from node.memory import HeapTrimmer, rss_kib
-from node.metrics import JOB_STATES, Metrics
+from node.observability.conditions import CONDITIONS
+from node.observability.health import Health
+from node.observability.memory import HeapTrimmer, rss_kib
+from node.observability.metrics import JOB_STATES, Metrics
 
 #: Jobs listed on the page, newest first.
 LATEST_JOBS = 20

@@ -27,9 +27,9 @@ from web3.exceptions import Web3RPCError
 
 from node.chain import delivery
 from node.chain.rpc import RpcError, RpcPool, classify, classify_answer, public_url
-from node.conditions import CONDITIONS
 from node.errors import Action, RpcUnavailable
 from node.jobs.store import StoredTx
+from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from node.chain.heads import (
 from node.chain.logs import Call, LogReader
 from node.chain.rpc import RpcPool, public_url
 from node.chain.wsrpc import WsRpc
-from node.observability.conditions import CONDITIONS
 from node.errors import Action
 from node.jobs.store import JobStore
+from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from node.chain.heads import (
     log_refusal,
     rate_limit_wait,
 )
-from node.conditions import CONDITIONS
+from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger("node.chain.listener")
 

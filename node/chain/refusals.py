@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from node.chain import delivery
 from node.chain.rpc import classify
 from node.chain.tracking import SETTLED_ERRORS, Key, Tracking
-from node.conditions import CONDITIONS
 from node.errors import Action, short
 from node.jobs.store import Job, JobState, StoredTx
+from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
 
 if TYPE_CHECKING:

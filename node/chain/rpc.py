@@ -27,8 +27,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
 from web3.exceptions import BadResponseFormat, ContractLogicError, ProviderConnectionError, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.conditions import CONDITIONS
 from node.errors import Action, InferaError, RpcUnavailable, TxReverted
+from node.observability.conditions import CONDITIONS
 from node.retry import retry_after_s
 
 log = logging.getLogger(__name__)

@@ -29,14 +29,14 @@ from web3.exceptions import TransactionNotFound
 from node.chain import delivery
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import RpcPool, classify
-from node.conditions import CONDITIONS
 from node.jobs.store import Job, JobState, JobStore, StoredTx
+from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
 
 if TYPE_CHECKING:
     from node.chain.broadcast import Broadcaster
     from node.chain.heads import Head
-    from node.metrics import Metrics
+    from node.observability.metrics import Metrics
 
 log = logging.getLogger("node.chain.tx")
 

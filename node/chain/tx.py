@@ -48,12 +48,12 @@ from node.chain.heads import Head, as_head
 from node.chain.refusals import Refusals
 from node.chain.rpc import RpcError, RpcPool, as_reverted, classify, is_revert
 from node.chain.tracking import Key, TxPolicy
-from node.conditions import CONDITIONS
 from node.errors import Action, TxReverted
 from node.jobs.store import Job, JobState, JobStore, StoredTx
+from node.observability.conditions import CONDITIONS
 
 if TYPE_CHECKING:
-    from node.metrics import Metrics
+    from node.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from node.commands.console import spinner
 from node.errors import ConfigError
-from node.ui import spinner
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+    from node.commands.chain_ops import Contracts
     from node.config import NodeConfig
-    from node.ops import Contracts
 
 CONFIG = typer.Option(..., "--config", "-c", help="node config file (TOML)")
 KEY_ENV = typer.Option(None, "--key-env", help="env variable holding the hex private key to sign with")
@@ -80,10 +80,10 @@ def load_signer(
 
 def open_chain(cfg: NodeConfig) -> Contracts:
     """The config's coordinator and registry, over its first RPC URL that answers."""
-    from node import ops
+    from node.commands import chain_ops
 
-    w3 = ops.connect([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
-    return ops.open_contracts(w3, cfg.chain.coordinator_address, cfg.chain.artifacts_dir)
+    w3 = chain_ops.connect([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
+    return chain_ops.open_contracts(w3, cfg.chain.coordinator_address, cfg.chain.artifacts_dir)
 
 
 def node_running(cfg: NodeConfig) -> bool:

@@ -18,8 +18,8 @@ from node.commands import (
     node_running,
     open_chain,
 )
+from node.commands.console import note, spinner, warn
 from node.errors import ConfigError
-from node.ui import note, spinner, warn
 
 
 def deploy(
@@ -36,15 +36,15 @@ def deploy(
     artifacts_dir: Path | None = typer.Option(None, help="forge artifacts (default coordinator_contract/out)"),
 ) -> None:
     """Deploy the NodeRegistry and the Coordinator (from the forge build); print their addresses as JSON."""
-    from node import ops
+    from node.commands import chain_ops
 
     deployer = load_signer(None, key_env, keystore, password_env, password_file)
-    w3 = ops.connect([rpc_url])
+    w3 = chain_ops.connect([rpc_url])
     with spinner("deploying"):
-        deployed = ops.deploy_contracts(
+        deployed = chain_ops.deploy_contracts(
             w3,
             deployer,
-            min_stake_wei=ops.parse_amount(min_stake),
+            min_stake_wei=chain_ops.parse_amount(min_stake),
             unbonding_delay_s=unbonding_delay_s,
             owner=owner,
             example_model=example_model,
@@ -75,8 +75,8 @@ def request(
     """Send an inference request to the coordinator and print the on-chain answer.
 
     The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
-    from node import ops
-    from node.request import Codec, fetch_codec, send_request, wait_answer
+    from node.commands import chain_ops
+    from node.commands.request_inference import Codec, fetch_codec, send_request, wait_answer
 
     if (input_text is None) == (input_hex is None):
         raise ConfigError("give exactly one of --input TEXT or --input-hex HEX")
@@ -105,7 +105,7 @@ def request(
         )
     signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
-    fee_wei = ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
+    fee_wei = chain_ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
     request_id, block = send_request(
         c,
         signer,
@@ -115,16 +115,16 @@ def request(
         callback_gas=callback_gas,
         max_fee_wei=cfg.chain.max_fee_per_gas_wei,
     )
-    note(f"request {request_id} sent in block {block} (fee {ops.eth(fee_wei)}); waiting for the answer")
+    note(f"request {request_id} sent in block {block} (fee {chain_ops.eth(fee_wei)}); waiting for the answer")
     with spinner(f"waiting for the answer to request {request_id}"):
         answer = wait_answer(c, request_id, from_block=block, timeout_s=timeout)
     if answer is None:
-        raise ops.OpsError(
+        raise chain_ops.OpsError(
             f"no answer to request {request_id} within {timeout:.0f} s: is a node serving {model!r} running and "
             "registered? (`infera jobs list`, `infera node status`); the request stays open until its deadline"
         )
     if answer.failure is not None:
-        raise ops.OpsError(
+        raise chain_ops.OpsError(
             f"node {answer.node} reported it cannot serve request {request_id}: {answer.failure} "
             f"(tx {answer.tx_hash}); other nodes may still answer before the deadline"
         )

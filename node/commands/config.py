@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from node.commands import CONFIG
-from node.ui import spinner, warn
+from node.commands.console import spinner, warn
 
 config_app = typer.Typer(no_args_is_help=True, help="Check a node config before running it.")
 
@@ -19,7 +19,7 @@ def config_check(
     chain_id: int | None = typer.Option(None, "--chain-id", help="the chain the RPC must serve (with --online)"),
 ) -> None:
     """Validate a config: every problem on its own line (exit 1), secrets reachable, optionally the chain."""
-    from node.config_check import Report, check_online, check_secrets, parse_file, summary
+    from node.commands.config_check import Report, check_online, check_secrets, parse_file, summary
 
     cfg, problems = parse_file(config)
     if cfg is None:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from node.commands import CONFIG, load_config_file, node_running, open_chain
+from node.commands.console import fail, note
 from node.errors import ConfigError
-from node.ui import fail, note
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
@@ -72,7 +72,7 @@ def jobs_list(
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
 ) -> None:
     """The node's most recent jobs (by last change)."""
-    from node.jobs.store import JobState
+    from node.jobs.states import JobState
 
     try:
         wanted = JobState(state) if state is not None else None
@@ -85,7 +85,7 @@ def jobs_list(
     if not records:
         note("no jobs" + (f" in state {state}" if state else ""))
         return
-    from node.ops import utc
+    from node.commands.chain_ops import utc
 
     typer.echo(f"{'REQUEST':>8}  {'STATE':<9}  {'MODEL':<24}  {'TRIES':>5}  {'UPDATED':<23}  DETAIL")
     for r in records:
@@ -160,12 +160,14 @@ def jobs_retry(
 
 def _check_still_open(cfg: NodeConfig, store: JobStore, request_id: int) -> None:
     """Refuses (exit 1) unless the coordinator still accepts this node's answer to `request_id`."""
-    from node import ops
+    from node.commands import chain_ops
 
     try:
         c = open_chain(cfg)
-    except ops.OpsError as exc:
-        raise ops.OpsError(f"{exc}; pass --no-chain-check to retry without checking the request on-chain") from None
+    except chain_ops.OpsError as exc:
+        raise chain_ops.OpsError(
+            f"{exc}; pass --no-chain-check to retry without checking the request on-chain"
+        ) from None
     view = c.coordinator.functions.getRequest(request_id).call()
     status, deadline = int(view[7]), int(view[1])
     names = ["unknown", "open", "fulfilled", "failed", "reclaimed"]
@@ -173,8 +175,8 @@ def _check_still_open(cfg: NodeConfig, store: JobStore, request_id: int) -> None
         fail(f"job {request_id} not retried: the coordinator does not know request {request_id} (another chain?)")
     if status != 1:
         fail(f"job {request_id} not retried: the request is {names[status]} on-chain; there is nothing to deliver")
-    if deadline <= ops.chain_now(c.w3):
-        fail(f"job {request_id} not retried: its deadline passed at {ops.utc(deadline)}")
+    if deadline <= chain_ops.chain_now(c.w3):
+        fail(f"job {request_id} not retried: its deadline passed at {chain_ops.utc(deadline)}")
     for sender in store.senders():
         if c.coordinator.functions.served(request_id, sender).call():
             fail(

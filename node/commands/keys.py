@@ -12,8 +12,8 @@ from pathlib import Path
 import typer
 
 from node.commands import PASSWORD_ENV, PASSWORD_FILE, read_password
+from node.commands.console import note, spinner
 from node.errors import ConfigError
-from node.ui import note, spinner
 
 keys_app = typer.Typer(no_args_is_help=True, help="Encrypted keystores for the node's signing key.")
 

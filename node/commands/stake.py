@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from node.commands import CONFIG, KEY_ENV, load_config_file, load_signer, node_running, open_chain
+from node.commands.console import note, warn
 from node.errors import ConfigError
-from node.ui import note, warn
 
 if TYPE_CHECKING:
-    from node.ops import Contracts, NodeStatus
+    from node.commands.chain_ops import Contracts, NodeStatus
 
 node_app = typer.Typer(no_args_is_help=True, help="The node's registration and stake in the NodeRegistry.")
 
@@ -34,19 +34,19 @@ def _node_action(
 ) -> tuple[str, NodeStatus, NodeStatus]:
     """Sends registry function `fn_name(*args(node address))` from the node's key paying `value(contracts)`;
     returns the node's address and its status before and after."""
-    from node import ops
+    from node.commands import chain_ops
 
     cfg = load_config_file(config)
     if key_env is None and node_running(cfg):
         warn("a node is running with this key: its next transaction will find its nonce taken and resync")
     signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
-    before = ops.node_status(c, signer.address)
+    before = chain_ops.node_status(c, signer.address)
     fn = getattr(c.registry.functions, fn_name)(*args(signer.address))
-    receipt = ops.send_tx(
+    receipt = chain_ops.send_tx(
         c.w3, fn, signer, what=what, reverts=c.reverts, value=value(c), max_fee_wei=cfg.chain.max_fee_per_gas_wei
     )
-    after = ops.node_status(c, signer.address)
+    after = chain_ops.node_status(c, signer.address)
     note(f"{what}: tx 0x{bytes(receipt['transactionHash']).hex()} in block {receipt['blockNumber']}")
     return signer.address, before, after
 
@@ -58,13 +58,13 @@ def node_register(
     key_env: str | None = KEY_ENV,
 ) -> None:
     """Register the node's key in the NodeRegistry, locking its stake; it is active at once."""
-    from node import ops
+    from node.commands import chain_ops
 
     def stake(c: Contracts) -> int:
-        return ops.parse_amount(amount) if amount is not None else int(c.registry.functions.minStake().call())
+        return chain_ops.parse_amount(amount) if amount is not None else int(c.registry.functions.minStake().call())
 
     address, _, after = _node_action(config, key_env, "node register", "register", value=stake)
-    typer.echo(f"registered {address} with a stake of {ops.eth(after.stake_wei)}; active: {_yes(after.active)}")
+    typer.echo(f"registered {address} with a stake of {chain_ops.eth(after.stake_wei)}; active: {_yes(after.active)}")
 
 
 @node_app.command("stake")
@@ -74,22 +74,22 @@ def node_stake(
     key_env: str | None = KEY_ENV,
 ) -> None:
     """Add stake to the node's registration."""
-    from node import ops
+    from node.commands import chain_ops
 
-    wei = ops.parse_amount(amount)
+    wei = chain_ops.parse_amount(amount)
     address, before, after = _node_action(config, key_env, "node stake", "addStake", value=lambda c: wei)
-    typer.echo(f"stake of {address}: {ops.eth(before.stake_wei)} -> {ops.eth(after.stake_wei)}")
+    typer.echo(f"stake of {address}: {chain_ops.eth(before.stake_wei)} -> {chain_ops.eth(after.stake_wei)}")
 
 
 @node_app.command("unstake")
 def node_unstake(config: Path = CONFIG, key_env: str | None = KEY_ENV) -> None:
     """Begin unbonding: the node is inactive at once; its stake can be withdrawn after the unbonding delay."""
-    from node import ops
+    from node.commands import chain_ops
 
     address, _, after = _node_action(config, key_env, "node unstake", "beginUnbonding")
     typer.echo(
-        f"{address} is unbonding: inactive now; {ops.eth(after.stake_wei)} unlocks at {ops.utc(after.unlock_at)}, "
-        "then run `infera node withdraw`"
+        f"{address} is unbonding: inactive now; {chain_ops.eth(after.stake_wei)} unlocks at "
+        f"{chain_ops.utc(after.unlock_at)}, then run `infera node withdraw`"
     )
 
 
@@ -102,7 +102,7 @@ def node_withdraw(
     """Withdraw the stake after the unbonding delay; the key is then no longer registered."""
     from web3 import Web3
 
-    from node import ops
+    from node.commands import chain_ops
 
     if to is not None and not Web3.is_address(to):
         raise ConfigError(f"--to: {to!r} is not an address")
@@ -112,7 +112,7 @@ def node_withdraw(
 
     address, before, _ = _node_action(config, key_env, "node withdraw", "withdrawStake", args=recipient)
     typer.echo(
-        f"withdrew {ops.eth(before.stake_wei)} of {address} to {recipient(address)[0]}; "
+        f"withdrew {chain_ops.eth(before.stake_wei)} of {address} to {recipient(address)[0]}; "
         f"{address} is no longer registered"
     )
 
@@ -125,7 +125,7 @@ def node_status(
 ) -> None:
     """The node's stake, whether it is active, and when unbonding stake unlocks (no password needed for a keystore
     that declares its address)."""
-    from node import ops
+    from node.commands import chain_ops
     from node.keys import keystore_address
 
     cfg = load_config_file(config)
@@ -134,7 +134,7 @@ def node_status(
     address = keystore_address(keystore.expanduser()) if keystore is not None else None
     if address is None:
         address = load_signer(cfg, key_env, None, None, None).address
-    status = ops.node_status(open_chain(cfg), address)
+    status = chain_ops.node_status(open_chain(cfg), address)
     if as_json:
         typer.echo(json.dumps(status.as_dict(), indent=2))
     else:

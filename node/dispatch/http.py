@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 
-from node.conditions import CONDITIONS
 from node.dispatch.protocol import (
     MAX_ANSWER_BYTES,
     MAX_ERROR_BYTES,
@@ -37,6 +36,7 @@ from node.dispatch.protocol import (
     parse_json,
 )
 from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable, short
+from node.observability.conditions import CONDITIONS
 from node.retry import retry_after_s
 
 #: Batch calls in flight to one container at once; further inputs wait for one to return.

@@ -19,9 +19,9 @@ from typing import Any
 import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
-from node.conditions import CONDITIONS
 from node.dispatch.protocol import chain_body, output_from_answer, parse_json
 from node.errors import ContainerError, short
+from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger(__name__)
 

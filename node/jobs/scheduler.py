@@ -34,7 +34,7 @@ from node.errors import ContainerError, ContainerLost, ContainerUnavailable
 from node.jobs.store import Job, JobState, JobStore
 
 if TYPE_CHECKING:
-    from node.metrics import Metrics
+    from node.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from schemathesis.checks import positive_data_acceptance
 from node.api.delegated import SECP256K1_N
 from node.api.delegated import digest as delegated_digest
 from node.chain.contracts import model_id
+from node.commands.chain_ops import Reverts, deploy_contract, send_tx
 from node.devnet import DEFAULT_FEE_WEI, Devnet, Proc, _http_ok, wait_until
-from node.ops import Reverts, deploy_contract, send_tx
 from tests.tiny_models import build_tiny_gpt2
 
 pytestmark = pytest.mark.e2e

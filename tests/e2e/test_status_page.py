@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node import memory
 from node.devnet import wait_until
+from node.observability import memory
 from tests.e2e.test_metrics import MODEL, REQUESTS, EchoNode, echo_node
 
 CHROMIUM = Path("/usr/bin/chromium")

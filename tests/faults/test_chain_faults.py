@@ -10,8 +10,8 @@ import pytest
 from eth_utils.crypto import keccak
 
 from node.chain.contracts import model_id
+from node.commands.chain_ops import Reverts, send_tx
 from node.devnet import DEFAULT_FEE_WEI, wait_until
-from node.ops import Reverts, send_tx
 from tests.faults.conftest import MODEL, FaultRig
 
 pytestmark = pytest.mark.faults

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from node.memory import HeapTrimmer, rss_kib
+from node.observability.memory import HeapTrimmer, rss_kib
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
 

@@ -17,9 +17,9 @@ from node.chain.broadcast import SendCeiling
 from node.chain.clock import ChainClock
 from node.chain.contracts import InferenceRequest
 from node.chain.rpc import EndpointError, RpcError, classify, classify_answer
-from node.conditions import Conditions
 from node.errors import Action, ContainerRejected, RpcUnavailable
 from node.jobs.store import Job
+from node.observability.conditions import Conditions
 from node.retry import backoff_s
 
 
@@ -158,7 +158,7 @@ def test_the_chain_clock_follows_the_newest_head_not_the_machine() -> None:
 
 def test_a_condition_is_logged_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
     conditions = Conditions()
-    with caplog.at_level(logging.INFO, logger="node.conditions"):
+    with caplog.at_level(logging.INFO, logger="node.observability.conditions"):
         for _ in range(50):
             conditions.set("key 0xabc", "cannot send: insufficient funds")
         conditions.set("ws ws://rpc", "stale", blocks_ready=False)

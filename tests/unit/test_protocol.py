@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import encode
 
-from node.conditions import CONDITIONS
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.protocol import chain_body, classify, onchain_output
 from node.errors import Action, ContainerError, ContainerRejected
 from node.jobs.scheduler import BACKOFF_MAX_S, MIN_RETRY_S, backoff_s, retry_delay_s
+from node.observability.conditions import CONDITIONS
 from node.retry import RETRY_AFTER_MAX_S, retry_after_s
 from tests.faults.infernet_containers import create_app
 

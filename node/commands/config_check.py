@@ -76,7 +76,7 @@ def check_secrets(cfg: NodeConfig, report: Report) -> None:
 def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> None:
     """Asks every RPC URL for its chain, the coordinator for its code and registry, the registry whether each key
     is an active node, and each HTTP container for its health."""
-    from node import ops
+    from node.commands import chain_ops
     from node.jobs.store import JobStore
 
     chain = cfg.chain
@@ -84,8 +84,8 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
     for i, url in enumerate([chain.rpc_url, *chain.fallback_rpc_urls]):
         key = "chain.rpc_url" if i == 0 else f"chain.fallback_rpc_urls[{i - 1}]"
         try:
-            ids[url] = int(ops.connect([url], timeout_s=10).eth.chain_id)
-        except ops.OpsError as exc:
+            ids[url] = int(chain_ops.connect([url], timeout_s=10).eth.chain_id)
+        except chain_ops.OpsError as exc:
             report.problems.append(f"{key}: {exc}")
     if not ids:
         return
@@ -104,10 +104,10 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
         shown = {public_url(u): c for u, c in ids.items()}
         report.problems.append(f"chain.fallback_rpc_urls: the RPC URLs serve different chains: {shown}")
     url = next(iter(ids))
-    w3 = ops.connect([url])
+    w3 = chain_ops.connect([url])
     try:
-        contracts = ops.open_contracts(w3, chain.coordinator_address, chain.artifacts_dir)
-    except ops.OpsError as exc:
+        contracts = chain_ops.open_contracts(w3, chain.coordinator_address, chain.artifacts_dir)
+    except chain_ops.OpsError as exc:
         report.problems.append(str(exc))
         return
     report.facts.append(
@@ -115,11 +115,11 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
         f"registry {contracts.registry.address}"
     )
     for account in report.accounts:
-        status = ops.node_status(contracts, account.address)
+        status = chain_ops.node_status(contracts, account.address)
         if not status.active:
             report.warnings.append(
-                f"{account.address} is not an active node (stake {ops.eth(status.stake_wei)}): its deliveries would "
-                "revert; run `infera node register` (or `infera node status`)"
+                f"{account.address} is not an active node (stake {chain_ops.eth(status.stake_wei)}): its deliveries "
+                "would revert; run `infera node register` (or `infera node status`)"
             )
     for i, model in enumerate(cfg.models):
         if model.url is not None and not _healthy(model.url):

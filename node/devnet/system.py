@@ -1,4 +1,4 @@
-"""A whole Infera system on one machine: anvil, the contracts, a model container and the node.
+"""A whole Infera system on one machine: anvil, the contracts, a model container and the node (`Devnet`).
 
 `infera devnet` and the e2e tests both use `Devnet`. Guarantees: every process it starts is stopped when the
 `with` block ends, however it ends (answer, error, Ctrl-C); each process writes its log to the work folder.
@@ -11,125 +11,29 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
 from node.chain.contracts import CoordinatorAbi, model_id
-from node.ops import OpsError, Reverts, deploy_contract, deploy_contracts, send_tx
-
-ROOT = Path(__file__).resolve().parents[1]
-CONTRACTS_DIR = ROOT / "coordinator_contract"
-# Anvil's public development mnemonic: its keys hold only devnet ETH and are known to everyone.
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
-DEFAULT_MODEL = "classify/minilm-sentiment@1"
-DEFAULT_FEE_WEI = 10**15
-DEVNET_MIN_STAKE_WEI = 10**18
-DEVNET_UNBONDING_S = 86_400
-
-T = TypeVar("T")
-
-
-class DevnetError(RuntimeError):
-    """A devnet step failed; the message says which and where its log is."""
-
-
-def tool(name: str) -> str:
-    """Path of a chain tool: the pinned one in node_modules, else one on PATH."""
-    local = ROOT / "node_modules" / ".bin" / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise DevnetError(f"{name} not found: run `npm ci` in {ROOT} (or `make deps`)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(
-    check: Callable[[], T | None],
-    *,
-    timeout_s: float,
-    what: str,
-    interval_s: float = 0.05,
-    alive: Callable[[], None] | None = None,
-) -> T:
-    """Polls `check` until it returns a value that is not None/False; raises `TimeoutError` naming `what`.
-
-    `alive` is called on each round and may raise to stop waiting early (a process that died).
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if alive is not None:
-            alive()
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-def dev_account(index: int) -> LocalAccount:
-    """The anvil dev account at `index` (0 deploys, 1 runs the node, 2 is the dApp's user)."""
-    Account.enable_unaudited_hdwallet_features()
-    account: LocalAccount = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-    return account
-
-
-def forge_build() -> None:
-    """Compiles the contracts (incremental) with the pinned forge and solc-js."""
-    result = subprocess.run(
-        [tool("forge"), "build", "--quiet"], cwd=CONTRACTS_DIR, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise DevnetError(f"forge build failed:\n{result.stdout}{result.stderr}")
-
-
-@dataclass
-class Proc:
-    """A process the devnet started (anvil, a container, a node), with its log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def check_alive(self) -> None:
-        code = self.popen.poll()
-        if code is not None:
-            raise DevnetError(f"{self.name} exited with code {code}; its log:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """The devnet's deployed contracts (registry, coordinator, example consumer) and the block they start at."""
-
-    coordinator: Contract
-    consumer: Contract
-    start_block: int
-    registry: Contract
+from node.commands.chain_ops import OpsError, Reverts, deploy_contract, deploy_contracts, send_tx
+from node.devnet.deployment import (
+    ANVIL_MNEMONIC,
+    DEFAULT_FEE_WEI,
+    DEFAULT_MODEL,
+    DEVNET_MIN_STAKE_WEI,
+    DEVNET_UNBONDING_S,
+    Deployment,
+    dev_account,
+)
+from node.devnet.processes import ROOT, DevnetError, Proc, free_port, http_ok, tcp_open, tool, wait_until
 
 
 class Devnet:
@@ -248,7 +152,7 @@ class Devnet:
             lines.append("allow_anonymous true")
         conf.write_text("\n".join(lines) + "\n")
         proc = self.start("mosquitto", [binary, "-c", str(conf)])
-        wait_until(lambda: _tcp_open(port), timeout_s=30, what=f"mosquitto on port {port}", alive=proc.check_alive)
+        wait_until(lambda: tcp_open(port), timeout_s=30, what=f"mosquitto on port {port}", alive=proc.check_alive)
         return proc, f"mqtt://127.0.0.1:{port}"
 
     def _rpc_up(self) -> bool:
@@ -277,8 +181,9 @@ class Devnet:
             raise DevnetError(str(exc)) from None
 
     def deploy(self) -> Deployment:
-        """Deploys the node registry, the coordinator and the example consumer (`node.ops.deploy_contracts`, as
-        `infera deploy` does), and stakes the node."""
+        """Deploys the node registry, the coordinator and the example consumer (as `infera deploy` does, with
+        `node.commands.chain_ops.deploy_contracts`), and stakes the node from `node_account`. Returns what it deployed;
+        raises `DevnetError` naming the step that reverted or failed."""
         self.abi = CoordinatorAbi.from_artifacts()
         try:
             deployed = deploy_contracts(
@@ -311,7 +216,7 @@ class Devnet:
             name or module.rsplit(".", 1)[-1], [sys.executable, "-m", module, "--port", str(port), *args], env=env
         )
         wait_until(
-            lambda: _http_ok(f"{url}/health"),
+            lambda: http_ok(f"{url}/health"),
             timeout_s=timeout_s,
             what=f"{module} /health on {url}",
             interval_s=0.2,
@@ -472,74 +377,9 @@ class Devnet:
         return label, score
 
 
-def _http_ok(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return str(v)
     return f'"{v}"'
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the `with Devnet` block still stops every child."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], None] = print) -> int:
-    """`infera devnet`: the whole system, one request from the example consumer, its on-chain answer."""
-    with _sigterm_as_interrupt(), Devnet(workdir) as dev:
-        started = time.monotonic()
-        dev.start_anvil()
-        say(f"devnet: anvil on {dev.rpc_url} (chain {dev.w3.eth.chain_id})")
-        forge_build()
-        deployment = dev.deploy()
-        say(
-            f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
-            f"{deployment.consumer.address}, node {dev.node_account.address} staked in NodeRegistry "
-            f"{deployment.registry.address}"
-        )
-        t0 = time.monotonic()
-        say(f"devnet: starting the {dev.model_name} container (loads MiniLM)…")
-        _, url = dev.start_container()
-        say(f"devnet: container ready on {url} in {time.monotonic() - t0:.1f} s")
-        node = dev.start_node(dev.write_node_config({dev.model_name: url}))
-        say(f"devnet: node started (log: {node.log_path})")
-        request_id = dev.ask_sentiment(text)
-        say(f'devnet: asked for the sentiment of "{text}" as request {request_id}')
-        label, score = dev.wait_sentiment(request_id, timeout_s=120, alive=node.check_alive)
-        say(
-            f"on-chain result: request {request_id} label={label} scoreE6={score} "
-            f"(score {score / 1e6:.4f}) after {time.monotonic() - started:.1f} s"
-        )
-        if once:
-            return 0
-        say(f"devnet: running; RPC {dev.rpc_url}, logs in {workdir}. Ctrl-C stops everything.")
-        while True:
-            node.check_alive()
-            time.sleep(0.5)

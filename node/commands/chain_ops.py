@@ -23,8 +23,8 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.rpc import public_url
+from node.commands.console import spinner
 from node.errors import InferaError
-from node.ui import spinner
 
 
 class OpsError(InferaError):

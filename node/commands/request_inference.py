@@ -25,8 +25,8 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from node.chain.contracts import model_id
+from node.commands.chain_ops import Contracts, OpsError, send_tx, wait_for
 from node.config import ModelConfig
-from node.ops import Contracts, OpsError, send_tx, wait_for
 
 
 @dataclass(frozen=True)

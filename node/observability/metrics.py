@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from node.conditions import CONDITIONS
+from node.observability.conditions import CONDITIONS
 
 if TYPE_CHECKING:
     from node.chain.rpc import RpcPool
@@ -89,7 +89,7 @@ class WatchedSender(Protocol):
 
 
 class WatchedHealth(Protocol):
-    """What the metrics read of the node's health (`node.health.Health`)."""
+    """What the metrics read of the node's health (`node.observability.health.Health`)."""
 
     @property
     def containers(self) -> dict[str, bool]: ...

@@ -15,7 +15,7 @@ from typing import Any
 
 from node.chain.listener import Listener
 from node.chain.rpc import RpcPool, public_url
-from node.conditions import CONDITIONS
+from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger(__name__)
 

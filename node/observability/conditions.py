@@ -15,7 +15,7 @@ import threading
 
 from node.errors import Action
 
-log = logging.getLogger("node.conditions")
+log = logging.getLogger(__name__)
 
 
 class Conditions:

@@ -1,0 +1,57 @@
+"""A whole Infera system on one machine, for `infera devnet`, the tests and the benchmarks.
+
+- `processes`: the chain tools, starting and watching processes, waiting on a condition (`Proc`, `wait_until`).
+- `deployment`: anvil's accounts, the devnet's fees and stakes, what it deploys (`Deployment`, `dev_account`).
+- `system`: `Devnet`, which starts anvil, the contracts, model containers and nodes, and stops them all.
+- `run`: `run_devnet`, the `infera devnet` command.
+"""
+
+from node.devnet.deployment import (
+    ANVIL_MNEMONIC,
+    DEFAULT_FEE_WEI,
+    DEFAULT_MODEL,
+    DEVNET_MIN_STAKE_WEI,
+    DEVNET_UNBONDING_S,
+    Deployment,
+    dev_account,
+)
+from node.devnet.processes import (
+    CONTRACTS_DIR,
+    ROOT,
+    DevnetError,
+    Proc,
+    forge_build,
+    free_port,
+    http_ok,
+    tcp_open,
+    tool,
+    wait_until,
+)
+from node.devnet.run import run_devnet
+from node.devnet.system import Devnet
+
+# The name the tests used before `http_ok` was public.
+_http_ok = http_ok
+
+__all__ = [
+    "ANVIL_MNEMONIC",
+    "CONTRACTS_DIR",
+    "DEFAULT_FEE_WEI",
+    "DEFAULT_MODEL",
+    "DEVNET_MIN_STAKE_WEI",
+    "DEVNET_UNBONDING_S",
+    "ROOT",
+    "Deployment",
+    "Devnet",
+    "DevnetError",
+    "Proc",
+    "_http_ok",
+    "dev_account",
+    "forge_build",
+    "free_port",
+    "http_ok",
+    "run_devnet",
+    "tcp_open",
+    "tool",
+    "wait_until",
+]

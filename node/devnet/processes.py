@@ -1,0 +1,112 @@
+"""The devnet's processes: finding the chain tools, starting and watching a process, waiting for it to be ready.
+
+Guarantees: `wait_until` never sleeps past its deadline by more than one `interval_s`, and stops early when `alive`
+raises (a process that died), so a test waits on a condition, never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS_DIR = ROOT / "coordinator_contract"
+
+T = TypeVar("T")
+
+
+class DevnetError(RuntimeError):
+    """A devnet step failed; the message says which and where its log is."""
+
+
+def tool(name: str) -> str:
+    """Path of a chain tool: the pinned one in node_modules, else one on PATH."""
+    local = ROOT / "node_modules" / ".bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise DevnetError(f"{name} not found: run `npm ci` in {ROOT} (or `make deps`)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+    alive: Callable[[], None] | None = None,
+) -> T:
+    """Polls `check` until it returns a value that is not None/False; raises `TimeoutError` naming `what`.
+
+    `alive` is called on each round and may raise to stop waiting early (a process that died).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if alive is not None:
+            alive()
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def forge_build() -> None:
+    """Compiles the contracts (incremental) with the pinned forge and solc-js."""
+    result = subprocess.run(
+        [tool("forge"), "build", "--quiet"], cwd=CONTRACTS_DIR, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DevnetError(f"forge build failed:\n{result.stdout}{result.stderr}")
+
+
+@dataclass
+class Proc:
+    """A process the devnet started (anvil, a container, a node), with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise DevnetError(f"{self.name} exited with code {code}; its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
