@@ -60,6 +60,14 @@ class RpcUnavailable(ChainError):
     retry_after_s: float | None = None
 
 
+class EndpointFailed(ChainError):
+    """One RPC endpoint failed the call itself (an HTTP error status, a body that is not JSON-RPC, a WebSocket that
+    went stale), as opposed to the chain refusing it: fail over to the next endpoint and retry there."""
+
+    retryable = True
+    action = Action.UNHEALTHY
+
+
 class TxReverted(ChainError):
     """A transaction (or its simulation) reverted; `error` is the decoded custom error name when known."""
 
@@ -102,6 +110,20 @@ class ContainerUnavailable(ContainerError):
     an attempt; the job waits for the container to come back."""
 
     action = Action.UNHEALTHY
+
+
+class InputRejected(InferaError, ValueError):
+    """A client's submission to the node's API cannot be accepted as it is (HTTP 4xx); `str()` says what to fix.
+    Still a `ValueError`, for callers that validate with it."""
+
+    action = Action.REFUSED
+
+
+class Overloaded(InferaError):
+    """Too much is in progress to take more now (HTTP 503): the same submission may succeed later."""
+
+    retryable = True
+    action = Action.RETRY
 
 
 def short(text: object, limit: int = 160) -> str:

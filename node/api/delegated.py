@@ -37,6 +37,7 @@ from eth_utils.crypto import keccak
 from node.api.jobs import TERMINAL, JobInputError
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
+from node.errors import Overloaded
 from node.jobs.store import StoredTx
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class NonceUsedError(JobInputError):
     """The consumer's nonce was used already (a replay): 409."""
 
 
-class Busy(Exception):
+class Busy(Overloaded):
     """Too much in progress to take another request now: 503."""
 
 

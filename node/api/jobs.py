@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from node.config import ModelConfig
+from node.errors import ContainerError, ContainerRejected, InputRejected, Overloaded
 
 if TYPE_CHECKING:
     from node.observability.metrics import Metrics
@@ -39,11 +40,11 @@ SOURCE_OFFCHAIN = 1
 TERMINAL = ("completed", "failed")
 
 
-class JobInputError(ValueError):
+class JobInputError(InputRejected):
     """A submission that cannot be accepted; `str()` says what to fix."""
 
 
-class JobsBusy(Exception):
+class JobsBusy(Overloaded):
     """Too many jobs waiting or running to take more now (503)."""
 
 
@@ -263,11 +264,11 @@ class OffchainJobs:
         raise _Failed("the container's stream ended without `done`")
 
 
-class _Rejected(Exception):
+class _Rejected(ContainerRejected):
     """The container refused the input (4xx): retrying cannot help."""
 
 
-class _Failed(Exception):
+class _Failed(ContainerError):
     """The container failed (5xx, bad answer): retryable."""
 
 

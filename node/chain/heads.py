@@ -16,7 +16,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from node.chain.contracts import as_int
 from node.chain.rpc import RpcError, is_transport_error
-from node.errors import Action, RpcUnavailable
+from node.errors import Action, EndpointFailed, RpcUnavailable
 
 #: A WebSocket is stale after this many block times without a new head (and the chain moved on).
 STALE_HEAD_BLOCKS = 5.0
@@ -95,7 +95,7 @@ def rate_limit_wait(state: RetryCallState) -> float:
     return max(RATE_LIMIT_MIN_S, wait_exponential_jitter(multiplier=RATE_LIMIT_BASE_S, max=RATE_LIMIT_MAX_S)(state))
 
 
-class WsStale(ConnectionError):
+class WsStale(EndpointFailed, ConnectionError):
     """The WebSocket still answers (or seems open) but sends no new heads while the chain moves on."""
 
 

@@ -27,7 +27,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
 from web3.exceptions import BadResponseFormat, ContractLogicError, ProviderConnectionError, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
-from node.errors import Action, InferaError, RpcUnavailable, TxReverted
+from node.errors import Action, ChainError, EndpointFailed, InferaError, RpcUnavailable, TxReverted
 from node.observability.conditions import CONDITIONS
 from node.retry import retry_after_s
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class EndpointError(Exception):
+class EndpointError(EndpointFailed):
     """The endpoint answered, but not with a JSON-RPC answer: an HTTP status other than 200 (a rate limit's 429, a
     gateway's 502, an auth proxy's 403), or a body that is not JSON-RPC. `retry_after_s` is the endpoint's
     `Retry-After`, when it gave one."""
@@ -117,10 +117,10 @@ def classify_answer(code: int, message: str) -> Action:
 def classify(exc: BaseException) -> Action:
     """What the node should do about `exc`, raised by a call to the chain (any exception: an unforeseen one is
     `UNKNOWN`, retried with back-off, never fatal)."""
+    if isinstance(exc, RpcError):  # before InferaError: its action depends on the answer's code and words
+        return classify_answer(exc.code, exc.message)
     if isinstance(exc, InferaError):
         return exc.action
-    if isinstance(exc, RpcError):
-        return classify_answer(exc.code, exc.message)
     if isinstance(exc, ContractLogicError):
         return Action.REFUSED
     if isinstance(exc, Web3RPCError):
@@ -142,7 +142,7 @@ def ws_client(url: str) -> AsyncWeb3[WebSocketProvider]:
     return AsyncWeb3(WebSocketProvider(url, max_connection_retries=1), middleware=[])
 
 
-class RpcError(Exception):
+class RpcError(ChainError):
     """The endpoint answered a raw call with a JSON-RPC error."""
 
     def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:

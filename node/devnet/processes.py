@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from node.errors import InferaError
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "coordinator_contract"
 
 T = TypeVar("T")
 
 
-class DevnetError(RuntimeError):
+class DevnetError(InferaError, RuntimeError):
     """A devnet step failed; the message says which and where its log is."""
 
 
