@@ -32,6 +32,8 @@ PASSWORD_FILE = typer.Option(None, "--password-file", help="file holding the key
 
 
 def load_config_file(config: Path) -> NodeConfig:
+    """The node config at `config` (TOML, with `INFERA_*` env overrides); raises `ConfigError` naming the key and
+    the reason when it is missing or invalid."""
     from node.config import load_config
 
     return load_config(config)

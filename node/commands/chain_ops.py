@@ -60,6 +60,7 @@ def eth(wei: int, places: int | None = None) -> str:
 
 
 def utc(timestamp: int) -> str:
+    """`2026-01-31 12:00:00 UTC` for a Unix `timestamp` in seconds (a block's time, an unlock time)."""
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -319,9 +320,12 @@ class NodeStatus:
 
     @property
     def registered(self) -> bool:
+        """Whether the node has ever staked and not withdrawn: a stake, or an unbonding one waiting to unlock."""
         return self.stake_wei > 0 or self.unlock_at > 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The status for `--json`: amounts in wei as decimal strings (JSON numbers lose precision past 2^53),
+        `unlock_at` a Unix time in seconds or None when not unbonding, `unbonding_delay_s` in seconds."""
         return {
             "address": self.address,
             "registry": self.registry,
@@ -366,6 +370,8 @@ def _duration(seconds: int) -> str:
 
 
 def node_status(c: Contracts, address: str) -> NodeStatus:
+    """`address`'s standing in the registry, its balance and what the coordinator holds for it, read from the
+    chain now (only reads). A failed call raises what web3 raises, not `OpsError`."""
     registry, w3 = c.registry.functions, c.w3
     return NodeStatus(
         address=address,

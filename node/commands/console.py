@@ -31,6 +31,7 @@ def note(message: str) -> None:
 
 
 def warn(message: str) -> None:
+    """`infera: warning: <message>` on stderr; the command goes on."""
     typer.echo(f"infera: warning: {message}", err=True)
 
 

@@ -46,6 +46,8 @@ class Codec:
         return tuple(t for t in inner.split(",") if t) if "(" not in inner else (signature,)
 
     def encode_text(self, text: str) -> bytes:
+        """`text` as the model's input: its UTF-8 bytes for a raw-bytes model, ABI `(string)` for a model that takes
+        one string; raises `OpsError` for any other ABI input (pass the encoded input with `--input-hex`)."""
         if not self.input_types:
             return text.encode()
         if self.input_types == ("string",):

@@ -39,6 +39,8 @@ def tool(name: str) -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it); another process may take it before
+    it is used, which a test sees as a failed start, not a wrong answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -69,7 +71,8 @@ def wait_until(
 
 
 def forge_build() -> None:
-    """Compiles the contracts (incremental) with the pinned forge and solc-js."""
+    """Compiles the contracts (incremental) with the pinned forge and solc-js; raises `DevnetError` with forge's
+    output when it fails, or when forge is not installed."""
     result = subprocess.run(
         [tool("forge"), "build", "--quiet"], cwd=CONTRACTS_DIR, capture_output=True, text=True, check=False
     )
@@ -86,11 +89,14 @@ class Proc:
     log_path: Path
 
     def check_alive(self) -> None:
+        """Returns while the process runs; once it has exited, raises `DevnetError` with its exit code and the last
+        lines of its log."""
         code = self.popen.poll()
         if code is not None:
             raise DevnetError(f"{self.name} exited with code {code}; its log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines of the process's log ("(no log)" when it cannot be read); never raises."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -98,6 +104,8 @@ class Proc:
 
 
 def http_ok(url: str) -> bool:
+    """Whether a GET of `url` answers 200 within 2 s (False for any other status, a refused connection or a
+    timeout); never raises for a network failure."""
     import urllib.error
     import urllib.request
 
@@ -109,6 +117,7 @@ def http_ok(url: str) -> bool:
 
 
 def tcp_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port` (waits at most 1 s)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0

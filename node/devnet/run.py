@@ -30,7 +30,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], None] = print) -> int:
-    """`infera devnet`: the whole system, one request from the example consumer, its on-chain answer."""
+    """`infera devnet`: the whole system, one request from the example consumer, its on-chain answer, each step
+    told through `say`. With `once`, returns 0 after the answer; otherwise runs until Ctrl-C or SIGTERM (raised as
+    `KeyboardInterrupt`). Raises `DevnetError` when a step fails or a process exits, `TimeoutError` when an answer
+    does not come in time (120 s); every process is stopped either way."""
     with _sigterm_as_interrupt(), Devnet(workdir) as dev:
         started = time.monotonic()
         dev.start_anvil()

@@ -65,6 +65,9 @@ class Devnet:
     # ------------------------------------------------------------------------------------------- processes
 
     def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Proc:
+        """Starts `argv` in its own session from the repository root, with `env` added to this process's
+        environment and stdout and stderr appended to `<workdir>/<name>.log`; `stop_all` stops it. Does not wait
+        for it to be ready; raises `OSError` when the program cannot be started."""
         log_path = self.workdir / f"{name}.log"
         with log_path.open("ab") as log_file:
             popen = subprocess.Popen(
@@ -95,12 +98,15 @@ class Devnet:
         return int(proc.popen.returncode)
 
     def stop_all(self) -> None:
+        """Stops every process still running, newest first (each as `stop` does)."""
         for proc in reversed(list(self.procs)):
             self.stop(proc)
 
     # ------------------------------------------------------------------------------------------------ parts
 
     def start_anvil(self, *extra: str) -> Proc:
+        """Starts anvil on `rpc_url` with the well-known dev accounts (`extra`: more anvil flags) and waits up to
+        30 s for it to answer; raises `DevnetError` when it exits first, `TimeoutError` when it never answers."""
         proc = self.start(
             "anvil",
             [
@@ -276,13 +282,16 @@ class Devnet:
         return str(self.node_account.key.hex())
 
     def start_node(self, config: Path, *, env: dict[str, str] | None = None, name: str = "node") -> Proc:
+        """Starts `infera run --config <config>` with the node's devnet key in `INFERA_PRIVATE_KEY` (plus `env`);
+        its log is `<workdir>/<name>.log`. Does not wait for it to be ready."""
         env = {"INFERA_PRIVATE_KEY": self.private_key_hex(), **(env or {})}
         return self.start(name, [sys.executable, "-m", "node.cli", "run", "--config", str(config)], env=env)
 
     # -------------------------------------------------------------------------------------------- requests
 
     def ask_sentiment(self, text: str, fee_wei: int = DEFAULT_FEE_WEI) -> int:
-        """Sends the example consumer's request as the dApp user; returns the request id."""
+        """Sends the example consumer's request as the dApp user with `fee_wei`; returns the request id. Raises
+        `DevnetError` naming the error when it reverts."""
         assert self.deployment is not None
         receipt = self._transact(self.deployment.consumer.functions.askSentiment(text), self.user, fee_wei)
         return self.request_id_of(receipt)
@@ -327,6 +336,8 @@ class Devnet:
         self._transact(self.deployment.registry.functions.register(), account, DEVNET_MIN_STAKE_WEI)
 
     def request_id_of(self, receipt: Any) -> int:
+        """The request id of the coordinator's `RequestCreated` log in `receipt` (the first, when there are
+        several); raises `DevnetError` when there is none."""
         assert self.abi is not None
         for raw in receipt["logs"]:
             if raw["topics"] and "0x" + bytes(raw["topics"][0]).hex() == self.abi.request_created_topic:
@@ -334,6 +345,7 @@ class Devnet:
         raise DevnetError("no RequestCreated event in the receipt")
 
     def sentiment(self, request_id: int) -> tuple[str, str, int, bool]:
+        """What the example consumer stored for `request_id`: (text, label, score in millionths, answered)."""
         assert self.deployment is not None
         text, label, score, answered, _failed = self.deployment.consumer.functions.sentiments(request_id).call()
         return str(text), str(label), int(score), bool(answered)
@@ -363,6 +375,9 @@ class Devnet:
     def wait_sentiment(
         self, request_id: int, *, timeout_s: float, alive: Callable[[], None] | None = None
     ) -> tuple[str, int]:
+        """Waits for the example consumer's answer to `request_id`: (label, score in millionths). Raises
+        `TimeoutError` after `timeout_s` seconds, or what `alive` raises (a node that exited)."""
+
         def answered() -> tuple[str, str, int, bool] | None:
             state = self.sentiment(request_id)
             return state if state[3] else None

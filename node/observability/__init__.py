@@ -4,5 +4,6 @@
 - `health`: `/healthz` and `/readyz`, with the reasons the node is not ready.
 - `memory`: the process's resident memory, and handing freed heap back to the OS when idle.
 - `logging`: one short line per event, human-readable or JSON lines.
-- `conditions`: the outside answers that are going wrong now, counted and logged once per change.
+- `conditions`: what is wrong right now (a stale endpoint, a key that cannot send), logged once per change, and
+  the count of outside answers by source and `Action`.
 """

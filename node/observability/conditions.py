@@ -52,6 +52,7 @@ class Conditions:
             log.warning("%s: %s", subject, problem)
 
     def get(self, subject: str) -> str | None:
+        """The current problem of `subject` (e.g. `"key 0xabc…"`), or None when it has none."""
         return self._problems.get(subject)
 
     def problems(self, *, blocking_only: bool = False) -> list[str]:

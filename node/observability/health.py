@@ -64,6 +64,10 @@ class Health:
         return found
 
     def snapshot(self) -> dict[str, Any]:
+        """The `/readyz` body: `ready` (bool), `problems` (what blocks readiness, one line each), `head` and
+        `cursor` (block numbers; head None before the first one), `lag_blocks`, `rpc` (the current endpoint, without
+        credentials), `containers` (model name → healthy at the last probe) and `conditions` (every current one,
+        blocking or not, as `"subject: problem"`)."""
         head = self.listener.head
         return {
             "ready": not self.problems(),

@@ -20,6 +20,9 @@ class JsonFormatter(logging.Formatter):
     one)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON object on one line: `ts` (UTC, ISO 8601 with milliseconds), `level`, `logger`, `msg`, plus
+        `request_id` (int) or `job_id` (32 hex digits) when the message starts with one, and `exc` (the traceback)
+        when the record carries an exception."""
         message = record.getMessage()
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -39,6 +42,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
+    """Sends every log line to stderr at `level` ("DEBUG", "INFO", ...; a bad name raises `ValueError`), as text
+    (`time level logger: message`) or as JSON lines; replaces the root logger's handlers, and quiets the libraries
+    that log every request to WARNING."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())

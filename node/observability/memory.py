@@ -63,9 +63,12 @@ class HeapTrimmer:
 
     @property
     def available(self) -> bool:
+        """Whether this C library can trim (glibc's `malloc_trim`); without it `idle` does nothing."""
         return self._trim is not None
 
     def idle(self) -> None:
+        """Called when the node has nothing open, queued or computing: trims the heap if at least `after_jobs` jobs
+        were settled since the last trim (adds to `trims` and `returned_kib`); otherwise does nothing. Never raises."""
         settled = self._settled()
         if self._trim is None or settled - self._last < self._after_jobs:
             return

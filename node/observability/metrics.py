@@ -55,44 +55,60 @@ class WatchedListener(Protocol):
     """What the metrics read of the listener (`node.chain.listener.Listener`)."""
 
     @property
-    def head(self) -> _Head | None: ...
+    def head(self) -> _Head | None:
+        """The newest block the listener has seen (None before the first)."""
+
     @property
-    def lag_blocks(self) -> int: ...
+    def lag_blocks(self) -> int:
+        """Blocks between the confirmed head and the listener's cursor."""
+
     @property
-    def reorgs(self) -> int: ...
+    def reorgs(self) -> int:
+        """Chain reorganisations found since start."""
 
 
 class WatchedScheduler(Protocol):
     """What the metrics read of the scheduler (`node.jobs.scheduler.Scheduler`)."""
 
     @property
-    def duplicates(self) -> int: ...
-    @property
-    def waiting(self) -> int: ...
+    def waiting(self) -> int:
+        """Jobs waiting for a compute slot now."""
 
 
 class WatchedSender(Protocol):
     """What the metrics read of the transaction manager (`node.chain.tx.TxManager`)."""
 
     @property
-    def head(self) -> _Head | None: ...
+    def head(self) -> _Head | None:
+        """The newest block the sender has read (None before the first)."""
+
     @property
-    def backing_off(self) -> int: ...
+    def backing_off(self) -> int:
+        """Jobs waiting out a back-off before a send, now."""
+
     @property
-    def in_flight(self) -> int: ...
+    def in_flight(self) -> int:
+        """Transactions signed and not yet settled, now."""
+
     @property
-    def queued(self) -> int: ...
+    def queued(self) -> int:
+        """Jobs waiting to be put in a transaction, now."""
+
     @property
-    def replaced(self) -> int: ...
+    def replaced(self) -> int:
+        """Transactions re-signed with higher fees or re-carried since start."""
+
     @property
-    def sent(self) -> int: ...
+    def sent(self) -> int:
+        """Delivery transactions signed since start (replacements not included)."""
 
 
 class WatchedHealth(Protocol):
     """What the metrics read of the node's health (`node.observability.health.Health`)."""
 
     @property
-    def containers(self) -> dict[str, bool]: ...
+    def containers(self) -> dict[str, bool]:
+        """Model name → whether its container answered the last health probe."""
 
 
 @dataclass
@@ -167,15 +183,20 @@ class Metrics:
     # ---------------------------------------------------------------------------------------- observations
 
     def observe_api_job(self, kind: str, status: str) -> None:
+        """Counts one finished job of the HTTP API: `kind` "offchain" or "delegated", `status` "completed" or
+        "failed"."""
         self.api_jobs.labels(kind, status).inc()
 
     def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
+        """Times one call to `model`'s container, in seconds, as outcome "ok" or "error"."""
         self.container_seconds.labels(model, "ok" if ok else "error").observe(seconds)
 
     def observe_mined(self, seconds: float) -> None:
+        """Seconds from signing a transaction (its latest replacement) to its receipt."""
         self.confirmation_seconds.observe(seconds)
 
     def observe_delivered(self, seconds: float) -> None:
+        """Seconds from seeing a request (or resuming its job) to its delivery being mined and confirmed."""
         self.delivery_latency.observe(seconds)
 
     def observe_receipt(self, sender: str, receipt: Mapping[str, Any]) -> None:
@@ -343,7 +364,7 @@ class _NodeCollector(Collector):
         sent.add_metric([], self._txm.sent)
         replaced.add_metric([], self._txm.replaced)
         reorgs.add_metric([], self._listener.reorgs)
-        duplicates.add_metric([], self._scheduler.duplicates)
+        duplicates.add_metric([], self._store.duplicates)
         lag.add_metric([], self._listener.lag_blocks)
         if self._listener.head is not None:
             head.add_metric([], self._listener.head.number)
