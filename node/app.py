@@ -21,7 +21,7 @@ from node.api import status as status_api
 from node.api.auth import Clients
 from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
-from node.chain.contracts import CoordinatorAbi, InferenceRequest, model_id
+from node.chain.contracts import CoordinatorAbi, model_id
 from node.chain.listener import Listener
 from node.chain.rpc import RpcPool, public_url
 from node.chain.tracking import TxPolicy
@@ -153,7 +153,6 @@ class Node:
             txm.upcoming = lambda: scheduler.running + scheduler.waiting
             trimmer = HeapTrimmer(lambda: txm.settled)
             txm.on_idle = trimmer.idle
-            requests: asyncio.Queue[InferenceRequest] = asyncio.Queue()
 
             def on_reorg(fork: int) -> None:
                 orphaned = store.orphan_from(fork)
@@ -169,7 +168,8 @@ class Node:
                 start_block=c.start_block,
                 confirmations=c.confirmations,
                 poll_interval_s=c.poll_interval_s,
-                on_request=requests.put_nowait,
+                models={model_id(m.name): m.name for m in cfg.models},
+                on_jobs=scheduler.admit,
                 on_head=txm.on_head,
                 on_reorg=on_reorg,
                 fallback_ws_urls=c.fallback_ws_urls,
@@ -217,7 +217,6 @@ class Node:
                 keep=cfg.api.keep_jobs,
                 metrics=metrics,
             )
-            scheduler.delivered_here = delegated.created_here
 
             def info() -> dict[str, object]:
                 return {
@@ -245,7 +244,7 @@ class Node:
                     "jobs": store.counts(),
                     "txs_in_flight": txm.in_flight,
                     "queued": txm.queued,
-                    "duplicates_dropped": scheduler.duplicates,
+                    "duplicates_dropped": store.duplicates,
                     "reorgs": listener.reorgs,
                 }
                 app = server.make_app(
@@ -281,7 +280,6 @@ class Node:
             try:
                 async with asyncio.TaskGroup() as tg:
                     listen_task = tg.create_task(listener.run(), name="listener")
-                    schedule_task = tg.create_task(scheduler.run(requests), name="scheduler")
                     tx_task = tg.create_task(txm.run(), name="transactions")
                     watch_task = tg.create_task(health.watch_containers(), name="health")
                     prune_task = tg.create_task(self._prune(store, cfg.store.retention_days), name="prune")
@@ -296,8 +294,7 @@ class Node:
                     prune_task.cancel()
                     if balance_task:
                         balance_task.cancel()
-                    schedule_task.cancel()
-                    await asyncio.gather(schedule_task, return_exceptions=True)  # computations drain first
+                    await scheduler.drain()  # computations finish first (their jobs are stored either way)
                     tx_task.cancel()  # what is computed or sent is in the store: the next start resumes it
                     if hub_task:
                         hub_task.cancel()

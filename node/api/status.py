@@ -20,7 +20,8 @@ from node.chain.listener import Listener
 from node.chain.rpc import public_url
 from node.chain.tx import TxManager
 from node.jobs.scheduler import Scheduler
-from node.jobs.store import TERMINAL, JobStore
+from node.jobs.states import TERMINAL
+from node.jobs.store import JobStore
 from node.observability.conditions import CONDITIONS
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer, rss_kib

@@ -4,7 +4,12 @@ Guarantees:
 - On start and after every reconnect, logs are backfilled with `eth_getLogs` from the persisted cursor, after the
   live subscriptions are open, so no log falls between the two. The same log may arrive twice; the store drops the
   duplicate. Without a WebSocket URL the listener polls the head and the logs over HTTP.
-- A log is handed on once its block is `confirmations` deep (0: at once).
+- A log is handed on once its block is `confirmations` deep (0: at once). Handing on is durable by construction:
+  the job rows of a block range and the cursor past it are committed in one SQLite transaction
+  (`JobStore.record_requests`), and only then are the new jobs given to the scheduler; no queue sits between "seen" and
+  "stored". Whatever the process dies of, a request whose block the cursor passed has a job row (test:
+  tests/faults/test_handoff.py kills the node right after that commit). Live WebSocket logs are committed at the
+  next turn of the event loop, and always before (or with) the cursor that passes their block.
 - Reorgs are found from block hashes (each new head's parent against the stored hash, and the stored hashes against
   the chain after a reconnect): the cursor rewinds to the fork, held logs of orphaned blocks are dropped, and
   `on_reorg(fork)` lets the node cancel jobs of orphaned requests; the backfill then re-reads the new branch.
@@ -30,7 +35,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eth_typing import ChecksumAddress
@@ -53,7 +58,7 @@ from node.chain.logs import Call, LogReader
 from node.chain.rpc import RpcPool, public_url
 from node.chain.wsrpc import WsRpc
 from node.errors import Action
-from node.jobs.store import JobStore
+from node.jobs.store import Job, JobStore
 from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
 
@@ -95,7 +100,8 @@ class Listener:
         start_block: int,
         confirmations: int,
         poll_interval_s: float,
-        on_request: Callable[[InferenceRequest], None],
+        models: Mapping[bytes, str],
+        on_jobs: Callable[[list[Job]], None],
         on_head: Callable[[Head], None] = lambda head: None,
         on_reorg: Callable[[int], None] = lambda fork: None,
         fallback_ws_urls: Sequence[str] = (),
@@ -104,7 +110,9 @@ class Listener:
     ) -> None:
         """`ws_url` then `fallback_ws_urls`: WebSocket endpoints tried in turn (none: HTTP polling every
         `poll_interval_s` seconds). `stale_head_min_s`/`stale_head_max_s`: bounds in seconds of the staleness
-        check (`STALE_HEAD_BLOCKS` observed block times)."""
+        check (`STALE_HEAD_BLOCKS` observed block times). `models`: model id -> name of the models served here (a
+        request for another model is not recorded). `on_jobs`: gets the jobs just committed (their requests are
+        in the store before it is called: it only starts work, it never has to save anything)."""
         self._rpc = rpc
         self._ws_urls = [u for u in [ws_url, *fallback_ws_urls] if u]
         self._ws_index = 0
@@ -127,7 +135,12 @@ class Listener:
         self._store = store
         self._confirmations = confirmations
         self._poll_interval_s = poll_interval_s
-        self._on_request = on_request
+        self._models = models
+        self._on_jobs = on_jobs
+        #: Requests handed on but not yet committed: written with the next cursor save, or by `_flush` at the next
+        #: turn of the event loop (a live log), whichever comes first. Never held across an await.
+        self._pending: list[tuple[InferenceRequest, str]] = []
+        self._flush_scheduled = False
         self._on_head = on_head
         self._on_reorg = on_reorg
         #: Next block to read logs from: every log below it has been handed on.
@@ -189,7 +202,34 @@ class Listener:
         if known is not None and known != request.block_hash:
             log.info("dropping request %d: its block %d was orphaned", request.request_id, request.block_number)
             return
-        self._on_request(request)
+        model = self._models.get(request.model_id)
+        if model is None:
+            log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
+            return
+        self._pending.append((request, model))
+        if not self._flush_scheduled:  # a live log: committed at the next turn of the loop, with any others by then
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commits the pending requests (without moving the cursor) and hands their new jobs on."""
+        self._flush_scheduled = False
+        if self._pending:
+            self._commit(None)
+
+    def _commit(self, cursor: int | None, hashes: Sequence[tuple[int, str]] = ()) -> None:
+        """The durable hand-off: the pending requests' job rows, and the cursor and block hashes when given, in one
+        transaction (`JobStore.record_requests`); only then are the new jobs handed to `on_jobs`."""
+        batch, self._pending = self._pending, []
+        try:
+            jobs = self._store.record_requests(batch, cursor=cursor, hashes=hashes, keep=KEEP_BLOCKS)
+        except BaseException:  # nothing was committed: the requests wait for the next commit, with the cursor
+            self._pending[:0] = batch
+            raise
+        if batch and cursor is not None:
+            faultpoint.reached("cursor-saved")
+        if jobs:
+            self._on_jobs(jobs)
 
     def _on_log(self, raw: Any) -> None:
         """A live log. It is decoded at once and only the request is kept while it waits for its confirmations: a
@@ -277,6 +317,7 @@ class Listener:
             del self._unsaved[stale]
         for stale in [n for n in self._held if n >= fork]:
             del self._held[stale]
+        self._pending = [(r, m) for r, m in self._pending if r.block_number < fork]
         self._store.forget_blocks_from(fork)
         self.cursor = min(self.cursor, fork)
         self._store.set_cursor(self.cursor)
@@ -294,13 +335,12 @@ class Listener:
             await self._rewind(call, Head(top + 1, "", block.hash, 0, 0))
 
     def _save_progress(self) -> None:
+        """Commits the cursor with the pending requests (whose blocks it passes) and the new block hashes."""
         if self.head is None:
-            self._store.set_cursor(self.cursor)
+            self._commit(self.cursor)
             return
         oldest = self.head.number - KEEP_BLOCKS
-        self._store.save_progress(
-            self.cursor, [(n, h) for n, h in self._unsaved.items() if n > oldest], keep=KEEP_BLOCKS
-        )
+        self._commit(self.cursor, [(n, h) for n, h in self._unsaved.items() if n > oldest])
         self._unsaved.clear()
         if len(self._hashes) > KEEP_BLOCKS:
             for old in [n for n in self._hashes if n <= oldest]:
@@ -323,8 +363,6 @@ class Listener:
             found += len(logs)
             self.cursor = to_block + 1
             self._save_progress()
-            if logs:
-                faultpoint.reached("cursor-saved")
             if self.cursor <= target and time.monotonic() - said >= BACKFILL_PROGRESS_S:  # a long catch-up: progress
                 said = time.monotonic()
                 share = 100 * (self.cursor - first) / max(1, target - first + 1)

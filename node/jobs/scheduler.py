@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import tenacity
 
-from node.chain.contracts import InferenceRequest, model_id
+from node.chain.contracts import model_id
 from node.config import ModelConfig
 from node.errors import ContainerError, ContainerLost, ContainerUnavailable
 from node.jobs.store import Job, JobState, JobStore
@@ -142,31 +142,20 @@ class Scheduler:
         self._routes = routes
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        #: Whether a request's creating transaction was this node's own `deliverDelegated` (nothing left to do).
-        self.delivered_here: Callable[[str], bool] = lambda tx_hash: False
         #: Container calls made, by model name (what a restart must not repeat for computed jobs).
         self.container_calls: dict[str, int] = {}
-        #: Requests seen again (backfill overlap, reconnects) and dropped as duplicates.
-        self.duplicates = 0
         #: Times each container call, when set.
         self.metrics = metrics
 
-    def submit(self, request: InferenceRequest) -> Job | None:
-        """Accepts a request seen on-chain; returns its new job, or None if it is a duplicate or not ours."""
-        route = self._routes.get(request.model_id)
-        if route is None:
-            log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
-            return None
-        if self.delivered_here(request.tx_hash):
-            log.info("request %d: created and delivered by this node (a delegated request)", request.request_id)
-            return None
-        job = self._store.add(request, route.model.name)
-        if job is None:
-            self.duplicates += 1
-            log.debug("request %d: seen again; dropped as a duplicate", request.request_id)
-        else:
+    def admit(self, jobs: list[Job]) -> None:
+        """Starts work on jobs the listener has just committed (`JobStore.record_requests`): they are stored
+        already, so a crash from here on only delays them (`resume` picks them up)."""
+        for job in jobs:
+            route = self._routes.get(job.request.model_id)
+            if route is None:  # the listener records only served models; a config change between runs aside
+                self._store.update(job, JobState.FAILED, error=f"model {job.model_name} is not served here")
+                continue
             self._start(job, route)
-        return job
 
     def resume(self) -> int:
         """Picks up the jobs a previous run left unfinished (from the store); returns how many."""
@@ -218,23 +207,6 @@ class Scheduler:
     @property
     def running(self) -> int:
         return len(self._tasks)
-
-    async def run(self, requests: asyncio.Queue[InferenceRequest]) -> None:
-        """Consumes requests from the listener until cancelled. Whatever has queued up meanwhile (a block with
-        thousands of requests) is recorded in one commit, before any of its jobs can run."""
-        try:
-            while True:
-                batch = [await requests.get()]
-                while not requests.empty():
-                    batch.append(requests.get_nowait())
-                with self._store.transaction():
-                    for request in batch:
-                        try:
-                            self.submit(request)
-                        except Exception:  # a request with absurd values must not stop the node
-                            log.exception("request %s: could not be recorded; dropped", request.request_id)
-        finally:
-            await self.drain()
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Waits for running computations to finish, then cancels what is left (the store resumes it)."""

@@ -17,9 +17,10 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,10 @@ from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.errors import ConfigError
-from node.jobs.states import RESUMABLE, TERMINAL, JobState, check
+from node.jobs.states import RESUMABLE, TERMINAL, check
+from node.jobs.states import JobState as JobState  # re-exported: a Job carries one
+
+log = logging.getLogger(__name__)
 
 
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
@@ -196,6 +200,11 @@ class JobStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         #: Live jobs by request id (the rows not yet terminal), so hot paths do not read back what they wrote.
         self._live: dict[int, Job] = {}
+        #: Every hash of the kept transactions that carry no job (this node's `deliverDelegated` calls and nonce
+        #: fills): a `RequestCreated` in one of them was delivered by its own transaction, not a job to serve.
+        self.call_hashes: set[str] = self.call_tx_hashes()
+        #: Requests seen again (backfill overlap, reconnects) and dropped by `record_requests`.
+        self.duplicates = 0
 
     def close(self) -> None:
         self._db.close()
@@ -215,6 +224,42 @@ class JobStore:
         return (self.chain_id, self.coordinator, str(request_id), 0)
 
     # ------------------------------------------------------------------------------------------------- jobs
+
+    def record_requests(
+        self,
+        requests: Sequence[tuple[InferenceRequest, str]],
+        *,
+        cursor: int | None = None,
+        hashes: Iterable[tuple[int, str]] = (),
+        keep: int = 256,
+    ) -> list[Job]:
+        """The listener's hand-off, in ONE commit: a job row for each (request, model name) not seen before, and,
+        when given, the cursor (`cursor`: the next block to read; every request below it is in `requests` or was
+        recorded earlier) and the block hashes seen (only the newest `keep` are kept). Whatever the process dies of,
+        either all of it is stored or none, so a request whose block the cursor passed always has a job row.
+
+        Drops duplicates (`duplicates` counts them) and the requests this node created itself with a delegated
+        `deliverDelegated` (already delivered: their transaction carries no job; `call_hashes`). Returns the new
+        jobs, in order, for the scheduler."""
+        jobs: list[Job] = []
+        with self.transaction():
+            for request, model_name in requests:
+                if request.tx_hash.lower() in self.call_hashes:
+                    log.info("request %d: created and delivered by this node (a delegated request)", request.request_id)
+                    continue
+                try:
+                    job = self.add(request, model_name)
+                except Exception:  # a request with absurd values (an id past SQLite's integers) is dropped, alone
+                    log.exception("request %s: could not be recorded; dropped", request.request_id)
+                    continue
+                if job is None:
+                    self.duplicates += 1
+                    log.debug("request %d: seen again; dropped as a duplicate", request.request_id)
+                else:
+                    jobs.append(job)
+            if cursor is not None:
+                self._save_progress(cursor, hashes, keep)
+        return jobs
 
     def add(self, request: InferenceRequest, model_name: str) -> Job | None:
         """Records a new job; returns None if this request already has one (a duplicate log).
@@ -371,20 +416,19 @@ class JobStore:
             (self.chain_id, self.coordinator, next_block),
         )
 
-    def save_progress(self, next_block: int, hashes: Iterable[tuple[int, str]], *, keep: int) -> None:
+    def _save_progress(self, next_block: int, hashes: Iterable[tuple[int, str]], keep: int) -> None:
         """The listener's cursor and the block hashes seen since the last call (for reorg detection after a
-        restart), in one commit; only the newest `keep` hashes are kept."""
-        with self.transaction() as db:
-            self.set_cursor(next_block)
-            top = 0
-            for number, block_hash in hashes:
-                db.execute(
-                    "INSERT OR REPLACE INTO blocks (chain_id, number, hash) VALUES (?,?,?)",
-                    (self.chain_id, number, block_hash),
-                )
-                top = max(top, number)
-            if top:
-                db.execute("DELETE FROM blocks WHERE chain_id=? AND number <= ?", (self.chain_id, top - keep))
+        restart), inside the caller's transaction (`record`); only the newest `keep` hashes are kept."""
+        self.set_cursor(next_block)
+        top = 0
+        for number, block_hash in hashes:
+            self._db.execute(
+                "INSERT OR REPLACE INTO blocks (chain_id, number, hash) VALUES (?,?,?)",
+                (self.chain_id, number, block_hash),
+            )
+            top = max(top, number)
+        if top:
+            self._db.execute("DELETE FROM blocks WHERE chain_id=? AND number <= ?", (self.chain_id, top - keep))
 
     def blocks(self) -> dict[int, str]:
         rows = self._db.execute("SELECT number, hash FROM blocks WHERE chain_id=?", (self.chain_id,)).fetchall()
@@ -417,12 +461,17 @@ class JobStore:
                     now,
                 ),
             )
+            if not tx.items:
+                self.call_hashes.update(h.lower() for h in tx.hashes)
             for job in jobs:
                 check(job.request_id, job.state, JobState.SUBMITTED)
                 job.state, job.tx_hash, job.nonce = JobState.SUBMITTED, tx.hashes[-1], tx.nonce
                 self._write(job)
 
     def update_tx(self, tx: StoredTx) -> None:
+        """Writes a transaction's new hashes (a replacement), raw bytes, request, blocks and state."""
+        if not tx.items:
+            self.call_hashes.update(h.lower() for h in tx.hashes)
         self._db.execute(
             "UPDATE txs SET hashes=?, raw=?, request=?, sent_block=?, mined_block=?, state=?, updated_at=?"
             " WHERE chain_id=? AND sender=? AND nonce=?",

@@ -72,10 +72,16 @@ class FaultRig:
     def start_node(self) -> Proc:
         assert self.config is not None
         log_path = self.dev.workdir / "node.log"
-        before = log_path.read_text().count("listening to") if log_path.exists() else 0
+        listening = ("listening to", "over HTTP every")  # over a WebSocket, or polling
+
+        def said() -> int:
+            text = log_path.read_text() if log_path.exists() else ""
+            return sum(text.count(words) for words in listening)
+
+        before = said()
         self.node = self.dev.start_node(self.config, env=self.env)
         wait_until(
-            lambda: log_path.read_text().count("listening to") > before,
+            lambda: said() > before,
             timeout_s=60,
             what="the node to listen",
             alive=self.node.check_alive,

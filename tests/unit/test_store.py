@@ -78,7 +78,7 @@ def test_prune_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
     live = s.add(request(2), "m")
     assert done is not None
     assert live is not None
-    s.update(done, JobState.CONFIRMED)
+    s.update(done, JobState.EXPIRED)
     assert s.prune(retention_s=3600) == 0
     assert s.prune(retention_s=-1.0) == 1  # "older than one second in the future": every finished job
     assert s.counts() == {"seen": 1}

@@ -1,0 +1,120 @@
+"""The job state table: every move the node makes is allowed, every other one raises before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+
+from node.jobs.states import RESUMABLE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check
+from node.jobs.store import JobStore, StoredTx
+from tests.unit.test_store import ADDR, request, store
+
+S = JobState
+
+#: The moves the node's layers make, as (from, to): the scheduler, the transaction layer, reorgs, the operator.
+USED = {
+    (S.SEEN, S.RUNNING),
+    (S.RUNNING, S.RUNNING),  # an attempt counted, or given back
+    (S.RUNNING, S.COMPUTED),  # the output, or a failure to report
+    (S.SEEN, S.COMPUTED),  # attempts used up before a restart: a failure to report
+    (S.SEEN, S.EXPIRED),  # deadline passed before it ran
+    (S.RUNNING, S.FAILED),  # a bug in the node, for this job
+    (S.COMPUTED, S.SUBMITTED),
+    (S.COMPUTED, S.COMPUTED),  # a delivery refused: a failure report instead
+    (S.COMPUTED, S.EXPIRED),
+    (S.SUBMITTED, S.SUBMITTED),  # a replacement transaction
+    (S.SUBMITTED, S.COMPUTED),  # the transaction was dropped: sent again, not recomputed
+    (S.SUBMITTED, S.CONFIRMED),
+    (S.SUBMITTED, S.FAILED),
+    (S.SUBMITTED, S.EXPIRED),
+    (S.CONFIRMED, S.ORPHANED),
+    (S.ORPHANED, S.SEEN),
+    (S.ORPHANED, S.COMPUTED),
+    (S.FAILED, S.SEEN),  # `infera jobs retry`
+    (S.FAILED, S.COMPUTED),
+}
+
+
+def test_every_move_the_node_makes_is_in_the_table() -> None:
+    for before, after in USED:
+        check(1, before, after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (S.CONFIRMED, S.SUBMITTED),  # a delivered job sent again
+        (S.CONFIRMED, S.RUNNING),  # a delivered job recomputed
+        (S.SUBMITTED, S.RUNNING),  # a sent job recomputed
+        (S.EXPIRED, S.COMPUTED),
+        (S.SEEN, S.SUBMITTED),  # sent without an output
+        (S.SEEN, S.CONFIRMED),
+        (S.RUNNING, S.SUBMITTED),
+        (S.ORPHANED, S.SUBMITTED),
+    ],
+)
+def test_a_move_the_protocol_forbids_raises(before: JobState, after: JobState) -> None:
+    with pytest.raises(IllegalTransition, match=f"{before} -> {after}"):
+        check(7, before, after)
+
+
+def test_settled_states_lead_nowhere_but_a_reorg_or_the_operator() -> None:
+    for state in TERMINAL - {S.FAILED, S.ORPHANED}:
+        assert TRANSITIONS[state] == {S.ORPHANED}
+    assert not any(S.SUBMITTED in TRANSITIONS[s] for s in TERMINAL)
+    assert set(RESUMABLE).isdisjoint(TERMINAL)
+    assert set(TRANSITIONS) == set(S)  # every state has a row
+
+
+def test_an_illegal_move_writes_nothing(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    job = s.add(request(1), "m")
+    assert job is not None
+    with pytest.raises(IllegalTransition):
+        s.update(job, JobState.CONFIRMED, tx_hash="0xbeef")
+    assert (job.state, job.tx_hash) == (S.SEEN, None)
+    again = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=ADDR).record(1)
+    assert again is not None
+    assert again.job.state is S.SEEN
+
+
+def test_a_transaction_cannot_carry_a_job_that_is_not_computed(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    job = s.add(request(2), "m")
+    assert job is not None
+    tx = StoredTx(ADDR, 0, ["0xaa"], b"raw", {}, [(2, False)], sent_block=1)
+    with pytest.raises(IllegalTransition):
+        s.add_tx(tx, [job])
+    assert s.open_txs(ADDR) == []  # the whole commit was rolled back
+
+
+def test_the_table_is_closed_under_the_states() -> None:
+    for before, after in itertools.product(S, S):
+        allowed = after in TRANSITIONS[before]
+        if allowed:
+            check(0, before, after)
+        else:
+            with pytest.raises(IllegalTransition):
+                check(0, before, after)
+
+
+def test_a_range_and_its_cursor_are_one_commit(tmp_path: Path) -> None:
+    """The listener's hand-off: job rows, cursor and hashes together; duplicates and own delegated calls dropped."""
+    s = store(tmp_path)
+    jobs = s.record_requests([(request(1), "m"), (request(2), "m")], cursor=11, hashes=[(10, "0xaa")])
+    assert [j.request_id for j in jobs] == [1, 2]
+    assert (s.cursor(0), s.blocks()) == (11, {10: "0xaa"})
+    assert s.record_requests([(request(2), "m")], cursor=12) == []
+    assert s.duplicates == 1
+    tx = StoredTx(ADDR, 0, ["0xca11"], b"raw", {}, [], sent_block=1)  # a deliverDelegated call: carries no job
+    s.add_tx(tx, [])
+    own = dataclasses.replace(request(3), tx_hash="0xCA11")  # its RequestCreated: delivered by that very call
+    assert s.record_requests([(own, "m")], cursor=13) == []
+    s.close()
+    reopened = store(tmp_path)  # the delegated call's hashes survive a restart
+    assert "0xca11" in reopened.call_hashes
+    assert reopened.cursor(0) == 13
+    assert {j.request_id for j in reopened.resumable()} == {1, 2}
