@@ -1,0 +1,262 @@
+"""Builds a node's parts from its config, each with everything it needs in its constructor.
+
+The parts talk forward only: listener → store → scheduler → dispatch (containers) → transaction manager → store.
+The listener commits each request before the scheduler hears of it (`on_jobs`), the scheduler hands each computed
+job to the transaction manager (`enqueue`), and the transaction manager settles jobs in the store. Reorgs go the
+other way once, as a notice (`on_reorg`): the store orphans, the scheduler cancels, the transaction manager
+re-sends. Nothing is wired by setting attributes after construction; `Node` (node/app.py) only runs the parts.
+Metrics read the parts through protocols (node/observability/metrics.py) and import none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+
+from node import __version__
+from node.api import auth as api_auth
+from node.api import rest, server
+from node.api import status as status_api
+from node.api.auth import Clients
+from node.api.delegated import DelegatedRequests
+from node.api.jobs import OffchainJobs
+from node.chain.contracts import CoordinatorAbi, model_id
+from node.chain.listener import Listener
+from node.chain.policy import TxPolicy
+from node.chain.rpc import RpcPool
+from node.chain.tx import TxManager
+from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
+from node.dispatch.http import HttpDispatcher
+from node.dispatch.mqtt import MqttDispatcher, MqttHub
+from node.errors import ConfigError
+from node.jobs.scheduler import Route, Scheduler
+from node.jobs.store import JobStore
+from node.observability.health import Health
+from node.observability.memory import HeapTrimmer
+from node.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """Every long-lived part of a running node (what `Node` starts, watches and stops)."""
+
+    store: JobStore
+    rpc: RpcPool
+    txm: TxManager
+    scheduler: Scheduler
+    listener: Listener
+    health: Health
+    offchain: OffchainJobs
+    delegated: DelegatedRequests
+    routes: dict[bytes, Route]
+    #: The MQTT connection of the models served over MQTT (None: none is).
+    hub: MqttHub | None
+    #: None when the HTTP API is off (`api.port = 0`): nobody could read them.
+    metrics: Metrics | None
+    trimmer: HeapTrimmer
+    #: The HTTP API (status page, /metrics, /v1), not yet listening; None when `api.port = 0`.
+    app: web.Application | None
+
+
+def tx_policy(c: ChainConfig) -> TxPolicy:
+    """The transaction manager's policy from the `[chain]` section (fees in wei, delays in blocks and seconds)."""
+    return TxPolicy(
+        max_fee_per_gas_wei=c.max_fee_per_gas_wei,
+        priority_fee_wei=c.priority_fee_wei,
+        bump_percent=c.bump_percent,
+        bump_after_blocks=c.bump_after_blocks,
+        confirmations=c.confirmations,
+        max_batch=c.max_batch,
+        max_pending_per_key=c.max_pending_txs,
+        max_sends_per_s=c.max_sends_per_s,
+        max_sends_per_block=c.max_sends_per_block,
+        retry_window_s=c.delivery_retry_window_s,
+        receipt_poll_s=min(1.0, c.poll_interval_s),
+    )
+
+
+def mqtt_hub(cfg: MqttConfig, default_node_id: str) -> MqttHub:
+    """The MQTT connection for worker pools; raises `ConfigError` when `password_env` names an unset variable."""
+    password = None
+    if cfg.password_env:
+        password = os.environ.get(cfg.password_env)
+        if password is None:
+            raise ConfigError(f"mqtt.password_env: env variable {cfg.password_env} is not set")
+    return MqttHub(cfg.url, cfg.node_id or default_node_id, username=cfg.username, password=password)
+
+
+def dispatcher(m: ModelConfig, session: aiohttp.ClientSession, hub: MqttHub | None) -> HttpDispatcher | MqttDispatcher:
+    """How `m`'s container is reached: HTTP (its `url`) or an MQTT worker pool (through `hub`)."""
+    if m.transport == "mqtt":
+        assert hub is not None  # the config validator guarantees an [mqtt] section
+        return MqttDispatcher(hub, m.name, timeout_s=m.timeout_s, max_dispatches=m.max_dispatches)
+    assert m.url is not None
+    return HttpDispatcher(session, m.url, timeout_s=m.timeout_s, name=m.name)
+
+
+def build(
+    cfg: NodeConfig,
+    *,
+    rpc: RpcPool,
+    store: JobStore,
+    abi: CoordinatorAbi,
+    accounts: list[LocalAccount],
+    clients: Clients,
+    coordinator: ChecksumAddress,
+    chain_id: int,
+    session: aiohttp.ClientSession,
+    stopping: asyncio.Event,
+) -> Parts:
+    """Creates every part, in dependency order. Raises `ConfigError` for a config that cannot be served (an unset
+    MQTT password variable). Nothing is started: no task, no socket."""
+    c = cfg.chain
+    metrics = Metrics() if cfg.api.port else None
+    trimmer: HeapTrimmer | None = None
+    txm = TxManager(
+        rpc,
+        store,
+        abi,
+        coordinator,
+        accounts,
+        tx_policy(c),
+        metrics=metrics,
+        on_idle=lambda: trimmer.idle() if trimmer is not None else None,
+    )
+    trimmer = HeapTrimmer(lambda: txm.settled)
+    hub = mqtt_hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
+    dispatchers = {m.name: dispatcher(m, session, hub) for m in cfg.models}
+    routes = {
+        model_id(m.name): Route(model=m, dispatcher=dispatchers[m.name], slots=asyncio.Semaphore(m.max_concurrency))
+        for m in cfg.models
+    }
+    scheduler = Scheduler(store, routes, txm, metrics=metrics, clock=txm.clock.now)  # deadlines by the chain's time
+
+    def on_reorg(fork: int) -> None:
+        scheduler.cancel(store.orphan_from(fork))
+        txm.on_reorg(fork)
+
+    listener = Listener(
+        rpc,
+        c.ws_url,
+        coordinator,
+        abi,
+        store,
+        start_block=c.start_block,
+        confirmations=c.confirmations,
+        poll_interval_s=c.poll_interval_s,
+        models={model_id(m.name): m.name for m in cfg.models},
+        on_jobs=scheduler.admit,
+        on_head=txm.on_head,
+        on_reorg=on_reorg,
+        fallback_ws_urls=c.fallback_ws_urls,
+        stale_head_min_s=c.stale_head_min_s,
+        stale_head_max_s=c.stale_head_max_s,
+    )
+    health = Health(
+        rpc,
+        listener,
+        {name: d.healthy for name, d in dispatchers.items()},
+        max_lag_blocks=cfg.api.max_lag_blocks,
+        max_silence_s=cfg.api.max_silence_s,
+    )
+    offchain = OffchainJobs(
+        session,
+        cfg.models,
+        {r.model.name: r.slots for r in routes.values()},  # shares each model's concurrency limit
+        keep=cfg.api.keep_jobs,
+        max_batch=cfg.api.max_batch,
+        metrics=metrics,
+    )
+
+    async def compute_delegated(job_id: str, model: str, input_: bytes) -> bytes:
+        route = routes[model_id(model)]
+        async with route.slots:
+            called, ok = time.perf_counter(), False
+            try:
+                output = await route.dispatcher.compute(job_id, input_)
+                ok = True
+                return output
+            finally:
+                if metrics is not None:
+                    metrics.observe_container(model, time.perf_counter() - called, ok=ok)
+
+    delegated = DelegatedRequests(
+        rpc,
+        abi,
+        coordinator,
+        chain_id,
+        accounts[0].address,
+        {model_id(m.name): m.name for m in cfg.models},
+        compute_delegated,
+        txm.send_call,
+        store.call_hashes,
+        keep=cfg.api.keep_jobs,
+        metrics=metrics,
+    )
+    parts = Parts(
+        store, rpc, txm, scheduler, listener, health, offchain, delegated, routes, hub, metrics, trimmer, app=None
+    )
+    if cfg.api.port:
+        parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)
+    return parts
+
+
+def _api(
+    cfg: NodeConfig,
+    p: Parts,
+    clients: Clients,
+    chain_id: int,
+    coordinator: str,
+    accounts: list[LocalAccount],
+    stopping: asyncio.Event,
+) -> web.Application:
+    """The HTTP API's application: /healthz, /readyz, /status and its page, /metrics, /info and the /v1 API."""
+    assert p.metrics is not None
+    p.metrics.watch(store=p.store, rpc=p.rpc, listener=p.listener, scheduler=p.scheduler, txm=p.txm, health=p.health)
+    view = status_api.StatusView(
+        chain_id, coordinator, p.health, p.listener, p.store, p.scheduler, p.txm, p.metrics, p.trimmer
+    )
+
+    def info() -> dict[str, object]:
+        return {
+            "version": __version__,
+            "chain_id": chain_id,
+            "coordinator": coordinator,
+            "nodes": [a.address for a in accounts],
+            "models": [
+                {"name": m.name, "transport": m.transport, "max_concurrency": m.max_concurrency} for m in cfg.models
+            ],
+            "api_tokens": len(cfg.api.tokens),
+            "offchain_jobs_submitted": p.offchain.submitted,
+            "delegated_requests_accepted": p.delegated.accepted,
+        }
+
+    def status() -> dict[str, object]:
+        return {
+            "jobs": p.store.counts(),
+            "txs_in_flight": p.txm.in_flight,
+            "queued": p.txm.queued,
+            "duplicates_dropped": p.store.duplicates,
+            "reorgs": p.listener.reorgs,
+        }
+
+    return server.make_app(
+        p.health,
+        status,
+        middlewares=api_auth.middlewares(clients, cfg.api.max_body_bytes),
+        max_body_bytes=cfg.api.max_body_bytes,
+        setup=[
+            lambda a: rest.add_routes(a, p.offchain, p.delegated, info, stopping),
+            lambda a: status_api.add_routes(a, view),
+        ],
+    )
