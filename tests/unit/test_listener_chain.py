@@ -4,6 +4,7 @@ the fork, and eth_getLogs ranges split for a provider that refuses wide ones. Th
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def test_a_refused_range_is_split_until_the_provider_answers_and_nothing_is_miss
         assert [int(entry["blockNumber"], 16) for entry in logs] == list(range(1, 1001))  # every block, once
         answered = [(lo, hi) for lo, hi in provider.ranges if hi - lo + 1 <= 300]
         assert sorted(answered) == answered  # in order, no overlap
-        assert all(b[0] == a[1] + 1 for a, b in zip(answered, answered[1:], strict=False))
+        assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(answered))
         assert reader.size <= 300  # the next call starts within what the provider takes
         assert len(provider.ranges) <= 12  # halving, not block by block
 
