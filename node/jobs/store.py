@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,144 +30,14 @@ from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.errors import ConfigError
+from node.jobs.rows import SCHEMA, request_from_json, request_to_json
+from node.jobs.rows import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the CLI and tests read it here
+from node.jobs.rows import Job as Job  # re-exported: the store's callers work on Jobs
+from node.jobs.rows import StoredTx as StoredTx
 from node.jobs.states import RESUMABLE, TERMINAL, check
 from node.jobs.states import JobState as JobState  # re-exported: a Job carries one
 
 log = logging.getLogger(__name__)
-
-
-#: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
-#: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    chain_id     INTEGER NOT NULL,
-    coordinator  TEXT    NOT NULL,
-    request_id   TEXT    NOT NULL,
-    interval     INTEGER NOT NULL DEFAULT 0,
-    model        TEXT    NOT NULL,
-    request      TEXT    NOT NULL,
-    block_number INTEGER NOT NULL,
-    block_hash   TEXT    NOT NULL,
-    state        TEXT    NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    output       BLOB,
-    failure      TEXT,
-    tx_hash      TEXT,
-    nonce        INTEGER,
-    error        TEXT,
-    created_at   REAL    NOT NULL,
-    updated_at   REAL    NOT NULL,
-    PRIMARY KEY (chain_id, coordinator, request_id, interval)
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_at);
-CREATE TABLE IF NOT EXISTS cursors (
-    chain_id    INTEGER NOT NULL,
-    coordinator TEXT    NOT NULL,
-    next_block  INTEGER NOT NULL,
-    PRIMARY KEY (chain_id, coordinator)
-);
-CREATE TABLE IF NOT EXISTS blocks (
-    chain_id INTEGER NOT NULL,
-    number   INTEGER NOT NULL,
-    hash     TEXT    NOT NULL,
-    PRIMARY KEY (chain_id, number)
-);
-CREATE TABLE IF NOT EXISTS txs (
-    chain_id     INTEGER NOT NULL,
-    sender       TEXT    NOT NULL,
-    nonce        INTEGER NOT NULL,
-    coordinator  TEXT    NOT NULL,
-    hashes       TEXT    NOT NULL,
-    raw          BLOB    NOT NULL,
-    request      TEXT    NOT NULL,
-    items        TEXT    NOT NULL,
-    sent_block   INTEGER NOT NULL,
-    mined_block  INTEGER,
-    state        TEXT    NOT NULL,
-    updated_at   REAL    NOT NULL,
-    PRIMARY KEY (chain_id, sender, nonce)
-);
-CREATE INDEX IF NOT EXISTS txs_by_state ON txs (state, updated_at);
-"""
-
-
-def request_to_json(r: InferenceRequest) -> str:
-    return json.dumps(
-        {
-            "request_id": str(r.request_id),
-            "model_id": r.model_id.hex(),
-            "consumer": r.consumer,
-            "input": r.input.hex(),
-            "token": r.token,
-            "fee_per_node_wei": str(r.fee_per_node_wei),
-            "callback_gas_limit": r.callback_gas_limit,
-            "redundancy": r.redundancy,
-            "deadline": r.deadline,
-            "block_number": r.block_number,
-            "block_hash": r.block_hash,
-            "tx_hash": r.tx_hash,
-            "log_index": r.log_index,
-        }
-    )
-
-
-def request_from_json(text: str) -> InferenceRequest:
-    d = json.loads(text)
-    return InferenceRequest(
-        request_id=int(d["request_id"]),
-        model_id=bytes.fromhex(d["model_id"]),
-        consumer=to_checksum_address(d["consumer"]),
-        input=bytes.fromhex(d["input"]),
-        token=to_checksum_address(d["token"]),
-        fee_per_node_wei=int(d["fee_per_node_wei"]),
-        callback_gas_limit=int(d["callback_gas_limit"]),
-        redundancy=int(d["redundancy"]),
-        deadline=int(d["deadline"]),
-        block_number=int(d["block_number"]),
-        block_hash=str(d["block_hash"]),
-        tx_hash=str(d["tx_hash"]),
-        log_index=int(d["log_index"]),
-    )
-
-
-@dataclass(slots=True)
-class Job:
-    """A job as the scheduler works on it; every change goes through `JobStore` so it is committed."""
-
-    request: InferenceRequest
-    model_name: str
-    state: JobState = JobState.SEEN
-    attempts: int = 0
-    output: bytes | None = None
-    #: Set when the job is to be reported as failed on-chain instead of delivered.
-    failure: str | None = None
-    tx_hash: str | None = None
-    nonce: int | None = None
-    error: str | None = None
-    seen_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def request_id(self) -> int:
-        return self.request.request_id
-
-
-@dataclass(slots=True)
-class StoredTx:
-    """A transaction the node signed: kept until mined (and confirmed) so it can be tracked, bumped or resent."""
-
-    sender: str
-    nonce: int
-    hashes: list[str]
-    raw: bytes
-    #: The unsigned transaction (to, data, gas, fees) so a bump can re-sign it.
-    request: dict[str, Any]
-    #: (request id, failed) of each job it carries, in order.
-    items: list[tuple[int, bool]]
-    sent_block: int
-    state: str = "pending"
-    mined_block: int | None = None
 
 
 #: SQLite's page cache, in KiB (its default is 2,000). The node reads and writes the newest jobs, whose pages stay in
