@@ -1,37 +1,32 @@
-"""Sends the node's transactions: simulate, batch, sign with local nonces, track, bump, resend, settle the jobs.
+"""Sends the node's transactions: the facade that composes the transaction layer's units and runs its loops.
 
-Guarantees:
-- One nonce counter per key, synced from the chain at start and again on "nonce too low"; transactions are
-  pipelined (many in flight per key) and never share or skip a nonce: every signed transaction is committed to the
-  store before it is broadcast, and a nonce handed out is always filled (by the transaction, its replacement, or a
-  0-value cancel when a reorg removed everything it carried).
+The units, each with its own state and its own guarantees (see their modules):
+- `node.chain.keys.KeyPool`: which key sends next, slots in flight per key, paused keys;
+- `node.chain.nonces.Nonces`: nonce allocation per key (sync, resync, never below the key's own open nonces);
+- `node.chain.batching` and `node.chain.build`: which ready jobs go out together, simulation, fees, signing;
+- `node.chain.broadcast.Broadcaster`: handing signed transactions to the RPC under per-key ceilings;
+- `node.chain.tracking.Confirmer`: receipts, confirmations, settling jobs from the receipt's events, reorgs;
+- `node.chain.resend.Resender`: fee bumps, rebroadcasts, giving a transaction up and filling its nonce;
+- `node.chain.refusals.Refusals`: back-off of failed sends, refused items and transactions, paused keys;
+- `node.chain.ledger.OpenTxs` and `node.chain.settle`: what is open, and the one way a job is settled.
+
+Guarantees (the facade's own):
+- Every signed transaction is committed to the store (with the jobs it carries, now `submitted`) before it is
+  broadcast, under its key's nonce lock: a restart rebroadcasts the same nonce instead of signing a new one.
 - Ready jobs are grouped: one job goes out as `deliver`/`reportFailure`, several as one `deliverBatch`.
-- Every transaction is simulated (`eth_call` at its gas limit) before it is signed: a request already settled is
-  not sent (its job expires); a delivery the coordinator would refuse becomes an on-chain failure report; and no
-  nonce is spent while the RPC does not answer.
-- The gas limit is a bound computed from the items (each gets its whole callback limit), not an `eth_estimateGas`:
-  an estimate runs the transaction a dozen times over, and for a batch it can settle on a limit at which the
-  coordinator skips items instead of reverting. Unused gas is not paid for.
-- EIP-1559 fees from the latest head, never above the operator's cap; a transaction unmined after
-  `bump_after_blocks` blocks is re-signed with fees raised by `bump_percent` (or rebroadcast as is at the cap), which
-  also resends one the mempool dropped.
+- A delivery whose simulation reverts is settled or re-routed (`Refusals.reverted`); a batch that reverts is sent
+  again item by item, each item's failure its own.
+- While the base fee is above the cap the jobs are held until the next head; no nonce is spent on them.
 - Up to `max_concurrent_sends` transactions are simulated and signed at once (pipelining). A batch goes out at once
-  unless more jobs are being computed *and* a transaction of ours is still unmined: then a partial batch waits up to
-  `BATCH_LINGER_S` to fill, so a burst becomes a few full batches rather than many small transactions (each costs
-  the chain a block's work on a devnet, and 21,000 gas anywhere). A lone request never waits.
-- Where the endpoint has `eth_sendRawTransactionSync` (EIP-7966) a transaction is sent that way, in the background:
-  the answer is its receipt, so a delivery costs two RPC calls (simulate, send). Elsewhere (or when that call times
-  out) receipts are polled on every head.
-- Receipts are tracked for every open transaction; jobs settle from the receipt's events once `confirmations` deep:
-  confirmed (delivered), failed (failure reported or item refused), or expired (someone else settled it first).
+  unless more jobs are being computed (the caller's hint, `enqueue(job, upcoming=n)`) *and* a transaction of ours is
+  still unmined: then a partial batch waits up to `BATCH_LINGER_S` to fill. A lone request never waits.
+- The send loop never stops the node: a round that fails for any reason is counted, logged and tried again.
 - On restart, open transactions are loaded from the store and rebroadcast, then tracked as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -40,16 +35,25 @@ from typing import TYPE_CHECKING, Any
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
-from node.chain import delivery
+from node.chain import batching, delivery
 from node.chain.broadcast import Broadcaster
+from node.chain.build import TxBuilder
 from node.chain.clock import ChainClock
 from node.chain.contracts import CoordinatorAbi
 from node.chain.heads import Head, as_head
+from node.chain.keys import Key, KeyPool
+from node.chain.ledger import OpenTxs
+from node.chain.nonces import Nonces
+from node.chain.policy import TxPolicy
 from node.chain.refusals import Refusals
-from node.chain.rpc import RpcError, RpcPool, as_reverted, classify, is_revert
-from node.chain.tracking import Key, TxPolicy
+from node.chain.resend import Resender
+from node.chain.rpc import RpcPool
+from node.chain.settle import JobHistory, Settler
+from node.chain.tracking import Confirmer
+from node.chain.view import ChainView
 from node.errors import Action, TxReverted
-from node.jobs.store import Job, JobState, JobStore, StoredTx
+from node.jobs.states import JobState
+from node.jobs.store import Job, JobStore, StoredTx
 from node.observability.conditions import CONDITIONS
 
 if TYPE_CHECKING:
@@ -57,23 +61,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How long, at most, a partial batch waits to fill while one of the node's transactions is unmined.
-BATCH_LINGER_S = 0.02
-#: Share of the block gas limit one batch may use (a lone item may use up to `LONE_ITEM_GAS_SHARE`): a transaction
-#: over the limit can never be mined, and a batch that fills a whole block waits behind everyone else's.
-BATCH_GAS_SHARE = 0.5
-LONE_ITEM_GAS_SHARE = 0.95
-#: Block gas limit assumed until a block says (Ethereum mainnet's was 30-36 M in 2025).
-DEFAULT_BLOCK_GAS_LIMIT = 30_000_000
-#: A head's gas limit below this is not believed (no chain the node serves has blocks that small).
-MIN_PLAUSIBLE_GAS_LIMIT = 1_000_000
-#: Heads whose gas limits are remembered (the largest is used).
-GAS_LIMIT_HEADS = 8
-#: Calldata bytes in one batch: geth's transaction pool refuses transactions over 128 KiB.
-MAX_BATCH_DATA_BYTES = 96 * 1024
 
-
-class TxManager(Refusals):
+class TxManager:
     """Owns every transaction of the node's keys, from a ready job to its settled state."""
 
     def __init__(
@@ -86,178 +75,170 @@ class TxManager(Refusals):
         policy: TxPolicy,
         *,
         on_settled: Callable[[Job], None] = lambda job: None,
+        on_idle: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
         clock: ChainClock | None = None,
     ) -> None:
         self._rpc = rpc
         self._store = store
         self._abi = abi
-        self._coordinator = coordinator
-        self._keys = [Key(a) for a in accounts]
-        self._by_address = {k.address.lower(): k for k in self._keys}
         self._policy = policy
-        self._on_settled = on_settled
-        #: Jobs still being computed (set by the node: the scheduler's count); a partial batch lingers only for them.
-        self.upcoming: Callable[[], int] = lambda: 0
         #: Called when a confirmation leaves nothing open, queued or computing (the node trims its heap then).
-        self.on_idle: Callable[[], None] = lambda: None
-        #: Jobs settled (confirmed, failed or expired at the send) since the start.
-        self.settled = 0
-        self._ready: collections.deque[Job] = collections.deque()
-        self._ready_event = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._open: dict[tuple[str, int], StoredTx] = {}
-        self._receipts: dict[tuple[str, int], Any] = {}
-        #: Jobs carried by open transactions, by request id.
-        self._carried: dict[int, Job] = {}
-        #: monotonic time of each job's first failed send; cleared only when the job settles (re-signing does not).
-        self._first_failure: dict[int, float] = {}
-        #: Failed sends of each job (for its back-off) and refusals of it alone (for giving up), by request id.
-        self._send_failures: dict[int, int] = {}
-        self._refusals: dict[int, int] = {}
-        #: monotonic time each job was first refused alone.
-        self._first_refusal: dict[int, float] = {}
-        #: (refusals, monotonic time of the first) of each open transaction's sends, by slot.
-        self._tx_refusals: dict[tuple[str, int], tuple[int, float]] = {}
-        self._reverts: dict[int, int] = {}
-        #: Jobs waiting out a back-off before they are ready again.
-        self.backing_off = 0
-        self._rr = 0
+        self.on_idle = on_idle
+        #: Observes confirmation times, gas and delivery latencies, when set.
+        self.metrics = metrics
+        #: Delivery transactions signed since the start, for metrics.
+        self.sent = 0
+        #: The latest count of jobs still being computed (the caller's hint to `enqueue`).
+        self._upcoming = 0
+        self._tg: asyncio.TaskGroup | None = None
+        self._spawn_later: list[Coroutine[Any, Any, None]] = []
         self._send_slots = asyncio.Semaphore(policy.max_concurrent_sends)
+
+        self._view = ChainView(clock)
+        self._keys = KeyPool(accounts, policy.max_pending_per_key)
+        self._ledger = OpenTxs(self._keys)
+        self._nonces = Nonces(rpc, self._ledger)
+        self._builder = TxBuilder(rpc, abi, coordinator, self._view, policy)
+        self._queue = batching.ReadyQueue()
+        self._history = JobHistory()
+        self._settler = Settler(store, self._history, metrics=metrics, on_settled=on_settled)
         self._broadcaster = Broadcaster(
             rpc,
             spawn=self._spawn,
             on_receipt=self._on_receipt,
-            on_refused=self._send_refused,
+            on_refused=self._on_refused,
             max_per_s=policy.max_sends_per_s,
             max_per_block=policy.max_sends_per_block,
-            head=lambda: self.head.number if self.head else 0,
+            head=lambda: self._view.head_number,
         )
-        self._tg: asyncio.TaskGroup | None = None
-        #: monotonic time each open transaction was last (re)signed, by slot (not stored: after a restart, 0).
-        self._sent_at: dict[tuple[str, int], float] = {}
-        self._spawn_later: list[Coroutine[Any, Any, None]] = []
-        #: Receipts awaited by `send_call` callers, by (sender, nonce).
-        self._calls: dict[tuple[str, int], asyncio.Future[Any]] = {}
-        #: Every hash of a `send_call` transaction, known from signing on (and from the store after a restart).
-        self.call_hashes: set[str] = store.call_tx_hashes()
-        self._chain_id = 0
-        self.head: Head | None = None
-        self._cap_warned = False
-        #: The chain's time (deadlines are judged by it, not by this machine's clock).
-        self.clock = clock or ChainClock()
-        #: The block gas limit batches are sized below: the largest of the last `GAS_LIMIT_HEADS` heads' limits.
-        self.block_gas_limit = DEFAULT_BLOCK_GAS_LIMIT
-        self._gas_limits: collections.deque[int] = collections.deque(maxlen=GAS_LIMIT_HEADS)
-        #: The coordinator's `maxOutputBytes` (read at start; None if it could not be read): a longer output is
-        #: reported as a failure instead of being sent to a certain revert.
-        self.max_output_bytes: int | None = None
-        #: Delivery transactions by outcome, for metrics.
-        self.sent = 0
-        self.replaced = 0
-        #: Observes confirmation times, gas and delivery latencies, when set.
-        self.metrics = metrics
+        self._resender = Resender(
+            store, abi, policy, self._view, self._keys, self._ledger, self._nonces, self._broadcaster
+        )
+        self._refusals = Refusals(
+            rpc,
+            store,
+            policy,
+            keys=self._keys,
+            ledger=self._ledger,
+            queue=self._queue,
+            history=self._history,
+            settler=self._settler,
+            resender=self._resender,
+            spawn=self._spawn,
+        )
+        self._confirmer = Confirmer(
+            rpc,
+            store,
+            abi,
+            coordinator,
+            policy,
+            view=self._view,
+            keys=self._keys,
+            ledger=self._ledger,
+            queue=self._queue,
+            history=self._history,
+            broadcaster=self._broadcaster,
+            resender=self._resender,
+            settler=self._settler,
+            metrics=metrics,
+            on_finished=self._after_confirmation,
+        )
+
+    # ------------------------------------------------------------------------------------------- what it shows
 
     @property
     def addresses(self) -> list[ChecksumAddress]:
-        return [k.address for k in self._keys]
+        return [k.address for k in self._keys.keys]
 
     @property
     def in_flight(self) -> int:
-        return len(self._open)
+        return len(self._ledger)
 
     @property
     def queued(self) -> int:
-        return len(self._ready)
+        return len(self._queue)
+
+    @property
+    def settled(self) -> int:
+        """Jobs settled (confirmed, failed or expired at the send) since the start."""
+        return self._settler.settled
+
+    @property
+    def replaced(self) -> int:
+        return self._resender.replaced
+
+    @property
+    def backing_off(self) -> int:
+        """Jobs waiting out a back-off before they are ready again."""
+        return self._refusals.backing_off
+
+    @property
+    def head(self) -> Head | None:
+        return self._view.head
+
+    @property
+    def clock(self) -> ChainClock:
+        """The chain's time (deadlines are judged by it, not by this machine's clock)."""
+        return self._view.clock
+
+    @property
+    def block_gas_limit(self) -> int:
+        return self._view.block_gas_limit
+
+    @property
+    def max_output_bytes(self) -> int | None:
+        return self._builder.max_output_bytes
+
+    @property
+    def call_hashes(self) -> set[str]:
+        """Every hash of a transaction that carries no job (a `send_call`, a nonce fill), known from its commit on
+        (and from the store after a restart): the store's own set, which only grows."""
+        return self._store.call_hashes
 
     # ------------------------------------------------------------------------------------------------ start
 
     async def start(self) -> None:
         """Syncs chain id, head and nonces; reloads open transactions from the store and rebroadcasts them."""
-        self._chain_id = await self._rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
-        if self.head is None:
+        chain_id = await self._builder.read_chain_id()
+        if self._view.head is None:
             block = await self._rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
             self.on_head(as_head(block))
-        await self._read_limits()
-        for key in self._keys:
-            chain_next = await self._pending_nonce(key)
+        await self._builder.read_limits()
+        for key in self._keys.keys:
             stored = self._store.open_txs(key.address)
-            key.next_nonce = max([chain_next] + [t.nonce + 1 for t in stored])
+            await self._nonces.sync(key, stored)
             for tx in stored:
-                if (tx.sender.lower(), tx.nonce) in self._open:
+                if self._ledger.holds(tx.sender, tx.nonce):
                     continue  # tracked by an earlier try of `start` (it is retried until the RPC answers)
-                self._track(tx, key, resumed=True)
-                for rid, _ in tx.items:
-                    job = self._store.get(rid)
-                    if job is not None and job.state is JobState.SUBMITTED:
-                        self._carried[rid] = job
+                self._ledger.open(tx, resumed=True)
+                carried = (self._store.get(rid) for rid, _ in tx.items)
+                self._ledger.carry([j for j in carried if j is not None and j.state is JobState.SUBMITTED])
                 if tx.state == "pending":
                     await self._broadcaster.send(tx, quiet=True)
             log.info(
                 "sender %s ready: chain %d, next nonce %d, %d transaction(s) resumed",
                 key.address,
-                self._chain_id,
-                key.next_nonce,
+                chain_id,
+                self._nonces.next(key),
                 len(stored),
             )
 
-    async def _read_limits(self) -> None:
-        """Reads the coordinator's `maxOutputBytes` (best effort: without it, oversized outputs are found by the
-        simulation's revert or the RPC's refusal)."""
-        call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("maxOutputBytes").hex()}
-        try:
-            answer = await self._rpc.request("eth_call", [call, "latest"])
-            self.max_output_bytes = int(answer, 16)
-        except Exception as exc:  # any answer: the limit is an optimisation, not a guarantee
-            log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
-
-    async def _pending_nonce(self, key: Key) -> int:
-        """The key's pending transaction count. A count past the key's next nonce (transactions this node did not
-        sign, or a wrong answer) is asked for again and believed only when repeated: a single wrong count would open
-        a nonce gap that holds every later transaction of the key for ever. Raises ValueError when the two differ."""
-
-        async def count() -> int:
-            return int(
-                await self._rpc.call(
-                    "eth_getTransactionCount", lambda w3: w3.eth.get_transaction_count(key.address, "pending")
-                )
-            )
-
-        first = await count()
-        if first > key.next_nonce:
-            again = await count()
-            if again != first:
-                CONDITIONS.count("rpc", Action.UNKNOWN)
-                raise ValueError(f"pending transaction count of {key.address} answered {first}, then {again}")
-        return first
-
     # ----------------------------------------------------------------------------------------------- inputs
 
-    def enqueue(self, job: Job) -> None:
-        """Queues a job that has its output (or its failure reason) for sending."""
-        self._ready.append(job)
-        self._ready_event.set()
+    def enqueue(self, job: Job, upcoming: int = 0) -> None:
+        """Queues a job that has its output (or its failure reason) for sending. `upcoming`: how many jobs the
+        caller is still computing (the latest hint is kept): a partial batch lingers only while some are."""
+        self._upcoming = upcoming
+        self._queue.append(job)
 
     def on_head(self, head: Head) -> None:
-        self.head = head
-        self.clock.on_head(head.timestamp, head.number)
-        if head.gas_limit >= MIN_PLAUSIBLE_GAS_LIMIT:
-            # The largest of the recent heads' limits: one head with a wrong (low) limit does not shrink batches or
-            # turn good outputs into failure reports; a wrong high one is met by the RPC's refusal (batches split).
-            self._gas_limits.append(head.gas_limit)
-            self.block_gas_limit = max(self._gas_limits)
-        self._wake.set()
+        self._view.on_head(head)
+        self._confirmer.wake()
 
     def on_reorg(self, fork: int) -> None:
         """Transactions mined at or above the fork are tracked again as pending."""
-        for tx in self._open.values():
-            if tx.mined_block is not None and tx.mined_block >= fork:
-                tx.state, tx.mined_block = "pending", None
-                tx.sent_block = fork
-                self._receipts.pop((tx.sender.lower(), tx.nonce), None)
-                self._store.update_tx(tx)
-        self._wake.set()
+        self._confirmer.on_reorg(fork)
 
     # ------------------------------------------------------------------------------------------------- loops
 
@@ -268,7 +249,7 @@ class TxManager(Refusals):
                 tg.create_task(coro)
             self._spawn_later.clear()
             tg.create_task(self._send_loop(), name="tx-send")
-            tg.create_task(self._track_loop(), name="tx-track")
+            tg.create_task(self._confirmer.run(), name="tx-track")
         self._tg = None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -284,12 +265,9 @@ class TxManager(Refusals):
         """Takes ready jobs into transactions until cancelled. Whatever goes wrong in one round (a head with absurd
         values, a bug), the loop goes on after a pause: it is never the reason the node stops."""
         while True:
-            if not self._ready:
-                self._ready_event.clear()
-                await self._ready_event.wait()
-                continue
+            await self._queue.wait_for_jobs()
             await self._send_slots.acquire()
-            key = await self._free_key()
+            key = await self._keys.acquire()
             try:
                 await self._linger()
                 batch = self._take_batch()
@@ -305,126 +283,105 @@ class TxManager(Refusals):
             self._spawn(self._send_task(key, batch))
 
     def _take_batch(self) -> list[Job]:
-        """The next transaction's jobs from the ready queue: at most `max_batch` (halved for each time one of them
-        was refused), below `BATCH_GAS_SHARE` of the block gas limit and `MAX_BATCH_DATA_BYTES` of calldata. A job
-        past its deadline (by the chain's clock) is skipped; one that can never fit a transaction (gas over the
-        block's limit, output over the coordinator's `maxOutputBytes`) becomes a failure report."""
-        batch: list[Job] = []
-        now = self.clock.now()
-        limit = self._policy.max_batch
-        gas = delivery.BATCH_BASE_GAS
-        size = 0
-        gas_budget = int(self.block_gas_limit * BATCH_GAS_SHARE)
-        while self._ready and len(batch) < limit:
-            job = self._ready[0]
-            if job.state is not JobState.COMPUTED:
-                self._ready.popleft()
-                continue  # orphaned or settled meanwhile
-            if job.request.deadline <= now:
-                self._ready.popleft()
-                self._settle(job, JobState.EXPIRED, "deadline passed before delivery (by the chain's clock)")
-                continue
-            if (why := self._unsendable(job)) is not None:
-                log.warning("request %d: %s; reporting the failure instead", job.request_id, why)
-                self._store.update(job, JobState.COMPUTED, output=None, failure=why)
-            refused = self._refusals.get(job.request_id, 0)
-            if refused:
-                limit = min(limit, max(1, self._policy.max_batch >> refused))
-                if len(batch) >= limit:
-                    break
-            item_gas = delivery.item_gas(job)
-            item_size = delivery.item_bytes(job)
-            if batch and (gas + item_gas > gas_budget or size + item_size > MAX_BATCH_DATA_BYTES):
-                break
-            self._ready.popleft()
-            batch.append(job)
-            gas += item_gas
-            size += item_size
-        return batch
+        limits = batching.BatchLimits(
+            self._policy.max_batch, self._view.block_gas_limit, self._builder.max_output_bytes
+        )
+        return batching.take_batch(
+            self._queue,
+            limits,
+            now=self._view.clock.now(),
+            refusals=self._history.refusals,
+            expire=lambda job: self._settler.settle(
+                job, JobState.EXPIRED, "deadline passed before delivery (by the chain's clock)"
+            ),
+            report=self._report_instead,
+        )
 
-    def _unsendable(self, job: Job) -> str | None:
-        """Why `job`'s delivery can never be mined (None: it can): what the failure report will say."""
-        if job.failure is not None:
-            return None
-        output = job.output or b""
-        if self.max_output_bytes is not None and len(output) > self.max_output_bytes:
-            return f"output of {len(output)} bytes is over the coordinator's maxOutputBytes ({self.max_output_bytes})"
-        gas = delivery.gas_limit([job])
-        if gas > self.block_gas_limit * LONE_ITEM_GAS_SHARE:
-            return f"delivery needs {gas} gas, over the block gas limit ({self.block_gas_limit})"
-        return None
+    def _report_instead(self, job: Job, why: str) -> None:
+        log.warning("request %d: %s; reporting the failure instead", job.request_id, why)
+        self._store.update(job, JobState.COMPUTED, output=None, failure=why)
 
     async def _linger(self) -> None:
-        """Under load (a transaction of ours unmined), waits up to BATCH_LINGER_S for a partial batch to fill."""
+        """Under load (a transaction of ours unmined, more jobs being computed), waits up to BATCH_LINGER_S for a
+        partial batch to fill."""
         if self._policy.max_batch == 1:
             return
-        deadline = time.monotonic() + BATCH_LINGER_S
-        while (
-            len(self._ready) < self._policy.max_batch
-            and self.upcoming() > 0
-            and any(t.state == "pending" for t in self._open.values())
-        ):
+        deadline = time.monotonic() + batching.BATCH_LINGER_S
+        while len(self._queue) < self._policy.max_batch and self._upcoming > 0 and self._ledger.any_pending():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._ready_event.clear()
-            self._room.clear()
-            waits = {asyncio.ensure_future(self._ready_event.wait()), asyncio.ensure_future(self._room.wait())}
+            waits = {asyncio.ensure_future(self._queue.next_arrival()), asyncio.ensure_future(self._keys.next_room())}
             _, pending = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for waiter in pending:
                 waiter.cancel()
+
+    def _release(self, key: Key) -> None:
+        self._keys.release(key)
+        self._send_slots.release()
+
+    def _after_confirmation(self) -> None:
+        if not self._ledger and not self._queue and self._upcoming == 0:
+            self.on_idle()
+
+    # ------------------------------------------------------------------------------------------------- send
 
     async def _send_task(self, key: Key, batch: list[Job]) -> None:
         """Simulates, signs and sends one transaction of `batch`; whatever the RPC answers, its jobs end settled,
         sent, or back in the queue after a back-off (never an exception out of here: one item cannot stop the
         node)."""
         try:
-            await self._send(key, batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            action = classify(exc)
-            if action is Action.UNKNOWN and not isinstance(exc, RpcError):
-                log.exception("sending %s failed unexpectedly; retrying later", delivery.describe(batch))
-            CONDITIONS.count("send", action)
-            if action is Action.REFUSED:
-                self._item_refused([j for j in batch if j.state is JobState.COMPUTED], str(exc))
-            elif action is Action.KEY_BLOCKED:
-                self._pause_key(key, str(exc))
-                self._requeue(batch, exc, counts=False)
-            else:
-                self._requeue(batch, exc, retry_after_s=getattr(exc, "retry_after_s", None))
+            await self._attempt(key, batch)
         finally:
             self._release(key)
 
-    def _release(self, key: Key) -> None:
-        key.reserved -= 1
-        self._send_slots.release()
-        self._room.set()
+    async def _attempt(self, key: Key, jobs: list[Job]) -> None:
+        try:
+            await self._send(key, jobs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._refusals.send_failed(key, jobs, exc)
 
-    async def _free_key(self, *, only: str | None = None) -> Key:
-        """The next key (round-robin; or the key of address `only`) that is not paused and has room for another
-        transaction in flight."""
-        while True:
-            now = time.monotonic()
-            unpaused_at: float | None = None
-            for i in range(len(self._keys)):
-                key = self._keys[(self._rr + i) % len(self._keys)]
-                if only is not None and key.address.lower() != only.lower():
-                    continue
-                if key.paused_until > now:
-                    unpaused_at = min(unpaused_at or key.paused_until, key.paused_until)
-                    continue
-                if key.open + key.reserved < self._policy.max_pending_per_key:
-                    self._rr = (self._rr + i + 1) % len(self._keys)
-                    key.reserved += 1
-                    return key
-            self._room.clear()
-            timeout = None if unpaused_at is None else max(0.0, unpaused_at - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout)
+    async def _send(self, key: Key, jobs: list[Job]) -> None:
+        data = delivery.calldata(self._abi, jobs)
+        what = delivery.describe(jobs)
+        gas = delivery.gas_limit(jobs)
+        reverted = await self._builder.simulate(key.address, data, gas, what)
+        if reverted is not None:
+            await self._reverted(key, jobs, reverted)
+            return
+        fees = self._builder.fees(holding=len(jobs))
+        if fees is None:  # held until the base fee falls: no nonce is spent meanwhile
+            self._queue.put_back(jobs, wake=False)
+            await self._view.next_head()
+            return
+        async with self._nonces.lock(key):
+            tx = await self._sign(key, data, gas, fees, jobs)
+            self._ledger.carry(jobs)
+        self.sent += 1
+        log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
+        await self._broadcaster.send(tx)
 
-    # -------------------------------------------------------------------------------------------------- send
+    async def _reverted(self, key: Key, jobs: list[Job], reverted: TxReverted) -> None:
+        """The simulation reverted: one job is settled or re-routed; a batch's items are sent one by one, each
+        item's failure its own."""
+        if len(jobs) > 1:
+            log.warning("%s; sending its items one by one", reverted)
+            for job in jobs:
+                await self._attempt(key, [job])
+            return
+        self._refusals.reverted(jobs[0], reverted)
+
+    async def _sign(self, key: Key, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]) -> StoredTx:
+        """Under the key's nonce lock: signs a coordinator call at the key's next nonce, commits it with the jobs it
+        carries (before it leaves the process) and tracks it."""
+        nonce = await self._nonces.reserve(key)
+        tx = self._builder.new_tx(key.account, nonce, data, gas, fees, jobs)
+        self._store.add_tx(tx, jobs)
+        self._nonces.used(key, nonce)
+        self._ledger.open(tx)
+        return tx
 
     async def send_call(
         self, data: bytes, gas: int, what: str, *, sender: str | None = None
@@ -435,108 +392,28 @@ class TxManager(Refusals):
         abandoned. `sender` picks the key (the one the call was simulated from). Raises `RpcUnavailable` when it
         cannot be sent now, `TxReverted` when fees are over the cap."""
         await self._send_slots.acquire()
-        key = await self._free_key(only=sender)
+        key = await self._keys.acquire(only=sender)
         try:
-            base = self.head.base_fee_wei if self.head else 0
-            fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
+            fees = self._builder.fees()
             if fees is None:
+                base = self._view.base_fee_wei
                 raise TxReverted(f"{what}: base fee {base} wei is above max_fee_per_gas_wei; try again later")
-            async with key.lock:
-                tx = self._sign(key, data, gas, fees, [])
-                self.call_hashes.add(tx.hashes[0].lower())
-                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                self._calls[(tx.sender.lower(), tx.nonce)] = future
+            async with self._nonces.lock(key):
+                tx = await self._sign(key, data, gas, fees, [])  # its hash joins `call_hashes` as it is committed
+                future = self._ledger.waiter(tx)
         finally:
             self._release(key)
         log.info("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcaster.send(tx)
         return tx, future
 
-    async def _send(self, key: Key, jobs: list[Job]) -> None:
-        data = delivery.calldata(self._abi, jobs)
-        what = delivery.describe(jobs)
-        gas = delivery.gas_limit(jobs)
-        call = {"from": key.address, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
-        try:
-            await self._rpc.request("eth_call", [call, "latest"])
-        except RpcError as exc:
-            if not is_revert(exc):
-                raise
-            await self._refused(key, jobs, as_reverted(exc, self._abi, what))
-            return
-        base = self.head.base_fee_wei if self.head else 0
-        fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
-        if fees is None:
-            if not self._cap_warned:
-                log.warning(
-                    "base fee %d wei is above the cap max_fee_per_gas_wei=%d: holding %d job(s) until it falls",
-                    base,
-                    self._policy.max_fee_per_gas_wei,
-                    len(jobs),
-                )
-                self._cap_warned = True
-            for job in reversed(jobs):
-                self._ready.appendleft(job)
-            self._wake.clear()
-            await self._wake.wait()
-            return
-        self._cap_warned = False
-        async with key.lock:
-            if key.resync:  # a resync after a refusal failed: the chain's nonce first (never below our own)
-                key.next_nonce = max(key.next_nonce, await self._pending_nonce(key), self._top_open(key) + 1)
-                key.resync = False
-            tx = self._sign(key, data, gas, fees, jobs)
-            for job in jobs:
-                self._carried[job.request_id] = job
-        self.sent += 1
-        log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
-        await self._broadcaster.send(tx)
+    # ------------------------------------------------------------------------------------ broadcaster answers
 
-    def _sign(self, key: Key, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]) -> StoredTx:
-        """Signs a coordinator call at the key's next nonce, commits it with the jobs it carries (before it leaves
-        the process) and tracks it. Under `key.lock`."""
-        unsigned: dict[str, Any] = {
-            "to": self._coordinator,
-            "data": "0x" + data.hex(),
-            "value": 0,
-            "gas": gas,
-            "nonce": key.next_nonce,
-            "chainId": self._chain_id,
-            "maxFeePerGas": fees[0],
-            "maxPriorityFeePerGas": fees[1],
-            "type": 2,
-        }
-        signed = key.account.sign_transaction(unsigned)
-        tx = StoredTx(
-            sender=key.address,
-            nonce=key.next_nonce,
-            hashes=["0x" + signed.hash.hex()],
-            raw=bytes(signed.raw_transaction),
-            request=unsigned,
-            items=[(j.request_id, j.failure is not None) for j in jobs],
-            sent_block=self.head.number if self.head else 0,
-        )
-        self._store.add_tx(tx, jobs)
-        key.next_nonce += 1
-        self._track(tx, key)
-        return tx
+    def _on_receipt(self, tx: StoredTx, receipt: Any) -> None:
+        self._confirmer.on_receipt(tx, receipt)
 
-    def _track(self, tx: StoredTx, key: Key, *, resumed: bool = False) -> None:
-        slot = (tx.sender.lower(), tx.nonce)
-        self._open[slot] = tx
-        self._sent_at[slot] = 0.0 if resumed else time.monotonic()
-        key.open += 1
-
-    def _untrack(self, tx: StoredTx) -> None:
-        self._tx_refusals.pop((tx.sender.lower(), tx.nonce), None)
-        if self._open.pop((tx.sender.lower(), tx.nonce), None) is not None:
-            self._by_address[tx.sender.lower()].open -= 1
-            self._receipts.pop((tx.sender.lower(), tx.nonce), None)
-            self._sent_at.pop((tx.sender.lower(), tx.nonce), None)
-            self._room.set()
-        call = self._calls.pop((tx.sender.lower(), tx.nonce), None)
-        if call is not None and not call.done():
-            call.set_exception(RuntimeError(f"transaction {tx.hashes[-1]} was abandoned ({tx.state})"))
+    async def _on_refused(self, tx: StoredTx, error: str, quiet: bool, action: Action) -> None:
+        await self._refusals.tx_refused(tx, error, quiet, action)
 
 
 async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
