@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,16 +27,17 @@ from node.api import status as status_api
 from node.api.auth import Clients
 from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
-from node.chain.contracts import CoordinatorAbi, model_id
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
 from node.chain.rpc import RpcPool
 from node.chain.tx import TxManager
 from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
+from node.dispatch.calls import ModelRoute
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.errors import ConfigError
-from node.jobs.scheduler import Route, Scheduler
+from node.jobs.scheduler import Scheduler
 from node.jobs.store import JobStore
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer
@@ -58,7 +58,7 @@ class Parts:
     health: Health
     offchain: OffchainJobs
     delegated: DelegatedRequests
-    routes: dict[bytes, Route]
+    routes: dict[bytes, ModelRoute]
     #: The MQTT connection of the models served over MQTT (None: none is).
     hub: MqttHub | None
     #: None when the HTTP API is off (`api.port = 0`): nobody could read them.
@@ -135,11 +135,12 @@ def build(
     trimmer = HeapTrimmer(lambda: txm.settled)
     hub = mqtt_hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
     dispatchers = {m.name: dispatcher(m, session, hub) for m in cfg.models}
+    # One route per model, shared by on-chain jobs, off-chain jobs and delegated requests: one concurrency limit, one
+    # retry policy; deadlines by the chain's time.
     routes = {
-        model_id(m.name): Route(model=m, dispatcher=dispatchers[m.name], slots=asyncio.Semaphore(m.max_concurrency))
-        for m in cfg.models
+        model_id(m.name): ModelRoute(m, dispatchers[m.name], clock=txm.clock.now, metrics=metrics) for m in cfg.models
     }
-    scheduler = Scheduler(store, routes, txm, metrics=metrics, clock=txm.clock.now)  # deadlines by the chain's time
+    scheduler = Scheduler(store, routes, txm, clock=txm.clock.now)
 
     def on_reorg(fork: int) -> None:
         scheduler.cancel(store.orphan_from(fork))
@@ -170,36 +171,20 @@ def build(
         max_silence_s=cfg.api.max_silence_s,
     )
     offchain = OffchainJobs(
-        session,
-        cfg.models,
-        {r.model.name: r.slots for r in routes.values()},  # shares each model's concurrency limit
+        {r.model.name: r for r in routes.values()},
         keep=cfg.api.keep_jobs,
         max_batch=cfg.api.max_batch,
         metrics=metrics,
     )
-
-    async def compute_delegated(job_id: str, model: str, input_: bytes) -> bytes:
-        route = routes[model_id(model)]
-        async with route.slots:
-            called, ok = time.perf_counter(), False
-            try:
-                output = await route.dispatcher.compute(job_id, input_)
-                ok = True
-                return output
-            finally:
-                if metrics is not None:
-                    metrics.observe_container(model, time.perf_counter() - called, ok=ok)
-
     delegated = DelegatedRequests(
         rpc,
         abi,
+        load_artifact("IDelegatingConsumer", c.artifacts_dir).abi,
         coordinator,
         chain_id,
         accounts[0].address,
-        {model_id(m.name): m.name for m in cfg.models},
-        compute_delegated,
+        routes,
         txm.send_call,
-        store.call_hashes,
         keep=cfg.api.keep_jobs,
         metrics=metrics,
     )

@@ -1,15 +1,8 @@
 """aiohttp app that serves a `Model` over the Infernet container protocol, over HTTP and (optionally) MQTT.
 
-Protocol: `POST /service_output` takes `{source, destination, data, requires_proof}`. With `source` 0 (chain),
-`data` is the hex of the ABI-encoded input; with 1 (off-chain) it is a JSON object keyed by the model's input names.
-With `destination` 0 (chain) the answer is `{raw_input, processed_input, raw_output, processed_output, proof,
-abi_output}` with `raw_output` the hex of the ABI-encoded output, as Infernet containers answer, and `abi_output:
-true` telling the Infera node to deliver `raw_output` as it is (an Infernet node ignores the flag and delivers
-`abi.encode(bytes raw_output, bytes processed_output)`); with 1 it is `{"output": {...}}`. `POST
-/service_output/batch` takes `{"requests": [body, ...]}` (up to 64) and answers `{"answers": [{"status": s, "body":
-{...}}, ...]}`, each item exactly what `/service_output` would have answered for it: one HTTP round trip for many
-inputs, which join the model's batches like any other calls (the Infera node uses it when a container has it). `POST
-/service_output/stream` streams a streaming model's output as Server-Sent Events.
+Protocol: defined once, in `containers/runtime/wire.py` (the node reads answers with the same module): `POST
+/service_output`, `POST /service_output/batch` (one HTTP round trip for many inputs, which join the model's batches
+like any other calls), `POST /service_output/stream` (a streaming model's output as Server-Sent Events).
 `GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching.
 
 Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
@@ -20,7 +13,6 @@ shutdown, requests in flight are finished before the model stops.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,13 +25,27 @@ from aiohttp import web
 from containers.runtime.batching import DynamicBatcher
 from containers.runtime.codec import AbiCodec, CodecError, parse_hex
 from containers.runtime.model import InputError, Model, StreamingModel
+from containers.runtime.wire import (
+    BATCH_PATH,
+    HEALTH_PATH,
+    INFO_PATH,
+    MAX_BATCH_ITEMS,
+    SERVICE_OUTPUT_PATH,
+    SOURCE_CHAIN,
+    SOURCE_OFFCHAIN,
+    STREAM_PATH,
+    BatchAnswer,
+    chain_answer,
+    error_answer,
+    offchain_answer,
+    stream_done,
+    stream_error,
+    stream_piece,
+)
 
 log = logging.getLogger(__name__)
 
-SOURCE_CHAIN, SOURCE_OFFCHAIN = 0, 1
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
-#: Items in one `/service_output/batch` call.
-MAX_BATCH_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class Answer:
 
     @classmethod
     def error(cls, status: int, reason: str) -> Answer:
-        return cls(status, {"error": reason})
+        return cls(status, dict(error_answer(reason)))
 
 
 class Rejected(Exception):
@@ -127,23 +133,13 @@ def _prepare(state: ServerState, body: Any) -> tuple[int, tuple[Any, ...], bytes
 
 def _encode(state: ServerState, destination: int, output: tuple[Any, ...], raw_input: bytes | None) -> Answer:
     if destination == SOURCE_OFFCHAIN:
-        return Answer(200, {"output": dict(zip(state.model.output_names, output, strict=True))})
+        return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
     try:
         encoded = state.codec.encode_output(output)
     except CodecError as exc:
         log.error("model %s returned output that does not encode: %s", state.model.name, exc)
         return Answer.error(500, str(exc))
-    return Answer(
-        200,
-        {
-            "raw_input": raw_input.hex() if raw_input is not None else "",
-            "processed_input": "",
-            "raw_output": encoded.hex(),
-            "processed_output": "",
-            "proof": "",
-            "abi_output": True,  # raw_output is the output to deliver, as it is (node.dispatch.protocol)
-        },
-    )
+    return Answer(200, dict(chain_answer(raw_input, encoded)))
 
 
 async def process(state: ServerState, body: Any) -> Answer:
@@ -180,14 +176,15 @@ async def service_output_batch(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
-        return web.json_response({"error": "body is not valid JSON"}, status=400)
+        return web.json_response(error_answer("body is not valid JSON"), status=400)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
         return web.json_response(
-            {"error": f'body must be {{"requests": [...]}} with 1 to {MAX_BATCH_ITEMS} request bodies'}, status=400
+            error_answer(f'body must be {{"requests": [...]}} with 1 to {MAX_BATCH_ITEMS} request bodies'), status=400
         )
     answers = await asyncio.gather(*(process(request.app[STATE], item) for item in items))
-    return web.json_response({"answers": [{"status": a.status, "body": a.body} for a in answers]})
+    batch: BatchAnswer = {"answers": [{"status": a.status, "body": a.body} for a in answers]}
+    return web.json_response(batch)
 
 
 async def service_output_stream(request: web.Request) -> web.StreamResponse:
@@ -195,11 +192,11 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     model = state.model
     if not isinstance(model, StreamingModel):
-        return web.json_response({"error": f"{model.name} does not stream"}, status=404)
+        return web.json_response(error_answer(f"{model.name} does not stream"), status=404)
     try:
         body = await request.json()
     except ValueError:
-        return web.json_response({"error": "body is not valid JSON"}, status=400)
+        return web.json_response(error_answer("body is not valid JSON"), status=400)
     try:
         _, args, _ = _prepare(state, body)
     except Rejected as exc:
@@ -222,11 +219,11 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     producer = loop.run_in_executor(state.executor, produce)
     while (piece := await pieces.get()) is not None:
         if isinstance(piece, BaseException):
-            await response.write(f"event: error\ndata: {json.dumps({'error': str(piece)})}\n\n".encode())
+            await response.write(stream_error(str(piece)))
             break
-        await response.write(f"data: {json.dumps({'token': piece})}\n\n".encode())
+        await response.write(stream_piece(piece))
     else:
-        await response.write(b"event: done\ndata: {}\n\n")
+        await response.write(stream_done())
     await producer
     await response.write_eof()
     return response
@@ -307,9 +304,9 @@ def create_app(
         model=model, codec=AbiCodec(model.input_types, model.output_types), batching=batching or BatchConfig()
     )
     app.cleanup_ctx.append(_model_lifecycle)
-    app.router.add_post("/service_output", service_output)
-    app.router.add_post("/service_output/batch", service_output_batch)
-    app.router.add_post("/service_output/stream", service_output_stream)
-    app.router.add_get("/health", health)
-    app.router.add_get("/info", info)
+    app.router.add_post(SERVICE_OUTPUT_PATH, service_output)
+    app.router.add_post(BATCH_PATH, service_output_batch)
+    app.router.add_post(STREAM_PATH, service_output_stream)
+    app.router.add_get(HEALTH_PATH, health)
+    app.router.add_get(INFO_PATH, info)
     return app

@@ -8,10 +8,15 @@ Guarantees:
   (65 bytes, v 27/28, low s); then one `eth_call` of the whole `deliverDelegated` checks what the coordinator will
   (expiry, signer = the consumer's `delegatedSigner()`, nonce, balance, registry, limits), its revert named and
   explained (for a wrong signer: who signed and who should have).
-- An accepted request is computed once and sent once, through the node's transaction manager (same keys, nonces,
-  fee policy and replacement as every delivery); its on-chain request id is read from the receipt.
-- The listener sees the `RequestCreated` of that transaction like any other: the scheduler is told to leave it
-  alone (this node has delivered it already), so it is never computed twice.
+- The struct's fields and types, the `DelegatedRequestCreated` topic and the `delegatedSigner()` selector come from
+  the compiled ABIs (`node/api/eip712.py`), the digest from eth-account's EIP-712 encoder.
+- An accepted request is computed through its model's `ModelRoute` (node/dispatch/calls.py), like an on-chain
+  request: the same concurrency limit and retry policy, no retry starting after its `expiry` or `deadline` (the
+  chain's time). It is sent once, through the node's transaction manager (same keys, nonces, fee policy and
+  replacement as every delivery); its on-chain request id is read from the receipt.
+- The listener sees the `RequestCreated` of that transaction like any other; the store drops it as it commits the
+  range (`JobStore.record_requests` knows the hashes of the node's own delegated calls, from signing on and across
+  restarts), so it is never computed or delivered twice.
 - Accepted requests live in memory (like off-chain jobs); a restart after the transaction was signed still gets it
   mined (the transaction manager resumes it from the store), but the API forgets the job's view.
 """
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -28,15 +32,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eth_abi.abi import encode as abi_encode
-from eth_keys.constants import SECPK1_N as SECP256K1_N  # the curve order n (public)
-from eth_keys.datatypes import Signature
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from node.api.eip712 import DelegatedTyping, recover
 from node.api.jobs import TERMINAL, JobInputError
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
+from node.dispatch.calls import ModelRoute
 from node.errors import Overloaded
 from node.jobs.store import StoredTx
 
@@ -45,29 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TYPE = (
-    "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
-    "address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
-)
-TYPEHASH = keccak(text=TYPE)
-DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-#: Field name → (ABI type, bits for uint checks or None).
-FIELDS: dict[str, tuple[str, int | None]] = {
-    "consumer": ("address", None),
-    "modelId": ("bytes32", None),
-    "inputHash": ("bytes32", None),
-    "callbackGasLimit": ("uint32", 32),
-    "redundancy": ("uint16", 16),
-    "token": ("address", None),
-    "feePerNode": ("uint256", 256),
-    "nonce": ("uint256", 256),
-    "expiry": ("uint64", 64),
-    "deadline": ("uint64", 64),
-}
 #: Gas for deliverDelegated beyond the callback: signature check, request storage, escrow, events (measured ~190k
 #: on anvil with an empty callback; doubled for margin, the unused part is not paid).
 DELEGATED_GAS = 400_000
-SELECTOR_DELEGATED_SIGNER = keccak(text="delegatedSigner()")[:4]
 
 
 class NonceUsedError(JobInputError):
@@ -76,74 +59,6 @@ class NonceUsedError(JobInputError):
 
 class Busy(Overloaded):
     """Too much in progress to take another request now: 503."""
-
-
-def digest(req: dict[str, Any], chain_id: int, coordinator: str) -> bytes:
-    """The EIP-712 digest the coordinator's `delegatedRequestDigest` computes for `req` (checked fields)."""
-    domain = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [DOMAIN_TYPEHASH, keccak(text="Infera Coordinator"), keccak(text="1"), chain_id, coordinator],
-        )
-    )
-    struct = keccak(abi_encode(["bytes32", *(t for t, _ in FIELDS.values())], [TYPEHASH, *req.values()]))
-    return keccak(b"\x19\x01" + domain + struct)
-
-
-def recover(message_digest: bytes, signature: bytes) -> str:
-    """The signer of a 65-byte (r, s, v) signature, refusing what the coordinator refuses (high s, v not 27/28)."""
-    if len(signature) != 65:
-        raise JobInputError(f"signature must be 65 bytes (r, s, v), got {len(signature)}")
-    r, s, v = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
-    if v not in (27, 28):
-        raise JobInputError(f"signature v must be 27 or 28, got {v}")
-    if not 0 < s <= SECP256K1_N // 2:
-        raise JobInputError("signature s is in the upper half of the curve order (malleable); sign with low s")
-    try:
-        public = Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(message_digest)
-    except Exception as exc:
-        raise JobInputError(f"signature does not recover a key: {exc}") from None
-    return str(public.to_checksum_address())
-
-
-def parse(body: Any) -> tuple[dict[str, Any], bytes, bytes]:
-    """The checked request (ABI values, field order), input and signature of a POST body."""
-    if not isinstance(body, dict) or set(body) != {"request", "input", "signature"}:
-        raise JobInputError('body must be {"request": {...}, "input": "0x...", "signature": "0x..."}')
-    raw = body["request"]
-    if not isinstance(raw, dict):
-        raise JobInputError("request must be a JSON object of the DelegatedRequest fields")
-    missing, unknown = [f for f in FIELDS if f not in raw], sorted(set(raw) - set(FIELDS))
-    if missing or unknown:
-        raise JobInputError(f"request: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}; fields: {TYPE}")
-    req: dict[str, Any] = {}
-    for name, (abi_type, bits) in FIELDS.items():
-        value = raw[name]
-        if abi_type == "address":
-            if not isinstance(value, str) or not is_address(value):
-                raise JobInputError(f"request.{name} must be an address (0x + 40 hex digits)")
-            req[name] = to_checksum_address(value)
-        elif abi_type == "bytes32":
-            req[name] = _hex_bytes(value, f"request.{name}", length=32)
-        else:
-            if isinstance(value, str) and re.fullmatch(r"[0-9]{1,78}", value):
-                value = int(value)  # large uint256 values may come as decimal strings
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** (bits or 256):
-                raise JobInputError(f"request.{name} must be an integer in 0..2^{bits}-1 ({abi_type})")
-            req[name] = value
-    return req, _hex_bytes(body["input"], "input"), _hex_bytes(body["signature"], "signature")
-
-
-def _hex_bytes(value: Any, where: str, *, length: int | None = None) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise JobInputError(f"{where} must be a 0x-prefixed hex string")
-    try:
-        out = bytes.fromhex(value[2:])
-    except ValueError:
-        raise JobInputError(f"{where} is not valid hex") from None
-    if length is not None and len(out) != length:
-        raise JobInputError(f"{where} must be {length} bytes, got {len(out)}")
-    return out
 
 
 @dataclass(slots=True)
@@ -182,11 +97,8 @@ class DelegatedJob:
         return out
 
 
-#: (job id, chain input) → output bytes, within the model's concurrency limit (the scheduler's route).
-Compute = Callable[[str, str, bytes], Awaitable[bytes]]
 #: (calldata, gas, what, sender) → the signed transaction and a future of its receipt (`TxManager.send_call`).
 Send = Callable[..., Awaitable[tuple[StoredTx, asyncio.Future[Any]]]]
-DELEGATED_CREATED_TOPIC = keccak(text="DelegatedRequestCreated(uint256,address,uint256)")
 
 
 class DelegatedRequests:
@@ -197,27 +109,28 @@ class DelegatedRequests:
         self,
         rpc: RpcPool,
         abi: CoordinatorAbi,
+        consumer_abi: list[dict[str, Any]],
         coordinator: str,
         chain_id: int,
         sender: str,
-        models: dict[bytes, str],
-        compute: Compute,
+        routes: dict[bytes, ModelRoute],
         send: Send,
-        call_hashes: set[str],
         *,
         keep: int,
         max_pending: int = 256,
         metrics: Metrics | None = None,
     ) -> None:
+        """`abi`, `consumer_abi`: the coordinator's and `IDelegatingConsumer`'s (the struct, topics and selectors are
+        read from them; `ConfigError` when they lack them); `routes`: each served model's, by model id (the ones
+        on-chain requests use); `send`: `TxManager.send_call`."""
         self._rpc = rpc
         self._abi = abi
+        self.typing = DelegatedTyping.from_abi(abi, consumer_abi)
         self._coordinator = to_checksum_address(coordinator)
         self._chain_id = chain_id
         self._sender = sender
-        self._models = models
-        self._compute = compute
+        self._routes = routes
         self._send = send
-        self._call_hashes = call_hashes
         self._keep = keep
         self._max_pending = max_pending
         self._metrics = metrics
@@ -227,39 +140,34 @@ class DelegatedRequests:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0
 
-    def created_here(self, tx_hash: str) -> bool:
-        """Whether a `RequestCreated` came from one of our `deliverDelegated` transactions: already delivered by
-        this node, so the scheduler must leave it alone. Known from signing on, and across restarts (the store)."""
-        return tx_hash.lower() in self._call_hashes
-
     def get(self, owner: str, job_id: str) -> DelegatedJob | None:
         job = self._jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
     async def submit(self, owner: str, body: Any) -> DelegatedJob:
         """Checks a signed request all the way (see the module's guarantees); starts it only if everything holds."""
-        req, input_, signature = parse(body)
+        req, input_, signature = self.typing.parse(body)
         replay = (req["consumer"], req["nonce"])
         if replay in self._pending:
             raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} is already being served here")
         if len(self._pending) >= self._max_pending:
             raise Busy(f"{self._max_pending} delegated requests in progress; retry shortly")
-        model = self._models.get(req["modelId"])
-        if model is None:
+        route = self._routes.get(req["modelId"])
+        if route is None:
             raise JobInputError(f"request.modelId 0x{req['modelId'].hex()} is not served here; see /info for models")
         if keccak(input_) != req["inputHash"]:
             raise JobInputError(f"request.inputHash is not keccak256(input) (0x{keccak(input_).hex()})")
-        recover(digest(req, self._chain_id, self._coordinator), signature)  # its form: 65 bytes, v, low s
+        recover(self._digest(req), signature)  # its form: 65 bytes, v, low s
         # One eth_call checks the rest as the coordinator will (expiry, signer, nonce, balance, registry); a refusal
         # is explained in `_simulate`.
         await self._simulate(req, input_, signature, b"")
         if replay in self._pending:  # a twin POST passed the checks meanwhile
             raise NonceUsedError(f"nonce {req['nonce']} of consumer {req['consumer']} is already being served here")
         self._pending.add(replay)
-        job = DelegatedJob(uuid.uuid4().hex, owner, model, req, input_, signature)
+        job = DelegatedJob(uuid.uuid4().hex, owner, route.model.name, req, input_, signature)
         self._jobs[job.id] = job
         self.accepted += 1
-        task = asyncio.create_task(self._run(job), name=f"delegated-{job.id}")
+        task = asyncio.create_task(self._run(job, route), name=f"delegated-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         while len(self._jobs) > self._keep:
@@ -272,7 +180,7 @@ class DelegatedRequests:
     async def _delegated_signer(self, consumer: str) -> str:
         try:
             out = await self._rpc.request(
-                "eth_call", [{"to": consumer, "data": "0x" + SELECTOR_DELEGATED_SIGNER.hex()}, "latest"]
+                "eth_call", [{"to": consumer, "data": "0x" + self.typing.signer_selector.hex()}, "latest"]
             )
         except RpcError:
             out = "0x"
@@ -281,8 +189,11 @@ class DelegatedRequests:
             raise JobInputError(f"consumer {consumer} has no delegatedSigner() (not an InferenceConsumer contract?)")
         return str(to_checksum_address(raw[12:32]))
 
-    def _calldata(self, job_req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> bytes:
-        return self._abi.encode_call("deliverDelegated", tuple(job_req.values()), input_, signature, output)
+    def _digest(self, req: dict[str, Any]) -> bytes:
+        return self.typing.digest(req, self._chain_id, self._coordinator)
+
+    def _calldata(self, req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> bytes:
+        return self._abi.encode_call("deliverDelegated", self.typing.as_tuple(req), input_, signature, output)
 
     async def _simulate(self, req: dict[str, Any], input_: bytes, signature: bytes, output: bytes) -> None:
         data = self._calldata(req, input_, signature, output)
@@ -299,7 +210,7 @@ class DelegatedRequests:
             if reverted.error == "DelegationExpired":
                 raise JobInputError(f"the delegated request expired at {req['expiry']}; sign it anew") from None
             if reverted.error == "InvalidSignature":  # say who signed and who should have
-                signer = recover(digest(req, self._chain_id, self._coordinator), signature)
+                signer = recover(self._digest(req), signature)
                 expected = await self._delegated_signer(req["consumer"])
                 raise JobInputError(
                     f"signed by {signer}, but consumer {req['consumer']}'s delegatedSigner() is {expected}: check"
@@ -307,10 +218,11 @@ class DelegatedRequests:
                 ) from None
             raise JobInputError(f"the coordinator would refuse it: {reverted}") from None
 
-    async def _run(self, job: DelegatedJob) -> None:
+    async def _run(self, job: DelegatedJob, route: ModelRoute) -> None:
         try:
             job.status = "running"
-            output = await self._compute(job.id, job.model, job.input)
+            # Retried as on-chain jobs are, until the request can no longer be delivered (expiry, deadline).
+            output = await route.call(job.id, job.input, deadline=min(job.request["expiry"], job.request["deadline"]))
             # Again with the real output, just before signing: the request may have expired, its nonce been used
             # or the balance spent while the model ran; then nothing is sent (no gas burnt on a revert).
             await self._simulate(job.request, job.input, job.signature, output)
@@ -325,7 +237,7 @@ class DelegatedRequests:
                 raise RuntimeError(f"deliverDelegated reverted on-chain in tx {job.tx_hash}")
             for entry in receipt["logs"]:
                 topics = [as_bytes(t) for t in entry["topics"]]
-                if len(topics) > 1 and topics[0] == DELEGATED_CREATED_TOPIC:
+                if len(topics) > 1 and topics[0] == self.typing.created_topic:
                     job.request_id = int.from_bytes(topics[1], "big")
             job.status = "completed"
             log.info(

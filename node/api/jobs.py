@@ -5,8 +5,10 @@ Guarantees:
 - A submission (one job or a batch) is validated whole before anything is kept: a batch with one bad item is
   refused with the item's index and nothing of it runs.
 - A job belongs to the token that submitted it: another token gets 404 for it, as for an unknown id.
-- Each job runs once; a container that rejects the input fails the job with the container's reason; a container
-  that is down or errors is retried (`max_attempts` of the model) before the job fails.
+- Each job runs once, through its model's `ModelRoute` (node/dispatch/calls.py): the same concurrency limit, retry
+  policy and container protocol as on-chain requests. A container that rejects the input fails the job with the
+  container's reason; one that errors is retried (`max_attempts` of the model) and one that is down is waited for,
+  for as long as the model's attempts could take (`ModelRoute.budget_s`), before the job fails.
 - Jobs live in memory: the newest `api.keep_jobs` finished jobs are kept for `GET` (without their input), at most
   `max_pending` wait or run at once (more: 503, retry later), and a restart forgets them (on-chain requests are what
   the store makes durable).
@@ -18,17 +20,15 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from node.config import ModelConfig
+from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError, ContainerRejected, InputRejected, Overloaded
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_OFFCHAIN = 1
 TERMINAL = ("completed", "failed")
 
 
@@ -97,18 +96,17 @@ class OffchainJobs:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        models: list[ModelConfig],
-        slots: dict[str, asyncio.Semaphore],
+        routes: dict[str, ModelRoute],
         *,
         keep: int,
         max_batch: int,
         max_pending: int = 1024,
         metrics: Metrics | None = None,
     ) -> None:
-        self._session = session
-        self._models = {m.name: m for m in models}
-        self._slots = slots
+        """`routes`: each served model's, by name (the ones on-chain requests use: one concurrency limit per model);
+        `keep`: finished jobs kept for `GET`; `max_pending`: jobs waiting or running at most."""
+        self._routes = routes
+        self._models = {name: route.model for name, route in routes.items()}
         self._keep = keep
         self.max_batch = max_batch
         self._max_pending = max_pending
@@ -178,36 +176,21 @@ class OffchainJobs:
     # ----------------------------------------------------------------------------------------------- run
 
     async def _run(self, job: OffchainJob) -> None:
-        model = self._models[job.model]
-        delay = model.retry_backoff_s
+        route = self._routes[job.model]
         try:
-            while True:
-                async with self._slots[job.model]:
-                    job.status, job.started_at, job.attempts = "running", time.time(), job.attempts + 1
-                    job.touch()
-                    called = time.perf_counter()
-                    try:
-                        if job.stream:
-                            job.output = await self._stream(job, model)
-                        else:
-                            job.output = await self._compute(job, model)
-                        job.status = "completed"
-                        self._observe(job.model, called, ok=True)
-                        break
-                    except _Rejected as exc:
-                        job.status, job.error = "failed", str(exc)
-                        self._observe(job.model, called, ok=False)
-                        break
-                    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, AttributeError, _Failed) as exc:
-                        self._observe(job.model, called, ok=False)
-                        if job.attempts >= model.max_attempts or job.tokens:
-                            job.status = "failed"
-                            job.error = f"container failed {job.attempts} time(s); last: {exc}"
-                            break
-                        log.warning("off-chain job %s attempt %d failed (%s); retrying", job.id, job.attempts, exc)
-                        job.tokens.clear()
-                await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+            if job.stream:
+                text = await route.stream(job.id, job.input, self._piece(job), on_attempt=self._attempt(job))
+                job.output = {"text": text}
+            else:
+                job.output = await route.call_offchain(job.id, job.input, on_attempt=self._attempt(job))
+            job.status = "completed"
+        except ContainerRejected as exc:
+            job.status, job.error = "failed", str(exc)
+        except ContainerError as exc:
+            job.status, job.error = "failed", f"container failed {job.attempts} time(s); last: {exc}"
+        except Exception as exc:  # a bug must fail one job, not the node
+            log.exception("off-chain job %s: unexpected error", job.id)
+            job.status, job.error = "failed", f"internal error: {type(exc).__name__}"
         finally:
             if job.status not in TERMINAL:  # cancelled (node stopping)
                 job.status, job.error = "failed", "the node stopped before the job finished"
@@ -219,64 +202,22 @@ class OffchainJobs:
             log.info("off-chain job %s (%s) %s in %.0f ms", job.id, job.model, job.status, job.view()["latency_ms"])
             self._forget_old()
 
-    def _observe(self, model: str, called: float, *, ok: bool) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_container(model, time.perf_counter() - called, ok=ok)
+    @staticmethod
+    def _attempt(job: OffchainJob) -> Callable[[int], None]:
+        """What a job records as an attempt enters the container (and when one turns out not to count)."""
 
-    def _body(self, job: OffchainJob) -> dict[str, Any]:
-        return {"source": SOURCE_OFFCHAIN, "destination": SOURCE_OFFCHAIN, "data": job.input}
+        def record(attempts: int) -> None:
+            job.status, job.started_at, job.attempts = "running", time.time(), attempts
+            job.touch()
 
-    async def _compute(self, job: OffchainJob, model: ModelConfig) -> Any:
-        assert model.url is not None
-        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
-        async with self._session.post(
-            f"{model.url.rstrip('/')}/service_output", json=self._body(job), timeout=timeout
-        ) as r:
-            payload = await r.json(content_type=None)
-            _raise_for(r.status, payload)
-        if not isinstance(payload, dict) or "output" not in payload:
-            raise _Failed("container answered 200 without an output")
-        return payload["output"]
+        return record
 
-    async def _stream(self, job: OffchainJob, model: ModelConfig) -> Any:
-        """Reads the container's SSE stream, recording each piece; the output is the pieces joined."""
-        assert model.url is not None
-        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
-        url = f"{model.url.rstrip('/')}/service_output/stream"
-        async with self._session.post(url, json=self._body(job), timeout=timeout) as r:
-            if r.status != 200:
-                _raise_for(r.status, await r.json(content_type=None))
-            event = "message"
-            async for raw in r.content:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = json.loads(line[5:])
-                    if event == "error":
-                        raise _Failed(f"model error while streaming: {data.get('error')}")
-                    if event == "done":
-                        return {"text": "".join(job.tokens)}
-                    job.tokens.append(str(data.get("token", "")))
-                    job.touch()
-                elif not line:
-                    event = "message"
-        raise _Failed("the container's stream ended without `done`")
+    @staticmethod
+    def _piece(job: OffchainJob) -> Callable[[str], None]:
+        """What a streaming job records of each piece: kept in order, followers woken."""
 
+        def record(piece: str) -> None:
+            job.tokens.append(piece)
+            job.touch()
 
-class _Rejected(ContainerRejected):
-    """The container refused the input (4xx): retrying cannot help."""
-
-
-class _Failed(ContainerError):
-    """The container failed (5xx, bad answer): retryable."""
-
-
-def _raise_for(status: int, payload: Any) -> None:
-    reason = payload.get("error") if isinstance(payload, dict) else None
-    if 400 <= status < 500 and status != 404:
-        raise _Rejected(f"the model rejected the input: {reason or f'HTTP {status}'}")
-    if status == 404:
-        raise _Rejected(f"the container cannot do this: {reason or 'HTTP 404'}")
-    if status != 200:
-        raise _Failed(f"container answered HTTP {status}: {reason or ''}".rstrip(": "))
+        return record

@@ -11,6 +11,10 @@ condition `container <name>` (logged once per change, not blocking readiness) un
 A container without `GET /health` (404/405, Infernet's) is judged by its answers: healthy until a call fails for a
 reason of its own (not a rejected input, not rate limiting), and again once a call succeeds.
 
+Off-chain jobs (`compute_offchain`) go to the same `POST /service_output` with an off-chain body, one round trip each;
+`stream` reads `POST /service_output/stream`'s events piece by piece. Both are classified by the same table, and a
+stream's `event: error` or an end without `event: done` is a retryable `ContainerError`.
+
 Calls that overlap share HTTP round trips when the container has `POST /service_output/batch` (Infera's containers
 do; an Infernet container answers it 404, and from then on each input gets its own `POST /service_output`): an input
 is sent at once when fewer than `MAX_POSTS` calls are in flight, and otherwise waits for one of them to return and
@@ -23,17 +27,34 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import aiohttp
 
+from containers.runtime.wire import (
+    BATCH_PATH,
+    HEALTH_PATH,
+    SERVICE_OUTPUT_PATH,
+    STREAM_DONE,
+    STREAM_ERROR,
+    STREAM_PATH,
+    BatchRequest,
+    RequestBody,
+    StreamReader,
+    batch_request,
+    chain_request,
+    offchain_request,
+)
 from node.dispatch.protocol import (
     MAX_ANSWER_BYTES,
     MAX_ERROR_BYTES,
     RATE_LIMITED,
-    chain_body,
+    offchain_output,
     output_from_answer,
     parse_json,
+    raise_for_status,
 )
 from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable, short
 from node.observability.conditions import CONDITIONS
@@ -51,6 +72,8 @@ NO_BATCH_PATH = (404, 405)
 NO_HEALTH_PATH = (404, 405)
 #: Rate-limited answers in a row after which the container is a condition (shown on `/status`, logged once).
 RATE_LIMITED_CONDITION_AFTER = 2
+#: Bytes of one line of a stream read at most (one piece's event); a longer line fails the stream.
+MAX_STREAM_LINE_BYTES = 64 * 1024
 
 
 class HttpDispatcher:
@@ -85,19 +108,61 @@ class HttpDispatcher:
     async def compute(self, job_id: str, input_: bytes) -> bytes:
         """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family (see the
         module docstring)."""
-        try:
+        with self._judging():
             if self.batches is False:
-                output = await self._single(input_)
-            else:
-                future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-                self._waiting.append((input_, future))
-                self._pump()
-                output = await future
+                return await self._single(input_)
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self._waiting.append((input_, future))
+            self._pump()
+            return await future
+
+    async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
+        """The output of an off-chain job (its input fields by name): what the container answers as `output`. Raises
+        the `ContainerError` family."""
+        with self._judging():
+            status, payload, retry_after = await self._call(SERVICE_OUTPUT_PATH, offchain_request(data))
+            return offchain_output(status, payload, "container", retry_after=retry_after)
+
+    async def stream(self, job_id: str, data: dict[str, Any]) -> AsyncGenerator[str, None]:
+        """The pieces of an off-chain job's output as the container streams them. Raises the `ContainerError` family
+        (an `event: error`, or an end without `event: done`, is a retryable one)."""
+        with self._judging():
+            self.round_trips += 1
+            with self._transport_errors():
+                async with self._session.post(
+                    f"{self._url}{STREAM_PATH}", json=offchain_request(data), timeout=self._timeout
+                ) as resp:
+                    if resp.status != 200:
+                        payload = _json_or_none(await _read(resp, MAX_ERROR_BYTES))
+                        retry_after = retry_after_s(resp.headers.get("Retry-After"))
+                        raise_for_status(resp.status, payload, "container", retry_after=retry_after)
+                        raise ContainerError(f"container answered {resp.status} to a stream call", status=resp.status)
+                    reader = StreamReader()
+                    while raw_line := await _read_line(resp):
+                        event = reader.feed(raw_line.decode("utf-8", "replace"))
+                        if event is None:
+                            continue
+                        kind, text = event
+                        if kind == STREAM_DONE:
+                            return
+                        piece = _json_or_none(text)
+                        if kind == STREAM_ERROR:
+                            said = piece.get("error") if isinstance(piece, dict) else None
+                            raise ContainerError(f"container failed while streaming: {short(said or text)}")
+                        if not isinstance(piece, dict) or not isinstance(piece.get("token"), str):
+                            raise ContainerError(f"container streamed a piece without a token: {short(text[:60])}")
+                        yield piece["token"]
+            raise ContainerError("container's stream ended without `done`")
+
+    @contextlib.contextmanager
+    def _judging(self) -> Iterator[None]:
+        """Judges the call made inside: its error, or its success once it returns."""
+        try:
+            yield
         except ContainerError as exc:
             self._judge(exc)
             raise
         self._judge(None)
-        return output
 
     def _judge(self, exc: ContainerError | None) -> None:
         """Counts a call's answer and keeps what it says about the container (health, rate limiting)."""
@@ -161,8 +226,7 @@ class HttpDispatcher:
         """One round trip for `inputs`; each gets its output or its own error."""
         if self.batches is False:  # learnt while these waited
             return await self._singly(inputs)
-        body = {"requests": [chain_body(i) for i in inputs]}
-        status, payload, retry_after = await self._call("/service_output/batch", body)
+        status, payload, retry_after = await self._call(BATCH_PATH, batch_request([chain_request(i) for i in inputs]))
         if status in NO_BATCH_PATH or status == 413:  # no batch path, or this batch is over the body limit
             if status != 413:
                 self.batches = False
@@ -187,15 +251,15 @@ class HttpDispatcher:
         return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
 
     async def _single(self, input_: bytes) -> bytes:
-        status, payload, retry_after = await self._call("/service_output", chain_body(input_))
+        status, payload, retry_after = await self._call(SERVICE_OUTPUT_PATH, chain_request(input_))
         return output_from_answer(status, payload, "container", retry_after=retry_after)
 
-    async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, Any, float | None]:
+    async def _call(self, path: str, body: RequestBody | BatchRequest) -> tuple[int, Any, float | None]:
         """POSTs `body`; returns the status, the JSON answer (None when the body is empty or not JSON: a 404 page, a
         proxy's error page) and `Retry-After` in seconds. Raises a retryable `ContainerError` for a 2xx body that
         is not JSON or is longer than `MAX_ANSWER_BYTES` (read no further than that)."""
         self.round_trips += 1
-        try:
+        with self._transport_errors():
             async with self._session.post(f"{self._url}{path}", json=body, timeout=self._timeout) as resp:
                 ok = 200 <= resp.status < 300
                 retry_after = retry_after_s(resp.headers.get("Retry-After"))
@@ -215,6 +279,12 @@ class HttpDispatcher:
                                 status=resp.status,
                             ) from None
                 return resp.status, payload, retry_after
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Classifies what the connection did (the table in the module docstring)."""
+        try:
+            yield
         except TimeoutError:
             raise ContainerError(f"{self._url} did not answer within {self._timeout.total} s") from None
         except aiohttp.ClientConnectorError as exc:
@@ -228,7 +298,7 @@ class HttpDispatcher:
         """Whether the container can take calls: its `GET /health` is 200, or, when it has no such path (404/405),
         its calls have been answered (see the module docstring). False when it cannot be reached."""
         try:
-            async with self._session.get(f"{self._url}/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with self._session.get(f"{self._url}{HEALTH_PATH}", timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status in NO_HEALTH_PATH and self.has_health is not True:
                     self.has_health = False
                     return self.answering
@@ -251,6 +321,28 @@ async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
             resp.close()
             return None
     return bytes(body)
+
+
+async def _read_line(resp: aiohttp.ClientResponse) -> bytes:
+    """The stream's next line (b"" at its end). Raises a retryable `ContainerError` for a line over
+    `MAX_STREAM_LINE_BYTES`."""
+    try:
+        line: bytes | None = await resp.content.readline()
+    except ValueError:  # over aiohttp's own buffer limit
+        line = None
+    if line is None or len(line) > MAX_STREAM_LINE_BYTES:
+        raise ContainerError(f"container streamed a line over {MAX_STREAM_LINE_BYTES} bytes")
+    return line
+
+
+def _json_or_none(raw: bytes | str | None) -> Any:
+    """The JSON value of a body or event, None when there is none or it is not JSON."""
+    if not raw:
+        return None
+    try:
+        return parse_json(raw)
+    except ValueError:
+        return None
 
 
 def _copy(exc: BaseException) -> BaseException:

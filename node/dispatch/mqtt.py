@@ -14,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
-from node.dispatch.protocol import chain_body, output_from_answer, parse_json
-from node.errors import ContainerError, short
+from containers.runtime.wire import RequestBody, chain_request, offchain_request
+from node.dispatch.protocol import offchain_output, output_from_answer, parse_json
+from node.errors import ContainerError, ContainerRejected, short
 from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MAX_S = 10.0
+
+T = TypeVar("T")
 
 
 class MqttHub:
@@ -84,7 +88,7 @@ class MqttHub:
         if future is not None and not future.done():
             future.set_result(reply)
 
-    async def request(self, model_name: str, job_id: str, body: dict[str, Any], timeout_s: float) -> ReplyMessage:
+    async def request(self, model_name: str, job_id: str, body: RequestBody, timeout_s: float) -> ReplyMessage:
         """Publishes one dispatch of a job and waits for its answer; raises `TimeoutError` if none comes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -92,7 +96,7 @@ class MqttHub:
         future = self._pending.get(job_id)
         if future is None or future.done():
             future = self._pending[job_id] = loop.create_future()
-        message = JobMessage(job_id=job_id, reply_to=self.reply_topic, body=body)
+        message = JobMessage(job_id=job_id, reply_to=self.reply_topic, body=dict(body))
         client = self._client
         if client is None:
             raise TimeoutError("broker connection dropped")
@@ -121,17 +125,32 @@ class MqttDispatcher:
 
     async def compute(self, job_id: str, input_: bytes) -> bytes:
         """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family."""
+        status, body, where = await self._answer(job_id, chain_request(input_))
+        return self._counted(output_from_answer, status, body, where)
+
+    async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
+        """The output of an off-chain job (its input fields by name). Raises the `ContainerError` family."""
+        status, body, where = await self._answer(job_id, offchain_request(data))
+        return self._counted(offchain_output, status, body, where)
+
+    async def stream(self, job_id: str, data: dict[str, Any]) -> AsyncGenerator[str, None]:
+        """Streaming needs an HTTP container: a worker pool answers whole outputs only."""
+        raise ContainerRejected(f"the {self._model} pool is reached over MQTT, which does not stream")
+        yield ""  # an async generator, as the protocol's callers iterate it
+
+    def _counted(self, read: Callable[[int, Any, str], T], status: int, body: Any, where: str) -> T:
         try:
-            return await self._compute(job_id, input_)
+            return read(status, body, where)
         except ContainerError as exc:
             CONDITIONS.count("container", exc.action)
             raise
 
-    async def _compute(self, job_id: str, input_: bytes) -> bytes:
+    async def _answer(self, job_id: str, body: RequestBody) -> tuple[int, Any, str]:
+        """A worker's (status, body, name) for `body`, re-dispatched as the module docstring says."""
         key = f"{self._hub.node_id}:{job_id}"
         for dispatch in range(1, self._max_dispatches + 1):
             try:
-                reply = await self._hub.request(self._model, key, chain_body(input_), self._timeout_s)
+                reply = await self._hub.request(self._model, key, body, self._timeout_s)
             except TimeoutError:
                 log.warning(
                     "job %s: no answer from the %s pool within %.1f s (dispatch %d/%d)",
@@ -143,8 +162,14 @@ class MqttDispatcher:
                 )
                 continue
             try:
-                status, body, worker = int(reply["status"]), reply.get("body"), short(reply.get("worker", "?"), 40)
+                status, worker = int(reply["status"]), short(reply.get("worker", "?"), 40)
             except (KeyError, TypeError, ValueError):
-                raise ContainerError(f"a worker of the {self._model} pool answered without a status") from None
-            return output_from_answer(status, body, f"worker {worker}")
-        raise ContainerError(f"no worker of the {self._model} pool answered after {self._max_dispatches} dispatches")
+                error = ContainerError(f"a worker of the {self._model} pool answered without a status")
+                break
+            return status, reply.get("body"), f"worker {worker}"
+        else:
+            error = ContainerError(
+                f"no worker of the {self._model} pool answered after {self._max_dispatches} dispatches"
+            )
+        CONDITIONS.count("container", error.action)
+        raise error

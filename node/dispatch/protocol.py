@@ -1,5 +1,8 @@
 """The container protocol's answer, classified once, the same way whether it came over HTTP or MQTT.
 
+The wire format itself (request bodies, answer shapes, paths, the stream's events) is `containers/runtime/wire.py`,
+shared with the containers; this module is what the node makes of an answer.
+
 A container's answer (status, JSON body, `Retry-After`) becomes either the bytes to deliver on-chain or one of the
 `ContainerError` family, whose `action` (`node.errors.Action`) is what the core does about it:
 
@@ -22,6 +25,9 @@ The output of a usable 2xx body follows Infernet's node (ritual-net/infernet-nod
 - anything else (`{"output": "..."}`, Infernet's hello-world): `abi.encode(string(str(answer)))`, where `str` is
   Python's `str` of the decoded JSON object, as Infernet's node does; no proof.
 
+An off-chain job's answer (`destination` 1) is classified by the same status table; its 2xx body must be an
+`OffchainAnswer` (`{"output": ...}`), and the output is that value (`offchain_output`).
+
 Reasons taken from a container's answer are cut to `MAX_REASON_CHARS`, so whatever it says fits in a failure report.
 """
 
@@ -34,10 +40,8 @@ from typing import Any
 
 from eth_abi.abi import encode
 
+from containers.runtime.wire import ABI_OUTPUT_FLAG, INFERNET_KEYS
 from node.errors import ContainerError, ContainerRejected, short
-
-SOURCE_CHAIN = 0
-DESTINATION_CHAIN = 0
 
 #: Bytes of one answer body read at most; a longer body is refused (retryable) and never held beyond this.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
@@ -53,10 +57,6 @@ MAX_REASON_CHARS = 160
 RETRYABLE_4XX_5XX = frozenset({408, 425, 429, 502, 503, 504})
 #: Statuses that say "too many calls" (or "busy"): a container that keeps answering them is rate-limiting the node.
 RATE_LIMITED = frozenset({429, 503})
-#: The keys of Infernet's on-chain answer shape; all must be present for it to apply (as in Infernet's node).
-INFERNET_KEYS = ("raw_input", "processed_input", "raw_output", "processed_output", "proof")
-#: The key by which Infera's own containers say `raw_output` is the ABI output, to be delivered as it is.
-ABI_OUTPUT_FLAG = "abi_output"
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,6 @@ class Output:
 
     output: bytes
     proof: bytes = b""
-
-
-def chain_body(input_: bytes) -> dict[str, Any]:
-    """The `/service_output` body for an on-chain request."""
-    return {"source": SOURCE_CHAIN, "destination": DESTINATION_CHAIN, "data": input_.hex(), "requires_proof": False}
 
 
 def parse_json(raw: bytes | bytearray | str) -> Any:
@@ -101,19 +96,35 @@ def classify(status: int, payload: Any, where: str, *, retry_after: float | None
     Raises `ContainerRejected` (a 4xx other than those in `RETRYABLE_4XX_5XX`: retrying cannot help), or a retryable
     `ContainerError` (with `status` and `retry_after_s`) for every other non-2xx and for a 2xx without a usable body.
     """
-    if not 200 <= status < 300:
-        reason = payload.get("error") if isinstance(payload, dict) else None
-        said = short(reason) if reason else f"HTTP {status}"
-        if 400 <= status < 500 and status not in RETRYABLE_4XX_5XX:
-            raise ContainerRejected(f"{where} rejected the input: {said}", status=status)
-        if status in RETRYABLE_4XX_5XX and reason:
-            said = f"HTTP {status}: {said}"
-        raise ContainerError(f"{where} failed: {said}", status=status, retry_after_s=retry_after)
+    raise_for_status(status, payload, where, retry_after=retry_after)
     try:
         return onchain_output(payload, where)
     except ContainerError as exc:
         exc.status = status
         raise
+
+
+def raise_for_status(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> None:
+    """Returns for a 2xx; raises what a non-2xx answer means (the table in the module docstring), quoting the body's
+    `error` when it has one."""
+    if 200 <= status < 300:
+        return
+    reason = payload.get("error") if isinstance(payload, dict) else None
+    said = short(reason) if reason else f"HTTP {status}"
+    if 400 <= status < 500 and status not in RETRYABLE_4XX_5XX:
+        raise ContainerRejected(f"{where} rejected the input: {said}", status=status)
+    if status in RETRYABLE_4XX_5XX and reason:
+        said = f"HTTP {status}: {said}"
+    raise ContainerError(f"{where} failed: {said}", status=status, retry_after_s=retry_after)
+
+
+def offchain_output(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> Any:
+    """The output of an off-chain job's answer: the `output` of a 2xx `{"output": ...}` body. Raises as `classify`
+    does, and a retryable `ContainerError` for a 2xx without `output`."""
+    raise_for_status(status, payload, where, retry_after=retry_after)
+    if not isinstance(payload, dict) or "output" not in payload:
+        raise ContainerError(f"{where} answered {status} without an output", status=status)
+    return payload["output"]
 
 
 def onchain_output(payload: Any, where: str) -> Output:

@@ -20,9 +20,8 @@ from eth_utils.crypto import keccak
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from node.api.delegated import SECP256K1_N
-from node.api.delegated import digest as delegated_digest
-from node.chain.contracts import model_id
+from node.api.eip712 import SECP256K1_N, DelegatedTyping
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.commands.chain_ops import Reverts, deploy_contract, send_tx
 from node.devnet import DEFAULT_FEE_WEI, Devnet, Proc, _http_ok, wait_until
 from tests.tiny_models import build_tiny_gpt2
@@ -348,11 +347,12 @@ async def test_delegated_request_is_created_and_delivered_in_one_transaction(api
     dev = api.dev
     output = encode(["string", "uint256"], ["positive", 987_654])  # the echo container answers with its input
     req = delegation.request(output)
-    # The node's EIP-712 digest is the coordinator's.
+    # The node's EIP-712 digest (its typing read from the ABIs) is the coordinator's.
     coordinator = dev.deployment.coordinator
     as_tuple = tuple(bytes.fromhex(v[2:]) if k in ("modelId", "inputHash") else v for k, v in req.items())
     on_chain = coordinator.functions.delegatedRequestDigest(as_tuple).call()
-    assert bytes(on_chain) == delegated_digest(
+    typing = DelegatedTyping.from_abi(CoordinatorAbi.from_artifacts(), load_artifact("IDelegatingConsumer").abi)
+    assert bytes(on_chain) == typing.digest(
         {k: bytes.fromhex(v[2:]) if k in ("modelId", "inputHash") else v for k, v in req.items()},
         31337,
         coordinator.address,

@@ -18,8 +18,8 @@ import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
+from containers.runtime.wire import chain_request
 from node.devnet import _http_ok, free_port, wait_until
-from node.dispatch.protocol import chain_body
 from node.jobs.scheduler import MAX_FAILURE_CHARS
 from tests.faults.conftest import FaultRig, readyz
 from tests.faults.infernet_containers import EVERY_BAD, FINAL, hello_answer, llm_answer, script
@@ -74,12 +74,12 @@ def failures(rig: FaultRig) -> tuple[dict[int, list[str]], Counter[int]]:
 
 def hello_output(input_: bytes) -> bytes:
     """What Infernet's node delivers for its hello-world container: abi.encode(string(str(answer)))."""
-    return encode(["string"], [str(hello_answer(chain_body(input_)))])
+    return encode(["string"], [str(hello_answer(chain_request(input_)))])
 
 
 def llm_output(input_: bytes) -> bytes:
     """What Infernet's node delivers for a five-key answer: abi.encode(bytes raw_output, bytes processed_output)."""
-    answer = llm_answer(chain_body(input_))
+    answer = llm_answer(chain_request(input_))
     return encode(["bytes", "bytes"], [bytes.fromhex(answer["raw_output"]), bytes.fromhex(answer["processed_output"])])
 
 

@@ -11,13 +11,13 @@ from aiohttp.test_utils import TestServer
 from eth_abi.abi import decode, encode
 
 from containers.echo.model import EchoModel
+from containers.runtime.wire import chain_request
 from containers.runtime.worker import WORKER
 from node.devnet import Devnet, free_port
+from node.dispatch.calls import Dispatcher
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
-from node.dispatch.protocol import chain_body
 from node.errors import ContainerError, ContainerRejected
-from node.jobs.scheduler import Dispatcher
 from tests.faults.faulty_container import create_app as infernet_like_app
 from tests.integration.conftest import FlakyModel, base_url, start_server, unique
 
@@ -96,8 +96,8 @@ async def test_a_redelivered_job_is_computed_once_per_worker(broker: str, hub: M
     try:
         worker = server.app[WORKER]
         model = worker.state.model.name
-        first = await hub.request(model, "same-job", chain_body(b"\x07"), timeout_s=10)
-        second = await hub.request(model, "same-job", chain_body(b"\x07"), timeout_s=10)
+        first = await hub.request(model, "same-job", chain_request(b"\x07"), timeout_s=10)
+        second = await hub.request(model, "same-job", chain_request(b"\x07"), timeout_s=10)
         assert first == second
         assert first["status"] == 200
         assert worker.computed == 1

@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import encode
 
+from containers.runtime.wire import chain_request
 from node.dispatch.http import HttpDispatcher
-from node.dispatch.protocol import chain_body, classify, onchain_output
+from node.dispatch.protocol import classify, onchain_output
 from node.errors import Action, ContainerError, ContainerRejected
-from node.jobs.scheduler import BACKOFF_MAX_S, MIN_RETRY_S, backoff_s, retry_delay_s
 from node.observability.conditions import CONDITIONS
 from node.retry import RETRY_AFTER_MAX_S, retry_after_s
 from tests.faults.infernet_containers import create_app
@@ -113,14 +113,6 @@ def test_retry_after_in_seconds_or_http_date_capped() -> None:
         assert retry_after_s(unreadable) is None
 
 
-def test_backoff_doubles_is_capped_and_never_zero_and_retry_after_wins_when_longer() -> None:
-    assert [backoff_s(a, 0.5) for a in (1, 2, 3, 4, 5, 6)] == [0.5, 1.0, 2.0, 4.0, 8.0, BACKOFF_MAX_S]
-    assert backoff_s(1, 0.0001) == MIN_RETRY_S
-    limited = ContainerError("429", status=429, retry_after_s=7.0)
-    assert retry_delay_s(limited, 1, 0.5) == 7.0
-    assert retry_delay_s(ContainerError("500", status=500), 2, 0.5) == 1.0
-
-
 # ------------------------------------------------------------------------------ the HTTP edge, real containers
 
 
@@ -148,7 +140,7 @@ async def test_hello_world_container_is_served_and_ready_without_health(
         d = HttpDispatcher(session, url(server), timeout_s=5)
         assert await d.healthy()  # 404 on /health: judged by its answers, none failed yet
         input_ = encode(["string"], ["hi"])
-        body = chain_body(input_)
+        body = chain_request(input_)
         expected = encode(["string"], [str({"output": f"hello, world!, your input was: {body}"})])
         assert await d.compute("1", input_) == expected
         assert d.has_health is False

@@ -1,0 +1,173 @@
+"""The container protocol on the wire, defined once: what the node sends a model container and what it answers.
+
+Both sides import this module: the containers (`containers/runtime/server.py`, and the MQTT worker through it) build
+their answers with it, the node (`node/dispatch/http.py`, `node/dispatch/mqtt.py`, `node/dispatch/protocol.py`) builds
+its requests and reads the answers with it. It lives beside `containers/runtime/mqtt.py` (the MQTT topics and
+messages, shared the same way) because a container must not need the node: it imports nothing but the standard
+library, and every image that has the node has `containers/` too (node/Dockerfile copies both packages).
+
+It is Infernet's container protocol (ritual-net/infernet-node `JobInput`, infernet-ml's containers), so an Infernet
+container runs behind the Infera node unchanged, plus three things of Infera's own that an Infernet node ignores:
+
+- `POST /service_output` takes a `RequestBody` `{source, destination, data, requires_proof}`. `source` 0 (chain):
+  `data` is the hex of the ABI-encoded input; 1 (off-chain): a JSON object keyed by the model's input names.
+- The answer for `destination` 0 is a `ChainAnswer`: Infernet's five keys with `raw_output` the hex of the
+  ABI-encoded output, and `abi_output: true` (Infera's) telling the node to deliver `raw_output` as it is. For
+  `destination` 1 it is an `OffchainAnswer` `{"output": {...}}`. A refusal or failure is an `ErrorAnswer`
+  `{"error": "..."}` with a 4xx (bad input: retrying cannot help) or a 5xx status, never a 200.
+- `POST /service_output/batch` (Infera's) takes a `BatchRequest` `{"requests": [body, ...]}` of up to
+  `MAX_BATCH_ITEMS` and answers a `BatchAnswer` `{"answers": [{"status": s, "body": {...}}, ...]}`, each item what
+  `/service_output` would have answered for it. A container without it answers 404.
+- `POST /service_output/stream` (Infera's) streams a streaming model's output as Server-Sent Events: one
+  `data: {"token": "..."}` event a piece, then `event: done` (`data: {}`), or `event: error` (`data: {"error": ...}`)
+  when the model fails after the stream began. A refusal before it began is an ordinary JSON error answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NotRequired, TypedDict
+
+#: Where the input comes from and the output goes (Infernet's `JobLocation`).
+SOURCE_CHAIN = 0
+SOURCE_OFFCHAIN = 1
+
+SERVICE_OUTPUT_PATH = "/service_output"
+BATCH_PATH = "/service_output/batch"
+STREAM_PATH = "/service_output/stream"
+HEALTH_PATH = "/health"
+INFO_PATH = "/info"
+
+#: Items one batch call may hold (the container's limit).
+MAX_BATCH_ITEMS = 64
+#: The keys of Infernet's on-chain answer; all must be present for it to apply (as in Infernet's node).
+INFERNET_KEYS = ("raw_input", "processed_input", "raw_output", "processed_output", "proof")
+#: The key by which Infera's containers say `raw_output` is the ABI output, to be delivered as it is.
+ABI_OUTPUT_FLAG = "abi_output"
+
+#: Server-Sent Event names of a stream (a piece is an unnamed event).
+STREAM_DONE = "done"
+STREAM_ERROR = "error"
+
+
+class RequestBody(TypedDict):
+    """What `POST /service_output` takes (Infernet's `JobInput`)."""
+
+    source: int
+    destination: int
+    data: Any
+    requires_proof: NotRequired[bool]
+
+
+class ChainAnswer(TypedDict):
+    """A container's answer for `destination` 0: hex fields, `raw_output` the ABI-encoded output."""
+
+    raw_input: str
+    processed_input: str
+    raw_output: str
+    processed_output: str
+    proof: str
+    abi_output: bool
+
+
+class OffchainAnswer(TypedDict):
+    """A container's answer for `destination` 1: the output fields by the model's output names."""
+
+    output: dict[str, Any]
+
+
+class ErrorAnswer(TypedDict):
+    """A container's refusal (4xx) or failure (5xx)."""
+
+    error: str
+
+
+class BatchRequest(TypedDict):
+    """What `POST /service_output/batch` takes."""
+
+    requests: list[Any]
+
+
+class BatchItem(TypedDict):
+    """One item of a batch answer: the status and body `/service_output` would have answered."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class BatchAnswer(TypedDict):
+    """What `POST /service_output/batch` answers, one item per request, in order."""
+
+    answers: list[BatchItem]
+
+
+def chain_request(input_: bytes) -> RequestBody:
+    """The body for an on-chain request's ABI-encoded input."""
+    return {"source": SOURCE_CHAIN, "destination": SOURCE_CHAIN, "data": input_.hex(), "requires_proof": False}
+
+
+def offchain_request(data: dict[str, Any]) -> RequestBody:
+    """The body for an off-chain job's JSON input (the model's input fields by name)."""
+    return {"source": SOURCE_OFFCHAIN, "destination": SOURCE_OFFCHAIN, "data": data, "requires_proof": False}
+
+
+def batch_request(bodies: list[RequestBody]) -> BatchRequest:
+    """The body of one batch call carrying `bodies`."""
+    return {"requests": list(bodies)}
+
+
+def chain_answer(raw_input: bytes | None, output: bytes) -> ChainAnswer:
+    """The answer carrying `output` (ABI-encoded) to be delivered on-chain as it is."""
+    return {
+        "raw_input": raw_input.hex() if raw_input is not None else "",
+        "processed_input": "",
+        "raw_output": output.hex(),
+        "processed_output": "",
+        "proof": "",
+        "abi_output": True,  # ABI_OUTPUT_FLAG
+    }
+
+
+def offchain_answer(output: dict[str, Any]) -> OffchainAnswer:
+    """The answer carrying an off-chain job's output fields."""
+    return {"output": output}
+
+
+def error_answer(reason: str) -> ErrorAnswer:
+    """The body of a refusal or failure."""
+    return {"error": reason}
+
+
+def stream_piece(piece: str) -> bytes:
+    """One piece of a streamed output, as an SSE event."""
+    return f"data: {json.dumps({'token': piece})}\n\n".encode()
+
+
+def stream_done() -> bytes:
+    """The event that ends a stream that succeeded."""
+    return f"event: {STREAM_DONE}\ndata: {{}}\n\n".encode()
+
+
+def stream_error(reason: str) -> bytes:
+    """The event that ends a stream whose model failed."""
+    return f"event: {STREAM_ERROR}\ndata: {json.dumps(error_answer(reason))}\n\n".encode()
+
+
+class StreamReader:
+    """Reads a stream's SSE lines back into events: `feed(line)` returns `(event, data)` once a `data:` line completes
+    one (`event` "" for a piece, `STREAM_DONE` or `STREAM_ERROR`), else None. `data` is the JSON text, left to the
+    caller to parse (the node parses outside text with its own depth limit)."""
+
+    def __init__(self) -> None:
+        self._event = ""
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        line = line.rstrip("\r\n")
+        if line.startswith("event:"):
+            self._event = line[6:].strip()
+        elif line.startswith("data:"):
+            event, self._event = self._event, ""
+            return event, line[5:].strip()
+        elif not line:
+            self._event = ""
+        return None
