@@ -4,7 +4,6 @@ stops them in order on SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -23,11 +22,13 @@ from node.config import NodeConfig, WalletConfig
 from node.errors import RpcUnavailable
 from node.jobs.store import JobStore
 from node.keys import load_account
-from node.retry import backoff_s
+from node.retry import backoff_s, wait_set
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+#: While stopping, how often the node says which tasks it still waits for, in seconds.
+SHUTDOWN_REPORT_S = 5.0
 #: Python's recursion limit while the node runs. py_ecc (imported through eth-account) raises it to 100,000 at import;
 #: with that, `json.loads` of a deeply nested answer (an RPC's, a container's, an API client's) overflows the C stack
 #: and kills the process (a segfault, found by the container answer fuzzing) instead of raising RecursionError.
@@ -100,6 +101,7 @@ class Node:
         store: the next start resumes it)."""
         cfg = self.config
         runner = None
+        watch: asyncio.Task[None] | None = None
         try:
             if p.app is not None:
                 runner = await server.start(p.app, cfg.api.host, cfg.api.port)
@@ -134,6 +136,9 @@ class Node:
                 hub_task = tg.create_task(p.hub.run(), name="mqtt") if p.hub else None
                 await self.stopping.wait()
                 log.info("stopping: finishing in-flight jobs")
+                watch = asyncio.create_task(
+                    _say_what_is_left(), name="shutdown-watch"
+                )  # not in the group: ends with it
                 for task in intake:
                     task.cancel()
                 await p.scheduler.drain()  # computations finish first (their jobs are stored either way)
@@ -141,6 +146,8 @@ class Node:
                 if hub_task:
                     hub_task.cancel()
         finally:
+            if watch is not None:
+                watch.cancel()
             await p.offchain.close()
             await p.delegated.close()
             if runner is not None:
@@ -163,8 +170,7 @@ class Node:
                 log.error(
                     "chain.rpc_url: eth_chainId answered %s: %s; retrying in %.0f s", type(exc).__name__, exc, delay
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+            await wait_set(self.stopping, delay)
             delay = min(30.0, delay * 2)
         return None
 
@@ -180,8 +186,7 @@ class Node:
                 attempt += 1
                 delay = backoff_s(attempt, 1.0, 30.0)
                 log.error("could not start sending (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
+                await wait_set(self.stopping, delay)
         return False
 
     async def _prune(self, store: JobStore, retention_days: float) -> None:
@@ -190,3 +195,18 @@ class Node:
             deleted = store.prune(retention_days * 86400)
             if deleted:
                 log.info("pruned %d finished job(s) older than %.1f days", deleted, retention_days)
+
+
+async def _say_what_is_left() -> None:
+    """During shutdown: every `SHUTDOWN_REPORT_S` seconds, logs which of the node's tasks are still running and
+    where each waits, so a slow stop says what it waits for instead of being silent. Ends with the TaskGroup."""
+    while True:
+        await asyncio.sleep(SHUTDOWN_REPORT_S)
+        me = asyncio.current_task()
+        left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        where = []
+        for task in left:
+            frames = task.get_stack(limit=1)
+            at = f"{frames[0].f_code.co_filename.rsplit('/', 1)[-1]}:{frames[0].f_lineno}" if frames else "?"
+            where.append(f"{task.get_name()} ({at})")
+        log.info("stopping: still waiting for %d task(s): %s", len(left), ", ".join(sorted(where))[:2000])

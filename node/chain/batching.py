@@ -56,6 +56,10 @@ class ReadyQueue:
         if wake:
             self._arrived.set()
 
+    def poke(self) -> None:
+        """Wakes whoever waits for an arrival, to look again (a partial batch lingering for jobs that will not come)."""
+        self._arrived.set()
+
     def peek(self) -> Job:
         return self._jobs[0]
 

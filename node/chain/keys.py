@@ -11,7 +11,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from eth_typing import ChecksumAddress
 
 from node.errors import short
 from node.observability.conditions import CONDITIONS
-from node.retry import backoff_s
+from node.retry import backoff_s, wait_set
 
 #: How long a key whose sends are refused for lack of funds (or similar) pauses, at first and at most.
 KEY_PAUSE_BASE_S = 2.0
@@ -86,8 +85,7 @@ class KeyPool:
                     return key
             self._room.clear()
             timeout = None if unpaused_at is None else max(0.0, unpaused_at - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout)
+            await wait_set(self._room, timeout)
 
     def release(self, key: Key) -> None:
         """Gives back the slot `acquire` reserved (the signed transaction, if any, holds one of its own now)."""

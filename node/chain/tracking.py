@@ -16,7 +16,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from node.chain.view import ChainView
 from node.jobs.states import JobState
 from node.jobs.store import JobStore, StoredTx
 from node.observability.conditions import CONDITIONS
-from node.retry import backoff_s
+from node.retry import backoff_s, wait_set
 
 if TYPE_CHECKING:
     from node.observability.metrics import Metrics
@@ -118,8 +117,7 @@ class Confirmer:
         answers, the loop goes on; while checks fail it backs off (capped) and says so once, not once per check."""
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._policy.receipt_poll_s)
+            await wait_set(self._wake, self._policy.receipt_poll_s)
             self._wake.clear()
             if not self._ledger:
                 continue

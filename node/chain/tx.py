@@ -232,6 +232,14 @@ class TxManager:
         self._upcoming = upcoming
         self._queue.append(job)
 
+    def expect(self, upcoming: int) -> None:
+        """The caller's count of jobs still being computed changed (one finished without a send: expired, failed,
+        cancelled by a reorg); at 0 a lingering partial batch stops waiting and an idle node trims its heap."""
+        self._upcoming = upcoming
+        if upcoming == 0:
+            self._queue.poke()
+            self._after_confirmation()
+
     def on_head(self, head: Head) -> None:
         self._view.on_head(head)
         self._confirmer.wake()

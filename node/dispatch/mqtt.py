@@ -24,6 +24,7 @@ from containers.runtime.wire import RequestBody, chain_request, offchain_request
 from node.dispatch.protocol import offchain_output, output_from_answer, parse_json
 from node.errors import ContainerError, ContainerRejected, short
 from node.observability.conditions import CONDITIONS
+from node.retry import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class MqttHub:
         """Publishes one dispatch of a job and waits for its answer; raises `TimeoutError` if none comes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        if not await wait_set(self._connected, timeout_s):
+            raise TimeoutError(f"no broker connection within {timeout_s:.0f} s")
         future = self._pending.get(job_id)
         if future is None or future.done():
             future = self._pending[job_id] = loop.create_future()
@@ -102,7 +104,8 @@ class MqttHub:
             raise TimeoutError("broker connection dropped")
         try:
             await client.publish(jobs_topic(model_name), json.dumps(message), qos=1, timeout=timeout_s)
-            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(future)
         except aiomqtt.MqttError as exc:
             raise TimeoutError(f"publish failed: {exc}") from None
         finally:

@@ -40,6 +40,9 @@ class Sender(Protocol):
     def enqueue(self, job: Job, upcoming: int = 0) -> None:
         """Queues a computed job; `upcoming`: how many more jobs are still being computed (a batching hint)."""
 
+    def expect(self, upcoming: int) -> None:
+        """The count of jobs still being computed, when it changed without a job handed on."""
+
 
 @dataclass(eq=False)
 class _Queue:
@@ -127,11 +130,15 @@ class Scheduler:
             job = queue.waiting.popleft()
             if job.state in (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED):  # not orphaned meanwhile
                 self._start(job, queue)
+        self._sender.expect(self._computing())
+
+    def _computing(self, but: int | None = None) -> int:
+        """Jobs computing (tasks not yet done) or waiting for a task, leaving out request `but`."""
+        return sum(1 for rid, t in self._tasks.items() if rid != but and not t.done()) + self.waiting
 
     def _hand_on(self, job: Job) -> None:
         """Gives a computed job to the sender, with how many others are still being computed or wait to be."""
-        others = len(self._tasks) - (job.request_id in self._tasks) + self.waiting
-        self._sender.enqueue(job, upcoming=others)
+        self._sender.enqueue(job, upcoming=self._computing(but=job.request_id))
 
     @property
     def waiting(self) -> int:
