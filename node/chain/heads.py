@@ -7,7 +7,10 @@ each is judged here, once.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,8 @@ from tenacity.wait import wait_exponential_jitter
 from node.chain.contracts import as_int
 from node.chain.rpc import RpcError, is_transport_error
 from node.errors import Action, EndpointFailed, RpcUnavailable
+
+log = logging.getLogger("node.chain.listener")
 
 #: A WebSocket is stale after this many block times without a new head (and the chain moved on).
 STALE_HEAD_BLOCKS = 5.0
@@ -187,3 +192,26 @@ def as_head(block: Any) -> Head:
     ):
         raise ValueError(f"a block with fields past any real chain's: {head}")
     return head
+
+
+#: A raw JSON-RPC call: (method, params) -> the answer's `result` as sent (hex strings).
+Call = Callable[[str, list[Any]], Awaitable[Any]]
+
+
+async def read_head(call: Call, number: int | str) -> Head:
+    """Block `number` (or a tag such as "latest") through `call`, checked (`as_head`). Raises ConnectionError when the
+    endpoint has no such block (a node still syncing), ValueError/KeyError/TypeError for a malformed one."""
+    block = await call("eth_getBlockByNumber", [hex(number) if isinstance(number, int) else number, False])
+    if block is None:
+        raise ConnectionError(f"the endpoint has no block {number} (a node still syncing?)")
+    return as_head(block)
+
+
+async def head_number(call: Call, timeout_s: float) -> int | None:
+    """`eth_blockNumber` through `call` within `timeout_s` seconds, or None when it failed (any way)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return as_int(await call("eth_blockNumber", []))
+    except Exception as exc:
+        log.debug("eth_blockNumber for the staleness check failed: %s", exc)
+        return None

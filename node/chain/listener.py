@@ -52,7 +52,9 @@ from node.chain.heads import (
     WsStale,
     action_of,
     as_head,
+    head_number,
     is_stale,
+    read_head,
 )
 from node.chain.logs import Call, LogReader
 from node.chain.rpc import RpcPool, public_url
@@ -258,12 +260,6 @@ class Listener:
 
     # --------------------------------------------------------------------------------------------- heads
 
-    async def _block(self, call: Call, number: int | str) -> Head:
-        block = await call("eth_getBlockByNumber", [hex(number) if isinstance(number, int) else number, False])
-        if block is None:
-            raise ConnectionError(f"the endpoint has no block {number} (a node still syncing?)")
-        return as_head(block)
-
     async def _verify_jump(self, call: Call, head: Head) -> None:
         """A head far past the previous one (in number or in time) is read again by number before it is believed;
         raises ValueError when the chain does not have it (one bogus answer must not move the cursor or the clock)."""
@@ -274,7 +270,7 @@ class Listener:
             jumped = True
         if not jumped:
             return
-        again = await self._block(call, head.number)
+        again = await read_head(call, head.number)
         if again.hash != head.hash or again.timestamp != head.timestamp:
             CONDITIONS.count("rpc", Action.UNKNOWN)
             raise ValueError(f"head {head.number} not confirmed by the chain (asked again: {again.hash})")
@@ -306,7 +302,7 @@ class Listener:
         canonical_parent = head.parent_hash
         while number in self._hashes and self._hashes[number] != canonical_parent:
             fork = number
-            block = await self._block(call, number)
+            block = await read_head(call, number)
             canonical_parent = block.parent_hash
             number -= 1
         self.reorgs += 1
@@ -330,7 +326,7 @@ class Listener:
         if not below:
             return
         top = max(below)
-        block = await self._block(call, top)
+        block = await read_head(call, top)
         if block.hash != self._hashes[top]:
             await self._rewind(call, Head(top + 1, "", block.hash, 0, 0))
 
@@ -482,7 +478,7 @@ class Listener:
         async with contextlib.AsyncExitStack() as stack:
             ws, heads = await self._open_ws(url, stack)
             call = self._counted(ws.request)
-            head = await self._block(call, "latest")
+            head = await read_head(call, "latest")
             await self._check_stored(call, head)
             await self._on_new_head(call, head)
             found = await self.backfill(call)
@@ -541,9 +537,9 @@ class Listener:
         """The WebSocket sent no head for the staleness bound: asks the head over HTTP (or, failing that, over the
         WebSocket's own calls); raises `WsStale` when it is past ours, else (an idle chain) notes the check."""
         ours = self.head.number if self.head is not None else None
-        theirs = await self._head_number(self._rpc.request)
+        theirs = await head_number(self._rpc.request, max(1.0, self.block_time.min_s))
         if theirs is None:
-            theirs = await self._head_number(call)
+            theirs = await head_number(call, max(1.0, self.block_time.min_s))
         self._ws_checked_at = time.monotonic()
         silent = self._ws_checked_at - self._ws_head_at
         if is_stale(ours, theirs):
@@ -555,19 +551,10 @@ class Listener:
             if self._ws_head_at > self._ws_up_at:  # this socket did send heads: nothing against it
                 CONDITIONS.set(f"ws {public_url(url)}", None)
 
-    async def _head_number(self, call: Call) -> int | None:
-        """`eth_blockNumber` within the staleness floor, or None when it failed (any way)."""
-        try:
-            async with asyncio.timeout(max(1.0, self.block_time.min_s)):
-                return as_int(await call("eth_blockNumber", []))
-        except Exception as exc:
-            log.debug("eth_blockNumber for the staleness check failed: %s", exc)
-            return None
-
     async def _poll_once(self) -> None:
         """One HTTP round: the head, then the logs up to it."""
         call = self._rpc.request
-        head = await self._block(call, "latest")
+        head = await read_head(call, "latest")
         await self._on_new_head(call, head)
         self._reread_to = None  # polling reads every block with eth_getLogs anyway
         await self.backfill(call)
@@ -575,7 +562,7 @@ class Listener:
     async def _run_polling(self, until: float | None) -> None:
         """Polls over HTTP every `poll_interval_s` until `until` (monotonic; None: for ever); raises on failure."""
         call = self._rpc.request
-        head = await self._block(call, "latest")
+        head = await read_head(call, "latest")
         await self._check_stored(call, head)
         self.connected = True
         if self._mode not in ("polling", "ws-wait"):
@@ -588,7 +575,7 @@ class Listener:
         while True:
             try:
                 if not fresh:
-                    head = await self._block(call, "latest")
+                    head = await read_head(call, "latest")
                 await self._on_new_head(call, head)
                 self._reread_to = None  # polling reads every block with eth_getLogs anyway
                 await self.backfill(call)

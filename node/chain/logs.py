@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -26,12 +26,10 @@ from node.chain.heads import (
     log_refusal,
     rate_limit_wait,
 )
+from node.chain.heads import Call as Call  # re-exported: the listener's calls have this type
 from node.observability.conditions import CONDITIONS
 
 log = logging.getLogger("node.chain.listener")
-
-#: A raw JSON-RPC call: (method, params) -> the answer's `result` as sent (hex strings).
-Call = Callable[[str, list[Any]], Awaitable[Any]]
 
 
 class LogReader:
