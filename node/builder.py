@@ -41,7 +41,7 @@ from node.jobs.scheduler import Scheduler
 from node.jobs.store import JobStore
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer
-from node.observability.metrics import Metrics
+from node.observability.metrics import Metrics, WatchedParts
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _api(
 ) -> web.Application:
     """The HTTP API's application: /healthz, /readyz, /status and its page, /metrics, /info and the /v1 API."""
     assert p.metrics is not None
-    p.metrics.watch(store=p.store, rpc=p.rpc, listener=p.listener, scheduler=p.scheduler, txm=p.txm, health=p.health)
+    p.metrics.watch(WatchedParts(p.store, p.rpc, p.listener, p.scheduler, p.txm, p.health))
     view = status_api.StatusView(
         chain_id, coordinator, p.health, p.listener, p.store, p.scheduler, p.txm, p.metrics, p.trimmer
     )

@@ -1,11 +1,22 @@
-"""What the node and the workers agree on over MQTT: topics, messages, broker URLs."""
+"""What the node and the workers agree on over MQTT: topics, messages, broker URLs, and the one way either keeps its
+broker connection (`Broker.serve`: reconnect with a capped back-off, subscribe before anything else)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import urlparse
 
+import aiomqtt
+
+log = logging.getLogger(__name__)
+
+#: The longest wait before connecting again to a lost broker (the waits double from 0.5 s up to it).
+RECONNECT_MAX_S = 10.0
 JOBS_PREFIX = "infera/jobs/"
 REPLIES_PREFIX = "infera/replies/"
 _TOPIC_SAFE = re.compile(r"^[^#+\x00]+$")
@@ -46,3 +57,46 @@ def broker_address(url: str) -> tuple[str, int]:
     if parsed.scheme != "mqtt" or not parsed.hostname:
         raise ValueError(f"broker URL must look like mqtt://host:port, got {url!r}")
     return parsed.hostname, parsed.port or 1883
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A broker to connect to, and as whom (the password stays out of `repr`)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def at(cls, url: str, *, username: str | None = None, password: str | None = None) -> Broker:
+        """The broker at `mqtt://host:port` (`broker_address`)."""
+        host, port = broker_address(url)
+        return cls(host, port, username, password)
+
+    async def serve(
+        self, identifier: str, topic: str, session: Callable[[aiomqtt.Client], Awaitable[None]], *, who: str
+    ) -> None:
+        """Until cancelled: connects as `identifier` (MQTT 5), subscribes to `topic` with QoS 1 and runs
+        `session(client)` on the connection. A lost broker (`aiomqtt.MqttError`, `who` names the loser in the log)
+        is connected again after a back-off that doubles from 0.5 s up to `RECONNECT_MAX_S` and starts over once a
+        subscription succeeds."""
+        failures = 0
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=identifier,
+                    username=self.username,
+                    password=self.password,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as client:
+                    await client.subscribe(topic, qos=1)
+                    failures = 0
+                    await session(client)
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                delay = min(RECONNECT_MAX_S, 0.5 * 2 ** (failures - 1))
+                log.warning("%s lost the broker (%s); reconnecting in %.1f s", who, exc, delay)
+                await asyncio.sleep(delay)

@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator
 import aiomqtt
 from aiohttp import web
 
-from containers.runtime.mqtt import JobMessage, ReplyMessage, broker_address, shared_jobs_topic
+from containers.runtime.mqtt import Broker, JobMessage, ReplyMessage, shared_jobs_topic
 from containers.runtime.server import STATE, ServerState, process
 
 log = logging.getLogger(__name__)
-
-RECONNECT_MAX_S = 10.0
 
 
 class Worker:
@@ -40,11 +38,9 @@ class Worker:
         password: str | None = None,
     ) -> None:
         self.state = state
-        self.host, self.port = broker_address(url)
+        self._broker = Broker.at(url, username=username, password=password)
         self.topic = shared_jobs_topic(pool, state.model.name)
         self.worker_id = f"infera-worker-{pool}-{uuid.uuid4().hex[:8]}"
-        self._username = username
-        self._password = password
         self._slots = asyncio.Semaphore(max_inflight)
         self._cache_size = cache_size
         self._answers: OrderedDict[str, ReplyMessage] = OrderedDict()
@@ -55,37 +51,25 @@ class Worker:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
+        """Takes jobs once the model is ready, until cancelled (`Broker.serve`: reconnects with back-off)."""
         await self.state.ready.wait()
-        failures = 0
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.host,
-                    self.port,
-                    identifier=self.worker_id,
-                    username=self._username,
-                    password=self._password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                ) as client:
-                    await client.subscribe(self.topic, qos=1)
-                    self.subscribed.set()
-                    log.info("worker %s taking jobs from %s on %s:%d", self.worker_id, self.topic, self.host, self.port)
-                    failures = 0
-                    try:
-                        async for message in client.messages:
-                            await self._slots.acquire()
-                            task = asyncio.create_task(self._handle(client, message.payload))
-                            self._tasks.add(task)
-                            task.add_done_callback(self._tasks.discard)
-                    finally:
-                        self.subscribed.clear()
-                        if self._tasks:  # let the jobs we hold answer before the connection goes
-                            await asyncio.wait(set(self._tasks), timeout=30)
-            except aiomqtt.MqttError as exc:
-                failures += 1
-                delay = min(RECONNECT_MAX_S, 0.5 * 2 ** (failures - 1))
-                log.warning("worker lost the broker (%s); reconnecting in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+        await self._broker.serve(self.worker_id, self.topic, self._session, who="worker")
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection, subscribed to the pool's jobs: each is handled in a task, within `max_inflight`."""
+        self.subscribed.set()
+        b = self._broker
+        log.info("worker %s taking jobs from %s on %s:%d", self.worker_id, self.topic, b.host, b.port)
+        try:
+            async for message in client.messages:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(client, message.payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            self.subscribed.clear()
+            if self._tasks:  # let the jobs we hold answer before the connection goes
+                await asyncio.wait(set(self._tasks), timeout=30)
 
     async def _handle(self, client: aiomqtt.Client, payload: object) -> None:
         try:

@@ -29,14 +29,14 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from node.api.eip712 import DelegatedTyping, recover
-from node.api.jobs import TERMINAL, JobInputError
+from node.api.jobs import TERMINAL, ApiJob, JobInputError
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
 from node.dispatch.calls import ModelRoute
@@ -62,22 +62,16 @@ class Busy(Overloaded):
 
 
 @dataclass(slots=True)
-class DelegatedJob:
-    """One delegated (EIP-712) request accepted by the API: what was signed, its status and the on-chain request id."""
+class DelegatedJob(ApiJob):
+    """One delegated (EIP-712) request accepted by the API: what was signed, its status (queued, running, sent,
+    completed, failed) and the on-chain request id."""
 
-    id: str
-    owner: str
-    model: str
     request: dict[str, Any]
     input: bytes
     signature: bytes
-    status: str = "queued"  # queued, running, sent, completed, failed
     tx_hash: str | None = None
     request_id: int | None = None
     block_number: int | None = None
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
 
     def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -88,12 +82,11 @@ class DelegatedJob:
             "nonce": str(self.request["nonce"]),
             "created_at": self.created_at,
         }
-        for key in ("tx_hash", "request_id", "block_number", "error", "finished_at"):
+        for key in ("tx_hash", "request_id", "block_number", "error"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
-        if self.finished_at is not None:
-            out["latency_ms"] = round((self.finished_at - self.created_at) * 1000, 1)
+        self._add_timing(out)
         return out
 
 

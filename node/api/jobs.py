@@ -48,21 +48,34 @@ class JobsBusy(Overloaded):
 
 
 @dataclass(slots=True)
-class OffchainJob:
-    """One job of the `/v1` API: its input, status, output or error, attempts and timing, kept in memory."""
+class ApiJob:
+    """What every job the API accepts has: its id, the token that owns it, its model, status, error and timing. A
+    kind of job adds its own fields after these three (the rest are keywords)."""
 
     id: str
     owner: str
     model: str
+    status: str = field(default="queued", kw_only=True)
+    error: str | None = field(default=None, kw_only=True)
+    created_at: float = field(default_factory=time.time, kw_only=True)
+    finished_at: float | None = field(default=None, kw_only=True)
+
+    def _add_timing(self, out: dict[str, Any]) -> None:
+        """Adds when the job finished and its latency to `view()`'s `out`, once it has."""
+        if self.finished_at is not None:
+            out["finished_at"] = self.finished_at
+            out["latency_ms"] = round((self.finished_at - self.created_at) * 1000, 1)
+
+
+@dataclass(slots=True)
+class OffchainJob(ApiJob):
+    """One job of the `/v1` API: its input, status, output or error, attempts and timing, kept in memory."""
+
     input: dict[str, Any]
     stream: bool
-    status: str = "queued"
     output: Any = None
-    error: str | None = None
     attempts: int = 0
-    created_at: float = field(default_factory=time.time)
     started_at: float | None = None
-    finished_at: float | None = None
     #: Pieces of a streamed output, in order.
     tokens: list[str] = field(default_factory=list)
     #: Set and replaced on every change, so followers wake up.
@@ -84,9 +97,7 @@ class OffchainJob:
             out["output"] = self.output
         if self.error is not None:
             out["error"] = self.error
-        if self.finished_at is not None:
-            out["finished_at"] = self.finished_at
-            out["latency_ms"] = round((self.finished_at - self.created_at) * 1000, 1)
+        self._add_timing(out)
         return out
 
 

@@ -21,13 +21,11 @@ import logging
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
 
 from node.chain import delivery
-from node.chain.contracts import CoordinatorAbi
+from node.chain.env import TxEnv
 from node.chain.policy import TxPolicy
-from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
-from node.chain.view import ChainView
+from node.chain.rpc import RpcError, as_reverted, is_revert
 from node.errors import TxReverted
 from node.jobs.store import Job, StoredTx
 
@@ -85,14 +83,8 @@ def re_sign(account: LocalAccount, tx: StoredTx, request: dict[str, Any]) -> Non
 class TxBuilder:
     """Simulates, prices and signs coordinator calls; knows the chain id and the coordinator's `maxOutputBytes`."""
 
-    def __init__(
-        self, rpc: RpcPool, abi: CoordinatorAbi, coordinator: ChecksumAddress, view: ChainView, policy: TxPolicy
-    ) -> None:
-        self._rpc = rpc
-        self._abi = abi
-        self._coordinator = coordinator
-        self._view = view
-        self._policy = policy
+    def __init__(self, env: TxEnv) -> None:
+        self._env = env
         self.chain_id = 0
         #: The coordinator's `maxOutputBytes` (read at start; None if it could not be read): a longer output is
         #: reported as a failure instead of being sent to a certain revert.
@@ -100,15 +92,15 @@ class TxBuilder:
         self._cap_warned = False
 
     async def read_chain_id(self) -> int:
-        self.chain_id = await self._rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
+        self.chain_id = await self._env.rpc.call("eth_chainId", lambda w3: w3.eth.chain_id)
         return self.chain_id
 
     async def read_limits(self) -> None:
         """Reads the coordinator's `maxOutputBytes` (best effort: without it, oversized outputs are found by the
         simulation's revert or the RPC's refusal)."""
-        call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("maxOutputBytes").hex()}
+        call = {"to": self._env.coordinator, "data": "0x" + self._env.abi.encode_call("maxOutputBytes").hex()}
         try:
-            answer = await self._rpc.request("eth_call", [call, "latest"])
+            answer = await self._env.rpc.request("eth_call", [call, "latest"])
             self.max_output_bytes = int(answer, 16)
         except Exception as exc:  # any answer: the limit is an optimisation, not a guarantee
             log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
@@ -116,27 +108,27 @@ class TxBuilder:
     async def simulate(self, sender: str, data: bytes, gas: int, what: str) -> TxReverted | None:
         """Runs the call as `sender` at gas limit `gas`: None if it would succeed, the decoded revert if not. Raises
         what the RPC answered otherwise (`RpcError`, `RpcUnavailable`)."""
-        call = {"from": sender, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
+        call = {"from": sender, "to": self._env.coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
         try:
-            await self._rpc.request("eth_call", [call, "latest"])
+            await self._env.rpc.request("eth_call", [call, "latest"])
         except RpcError as exc:
             if not is_revert(exc):
                 raise
-            return as_reverted(exc, self._abi, what)
+            return as_reverted(exc, self._env.abi, what)
         return None
 
     def fees(self, *, holding: int = 0) -> tuple[int, int] | None:
         """(maxFeePerGas, maxPriorityFeePerGas) for a new transaction now, or None while the base fee is above the
         cap (said once per spell, naming the `holding` jobs that wait for it)."""
-        base = self._view.base_fee_wei
-        fees = delivery.fees(base, self._policy.max_fee_per_gas_wei, self._policy.priority_fee_wei)
+        base = self._env.view.base_fee_wei
+        fees = delivery.fees(base, self._env.policy.max_fee_per_gas_wei, self._env.policy.priority_fee_wei)
         if fees is not None:
             self._cap_warned = False
         elif holding and not self._cap_warned:
             log.warning(
                 "base fee %d wei is above the cap max_fee_per_gas_wei=%d: holding %d job(s) until it falls",
                 base,
-                self._policy.max_fee_per_gas_wei,
+                self._env.policy.max_fee_per_gas_wei,
                 holding,
             )
             self._cap_warned = True
@@ -146,7 +138,7 @@ class TxBuilder:
         self, account: LocalAccount, nonce: int, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]
     ) -> StoredTx:
         """A coordinator call carrying `jobs`, signed at `nonce` (not yet stored, tracked or sent)."""
-        request = unsigned_call(self._coordinator, data, gas, nonce, self.chain_id, fees)
+        request = unsigned_call(self._env.coordinator, data, gas, nonce, self.chain_id, fees)
         tx_hash, raw = sign(account, request)
         return StoredTx(
             sender=account.address,
@@ -155,5 +147,5 @@ class TxBuilder:
             raw=raw,
             request=request,
             items=[(j.request_id, j.failure is not None) for j in jobs],
-            sent_block=self._view.head_number,
+            sent_block=self._env.view.head_number,
         )

@@ -26,17 +26,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from node.chain import delivery
-from node.chain.batching import ReadyQueue
-from node.chain.keys import Key, KeyPool
-from node.chain.ledger import OpenTxs
-from node.chain.policy import TxPolicy
+from node.chain.env import TxBooks, TxEnv
+from node.chain.keys import Key
 from node.chain.resend import Resender
-from node.chain.rpc import RpcError, RpcPool, classify
-from node.chain.settle import JobHistory, Settler
+from node.chain.rpc import RpcError, classify
 from node.chain.tracking import SETTLED_ERRORS, receipt_of
 from node.errors import Action, TxReverted, short
 from node.jobs.states import JobState
-from node.jobs.store import Job, JobStore, StoredTx
+from node.jobs.store import Job, StoredTx
 from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
 
@@ -61,27 +58,15 @@ class Refusals:
 
     def __init__(
         self,
-        rpc: RpcPool,
-        store: JobStore,
-        policy: TxPolicy,
+        env: TxEnv,
+        books: TxBooks,
         *,
-        keys: KeyPool,
-        ledger: OpenTxs,
-        queue: ReadyQueue,
-        history: JobHistory,
-        settler: Settler,
         resender: Resender,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._rpc = rpc
-        self._store = store
-        self._policy = policy
-        self._keys = keys
-        self._ledger = ledger
-        self._queue = queue
-        self._history = history
-        self._settler = settler
+        self._env = env
+        self._books = books
         self._resender = resender
         self._spawn = spawn
         self._monotonic = monotonic
@@ -100,7 +85,7 @@ class Refusals:
         if action is Action.REFUSED:
             self.item_refused([j for j in jobs if j.state is JobState.COMPUTED], str(exc))
         elif action is Action.KEY_BLOCKED:
-            self._keys.pause(key, str(exc))
+            self._books.keys.pause(key, str(exc))
             self.requeue(jobs, exc, counts=False)
         else:
             self.requeue(jobs, exc, retry_after_s=getattr(exc, "retry_after_s", None))
@@ -108,7 +93,7 @@ class Refusals:
     def reverted(self, job: Job, reverted: TxReverted) -> None:
         """The simulation of `job` alone reverted: settle it, report its failure, or doubt the revert."""
         if reverted.error in SETTLED_ERRORS:
-            self._settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+            self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
         elif reverted.error is None:
             # Not one of the coordinator's errors (an endpoint that says "revert" for something else, a revert
             # without data): refused a few times before the node believes it.
@@ -116,10 +101,10 @@ class Refusals:
         elif job.failure is None:
             # The coordinator will not take this output (e.g. too large): failure is an answer, report it.
             log.warning("request %d: %s; reporting the failure instead", job.request_id, reverted)
-            self._store.update(job, JobState.COMPUTED, failure=f"delivery refused: {reverted.error or reverted}")
-            self._queue.append(job)
+            self._env.store.update(job, JobState.COMPUTED, failure=f"delivery refused: {reverted.error or reverted}")
+            self._books.queue.append(job)
         else:
-            self._settler.settle(job, JobState.FAILED, str(reverted))
+            self._books.settler.settle(job, JobState.FAILED, str(reverted))
 
     def requeue(
         self, jobs: list[Job], exc: BaseException, *, counts: bool = True, retry_after_s: float | None = None
@@ -134,17 +119,19 @@ class Refusals:
             if job.state is not JobState.COMPUTED:
                 continue  # sent meanwhile (a split batch), orphaned, or settled
             rid = job.request_id
-            first = self._history.first_failure(rid, now, counts=counts)
-            if counts and now - first > self._policy.retry_window_s:
+            first = self._books.history.first_failure(rid, now, counts=counts)
+            if counts and now - first > self._env.policy.retry_window_s:
                 if job.failure is None:
                     reason = f"could not deliver for {now - first:.0f} s: {short(exc)}"
                     log.error("request %d: %s; reporting the failure instead", rid, reason)
-                    self._store.update(job, JobState.COMPUTED, output=None, failure=reason)
-                    self._history.restart_window(rid, now)  # the report gets a window of its own
+                    self._env.store.update(job, JobState.COMPUTED, output=None, failure=reason)
+                    self._books.history.restart_window(rid, now)  # the report gets a window of its own
                 else:
-                    self._settler.settle(job, JobState.FAILED, f"could not send for {now - first:.0f} s: {short(exc)}")
+                    self._books.settler.settle(
+                        job, JobState.FAILED, f"could not send for {now - first:.0f} s: {short(exc)}"
+                    )
                     continue
-            failures = self._history.failed_send(rid, counts=counts)
+            failures = self._books.history.failed_send(rid, counts=counts)
             delay = max(delay, backoff_s(max(1, failures), SEND_BACKOFF_BASE_S, SEND_BACKOFF_MAX_S))
             later.append(job)
         if retry_after_s:
@@ -162,7 +149,7 @@ class Refusals:
             await asyncio.sleep(delay_s)  # a back-off, not a wait for a condition
         finally:
             self.backing_off -= len(jobs)
-        self._queue.put_back(jobs)  # wakes the send loop, which may be asleep on an empty queue
+        self._books.queue.put_back(jobs)  # wakes the send loop, which may be asleep on an empty queue
 
     def item_refused(self, jobs: list[Job], reason: str) -> None:
         """The RPC refused a transaction for what it carried (not a decoded revert: too big, too much gas, an
@@ -172,24 +159,24 @@ class Refusals:
             return
         if len(jobs) > 1:
             for job in jobs:
-                self._history.refused_in_batch(job.request_id)
+                self._books.history.refused_in_batch(job.request_id)
             log.warning("%d item(s) refused together (%s); sending them again in smaller batches", len(jobs), reason)
             self.requeue(jobs, RuntimeError(reason))
             return
         job = jobs[0]
         rid = job.request_id
         now = self._monotonic()
-        refused, first = self._history.refused_alone(rid, now)
+        refused, first = self._books.history.refused_alone(rid, now)
         if refused < MAX_ITEM_REFUSALS or now - first < REFUSAL_WINDOW_S:
             self.requeue(jobs, RuntimeError(reason))
         elif job.failure is None:
             why = f"delivery refused by the RPC {refused} times: {short(reason)}"
             log.error("request %d: %s; reporting the failure instead", rid, why)
-            self._store.update(job, JobState.COMPUTED, output=None, failure=why)
-            self._history.forget_refusals(rid)
-            self._queue.append(job)
+            self._env.store.update(job, JobState.COMPUTED, output=None, failure=why)
+            self._books.history.forget_refusals(rid)
+            self._books.queue.append(job)
         else:
-            self._settler.settle(
+            self._books.settler.settle(
                 job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {short(reason)}"
             )
 
@@ -211,7 +198,7 @@ class Refusals:
             return
         if "underpriced" not in message:  # an underpriced rebroadcast means the pool has it already
             now = self._monotonic()
-            count, first = self._ledger.count_refusal(tx, now)
+            count, first = self._books.ledger.count_refusal(tx, now)
             if count >= MAX_TX_REFUSALS and now - first >= TX_REFUSAL_WINDOW_S:
                 # However the RPC words it, a transaction refused this often for this long will not be taken.
                 action, quiet = Action.REFUSED, False
@@ -224,19 +211,19 @@ class Refusals:
                 "nonce %d of %s: the RPC answered %r; kept, the tracker rebroadcasts it", tx.nonce, tx.sender, error
             )
             return
-        self._ledger.clear_refusals(tx)
+        self._books.ledger.clear_refusals(tx)
         log.error("nonce %d of %s refused by the RPC (%s); its jobs will be sent again", tx.nonce, tx.sender, error)
         jobs = await self._resender.abandon(tx, error)
         if action is Action.REFUSED:
             self.item_refused(jobs, error)
         else:
-            self._keys.pause(self._keys.get(tx.sender), error)
+            self._books.keys.pause(self._books.keys.get(tx.sender), error)
             self.requeue(jobs, RuntimeError(error), counts=False)
 
     async def _nonce_taken(self, tx: StoredTx) -> None:
         """The chain already has a transaction at this nonce that is none of ours on record: resync, resend."""
         for tx_hash in tx.hashes:
-            if await receipt_of(self._rpc, tx_hash) is not None:
+            if await receipt_of(self._env.rpc, tx_hash) is not None:
                 return  # one of ours was mined: the tracker settles it
         jobs = await self._resender.abandon(tx, "nonce too low", taken=True)
         self.requeue(jobs, RuntimeError("nonce too low"))

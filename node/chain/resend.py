@@ -20,14 +20,11 @@ import time
 
 from node.chain import build, delivery
 from node.chain.broadcast import Broadcaster
-from node.chain.contracts import CoordinatorAbi
-from node.chain.keys import Key, KeyPool
-from node.chain.ledger import OpenTxs
+from node.chain.env import TxBooks, TxEnv
+from node.chain.keys import Key
 from node.chain.nonces import Nonces
-from node.chain.policy import TxPolicy
-from node.chain.view import ChainView
 from node.jobs.states import JobState
-from node.jobs.store import Job, JobStore, StoredTx
+from node.jobs.store import Job, StoredTx
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +40,9 @@ REBROADCAST_AFTER_S = 10.0
 class Resender:
     """Bumps, rebroadcasts, fills and gives up the node's open transactions."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        abi: CoordinatorAbi,
-        policy: TxPolicy,
-        view: ChainView,
-        keys: KeyPool,
-        ledger: OpenTxs,
-        nonces: Nonces,
-        broadcaster: Broadcaster,
-    ) -> None:
-        self._store = store
-        self._abi = abi
-        self._policy = policy
-        self._view = view
-        self._keys = keys
-        self._ledger = ledger
+    def __init__(self, env: TxEnv, books: TxBooks, nonces: Nonces, broadcaster: Broadcaster) -> None:
+        self._env = env
+        self._books = books
         self._nonces = nonces
         self._broadcaster = broadcaster
         #: Transactions re-signed with raised fees, for metrics.
@@ -68,29 +51,31 @@ class Resender:
     def stale(self, tx: StoredTx) -> bool:
         """Whether pending `tx` is due for a replacement: `bump_after_blocks` behind and `BUMP_MIN_AGE_S` old."""
         return (
-            self._view.head_number - tx.sent_block >= self._policy.bump_after_blocks
-            and time.monotonic() - self._ledger.sent_at(tx) >= BUMP_MIN_AGE_S
+            self._env.view.head_number - tx.sent_block >= self._env.policy.bump_after_blocks
+            and time.monotonic() - self._books.ledger.sent_at(tx) >= BUMP_MIN_AGE_S
         )
 
     async def unmined(self, tx: StoredTx, *, stale: bool) -> None:
         """Pending `tx` has no receipt: replaced when `stale`, rebroadcast when it was last sent long ago."""
         if stale:
             await self.replace(tx)
-        elif time.monotonic() - self._ledger.sent_at(tx) >= REBROADCAST_AFTER_S:
-            self._ledger.touch(tx)
+        elif time.monotonic() - self._books.ledger.sent_at(tx) >= REBROADCAST_AFTER_S:
+            self._books.ledger.touch(tx)
             await self._broadcaster.send(tx, quiet=True)
 
     async def replace(self, tx: StoredTx) -> None:
         """Re-signs an unmined transaction at the same nonce with higher fees (or rebroadcasts it at the cap)."""
-        key = self._keys.get(tx.sender)
-        request, raised = build.bumped(tx.request, self._view.base_fee_wei, self._policy)
+        key = self._books.keys.get(tx.sender)
+        request, raised = build.bumped(tx.request, self._env.view.base_fee_wei, self._env.policy)
         old_max = int(tx.request["maxFeePerGas"])
         live = [
-            j for rid, _ in tx.items if (j := self._ledger.carried(rid)) is not None and j.state is JobState.SUBMITTED
+            j
+            for rid, _ in tx.items
+            if (j := self._books.ledger.carried(rid)) is not None and j.state is JobState.SUBMITTED
         ]
-        waited = self._view.head_number - tx.sent_block
-        tx.sent_block = self._view.head_number
-        self._ledger.touch(tx)
+        waited = self._env.view.head_number - tx.sent_block
+        tx.sent_block = self._env.view.head_number
+        self._books.ledger.touch(tx)
         if not raised and len(live) == len(tx.items):
             log.warning(
                 "nonce %d of %s unmined after %d blocks and its fee is at the cap (%d wei): rebroadcasting",
@@ -99,19 +84,19 @@ class Resender:
                 waited,
                 old_max,
             )
-            self._store.update_tx(tx)
+            self._env.store.update_tx(tx)
             await self._broadcaster.send(tx, quiet=True)
             return
         if len(live) != len(tx.items):
             if live:
-                request = build.recarried(request, delivery.calldata(self._abi, live))
+                request = build.recarried(request, delivery.calldata(self._env.abi, live))
             else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
                 request = build.emptied(request, tx.sender)
             tx.items = [(j.request_id, j.failure is not None) for j in live]
         build.re_sign(key.account, tx, request)
-        self._store.update_tx(tx)  # a transaction left carrying nothing: the store adds its hash to `call_hashes`
+        self._env.store.update_tx(tx)  # a transaction left carrying nothing: the store adds its hash to `call_hashes`
         for job in live:
-            self._store.update(job, JobState.SUBMITTED, tx_hash=tx.hashes[-1])
+            self._env.store.update(job, JobState.SUBMITTED, tx_hash=tx.hashes[-1])
         self.replaced += 1
         log.warning(
             "nonce %d of %s unmined after %d blocks: replaced with maxFeePerGas %d (was %d), tx %s",
@@ -128,32 +113,32 @@ class Resender:
         """Gives up a signed transaction that will not be mined as it is; returns its jobs, `computed` again, for the
         caller to send again. `taken`: another transaction holds the nonce already, so `tx` is just dropped.
         Otherwise its nonce is filled when a later nonce of the key is open, or reused by the key's next send."""
-        key = self._keys.get(tx.sender)
-        carried = (self._ledger.drop(rid) or self._store.get(rid) for rid, _ in tx.items)
+        key = self._books.keys.get(tx.sender)
+        carried = (self._books.ledger.drop(rid) or self._env.store.get(rid) for rid, _ in tx.items)
         jobs = [j for j in carried if j is not None]
         for job in jobs:
             if job.state is JobState.SUBMITTED:
-                self._store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
+                self._env.store.update(job, JobState.COMPUTED, tx_hash=None, nonce=None)
         jobs = [j for j in jobs if j.state is JobState.COMPUTED]
         async with self._nonces.lock(key):
-            if self._ledger.has_later(tx) and not taken:
+            if self._books.ledger.has_later(tx) and not taken:
                 self._fill(tx, key, reason)
             else:
                 tx.state = "failed"
-                self._store.update_tx(tx)
-                self._ledger.close(tx)
+                self._env.store.update_tx(tx)
+                self._books.ledger.close(tx)
                 await self._nonces.resync_after(key, tx.nonce, reason, taken=taken)
         return jobs
 
     def _fill(self, tx: StoredTx, key: Key, reason: str) -> None:
         """Re-signs `tx` as a 0-value transfer to self at the same nonce (fees raised as for a replacement), so the
         key's later transactions are not held behind a nonce that nothing fills. It stays tracked."""
-        request, _ = build.bumped(tx.request, self._view.base_fee_wei, self._policy)
+        request, _ = build.bumped(tx.request, self._env.view.base_fee_wei, self._env.policy)
         build.re_sign(key.account, tx, build.emptied(request, tx.sender))
         tx.items = []
-        self._ledger.clear_refusals(tx)  # a new payload: its own refusals count
-        self._store.update_tx(tx)  # and its hashes to the store's `call_hashes`
-        self._ledger.touch(tx, at=0.0)  # the tracker rebroadcasts it at its next check
+        self._books.ledger.clear_refusals(tx)  # a new payload: its own refusals count
+        self._env.store.update_tx(tx)  # and its hashes to the store's `call_hashes`
+        self._books.ledger.touch(tx, at=0.0)  # the tracker rebroadcasts it at its next check
         log.warning(
             "nonce %d of %s filled with a 0-value transfer (%s): a later nonce is open", tx.nonce, tx.sender, reason
         )

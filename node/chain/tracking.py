@@ -21,21 +21,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from eth_typing import ChecksumAddress
 from web3.exceptions import TransactionNotFound
 
-from node.chain.batching import ReadyQueue
 from node.chain.broadcast import Broadcaster
-from node.chain.contracts import CoordinatorAbi
-from node.chain.keys import KeyPool
-from node.chain.ledger import OpenTxs
-from node.chain.policy import TxPolicy
+from node.chain.env import TxBooks, TxEnv
 from node.chain.resend import Resender
 from node.chain.rpc import RpcPool, classify
-from node.chain.settle import JobHistory, Settler
-from node.chain.view import ChainView
 from node.jobs.states import JobState
-from node.jobs.store import JobStore, StoredTx
+from node.jobs.store import StoredTx
 from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s, wait_set
 
@@ -64,36 +57,18 @@ class Confirmer:
 
     def __init__(
         self,
-        rpc: RpcPool,
-        store: JobStore,
-        abi: CoordinatorAbi,
-        coordinator: ChecksumAddress,
-        policy: TxPolicy,
+        env: TxEnv,
+        books: TxBooks,
         *,
-        view: ChainView,
-        keys: KeyPool,
-        ledger: OpenTxs,
-        queue: ReadyQueue,
         broadcaster: Broadcaster,
         resender: Resender,
-        settler: Settler,
-        history: JobHistory,
         metrics: Metrics | None = None,
         on_finished: Callable[[], None] = lambda: None,
     ) -> None:
-        self._rpc = rpc
-        self._store = store
-        self._abi = abi
-        self._coordinator = coordinator
-        self._policy = policy
-        self._view = view
-        self._keys = keys
-        self._ledger = ledger
-        self._queue = queue
+        self._env = env
+        self._books = books
         self._broadcaster = broadcaster
         self._resender = resender
-        self._settler = settler
-        self._history = history
         self._metrics = metrics
         self._on_finished = on_finished
         self._wake = asyncio.Event()
@@ -104,12 +79,12 @@ class Confirmer:
 
     def on_reorg(self, fork: int) -> None:
         """Transactions mined at or above the fork are tracked again as pending."""
-        for tx in self._ledger.all():
+        for tx in self._books.ledger.all():
             if tx.mined_block is not None and tx.mined_block >= fork:
                 tx.state, tx.mined_block = "pending", None
                 tx.sent_block = fork
-                self._ledger.set_receipt(tx, None)
-                self._store.update_tx(tx)
+                self._books.ledger.set_receipt(tx, None)
+                self._env.store.update_tx(tx)
         self._wake.set()
 
     async def run(self) -> None:
@@ -117,9 +92,9 @@ class Confirmer:
         answers, the loop goes on; while checks fail it backs off (capped) and says so once, not once per check."""
         failures = 0
         while True:
-            await wait_set(self._wake, self._policy.receipt_poll_s)
+            await wait_set(self._wake, self._env.policy.receipt_poll_s)
             self._wake.clear()
-            if not self._ledger:
+            if not self._books.ledger:
                 continue
             try:
                 await self._check_open()
@@ -129,7 +104,7 @@ class Confirmer:
                 failures += 1
                 CONDITIONS.set("receipts", f"cannot check transactions ({type(exc).__name__}); backing off")
                 log.debug("receipt checks failed: %s", exc)
-                await asyncio.sleep(backoff_s(failures, self._policy.receipt_poll_s, 30.0))  # a back-off
+                await asyncio.sleep(backoff_s(failures, self._env.policy.receipt_poll_s, 30.0))  # a back-off
             else:
                 if failures:
                     failures = 0
@@ -137,23 +112,25 @@ class Confirmer:
 
     def on_receipt(self, tx: StoredTx, receipt: Any) -> None:
         """A receipt of an open transaction: it is mined; settled at once if that is deep enough."""
-        if not self._ledger.is_open(tx) or tx.state != "pending":
+        if not self._books.ledger.is_open(tx) or tx.state != "pending":
             return
-        self._ledger.set_receipt(tx, receipt)
+        self._books.ledger.set_receipt(tx, receipt)
         tx.state, tx.mined_block = "mined", int(receipt["blockNumber"])
-        sent_at = self._ledger.sent_at(tx)
+        sent_at = self._books.ledger.sent_at(tx)
         if self._metrics is not None and sent_at:
             self._metrics.observe_mined(time.monotonic() - sent_at)
-        head = max(self._view.head_number, tx.mined_block)  # the receipt proves its block exists
-        if head >= tx.mined_block + self._policy.confirmations:
+        head = max(self._env.view.head_number, tx.mined_block)  # the receipt proves its block exists
+        if head >= tx.mined_block + self._env.policy.confirmations:
             self._finish(tx, receipt)  # records the block with the settled jobs, in the same commit
         else:
-            self._store.update_tx(tx)
+            self._env.store.update_tx(tx)
 
     async def _check_open(self) -> None:
         """Checks every open transaction, each on its own. Raises the first failure when every check failed (the loop
         backs off then); a partial failure is only recorded (the next round comes soon anyway)."""
-        results = await asyncio.gather(*(self._check_one(tx) for tx in self._ledger.all()), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._check_one(tx) for tx in self._books.ledger.all()), return_exceptions=True
+        )
         errors = [r for r in results if isinstance(r, Exception)]
         for error in errors:
             CONDITIONS.count("rpc", classify(error))
@@ -164,30 +141,30 @@ class Confirmer:
                 raise result  # cancelled
 
     async def _check_one(self, tx: StoredTx) -> None:
-        if not self._ledger.is_open(tx):
+        if not self._books.ledger.is_open(tx):
             return  # settled since this check was scheduled (its sync send's answer came first)
         if tx.state == "pending":
             stale = self._resender.stale(tx)
             if self._broadcaster.awaiting(tx) and not stale:
                 return  # the sync send's answer brings the receipt
             for tx_hash in reversed(tx.hashes):
-                receipt = await receipt_of(self._rpc, tx_hash)
+                receipt = await receipt_of(self._env.rpc, tx_hash)
                 if receipt is not None:
                     self.on_receipt(tx, receipt)
                     return
             await self._resender.unmined(tx, stale=stale)
             return
-        if tx.mined_block is not None and self._view.head_number >= tx.mined_block + self._policy.confirmations:
-            receipt = self._ledger.receipt(tx)
+        if tx.mined_block is not None and self._env.view.head_number >= tx.mined_block + self._env.policy.confirmations:
+            receipt = self._books.ledger.receipt(tx)
             if receipt is None:  # resumed after a restart
                 for tx_hash in tx.hashes:
-                    receipt = await receipt_of(self._rpc, tx_hash)
+                    receipt = await receipt_of(self._env.rpc, tx_hash)
                     if receipt is not None:
                         break
                 else:
                     tx.state, tx.mined_block = "pending", None
                     return
-                if not self._ledger.is_open(tx):
+                if not self._books.ledger.is_open(tx):
                     return  # settled by another check while this one waited for the receipt
             self._finish(tx, receipt)
 
@@ -195,7 +172,7 @@ class Confirmer:
         """Settles the jobs of a mined, confirmed transaction from its receipt."""
         ok = int(receipt["status"]) == 1
         logs = list(receipt["logs"])
-        outcomes = self._abi.delivery_outcomes(logs, tx.sender, self._coordinator) if ok else {}
+        outcomes = self._env.abi.delivery_outcomes(logs, tx.sender, self._env.coordinator) if ok else {}
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
         if self._metrics is not None:
@@ -203,32 +180,32 @@ class Confirmer:
                 self._metrics.observe_receipt(tx.sender, receipt)
             except Exception:  # a figure for the operator must never keep a transaction from settling
                 log.exception("could not record the receipt of nonce %d in the metrics", tx.nonce)
-        with self._store.transaction():  # one commit for the transaction and all the jobs it carried
+        with self._env.store.transaction():  # one commit for the transaction and all the jobs it carried
             self._settle_items(tx, outcomes, ok, tx_hash, gas_each)
             tx.state = "confirmed" if ok else "failed"
-            self._store.update_tx(tx)
-        self._ledger.close(tx, receipt)
-        self._keys.unpause(tx.sender)
+            self._env.store.update_tx(tx)
+        self._books.ledger.close(tx, receipt)
+        self._books.keys.unpause(tx.sender)
         if ok and tx.items and CONDITIONS.get("sending") is not None:
             CONDITIONS.set("sending", None)  # a delivery went through: whatever failed before is over
         self._on_finished()
 
     def _settle_items(self, tx: StoredTx, outcomes: dict[int, str], ok: bool, tx_hash: str, gas_each: int) -> None:
         """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert)."""
-        settle = self._settler.settle
+        settle = self._books.settler.settle
         for rid, _failed in tx.items:
-            job = self._ledger.drop(rid) or self._store.get(rid)
+            job = self._books.ledger.drop(rid) or self._env.store.get(rid)
             if job is None or job.state is not JobState.SUBMITTED:
                 continue
             job.tx_hash = tx_hash
             outcome = outcomes.get(rid)
             if not ok:
-                if self._history.reverted(rid) > 1:
+                if self._books.history.reverted(rid) > 1:
                     settle(job, JobState.FAILED, f"delivery tx {tx_hash} reverted twice")
                 else:
                     log.warning("request %d: tx %s reverted on-chain; sending it again", rid, tx_hash)
-                    self._store.update(job, JobState.COMPUTED)
-                    self._queue.append(job)
+                    self._env.store.update(job, JobState.COMPUTED)
+                    self._books.queue.append(job)
             elif outcome == "fulfilled":
                 settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
             elif outcome == "reported":

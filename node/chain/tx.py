@@ -9,6 +9,8 @@ The units, each with its own state and its own guarantees (see their modules):
 - `node.chain.resend.Resender`: fee bumps, rebroadcasts, giving a transaction up and filling its nonce;
 - `node.chain.refusals.Refusals`: back-off of failed sends, refused items and transactions, paused keys;
 - `node.chain.ledger.OpenTxs` and `node.chain.settle`: what is open, and the one way a job is settled.
+What they share is made here once and handed to each: `node.chain.env.TxEnv` (RPC, store, coordinator, policy,
+chain view) and `node.chain.env.TxBooks` (keys, open transactions, ready queue, job history, settler).
 
 Guarantees (the facade's own):
 - Every signed transaction is committed to the store (with the jobs it carries, now `submitted`) before it is
@@ -40,15 +42,14 @@ from node.chain.broadcast import Broadcaster
 from node.chain.build import TxBuilder
 from node.chain.clock import ChainClock
 from node.chain.contracts import CoordinatorAbi
+from node.chain.env import TxBooks, TxEnv
 from node.chain.heads import Head, as_head
-from node.chain.keys import Key, KeyPool
-from node.chain.ledger import OpenTxs
+from node.chain.keys import Key
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
 from node.chain.refusals import Refusals
 from node.chain.resend import Resender
 from node.chain.rpc import RpcPool
-from node.chain.settle import JobHistory, Settler
 from node.chain.tracking import Confirmer
 from node.chain.view import ChainView
 from node.errors import Action, TxReverted
@@ -79,10 +80,7 @@ class TxManager:
         metrics: Metrics | None = None,
         clock: ChainClock | None = None,
     ) -> None:
-        self._rpc = rpc
-        self._store = store
-        self._abi = abi
-        self._policy = policy
+        self._env = TxEnv(rpc, store, abi, coordinator, policy, ChainView(clock))
         #: Called when a confirmation leaves nothing open, queued or computing (the node trims its heap then).
         self.on_idle = on_idle
         #: Observes confirmation times, gas and delivery latencies, when set.
@@ -95,14 +93,9 @@ class TxManager:
         self._spawn_later: list[Coroutine[Any, Any, None]] = []
         self._send_slots = asyncio.Semaphore(policy.max_concurrent_sends)
 
-        self._view = ChainView(clock)
-        self._keys = KeyPool(accounts, policy.max_pending_per_key)
-        self._ledger = OpenTxs(self._keys)
-        self._nonces = Nonces(rpc, self._ledger)
-        self._builder = TxBuilder(rpc, abi, coordinator, self._view, policy)
-        self._queue = batching.ReadyQueue()
-        self._history = JobHistory()
-        self._settler = Settler(store, self._history, metrics=metrics, on_settled=on_settled)
+        self._books = TxBooks.new(accounts, store, policy.max_pending_per_key, metrics=metrics, on_settled=on_settled)
+        self._nonces = Nonces(rpc, self._books.ledger)
+        self._builder = TxBuilder(self._env)
         self._broadcaster = Broadcaster(
             rpc,
             spawn=self._spawn,
@@ -110,37 +103,15 @@ class TxManager:
             on_refused=self._on_refused,
             max_per_s=policy.max_sends_per_s,
             max_per_block=policy.max_sends_per_block,
-            head=lambda: self._view.head_number,
+            head=lambda: self._env.view.head_number,
         )
-        self._resender = Resender(
-            store, abi, policy, self._view, self._keys, self._ledger, self._nonces, self._broadcaster
-        )
-        self._refusals = Refusals(
-            rpc,
-            store,
-            policy,
-            keys=self._keys,
-            ledger=self._ledger,
-            queue=self._queue,
-            history=self._history,
-            settler=self._settler,
-            resender=self._resender,
-            spawn=self._spawn,
-        )
+        self._resender = Resender(self._env, self._books, self._nonces, self._broadcaster)
+        self._refusals = Refusals(self._env, self._books, resender=self._resender, spawn=self._spawn)
         self._confirmer = Confirmer(
-            rpc,
-            store,
-            abi,
-            coordinator,
-            policy,
-            view=self._view,
-            keys=self._keys,
-            ledger=self._ledger,
-            queue=self._queue,
-            history=self._history,
+            self._env,
+            self._books,
             broadcaster=self._broadcaster,
             resender=self._resender,
-            settler=self._settler,
             metrics=metrics,
             on_finished=self._after_confirmation,
         )
@@ -149,20 +120,20 @@ class TxManager:
 
     @property
     def addresses(self) -> list[ChecksumAddress]:
-        return [k.address for k in self._keys.keys]
+        return [k.address for k in self._books.keys.keys]
 
     @property
     def in_flight(self) -> int:
-        return len(self._ledger)
+        return len(self._books.ledger)
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._books.queue)
 
     @property
     def settled(self) -> int:
         """Jobs settled (confirmed, failed or expired at the send) since the start."""
-        return self._settler.settled
+        return self._books.settler.settled
 
     @property
     def replaced(self) -> int:
@@ -175,16 +146,16 @@ class TxManager:
 
     @property
     def head(self) -> Head | None:
-        return self._view.head
+        return self._env.view.head
 
     @property
     def clock(self) -> ChainClock:
         """The chain's time (deadlines are judged by it, not by this machine's clock)."""
-        return self._view.clock
+        return self._env.view.clock
 
     @property
     def block_gas_limit(self) -> int:
-        return self._view.block_gas_limit
+        return self._env.view.block_gas_limit
 
     @property
     def max_output_bytes(self) -> int | None:
@@ -194,26 +165,26 @@ class TxManager:
     def call_hashes(self) -> set[str]:
         """Every hash of a transaction that carries no job (a `send_call`, a nonce fill), known from its commit on
         (and from the store after a restart): the store's own set, which only grows."""
-        return self._store.call_hashes
+        return self._env.store.call_hashes
 
     # ------------------------------------------------------------------------------------------------ start
 
     async def start(self) -> None:
         """Syncs chain id, head and nonces; reloads open transactions from the store and rebroadcasts them."""
         chain_id = await self._builder.read_chain_id()
-        if self._view.head is None:
-            block = await self._rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
+        if self._env.view.head is None:
+            block = await self._env.rpc.call("eth_getBlockByNumber", lambda w3: w3.eth.get_block("latest"))
             self.on_head(as_head(block))
         await self._builder.read_limits()
-        for key in self._keys.keys:
-            stored = self._store.open_txs(key.address)
+        for key in self._books.keys.keys:
+            stored = self._env.store.open_txs(key.address)
             await self._nonces.sync(key, stored)
             for tx in stored:
-                if self._ledger.holds(tx.sender, tx.nonce):
+                if self._books.ledger.holds(tx.sender, tx.nonce):
                     continue  # tracked by an earlier try of `start` (it is retried until the RPC answers)
-                self._ledger.open(tx, resumed=True)
-                carried = (self._store.get(rid) for rid, _ in tx.items)
-                self._ledger.carry([j for j in carried if j is not None and j.state is JobState.SUBMITTED])
+                self._books.ledger.open(tx, resumed=True)
+                carried = (self._env.store.get(rid) for rid, _ in tx.items)
+                self._books.ledger.carry([j for j in carried if j is not None and j.state is JobState.SUBMITTED])
                 if tx.state == "pending":
                     await self._broadcaster.send(tx, quiet=True)
             log.info(
@@ -230,18 +201,18 @@ class TxManager:
         """Queues a job that has its output (or its failure reason) for sending. `upcoming`: how many jobs the
         caller is still computing (the latest hint is kept): a partial batch lingers only while some are."""
         self._upcoming = upcoming
-        self._queue.append(job)
+        self._books.queue.append(job)
 
     def expect(self, upcoming: int) -> None:
         """The caller's count of jobs still being computed changed (one finished without a send: expired, failed,
         cancelled by a reorg); at 0 a lingering partial batch stops waiting and an idle node trims its heap."""
         self._upcoming = upcoming
         if upcoming == 0:
-            self._queue.poke()
+            self._books.queue.poke()
             self._after_confirmation()
 
     def on_head(self, head: Head) -> None:
-        self._view.on_head(head)
+        self._env.view.on_head(head)
         self._confirmer.wake()
 
     def on_reorg(self, fork: int) -> None:
@@ -273,9 +244,9 @@ class TxManager:
         """Takes ready jobs into transactions until cancelled. Whatever goes wrong in one round (a head with absurd
         values, a bug), the loop goes on after a pause: it is never the reason the node stops."""
         while True:
-            await self._queue.wait_for_jobs()
+            await self._books.queue.wait_for_jobs()
             await self._send_slots.acquire()
-            key = await self._keys.acquire()
+            key = await self._books.keys.acquire()
             try:
                 await self._linger()
                 batch = self._take_batch()
@@ -292,14 +263,14 @@ class TxManager:
 
     def _take_batch(self) -> list[Job]:
         limits = batching.BatchLimits(
-            self._policy.max_batch, self._view.block_gas_limit, self._builder.max_output_bytes
+            self._env.policy.max_batch, self._env.view.block_gas_limit, self._builder.max_output_bytes
         )
         return batching.take_batch(
-            self._queue,
+            self._books.queue,
             limits,
-            now=self._view.clock.now(),
-            refusals=self._history.refusals,
-            expire=lambda job: self._settler.settle(
+            now=self._env.view.clock.now(),
+            refusals=self._books.history.refusals,
+            expire=lambda job: self._books.settler.settle(
                 job, JobState.EXPIRED, "deadline passed before delivery (by the chain's clock)"
             ),
             report=self._report_instead,
@@ -307,29 +278,36 @@ class TxManager:
 
     def _report_instead(self, job: Job, why: str) -> None:
         log.warning("request %d: %s; reporting the failure instead", job.request_id, why)
-        self._store.update(job, JobState.COMPUTED, output=None, failure=why)
+        self._env.store.update(job, JobState.COMPUTED, output=None, failure=why)
 
     async def _linger(self) -> None:
         """Under load (a transaction of ours unmined, more jobs being computed), waits up to BATCH_LINGER_S for a
         partial batch to fill."""
-        if self._policy.max_batch == 1:
+        if self._env.policy.max_batch == 1:
             return
         deadline = time.monotonic() + batching.BATCH_LINGER_S
-        while len(self._queue) < self._policy.max_batch and self._upcoming > 0 and self._ledger.any_pending():
+        while (
+            len(self._books.queue) < self._env.policy.max_batch
+            and self._upcoming > 0
+            and self._books.ledger.any_pending()
+        ):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            waits = {asyncio.ensure_future(self._queue.next_arrival()), asyncio.ensure_future(self._keys.next_room())}
+            waits = {
+                asyncio.ensure_future(self._books.queue.next_arrival()),
+                asyncio.ensure_future(self._books.keys.next_room()),
+            }
             _, pending = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for waiter in pending:
                 waiter.cancel()
 
     def _release(self, key: Key) -> None:
-        self._keys.release(key)
+        self._books.keys.release(key)
         self._send_slots.release()
 
     def _after_confirmation(self) -> None:
-        if not self._ledger and not self._queue and self._upcoming == 0:
+        if not self._books.ledger and not self._books.queue and self._upcoming == 0:
             self.on_idle()
 
     # ------------------------------------------------------------------------------------------------- send
@@ -352,7 +330,7 @@ class TxManager:
             self._refusals.send_failed(key, jobs, exc)
 
     async def _send(self, key: Key, jobs: list[Job]) -> None:
-        data = delivery.calldata(self._abi, jobs)
+        data = delivery.calldata(self._env.abi, jobs)
         what = delivery.describe(jobs)
         gas = delivery.gas_limit(jobs)
         reverted = await self._builder.simulate(key.address, data, gas, what)
@@ -361,12 +339,12 @@ class TxManager:
             return
         fees = self._builder.fees(holding=len(jobs))
         if fees is None:  # held until the base fee falls: no nonce is spent meanwhile
-            self._queue.put_back(jobs, wake=False)
-            await self._view.next_head()
+            self._books.queue.put_back(jobs, wake=False)
+            await self._env.view.next_head()
             return
         async with self._nonces.lock(key):
             tx = await self._sign(key, data, gas, fees, jobs)
-            self._ledger.carry(jobs)
+            self._books.ledger.carry(jobs)
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcaster.send(tx)
@@ -386,9 +364,9 @@ class TxManager:
         carries (before it leaves the process) and tracks it."""
         nonce = await self._nonces.reserve(key)
         tx = self._builder.new_tx(key.account, nonce, data, gas, fees, jobs)
-        self._store.add_tx(tx, jobs)
+        self._env.store.add_tx(tx, jobs)
         self._nonces.used(key, nonce)
-        self._ledger.open(tx)
+        self._books.ledger.open(tx)
         return tx
 
     async def send_call(
@@ -400,15 +378,15 @@ class TxManager:
         abandoned. `sender` picks the key (the one the call was simulated from). Raises `RpcUnavailable` when it
         cannot be sent now, `TxReverted` when fees are over the cap."""
         await self._send_slots.acquire()
-        key = await self._keys.acquire(only=sender)
+        key = await self._books.keys.acquire(only=sender)
         try:
             fees = self._builder.fees()
             if fees is None:
-                base = self._view.base_fee_wei
+                base = self._env.view.base_fee_wei
                 raise TxReverted(f"{what}: base fee {base} wei is above max_fee_per_gas_wei; try again later")
             async with self._nonces.lock(key):
                 tx = await self._sign(key, data, gas, fees, [])  # its hash joins `call_hashes` as it is committed
-                future = self._ledger.waiter(tx)
+                future = self._books.ledger.waiter(tx)
         finally:
             self._release(key)
         log.info("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])

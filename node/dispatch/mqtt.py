@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from containers.runtime.mqtt import REPLIES_PREFIX, JobMessage, ReplyMessage, broker_address, jobs_topic
+from containers.runtime.mqtt import REPLIES_PREFIX, Broker, JobMessage, ReplyMessage, jobs_topic
 from containers.runtime.wire import RequestBody, chain_request, offchain_request
 from node.dispatch.protocol import offchain_output, output_from_answer, parse_json
 from node.errors import ContainerError, ContainerRejected, short
@@ -28,8 +28,6 @@ from node.retry import wait_set
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MAX_S = 10.0
-
 T = TypeVar("T")
 
 
@@ -37,43 +35,28 @@ class MqttHub:
     """The node's one broker connection: publishes jobs, routes replies to whoever waits for them."""
 
     def __init__(self, url: str, node_id: str, *, username: str | None = None, password: str | None = None) -> None:
-        self.host, self.port = broker_address(url)
+        self._broker = Broker.at(url, username=username, password=password)
         self.node_id = node_id
         self.reply_topic = REPLIES_PREFIX + node_id
-        self._username = username
-        self._password = password
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
 
     async def run(self) -> None:
-        """Keeps the connection up until cancelled."""
-        failures = 0
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.host,
-                    self.port,
-                    identifier=f"infera-node-{self.node_id}",
-                    username=self._username,
-                    password=self._password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                ) as client:
-                    await client.subscribe(self.reply_topic, qos=1)
-                    self._client = client
-                    self._connected.set()
-                    failures = 0
-                    log.info("MQTT connected to %s:%d, replies on %s", self.host, self.port, self.reply_topic)
-                    async for message in client.messages:
-                        self._route(message.payload)
-            except aiomqtt.MqttError as exc:
-                failures += 1
-                delay = min(RECONNECT_MAX_S, 0.5 * 2 ** (failures - 1))
-                log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-            finally:
-                self._connected.clear()
-                self._client = None
+        """Keeps the connection up until cancelled (`Broker.serve`: reconnects with back-off)."""
+        await self._broker.serve(f"infera-node-{self.node_id}", self.reply_topic, self._session, who="node")
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection, subscribed to the reply topic: jobs are published on it, replies routed from it."""
+        self._client = client
+        self._connected.set()
+        try:
+            log.info("MQTT connected to %s:%d, replies on %s", self._broker.host, self._broker.port, self.reply_topic)
+            async for message in client.messages:
+                self._route(message.payload)
+        finally:
+            self._connected.clear()
+            self._client = None
 
     async def healthy(self) -> bool:
         """Whether the broker connection is up (the workers behind it are the broker's to balance)."""

@@ -51,12 +51,16 @@ class _Head(Protocol):
     def number(self) -> int: ...
 
 
-class WatchedListener(Protocol):
-    """What the metrics read of the listener (`node.chain.listener.Listener`)."""
+class _SeesHeads(Protocol):
+    """What the metrics read of a part that follows the chain's heads (the chain head gauge is the newest of them)."""
 
     @property
     def head(self) -> _Head | None:
-        """The newest block the listener has seen (None before the first)."""
+        """The newest block the part has seen (None before the first)."""
+
+
+class WatchedListener(_SeesHeads, Protocol):
+    """What the metrics read of the listener (`node.chain.listener.Listener`)."""
 
     @property
     def lag_blocks(self) -> int:
@@ -75,12 +79,8 @@ class WatchedScheduler(Protocol):
         """Jobs waiting for a compute slot now."""
 
 
-class WatchedSender(Protocol):
+class WatchedSender(_SeesHeads, Protocol):
     """What the metrics read of the transaction manager (`node.chain.tx.TxManager`)."""
-
-    @property
-    def head(self) -> _Head | None:
-        """The newest block the sender has read (None before the first)."""
 
     @property
     def backing_off(self) -> int:
@@ -109,6 +109,18 @@ class WatchedHealth(Protocol):
     @property
     def containers(self) -> dict[str, bool]:
         """Model name → whether its container answered the last health probe."""
+
+
+@dataclass(frozen=True)
+class WatchedParts:
+    """The node's parts the metrics read at scrape time, each through what its protocol above names."""
+
+    store: JobStore
+    rpc: RpcPool
+    listener: WatchedListener
+    scheduler: WatchedScheduler
+    txm: WatchedSender
+    health: WatchedHealth
 
 
 @dataclass
@@ -216,19 +228,12 @@ class Metrics:
 
     # -------------------------------------------------------------------------------------------- scraping
 
-    def watch(
-        self,
-        *,
-        store: JobStore,
-        rpc: RpcPool,
-        listener: WatchedListener,
-        scheduler: WatchedScheduler,
-        txm: WatchedSender,
-        health: WatchedHealth,
-    ) -> None:
+    def watch(self, parts: WatchedParts) -> None:
         """Registers the collector that reads the node's parts at scrape time (call once)."""
-        self._head = lambda: max((h.number for h in (listener.head, txm.head) if h is not None), default=None)
-        self.registry.register(_NodeCollector(store, rpc, listener, scheduler, txm, health))
+        self._head = lambda: max(
+            (h.number for h in (parts.listener.head, parts.txm.head) if h is not None), default=None
+        )
+        self.registry.register(_NodeCollector(parts))
 
     # -------------------------------------------------------------------------------------------- balances
 
@@ -269,21 +274,8 @@ class Metrics:
 class _NodeCollector(Collector):
     """Figures read from the node's parts when scraped."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        rpc: RpcPool,
-        listener: WatchedListener,
-        scheduler: WatchedScheduler,
-        txm: WatchedSender,
-        health: WatchedHealth,
-    ) -> None:
-        self._store = store
-        self._rpc = rpc
-        self._listener = listener
-        self._scheduler = scheduler
-        self._txm = txm
-        self._health = health
+    def __init__(self, parts: WatchedParts) -> None:
+        self._parts = parts
 
     def describe(self) -> Iterable[Metric]:
         return self._families(empty=True)
@@ -348,26 +340,27 @@ class _NodeCollector(Collector):
         ]
         if empty:
             return families
+        p = self._parts
         for (source, action), n in sorted(CONDITIONS.answers.items()):
             answers.add_metric([source, action], n)
         for problem in CONDITIONS.problems():
             conditions.add_metric([problem.split(": ", 1)[0]], 1)
-        backing_off.add_metric([], self._txm.backing_off)
-        counts = self._store.counts()
+        backing_off.add_metric([], p.txm.backing_off)
+        counts = p.store.counts()
         for state in (*JOB_STATES, *sorted(set(counts) - set(JOB_STATES))):
             jobs.add_metric([state], counts.get(state, 0))
-        for method, n in sorted(self._rpc.calls.items()):
+        for method, n in sorted(p.rpc.calls.items()):
             calls.add_metric([method], n)
-        queue.add_metric(["compute"], self._scheduler.waiting)
-        queue.add_metric(["send"], self._txm.queued)
-        in_flight.add_metric([], self._txm.in_flight)
-        sent.add_metric([], self._txm.sent)
-        replaced.add_metric([], self._txm.replaced)
-        reorgs.add_metric([], self._listener.reorgs)
-        duplicates.add_metric([], self._store.duplicates)
-        lag.add_metric([], self._listener.lag_blocks)
-        if self._listener.head is not None:
-            head.add_metric([], self._listener.head.number)
-        for model, healthy in sorted(self._health.containers.items()):
+        queue.add_metric(["compute"], p.scheduler.waiting)
+        queue.add_metric(["send"], p.txm.queued)
+        in_flight.add_metric([], p.txm.in_flight)
+        sent.add_metric([], p.txm.sent)
+        replaced.add_metric([], p.txm.replaced)
+        reorgs.add_metric([], p.listener.reorgs)
+        duplicates.add_metric([], p.store.duplicates)
+        lag.add_metric([], p.listener.lag_blocks)
+        if p.listener.head is not None:
+            head.add_metric([], p.listener.head.number)
+        for model, healthy in sorted(p.health.containers.items()):
             containers.add_metric([model], 1 if healthy else 0)
         return families

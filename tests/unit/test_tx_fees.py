@@ -14,9 +14,8 @@ from eth_utils.address import to_checksum_address
 
 from node.chain import build, delivery
 from node.chain.contracts import InferenceRequest
+from node.chain.env import TxBooks, TxEnv
 from node.chain.heads import Head
-from node.chain.keys import KeyPool
-from node.chain.ledger import OpenTxs
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
 from node.chain.resend import BUMP_MIN_AGE_S, Resender
@@ -75,20 +74,11 @@ class Rig:
         self.store = JobStore(path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
         self.view = ChainView()
         self.view.on_head(Head(10, "0x0a", "0x09", GWEI, 1_700_000_000, 30_000_000))
-        keys = KeyPool([ACCOUNT], 64)
-        self.ledger = OpenTxs(keys)
+        self.books = TxBooks.new([ACCOUNT], self.store, 64)
         self.broadcasts = Broadcasts()
-        nonces = Nonces(None, self.ledger)  # type: ignore[arg-type]
-        self.resender = Resender(
-            self.store,
-            None,
-            POLICY,
-            self.view,
-            keys,
-            self.ledger,
-            nonces,
-            self.broadcasts,  # type: ignore[arg-type]
-        )
+        env = TxEnv(None, self.store, None, COORDINATOR, POLICY, self.view)  # type: ignore[arg-type]
+        nonces = Nonces(None, self.books.ledger)  # type: ignore[arg-type]
+        self.resender = Resender(env, self.books, nonces, self.broadcasts)  # type: ignore[arg-type]
 
     def job(self, rid: int) -> Job:
         request = InferenceRequest(
@@ -104,8 +94,8 @@ class Rig:
         tx_hash, raw = build.sign(ACCOUNT, request)
         tx = StoredTx(ACCOUNT.address, 0, [tx_hash], raw, request, [(j.request_id, False) for j in jobs], sent_block)
         self.store.add_tx(tx, list(jobs))
-        self.ledger.open(tx)
-        self.ledger.carry(list(jobs))
+        self.books.ledger.open(tx)
+        self.books.ledger.carry(list(jobs))
         return tx
 
 
@@ -155,9 +145,9 @@ async def test_a_replacement_whose_jobs_were_all_orphaned_fills_the_nonce_with_a
 
 def test_a_transaction_is_due_for_a_bump_after_bump_after_blocks_and_bump_min_age(rig: Rig) -> None:
     tx = rig.open_tx(10 * GWEI, rig.job(1), sent_block=8)  # head 10: 2 blocks behind
-    rig.ledger.touch(tx, at=time.monotonic() - BUMP_MIN_AGE_S - 1)
+    rig.books.ledger.touch(tx, at=time.monotonic() - BUMP_MIN_AGE_S - 1)
     assert not rig.resender.stale(tx)
     tx.sent_block = 7
     assert rig.resender.stale(tx)
-    rig.ledger.touch(tx)  # just sent: blocks pass faster than a busy RPC answers
+    rig.books.ledger.touch(tx)  # just sent: blocks pass faster than a busy RPC answers
     assert not rig.resender.stale(tx)

@@ -16,15 +16,12 @@ from eth_utils.address import to_checksum_address
 from web3.exceptions import TransactionNotFound
 
 from node.chain import build, delivery
-from node.chain.batching import ReadyQueue
 from node.chain.contracts import InferenceRequest
-from node.chain.keys import KeyPool
-from node.chain.ledger import OpenTxs
+from node.chain.env import TxBooks, TxEnv
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
 from node.chain.refusals import Refusals
 from node.chain.resend import Resender
-from node.chain.settle import JobHistory, Settler
 from node.chain.view import ChainView
 from node.errors import Action, RpcUnavailable
 from node.jobs.states import JobState
@@ -67,15 +64,14 @@ class QuietBroadcaster:
 class Stack:
     rpc: ScriptedRpc
     store: JobStore
-    keys: KeyPool
-    ledger: OpenTxs
+    books: TxBooks
     nonces: Nonces
     refusals: Refusals
     spawned: list[Coroutine[Any, Any, None]] = field(default_factory=list)
 
     @property
     def key(self) -> Any:
-        return self.keys.keys[0]
+        return self.books.keys.keys[0]
 
     def job(self, rid: int) -> Job:
         request = InferenceRequest(
@@ -93,8 +89,8 @@ class Stack:
         items = [(j.request_id, False) for j in jobs]
         tx = StoredTx(ACCOUNT.address, nonce, [tx_hash], raw, request, items, sent_block=1)
         self.store.add_tx(tx, list(jobs))
-        self.ledger.open(tx)
-        self.ledger.carry(list(jobs))
+        self.books.ledger.open(tx)
+        self.books.ledger.carry(list(jobs))
         return tx
 
 
@@ -109,26 +105,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     rpc = ScriptedRpc(0)
     store = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
     policy = TxPolicy(max_fee_per_gas_wei=100 * GWEI, priority_fee_wei=GWEI)
-    keys = KeyPool([ACCOUNT], policy.max_pending_per_key)
-    ledger = OpenTxs(keys)
-    nonces = Nonces(rpc, ledger)  # type: ignore[arg-type]
-    view = ChainView()
-    resender = Resender(store, None, policy, view, keys, ledger, nonces, QuietBroadcaster())  # type: ignore[arg-type]
-    history = JobHistory()
+    books = TxBooks.new([ACCOUNT], store, policy.max_pending_per_key)
+    env = TxEnv(rpc, store, None, COORDINATOR, policy, ChainView())  # type: ignore[arg-type]
+    nonces = Nonces(rpc, books.ledger)  # type: ignore[arg-type]
+    resender = Resender(env, books, nonces, QuietBroadcaster())  # type: ignore[arg-type]
     spawned: list[Coroutine[Any, Any, None]] = []
-    refusals = Refusals(
-        rpc,  # type: ignore[arg-type]
-        store,
-        policy,
-        keys=keys,
-        ledger=ledger,
-        queue=ReadyQueue(),
-        history=history,
-        settler=Settler(store, history),
-        resender=resender,
-        spawn=spawned.append,
-    )
-    yield Stack(rpc, store, keys, ledger, nonces, refusals, spawned)
+    refusals = Refusals(env, books, resender=resender, spawn=spawned.append)
+    yield Stack(rpc, store, books, nonces, refusals, spawned)
     for coro in spawned:
         coro.close()  # the back-offs of requeued jobs: not run here
     store.close()
@@ -165,7 +148,7 @@ async def test_nonce_too_low_resyncs_from_the_chain_and_sends_the_jobs_again(sta
     await stack.refusals.tx_refused(tx, "nonce too low: next nonce 8, tx nonce 5", False, Action.RETRY)
 
     assert stack.nonces.next(stack.key) == 8
-    assert len(stack.ledger) == 0
+    assert len(stack.books.ledger) == 0
     assert stack.store.open_txs(ACCOUNT.address) == []
     assert (job.state, job.tx_hash, job.nonce) == (JobState.COMPUTED, None, None)
     assert stack.refusals.backing_off == 1  # sent again after a back-off, never at once
@@ -185,7 +168,7 @@ async def test_a_rebroadcast_meeting_nonce_too_low_changes_nothing(stack: Stack)
     tx = stack.open_tx(5, stack.job(1))
     stack.nonces.used(stack.key, 5)
     await stack.refusals.tx_refused(tx, "nonce too low", True, Action.RETRY)
-    assert stack.ledger.is_open(tx)
+    assert stack.books.ledger.is_open(tx)
     assert stack.nonces.next(stack.key) == 6
 
 
@@ -197,7 +180,7 @@ async def test_a_resync_never_moves_below_the_keys_own_open_nonces(stack: Stack)
     await stack.refusals.tx_refused(txs[0], "nonce too low", False, Action.RETRY)
 
     assert stack.nonces.next(stack.key) == 8
-    assert [t.nonce for t in stack.ledger.all()] == [6, 7]
+    assert [t.nonce for t in stack.books.ledger.all()] == [6, 7]
 
 
 async def test_a_refused_newest_nonce_is_reused_by_the_next_send(stack: Stack) -> None:
@@ -207,7 +190,7 @@ async def test_a_refused_newest_nonce_is_reused_by_the_next_send(stack: Stack) -
 
     await stack.refusals.tx_refused(tx, "oversized data", False, Action.REFUSED)
 
-    assert len(stack.ledger) == 0
+    assert len(stack.books.ledger) == 0
     assert stack.nonces.next(stack.key) == 5
     async with stack.nonces.lock(stack.key):
         assert await stack.nonces.reserve(stack.key) == 5
@@ -221,7 +204,7 @@ async def test_a_refused_nonce_below_an_open_one_is_filled_with_a_0_value_transf
 
     await stack.refusals.tx_refused(tx, "oversized data", False, Action.REFUSED)
 
-    assert stack.ledger.is_open(tx)  # still tracked: the fill is mined at nonce 5
+    assert stack.books.ledger.is_open(tx)  # still tracked: the fill is mined at nonce 5
     assert (tx.request["to"], tx.request["data"], tx.request["gas"]) == (ACCOUNT.address, "0x", delivery.CANCEL_GAS)
     assert tx.items == []
     assert len(tx.hashes) == 2

@@ -14,15 +14,13 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from node.chain import build
-from node.chain.batching import ReadyQueue, refused_limit
+from node.chain.batching import refused_limit
 from node.chain.contracts import InferenceRequest
-from node.chain.keys import KeyPool
-from node.chain.ledger import OpenTxs
+from node.chain.env import TxBooks, TxEnv
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
 from node.chain.refusals import MAX_ITEM_REFUSALS, MAX_TX_REFUSALS, REFUSAL_WINDOW_S, TX_REFUSAL_WINDOW_S, Refusals
 from node.chain.resend import Resender
-from node.chain.settle import JobHistory, Settler
 from node.chain.view import ChainView
 from node.errors import Action
 from node.jobs.states import JobState
@@ -54,36 +52,14 @@ class Rig:
     def __init__(self, path: Path) -> None:
         self.now = 1_000.0
         self.store = JobStore(path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
-        self.keys = KeyPool([ACCOUNT], 64)
-        self.ledger = OpenTxs(self.keys)
-        self.queue = ReadyQueue()
-        self.history = JobHistory()
-        self.settler = Settler(self.store, self.history)
+        self.books = TxBooks.new([ACCOUNT], self.store, 64)
         self.spawned: list[Coroutine[Any, Any, None]] = []
         rpc = ChainCount(0)
-        nonces = Nonces(rpc, self.ledger)  # type: ignore[arg-type]
-        resender = Resender(
-            self.store,
-            None,
-            POLICY,
-            ChainView(),
-            self.keys,
-            self.ledger,
-            nonces,
-            Broadcasts(),  # type: ignore[arg-type]
-        )
+        env = TxEnv(rpc, self.store, None, COORDINATOR, POLICY, ChainView())  # type: ignore[arg-type]
+        nonces = Nonces(rpc, self.books.ledger)  # type: ignore[arg-type]
+        resender = Resender(env, self.books, nonces, Broadcasts())  # type: ignore[arg-type]
         self.refusals = Refusals(
-            rpc,  # type: ignore[arg-type]
-            self.store,
-            POLICY,
-            keys=self.keys,
-            ledger=self.ledger,
-            queue=self.queue,
-            history=self.history,
-            settler=self.settler,
-            resender=resender,
-            spawn=self.spawned.append,
-            monotonic=lambda: self.now,
+            env, self.books, resender=resender, spawn=self.spawned.append, monotonic=lambda: self.now
         )
 
     def job(self, rid: int, *, failure: str | None = None) -> Job:
@@ -117,7 +93,7 @@ def test_an_item_refused_alone_3_times_within_20_s_is_still_sent_as_it_is(rig: R
     assert MAX_ITEM_REFUSALS == 3
     assert (job.state, job.failure, job.output) == (JobState.COMPUTED, None, b"out")
     assert rig.refusals.backing_off == 3
-    assert len(rig.queue) == 0
+    assert len(rig.books.queue) == 0
 
 
 def test_an_item_refused_alone_3_times_over_20_s_becomes_a_failure_report(rig: Rig) -> None:
@@ -128,9 +104,9 @@ def test_an_item_refused_alone_3_times_over_20_s_becomes_a_failure_report(rig: R
     assert job.output is None
     assert job.failure is not None
     assert job.failure.startswith("delivery refused by the RPC 3 times: invalid request")
-    assert len(rig.queue) == 1
-    assert rig.queue.peek() is job
-    assert rig.history.refusals(1) == 0  # the report is a new item: the delivery's refusals are not its own
+    assert len(rig.books.queue) == 1
+    assert rig.books.queue.peek() is job
+    assert rig.books.history.refusals(1) == 0  # the report is a new item: the delivery's refusals are not its own
 
 
 def test_refusals_slow_in_coming_still_need_3(rig: Rig) -> None:
@@ -147,14 +123,14 @@ def test_a_failure_report_refused_as_often_is_given_up(rig: Rig) -> None:
     assert job.state is JobState.FAILED
     assert job.error is not None
     assert job.error.startswith("failure report refused by the RPC 3 times")
-    assert rig.settler.settled == 1
+    assert rig.books.settler.settled == 1
 
 
 def test_a_refused_batch_is_sent_again_in_smaller_batches(rig: Rig) -> None:
     jobs = [rig.job(i) for i in range(1, 5)]
     rig.refusals.item_refused(jobs, "oversized data")
-    assert [rig.history.refusals(j.request_id) for j in jobs] == [1, 1, 1, 1]
-    assert refused_limit(POLICY.max_batch, rig.history.refusals(1)) == POLICY.max_batch // 2
+    assert [rig.books.history.refusals(j.request_id) for j in jobs] == [1, 1, 1, 1]
+    assert refused_limit(POLICY.max_batch, rig.books.history.refusals(1)) == POLICY.max_batch // 2
     assert all(j.failure is None for j in jobs)
     assert rig.refusals.backing_off == 4
 
@@ -164,8 +140,8 @@ def _open_tx(rig: Rig, nonce: int, job: Job) -> StoredTx:
     tx_hash, raw = build.sign(ACCOUNT, request)
     tx = StoredTx(ACCOUNT.address, nonce, [tx_hash], raw, request, [(job.request_id, False)], sent_block=1)
     rig.store.add_tx(tx, [job])
-    rig.ledger.open(tx)
-    rig.ledger.carry([job])
+    rig.books.ledger.open(tx)
+    rig.books.ledger.carry([job])
     return tx
 
 
@@ -175,25 +151,25 @@ async def test_a_transaction_refused_5_times_over_60_s_in_unclassified_words_is_
     for i in range(MAX_TX_REFUSALS + 1):  # 6 refusals within the window: not yet
         rig.now = 1_000.0 + i * 10
         await rig.refusals.tx_refused(tx, "something nobody has seen", False, Action.UNKNOWN)
-        assert rig.ledger.is_open(tx)  # words that say nothing certain: kept, the tracker rebroadcasts it
+        assert rig.books.ledger.is_open(tx)  # words that say nothing certain: kept, the tracker rebroadcasts it
     rig.now = 1_000.0 + TX_REFUSAL_WINDOW_S
     await rig.refusals.tx_refused(tx, "something nobody has seen", False, Action.UNKNOWN)
-    assert not rig.ledger.is_open(tx)
+    assert not rig.books.ledger.is_open(tx)
     assert job.state is JobState.COMPUTED
-    assert rig.history.refusals(1) == 1
+    assert rig.books.history.refusals(1) == 1
 
 
 async def test_a_key_without_funds_pauses_until_one_of_its_transactions_is_mined(rig: Rig) -> None:
     job = rig.job(1)
     tx = _open_tx(rig, 0, job)
-    key = rig.keys.keys[0]
+    key = rig.books.keys.keys[0]
     await rig.refusals.tx_refused(tx, "insufficient funds for gas * price + value", False, Action.KEY_BLOCKED)
-    assert rig.keys.paused(key)
+    assert rig.books.keys.paused(key)
     assert any("cannot send" in p for p in CONDITIONS.problems())
     assert job.state is JobState.COMPUTED
-    assert rig.history.refusals(1) == 0
-    rig.keys.unpause(key.address)
-    assert not rig.keys.paused(key)
+    assert rig.books.history.refusals(1) == 0
+    rig.books.keys.unpause(key.address)
+    assert not rig.books.keys.paused(key)
 
 
 def test_a_delivery_that_cannot_be_sent_within_the_retry_window_is_reported(rig: Rig) -> None:
