@@ -162,6 +162,7 @@ def build(
         fallback_ws_urls=c.fallback_ws_urls,
         stale_head_min_s=c.stale_head_min_s,
         stale_head_max_s=c.stale_head_max_s,
+        log_reconcile_s=c.log_reconcile_s,
     )
     health = Health(
         rpc,

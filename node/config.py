@@ -48,6 +48,12 @@ class ChainConfig(_Section):
     stale_head_max_s: float = Field(
         default=60.0, gt=0, le=3600, description="... and at most this (also the bound while the block time is unknown)"
     )
+    log_reconcile_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="over a WebSocket, the logs are read again with eth_getLogs this often; the cursor moves only then",
+    )
     coordinator_address: Address
     start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)

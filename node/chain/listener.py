@@ -9,7 +9,9 @@ Guarantees:
   (`JobStore.record_requests`), and only then are the new jobs given to the scheduler; no queue sits between "seen" and
   "stored". Whatever the process dies of, a request whose block the cursor passed has a job row (test:
   tests/faults/test_handoff.py kills the node right after that commit). Live WebSocket logs are committed at the
-  next turn of the event loop, and always before (or with) the cursor that passes their block.
+  next turn of the event loop; over a WebSocket the cursor moves only when the logs are read back with eth_getLogs
+  (every `log_reconcile_s`, and after `RECONCILE_BLOCKS` blocks), so a late notification, a crash or a log
+  subscription that went quiet while heads kept coming can never move it past a request.
 - Reorgs are found from block hashes (each new head's parent against the stored hash, and the stored hashes against
   the chain after a reconnect): the cursor rewinds to the fork, held logs of orphaned blocks are dropped, and
   `on_reorg(fork)` lets the node cancel jobs of orphaned requests; the backfill then re-reads the new branch.
@@ -33,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,13 +45,13 @@ from tenacity.wait import wait_exponential_jitter
 
 from node import faultpoint
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
+from node.chain.endpoints import WsEndpoints, counted
 from node.chain.heads import (
     MAX_UNVERIFIED_JUMP,
     MAX_UNVERIFIED_TIME_JUMP_S,
     BlockTime,
     Head,
     WsStale,
-    action_of,
     as_head,
     head_number,
     is_stale,
@@ -69,9 +70,6 @@ log = logging.getLogger(__name__)
 #: Back-off of the listener's outer loop (the HTTP RPC failing, anything unforeseen): first wait and cap, seconds.
 RECONNECT_BASE_S = 0.5
 RECONNECT_MAX_S = 10.0
-#: Back-off between rounds of WebSocket attempts (every URL failed once), polling over HTTP meanwhile, seconds.
-WS_RETRY_BASE_S = 1.0
-WS_RETRY_MAX_S = 30.0
 #: Seconds a WebSocket may take to open and subscribe before it counts as failed.
 WS_CONNECT_TIMEOUT_S = 10.0
 #: Seconds of heads (a connection that delivers) after which the back-offs start again from the shortest.
@@ -80,9 +78,9 @@ HEALTHY_S = 30.0
 POLL_FAILURES_MAX = 8
 #: Block hashes kept for reorg detection: deeper reorgs than this are not recognised.
 KEEP_BLOCKS = 256
-#: On WebSocket the cursor trails the head by this many blocks, so a reconnect re-reads logs whose notification may
-#: have been in flight when the socket dropped (the store drops the duplicates).
-WS_CURSOR_GRACE = 2
+#: Over a WebSocket, the cursor also moves (by eth_getLogs) once this many blocks passed since it last did, however
+#: soon (a devnet mining a block per transaction).
+RECONCILE_BLOCKS = 1024
 #: A backfill that takes longer than this says how far it got, this often.
 BACKFILL_PROGRESS_S = 2.0
 
@@ -109,6 +107,7 @@ class Listener:
         fallback_ws_urls: Sequence[str] = (),
         stale_head_min_s: float = 5.0,
         stale_head_max_s: float = 60.0,
+        log_reconcile_s: float = 30.0,
     ) -> None:
         """`ws_url` then `fallback_ws_urls`: WebSocket endpoints tried in turn (none: HTTP polling every
         `poll_interval_s` seconds). `stale_head_min_s`/`stale_head_max_s`: bounds in seconds of the staleness
@@ -116,12 +115,7 @@ class Listener:
         request for another model is not recorded). `on_jobs`: gets the jobs just committed (their requests are
         in the store before it is called: it only starts work, it never has to save anything)."""
         self._rpc = rpc
-        self._ws_urls = [u for u in [ws_url, *fallback_ws_urls] if u]
-        self._ws_index = 0
-        #: WebSocket attempts failed in a row (over all URLs); 0 while one works.
-        self._ws_failures = 0
-        #: monotonic time before which no WebSocket is tried (HTTP polling meanwhile).
-        self._ws_retry_at = 0.0
+        self._ws = WsEndpoints([u for u in [ws_url, *fallback_ws_urls] if u])
         #: monotonic times of the last head the current WebSocket sent, and of the last staleness check.
         self._ws_head_at = 0.0
         self._ws_checked_at = 0.0
@@ -142,7 +136,14 @@ class Listener:
         #: Requests handed on but not yet committed: written with the next cursor save, or by `_flush` at the next
         #: turn of the event loop (a live log), whichever comes first. Never held across an await.
         self._pending: list[tuple[InferenceRequest, str]] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        #: Set when `run` ends: nothing is committed any more (what is pending was never passed by the cursor).
+        self._closed = False
+        #: Over a WebSocket: seconds between the eth_getLogs reads that move the cursor, and when the next is due.
+        self._reconcile_s = log_reconcile_s
+        self._reconcile_at = 0.0
+        #: The newest confirmed block whose live logs were handed on over a working WebSocket (-1: none now).
+        self._live_to = -1
         self._on_head = on_head
         self._on_reorg = on_reorg
         #: Next block to read logs from: every log below it has been handed on.
@@ -165,10 +166,10 @@ class Listener:
 
     @property
     def lag_blocks(self) -> int:
-        """Blocks between the head and what has been handed on (0 when caught up)."""
+        """Blocks between the confirmed head and what has been handed on, read back or live (0 when caught up)."""
         if self.head is None:
             return 0
-        return max(0, self.head.number - self._confirmations - self.cursor + 1)
+        return max(0, self.head.number - self._confirmations - max(self.cursor - 1, self._live_to))
 
     def _filter(self, from_block: int | None = None, to_block: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
@@ -176,19 +177,6 @@ class Listener:
             params["fromBlock"] = hex(from_block)
             params["toBlock"] = hex(to_block)
         return params
-
-    def _counted(self, request: Call) -> Call:
-        """`request`, counted by method in the RPC pool's call counts (what metrics and benchmarks read)."""
-
-        async def call(method: str, params: list[Any]) -> Any:
-            self._rpc.calls[method] += 1
-            try:
-                return await request(method, params)
-            except Exception as exc:
-                CONDITIONS.count("ws", action_of(exc))
-                raise
-
-        return call
 
     # ----------------------------------------------------------------------------------------------- logs
 
@@ -209,27 +197,28 @@ class Listener:
             log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
             return
         self._pending.append((request, model))
-        if not self._flush_scheduled:  # a live log: committed at the next turn of the loop, with any others by then
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._flush_handle is None:  # a live log: committed at the next turn of the loop, with any others by then
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Commits the pending requests (without moving the cursor) and hands their new jobs on."""
-        self._flush_scheduled = False
-        if self._pending:
+        self._flush_handle = None
+        if self._pending and not self._closed:
             self._commit(None)
 
     def _commit(self, cursor: int | None, hashes: Sequence[tuple[int, str]] = ()) -> None:
         """The durable hand-off: the pending requests' job rows, and the cursor and block hashes when given, in one
-        transaction (`JobStore.record_requests`); only then are the new jobs handed to `on_jobs`."""
+        transaction (`JobStore.record_requests`); only then do `self.cursor` move and the new jobs go to `on_jobs`."""
         batch, self._pending = self._pending, []
         try:
             jobs = self._store.record_requests(batch, cursor=cursor, hashes=hashes, keep=KEEP_BLOCKS)
         except BaseException:  # nothing was committed: the requests wait for the next commit, with the cursor
             self._pending[:0] = batch
             raise
-        if batch and cursor is not None:
-            faultpoint.reached("cursor-saved")
+        if cursor is not None:
+            self.cursor = cursor
+            if batch:
+                faultpoint.reached("cursor-saved")
         if jobs:
             self._on_jobs(jobs)
 
@@ -287,24 +276,42 @@ class Listener:
                 self._on_head(head)
             return
         parent = self._hashes.get(head.number - 1)
-        if known is not None or (parent is not None and parent != head.parent_hash):
-            await self._rewind(call, head)
+        if known is not None or parent != head.parent_hash:  # replaced, or a gap in the stored hashes (polling)
+            fork = await self._find_fork(call, head.number, head.parent_hash)
+            if fork is not None:
+                self._rewind(fork, head)
         self._hashes[head.number] = head.hash
         self._unsaved[head.number] = head.hash
         self.head = head
         self._on_head(head)
         self._release()
 
-    async def _rewind(self, call: Call, head: Head) -> None:
-        """The chain changed under stored hashes: finds the fork (the lowest block whose hash changed) and rewinds."""
-        fork = head.number
-        number = head.number - 1
-        canonical_parent = head.parent_hash
-        while number in self._hashes and self._hashes[number] != canonical_parent:
-            fork = number
-            block = await read_head(call, number)
-            canonical_parent = block.parent_hash
-            number -= 1
+    async def _find_fork(self, call: Call, number: int, parent_hash: str) -> int | None:
+        """The lowest stored block the chain replaced, for a block `number` whose parent is `parent_hash`; None when
+        every stored hash below `number` is still on the chain. Walks the stored hashes down while they differ from
+        the chain's; across a gap in them (HTTP polling stores only the heads it polled) it asks the chain for the
+        newest stored block below the gap, so a reorg is never missed for want of a parent hash."""
+        fork = number if number in self._hashes else None  # the head's own number held another block
+        n, canonical = number - 1, parent_hash
+        while True:
+            if n in self._hashes:
+                if self._hashes[n] == canonical:
+                    return fork
+                parent = (await read_head(call, n)).parent_hash
+            else:  # a gap: the newest stored block below it must still be the chain's
+                below = [m for m in self._hashes if m < n]
+                if not below:
+                    return fork
+                n = max(below)
+                block = await read_head(call, n)
+                if block.hash == self._hashes[n]:
+                    return fork
+                parent = block.parent_hash
+            fork, canonical, n = n, parent, n - 1
+
+    def _rewind(self, fork: int, head: Head) -> None:
+        """Blocks from `fork` on were replaced (the chain's head is `head`): forgets them, commits the cursor back at
+        the fork (with the pending requests below it, in one transaction) and tells the node."""
         self.reorgs += 1
         log.warning("reorg: blocks from %d on were replaced (new head %d); rewinding", fork, head.number)
         for stale in [n for n in self._hashes if n >= fork]:
@@ -314,29 +321,28 @@ class Listener:
         for stale in [n for n in self._held if n >= fork]:
             del self._held[stale]
         self._pending = [(r, m) for r, m in self._pending if r.block_number < fork]
+        self._live_to = min(self._live_to, fork - 1)
         self._store.forget_blocks_from(fork)
-        self.cursor = min(self.cursor, fork)
-        self._store.set_cursor(self.cursor)
+        self._commit(min(self.cursor, fork))
         self._reread_to = max(head.number, self._reread_to or 0)
         self._on_reorg(fork)
 
     async def _check_stored(self, call: Call, head: Head) -> None:
-        """After a (re)connect: the newest stored hash must still be on the chain, else a reorg happened meanwhile."""
-        below = [n for n in self._hashes if n <= head.number]
-        if not below:
-            return
-        top = max(below)
-        block = await read_head(call, top)
-        if block.hash != self._hashes[top]:
-            await self._rewind(call, Head(top + 1, "", block.hash, 0, 0))
+        """After a (re)connect: every stored hash up to `head` must still be on the chain, else a reorg happened
+        meanwhile and the cursor goes back to the fork."""
+        fork = await self._find_fork(call, head.number + 1, head.hash)
+        if fork is not None:
+            self._rewind(fork, head)
 
-    def _save_progress(self) -> None:
-        """Commits the cursor with the pending requests (whose blocks it passes) and the new block hashes."""
+    def _save_progress(self, cursor: int | None = None) -> None:
+        """Commits `cursor` (default: where it is) with the pending requests (whose blocks it passes) and the new
+        block hashes, in one transaction; `self.cursor` moves only once that commit succeeded."""
+        cursor = self.cursor if cursor is None else cursor
         if self.head is None:
-            self._commit(self.cursor)
+            self._commit(cursor)
             return
         oldest = self.head.number - KEEP_BLOCKS
-        self._commit(self.cursor, [(n, h) for n, h in self._unsaved.items() if n > oldest])
+        self._commit(cursor, [(n, h) for n, h in self._unsaved.items() if n > oldest])
         self._unsaved.clear()
         if len(self._hashes) > KEEP_BLOCKS:
             for old in [n for n in self._hashes if n <= oldest]:
@@ -357,8 +363,7 @@ class Listener:
                 if (request := self._decode(raw)) is not None:
                     self._emit(request)
             found += len(logs)
-            self.cursor = to_block + 1
-            self._save_progress()
+            self._save_progress(to_block + 1)
             if self.cursor <= target and time.monotonic() - said >= BACKFILL_PROGRESS_S:  # a long catch-up: progress
                 said = time.monotonic()
                 share = 100 * (self.cursor - first) / max(1, target - first + 1)
@@ -370,15 +375,20 @@ class Listener:
     async def run(self) -> None:
         """Listens until cancelled. Every failure waits a capped, jittered exponential back-off (tenacity) before the
         next try; the back-off starts again from `RECONNECT_BASE_S` after a healthy period (`HEALTHY_S` of heads)."""
-        while True:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(Exception),
-                wait=wait_exponential_jitter(multiplier=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
-                before_sleep=self._say_lost,
-                reraise=True,
-            ):
-                with attempt:
-                    await self._session()
+        try:
+            while True:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(Exception),
+                    wait=wait_exponential_jitter(multiplier=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
+                    before_sleep=self._say_lost,
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._session()
+        finally:  # stopped: nothing more is committed (pending requests were never passed by the stored cursor)
+            self._closed = True
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
 
     @staticmethod
     def _say_lost(state: RetryCallState) -> None:
@@ -404,15 +414,18 @@ class Listener:
     async def _session(self) -> None:
         """One try: a WebSocket when one is due, else HTTP polling until one is. Returns (a fresh back-off) after a
         WebSocket failure, so HTTP polling takes over at once, and after a failure that ended a healthy period."""
+        self._live_to = -1  # no live logs until a WebSocket is up again
         try:
-            if self._ws_urls and time.monotonic() >= self._ws_retry_at:
-                url = self._ws_urls[self._ws_index]
+            url = self._ws.due()
+            if url is not None:
                 try:
                     await self._run_ws(url)
                 except Exception as exc:
-                    self._ws_failed(url, exc)
+                    self.connected = False
+                    if self._ws.failed(url, exc):
+                        self._mode = "ws-wait"
                 return
-            await self._run_polling(until=self._ws_retry_at if self._ws_urls else None)
+            await self._run_polling(until=self._ws.retry_at if self._ws.urls else None)
         except Exception as exc:
             self.connected = False
             healthy = self._healthy()
@@ -421,29 +434,6 @@ class Listener:
                 log.warning("listener lost the RPC (%s: %s); reconnecting", type(exc).__name__, exc)
                 return
             raise
-
-    def _ws_failed(self, url: str, exc: Exception) -> None:
-        """Marks `url` failed, moves to the next WebSocket URL; after a round of failures, polls over HTTP for a
-        back-off before trying the WebSockets again."""
-        self.connected = False
-        CONDITIONS.count("ws", action_of(exc))
-        shown = public_url(url)
-        reason = str(exc).replace(url, shown) or type(exc).__name__
-        CONDITIONS.set(f"ws {shown}", f"{type(exc).__name__}: {reason}"[:300], blocks_ready=False)
-        self._ws_failures += 1
-        self._ws_index = (self._ws_index + 1) % len(self._ws_urls)
-        if self._ws_failures % len(self._ws_urls) == 0:  # every URL failed once more: poll over HTTP a while
-            rounds = self._ws_failures // len(self._ws_urls)
-            delay = min(WS_RETRY_MAX_S, WS_RETRY_BASE_S * 2 ** (rounds - 1)) * random.uniform(0.8, 1.0)
-            self._ws_retry_at = time.monotonic() + delay
-            self._ws_index = 0  # the next round starts with the preferred endpoint
-            if rounds == 1:
-                log.warning(
-                    "no WebSocket endpoint works; polling over HTTP, trying again with back-off (%.1f s)", delay
-                )
-            self._mode = "ws-wait"
-        else:
-            log.warning("WebSocket %s failed; trying %s", shown, public_url(self._ws_urls[self._ws_index]))
 
     async def _open_ws(self, url: str, stack: contextlib.AsyncExitStack) -> tuple[WsRpc, str]:
         """Opens `url` and subscribes (within `WS_CONNECT_TIMEOUT_S`); while a WebSocket failed before, polls over HTTP
@@ -460,12 +450,12 @@ class Listener:
         try:
             async with asyncio.timeout(WS_CONNECT_TIMEOUT_S):
                 while not task.done():
-                    if self._ws_failures:
+                    if self._ws.failures:
                         try:
                             await self._poll_once()
                         except Exception as exc:  # the WebSocket attempt decides; this only keeps up meanwhile
                             log.debug("HTTP poll while connecting failed: %s", exc)
-                    await asyncio.wait({task}, timeout=self._poll_interval_s if self._ws_failures else None)
+                    await asyncio.wait({task}, timeout=self._poll_interval_s if self._ws.failures else None)
         finally:
             if not task.done():
                 task.cancel()
@@ -477,11 +467,13 @@ class Listener:
         shown = public_url(url)
         async with contextlib.AsyncExitStack() as stack:
             ws, heads = await self._open_ws(url, stack)
-            call = self._counted(ws.request)
+            call = counted(ws.request, self._rpc.calls)
             head = await read_head(call, "latest")
             await self._check_stored(call, head)
             await self._on_new_head(call, head)
             found = await self.backfill(call)
+            self._reconcile_at = time.monotonic() + self._reconcile_s
+            self._live_to = self.cursor - 1
             self.connected = True
             self._ws_head_at = self._ws_checked_at = self._ws_up_at = up_at = time.monotonic()
             self._good_head()
@@ -506,16 +498,21 @@ class Listener:
                     await self._on_new_head(call, head)
                     self._ws_head_at = time.monotonic()
                     self._good_head()
-                    if self._ws_failures and self._ws_head_at - up_at >= HEALTHY_S:  # a healthy WebSocket again
-                        self._ws_failures = 0
+                    if self._ws.failures and self._ws_head_at - up_at >= HEALTHY_S:  # a healthy WebSocket again
+                        self._ws.healthy()
                     CONDITIONS.set(f"ws {shown}", None)
                     if self._reread_to is not None:  # read the new branch's logs from the fork
                         await self.backfill(call)
                         if self.cursor > self._reread_to:
                             self._reread_to = None
                         continue
-                    self.cursor = max(self.cursor, head.number - self._confirmations - WS_CURSOR_GRACE + 1)
-                    self._save_progress()
+                    self._live_to = max(self._live_to, head.number - self._confirmations)
+                    behind = head.number - self._confirmations - self.cursor
+                    if time.monotonic() >= self._reconcile_at or behind >= RECONCILE_BLOCKS:
+                        await self.backfill(call)  # eth_getLogs moves the cursor: never past a block not read back
+                        self._reconcile_at = time.monotonic() + self._reconcile_s
+                    else:
+                        self._save_progress()  # the new block hashes and any live requests; the cursor stays
                 elif isinstance(result, dict):
                     self._on_log(result)
                 else:

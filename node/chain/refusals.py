@@ -92,6 +92,9 @@ class Refusals:
 
     def reverted(self, job: Job, reverted: TxReverted) -> None:
         """The simulation of `job` alone reverted: settle it, report its failure, or doubt the revert."""
+        if job.state is JobState.ORPHANED:  # a reorg removed its request during the simulation: nothing to do
+            log.info("request %d: removed by a reorg while its send was simulated; dropped", job.request_id)
+            return
         if reverted.error in SETTLED_ERRORS:
             self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
         elif reverted.error is None:

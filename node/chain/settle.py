@@ -108,6 +108,9 @@ class Settler:
         gas: int = 0,
         block: int | None = None,
     ) -> None:
+        if job.state is JobState.ORPHANED:  # a reorg removed its request meanwhile: its new job (if any) is another
+            self._history.forget(job.request_id)
+            return
         self._store.update(job, state, error=error, tx_hash=tx_hash or job.tx_hash)
         self.settled += 1
         rid = job.request_id

@@ -77,6 +77,8 @@ class Scheduler:
         self._queues = {mid: _Queue(route) for mid, route in routes.items()}
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Set by `drain`: no new work starts (what is stored stays stored for the next start).
+        self._closing = False
 
     def admit(self, jobs: list[Job]) -> None:
         """Starts work on jobs the listener has just committed (`JobStore.record_requests`): they are stored
@@ -110,6 +112,8 @@ class Scheduler:
             log.info("request %d: removed by a reorg; its job is cancelled", rid)
 
     def _start(self, job: Job, queue: _Queue) -> None:
+        if self._closing:  # stopping: the job stays stored as it is, the next start resumes it
+            return
         if job.state is JobState.COMPUTED:
             self._hand_on(job)  # computed before a restart or a reorg: send, never recompute
             return
@@ -126,7 +130,7 @@ class Scheduler:
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
         queue.active -= 1
-        while queue.waiting and queue.active < queue.max_active:
+        while queue.waiting and queue.active < queue.max_active and not self._closing:
             job = queue.waiting.popleft()
             if job.state in (JobState.SEEN, JobState.RUNNING, JobState.COMPUTED):  # not orphaned meanwhile
                 self._start(job, queue)
@@ -149,7 +153,10 @@ class Scheduler:
         return len(self._tasks)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Waits for running computations to finish, then cancels what is left (the store resumes it)."""
+        """Stops taking work (no waiting job starts, no admitted job runs: they stay stored and the next start
+        resumes them), waits up to `timeout_s` seconds for the running computations, then cancels what is left; a
+        cancelled call's attempt is given back (the node stopped it, not its input). Returns with no task left."""
+        self._closing = True
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout_s)
@@ -173,6 +180,10 @@ class Scheduler:
                 # `running` means in the container, not waiting for a place; each attempt is committed as it starts
                 on_attempt=lambda n: self._store.update(job, JobState.RUNNING, attempts=n),
             )
+        except asyncio.CancelledError:
+            if self._closing and job.state is JobState.RUNNING and job.attempts > 0:
+                self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)  # stopped by us: not counted
+            raise
         except ContainerError as exc:
             log.error("request %d: %s failed after %d attempt(s): %s", rid, route.model.name, job.attempts, exc)
             # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.

@@ -15,8 +15,8 @@ protocol does not allow (deliver a job twice, recompute a delivered one, revive 
 - `submitted`: a signed transaction carrying it is committed (and broadcast).
 - `confirmed` | `failed` | `expired`: settled (delivered; failed or reported failed; settled by someone else or
   past its deadline). `failed` goes back to `seen`/`computed` only by the operator's `infera jobs retry`.
-- `orphaned`: a reorg removed its request; seeing the request again revives it (`seen`, or `computed` when the
-  re-included request asks for the same thing and the output is kept).
+- `orphaned`: a reorg removed its request; no layer moves it on. Seeing the request again on the new branch revives
+  its row (`seen`, or `computed` when the re-included request asks for the same thing and the output is kept).
 """
 
 from __future__ import annotations
@@ -56,8 +56,12 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     S.CONFIRMED: frozenset({S.ORPHANED}),
     S.EXPIRED: frozenset({S.ORPHANED}),
     S.FAILED: frozenset({S.ORPHANED, S.SEEN, S.COMPUTED}),  # SEEN/COMPUTED: the operator's `jobs retry`
-    S.ORPHANED: frozenset({S.SEEN, S.COMPUTED}),  # seen again on the new branch
+    # No layer moves an orphaned job: a writer that still holds it (a send simulated before the reorg) must not
+    # bring it back. Only the request's re-inclusion does, as a new row (`JobStore.add`, `check_revival`).
+    S.ORPHANED: frozenset(),
 }
+#: What an orphaned job's row becomes when its request is seen again on the new branch.
+REVIVALS = frozenset({S.SEEN, S.COMPUTED})
 
 
 class IllegalTransition(InferaError):
@@ -69,3 +73,9 @@ def check(request_id: int, before: JobState, after: JobState) -> None:
     """Raises `IllegalTransition` unless a job may move from `before` to `after`."""
     if after not in TRANSITIONS[before]:
         raise IllegalTransition(f"job {request_id}: {before} -> {after} is not an allowed transition")
+
+
+def check_revival(request_id: int, before: JobState, after: JobState) -> None:
+    """Raises `IllegalTransition` unless `before` is `orphaned` and `after` a state a re-included request starts in."""
+    if before is not S.ORPHANED or after not in REVIVALS:
+        raise IllegalTransition(f"job {request_id}: {before} cannot be revived as {after}")

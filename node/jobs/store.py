@@ -34,7 +34,7 @@ from node.jobs.rows import SCHEMA, request_from_json, request_to_json
 from node.jobs.rows import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the CLI and tests read it here
 from node.jobs.rows import Job as Job  # re-exported: the store's callers work on Jobs
 from node.jobs.rows import StoredTx as StoredTx
-from node.jobs.states import RESUMABLE, TERMINAL, check
+from node.jobs.states import RESUMABLE, TERMINAL, check, check_revival
 from node.jobs.states import JobState as JobState  # re-exported: a Job carries one
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ class JobStore:
                     continue
                 try:
                     job = self.add(request, model_name)
-                except Exception:  # a request with absurd values (an id past SQLite's integers) is dropped, alone
+                except (ValueError, TypeError, OverflowError):  # a request with values no row can hold: dropped alone
                     log.exception("request %s: could not be recorded; dropped", request.request_id)
-                    continue
+                    continue  # (an SQLite error propagates: nothing of the range is committed, the cursor stays)
                 if job is None:
                     self.duplicates += 1
                     log.debug("request %d: seen again; dropped as a duplicate", request.request_id)
@@ -151,6 +151,8 @@ class JobStore:
             same = (old.model_id, old.consumer, old.input) == (request.model_id, request.consumer, request.input)
             output = row[2] if same else None
         state = JobState.COMPUTED if output is not None else JobState.SEEN
+        if row is not None:
+            check_revival(request.request_id, JobState(row[0]), state)
         self._db.execute(
             "INSERT OR REPLACE INTO jobs (chain_id, coordinator, request_id, interval, model, request, block_number,"
             " block_hash, state, attempts, output, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)",
@@ -246,10 +248,13 @@ class JobStore:
         """Marks every job whose request log was in a block at or above `block_number` (a reorg's fork: every such
         block was replaced) as orphaned; returns their request ids."""
         rows = self._db.execute(
-            "SELECT request_id FROM jobs WHERE chain_id=? AND coordinator=? AND block_number >= ? AND state != ?",
+            "SELECT request_id, state FROM jobs WHERE chain_id=? AND coordinator=? AND block_number >= ?"
+            " AND state != ?",
             (self.chain_id, self.coordinator, block_number, JobState.ORPHANED),
         ).fetchall()
         orphaned = [int(r[0]) for r in rows]
+        for rid, state in rows:
+            check(int(rid), JobState(state), JobState.ORPHANED)
         with self.transaction() as db:
             for rid in orphaned:
                 db.execute(
@@ -339,16 +344,18 @@ class JobStore:
                 self._write(job)
 
     def update_tx(self, tx: StoredTx) -> None:
-        """Writes a transaction's new hashes (a replacement), raw bytes, request, blocks and state."""
+        """Writes a transaction's new hashes (a replacement), raw bytes, request, the jobs it carries (a replacement
+        may carry fewer, a nonce fill none), blocks and state."""
         if not tx.items:
             self.call_hashes.update(h.lower() for h in tx.hashes)
         self._db.execute(
-            "UPDATE txs SET hashes=?, raw=?, request=?, sent_block=?, mined_block=?, state=?, updated_at=?"
+            "UPDATE txs SET hashes=?, raw=?, request=?, items=?, sent_block=?, mined_block=?, state=?, updated_at=?"
             " WHERE chain_id=? AND sender=? AND nonce=?",
             (
                 json.dumps(tx.hashes),
                 tx.raw,
                 json.dumps(tx.request),
+                json.dumps([[str(rid), failed] for rid, failed in tx.items]),
                 tx.sent_block,
                 tx.mined_block,
                 tx.state,

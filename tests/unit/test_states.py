@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.jobs.states import RESUMABLE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check
+from node.jobs.states import RESUMABLE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check, check_revival
 from node.jobs.store import JobStore, StoredTx
 from tests.unit.test_store import ADDR, request, store
 
@@ -31,8 +31,6 @@ USED = {
     (S.SUBMITTED, S.FAILED),
     (S.SUBMITTED, S.EXPIRED),
     (S.CONFIRMED, S.ORPHANED),
-    (S.ORPHANED, S.SEEN),
-    (S.ORPHANED, S.COMPUTED),
     (S.FAILED, S.SEEN),  # `infera jobs retry`
     (S.FAILED, S.COMPUTED),
 }
@@ -54,6 +52,8 @@ def test_every_move_the_node_makes_is_in_the_table() -> None:
         (S.SEEN, S.CONFIRMED),
         (S.RUNNING, S.SUBMITTED),
         (S.ORPHANED, S.SUBMITTED),
+        (S.ORPHANED, S.COMPUTED),  # a send simulated before the reorg must not bring an orphaned job back
+        (S.ORPHANED, S.SEEN),
     ],
 )
 def test_a_move_the_protocol_forbids_raises(before: JobState, after: JobState) -> None:
@@ -118,3 +118,36 @@ def test_a_range_and_its_cursor_are_one_commit(tmp_path: Path) -> None:
     assert "0xca11" in reopened.call_hashes
     assert reopened.cursor(0) == 13
     assert {j.request_id for j in reopened.resumable()} == {1, 2}
+
+
+def test_only_a_reincluded_request_revives_an_orphaned_job(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    job = s.add(request(5, block=20), "m")
+    assert job is not None
+    s.update(job, JobState.RUNNING, attempts=1)
+    assert s.orphan_from(20) == [5]
+    assert job.state is S.ORPHANED
+    with pytest.raises(IllegalTransition):  # the stale holder of the job (a send in flight) cannot revive it
+        s.update(job, JobState.COMPUTED, failure="UnknownRequest")
+    revived = s.add(request(5, block=21, block_hash="0xbb"), "m")  # the request again, on the new branch
+    assert revived is not None
+    assert revived.state is S.SEEN
+    assert s.duplicates == 0
+    with pytest.raises(IllegalTransition):
+        check_revival(5, S.CONFIRMED, S.SEEN)
+
+
+def test_a_replacement_transactions_jobs_are_kept_across_a_restart(tmp_path: Path) -> None:
+    """A replacement that carries fewer jobs (or a nonce fill that carries none) is stored as it is, so a restarted
+    node does not settle jobs by a transaction that no longer carries them."""
+    s = store(tmp_path)
+    job = s.add(request(3), "m")
+    assert job is not None
+    s.update(job, JobState.COMPUTED, output=b"x")
+    tx = StoredTx(ADDR, 4, ["0xaa"], b"raw", {}, [(3, False)], sent_block=1)
+    s.add_tx(tx, [job])
+    tx.items, tx.hashes = [], ["0xaa", "0xbb"]  # filled with a 0-value transfer
+    s.update_tx(tx)
+    s.close()
+    (reloaded,) = store(tmp_path).open_txs(ADDR)
+    assert (reloaded.items, reloaded.hashes) == ([], ["0xaa", "0xbb"])
