@@ -38,6 +38,8 @@ class CountingRpcProxy:
         #: While true, subscription notifications are not passed on to the client (calls are still answered): a
         #: WebSocket that stays open but has gone quiet.
         self.mute_notifications = False
+        #: While true, only log notifications are dropped (heads still come): a `logs` subscription gone quiet.
+        self.mute_log_notifications = False
         #: Called with each HTTP JSON-RPC call (a dict) before it is forwarded; a `web.StreamResponse` it returns
         #: is sent instead (fault injection), None forwards the call. May be a coroutine function.
         self.fault: Callable[[dict[str, Any]], Any] | None = None
@@ -136,6 +138,12 @@ class CountingRpcProxy:
                 async for msg in upstream:
                     if msg.type is aiohttp.WSMsgType.TEXT:
                         if self.mute_notifications and '"eth_subscription"' in msg.data:
+                            continue
+                        if (
+                            self.mute_log_notifications
+                            and '"eth_subscription"' in msg.data
+                            and '"logIndex"' in msg.data
+                        ):
                             continue
                         await client.send_str(msg.data)
                     elif msg.type is aiohttp.WSMsgType.BINARY:

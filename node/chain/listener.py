@@ -519,16 +519,21 @@ class Listener:
                     CONDITIONS.count("ws", Action.UNKNOWN)
 
     async def _next_note(self, ws: WsRpc, url: str, call: Call) -> tuple[str, Any]:
-        """The next notification; while none comes for the staleness bound, checks whether the chain moved on
-        (raises `WsStale`) or is idle (waits on)."""
+        """The next notification; while none comes, reads the logs back when that is due (`log_reconcile_s`) and,
+        after the staleness bound, checks whether the chain moved on (raises `WsStale`) or is idle (waits on)."""
         while True:
-            silent_for = time.monotonic() - max(self._ws_head_at, self._ws_checked_at)
+            now = time.monotonic()
+            stale_in = self.block_time.stale_after_s() - (now - max(self._ws_head_at, self._ws_checked_at))
             try:
-                async with asyncio.timeout(max(0.0, self.block_time.stale_after_s() - silent_for)):
+                async with asyncio.timeout(max(0.0, min(stale_in, self._reconcile_at - now))):
                     return await ws.next_notification()
             except TimeoutError:
                 pass
-            await self._check_stale(url, call)
+            if time.monotonic() >= self._reconcile_at:  # no head came meanwhile (an idle chain): read the logs back
+                await self.backfill(call)
+                self._reconcile_at = time.monotonic() + self._reconcile_s
+            if time.monotonic() - max(self._ws_head_at, self._ws_checked_at) >= self.block_time.stale_after_s():
+                await self._check_stale(url, call)
 
     async def _check_stale(self, url: str, call: Call) -> None:
         """The WebSocket sent no head for the staleness bound: asks the head over HTTP (or, failing that, over the

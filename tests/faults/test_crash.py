@@ -9,10 +9,12 @@ node's nonces run without a gap.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 import pytest
 
+from node.devnet import wait_until
 from tests.faults.conftest import MODEL, FaultRig
 
 pytestmark = pytest.mark.faults
@@ -78,3 +80,30 @@ def test_sigkill_at_every_stage_loses_and_repeats_nothing(rig: FaultRig) -> None
     assert dev.w3.eth.get_transaction_count(node) == nonces[-1] + 1
     assert rig.restarts == 3
     print(f"crash test: 200 requests, 3 SIGKILLs, {len(txs)} delivery txs, 0 lost, 0 duplicated, 0 recomputed")
+
+
+def test_sigterm_with_a_backlog_fails_nothing_and_resumes_everything(rig: FaultRig) -> None:
+    """SIGTERM while 2 jobs compute and 18 wait for a place (max_concurrency 2): the node stops taking work, lets the
+    two finish, exits 0, and the next start serves the other 18; no job is failed, none computed twice. Before, each
+    finishing job started a waiting one that the stop then cut off (`Session is closed`) and marked failed for good."""
+    dev = rig.dev
+    rig.configure(model={"max_concurrency": 2})
+    rig.start_node()
+    rig.control("hold")
+    inputs = [f"backlog-{i:02d}".encode() for i in range(20)]
+    ids = dev.request_many(MODEL, inputs)
+    rig.wait_states("2 running, the rest waiting", running=2)
+    assert rig.node is not None
+    node = rig.node
+    node.popen.send_signal(signal.SIGTERM)
+    log_path = dev.workdir / "node.log"
+    wait_until(lambda: "stopping: finishing in-flight jobs" in log_path.read_text(), timeout_s=30, what="the stop")
+    rig.control("release")
+    assert node.popen.wait(60) == 0, f"the node did not stop cleanly:\n{node.log_tail()}"
+    dev.procs.remove(node)
+    assert "failed" not in rig.states(), f"jobs failed by the stop: {rig.states()}"
+    rig.start_node()
+    rig.wait_fulfilled(ids)
+    fulfilled = rig.fulfillments()
+    assert {i: fulfilled[i] for i in ids} == dict.fromkeys(ids, 1)
+    assert rig.computed() == Counter(dict.fromkeys(inputs, 1)), "an input was computed twice"

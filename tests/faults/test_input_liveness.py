@@ -161,6 +161,27 @@ def test_silent_websocket_is_replaced_and_polled_around_and_an_idle_chain_is_lef
     )
 
 
+def test_a_log_subscription_gone_quiet_while_heads_come_loses_no_request(rig: FaultRig, rpc: CountingRpcProxy) -> None:
+    """The provider keeps sending heads but no longer the logs: the socket looks healthy. The cursor moves only by
+    eth_getLogs reads (`log_reconcile_s`), so the requests are found by the next read; before, the cursor followed
+    the heads past them and they were never served."""
+    dev = rig.dev
+    configure(rig, rpc_url=rpc.http_url, ws_url=rpc.ws_url, log_reconcile_s=1.0)
+    node = rig.start_node()
+    warm = dev.request_many(MODEL, [b"warm"])
+    rig.wait_fulfilled(warm)
+    rpc.mute_log_notifications = True
+    muted_at = time.monotonic()
+    ids = dev.request_many(MODEL, [f"quiet-logs-{i}".encode() for i in range(4)])
+    dev.w3.provider.make_request("anvil_mine", [3])  # type: ignore[arg-type]  # heads keep coming
+    rig.wait_fulfilled(ids, timeout_s=30)
+    found_s = time.monotonic() - muted_at
+    delivered_once(rig, ids)
+    node.check_alive()
+    assert rpc.ws_calls["eth_subscribe"] == 2, "the socket was replaced: heads alone must keep it"
+    print(f"logs subscription muted: 4 requests found by eth_getLogs and delivered {found_s:.1f} s later")
+
+
 def test_primary_http_and_websocket_down_fail_over_to_the_fallbacks(rig: FaultRig, rpc: CountingRpcProxy) -> None:
     dev = rig.dev
     primary = Gate(dev.rpc_port)
