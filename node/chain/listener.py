@@ -216,8 +216,8 @@ class Listener:
             self._pending[:0] = batch
             raise
         if cursor is not None:
-            self.cursor = cursor
-            if batch:
+            moved, self.cursor = cursor > self.cursor, cursor
+            if batch and moved:
                 faultpoint.reached("cursor-saved")
         if jobs:
             self._on_jobs(jobs)

@@ -9,6 +9,8 @@ committed in the same transaction as the cursor. Over a WebSocket and with HTTP 
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from node.devnet import wait_until
@@ -42,3 +44,44 @@ def test_a_kill_between_cursor_and_job_rows_loses_no_request(rig: FaultRig, tran
     assert {i: fulfilled[i] for i in ids} == dict.fromkeys(ids, 1)
     assert len(stored) == REQUESTS, "the job rows were not committed with the cursor"
     wait_until(lambda: rig.states()["confirmed"] == REQUESTS, timeout_s=30, what="every job confirmed")
+
+
+def test_live_websocket_requests_survive_a_kill_at_the_cursor_commit(rig: FaultRig) -> None:
+    """Live logs are committed as they arrive, without moving the cursor; the cursor moves only when the logs are
+    read back (`log_reconcile_s`). The node is killed right after the first such commit that passes live requests
+    (their container calls held, so none is answered yet): after the restart each is delivered exactly once."""
+    dev = rig.dev
+    rig.configure(log_reconcile_s=1.0)
+    rig.env["INFERA_FAULT_POINT"] = "cursor-saved"
+    node = rig.start_node()
+    rig.env.pop("INFERA_FAULT_POINT")
+    rig.control("hold")
+    ids = dev.request_many(MODEL, [f"live-{i:02d}".encode() for i in range(REQUESTS)])
+    wait_until(lambda: node.popen.poll() is not None, timeout_s=60, what="the node to die at cursor-saved")
+    assert node.popen.returncode == -signal.SIGKILL
+    dev.procs.remove(node)
+    (cursor,) = rig.db("SELECT next_block FROM cursors")[0]
+    stored = {int(r[0]) for r in rig.db("SELECT request_id FROM jobs")}
+    passed = {i for i, block in request_blocks(rig).items() if block < cursor}
+    assert passed, "the kill came before the cursor passed any request"
+    assert passed <= stored, f"the cursor passed requests with no job row: {sorted(passed - stored)}"
+    rig.control("release")
+    rig.start_node()
+    rig.wait_fulfilled(ids, timeout_s=60)
+    fulfilled = rig.fulfillments()
+    assert {i: fulfilled[i] for i in ids} == dict.fromkeys(ids, 1)
+
+
+def request_blocks(rig: FaultRig) -> dict[int, int]:
+    """Request id -> the block of its RequestCreated log, over the whole chain."""
+    dev = rig.dev
+    assert dev.abi is not None
+    assert dev.deployment is not None
+    logs = dev.w3.eth.get_logs(
+        {  # type: ignore[typeddict-item]
+            "address": dev.deployment.coordinator.address,
+            "topics": [dev.abi.request_created_topic],
+            "fromBlock": dev.deployment.start_block,
+        }
+    )
+    return {dev.abi.decode_request_created(raw).request_id: int(raw["blockNumber"]) for raw in logs}
