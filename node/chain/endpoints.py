@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from tenacity import RetryCallState
+
 from node.chain.heads import Call, action_of
 from node.chain.rpc import public_url
 from node.observability.conditions import CONDITIONS
@@ -81,3 +83,16 @@ def counted(request: Call, calls: Counter[str]) -> Call:
             raise
 
     return call
+
+
+def say_lost(state: RetryCallState) -> None:
+    """Before the listener's back-off: the `listener` condition and one log line with the error and the wait."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    delay = state.next_action.sleep if state.next_action is not None else 0.0
+    CONDITIONS.set("listener", f"lost the RPC ({type(exc).__name__}); reconnecting with back-off", blocks_ready=False)
+    log.info("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
+
+
+def log_key(raw: Any) -> tuple[str, str]:
+    """A log's identity as the endpoint wrote it: (block hash, log index), lower-cased."""
+    return str(raw.get("blockHash")).lower(), str(raw.get("logIndex")).lower()

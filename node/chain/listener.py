@@ -40,12 +40,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eth_typing import ChecksumAddress
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import AsyncRetrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from node import faultpoint
 from node.chain.contracts import CoordinatorAbi, InferenceRequest, as_int
-from node.chain.endpoints import WsEndpoints, counted
+from node.chain.endpoints import WsEndpoints, counted, log_key, say_lost
 from node.chain.heads import (
     MAX_UNVERIFIED_JUMP,
     MAX_UNVERIFIED_TIME_JUMP_S,
@@ -144,6 +144,8 @@ class Listener:
         self._reconcile_at = 0.0
         #: The newest confirmed block whose live logs were handed on over a working WebSocket (-1: none now).
         self._live_to = -1
+        #: (block hash, log index) of the live logs handed on since the last read back, which that read skips.
+        self._seen_live: set[tuple[str, str]] = set()
         self._on_head = on_head
         self._on_reorg = on_reorg
         #: Next block to read logs from: every log below it has been handed on.
@@ -216,9 +218,7 @@ class Listener:
             self._pending[:0] = batch
             raise
         if cursor is not None:
-            moved, self.cursor = cursor > self.cursor, cursor
-            if batch and moved:
-                faultpoint.reached("cursor-saved")
+            self.cursor = cursor
         if jobs:
             self._on_jobs(jobs)
 
@@ -234,6 +234,7 @@ class Listener:
         request = self._decode(raw)
         if request is None:
             return
+        self._seen_live.add(log_key(raw))
         if self.head is not None and request.block_number <= self.head.number - self._confirmations:
             self._emit(request)
         else:
@@ -321,6 +322,7 @@ class Listener:
         for stale in [n for n in self._held if n >= fork]:
             del self._held[stale]
         self._pending = [(r, m) for r, m in self._pending if r.block_number < fork]
+        self._seen_live.clear()
         self._live_to = min(self._live_to, fork - 1)
         self._store.forget_blocks_from(fork)
         self._commit(min(self.cursor, fork))
@@ -360,10 +362,14 @@ class Listener:
             to_block = min(target, self.cursor + self._logs.size - 1)
             logs = await self._logs.read(call, self.cursor, to_block)
             for raw in logs:
+                if log_key(raw) in self._seen_live:
+                    continue  # handed on live already (the read back only makes sure none was missed)
                 if (request := self._decode(raw)) is not None:
                     self._emit(request)
             found += len(logs)
             self._save_progress(to_block + 1)
+            if logs:  # the cursor is committed past requests; their jobs are stored and no task of theirs has run
+                faultpoint.reached("cursor-saved")
             if self.cursor <= target and time.monotonic() - said >= BACKFILL_PROGRESS_S:  # a long catch-up: progress
                 said = time.monotonic()
                 share = 100 * (self.cursor - first) / max(1, target - first + 1)
@@ -380,7 +386,7 @@ class Listener:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(Exception),
                     wait=wait_exponential_jitter(multiplier=RECONNECT_BASE_S, max=RECONNECT_MAX_S),
-                    before_sleep=self._say_lost,
+                    before_sleep=say_lost,
                     reraise=True,
                 ):
                     with attempt:
@@ -389,15 +395,6 @@ class Listener:
             self._closed = True
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
-
-    @staticmethod
-    def _say_lost(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        CONDITIONS.set(
-            "listener", f"lost the RPC ({type(exc).__name__}); reconnecting with back-off", blocks_ready=False
-        )
-        log.info("listener lost the RPC (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
 
     def _healthy(self) -> bool:
         """Whether heads have been coming for `HEALTHY_S` (then back-offs start again from the shortest)."""
@@ -511,6 +508,7 @@ class Listener:
                     if time.monotonic() >= self._reconcile_at or behind >= RECONCILE_BLOCKS:
                         await self.backfill(call)  # eth_getLogs moves the cursor: never past a block not read back
                         self._reconcile_at = time.monotonic() + self._reconcile_s
+                        self._seen_live.clear()
                     else:
                         self._save_progress()  # the new block hashes and any live requests; the cursor stays
                 elif isinstance(result, dict):
@@ -532,6 +530,7 @@ class Listener:
             if time.monotonic() >= self._reconcile_at:  # no head came meanwhile (an idle chain): read the logs back
                 await self.backfill(call)
                 self._reconcile_at = time.monotonic() + self._reconcile_s
+                self._seen_live.clear()
             if time.monotonic() - max(self._ws_head_at, self._ws_checked_at) >= self.block_time.stale_after_s():
                 await self._check_stale(url, call)
 

@@ -261,8 +261,18 @@ class ModelRoute:
     async def _retrying(self, job_id: str, tally: Tally, deadline: float | None, make: Callable[[], Awaitable[T]]) -> T:
         if tally.attempts >= self.model.max_attempts:  # a previous run used them all (e.g. the node crashed)
             raise ContainerError(f"no answer after {tally.attempts} attempt(s)")
+        try:  # the first attempt outside tenacity: a call that succeeds (nearly all) pays nothing for the policy
+            return await self._attempt(tally, make)
+        except ContainerError as exc:
+            first: list[ContainerError] = [exc]
+
+        async def attempt(tally: Tally, make: Callable[[], Awaitable[T]]) -> T:
+            if first:  # the policy judges the first failure exactly as if it had made that attempt itself
+                raise first.pop()
+            return await self._attempt(tally, make)
+
         policy = CallPolicy(self, job_id, tally, self.clock() + self.budget_s if deadline is None else deadline)
-        result: T = await policy.retrying()(self._attempt, tally, make)
+        result: T = await policy.retrying()(attempt, tally, make)
         return result
 
     async def _attempt(self, tally: Tally, make: Callable[[], Awaitable[T]]) -> T:
