@@ -4,8 +4,8 @@ A point does nothing unless the environment variable `INFERA_FAULT_POINT` names 
 `INFERA_FAULT_POINT=<name>` SIGKILLs the process the first time the point is reached, `<name>:<n>` the n-th time.
 Only tests arm it (tests/faults); an operator never sets it. Points the node has:
 
-- `cursor-saved`: the listener has committed its cursor past a block range (with, since the durable hand-off, the
-  job rows of that range) and nothing downstream has seen the range's requests yet.
+- `cursor-saved`: the listener's backfill has committed its cursor past a block range that had request logs (with,
+  since the durable hand-off, their job rows in the same commit) and no computation of theirs has run yet.
 """
 
 from __future__ import annotations
