@@ -13,7 +13,6 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from node.chain import build, delivery
-from node.chain.contracts import InferenceRequest
 from node.chain.env import TxBooks, TxEnv
 from node.chain.heads import Head
 from node.chain.nonces import Nonces
@@ -22,6 +21,7 @@ from node.chain.resend import BUMP_MIN_AGE_S, Resender
 from node.chain.view import ChainView
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore, StoredTx
+from tests.unit.txjobs import computed_job
 
 ACCOUNT = Account.from_key("0x" + "33" * 32)
 COORDINATOR = to_checksum_address("0x" + "44" * 20)
@@ -81,13 +81,7 @@ class Rig:
         self.resender = Resender(env, self.books, nonces, self.broadcasts)  # type: ignore[arg-type]
 
     def job(self, rid: int) -> Job:
-        request = InferenceRequest(
-            rid, b"\x01" * 32, COORDINATOR, b"in", COORDINATOR, 1, 100_000, 1, 2**40, 1, "0xaa", "0x", 0
-        )
-        job = self.store.add(request, "m")
-        assert job is not None
-        self.store.update(job, JobState.COMPUTED, output=b"out")
-        return job
+        return computed_job(self.store, rid, COORDINATOR)
 
     def open_tx(self, max_fee_wei: int, *jobs: Job, sent_block: int = 5) -> StoredTx:
         request = build.unsigned_call(COORDINATOR, b"\x01", 300_000, 0, 31337, (max_fee_wei, GWEI))

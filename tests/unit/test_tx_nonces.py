@@ -16,7 +16,6 @@ from eth_utils.address import to_checksum_address
 from web3.exceptions import TransactionNotFound
 
 from node.chain import build, delivery
-from node.chain.contracts import InferenceRequest
 from node.chain.env import TxBooks, TxEnv
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
@@ -27,6 +26,7 @@ from node.errors import Action, RpcUnavailable
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore, StoredTx
 from node.observability.conditions import CONDITIONS
+from tests.unit.txjobs import computed_job
 
 ACCOUNT = Account.from_key("0x" + "11" * 32)
 COORDINATOR = to_checksum_address("0x" + "22" * 20)
@@ -74,13 +74,7 @@ class Stack:
         return self.books.keys.keys[0]
 
     def job(self, rid: int) -> Job:
-        request = InferenceRequest(
-            rid, b"\x01" * 32, COORDINATOR, b"in", COORDINATOR, 1, 100_000, 1, 2**40, 1, "0xaa", "0x", 0
-        )
-        job = self.store.add(request, "m")
-        assert job is not None
-        self.store.update(job, JobState.COMPUTED, output=b"out")
-        return job
+        return computed_job(self.store, rid, COORDINATOR)
 
     def open_tx(self, nonce: int, *jobs: Job) -> StoredTx:
         """A signed delivery at `nonce`, committed with `jobs` and tracked, as the send path leaves it."""

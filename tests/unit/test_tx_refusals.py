@@ -15,7 +15,6 @@ from eth_utils.address import to_checksum_address
 
 from node.chain import build
 from node.chain.batching import refused_limit
-from node.chain.contracts import InferenceRequest
 from node.chain.env import TxBooks, TxEnv
 from node.chain.nonces import Nonces
 from node.chain.policy import TxPolicy
@@ -26,6 +25,7 @@ from node.errors import Action
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore, StoredTx
 from node.observability.conditions import CONDITIONS
+from tests.unit.txjobs import computed_job
 
 ACCOUNT = Account.from_key("0x" + "66" * 32)
 COORDINATOR = to_checksum_address("0x" + "77" * 20)
@@ -63,13 +63,7 @@ class Rig:
         )
 
     def job(self, rid: int, *, failure: str | None = None) -> Job:
-        request = InferenceRequest(
-            rid, b"\x01" * 32, COORDINATOR, b"in", COORDINATOR, 1, 100_000, 1, 2**40, 1, "0xaa", "0x", 0
-        )
-        job = self.store.add(request, "m")
-        assert job is not None
-        self.store.update(job, JobState.COMPUTED, output=None if failure else b"out", failure=failure)
-        return job
+        return computed_job(self.store, rid, COORDINATOR, failure=failure)
 
     def refuse_alone(self, job: Job, at: float) -> None:
         self.now = at
