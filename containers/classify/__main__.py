@@ -6,6 +6,7 @@ from containers.runtime.model import Model
 
 
 def build(a: Namespace) -> Model:
+    """The classifier the options ask for: a fine-tuned checkpoint, or the packaged zero-shot MiniLM."""
     if a.checkpoint:
         return CheckpointClassifier(a.checkpoint, a.name, device=a.device, dtype=a.dtype)
     return ZeroShotClassifier(
@@ -19,6 +20,7 @@ def build(a: Namespace) -> Model:
 
 
 def main() -> None:
+    """Runs the classify model server (HTTP, or an MQTT worker with `--mqtt`)."""
     parser = base_parser("Infera text classifier: zero-shot over MiniLM embeddings, or a classification checkpoint.")
     parser.add_argument("--name", default=None, help="model name (default: classify/minilm-sentiment@1)")
     parser.add_argument("--checkpoint", default=None, help="sequence-classification checkpoint (path or name)")

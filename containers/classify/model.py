@@ -44,6 +44,7 @@ def load_labels(path: str | Path) -> dict[str, list[str]]:
 
 
 def check_labels(data: Any) -> dict[str, list[str]]:
+    """Labels from a JSON object (label -> descriptions); raises ValueError unless there are at least two."""
     if not isinstance(data, Mapping) or len(data) < 2:
         raise ValueError("labels must be an object with at least two labels")
     labels: dict[str, list[str]] = {}
@@ -57,6 +58,7 @@ def check_labels(data: Any) -> dict[str, list[str]]:
 
 
 def score_e6(probability: float) -> int:
+    """A probability as the uint256 the contract gets: millionths, floored, within [0, 1,000,000]."""
     return min(SCORE_SCALE, max(0, math.floor(probability * SCORE_SCALE)))
 
 

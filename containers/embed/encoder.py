@@ -21,6 +21,8 @@ def packaged_minilm_path() -> str:
 
 
 class SentenceEncoder:
+    """A local transformers encoder giving mean-pooled, L2-normalised sentence embeddings, on `device`."""
+
     def __init__(
         self,
         model_path: str,

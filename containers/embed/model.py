@@ -39,11 +39,14 @@ def quantize_rows(vectors: Any) -> list[tuple[bytes, int]]:
 
 
 def dequantize(data: bytes, scale_e12: int) -> list[float]:
+    """int8 bytes back to floats: each byte (two's complement) times `scale_e12` / 10^12."""
     scale = scale_e12 / 10**SCALE_DIGITS
     return [(b - 256 if b > 127 else b) * scale for b in data]
 
 
 class EmbedModel:
+    """Sentence embeddings: `(string text)` -> `(bytes embedding as int8, uint256 scaleE12)`."""
+
     input_types: tuple[str, ...] = ("string",)
     output_types: tuple[str, ...] = ("bytes", "uint256")
     input_names: tuple[str, ...] = ("text",)

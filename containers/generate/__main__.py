@@ -3,6 +3,7 @@ from containers.runtime.cli import base_parser, serve
 
 
 def main() -> None:
+    """Runs the generate model server."""
     parser = base_parser("Infera text generation: any causal LM, greedy decoding, streamed off-chain.")
     parser.add_argument(
         "--model-path", required=True, help="causal LM checkpoint (local folder, or a name with hub access)"

@@ -17,6 +17,8 @@ MAX_PROMPT_CHARS = 8192
 
 
 class GenerateModel:
+    """Text generation with a local causal LM: `(string prompt, uint32 max_new_tokens)` -> `(string text)`, greedy."""
+
     input_types: tuple[str, ...] = ("string", "uint32")
     output_types: tuple[str, ...] = ("string",)
     input_names: tuple[str, ...] = ("prompt", "max_new_tokens")

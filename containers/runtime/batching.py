@@ -20,6 +20,8 @@ Predict = Callable[[Sequence[Args]], list[Args]]
 
 @dataclass
 class BatchStats:
+    """Batches run and items in them, the largest, and how many batches had each size."""
+
     batches: int = 0
     items: int = 0
     largest: int = 0
@@ -37,6 +39,9 @@ class BatchStats:
 
 
 class DynamicBatcher:
+    """Gathers single predictions into batches of at most `max_batch_size`, waiting at most `max_wait_ms` for a
+    batch to fill; runs them on `executor`."""
+
     def __init__(self, predict: Predict, executor: Executor, *, max_batch_size: int, max_wait_ms: float) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")

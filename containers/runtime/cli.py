@@ -15,6 +15,7 @@ from containers.runtime.worker import add_worker
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every model server shares (host, port, body limit, batching, MQTT worker mode)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=3000)

@@ -40,12 +40,14 @@ class ReplyMessage(TypedDict):
 
 
 def jobs_topic(model_name: str) -> str:
+    """The topic a model's jobs are published to; raises ValueError for a name MQTT cannot carry."""
     if not _TOPIC_SAFE.match(model_name):
         raise ValueError(f"model name {model_name!r} cannot be an MQTT topic (no '+', '#' or NUL)")
     return JOBS_PREFIX + model_name
 
 
 def shared_jobs_topic(pool: str, model_name: str) -> str:
+    """The shared subscription (`$share/<pool>/…`) a pool of workers takes `model_name`'s jobs from."""
     if not re.match(r"^[A-Za-z0-9_.-]+$", pool):
         raise ValueError(f"pool name {pool!r}: use letters, digits, '_', '.', '-'")
     return f"$share/{pool}/{jobs_topic(model_name)}"

@@ -50,12 +50,16 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class BatchConfig:
+    """Dynamic batching: largest batch, and the longest wait in ms for one to fill."""
+
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
 
 
 @dataclass
 class ServerState:
+    """What a model server holds: the model, its ABI codec, batching and the executor it runs on."""
+
     model: Model
     codec: AbiCodec
     batching: BatchConfig
@@ -81,6 +85,8 @@ class Answer:
 
 
 class Rejected(Exception):
+    """An input the server refuses; carries the answer to send (4xx)."""
+
     def __init__(self, answer: Answer) -> None:
         super().__init__(answer.body.get("error"))
         self.answer = answer
@@ -161,6 +167,7 @@ async def process(state: ServerState, body: Any) -> Answer:
 
 
 async def service_output(request: web.Request) -> web.Response:
+    """`POST /service_output` (Infernet protocol): one input in, its output (or a 4xx/5xx error) out."""
     try:
         body = await request.json()
     except ValueError:
@@ -230,6 +237,7 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
+    """`GET /health`: 200 `{"status": "ok"}` once the model is loaded."""
     state = request.app[STATE]
     if state.load_error is not None:
         return web.json_response({"status": "failed", "error": state.load_error}, status=503)
@@ -239,6 +247,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
+    """`GET /info`: the model's name, input and output types and batching."""
     state = request.app[STATE]
     model = state.model
     stats = state.batcher.stats if state.batcher else None

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
+    """An MQTT worker: takes jobs from a shared subscription, computes them with the server's model and
+    publishes each answer to the job's reply topic."""
+
     def __init__(
         self,
         state: ServerState,

@@ -33,6 +33,7 @@ PROTECTED_PREFIX = "/v1/"
 
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:
+    """An error answer: `{"error": message, **extra}` with HTTP `status`."""
     return web.json_response({"error": message, **extra}, status=status)
 
 

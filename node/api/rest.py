@@ -55,6 +55,7 @@ def _refuse_while_stopping(request: web.Request) -> None:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    """`POST /v1/jobs`: one off-chain job; 202 with the job, 400 for a bad body, 503 when busy."""
     _refuse_while_stopping(request)
     body = await _json_body(request)
     try:
@@ -67,6 +68,7 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 async def submit_batch(request: web.Request) -> web.Response:
+    """`POST /v1/jobs/batch`: several off-chain jobs, checked whole before any runs; 202 with the jobs."""
     _refuse_while_stopping(request)
     body = await _json_body(request)
     if not isinstance(body, dict) or set(body) != {"jobs"} or not isinstance(body["jobs"], list):
@@ -81,6 +83,7 @@ async def submit_batch(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
+    """`GET /v1/jobs/{id}`: the job as its owner sees it; 404 for an unknown id or another token's job."""
     return web.json_response(_owned(request).view())
 
 
@@ -115,6 +118,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 async def submit_delegated(request: web.Request) -> web.Response:
+    """`POST /v1/delegated`: a signed delegated request, checked against the chain before it is accepted (202)."""
     _refuse_while_stopping(request)
     body = await _json_body(request)
     try:
@@ -131,6 +135,7 @@ async def submit_delegated(request: web.Request) -> web.Response:
 
 
 async def get_delegated(request: web.Request) -> web.Response:
+    """`GET /v1/delegated/{id}`: a delegated request's status; 404 for an unknown id or another token's."""
     job = request.app[DELEGATED].get(request[CLIENT], request.match_info["job_id"])
     if job is None:
         return json_error(404, f"no delegated request {request.match_info['job_id']} for this token")
@@ -138,6 +143,7 @@ async def get_delegated(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
+    """`GET /info`: the node's version, chain, coordinator, keys and models."""
     return web.json_response(request.app[INFO]())
 
 
@@ -158,6 +164,7 @@ def add_routes(
     info_fn: Callable[[], dict[str, Any]],
     stopping: asyncio.Event,
 ) -> None:
+    """Adds the `/v1` API and `/info` to `app`."""
     app[STOPPING] = stopping
     app[JOBS] = jobs
     app[DELEGATED] = delegated

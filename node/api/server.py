@@ -17,10 +17,12 @@ STATUS: web.AppKey[Any] = web.AppKey("status", object)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: 200 while the process answers (liveness)."""
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: 200 when ready to serve, else 503 with the reasons."""
     snapshot = request.app[HEALTH].snapshot()
     snapshot.update(request.app[STATUS]())
     return web.json_response(snapshot, status=200 if snapshot["ready"] else 503)
@@ -47,6 +49,7 @@ def make_app(
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serves `app` on `host`:`port` (raises OSError when the port is taken); returns the runner to clean up."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -53,6 +53,7 @@ def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
 
 
 def describe(jobs: list[Job]) -> str:
+    """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)` or `reportFailure(id)`."""
     if len(jobs) > 1:
         return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
     kind = "reportFailure" if jobs[0].failure is not None else "deliver"
@@ -89,6 +90,7 @@ def fees(base_fee_wei: int, cap_wei: int, priority_fee_wei: int) -> tuple[int, i
 
 
 def bumped(value: int, percent: int) -> int:
+    """`value` raised by `percent` per cent, rounded up (a replacement must pay at least that much more)."""
     return math.ceil(value * (100 + percent) / 100)
 
 

@@ -23,6 +23,7 @@ Slot = tuple[str, int]
 
 
 def slot_of(tx: StoredTx) -> Slot:
+    """A transaction's slot: (sender lower-cased, nonce)."""
     return tx.sender.lower(), tx.nonce
 
 

@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS txs_by_state ON txs (state, updated_at);
 
 
 def request_to_json(r: InferenceRequest) -> str:
+    """A request as the JSON text of the `jobs.request` column (big integers and bytes as strings)."""
     return json.dumps(
         {
             "request_id": str(r.request_id),
@@ -91,6 +92,8 @@ def request_to_json(r: InferenceRequest) -> str:
 
 
 def request_from_json(text: str) -> InferenceRequest:
+    """The request a `jobs.request` column holds (`request_to_json`'s inverse); raises KeyError or ValueError
+    for a damaged row."""
     d = json.loads(text)
     return InferenceRequest(
         request_id=int(d["request_id"]),
