@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from node import __version__
+from node.commands import earnings as _earnings  # noqa: F401  (registers `infera node earnings` and `claim`)
 from node.commands.chain import deploy, request
 from node.commands.config import config_app
 from node.commands.console import fail

@@ -103,9 +103,26 @@ class WalletConfig(_Section):
         return self
 
 
+#: The zero address: the coordinator's token for requests paid in ETH.
+ETH_TOKEN = "0x0000000000000000000000000000000000000000"
+
+
+def _payments(value: dict[str, int]) -> dict[str, int]:
+    """`accepted_payments` with its keys normalised: `ETH` (any case) to the zero address, addresses checksummed."""
+    out: dict[str, int] = {}
+    for token, minimum in value.items():
+        if token.upper() != "ETH" and not is_address(token):
+            raise ValueError(f"{token!r} is neither ETH nor an ERC-20 token address (0x + 40 hex digits)")
+        key = ETH_TOKEN if token.upper() == "ETH" else _checksum(token)
+        if key in out:
+            raise ValueError(f"token {token!r} is listed twice")
+        out[key] = minimum
+    return out
+
+
 class ModelConfig(_Section):
-    """`[[models]]`: one served model: its name, its container (HTTP URL or the MQTT pool), concurrency, timeout (s)
-    and retries."""
+    """`[[models]]`: one served model: its name, its container (HTTP URL or the MQTT pool), concurrency, timeout (s),
+    retries, and its fee policy (`accepted_payments`)."""
 
     name: str = Field(min_length=1, pattern=r"^[^#+\x00]+$", description='served model name, e.g. "classify/x@1"')
     transport: Literal["http", "mqtt"] = "http"
@@ -115,6 +132,19 @@ class ModelConfig(_Section):
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry delay; doubles, capped at 10 s")
     max_dispatches: int = Field(default=3, ge=1, le=20, description="mqtt: re-dispatches before an attempt fails")
+    accepted_payments: Annotated[dict[str, Annotated[int, Field(ge=0)]], AfterValidator(_payments)] = Field(
+        default={"ETH": 1},
+        validate_default=True,
+        description=(
+            "payment token (ETH or an ERC-20 address) -> minimum fee per node in its smallest unit (wei for ETH);"
+            " requests in other tokens or below the minimum are skipped without gas. Default: ETH, any fee above 0"
+        ),
+    )
+
+    def minimum_fee(self, token: str) -> int | None:
+        """The least fee per node (in `token`'s smallest unit) this model is served for when paid in `token` (a
+        checksummed address, the zero address for ETH); None if `token` is not accepted."""
+        return self.accepted_payments.get(token)
 
     @model_validator(mode="after")
     def _url_for_http(self) -> ModelConfig:

@@ -54,6 +54,7 @@ def _job_dict(record: JobRecord) -> dict[str, Any]:
         "error": job.error,
         "tx_hash": job.tx_hash,
         "nonce": job.nonce,
+        "token": r.token,
         "fee_per_node_wei": str(r.fee_per_node_wei),
         "deadline": r.deadline,
         "block_number": record.block_number,
@@ -137,7 +138,8 @@ def jobs_retry(
     ),
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
 ) -> None:
-    """Put a failed job back, so the node delivers it when it next starts. Refused for jobs that were delivered,
+    """Put a failed job (or one the fee policy skipped, after changing the policy) back, so the node delivers it when
+    it next starts. Refused for jobs that were delivered,
     are in flight, or whose request the coordinator no longer takes."""
     cfg = load_config_file(config)
     store = _open_store(cfg, chain_id)
@@ -145,7 +147,7 @@ def jobs_retry(
     if record is None:
         raise ConfigError(f"no job for request {request_id} in this node's store")
     job = record.job
-    if job.state != "failed":
+    if job.state not in ("failed", "skipped"):
         why = _NOT_RETRYABLE[str(job.state)].format(tx=job.tx_hash, state=job.state, error=job.error)
         fail(f"job {request_id} not retried: {why}")
     if not no_chain_check:

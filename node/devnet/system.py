@@ -396,5 +396,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
-        return str(v)
+        return str(v) if abs(v) < 2**63 else f'"{v}"'  # TOML integers are 64-bit: larger ones go as strings
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
     return f'"{v}"'

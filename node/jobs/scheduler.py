@@ -26,6 +26,7 @@ from typing import Protocol
 from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
+from node.jobs import fees
 from node.jobs.store import Job, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Scheduler:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         #: Set by `drain`: no new work starts (what is stored stays stored for the next start).
         self._closing = False
+        #: Requests skipped by the fee policy since start, by (model name, `fees` kind).
+        self.skipped: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def admit(self, jobs: list[Job]) -> None:
         """Starts work on jobs the listener has just committed (`JobStore.record_requests`): they are stored
@@ -117,6 +120,8 @@ class Scheduler:
         if job.state is JobState.COMPUTED:
             self._hand_on(job)  # computed before a restart or a reorg: send, never recompute
             return
+        if job.state is JobState.SEEN and self._skip(job, queue.route):
+            return
         if queue.active >= queue.max_active:
             queue.waiting.append(job)
             return
@@ -125,6 +130,17 @@ class Scheduler:
         task = asyncio.create_task(self._run(job, queue.route), name=f"job-{rid}")
         self._tasks[rid] = task
         task.add_done_callback(lambda t: self._done(rid, t, queue))
+
+    def _skip(self, job: Job, route: ModelRoute) -> bool:
+        """Settles `job` as `skipped` (no call, no transaction) when its payment is outside the model's fee policy;
+        logged once, as the job is settled once."""
+        skip = fees.judge(route.model, job.request.token, job.request.fee_per_node_wei)
+        if skip is None:
+            return False
+        self._store.update(job, JobState.SKIPPED, error=skip.reason)
+        self.skipped[(route.model.name, skip.kind)] += 1
+        log.info("request %d: skipped, %s", job.request_id, skip.reason)
+        return True
 
     def _done(self, rid: int, task: asyncio.Task[None], queue: _Queue) -> None:
         if self._tasks.get(rid) is task:

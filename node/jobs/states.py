@@ -7,7 +7,8 @@ protocol does not allow (deliver a job twice, recompute a delivered one, revive 
     seen ─► running ─► computed ─► submitted ─► confirmed
       │        │  ▲        │  ▲        │
       │        └──┘        │  └────────┤ (the transaction was dropped or refused: sent again, never recomputed)
-      └──────────┴─────────┴───────────┴─► failed | expired       (any of them)   orphaned (a reorg removed it)
+      ├──────────┴─────────┴───────────┴─► failed | expired       (any of them)   orphaned (a reorg removed it)
+      └─► skipped (the request is outside this node's fee policy: nothing is run or sent)
 
 - `seen`: the request is recorded (committed with the listener's cursor); nothing has run.
 - `running`: a container call is under way or backing off (`attempts` counts the calls).
@@ -15,6 +16,8 @@ protocol does not allow (deliver a job twice, recompute a delivered one, revive 
 - `submitted`: a signed transaction carrying it is committed (and broadcast).
 - `confirmed` | `failed` | `expired`: settled (delivered; failed or reported failed; settled by someone else or
   past its deadline). `failed` goes back to `seen`/`computed` only by the operator's `infera jobs retry`.
+- `skipped`: the request's payment is outside the model's fee policy (a token not accepted, a fee below the
+  minimum): no container call, no transaction. The operator's `infera jobs retry` takes it up again (`seen`).
 - `orphaned`: a reorg removed its request; no layer moves it on. Seeing the request again on the new branch revives
   its row (`seen`, or `computed` when the re-included request asks for the same thing and the output is kept).
 """
@@ -38,17 +41,18 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     ORPHANED = "orphaned"
+    SKIPPED = "skipped"
 
 
 S = JobState
 
-TERMINAL = frozenset({S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED})
+TERMINAL = frozenset({S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED, S.SKIPPED})
 #: Jobs a restarted node picks up again (the scheduler's; `submitted` ones belong to their transaction).
 RESUMABLE = (S.SEEN, S.RUNNING, S.COMPUTED)
 
 #: state -> the states it may move to. A move to the same state is a field update (attempts, a replacement's hash).
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    S.SEEN: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    S.SEEN: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED, S.SKIPPED}),
     S.RUNNING: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
     S.COMPUTED: frozenset({S.COMPUTED, S.SUBMITTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
     S.SUBMITTED: frozenset({S.SUBMITTED, S.COMPUTED, S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED}),
@@ -56,6 +60,7 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     S.CONFIRMED: frozenset({S.ORPHANED}),
     S.EXPIRED: frozenset({S.ORPHANED}),
     S.FAILED: frozenset({S.ORPHANED, S.SEEN, S.COMPUTED}),  # SEEN/COMPUTED: the operator's `jobs retry`
+    S.SKIPPED: frozenset({S.ORPHANED, S.SEEN}),  # SEEN: the operator's `jobs retry` (after changing the policy)
     # No layer moves an orphaned job: a writer that still holds it (a send simulated before the reorg) must not
     # bring it back. Only the request's re-inclusion does, as a new row (`JobStore.add`, `check_revival`).
     S.ORPHANED: frozenset(),

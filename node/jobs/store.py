@@ -448,10 +448,11 @@ class JobStore:
         return [to_checksum_address(r[0]) for r in rows]
 
     def requeue(self, request_id: int) -> JobState:
-        """Puts a `failed` job back so the node works on it again when it next starts (`resumable`): to `computed`
-        if it has an output or a failure to report (resent, not recomputed), else to `seen` with its attempts reset.
-        The state is re-read inside the write, so a job a running node settled meanwhile is never overwritten;
-        raises `ValueError` if the job is missing or not failed. Returns the new state."""
+        """Puts a `failed` or `skipped` job back so the node works on it again when it next starts (`resumable`):
+        to `computed` if it has an output or a failure to report (resent, not recomputed), else to `seen` with its
+        attempts reset (a skipped job is judged by the fee policy again). The state is re-read inside the write, so a
+        job a running node settled meanwhile is never overwritten; raises `ValueError` if the job is missing or
+        neither failed nor skipped. Returns the new state."""
         with self.transaction() as db:
             row = db.execute(
                 "SELECT state, output, failure FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=?"
@@ -460,10 +461,10 @@ class JobStore:
             ).fetchone()
             if row is None:
                 raise ValueError(f"no job for request {request_id}")
-            if row[0] != JobState.FAILED:
-                raise ValueError(f"job {request_id} is {row[0]}, not failed")
+            if row[0] not in (JobState.FAILED, JobState.SKIPPED):
+                raise ValueError(f"job {request_id} is {row[0]}, not failed or skipped")
             state = JobState.COMPUTED if row[1] is not None or row[2] is not None else JobState.SEEN
-            check(request_id, JobState.FAILED, state)
+            check(request_id, JobState(row[0]), state)
             db.execute(
                 "UPDATE jobs SET state=?, attempts=CASE WHEN ?='seen' THEN 0 ELSE attempts END, tx_hash=NULL,"
                 " nonce=NULL, error=NULL, updated_at=? WHERE chain_id=? AND coordinator=? AND request_id=?"

@@ -39,7 +39,7 @@ BALANCE_REFRESH_S = 15.0
 MAX_BALANCE_WEI = 2**96
 RECENT_FEES = 1024
 #: Job states always exported (0 when empty), so a dashboard's series do not come and go.
-JOB_STATES = ("seen", "running", "computed", "submitted", "confirmed", "failed", "expired", "orphaned")
+JOB_STATES = ("seen", "running", "computed", "submitted", "confirmed", "failed", "expired", "orphaned", "skipped")
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 CONTAINER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -77,6 +77,10 @@ class WatchedScheduler(Protocol):
     @property
     def waiting(self) -> int:
         """Jobs waiting for a compute slot now."""
+
+    @property
+    def skipped(self) -> Mapping[tuple[str, str], int]:
+        """Requests skipped by the fee policy since start, by (model, reason)."""
 
 
 class WatchedSender(_SeesHeads, Protocol):
@@ -300,6 +304,12 @@ class _NodeCollector(Collector):
         replaced = CounterMetricFamily("infera_txs_replaced", "Transactions re-signed with higher fees or re-carried.")
         reorgs = CounterMetricFamily("infera_reorgs", "Chain reorganisations the listener found.")
         duplicates = CounterMetricFamily("infera_duplicate_requests", "Request logs seen again and dropped.")
+        skipped = CounterMetricFamily(
+            "infera_requests_skipped",
+            "Requests not served because of the model's fee policy (reason: token_not_accepted, fee_below_minimum),"
+            " since start; no gas is spent on them.",
+            labels=["model", "reason"],
+        )
         lag = GaugeMetricFamily(
             "infera_listener_lag_blocks", "Blocks between the confirmed head and the listener's cursor."
         )
@@ -334,6 +344,7 @@ class _NodeCollector(Collector):
             replaced,
             reorgs,
             duplicates,
+            skipped,
             lag,
             head,
             containers,
@@ -358,6 +369,8 @@ class _NodeCollector(Collector):
         replaced.add_metric([], p.txm.replaced)
         reorgs.add_metric([], p.listener.reorgs)
         duplicates.add_metric([], p.store.duplicates)
+        for (model, reason), n in sorted(p.scheduler.skipped.items()):
+            skipped.add_metric([model, reason], n)
         lag.add_metric([], p.listener.lag_blocks)
         if p.listener.head is not None:
             head.add_metric([], p.listener.head.number)

@@ -33,6 +33,8 @@ USED = {
     (S.CONFIRMED, S.ORPHANED),
     (S.FAILED, S.SEEN),  # `infera jobs retry`
     (S.FAILED, S.COMPUTED),
+    (S.SEEN, S.SKIPPED),  # outside the model's fee policy
+    (S.SKIPPED, S.SEEN),  # `infera jobs retry` after the operator changed the policy
 }
 
 
@@ -54,6 +56,8 @@ def test_every_move_the_node_makes_is_in_the_table() -> None:
         (S.ORPHANED, S.SUBMITTED),
         (S.ORPHANED, S.COMPUTED),  # a send simulated before the reorg must not bring an orphaned job back
         (S.ORPHANED, S.SEEN),
+        (S.SKIPPED, S.SUBMITTED),  # a skipped job never sends
+        (S.RUNNING, S.SKIPPED),  # the policy is judged before any work
     ],
 )
 def test_a_move_the_protocol_forbids_raises(before: JobState, after: JobState) -> None:
@@ -62,8 +66,9 @@ def test_a_move_the_protocol_forbids_raises(before: JobState, after: JobState) -
 
 
 def test_settled_states_lead_nowhere_but_a_reorg_or_the_operator() -> None:
-    for state in TERMINAL - {S.FAILED, S.ORPHANED}:
+    for state in TERMINAL - {S.FAILED, S.ORPHANED, S.SKIPPED}:
         assert TRANSITIONS[state] == {S.ORPHANED}
+    assert TRANSITIONS[S.SKIPPED] == {S.ORPHANED, S.SEEN}  # only `jobs retry` takes a skipped job up again
     assert not any(S.SUBMITTED in TRANSITIONS[s] for s in TERMINAL)
     assert set(RESUMABLE).isdisjoint(TERMINAL)
     assert set(TRANSITIONS) == set(S)  # every state has a row
