@@ -132,6 +132,8 @@ class Node:
                 ]
                 if p.metrics is not None:
                     intake.append(tg.create_task(p.metrics.watch_balances(p.rpc, p.txm.addresses), name="balances"))
+                if p.reclaimer is not None:
+                    intake.append(tg.create_task(p.reclaimer.run(), name="reclaim"))
                 tx_task = tg.create_task(p.txm.run(), name="transactions")
                 hub_task = tg.create_task(p.hub.run(), name="mqtt") if p.hub else None
                 await self.stopping.wait()

@@ -30,6 +30,7 @@ from node.api.jobs import OffchainJobs
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
+from node.chain.reclaim import Reclaimer
 from node.chain.rpc import RpcPool
 from node.chain.tx import TxManager
 from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
@@ -37,6 +38,7 @@ from node.dispatch.calls import ModelRoute
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.errors import ConfigError
+from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import JobStore
 from node.observability.health import Health
@@ -66,6 +68,8 @@ class Parts:
     trimmer: HeapTrimmer
     #: The HTTP API (status page, /metrics, /v1), not yet listening; None when `api.port = 0`.
     app: web.Application | None
+    #: Ends the node's requests left open past their deadline (`reclaim`); set by `build`.
+    reclaimer: Reclaimer | None = None
 
 
 def tx_policy(c: ChainConfig) -> TxPolicy:
@@ -192,6 +196,7 @@ def build(
     parts = Parts(
         store, rpc, txm, scheduler, listener, health, offchain, delegated, routes, hub, metrics, trimmer, app=None
     )
+    parts.reclaimer = Reclaimer(rpc, abi, coordinator, Outcomes(store), txm)
     if cfg.api.port:
         parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)
     return parts

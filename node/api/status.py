@@ -71,6 +71,9 @@ class StatusView:
                     "seen_at": job["created_at"],
                     "tx_hash": job["tx_hash"],
                     "error": job["error"],
+                    "callback_ok": None if job["callback_ok"] is None else bool(job["callback_ok"]),
+                    "fee_earned": job["fee_earned"],
+                    "verification": job["verification"],
                 }
             )
         wallets = []

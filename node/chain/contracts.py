@@ -124,6 +124,12 @@ class CoordinatorAbi:
         types = [_canonical_type(p) for p in entry["inputs"]]
         return self.selector(function) + abi_encode(types, list(args))
 
+    def decode_result(self, function: str, data: bytes) -> tuple[Any, ...]:
+        """The return values of a call of `function` (from its ABI outputs); raises eth_abi's errors for data that
+        does not decode."""
+        types = [_canonical_type(p) for p in self._functions[function]["outputs"]]
+        return tuple(abi_decode(types, data))
+
     def deliver_calldata(self, request_id: int, output: bytes) -> bytes:
         return self._deliver_selector + abi_encode(["uint256", "bytes"], [request_id, output])
 
@@ -186,6 +192,28 @@ class CoordinatorAbi:
             except Exception:  # a log of any shape is passed over, the rest still read
                 continue
         return outcomes
+
+    def fulfilled_details(self, logs: list[Any], node: str, coordinator: str) -> dict[int, dict[str, Any]]:
+        """The non-indexed fields of each `RequestFulfilled` the `coordinator` emitted for `node` in a receipt's
+        logs, by request id (`callbackOk`, `outputHash`, and `fee` where the event carries it); logs that do not
+        decode are passed over."""
+        entry = self._events["RequestFulfilled"]
+        topic = "0x" + keccak(text=signature(entry)).hex()
+        fields = [p for p in entry["inputs"] if not p["indexed"]]
+        types, names = [_canonical_type(p) for p in fields], [p["name"] for p in fields]
+        node_topic = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
+        found: dict[int, dict[str, Any]] = {}
+        for raw in logs:
+            try:
+                topics = [_hex(t) for t in raw["topics"]]
+                if str(raw.get("address", "")).lower() != coordinator.lower() or topics[0] != topic:
+                    continue
+                if len(topics) < 3 or topics[2] != node_topic:
+                    continue
+                found[int(topics[1], 16)] = dict(zip(names, abi_decode(types, as_bytes(raw["data"])), strict=True))
+            except Exception:  # a log of any shape is passed over
+                continue
+        return found
 
     def decode_error(self, data: bytes) -> DecodedError:
         """Names a revert from the ABI's custom errors (or Solidity's `Error(string)`)."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore
@@ -107,6 +107,7 @@ class Settler:
         tx_hash: str | None = None,
         gas: int = 0,
         block: int | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
         if job.state is JobState.ORPHANED:  # a reorg removed its request meanwhile: its new job (if any) is another
             self._history.forget(job.request_id)
@@ -119,14 +120,18 @@ class Settler:
         if state is JobState.CONFIRMED:
             if self._metrics is not None:
                 self._metrics.observe_delivered(took_ms / 1000)
+            detail = detail or {}
+            fee = detail.get("fee")
             log.info(
-                "request %d: delivered %s in %.0f ms tx %s block %s gas %d",
+                "request %d: delivered %s in %.0f ms tx %s block %s gas %d callbackOk %s fee %s",
                 rid,
                 job.model_name,
                 took_ms,
                 tx_hash,
                 block,
                 gas,
+                detail.get("callbackOk", "?"),
+                "?" if fee is None else f"{fee} ({'ETH' if int(job.request.token, 16) == 0 else job.request.token})",
             )
         elif state is JobState.EXPIRED:
             log.info("request %d: skipped: %s", rid, error)

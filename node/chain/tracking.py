@@ -27,6 +27,7 @@ from node.chain.broadcast import Broadcaster
 from node.chain.env import TxBooks, TxEnv
 from node.chain.resend import Resender
 from node.chain.rpc import RpcPool, classify
+from node.jobs.outcomes import Outcomes
 from node.jobs.states import JobState
 from node.jobs.store import StoredTx
 from node.observability.conditions import CONDITIONS
@@ -180,8 +181,10 @@ class Confirmer:
                 self._metrics.observe_receipt(tx.sender, receipt)
             except Exception:  # a figure for the operator must never keep a transaction from settling
                 log.exception("could not record the receipt of nonce %d in the metrics", tx.nonce)
+        details = self._env.abi.fulfilled_details(logs, tx.sender, self._env.coordinator) if outcomes else {}
         with self._env.store.transaction():  # one commit for the transaction and all the jobs it carried
-            self._settle_items(tx, outcomes, ok, tx_hash, gas_each)
+            self._record_outcomes(details)
+            self._settle_items(tx, outcomes, ok, tx_hash, gas_each, details)
             tx.state = "confirmed" if ok else "failed"
             self._env.store.update_tx(tx)
         self._books.ledger.close(tx, receipt)
@@ -190,7 +193,23 @@ class Confirmer:
             CONDITIONS.set("sending", None)  # a delivery went through: whatever failed before is over
         self._on_finished()
 
-    def _settle_items(self, tx: StoredTx, outcomes: dict[int, str], ok: bool, tx_hash: str, gas_each: int) -> None:
+    def _record_outcomes(self, details: dict[int, dict[str, Any]]) -> None:
+        """Records, for each delivery in the receipt, whether the consumer's callback ran (`callbackOk`) and the fee
+        credited to the node (the event's `fee`, when the coordinator's event carries it)."""
+        record = Outcomes(self._env.store)
+        for rid, fields in details.items():
+            fee = fields.get("fee")
+            record.set(rid, callback_ok=bool(fields.get("callbackOk")), fee_earned=None if fee is None else int(fee))
+
+    def _settle_items(
+        self,
+        tx: StoredTx,
+        outcomes: dict[int, str],
+        ok: bool,
+        tx_hash: str,
+        gas_each: int,
+        details: dict[int, dict[str, Any]],
+    ) -> None:
         """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert)."""
         settle = self._books.settler.settle
         for rid, _failed in tx.items:
@@ -207,7 +226,15 @@ class Confirmer:
                     self._env.store.update(job, JobState.COMPUTED)
                     self._books.queue.append(job)
             elif outcome == "fulfilled":
-                settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
+                settle(
+                    job,
+                    JobState.CONFIRMED,
+                    None,
+                    tx_hash=tx_hash,
+                    gas=gas_each,
+                    block=tx.mined_block,
+                    detail=details.get(rid, {}),
+                )
             elif outcome == "reported":
                 settle(job, JobState.FAILED, f"failure reported on-chain: {job.failure}", tx_hash=tx_hash)
             elif outcome in SETTLED_ERRORS:

@@ -40,7 +40,9 @@ def _open_store(cfg: NodeConfig, chain_id: int | None) -> JobStore:
     return JobStore(path, chain_id=chain_id, coordinator=coordinator)
 
 
-def _job_dict(record: JobRecord) -> dict[str, Any]:
+def _job_dict(record: JobRecord, store: JobStore) -> dict[str, Any]:
+    from node.jobs.outcomes import Outcomes
+
     job, r = record.job, record.job.request
     return {
         "request_id": job.request_id,
@@ -61,6 +63,7 @@ def _job_dict(record: JobRecord) -> dict[str, Any]:
         "request_tx": r.tx_hash,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
+        **Outcomes(store).get(job.request_id).as_dict(),
     }
 
 
@@ -73,15 +76,17 @@ def jobs_list(
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
 ) -> None:
     """The node's most recent jobs (by last change)."""
+    from node.jobs.outcomes import Outcomes
     from node.jobs.states import JobState
 
     try:
         wanted = JobState(state) if state is not None else None
     except ValueError:
         raise ConfigError(f"--state: {state!r} is not one of {', '.join(s.value for s in JobState)}") from None
-    records = _open_store(load_config_file(config), chain_id).list_jobs(state=wanted, limit=limit)
+    store = _open_store(load_config_file(config), chain_id)
+    records = store.list_jobs(state=wanted, limit=limit)
     if as_json:
-        typer.echo(json.dumps([_job_dict(r) for r in records], indent=2))
+        typer.echo(json.dumps([_job_dict(r, store) for r in records], indent=2))
         return
     if not records:
         note("no jobs" + (f" in state {state}" if state else ""))
@@ -91,6 +96,14 @@ def jobs_list(
     typer.echo(f"{'REQUEST':>8}  {'STATE':<9}  {'MODEL':<24}  {'TRIES':>5}  {'UPDATED':<23}  DETAIL")
     for r in records:
         detail = r.job.error or r.job.tx_hash or ""
+        outcome = Outcomes(store).get(r.job.request_id)
+        if outcome.callback_ok is not None:
+            detail += f" callbackOk={str(outcome.callback_ok).lower()}"
+        if outcome.fee_earned is not None:
+            detail += f" fee={outcome.fee_earned}"
+        for extra in (outcome.verification, outcome.reclaim and f"reclaim {outcome.reclaim}"):
+            if extra:
+                detail += f" {extra}"
         typer.echo(
             f"{r.job.request_id:>8}  {r.job.state:<9}  {r.job.model_name:<24}  {r.job.attempts:>5}  "
             f"{utc(int(r.updated_at)):<23}  {detail}"
@@ -105,10 +118,11 @@ def jobs_show(
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
 ) -> None:
     """One job: its request, state, attempts, output and transaction."""
-    record = _open_store(load_config_file(config), chain_id).record(request_id)
+    store = _open_store(load_config_file(config), chain_id)
+    record = store.record(request_id)
     if record is None:
         raise ConfigError(f"no job for request {request_id} in this node's store")
-    body = _job_dict(record)
+    body = _job_dict(record, store)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return

@@ -67,6 +67,18 @@ CREATE TABLE IF NOT EXISTS txs (
     PRIMARY KEY (chain_id, sender, nonce)
 );
 CREATE INDEX IF NOT EXISTS txs_by_state ON txs (state, updated_at);
+CREATE TABLE IF NOT EXISTS outcomes (
+    chain_id     INTEGER NOT NULL,
+    coordinator  TEXT    NOT NULL,
+    request_id   TEXT    NOT NULL,
+    interval     INTEGER NOT NULL DEFAULT 0,
+    callback_ok  INTEGER,
+    fee_earned   TEXT,
+    verification TEXT,
+    reclaim      TEXT,
+    updated_at   REAL    NOT NULL,
+    PRIMARY KEY (chain_id, coordinator, request_id, interval)
+);
 """
 
 

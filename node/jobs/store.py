@@ -397,27 +397,44 @@ class JobStore:
     # ------------------------------------------------------------------------------------------------ upkeep
 
     def prune(self, retention_s: float) -> int:
-        """Deletes terminal jobs and final transactions older than `retention_s`; returns the jobs deleted."""
+        """Deletes terminal jobs whose last change and request deadline are both older than `retention_s` (a job is
+        kept until its deadline passed, so the node can still end its request: `node.chain.reclaim`), their outcome
+        rows, and final transactions older than that; returns the jobs deleted."""
         before = time.time() - retention_s
         with self.transaction() as db:
             deleted = db.execute(
-                f"DELETE FROM jobs WHERE state IN ({','.join('?' * len(TERMINAL))}) AND updated_at < ?",
-                (*TERMINAL, before),
+                f"DELETE FROM jobs WHERE state IN ({','.join('?' * len(TERMINAL))}) AND updated_at < ?"
+                " AND CAST(json_extract(request, '$.deadline') AS INTEGER) < ?",
+                (*TERMINAL, before, before),
             ).rowcount
+            db.execute(
+                "DELETE FROM outcomes WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.chain_id = outcomes.chain_id AND"
+                " j.coordinator = outcomes.coordinator AND j.request_id = outcomes.request_id"
+                " AND j.interval = outcomes.interval)"
+            )
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
         return int(deleted)
 
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Runs one statement on the store's connection (inside `transaction()` when the caller opened one) and
+        returns its rows: for the store's companions (`node.jobs.outcomes`) that keep their own table here."""
+        return self._db.execute(sql, tuple(args)).fetchall()
+
     def latest(self, n: int) -> list[dict[str, Any]]:
         """The `n` newest jobs (by when their request was recorded; this chain and coordinator), newest first, each
-        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, and the wall
-        times it was recorded and last changed. Walks the table from its newest row (no index, no sort): a fraction
+        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, the wall
+        times it was recorded and last changed, and its outcome (`callback_ok`, `fee_earned`, `verification`).
+        Walks the table from its newest row (no index, no sort): a fraction
         of a millisecond however many jobs the store holds."""
         rows = self._db.execute(
-            "SELECT request_id, model, state, tx_hash, error, created_at, updated_at FROM jobs NOT INDEXED"
-            " WHERE chain_id=? AND coordinator=? ORDER BY rowid DESC LIMIT ?",
+            "SELECT j.request_id, j.model, j.state, j.tx_hash, j.error, j.created_at, j.updated_at, o.callback_ok,"
+            " o.fee_earned, o.verification FROM (SELECT * FROM jobs NOT INDEXED WHERE chain_id=? AND coordinator=?"
+            " ORDER BY rowid DESC LIMIT ?) j LEFT JOIN outcomes o ON o.chain_id = j.chain_id"
+            " AND o.coordinator = j.coordinator AND o.request_id = j.request_id AND o.interval = j.interval",
             (self.chain_id, self.coordinator, n),
         ).fetchall()
         keys = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
+        keys += ("callback_ok", "fee_earned", "verification")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     # --------------------------------------------------------------------------------- operator queries (CLI)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
+from node.jobs.outcomes import Outcome, Outcomes
 from node.jobs.store import JobState, JobStore, StoredTx
 
 ADDR = to_checksum_address("0x" + "11" * 20)
@@ -80,8 +82,45 @@ def test_prune_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
     assert live is not None
     s.update(done, JobState.EXPIRED)
     assert s.prune(retention_s=3600) == 0
-    assert s.prune(retention_s=-1.0) == 1  # "older than one second in the future": every finished job
-    assert s.counts() == {"seen": 1}
+    assert s.prune(retention_s=-1.0) == 0  # finished, but its request's deadline (2**40) is still ahead: kept
+    old = s.add(dataclasses.replace(request(3), deadline=1_000), "m")  # deadline long past
+    assert old is not None
+    s.update(old, JobState.EXPIRED)
+    Outcomes(s).set(3, callback_ok=True, fee_earned=10**15)
+    assert s.prune(retention_s=-1.0) == 1  # "older than one second in the future", deadline past too
+    assert s.counts() == {"seen": 1, "expired": 1}
+    assert Outcomes(s).get(3) == Outcome()  # its outcome row went with it
+
+
+def test_outcomes_are_kept_per_request_and_reclaim_is_due_only_for_requests_left_open(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    outcomes = Outcomes(s)
+    rows = {
+        1: (JobState.CONFIRMED, 1),  # one-node request delivered: closed by the delivery, nothing to reclaim
+        2: (JobState.CONFIRMED, 2),  # one of two slots delivered: the other may be open
+        3: (JobState.EXPIRED, 1),
+        4: (JobState.FAILED, 1),  # reported below the failure quorum: still open
+        5: (JobState.SKIPPED, 1),  # outside the fee policy: not this node's to end
+        6: (JobState.SEEN, 1),  # still being worked on
+    }
+    for rid, (state, redundancy) in rows.items():
+        job = s.add(dataclasses.replace(request(rid), deadline=500 + rid, redundancy=redundancy), "m")
+        assert job is not None
+        if state is JobState.CONFIRMED or state is JobState.FAILED:
+            s.update(job, JobState.COMPUTED, output=b"x")
+            s.update(job, JobState.SUBMITTED, tx_hash="0xdd")
+        if state is not JobState.SEEN:
+            s.update(job, state)
+    assert outcomes.reclaim_due(now=400, limit=10) == []  # no deadline passed yet
+    assert outcomes.reclaim_due(now=10_000, limit=10) == [2, 3, 4]
+    assert outcomes.reclaim_due(now=10_000, limit=2) == [2, 3]  # oldest deadline first
+    outcomes.set(3, reclaim="closed")
+    outcomes.set(2, callback_ok=False, fee_earned=2**200)
+    assert outcomes.reclaim_due(now=10_000, limit=10) == [2, 4]
+    assert outcomes.get(2) == Outcome(callback_ok=False, fee_earned=2**200)
+    assert outcomes.get(2).as_dict()["fee_earned"] == str(2**200)
+    with pytest.raises(TypeError, match="not outcome fields"):
+        outcomes.set(2, state="x")
 
 
 def test_a_store_from_a_newer_infera_is_refused_and_left_as_it_is(tmp_path: Path) -> None:

@@ -1,0 +1,97 @@
+"""What became of each request on-chain, beyond the job's state: the consumer's callback, the fee earned, the
+verification, and whether the node ended the request after its deadline (`reclaim`).
+
+Kept in the store's `outcomes` table (same SQLite file, same (chain, coordinator, request, interval) key as the jobs),
+written inside the commit that settles the job where there is one, so an outcome never outlives or precedes its job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from node.jobs.store import JobStore
+
+#: `reclaim` values: the node sent `reclaim` (its transaction hash follows), or found the request closed already.
+RECLAIM_SENT = "sent"
+RECLAIM_CLOSED = "closed"
+
+_FIELDS = ("callback_ok", "fee_earned", "verification", "reclaim")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's outcome: `callback_ok` (the consumer's callback ran without reverting, from `RequestFulfilled`;
+    None before a delivery), `fee_earned` (credited to the node, in the request token's smallest unit; None if not
+    known), `verification` (None for a plain request; else e.g. `valid`, `pending until <unix s>`, `rejected`), and
+    `reclaim` (None; `sent <tx hash>`; `closed`)."""
+
+    callback_ok: bool | None = None
+    fee_earned: int | None = None
+    verification: str | None = None
+    reclaim: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the fee as a decimal string (it may not fit a JSON number)."""
+        return {
+            "callback_ok": self.callback_ok,
+            "fee_earned": None if self.fee_earned is None else str(self.fee_earned),
+            "verification": self.verification,
+            "reclaim": self.reclaim,
+        }
+
+
+class Outcomes:
+    """Reads and writes the `outcomes` table of one store's (chain, coordinator)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+
+    def _key(self, request_id: int, interval: int = 0) -> tuple[int, str, str, int]:
+        return (self._store.chain_id, self._store.coordinator, str(request_id), interval)
+
+    def set(self, request_id: int, *, interval: int = 0, **fields: Any) -> None:
+        """Records the given fields of `request_id`'s outcome (the others are kept); `fee_earned` an int."""
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"not outcome fields: {sorted(unknown)}")
+        values = {k: (str(v) if k == "fee_earned" and v is not None else v) for k, v in fields.items()}
+        columns = ", ".join(values)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in values)
+        self._store.execute(
+            f"INSERT INTO outcomes (chain_id, coordinator, request_id, interval, {columns}, updated_at)"
+            f" VALUES (?, ?, ?, ?, {', '.join('?' * len(values))}, ?)"
+            f" ON CONFLICT (chain_id, coordinator, request_id, interval) DO UPDATE SET {updates},"
+            " updated_at=excluded.updated_at",
+            (*self._key(request_id, interval), *values.values(), time.time()),
+        )
+
+    def get(self, request_id: int, interval: int = 0) -> Outcome:
+        """The outcome recorded for `request_id` (all None when nothing is)."""
+        rows = self._store.execute(
+            f"SELECT {', '.join(_FIELDS)} FROM outcomes WHERE chain_id=? AND coordinator=? AND request_id=?"
+            " AND interval=?",
+            self._key(request_id, interval),
+        )
+        if not rows:
+            return Outcome()
+        ok, fee, verification, reclaim = rows[0]
+        return Outcome(None if ok is None else bool(ok), None if fee is None else int(fee), verification, reclaim)
+
+    def reclaim_due(self, now: int, limit: int) -> list[int]:
+        """Requests this node took on whose deadline is before `now` (unix s, the chain's time) and that may still be
+        open: a job delivered to a redundant request, expired, or failed (a report below the failure quorum leaves
+        the request open), not yet checked for `reclaim`. Skipped requests are not the node's to end (no gas is
+        spent on them). At most `limit`, oldest deadline first."""
+        rows = self._store.execute(
+            "SELECT j.request_id FROM jobs j LEFT JOIN outcomes o ON o.chain_id = j.chain_id"
+            " AND o.coordinator = j.coordinator AND o.request_id = j.request_id AND o.interval = j.interval"
+            " WHERE j.chain_id=? AND j.coordinator=? AND j.interval=0 AND o.reclaim IS NULL"
+            " AND j.state IN ('confirmed', 'expired', 'failed')"
+            " AND CAST(json_extract(j.request, '$.deadline') AS INTEGER) < ?"
+            " AND NOT (j.state = 'confirmed' AND CAST(json_extract(j.request, '$.redundancy') AS INTEGER) = 1)"
+            " ORDER BY CAST(json_extract(j.request, '$.deadline') AS INTEGER) LIMIT ?",
+            (self._store.chain_id, self._store.coordinator, now, limit),
+        )
+        return [int(r[0]) for r in rows]
