@@ -30,7 +30,7 @@ from node.api.jobs import OffchainJobs
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
-from node.chain.reclaim import Reclaimer
+from node.chain.reclaim import Finalizer, Reclaimer
 from node.chain.rpc import RpcPool
 from node.chain.tx import TxManager
 from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
@@ -70,6 +70,9 @@ class Parts:
     app: web.Application | None
     #: Ends the node's requests left open past their deadline (`reclaim`); set by `build`.
     reclaimer: Reclaimer | None = None
+    #: Settles the node's deliveries held for an optimistic verdict once it is due; set by `build` when the node
+    #: serves verified requests (`[chain] verifiers`).
+    finalizer: Finalizer | None = None
 
 
 def tx_policy(c: ChainConfig) -> TxPolicy:
@@ -144,7 +147,8 @@ def build(
     routes = {
         model_id(m.name): ModelRoute(m, dispatchers[m.name], clock=txm.clock.now, metrics=metrics) for m in cfg.models
     }
-    scheduler = Scheduler(store, routes, txm, clock=txm.clock.now)
+    # Verified jobs are delivered from the first key (an attestation is bound to the address that delivers it).
+    scheduler = Scheduler(store, routes, txm, clock=txm.clock.now, verifiers=c.verifiers, node=accounts[0].address)
 
     def on_reorg(fork: int) -> None:
         scheduler.cancel(store.orphan_from(fork))
@@ -197,6 +201,8 @@ def build(
         store, rpc, txm, scheduler, listener, health, offchain, delegated, routes, hub, metrics, trimmer, app=None
     )
     parts.reclaimer = Reclaimer(rpc, abi, coordinator, Outcomes(store), txm)
+    if c.verifiers:
+        parts.finalizer = Finalizer(rpc, abi, coordinator, store, txm)
     if cfg.api.port:
         parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)
     return parts

@@ -73,6 +73,13 @@ class ChainConfig(_Section):
     max_sends_per_block: int = Field(
         default=256, ge=1, le=100_000, description="transactions one key hands to the RPC per block, at most"
     )
+    verifiers: dict[Address, Literal["attestation", "optimistic"]] = Field(
+        default={},
+        description=(
+            "verifier address -> kind (attestation | optimistic): the verified requests this node serves; a request"
+            " naming any other verifier is skipped without gas"
+        ),
+    )
 
     @model_validator(mode="after")
     def _stale_bounds(self) -> ChainConfig:
@@ -138,6 +145,13 @@ class ModelConfig(_Section):
         description=(
             "payment token (ETH or an ERC-20 address) -> minimum fee per node in its smallest unit (wei for ETH);"
             " requests in other tokens or below the minimum are skipped without gas. Default: ETH, any fee above 0"
+        ),
+    )
+
+    attests: bool = Field(
+        default=False,
+        description=(
+            "the container holds an attestation key (--attestation-key-file): serve attestation-verified requests"
         ),
     )
 

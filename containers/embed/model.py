@@ -7,6 +7,7 @@ On-chain, `embedding[i]` is a two's-complement int8 and the value is `int8(embed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
@@ -66,6 +67,10 @@ class EmbedModel:
     @property
     def device(self) -> str:
         return self.encoder.device
+
+    def weight_files(self) -> list[Path]:
+        """The model's folder (weights, config, tokenizer): what its attestation digest is taken over."""
+        return [Path(self.encoder.model_path)]
 
     def load(self) -> None:
         self.encoder.load()

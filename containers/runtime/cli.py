@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from containers.runtime.attest import KEY_FILE_ENV, AttestationError, key_file_from_env, parse_digest, read_key_file
 from containers.runtime.model import Model
 from containers.runtime.server import DEFAULT_MAX_BODY_BYTES, BatchConfig, create_app
 from containers.runtime.worker import add_worker
@@ -33,6 +34,18 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--mqtt-password-env", default="INFERA_MQTT_PASSWORD", help="env variable holding the broker password"
     )
+    parser.add_argument(
+        "--attestation-key-file",
+        default=None,
+        metavar="PATH",
+        help=f"hex private key (mode 0600) to sign attestations with (default: ${KEY_FILE_ENV}); never logged",
+    )
+    parser.add_argument(
+        "--model-digest",
+        default=None,
+        metavar="HEX",
+        help="32-byte model digest attestations name (default: sha256 of the model's weight files, taken at load)",
+    )
     parser.add_argument("--shutdown-timeout-s", type=float, default=60.0, help="time to finish in-flight work")
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -46,11 +59,19 @@ def serve(
     """Parses arguments, builds the model and serves it until SIGINT/SIGTERM, finishing in-flight work."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key_file = key_file_from_env(args.attestation_key_file)
+    try:  # before the model loads: a bad key file stops the container at once, saying what to fix
+        key = read_key_file(key_file) if key_file else None
+        digest = parse_digest(args.model_digest) if args.model_digest else None
+    except AttestationError as exc:
+        parser.exit(2, f"error: {exc}\n")
     model = build(args)
     app = create_app(
         model,
         max_body_bytes=args.max_body_bytes,
         batching=BatchConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms),
+        attestation_key=key,
+        model_digest=digest,
     )
     if args.mqtt:
         add_worker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -51,6 +52,15 @@ class StreamingModel(Protocol):
 
     def stream(self, args: tuple[Any, ...]) -> Iterator[str]:
         """Yields pieces of the output for one checked input; joined, they equal `predict`'s text."""
+        ...
+
+
+@runtime_checkable
+class WeightedModel(Protocol):
+    """A model whose weights are files: their sha256 is the model digest an attestation names."""
+
+    def weight_files(self) -> list[Path]:
+        """The files (or folders of files) holding the model's weights."""
         ...
 
 

@@ -22,14 +22,16 @@ from typing import Any
 
 from aiohttp import web
 
+from containers.runtime.attest import AttestationError, Attester, check_context, files_digest
 from containers.runtime.batching import DynamicBatcher
 from containers.runtime.codec import AbiCodec, CodecError, parse_hex
-from containers.runtime.model import InputError, Model, StreamingModel
+from containers.runtime.model import InputError, Model, StreamingModel, WeightedModel
 from containers.runtime.wire import (
     BATCH_PATH,
     HEALTH_PATH,
     INFO_PATH,
     MAX_BATCH_ITEMS,
+    NO_ATTESTATION_KEY,
     SERVICE_OUTPUT_PATH,
     SOURCE_CHAIN,
     SOURCE_OFFCHAIN,
@@ -67,6 +69,11 @@ class ServerState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     batcher: DynamicBatcher | None = None
+    #: The attestation key (read at start) and the model digest given on the command line; the `attester` is made
+    #: from them once the model is loaded (the digest of its weight files is taken then when none was given).
+    attestation_key: bytes | None = field(default=None, repr=False)
+    model_digest: bytes | None = None
+    attester: Attester | None = None
 
 
 STATE = web.AppKey("state", ServerState)
@@ -127,41 +134,68 @@ def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...]
         raise _bad(str(exc)) from None
 
 
-def _prepare(state: ServerState, body: Any) -> tuple[int, tuple[Any, ...], bytes | None]:
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked request: where its output goes, the model's arguments, the raw input (on-chain) and, when a proof
+    is required, the attestation context."""
+
+    destination: int
+    args: tuple[Any, ...]
+    raw_input: bytes | None
+    attestation: Any = None
+
+
+def _prepare(state: ServerState, body: Any) -> _Prepared:
     if state.load_error is not None:
         raise Rejected(Answer.error(503, f"model failed to load: {state.load_error}"))
     if not state.ready.is_set():
         raise Rejected(Answer.error(503, "model is still loading"))
     source, destination, data = _parse_body(body)
+    context = None
+    if body.get("requires_proof") is True:
+        if source != SOURCE_CHAIN or destination != SOURCE_CHAIN:
+            raise _bad("a proof is given only for on-chain requests (source and destination 0)")
+        if state.attester is None:
+            raise _bad(NO_ATTESTATION_KEY)
+        context = body.get("attestation")
+        try:
+            check_context(context)
+        except AttestationError as exc:
+            raise _bad(str(exc)) from None
     args, raw_input = _decode(state, source, data)
-    return destination, args, raw_input
+    return _Prepared(destination, args, raw_input, context)
 
 
-def _encode(state: ServerState, destination: int, output: tuple[Any, ...], raw_input: bytes | None) -> Answer:
-    if destination == SOURCE_OFFCHAIN:
+def _encode(state: ServerState, prepared: _Prepared, output: tuple[Any, ...]) -> Answer:
+    if prepared.destination == SOURCE_OFFCHAIN:
         return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
     try:
         encoded = state.codec.encode_output(output)
     except CodecError as exc:
         log.error("model %s returned output that does not encode: %s", state.model.name, exc)
         return Answer.error(500, str(exc))
-    return Answer(200, dict(chain_answer(raw_input, encoded)))
+    proof = b""
+    if prepared.attestation is not None:
+        assert state.attester is not None  # checked by `_prepare`
+        assert prepared.raw_input is not None
+        proof = state.attester.proof(prepared.attestation, prepared.raw_input, encoded)
+    return Answer(200, dict(chain_answer(prepared.raw_input, encoded, proof)))
 
 
 async def process(state: ServerState, body: Any) -> Answer:
     """Answers one container-protocol request body; shared by the HTTP route and the MQTT worker."""
     try:
-        destination, args, raw_input = _prepare(state, body)
+        prepared = _prepare(state, body)
     except Rejected as exc:
         return exc.answer
     assert state.batcher is not None
     started = time.perf_counter()
     try:
-        output = await state.batcher.submit(args)
+        output = await state.batcher.submit(prepared.args)
     except Exception as exc:
         log.error("model %s failed: %s: %s", state.model.name, type(exc).__name__, exc)
         return Answer.error(500, f"model error: {exc}")
-    answer = _encode(state, destination, output, raw_input)
+    answer = _encode(state, prepared, output)
     log.debug("served %s in %.1f ms", state.model.name, (time.perf_counter() - started) * 1000)
     return answer
 
@@ -205,7 +239,7 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return web.json_response(error_answer("body is not valid JSON"), status=400)
     try:
-        _, args, _ = _prepare(state, body)
+        args = _prepare(state, body).args
     except Rejected as exc:
         return web.json_response(exc.answer.body, status=exc.answer.status)
 
@@ -261,6 +295,8 @@ async def info(request: web.Request) -> web.Response:
             "device": model.device,
             "ready": state.ready.is_set(),
             "streaming": isinstance(model, StreamingModel),
+            "attester": state.attester.address if state.attester else None,
+            "model_digest": "0x" + state.attester.model_digest.hex() if state.attester else None,
             "batching": {
                 "max_batch_size": state.batching.max_batch_size,
                 "max_wait_ms": state.batching.max_wait_ms,
@@ -289,6 +325,17 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
         log.info("loading model %s (GET /health is 503 until it is ready)", state.model.name)
         try:
             await asyncio.get_running_loop().run_in_executor(state.executor, state.model.load)
+            if state.attestation_key is not None:
+                digest = state.model_digest
+                if digest is None:
+                    model = state.model
+                    if not isinstance(model, WeightedModel):
+                        raise AttestationError(f"{model.name} has no weight files to digest; give --model-digest")
+                    digest = await asyncio.get_running_loop().run_in_executor(
+                        state.executor, files_digest, model.weight_files()
+                    )
+                state.attester = Attester(digest, state.attestation_key)
+                log.info("attesting outputs as %s, model digest 0x%s", state.attester.address, digest.hex())
         except Exception as exc:
             state.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("model %s failed to load", state.model.name)
@@ -305,12 +352,23 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    model: Model, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, batching: BatchConfig | None = None
+    model: Model,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batching: BatchConfig | None = None,
+    attestation_key: bytes | None = None,
+    model_digest: bytes | None = None,
 ) -> web.Application:
-    """Builds the container app; the model starts loading when the app starts, and /health says when it is."""
+    """Builds the container app; the model starts loading when the app starts, and /health says when it is.
+    `attestation_key` (32 bytes, from `attest.read_key_file`): answer requests that require a proof, with
+    `model_digest` (32 bytes) or, when None, the sha256 of the model's weight files taken at load."""
     app = web.Application(client_max_size=max_body_bytes)
     app[STATE] = ServerState(
-        model=model, codec=AbiCodec(model.input_types, model.output_types), batching=batching or BatchConfig()
+        model=model,
+        codec=AbiCodec(model.input_types, model.output_types),
+        batching=batching or BatchConfig(),
+        attestation_key=attestation_key,
+        model_digest=model_digest,
     )
     app.cleanup_ctx.append(_model_lifecycle)
     app.router.add_post(SERVICE_OUTPUT_PATH, service_output)

@@ -18,6 +18,10 @@ container runs behind the Infera node unchanged, plus three things of Infera's o
 - `POST /service_output/batch` (Infera's) takes a `BatchRequest` `{"requests": [body, ...]}` of up to
   `MAX_BATCH_ITEMS` and answers a `BatchAnswer` `{"answers": [{"status": s, "body": {...}}, ...]}`, each item what
   `/service_output` would have answered for it. A container without it answers 404.
+- Attestation (Infera's): a body with `requires_proof: true` for `source` 0 carries an `Attestation`
+  `{chain_id, coordinator, request_id, node}` (what the proof is bound to). A container started with an attestation
+  key answers `proof` = hex of `abi.encode(bytes32 modelDigest, bytes signature)` (`containers/runtime/attest.py`:
+  the digest it signs is `AttestationVerifier`'s); one without a key refuses with a 400 (`NO_ATTESTATION_KEY`).
 - `POST /service_output/stream` (Infera's) streams a streaming model's output as Server-Sent Events: one
   `data: {"token": "..."}` event a piece, then `event: done` (`data: {}`), or `event: error` (`data: {"error": ...}`)
   when the model fails after the stream began. A refusal before it began is an ordinary JSON error answer.
@@ -45,18 +49,32 @@ INFERNET_KEYS = ("raw_input", "processed_input", "raw_output", "processed_output
 #: The key by which Infera's containers say `raw_output` is the ABI output, to be delivered as it is.
 ABI_OUTPUT_FLAG = "abi_output"
 
+#: What a container without an attestation key answers (400) to a body that requires a proof.
+NO_ATTESTATION_KEY = "this container has no attestation key (start it with --attestation-key-file)"
+
 #: Server-Sent Event names of a stream (a piece is an unnamed event).
 STREAM_DONE = "done"
 STREAM_ERROR = "error"
 
 
+class Attestation(TypedDict):
+    """What an attestation proof is bound to (Infera's): the chain id, the coordinator (0x address), the request id
+    (a decimal string: it may not fit a JSON number elsewhere) and the node (0x address) that delivers it."""
+
+    chain_id: int
+    coordinator: str
+    request_id: str
+    node: str
+
+
 class RequestBody(TypedDict):
-    """What `POST /service_output` takes (Infernet's `JobInput`)."""
+    """What `POST /service_output` takes (Infernet's `JobInput`, plus Infera's `attestation`)."""
 
     source: int
     destination: int
     data: Any
     requires_proof: NotRequired[bool]
+    attestation: NotRequired[Attestation]
 
 
 class ChainAnswer(TypedDict):
@@ -101,9 +119,19 @@ class BatchAnswer(TypedDict):
     answers: list[BatchItem]
 
 
-def chain_request(input_: bytes) -> RequestBody:
-    """The body for an on-chain request's ABI-encoded input."""
-    return {"source": SOURCE_CHAIN, "destination": SOURCE_CHAIN, "data": input_.hex(), "requires_proof": False}
+def chain_request(input_: bytes, attestation: Attestation | None = None) -> RequestBody:
+    """The body for an on-chain request's ABI-encoded input; with `attestation`, one that requires a proof bound to
+    it."""
+    body: RequestBody = {"source": SOURCE_CHAIN, "destination": SOURCE_CHAIN, "data": input_.hex()}
+    body["requires_proof"] = attestation is not None
+    if attestation is not None:
+        body["attestation"] = attestation
+    return body
+
+
+def attestation(chain_id: int, coordinator: str, request_id: int, node: str) -> Attestation:
+    """The attestation context of request `request_id` on `coordinator` (chain `chain_id`), delivered by `node`."""
+    return {"chain_id": chain_id, "coordinator": coordinator, "request_id": str(request_id), "node": node}
 
 
 def offchain_request(data: dict[str, Any]) -> RequestBody:
@@ -116,14 +144,15 @@ def batch_request(bodies: list[RequestBody]) -> BatchRequest:
     return {"requests": list(bodies)}
 
 
-def chain_answer(raw_input: bytes | None, output: bytes) -> ChainAnswer:
-    """The answer carrying `output` (ABI-encoded) to be delivered on-chain as it is."""
+def chain_answer(raw_input: bytes | None, output: bytes, proof: bytes = b"") -> ChainAnswer:
+    """The answer carrying `output` (ABI-encoded) to be delivered on-chain as it is, with its `proof` (empty when
+    none was asked for)."""
     return {
         "raw_input": raw_input.hex() if raw_input is not None else "",
         "processed_input": "",
         "raw_output": output.hex(),
         "processed_output": "",
-        "proof": "",
+        "proof": proof.hex(),
         "abi_output": True,  # ABI_OUTPUT_FLAG
     }
 

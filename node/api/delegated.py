@@ -215,7 +215,8 @@ class DelegatedRequests:
         try:
             job.status = "running"
             # Retried as on-chain jobs are, until the request can no longer be delivered (expiry, deadline).
-            output = await route.call(job.id, job.input, deadline=min(job.request["expiry"], job.request["deadline"]))
+            deadline = min(job.request["expiry"], job.request["deadline"])
+            output = (await route.call(job.id, job.input, deadline=deadline)).output
             # Again with the real output, just before signing: the request may have expired, its nonce been used
             # or the balance spent while the model ran; then nothing is sent (no gas burnt on a revert).
             await self._simulate(job.request, job.input, job.signature, output)

@@ -9,6 +9,7 @@ Guarantees:
 - A delivery that can never be mined (gas over the block's limit, output over the coordinator's `maxOutputBytes`)
   becomes a failure report, which is sent instead.
 - Jobs sent back after a failed send go to the front of the queue, in their order.
+- A delivery with a proof (a verified request, `delivery.with_proof`) always goes alone, as `deliverWithProof`.
 
 `take_batch` is a function of the queue, the limits and the chain's time; what becomes of a skipped job is the
 caller's (`expire`, `report`).
@@ -139,6 +140,8 @@ def take_batch(
         if (why := unsendable(job, limits)) is not None:
             report(job, why)
         limit = min(limit, refused_limit(limits.max_items, refusals(job.request_id)))
+        if delivery.with_proof(job) or (batch and delivery.with_proof(batch[0])):
+            limit = 1  # alone: `deliverWithProof` carries one request
         if len(batch) >= limit:
             break
         item_gas = delivery.item_gas(job)

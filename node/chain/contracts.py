@@ -20,6 +20,12 @@ from eth_utils.crypto import keccak
 
 from node.errors import ConfigError
 
+#: The zero address: no verifier (and ETH as a payment token).
+ZERO_ADDRESS = ChecksumAddress("0x0000000000000000000000000000000000000000")  # type: ignore[arg-type]
+
+#: The events that settle a delivery (plus the verification events, where the ABI has them).
+OUTCOME_EVENTS = ("RequestFulfilled", "FailureReported", "DeliverySkipped")
+
 DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "coordinator_contract" / "out"
 
 
@@ -74,6 +80,8 @@ class InferenceRequest:
     block_hash: str
     tx_hash: str
     log_index: int
+    #: The request's verifier (`RequestCreated`'s trailing `verifier`); the zero address for a plain request.
+    verifier: ChecksumAddress = ZERO_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -109,12 +117,17 @@ class CoordinatorAbi:
         self._last_block_hash, self._last_model_id = "", b""
         self._outcome_topics = {
             "0x" + keccak(text=signature(self._events[name])).hex(): name
-            for name in ("RequestFulfilled", "FailureReported", "DeliverySkipped")
+            for name in (*OUTCOME_EVENTS, "VerificationPending", "DeliveryRejected")
+            if name in self._events
         }
 
     @classmethod
     def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
         return cls(load_artifact("Coordinator", artifacts_dir).abi)
+
+    def topic(self, event: str) -> str:
+        """The 0x-hex topic 0 of `event` (from the ABI); raises KeyError for an event the ABI does not have."""
+        return "0x" + keccak(text=signature(self._events[event])).hex()
 
     def selector(self, function: str) -> bytes:
         return keccak(text=signature(self._functions[function]))[:4]
@@ -162,11 +175,13 @@ class CoordinatorAbi:
             block_hash=block_hash,
             tx_hash=_hex(tx_hash),
             log_index=as_int(log["logIndex"]),
+            verifier=_checksum(fields["verifier"]) if "verifier" in fields else ZERO_ADDRESS,
         )
 
     def delivery_outcomes(self, logs: list[Any], node: str, coordinator: str | None = None) -> dict[int, str]:
         """What a mined delivery transaction did for `node`, by request id, read from its receipt's logs:
-        "fulfilled", "reported", or the name of the error a batch item was skipped with. Only logs emitted by
+        "fulfilled", "reported", "pending" (held for an optimistic verdict), "rejected" (the verifier refused the
+        output), or the name of the error a batch item was skipped with. Only logs emitted by
         `coordinator` count (a consumer's callback runs inside the delivery and can emit any log it likes), and a
         log that does not decode is passed over (never an exception: a receipt must always settle)."""
         node_topic = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
@@ -185,6 +200,10 @@ class CoordinatorAbi:
                     outcomes[request_id] = "fulfilled"
                 elif name == "FailureReported":
                     outcomes[request_id] = "reported"
+                elif name == "VerificationPending":
+                    outcomes[request_id] = "pending"
+                elif name == "DeliveryRejected":
+                    outcomes[request_id] = "rejected"
                 else:
                     (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
                     entry = self.errors.get(bytes(selector))
@@ -197,7 +216,13 @@ class CoordinatorAbi:
         """The non-indexed fields of each `RequestFulfilled` the `coordinator` emitted for `node` in a receipt's
         logs, by request id (`callbackOk`, `outputHash`, and `fee` where the event carries it); logs that do not
         decode are passed over."""
-        entry = self._events["RequestFulfilled"]
+        return self.event_fields("RequestFulfilled", logs, node, coordinator)
+
+    def event_fields(self, event: str, logs: list[Any], node: str, coordinator: str) -> dict[int, dict[str, Any]]:
+        """The non-indexed fields of each `event` (one indexed by request id, then node: `RequestFulfilled`,
+        `VerificationPending`, ...) the `coordinator` emitted for `node` in `logs`, by request id; logs that do not
+        decode are passed over."""
+        entry = self._events[event]
         topic = "0x" + keccak(text=signature(entry)).hex()
         fields = [p for p in entry["inputs"] if not p["indexed"]]
         types, names = [_canonical_type(p) for p in fields], [p["name"] for p in fields]

@@ -25,6 +25,14 @@ GAS_PER_BYTE = 40
 FAILURE_REASON_MAX = 256
 #: The coordinator calls a consumer's error callback with at most this much gas (`MAX_ERROR_CALLBACK_GAS`).
 ERROR_CALLBACK_GAS = 100_000
+#: Gas a verifier may use inside `deliverWithProof` (the coordinator's `MAX_VERIFIER_GAS`), plus the pending record.
+VERIFIER_GAS = 1_000_000 + 60_000
+
+
+def with_proof(job: Job) -> bool:
+    """Whether `job` is delivered with `deliverWithProof` (its request names a verifier and it has an output): such
+    a job goes alone, never in `deliverBatch` nor as `deliver` (which a verified request refuses, `ProofRequired`)."""
+    return job.failure is None and int(job.request.verifier, 16) != 0
 
 
 def failure_reason(failure: str) -> bytes:
@@ -34,12 +42,15 @@ def failure_reason(failure: str) -> bytes:
 
 
 def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
-    """`deliver` / `reportFailure` for one job, `deliverBatch` for several."""
+    """`deliver` / `deliverWithProof` (`with_proof`) / `reportFailure` for one job, `deliverBatch` for several (never
+    a job with a proof: `batching.take_batch` sends those alone)."""
     if len(jobs) == 1:
         job = jobs[0]
         if job.failure is not None:
             return abi.encode_call("reportFailure", job.request_id, failure_reason(job.failure).decode())
         assert job.output is not None
+        if with_proof(job):
+            return abi.encode_call("deliverWithProof", job.request_id, job.output, job.proof or b"")
         return abi.deliver_calldata(job.request_id, job.output)
     items = [
         (
@@ -56,22 +67,27 @@ def describe(jobs: list[Job]) -> str:
     """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)` or `reportFailure(id)`."""
     if len(jobs) > 1:
         return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
-    kind = "reportFailure" if jobs[0].failure is not None else "deliver"
+    kind = "reportFailure" if jobs[0].failure is not None else "deliverWithProof" if with_proof(jobs[0]) else "deliver"
     return f"{kind}({jobs[0].request_id})"
 
 
 def item_bytes(job: Job) -> int:
-    """Bytes `job` adds to a delivery's calldata (its output, or its failure reason as sent), before ABI padding."""
-    return len(failure_reason(job.failure)) if job.failure is not None else len(job.output or b"")
+    """Bytes `job` adds to a delivery's calldata (its output and proof, or its failure reason as sent), before ABI
+    padding."""
+    if job.failure is not None:
+        return len(failure_reason(job.failure))
+    return len(job.output or b"") + len(job.proof or b"")
 
 
 def item_gas(job: Job) -> int:
     """Gas bound of one item: its callback's whole limit after the 63/64 rule (an error callback gets at most
-    `ERROR_CALLBACK_GAS`), the coordinator's own work, and its calldata."""
+    `ERROR_CALLBACK_GAS`), the verifier's (`VERIFIER_GAS`, for a delivery with a proof), the coordinator's own work,
+    and its calldata."""
     callback = job.request.callback_gas_limit
     if job.failure is not None:
         callback = min(callback, ERROR_CALLBACK_GAS)
-    return BATCH_ITEM_GAS + callback * 64 // 63 + GAS_PER_BYTE * item_bytes(job)
+    verifier = VERIFIER_GAS * 64 // 63 if with_proof(job) else 0
+    return BATCH_ITEM_GAS + verifier + callback * 64 // 63 + GAS_PER_BYTE * item_bytes(job)
 
 
 def gas_limit(jobs: list[Job]) -> int:

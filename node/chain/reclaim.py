@@ -1,5 +1,9 @@
-"""Ends the requests this node took on that are still open after their deadline: `reclaim` refunds the unserved
-slots to the consumer and runs its error callback, so the request ends in a callback instead of waiting forever.
+"""Ends what the node's deliveries left open: requests open past their deadline (`Reclaimer`) and deliveries held
+for an optimistic verdict once it is due (`Finalizer`, at the end of this module).
+
+The `Reclaimer` ends the requests this node took on that are still open after their deadline: `reclaim` refunds the
+unserved slots to the consumer and runs its error callback, so the request ends in a callback instead of waiting
+forever.
 
 Who calls `reclaim` and why (the protocol has no bounty for it; coordinator_contract/README.md): anyone may, after
 the deadline. The node does it for the requests it accepted and could not finish alone: a redundant request it
@@ -25,7 +29,17 @@ from typing import TYPE_CHECKING
 
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
-from node.jobs.outcomes import RECLAIM_CLOSED, RECLAIM_SENT, Outcomes
+from node.jobs.outcomes import (
+    FINALIZE_SENT,
+    FINALIZING,
+    PENDING_UNTIL,
+    RECLAIM_CLOSED,
+    RECLAIM_SENT,
+    VERIFICATION_REJECTED,
+    VERIFICATION_VALID,
+    Outcomes,
+)
+from node.jobs.store import JobStore
 
 if TYPE_CHECKING:
     from node.chain.tx import TxManager
@@ -113,3 +127,105 @@ class Reclaimer:
         self.sent += 1
         log.info("request %d: open past its deadline; sent reclaim (refund + error callback) tx %s", rid, tx.hashes[-1])
         return True
+
+
+#: Gas of a `finalizeDelivery` on top of the consumer's callback limit (after the 63/64 rule) and 40 a byte of
+#: output: the coordinator's own work (pending record, payment, event), generously. Unused gas is not paid for.
+FINALIZE_BASE_GAS = 150_000
+
+
+class Finalizer:
+    """Settles this node's deliveries that an optimistic verifier held (`VerificationPending`) once their verdict is
+    due: `finalizeDelivery(requestId, node, output)` pays the node and calls the consumer back.
+
+    Guarantees (as the `Reclaimer`'s): judged by the chain's clock and the coordinator's own answer (the call is
+    simulated from the sending key first: `VerificationNotDone` waits for the next round, `NothingPending` means it
+    was settled, by anyone, or rejected: the coordinator's logs say which); sent through `TxManager.send_call` at
+    most once per request (the outcome's `verification` says `finalizing` before the send and `finalize sent <tx>`
+    after); the outcome ends `valid` (with `callback_ok`) or `rejected`. A failed round is tried again later."""
+
+    def __init__(self, rpc: RpcPool, abi: CoordinatorAbi, coordinator: str, store: JobStore, txm: TxManager) -> None:
+        self._rpc = rpc
+        self._abi = abi
+        self._coordinator = coordinator
+        self._store = store
+        self._outcomes = Outcomes(store)
+        self._txm = txm
+        #: `finalizeDelivery` transactions sent since start.
+        self.sent = 0
+
+    async def run(self, every_s: float = EVERY_S) -> None:
+        """Checks every `every_s` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an RPC outage or any answer: tried again next round
+                log.warning("could not check deliveries awaiting a verdict: %s", exc)
+
+    async def round(self) -> int:
+        """One check of the deliveries whose verdict is due; returns how many `finalizeDelivery`s it sent."""
+        if self._txm.head is None or not self._txm.addresses:
+            return 0
+        sent = 0
+        for rid in self._outcomes.finalize_due(int(self._txm.clock.now()), BATCH):
+            if await self._finalize(rid):
+                sent += 1
+        return sent
+
+    async def _finalize(self, rid: int) -> bool:
+        job = self._store.get(rid)
+        if job is None or job.output is None:
+            return False  # pruned: nothing to settle it with
+        node = self._txm.addresses[0]  # the key verified jobs are delivered from
+        data = self._abi.encode_call("finalizeDelivery", rid, node, job.output)
+        gas = FINALIZE_BASE_GAS + job.request.callback_gas_limit * 64 // 63 + 40 * len(job.output)
+        call = {"from": node, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
+        try:
+            await self._rpc.request("eth_call", [call, "latest"])
+        except RpcError as exc:
+            if not is_revert(exc):
+                raise
+            reverted = as_reverted(exc, self._abi, f"finalizeDelivery of request {rid}")
+            if reverted.error == "VerificationNotDone":  # our clock ran ahead of the chain's: next round
+                return False
+            if reverted.error == "NothingPending":
+                await self._settled(rid, node, job.request.block_number)
+                return False
+            log.warning("request %d: cannot finalize its delivery: %s", rid, reverted)
+            return False
+        state = self._outcomes.get(rid).verification or ""
+        if not state.startswith(PENDING_UNTIL):
+            return False  # sent already (or being sent): its transaction is not mined yet
+        self._outcomes.set(rid, verification=FINALIZING)
+        try:
+            tx, _ = await self._txm.send_call(data, gas, f"finalizeDelivery of request {rid}", sender=node)
+        except BaseException:
+            self._outcomes.set(rid, verification=state)  # not sent: the next round tries again
+            raise
+        self._outcomes.set(rid, verification=f"{FINALIZE_SENT} {tx.hashes[-1]}")
+        self.sent += 1
+        log.info("request %d: verdict window over; sent finalizeDelivery tx %s", rid, tx.hashes[-1])
+        return True
+
+    async def _settled(self, rid: int, node: str, from_block: int) -> None:
+        """Records how the chain settled `node`'s held delivery to `rid`: `valid` (a `RequestFulfilled`, with its
+        `callbackOk`) or `rejected` (a `DeliveryRejected`), from the coordinator's logs since the request's block."""
+        fulfilled, rejected = self._abi.topic("RequestFulfilled"), self._abi.topic("DeliveryRejected")
+        word = "0x" + rid.to_bytes(32, "big").hex()
+        who = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
+        query = {"address": self._coordinator, "fromBlock": hex(from_block), "toBlock": "latest"}
+        logs = await self._rpc.request("eth_getLogs", [{**query, "topics": [[fulfilled, rejected], word, who]}])
+        for raw in logs:
+            if raw["topics"][0].lower() == fulfilled:
+                details = self._abi.fulfilled_details([raw], node, self._coordinator).get(rid, {})
+                self._outcomes.set(rid, verification=VERIFICATION_VALID, callback_ok=bool(details.get("callbackOk")))
+                log.info("request %d: verified delivery settled (valid; callbackOk %s)", rid, details.get("callbackOk"))
+                return
+        if logs:
+            self._outcomes.set(rid, verification=VERIFICATION_REJECTED)
+            log.error("request %d: the verifier rejected this node's delivery (not paid)", rid)
+        else:
+            log.warning("request %d: no delivery of this node is pending, and none was settled or rejected", rid)

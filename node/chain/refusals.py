@@ -8,6 +8,8 @@ Guarantees:
   delivery that cannot be sent within `retry_window_s` (from its first failure, whatever was re-signed since)
   becomes a failure report, and a failure report that cannot be sent for as long is given up (the request's
   deadline refunds its consumer).
+- A delivery the coordinator refuses because its request needs a proof (`ProofRequired`) is settled `skipped`,
+  never turned into a failure report (the request is not this node's to fail).
 - A refused batch is sent again in halves; an item refused alone `MAX_ITEM_REFUSALS` times over `REFUSAL_WINDOW_S`
   becomes a failure report. Only the coordinator's decoded errors act at once.
 - A key without funds pauses with a growing back-off and is named on `/readyz` until one of its transactions is mined.
@@ -30,7 +32,7 @@ from node.chain.env import TxBooks, TxEnv
 from node.chain.keys import Key
 from node.chain.resend import Resender
 from node.chain.rpc import RpcError, classify
-from node.chain.tracking import SETTLED_ERRORS, receipt_of
+from node.chain.tracking import NOT_SERVED_ERRORS, SETTLED_ERRORS, not_served, receipt_of
 from node.errors import Action, TxReverted, short
 from node.jobs.states import JobState
 from node.jobs.store import Job, StoredTx
@@ -97,6 +99,9 @@ class Refusals:
             return
         if reverted.error in SETTLED_ERRORS:
             self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+        elif reverted.error in NOT_SERVED_ERRORS:
+            # A request that needs a proof this node did not give: not a failure of the model, never reported.
+            self._books.settler.settle(job, JobState.SKIPPED, not_served(reverted.error))
         elif reverted.error is None:
             # Not one of the coordinator's errors (an endpoint that says "revert" for something else, a revert
             # without data): refused a few times before the node believes it.

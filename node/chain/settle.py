@@ -133,7 +133,7 @@ class Settler:
                 detail.get("callbackOk", "?"),
                 "?" if fee is None else f"{fee} ({'ETH' if int(job.request.token, 16) == 0 else job.request.token})",
             )
-        elif state is JobState.EXPIRED:
+        elif state in (JobState.EXPIRED, JobState.SKIPPED):
             log.info("request %d: skipped: %s", rid, error)
         else:
             log.error("request %d: %s after %.0f ms: %s", rid, state, took_ms, error)

@@ -6,7 +6,10 @@ Guarantees:
 - A receipt marks a transaction mined (from a check, or from an `eth_sendRawTransactionSync` answer); once it is
   `confirmations` deep its jobs settle from the receipt's events, in one commit with the transaction: confirmed
   (delivered), failed (failure reported, item refused, or reverted twice), or expired (someone else settled the
-  request first). Outcomes come only from the coordinator's own logs.
+  request first). Outcomes come only from the coordinator's own logs. A delivery with a proof settles by its
+  verdict: valid (`RequestFulfilled`) confirmed, verification `valid`; held for an optimistic verdict
+  (`VerificationPending`) confirmed, verification `pending until <verdictBy>` (node/chain/reclaim.py's `Finalizer`
+  settles it later); rejected (`DeliveryRejected`) failed, verification `rejected`.
 - A reorg at or below a mined transaction's block makes it pending again: it is tracked (and, if it vanished,
   replaced at its nonce by `node.chain.resend`) as if it had never been mined.
 - An unmined transaction is handed to `Resender` (bump or rebroadcast); a mined one after a restart has its receipt
@@ -24,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 from web3.exceptions import TransactionNotFound
 
 from node.chain.broadcast import Broadcaster
+from node.chain.delivery import with_proof
 from node.chain.env import TxBooks, TxEnv
 from node.chain.resend import Resender
 from node.chain.rpc import RpcPool, classify
-from node.jobs.outcomes import Outcomes
+from node.jobs.outcomes import PENDING_UNTIL, VERIFICATION_REJECTED, VERIFICATION_VALID, Outcomes
 from node.jobs.states import JobState
 from node.jobs.store import StoredTx
 from node.observability.conditions import CONDITIONS
@@ -39,7 +43,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
-SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
+SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed", "NoSlotLeft"})
+#: Coordinator errors that mean "this request is not for a plain delivery from this node": never reported failed.
+NOT_SERVED_ERRORS = frozenset({"ProofRequired"})
+
+
+def not_served(error: str | None) -> str:
+    """Why a job whose delivery the coordinator refused with `error` (one of `NOT_SERVED_ERRORS`) is skipped."""
+    return (
+        f"the coordinator refused a delivery without a proof ({error}): the request names a verifier; list it in"
+        " [chain] verifiers to serve such requests"
+    )
 
 
 async def receipt_of(rpc: RpcPool, tx_hash: str) -> Any:
@@ -182,6 +196,10 @@ class Confirmer:
             except Exception:  # a figure for the operator must never keep a transaction from settling
                 log.exception("could not record the receipt of nonce %d in the metrics", tx.nonce)
         details = self._env.abi.fulfilled_details(logs, tx.sender, self._env.coordinator) if outcomes else {}
+        if "pending" in outcomes.values():
+            pending = self._env.abi.event_fields("VerificationPending", logs, tx.sender, self._env.coordinator)
+            for rid, fields in pending.items():
+                details.setdefault(rid, {})["verdictBy"] = fields.get("verdictBy")
         with self._env.store.transaction():  # one commit for the transaction and all the jobs it carried
             self._record_outcomes(details)
             self._settle_items(tx, outcomes, ok, tx_hash, gas_each, details)
@@ -212,6 +230,7 @@ class Confirmer:
     ) -> None:
         """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert)."""
         settle = self._books.settler.settle
+        record = Outcomes(self._env.store)
         for rid, _failed in tx.items:
             job = self._books.ledger.drop(rid) or self._env.store.get(rid)
             if job is None or job.state is not JobState.SUBMITTED:
@@ -225,7 +244,17 @@ class Confirmer:
                     log.warning("request %d: tx %s reverted on-chain; sending it again", rid, tx_hash)
                     self._env.store.update(job, JobState.COMPUTED)
                     self._books.queue.append(job)
+            elif outcome == "pending":
+                verdict_by = details.get(rid, {}).get("verdictBy")
+                record.set(rid, verification=f"{PENDING_UNTIL}{verdict_by}")
+                log.info("request %d: delivered with a proof; verification pending until %s", rid, verdict_by)
+                settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
+            elif outcome == "rejected":
+                record.set(rid, verification=VERIFICATION_REJECTED)
+                settle(job, JobState.FAILED, f"the request's verifier rejected the delivery (tx {tx_hash})")
             elif outcome == "fulfilled":
+                if with_proof(job):
+                    record.set(rid, verification=VERIFICATION_VALID)
                 settle(
                     job,
                     JobState.CONFIRMED,
@@ -239,5 +268,7 @@ class Confirmer:
                 settle(job, JobState.FAILED, f"failure reported on-chain: {job.failure}", tx_hash=tx_hash)
             elif outcome in SETTLED_ERRORS:
                 settle(job, JobState.EXPIRED, f"already settled on-chain ({outcome})")
+            elif outcome in NOT_SERVED_ERRORS:
+                settle(job, JobState.SKIPPED, not_served(outcome))
             else:
                 settle(job, JobState.FAILED, f"delivery refused on-chain: {outcome or 'no event'}")

@@ -15,7 +15,9 @@ chain view) and `node.chain.env.TxBooks` (keys, open transactions, ready queue, 
 Guarantees (the facade's own):
 - Every signed transaction is committed to the store (with the jobs it carries, now `submitted`) before it is
   broadcast, under its key's nonce lock: a restart rebroadcasts the same nonce instead of signing a new one.
-- Ready jobs are grouped: one job goes out as `deliver`/`reportFailure`, several as one `deliverBatch`.
+- Ready jobs are grouped: one job goes out as `deliver`/`reportFailure`, several as one `deliverBatch`. A verified
+  request's output goes alone as `deliverWithProof` (with the proof stored with it), from the first key: the one
+  its attestation is bound to.
 - A delivery whose simulation reverts is settled or re-routed (`Refusals.reverted`); a batch that reverts is sent
   again item by item, each item's failure its own.
 - While the base fee is above the cap the jobs are held until the next head; no nonce is spent on them.
@@ -55,6 +57,7 @@ from node.chain.view import ChainView
 from node.errors import Action, TxReverted
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore, StoredTx
+from node.jobs.verification import Proofs
 from node.observability.conditions import CONDITIONS
 
 if TYPE_CHECKING:
@@ -92,6 +95,9 @@ class TxManager:
         self._tg: asyncio.TaskGroup | None = None
         self._spawn_later: list[Coroutine[Any, Any, None]] = []
         self._send_slots = asyncio.Semaphore(policy.max_concurrent_sends)
+        self._proofs = Proofs(store)
+        #: The key verified jobs are delivered from (the scheduler binds their attestations to it).
+        self._prover = accounts[0].address
 
         self._books = TxBooks.new(accounts, store, policy.max_pending_per_key, metrics=metrics, on_settled=on_settled)
         self._nonces = Nonces(rpc, self._books.ledger)
@@ -259,6 +265,9 @@ class TxManager:
             if not batch:
                 self._release(key)
                 continue
+            if delivery.with_proof(batch[0]) and key.address != self._prover:
+                self._books.keys.release(key)  # its attestation names the first key: only that one may deliver it
+                key = await self._books.keys.acquire(only=self._prover)
             self._spawn(self._send_task(key, batch))
 
     def _take_batch(self) -> list[Job]:
@@ -330,6 +339,9 @@ class TxManager:
             self._refusals.send_failed(key, jobs, exc)
 
     async def _send(self, key: Key, jobs: list[Job]) -> None:
+        for job in jobs:
+            if delivery.with_proof(job) and job.proof is None:  # resumed after a restart: the proof is in the store
+                job.proof = self._proofs.get(job.request_id)
         data = delivery.calldata(self._env.abi, jobs)
         what = delivery.describe(jobs)
         gas = delivery.gas_limit(jobs)

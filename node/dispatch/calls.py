@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import tenacity
 
+from containers.runtime.wire import Attestation
 from node.config import ModelConfig
-from node.errors import ContainerError, ContainerLost, ContainerUnavailable
+from node.dispatch.protocol import Output
+from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable
 from node.retry import backoff_s
 
 if TYPE_CHECKING:
@@ -58,8 +60,9 @@ class Dispatcher(Protocol):
     """How a model's container is reached (`node.dispatch.http`, `node.dispatch.mqtt`); each call raises the
     `ContainerError` family."""
 
-    async def compute(self, job_id: str, input_: bytes) -> bytes:
-        """The ABI output for an on-chain input (ABI-encoded)."""
+    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+        """The ABI output for an on-chain input (ABI-encoded), with the container's proof (empty unless
+        `attestation` asked for one, bound to it)."""
         ...
 
     async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
@@ -214,13 +217,25 @@ class ModelRoute:
         deadline: float | None = None,
         attempts_so_far: int = 0,
         on_attempt: Callable[[int], None] | None = None,
-    ) -> bytes:
-        """The ABI output for an on-chain input, under the policy (the module docstring). `deadline`: no retry starts
-        after it (default: `budget_s` from now); `attempts_so_far`: those a previous run used; `on_attempt`: told each
-        change of the attempts used. Raises the `ContainerError` that ended the call (one saying "no answer after"
-        when `attempts_so_far` leaves none)."""
+        attestation: Attestation | None = None,
+    ) -> Output:
+        """The ABI output for an on-chain input and the container's proof, under the policy (the module docstring).
+        `deadline`: no retry starts after it (default: `budget_s` from now); `attempts_so_far`: those a previous run
+        used; `on_attempt`: told each change of the attempts used; `attestation`: the proof is required, bound to
+        it (an answer without one is `ContainerRejected`: retrying the same container cannot help). Raises the
+        `ContainerError` that ended the call (one saying "no answer after" when `attempts_so_far` leaves none)."""
         tally = Tally(attempts_so_far, on_attempt)
-        return await self._retrying(job_id, tally, deadline, lambda: self.dispatcher.compute(job_id, input_))
+
+        async def one() -> Output:
+            result = await self.dispatcher.compute(job_id, input_, attestation)
+            if attestation is not None and not result.proof:
+                raise ContainerRejected(
+                    f"{self.model.name}'s container answered without a proof though the request requires one"
+                    " (the model is configured `attests = true`: start its container with --attestation-key-file)"
+                )
+            return result
+
+        return await self._retrying(job_id, tally, deadline, one)
 
     async def call_offchain(
         self,

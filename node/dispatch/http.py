@@ -40,6 +40,7 @@ from containers.runtime.wire import (
     STREAM_DONE,
     STREAM_ERROR,
     STREAM_PATH,
+    Attestation,
     BatchRequest,
     RequestBody,
     StreamReader,
@@ -51,8 +52,9 @@ from node.dispatch.protocol import (
     MAX_ANSWER_BYTES,
     MAX_ERROR_BYTES,
     RATE_LIMITED,
+    Output,
+    classify,
     offchain_output,
-    output_from_answer,
     parse_json,
     raise_for_status,
 )
@@ -78,7 +80,7 @@ MAX_STREAM_LINE_BYTES = 64 * 1024
 
 class HttpDispatcher:
     """Sends on-chain inputs to one container's `POST /service_output` (or `/service_output/batch`) and returns the
-    ABI output bytes."""
+    ABI output bytes with the container's proof (`Output`)."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, *, timeout_s: float, name: str | None = None) -> None:
         """`url`: the container's base URL; `timeout_s`: seconds a call may take, body included; `name`: the model
@@ -95,7 +97,7 @@ class HttpDispatcher:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         #: Whether the container has the batch path: None until its first answer says.
         self.batches: bool | None = None
-        self._waiting: collections.deque[tuple[bytes, asyncio.Future[bytes]]] = collections.deque()
+        self._waiting: collections.deque[tuple[RequestBody, asyncio.Future[Output]]] = collections.deque()
         self._posts = 0
         self._tasks: set[asyncio.Task[None]] = set()
         #: Round trips made (batch calls and single calls), for tests and benchmarks.
@@ -105,14 +107,15 @@ class HttpDispatcher:
     def url(self) -> str:
         return self._url
 
-    async def compute(self, job_id: str, input_: bytes) -> bytes:
-        """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family (see the
-        module docstring)."""
+    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+        """The ABI output bytes for `input_` (ABI-encoded input bytes) and the container's proof (empty unless
+        `attestation` asked for one, bound to it). Raises the `ContainerError` family (see the module docstring)."""
+        body = chain_request(input_, attestation)
         with self._judging():
             if self.batches is False:
-                return await self._single(input_)
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._waiting.append((input_, future))
+                return await self._single(body)
+            future: asyncio.Future[Output] = asyncio.get_running_loop().create_future()
+            self._waiting.append((body, future))
             self._pump()
             return await future
 
@@ -186,25 +189,25 @@ class HttpDispatcher:
 
     def _pump(self) -> None:
         while self._waiting and self._posts < MAX_POSTS:
-            items: list[tuple[bytes, asyncio.Future[bytes]]] = []
+            items: list[tuple[RequestBody, asyncio.Future[Output]]] = []
             size = 0
             while self._waiting and len(items) < MAX_BATCH_ITEMS:
-                input_, future = self._waiting[0]
-                if items and size + len(input_) > MAX_BATCH_BYTES:
+                body, future = self._waiting[0]
+                if items and size + len(body["data"]) // 2 > MAX_BATCH_BYTES:
                     break
                 self._waiting.popleft()
                 if not future.done():  # a cancelled job (reorg, shutdown) is not sent
-                    items.append((input_, future))
-                    size += len(input_)
+                    items.append((body, future))
+                    size += len(body["data"]) // 2
             if items:
                 self._posts += 1
                 task = asyncio.create_task(self._post(items))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, items: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
+    async def _post(self, items: list[tuple[RequestBody, asyncio.Future[Output]]]) -> None:
         try:
-            results = await self._batch([input_ for input_, _ in items])
+            results = await self._batch([body for body, _ in items])
         except asyncio.CancelledError:
             for _, future in items:
                 future.cancel()
@@ -222,11 +225,11 @@ class HttpDispatcher:
             else:
                 future.set_result(result)
 
-    async def _batch(self, inputs: list[bytes]) -> list[bytes | BaseException]:
-        """One round trip for `inputs`; each gets its output or its own error."""
+    async def _batch(self, inputs: list[RequestBody]) -> list[Output | BaseException]:
+        """One round trip for `inputs` (request bodies); each gets its output or its own error."""
         if self.batches is False:  # learnt while these waited
             return await self._singly(inputs)
-        status, payload, retry_after = await self._call(BATCH_PATH, batch_request([chain_request(i) for i in inputs]))
+        status, payload, retry_after = await self._call(BATCH_PATH, batch_request(inputs))
         if status in NO_BATCH_PATH or status == 413:  # no batch path, or this batch is over the body limit
             if status != 413:
                 self.batches = False
@@ -234,25 +237,25 @@ class HttpDispatcher:
         answers = payload.get("answers") if isinstance(payload, dict) else None
         if status != 200 or not isinstance(answers, list) or len(answers) != len(inputs):
             if status != 200:  # the whole call was answered as one (429, 500, ...): each item gets that answer
-                output_from_answer(status, payload, "container", retry_after=retry_after)
+                classify(status, payload, "container", retry_after=retry_after)
             raise ContainerError(f"{self._url} answered the batch call without one answer per input", status=status)
         self.batches = True
-        results: list[bytes | BaseException] = []
+        results: list[Output | BaseException] = []
         for answer in answers:
             try:
                 if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
                     raise ContainerError("container answered a batch item without a status")
-                results.append(output_from_answer(answer["status"], answer.get("body"), "container"))
+                results.append(classify(answer["status"], answer.get("body"), "container"))
             except ContainerError as exc:
                 results.append(exc)
         return results
 
-    async def _singly(self, inputs: list[bytes]) -> list[bytes | BaseException]:
+    async def _singly(self, inputs: list[RequestBody]) -> list[Output | BaseException]:
         return list(await asyncio.gather(*(self._single(i) for i in inputs), return_exceptions=True))
 
-    async def _single(self, input_: bytes) -> bytes:
-        status, payload, retry_after = await self._call(SERVICE_OUTPUT_PATH, chain_request(input_))
-        return output_from_answer(status, payload, "container", retry_after=retry_after)
+    async def _single(self, body: RequestBody) -> Output:
+        status, payload, retry_after = await self._call(SERVICE_OUTPUT_PATH, body)
+        return classify(status, payload, "container", retry_after=retry_after)
 
     async def _call(self, path: str, body: RequestBody | BatchRequest) -> tuple[int, Any, float | None]:
         """POSTs `body`; returns the status, the JSON answer (None when the body is empty or not JSON: a 404 page, a

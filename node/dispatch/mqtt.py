@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import aiomqtt
 
 from containers.runtime.mqtt import REPLIES_PREFIX, Broker, JobMessage, ReplyMessage, jobs_topic
-from containers.runtime.wire import RequestBody, chain_request, offchain_request
-from node.dispatch.protocol import offchain_output, output_from_answer, parse_json
+from containers.runtime.wire import Attestation, RequestBody, chain_request, offchain_request
+from node.dispatch.protocol import Output, classify, offchain_output, parse_json
 from node.errors import ContainerError, ContainerRejected, short
 from node.observability.conditions import CONDITIONS
 from node.retry import wait_set
@@ -97,7 +97,7 @@ class MqttHub:
 
 
 class MqttDispatcher:
-    """Sends one model's jobs to its worker pool and returns the ABI output bytes."""
+    """Sends one model's jobs to its worker pool and returns the ABI output bytes with the worker's proof."""
 
     def __init__(self, hub: MqttHub, model_name: str, *, timeout_s: float, max_dispatches: int) -> None:
         self._hub = hub
@@ -109,10 +109,11 @@ class MqttDispatcher:
     async def healthy(self) -> bool:
         return await self._hub.healthy()
 
-    async def compute(self, job_id: str, input_: bytes) -> bytes:
-        """The ABI output bytes for `input_` (ABI-encoded input bytes). Raises the `ContainerError` family."""
-        status, body, where = await self._answer(job_id, chain_request(input_))
-        return self._counted(output_from_answer, status, body, where)
+    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+        """The ABI output bytes for `input_` (ABI-encoded input bytes) and the worker's proof (empty unless
+        `attestation` asked for one). Raises the `ContainerError` family."""
+        status, body, where = await self._answer(job_id, chain_request(input_, attestation))
+        return self._counted(_classify, status, body, where)
 
     async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
         """The output of an off-chain job (its input fields by name). Raises the `ContainerError` family."""
@@ -159,3 +160,7 @@ class MqttDispatcher:
             )
         CONDITIONS.count("container", error.action)
         raise error
+
+
+def _classify(status: int, payload: Any, where: str) -> Output:
+    return classify(status, payload, where)

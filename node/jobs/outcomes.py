@@ -16,6 +16,14 @@ from node.jobs.store import JobStore
 #: `reclaim` values: the node sent `reclaim` (its transaction hash follows), or found the request closed already.
 RECLAIM_SENT = "sent"
 RECLAIM_CLOSED = "closed"
+#: `verification` values: the verifier found the output valid (paid, consumer called back) or rejected it; or an
+#: optimistic verdict is pending until a unix time (`pending until <s>`), settled then by `finalizeDelivery`
+#: (`finalize sent <tx hash>` once the node sent it; `finalizing` while it sends).
+VERIFICATION_VALID = "valid"
+VERIFICATION_REJECTED = "rejected"
+PENDING_UNTIL = "pending until "
+FINALIZING = "finalizing"
+FINALIZE_SENT = "finalize sent"
 
 _FIELDS = ("callback_ok", "fee_earned", "verification", "reclaim")
 
@@ -93,5 +101,27 @@ class Outcomes:
             " AND NOT (j.state = 'confirmed' AND CAST(json_extract(j.request, '$.redundancy') AS INTEGER) = 1)"
             " ORDER BY CAST(json_extract(j.request, '$.deadline') AS INTEGER) LIMIT ?",
             (self._store.chain_id, self._store.coordinator, now, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def finalize_due(self, now: int, limit: int) -> list[int]:
+        """Requests whose delivery waits for an optimistic verdict that was due before `now` (unix s, the chain's
+        time), or whose `finalizeDelivery` was sent (or being sent) and not yet seen settled: at most `limit`,
+        oldest change first."""
+        rows = self._store.execute(
+            "SELECT request_id FROM outcomes WHERE chain_id=? AND coordinator=? AND interval=0"
+            " AND ((verification LIKE ? AND CAST(substr(verification, ?) AS INTEGER) < ?)"
+            " OR verification LIKE ? OR verification = ?)"
+            " ORDER BY updated_at LIMIT ?",
+            (
+                self._store.chain_id,
+                self._store.coordinator,
+                PENDING_UNTIL + "%",
+                len(PENDING_UNTIL) + 1,
+                now,
+                FINALIZE_SENT + "%",
+                FINALIZING,
+                limit,
+            ),
         )
         return [int(r[0]) for r in rows]

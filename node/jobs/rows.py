@@ -10,7 +10,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from node.chain.contracts import InferenceRequest
+from node.chain.contracts import ZERO_ADDRESS, InferenceRequest
 from node.jobs.states import JobState
 
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
@@ -99,6 +99,7 @@ def request_to_json(r: InferenceRequest) -> str:
             "block_hash": r.block_hash,
             "tx_hash": r.tx_hash,
             "log_index": r.log_index,
+            "verifier": r.verifier,
         }
     )
 
@@ -121,6 +122,7 @@ def request_from_json(text: str) -> InferenceRequest:
         block_hash=str(d["block_hash"]),
         tx_hash=str(d["tx_hash"]),
         log_index=int(d["log_index"]),
+        verifier=to_checksum_address(d.get("verifier", ZERO_ADDRESS)),
     )
 
 
@@ -139,6 +141,8 @@ class Job:
     nonce: int | None = None
     error: str | None = None
     seen_at: float = field(default_factory=time.monotonic)
+    #: The proof delivered with the output of a verified request (kept in the store's `proofs` table).
+    proof: bytes | None = None
 
     @property
     def request_id(self) -> int:

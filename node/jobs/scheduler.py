@@ -19,15 +19,17 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from containers.runtime.wire import Attestation, attestation
 from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
-from node.jobs import fees
+from node.jobs import fees, verification
 from node.jobs.store import Job, JobState, JobStore
+from node.jobs.verification import Proofs
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,18 @@ class Scheduler:
         sender: Sender,
         *,
         clock: Callable[[], float] = time.time,
+        verifiers: Mapping[str, str] | None = None,
+        node: str | None = None,
     ) -> None:
         """`routes`: each served model's, by model id; `clock`: the time that requests' deadlines are judged by, in
-        unix seconds (the node passes the chain's, `ChainClock.now`, as it does to the routes)."""
+        unix seconds (the node passes the chain's, `ChainClock.now`, as it does to the routes); `verifiers`: the
+        verifiers this node serves requests of (checksummed address -> kind, `[chain] verifiers`); `node`: the
+        address that delivers verified requests (an attestation is bound to it)."""
         self._store = store
         self._clock = clock
+        self._verifiers = dict(verifiers or {})
+        self._node = node
+        self._proofs = Proofs(store)
         self._queues = {mid: _Queue(route) for mid, route in routes.items()}
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -132,9 +141,12 @@ class Scheduler:
         task.add_done_callback(lambda t: self._done(rid, t, queue))
 
     def _skip(self, job: Job, route: ModelRoute) -> bool:
-        """Settles `job` as `skipped` (no call, no transaction) when its payment is outside the model's fee policy;
-        logged once, as the job is settled once."""
-        skip = fees.judge(route.model, job.request.token, job.request.fee_per_node_wei)
+        """Settles `job` as `skipped` (no call, no transaction) when its payment is outside the model's fee policy
+        or its verifier is one this node cannot satisfy (`verification.judge`); logged once, as the job is settled
+        once."""
+        skip = fees.judge(route.model, job.request.token, job.request.fee_per_node_wei) or verification.judge(
+            route.model, job.request.verifier, self._verifiers
+        )
         if skip is None:
             return False
         self._store.update(job, JobState.SKIPPED, error=skip.reason)
@@ -188,13 +200,14 @@ class Scheduler:
             return
         started = time.perf_counter()
         try:
-            output = await route.call(
+            result = await route.call(
                 str(rid),
                 job.request.input,
                 deadline=job.request.deadline,
                 attempts_so_far=job.attempts,
                 # `running` means in the container, not waiting for a place; each attempt is committed as it starts
                 on_attempt=lambda n: self._store.update(job, JobState.RUNNING, attempts=n),
+                attestation=self._attestation(job),
             )
         except asyncio.CancelledError:
             if self._closing and job.state is JobState.RUNNING and job.attempts > 0:
@@ -209,9 +222,22 @@ class Scheduler:
             self._store.update(job, JobState.FAILED, error=repr(exc))
             return
         else:
-            self._store.update(job, JobState.COMPUTED, output=output)
+            if verification.is_verified(job.request.verifier):  # the proof in the same commit as the output
+                with self._store.transaction():
+                    self._proofs.set(rid, result.proof)
+                    self._store.update(job, JobState.COMPUTED, output=result.output, proof=result.proof)
+            else:
+                self._store.update(job, JobState.COMPUTED, output=result.output)
             log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)
         self._hand_on(job)
+
+    def _attestation(self, job: Job) -> Attestation | None:
+        """The attestation context to send the container for an attestation-verified job, else None."""
+        if verification.kind_of(job.request.verifier, self._verifiers) != verification.ATTESTATION:
+            return None
+        if self._node is None:
+            raise RuntimeError("an attestation-verified job needs the node's address (Scheduler(node=...))")
+        return attestation(self._store.chain_id, self._store.coordinator, job.request_id, self._node)
 
 
 def _reason(exc: BaseException) -> str:

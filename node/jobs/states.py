@@ -17,7 +17,9 @@ protocol does not allow (deliver a job twice, recompute a delivered one, revive 
 - `confirmed` | `failed` | `expired`: settled (delivered; failed or reported failed; settled by someone else or
   past its deadline). `failed` goes back to `seen`/`computed` only by the operator's `infera jobs retry`.
 - `skipped`: the request's payment is outside the model's fee policy (a token not accepted, a fee below the
-  minimum): no container call, no transaction. The operator's `infera jobs retry` takes it up again (`seen`).
+  minimum) or it names a verifier this node cannot satisfy: no container call, no transaction. (A computed job
+  becomes `skipped` when the coordinator says its request needs a proof, `ProofRequired`: never a failure
+  report.) The operator's `infera jobs retry` takes it up again (`seen`).
 - `orphaned`: a reorg removed its request; no layer moves it on. Seeing the request again on the new branch revives
   its row (`seen`, or `computed` when the re-included request asks for the same thing and the output is kept).
 """
@@ -54,8 +56,10 @@ RESUMABLE = (S.SEEN, S.RUNNING, S.COMPUTED)
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     S.SEEN: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED, S.SKIPPED}),
     S.RUNNING: frozenset({S.RUNNING, S.COMPUTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
-    S.COMPUTED: frozenset({S.COMPUTED, S.SUBMITTED, S.FAILED, S.EXPIRED, S.ORPHANED}),
-    S.SUBMITTED: frozenset({S.SUBMITTED, S.COMPUTED, S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED}),
+    # SKIPPED from computed/submitted: the coordinator refused a plain delivery because the request needs a proof
+    # (`ProofRequired`): not the node's failure to report, nothing more to send.
+    S.COMPUTED: frozenset({S.COMPUTED, S.SUBMITTED, S.FAILED, S.EXPIRED, S.ORPHANED, S.SKIPPED}),
+    S.SUBMITTED: frozenset({S.SUBMITTED, S.COMPUTED, S.CONFIRMED, S.FAILED, S.EXPIRED, S.ORPHANED, S.SKIPPED}),
     # A reorg may remove the request of a settled job too; the re-included request is then served again (or kept).
     S.CONFIRMED: frozenset({S.ORPHANED}),
     S.EXPIRED: frozenset({S.ORPHANED}),

@@ -433,7 +433,7 @@ class JobStore:
             " AND o.coordinator = j.coordinator AND o.request_id = j.request_id AND o.interval = j.interval",
             (self.chain_id, self.coordinator, n),
         ).fetchall()
-        keys = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
+        keys: tuple[str, ...] = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
         keys += ("callback_ok", "fee_earned", "verification")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 

@@ -17,6 +17,7 @@ from node.devnet import Devnet, free_port
 from node.dispatch.calls import Dispatcher
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
+from node.dispatch.protocol import Output
 from node.errors import ContainerError, ContainerRejected
 from tests.faults.faulty_container import create_app as infernet_like_app
 from tests.integration.conftest import FlakyModel, base_url, start_server, unique
@@ -43,7 +44,7 @@ async def test_compute_returns_the_models_abi_output(
     transport: str, classify_server: TestServer, session: aiohttp.ClientSession, hub: MqttHub
 ) -> None:
     d = dispatcher(transport, classify_server, session, hub)
-    out = await d.compute(unique("job"), encode(["string"], ["I absolutely love this, it is wonderful"]))
+    out = (await d.compute(unique("job"), encode(["string"], ["I absolutely love this, it is wonderful"]))).output
     assert decode(["string", "uint256"], out)[0] == "positive"
 
 
@@ -51,7 +52,7 @@ async def test_echo_round_trips_bytes(
     transport: str, echo_server: TestServer, session: aiohttp.ClientSession, hub: MqttHub
 ) -> None:
     d = dispatcher(transport, echo_server, session, hub)
-    assert await d.compute(unique("job"), b"\x00\xffpayload") == b"\x00\xffpayload"
+    assert (await d.compute(unique("job"), b"\x00\xffpayload")).output == b"\x00\xffpayload"
 
 
 async def test_rejected_input_is_not_retryable(
@@ -74,7 +75,7 @@ async def test_model_error_is_retryable(
             await d.compute(unique("job"), b"\x01")
         assert info.value.retryable
         assert info.value.status == 500
-        assert await d.compute(unique("job"), b"\x01") == b"\x01"
+        assert (await d.compute(unique("job"), b"\x01")).output == b"\x01"
     finally:
         await server.close()
 
@@ -121,7 +122,7 @@ async def test_workers_and_node_authenticate_to_a_protected_broker(tmp_path: Pat
         try:
             await asyncio.wait_for(hub._connected.wait(), 30)
             d = MqttDispatcher(hub, server.app[WORKER].state.model.name, timeout_s=10, max_dispatches=1)
-            assert await d.compute(unique("job"), b"\x42") == b"\x42"
+            assert (await d.compute(unique("job"), b"\x42")).output == b"\x42"
             intruder = MqttHub(url, "intruder", username="node", password="wrong")
             intruder_task = asyncio.create_task(intruder.run())
             with pytest.raises(TimeoutError):
@@ -138,7 +139,7 @@ async def test_http_calls_that_overlap_share_round_trips(session: aiohttp.Client
     d = HttpDispatcher(session, echo_url, timeout_s=30)
     inputs = [f"input {i}".encode() for i in range(40)]
     outputs = await asyncio.gather(*(d.compute(unique("job"), i) for i in inputs))
-    assert outputs == inputs  # each call gets its own answer back
+    assert [o.output for o in outputs] == inputs  # each call gets its own answer back
     assert d.batches is True
     # two round trips leave at once (one input each); the other 38 wait for them and go 32, then 6
     assert d.round_trips == 4
@@ -156,8 +157,8 @@ async def test_one_bad_input_in_a_shared_round_trip_fails_only_itself(
     assert isinstance(results[2], ContainerRejected)
     assert "cannot decode input" in str(results[2])
     for out in results[:2] + results[3:]:
-        assert isinstance(out, bytes)
-        assert decode(["string", "uint256"], out)[0] == "positive"
+        assert isinstance(out, Output)
+        assert decode(["string", "uint256"], out.output)[0] == "positive"
 
 
 async def test_http_uses_single_calls_with_a_container_that_has_no_batch_path(
@@ -168,9 +169,9 @@ async def test_http_uses_single_calls_with_a_container_that_has_no_batch_path(
     try:
         d = HttpDispatcher(session, base_url(server), timeout_s=30)
         inputs = [f"ok-{i}".encode() for i in range(10)]
-        assert await asyncio.gather(*(d.compute(unique("job"), i) for i in inputs)) == inputs
+        assert [o.output for o in await asyncio.gather(*(d.compute(unique("job"), i) for i in inputs))] == inputs
         assert d.batches is False
-        assert await d.compute(unique("job"), b"ok-last") == b"ok-last"
+        assert (await d.compute(unique("job"), b"ok-last")).output == b"ok-last"
         # the two first round trips met the 404; every input was then computed once, on its own call
         journal = (tmp_path / "journal").read_text().split()
         assert sorted(bytes.fromhex(h) for h in journal) == sorted([*inputs, b"ok-last"])

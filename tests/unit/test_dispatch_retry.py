@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from containers.runtime.wire import Attestation
 from node.config import ModelConfig
 from node.dispatch.calls import BACKOFF_MAX_S, CONTAINER_WAIT_S, MIN_RETRY_S, ModelRoute, retry_delay_s
+from node.dispatch.protocol import Output
 from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable
 
 Answer = bytes | BaseException
@@ -51,15 +53,15 @@ class Scripted:
         self.inside = 0
         self.most_inside = 0
 
-    async def compute(self, job_id: str, input_: bytes) -> bytes:
+    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
         self.calls += 1
         answer = self.script.pop(0)
         if isinstance(answer, BaseException):
             raise answer
-        return answer
+        return Output(answer)
 
     async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
-        return {"echo": (await self.compute(job_id, b"")).decode()}
+        return {"echo": (await self.compute(job_id, b"")).output.decode()}
 
     async def stream(self, job_id: str, data: dict[str, Any]) -> AsyncGenerator[str, None]:
         self.calls += 1
@@ -81,7 +83,7 @@ async def call(r: ModelRoute, clock: Clock, *, deadline_s: float = 600, so_far: 
     """Calls once; returns the output and every attempts count `on_attempt` was told."""
     told: list[int] = []
     out = await r.call("7", b"in", deadline=clock() + deadline_s, attempts_so_far=so_far, on_attempt=told.append)
-    return out, told
+    return out.output, told
 
 
 def failed(status: int, retry_after_s: float | None = None) -> ContainerError:
@@ -233,14 +235,14 @@ class Crashing(Scripted):
         self.all_in = asyncio.Event()
         self.crashed = False
 
-    async def compute(self, job_id: str, input_: bytes) -> bytes:
+    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
         self.calls += 1
         self.inside += 1
         try:
             if self.crashed:  # a retry: how many calls share the container with it
                 self.most_inside = max(self.most_inside, self.inside)
                 await next_turn()  # stay inside for a turn, so a call the route let in beside it would be counted
-                return input_
+                return Output(input_)
             self.entered += 1
             if self.entered == self.together:
                 self.all_in.set()
@@ -259,7 +261,7 @@ async def test_a_lost_connection_beside_other_calls_uses_no_attempt_and_the_retr
     outs = await asyncio.gather(
         *(r.call(str(i), bytes([i]), deadline=clock() + 600, on_attempt=told[i].append) for i in range(3))
     )
-    assert outs == [b"\x00", b"\x01", b"\x02"]  # with one attempt each, every call survived the crash
+    assert [o.output for o in outs] == [b"\x00", b"\x01", b"\x02"]  # with one attempt each, every call survived the crash
     assert told == [[1, 0, 1]] * 3
     assert d.most_inside == 1  # each retry had the container to itself
 

@@ -59,7 +59,7 @@ def test_stream_events_read_back_as_written() -> None:
 
 
 async def test_an_onchain_input_comes_back_as_its_abi_output(words: ModelRoute) -> None:
-    assert await words.call("1", b"\x01\x02") == b"\x01\x02"
+    assert (await words.call("1", b"\x01\x02")).output == b"\x01\x02"
 
 
 async def test_an_offchain_job_gets_the_output_fields(words: ModelRoute) -> None:

@@ -142,7 +142,7 @@ async def test_hello_world_container_is_served_and_ready_without_health(
         input_ = encode(["string"], ["hi"])
         body = chain_request(input_)
         expected = encode(["string"], [str({"output": f"hello, world!, your input was: {body}"})])
-        assert await d.compute("1", input_) == expected
+        assert (await d.compute("1", input_)).output == expected
         assert d.has_health is False
         assert await d.healthy()
     finally:
@@ -203,7 +203,7 @@ async def test_429_carries_retry_after_counts_and_shows_a_condition_until_it_ans
         assert 28 <= (second.value.retry_after_s or 0) <= 30
         assert "rate limiting" in (CONDITIONS.get("container m@1") or "")
         assert CONDITIONS.problems(blocking_only=True) == []  # not a reason to be unready
-        assert await d.compute("1", b"\x01") == b"\xab\xcd"
+        assert (await d.compute("1", b"\x01")).output == b"\xab\xcd"
         assert CONDITIONS.get("container m@1") is None
         assert CONDITIONS.answers[("container", "retry")] == 2
     finally:
