@@ -261,7 +261,8 @@ async def test_a_lost_connection_beside_other_calls_uses_no_attempt_and_the_retr
     outs = await asyncio.gather(
         *(r.call(str(i), bytes([i]), deadline=clock() + 600, on_attempt=told[i].append) for i in range(3))
     )
-    assert [o.output for o in outs] == [b"\x00", b"\x01", b"\x02"]  # with one attempt each, every call survived the crash
+    # with one attempt each, every call survived the crash
+    assert [o.output for o in outs] == [b"\x00", b"\x01", b"\x02"]
     assert told == [[1, 0, 1]] * 3
     assert d.most_inside == 1  # each retry had the container to itself
 
