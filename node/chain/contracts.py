@@ -76,12 +76,13 @@ class InferenceRequest:
     callback_gas_limit: int
     redundancy: int
     deadline: int
+    #: The request's verifier (the zero address for a plain request): a non-zero one means every delivery needs a
+    #: proof for it (`deliverWithProof`).
+    verifier: ChecksumAddress
     block_number: int
     block_hash: str
     tx_hash: str
     log_index: int
-    #: The request's verifier (`RequestCreated`'s trailing `verifier`); the zero address for a plain request.
-    verifier: ChecksumAddress = ZERO_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,11 @@ class CoordinatorAbi:
             callback_gas_limit=int(fields["callbackGasLimit"]),
             redundancy=int(fields["redundancy"]),
             deadline=int(fields["deadline"]),
+            verifier=_checksum(fields["verifier"]),
             block_number=as_int(log["blockNumber"]),
             block_hash=block_hash,
             tx_hash=_hex(tx_hash),
             log_index=as_int(log["logIndex"]),
-            verifier=_checksum(fields["verifier"]) if "verifier" in fields else ZERO_ADDRESS,
         )
 
     def delivery_outcomes(self, logs: list[Any], node: str, coordinator: str | None = None) -> dict[int, str]:

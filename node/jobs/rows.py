@@ -10,8 +10,11 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from node.chain.contracts import ZERO_ADDRESS, InferenceRequest
+from node.chain.contracts import InferenceRequest
 from node.jobs.states import JobState
+
+#: The verifier of a plain request, and of every request stored before requests named their verifier.
+ZERO_ADDRESS = "0x" + "00" * 20
 
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
 #: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
@@ -106,7 +109,7 @@ def request_to_json(r: InferenceRequest) -> str:
 
 def request_from_json(text: str) -> InferenceRequest:
     """The request a `jobs.request` column holds (`request_to_json`'s inverse); raises KeyError or ValueError
-    for a damaged row."""
+    for a damaged row. A row written before requests named their verifier reads as a plain request (zero address)."""
     d = json.loads(text)
     return InferenceRequest(
         request_id=int(d["request_id"]),

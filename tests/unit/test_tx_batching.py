@@ -14,7 +14,7 @@ from node.chain.batching import (
     refused_limit,
     take_batch,
 )
-from node.chain.contracts import InferenceRequest
+from node.chain.contracts import ZERO_ADDRESS, InferenceRequest
 from node.chain.heads import Head
 from node.chain.view import DEFAULT_BLOCK_GAS_LIMIT, ChainView
 from node.jobs.states import JobState
@@ -35,6 +35,7 @@ def _job(rid: int, *, callback_gas: int = 100_000, output: bytes = b"out", deadl
         callback_gas,
         1,
         deadline,
+        ZERO_ADDRESS,  # a plain request: deliveries with a proof go alone (tests/unit/test_verification.py)
         1,
         "0xaa",
         "0x",

@@ -27,7 +27,7 @@ VERIFIERS = {ATTESTING: verification.ATTESTATION, OPTIMISTIC: verification.OPTIM
 
 def request(rid: int, verifier: str = ZERO_ADDRESS) -> InferenceRequest:
     return InferenceRequest(
-        rid, b"\x01" * 32, ADDR, b"in", ADDR, 10**15, 100_000, 1, 2**40, 10, "0xaa", "0x", 0, verifier=verifier
+        rid, b"\x01" * 32, ADDR, b"in", ADDR, 10**15, 100_000, 1, 2**40, verifier, 10, "0xaa", "0x", 0
     )
 
 
