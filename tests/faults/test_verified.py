@@ -1,0 +1,263 @@
+"""Verified requests on a real chain: anvil with the devnet's AttestationVerifier and ReexecutionVerifier, the node as
+a process, the echo container started with an attestation key (or without one).
+
+- attestation: the node sends the container the attestation context, delivers with `deliverWithProof` and is paid
+  at once; a container whose key is not registered gets the delivery rejected and the node slashed, not paid;
+- optimistic: the delivery is held (`VerificationPending`), the consumer is called back only after the verdict
+  window, when the node's `finalizeDelivery` pays it; a dispute with a quorum of staked nodes rejects it and
+  slashes the node;
+- a verified request the node cannot serve (its verifier not listed, an attestation for a model without a key) is
+  skipped: no container call, no transaction, the reason in the store and the metric.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
+from web3.contract import Contract
+
+from node.chain.contracts import model_id
+from node.commands.chain_ops import deploy_contract
+from node.config import ETH_TOKEN
+from node.devnet import DEFAULT_FEE_WEI, Devnet, Proc, dev_account, free_port, wait_until
+from node.devnet.processes import http_ok
+
+MODEL = "echo/attested@1"
+ATTESTER_KEY = "0x" + "a1" * 32
+ROGUE_KEY = "0x" + "b2" * 32
+DIGEST = keccak(text="echo weights v1")
+SLASH_WEI = 10**17
+CHALLENGE_WINDOW_S = 600
+VOTE_WINDOW_S = 600
+PARAMS = "requestVerifiedInference((bytes32,uint32,uint16,uint64,address,uint256),bytes,address)"
+DELIVER_WITH_PROOF = keccak(text="deliverWithProof(uint256,bytes,bytes)")[:4]
+FINALIZE = keccak(text="finalizeDelivery(uint256,address,bytes)")[:4]
+REPORT_FAILURE = keccak(text="reportFailure(uint256,string)")[:4]
+
+
+class Verified:
+    """A devnet with both verifiers approved, and the helpers the tests share."""
+
+    def __init__(self, dev: Devnet) -> None:
+        self.dev = dev
+        dep = dev.deployment
+        assert dep is not None
+        self.coordinator, self.registry = dep.coordinator, dep.registry
+        self.attestation: Contract = getattr(dep, "attestation_verifier", None) or self._deploy(
+            "AttestationVerifier", SLASH_WEI
+        )
+        self.optimistic: Contract = getattr(dep, "reexecution_verifier", None) or self._deploy(
+            "ReexecutionVerifier", CHALLENGE_WINDOW_S, VOTE_WINDOW_S, 2, SLASH_WEI
+        )
+        self.node = dev.node_account.address
+        self.config: Path | None = None
+        self.proc: Proc | None = None
+
+    def _deploy(self, name: str, *args: Any) -> Contract:
+        dev = self.dev
+        contract = deploy_contract(
+            dev.w3,
+            name,
+            dev.deployer,
+            dev.deployer.address,
+            self.coordinator.address,
+            self.registry.address,
+            *args,
+            reverts=dev._reverts(),
+        )
+        dev._transact(self.registry.functions.setVerifier(contract.address, True), dev.deployer)
+        return contract
+
+    def start_container(self, key: str | None) -> str:
+        """The echo container on a free port, with the attestation key `key` in a 0600 file (or none)."""
+        port = free_port()
+        argv = [sys.executable, "-m", "containers.echo", "--port", str(port), "--model-digest", DIGEST.hex()]
+        if key is not None:
+            path = self.dev.workdir / f"attester-{port}.key"
+            path.write_text(key)
+            path.chmod(0o600)
+            argv += ["--attestation-key-file", str(path)]
+        proc = self.dev.start(f"container-{port}", argv)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(url + "/health"), timeout_s=60, what="the echo container", alive=proc.check_alive)
+        return url
+
+    def start_node(self, url: str, *, attests: bool, verifiers: dict[str, str]) -> None:
+        model = {"url": url, "timeout_s": 10, "attests": attests}
+        self.config = self.dev.write_node_config({MODEL: model}, verifiers=verifiers)
+        log_path = self.dev.workdir / "node.log"
+        self.proc = self.dev.start_node(self.config)
+        proc = self.proc
+        wait_until(
+            lambda: log_path.exists() and "listening to" in log_path.read_text(),
+            timeout_s=60,
+            what="the node to listen",
+            alive=proc.check_alive,
+        )
+
+    def register_attester(self, key: str) -> None:
+        fn = self.attestation.functions.setAttester(Account.from_key(key).address, model_id(MODEL), DIGEST, True)
+        self.dev._transact(fn, self.dev.deployer)
+
+    def request(self, verifier: Contract, input_: bytes) -> int:
+        dev = self.dev
+        deadline = int(dev.w3.eth.get_block("latest")["timestamp"]) + 3600
+        params = (model_id(MODEL), 200_000, 1, deadline, ETH_TOKEN, DEFAULT_FEE_WEI)
+        fn = self.coordinator.get_function_by_signature(PARAMS)(params, input_, verifier.address)
+        return dev.request_id_of(dev._transact(fn, dev.user, DEFAULT_FEE_WEI))
+
+    def row(self, rid: int) -> tuple[Any, ...]:
+        """(state, error, verification) of the request's job, or () while there is none."""
+        assert self.config is not None
+        with sqlite3.connect(f"file:{self.config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
+            found = db.execute(
+                "SELECT j.state, j.error, o.verification FROM jobs j"
+                " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?",
+                (str(rid),),
+            ).fetchall()
+        return tuple(found[0]) if found else ()
+
+    def wait_row(self, rid: int, what: str, check: Any, timeout_s: float = 60) -> tuple[Any, ...]:
+        alive = self.proc.check_alive if self.proc is not None else None
+        wait_until(lambda: bool(self.row(rid)) and check(self.row(rid)), timeout_s=timeout_s, what=what, alive=alive)
+        return self.row(rid)
+
+    def events(self, name: str, rid: int) -> list[Any]:
+        dep = self.dev.deployment
+        assert dep is not None
+        event = getattr(self.coordinator.events, name)
+        return [e for e in event.get_logs(from_block=dep.start_block) if e["args"]["requestId"] == rid]
+
+    def earned(self) -> int:
+        return int(self.coordinator.functions.balanceOf(ETH_TOKEN, self.node).call())
+
+    def stake(self) -> int:
+        return int(self.registry.functions.stakeOf(self.node).call())
+
+    def node_calls(self) -> list[bytes]:
+        """The 4-byte selectors of every transaction the node sent to the coordinator."""
+        w3, found = self.dev.w3, []
+        dep = self.dev.deployment
+        assert dep is not None
+        for number in range(dep.start_block, w3.eth.block_number + 1):
+            for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+                if tx["from"] == self.node and tx["to"] == self.coordinator.address:  # type: ignore[index]
+                    found.append(bytes(tx["input"])[:4])  # type: ignore[index]
+        return found
+
+    def pass_time(self, seconds: int) -> None:
+        self.dev.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        self.dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def chain(contracts_built: None, tmp_path: Path) -> Iterator[Verified]:
+    with Devnet(tmp_path) as dev:
+        dev.start_anvil()
+        dev.deploy()
+        yield Verified(dev)
+
+
+def test_an_attested_delivery_is_paid_at_once(chain: Verified) -> None:
+    chain.register_attester(ATTESTER_KEY)
+    url = chain.start_container(ATTESTER_KEY)
+    chain.start_node(url, attests=True, verifiers={chain.attestation.address: "attestation"})
+    rid = chain.request(chain.attestation, b"attest this")
+
+    _, error, verification = chain.wait_row(rid, "the attested delivery confirmed", lambda r: r[0] == "confirmed")
+    assert (error, verification) == (None, "valid")
+    assert chain.earned() == DEFAULT_FEE_WEI
+    fulfilled = chain.events("RequestFulfilled", rid)
+    assert len(fulfilled) == 1
+    assert fulfilled[0]["args"]["outputHash"] == keccak(b"attest this")
+    assert chain.node_calls() == [DELIVER_WITH_PROOF]
+
+
+def test_an_attestation_by_an_unregistered_key_is_rejected_and_the_node_slashed(chain: Verified) -> None:
+    chain.register_attester(ATTESTER_KEY)
+    url = chain.start_container(ROGUE_KEY)  # signs, but not with the registered key
+    chain.start_node(url, attests=True, verifiers={chain.attestation.address: "attestation"})
+    stake = chain.stake()
+    rid = chain.request(chain.attestation, b"attest this")
+
+    _, error, verification = chain.wait_row(rid, "the delivery rejected", lambda r: r[0] == "failed")
+    assert verification == "rejected"
+    assert "verifier rejected the delivery" in error
+    assert len(chain.events("DeliveryRejected", rid)) == 1
+    assert chain.events("RequestFulfilled", rid) == []
+    assert chain.earned() == 0
+    assert chain.stake() == stake - SLASH_WEI
+    assert chain.node_calls() == [DELIVER_WITH_PROOF]  # never a failure report
+
+
+def test_an_optimistic_delivery_is_paid_and_called_back_only_after_its_window(chain: Verified) -> None:
+    url = chain.start_container(None)
+    chain.start_node(url, attests=False, verifiers={chain.optimistic.address: "optimistic"})
+    rid = chain.request(chain.optimistic, b"check me later")
+
+    state, _, _ = chain.wait_row(
+        rid, "the delivery held for a verdict", lambda r: (r[2] or "").startswith("pending until ")
+    )
+    assert state == "confirmed"
+    assert len(chain.events("VerificationPending", rid)) == 1
+    assert chain.events("RequestFulfilled", rid) == []  # no callback before the verdict
+    assert chain.earned() == 0
+
+    chain.pass_time(CHALLENGE_WINDOW_S + VOTE_WINDOW_S + 1)
+    chain.wait_row(rid, "the held delivery finalized", lambda r: r[2] == "valid", timeout_s=90)
+    assert len(chain.events("RequestFulfilled", rid)) == 1
+    assert chain.earned() == DEFAULT_FEE_WEI
+    assert chain.node_calls() == [DELIVER_WITH_PROOF, FINALIZE]
+
+
+def test_a_disputed_optimistic_delivery_is_rejected_and_the_node_slashed(chain: Verified) -> None:
+    dev = chain.dev
+    challenger, voter = dev_account(5), dev_account(6)
+    for account in (challenger, voter):
+        dev.register_node(account)
+    url = chain.start_container(None)
+    chain.start_node(url, attests=False, verifiers={chain.optimistic.address: "optimistic"})
+    stake = chain.stake()
+    rid = chain.request(chain.optimistic, b"the right answer is elsewhere")
+    chain.wait_row(rid, "the delivery held", lambda r: (r[2] or "").startswith("pending until "))
+
+    theirs = keccak(b"another output")
+    dev._transact(chain.optimistic.functions.dispute(rid, chain.node, theirs), challenger)
+    dev._transact(chain.optimistic.functions.vote(rid, chain.node, theirs), voter)
+    assert len(chain.events("DeliveryRejected", rid)) == 1
+    assert chain.stake() == stake - SLASH_WEI
+
+    chain.pass_time(CHALLENGE_WINDOW_S + VOTE_WINDOW_S + 1)
+    chain.wait_row(rid, "the rejection recorded", lambda r: r[2] == "rejected", timeout_s=90)
+    assert chain.events("RequestFulfilled", rid) == []
+    assert chain.earned() == 0
+    assert chain.node_calls() == [DELIVER_WITH_PROOF]  # finalize simulated first: nothing was pending any more
+
+
+def test_verified_requests_the_node_cannot_serve_are_skipped_without_gas(chain: Verified) -> None:
+    url = chain.start_container(None)
+    chain.start_node(url, attests=False, verifiers={chain.attestation.address: "attestation"})
+    nonce = chain.dev.w3.eth.get_transaction_count(chain.node)
+    unlisted = chain.request(chain.optimistic, b"unlisted verifier")
+    unsigned = chain.request(chain.attestation, b"no key to sign with")
+
+    _, why, _ = chain.wait_row(unlisted, "the unlisted verifier skipped", lambda r: r[0] == "skipped")
+    assert f"verified by {chain.optimistic.address}, which this node does not list in [chain] verifiers" in why
+    _, why, _ = chain.wait_row(unsigned, "the attestation skipped", lambda r: r[0] == "skipped")
+    assert "holds no attestation key here (set `attests = true`" in why
+    assert chain.dev.w3.eth.get_transaction_count(chain.node) == nonce
+    assert chain.node_calls() == []
+    with urllib.request.urlopen(f"http://127.0.0.1:{chain.dev.api_port}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert f'infera_requests_skipped_total{{model="{MODEL}",reason="verifier_not_supported"}} 2.0' in metrics
+    with urllib.request.urlopen(f"{url}/info", timeout=5) as resp:
+        assert json.loads(resp.read())["batching"]["batches"] == 0  # nothing reached the container
