@@ -25,6 +25,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
+from containers.runtime.attest import attestation_digest
 from node.chain.contracts import model_id
 from node.commands.chain_ops import deploy_contract
 from node.config import ETH_TOKEN
@@ -165,6 +166,16 @@ def chain(contracts_built: None, tmp_path: Path) -> Iterator[Verified]:
         dev.start_anvil()
         dev.deploy()
         yield Verified(dev)
+
+
+def test_the_containers_attestation_digest_is_the_verifiers(chain: Verified) -> None:
+    """`containers.runtime.attest.attestation_digest` against `AttestationVerifier.attestationDigest` on the chain."""
+    view = chain.attestation.functions.attestationDigest
+    for rid, input_, output in [(1, b"in", b"out"), (2**200, b"", b"\x00" * 300), (7, "é".encode(), b"x")]:
+        onchain = view(rid, chain.node, keccak(input_), keccak(output), DIGEST).call()
+        chain_id = chain.dev.w3.eth.chain_id
+        mine = attestation_digest(chain_id, chain.coordinator.address, rid, chain.node, input_, output, DIGEST)
+        assert bytes(onchain) == mine
 
 
 def test_an_attested_delivery_is_paid_at_once(chain: Verified) -> None:

@@ -46,8 +46,16 @@ async def start_server(
     batching: BatchConfig | None = None,
     username: str | None = None,
     password: str | None = None,
+    attestation_key: bytes | None = None,
+    model_digest: bytes | None = None,
 ) -> TestServer:
-    app = create_app(model, max_body_bytes=max_body_bytes, batching=batching)
+    app = create_app(
+        model,
+        max_body_bytes=max_body_bytes,
+        batching=batching,
+        attestation_key=attestation_key,
+        model_digest=model_digest,
+    )
     if mqtt_url:
         add_worker(app, mqtt_url, pool, username=username, password=password)
     server = TestServer(app, host="127.0.0.1")

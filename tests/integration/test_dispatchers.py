@@ -9,9 +9,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import decode, encode
+from eth_account import Account
 
 from containers.echo.model import EchoModel
-from containers.runtime.wire import chain_request
+from containers.runtime.attest import attestation_digest
+from containers.runtime.wire import attestation, chain_request
 from containers.runtime.worker import WORKER
 from node.devnet import Devnet, free_port
 from node.dispatch.calls import Dispatcher
@@ -176,5 +178,30 @@ async def test_http_uses_single_calls_with_a_container_that_has_no_batch_path(
         journal = (tmp_path / "journal").read_text().split()
         assert sorted(bytes.fromhex(h) for h in journal) == sorted([*inputs, b"ok-last"])
         assert d.round_trips == 2 + 11
+    finally:
+        await server.close()
+
+
+async def test_an_attestation_comes_back_with_each_output_over_both_transports(
+    transport: str, broker: str, session: aiohttp.ClientSession, hub: MqttHub
+) -> None:
+    key, digest = bytes.fromhex("5e" * 32), bytes.fromhex("d1" * 32)
+    server = await start_server(
+        EchoModel(unique("echo-attested")), mqtt_url=broker, attestation_key=key, model_digest=digest
+    )
+    try:
+        d = dispatcher(transport, server, session, hub)
+        coordinator, node = "0x" + "c0" * 20, "0x" + "0d" * 20
+        inputs = [f"input {i}".encode() for i in range(12)]  # overlapping calls: one HTTP round trip carries several
+        outputs = await asyncio.gather(
+            *(d.compute(unique("job"), i, attestation(31337, coordinator, n, node)) for n, i in enumerate(inputs))
+        )
+        for n, (input_, out) in enumerate(zip(inputs, outputs, strict=True)):
+            assert out.output == input_
+            named, signature = decode(["bytes32", "bytes"], out.proof)
+            assert named == digest
+            signed = attestation_digest(31337, coordinator, n, node, input_, input_, digest)
+            assert Account._recover_hash(signed, signature=signature) == Account.from_key(key).address
+        assert (await d.compute(unique("job"), b"plain")).proof == b""
     finally:
         await server.close()
