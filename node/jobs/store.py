@@ -399,7 +399,7 @@ class JobStore:
     def prune(self, retention_s: float) -> int:
         """Deletes terminal jobs whose last change and request deadline are both older than `retention_s` (a job is
         kept until its deadline passed, so the node can still end its request: `node.chain.reclaim`), their outcome
-        rows, and final transactions older than that; returns the jobs deleted."""
+        rows and proofs, and final transactions older than that; returns the jobs deleted."""
         before = time.time() - retention_s
         with self.transaction() as db:
             deleted = db.execute(
@@ -413,6 +413,12 @@ class JobStore:
                 " AND j.interval = outcomes.interval)"
             )
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='proofs'").fetchone():
+                db.execute(  # `node.jobs.verification.Proofs`' table, where a node made it
+                    "DELETE FROM proofs WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.chain_id = proofs.chain_id AND"
+                    " j.coordinator = proofs.coordinator AND j.request_id = proofs.request_id"
+                    " AND j.interval = proofs.interval)"
+                )
         return int(deleted)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
