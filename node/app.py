@@ -136,6 +136,8 @@ class Node:
                     intake.append(tg.create_task(p.reclaimer.run(), name="reclaim"))
                 if p.finalizer is not None:
                     intake.append(tg.create_task(p.finalizer.run(), name="finalize"))
+                if p.challenger is not None:
+                    intake.append(tg.create_task(p.challenger.run(), name="challenge"))
                 tx_task = tg.create_task(p.txm.run(), name="transactions")
                 hub_task = tg.create_task(p.hub.run(), name="mqtt") if p.hub else None
                 await self.stopping.wait()

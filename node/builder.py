@@ -27,6 +27,7 @@ from node.api import status as status_api
 from node.api.auth import Clients
 from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
+from node.chain.challenge import Challenger
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
@@ -73,6 +74,8 @@ class Parts:
     #: Settles the node's deliveries held for an optimistic verdict once it is due; set by `build` when the node
     #: serves verified requests (`[chain] verifiers`).
     finalizer: Finalizer | None = None
+    #: Disputes other nodes' optimistic deliveries this node's models do not reproduce (`[chain] challenge`).
+    challenger: Challenger | None = None
 
 
 def tx_policy(c: ChainConfig) -> TxPolicy:
@@ -203,6 +206,17 @@ def build(
     parts.reclaimer = Reclaimer(rpc, abi, coordinator, Outcomes(store), txm)
     if c.verifiers:
         parts.finalizer = Finalizer(rpc, abi, coordinator, store, txm)
+    if c.challenge:
+        parts.challenger = Challenger(
+            rpc,
+            abi,
+            coordinator,
+            load_artifact("ReexecutionVerifier", c.artifacts_dir).abi,
+            [address for address, kind in c.verifiers.items() if kind == "optimistic"],
+            routes,
+            txm,
+            start_block=c.start_block,
+        )
     if cfg.api.port:
         parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)
     return parts

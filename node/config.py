@@ -80,6 +80,19 @@ class ChainConfig(_Section):
             " naming any other verifier is skipped without gas"
         ),
     )
+    challenge: bool = Field(
+        default=False,
+        description=(
+            "re-run other nodes' deliveries held by an optimistic verifier (for the models served here) and dispute"
+            " those whose output differs"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _challenge_needs_a_verifier(self) -> ChainConfig:
+        if self.challenge and "optimistic" not in self.verifiers.values():
+            raise ValueError('challenge = true needs an "optimistic" verifier in verifiers (whose deliveries to judge)')
+        return self
 
     @model_validator(mode="after")
     def _stale_bounds(self) -> ChainConfig:

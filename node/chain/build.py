@@ -135,10 +135,19 @@ class TxBuilder:
         return fees
 
     def new_tx(
-        self, account: LocalAccount, nonce: int, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]
+        self,
+        account: LocalAccount,
+        nonce: int,
+        data: bytes,
+        gas: int,
+        fees: tuple[int, int],
+        jobs: list[Job],
+        *,
+        to: str | None = None,
     ) -> StoredTx:
-        """A coordinator call carrying `jobs`, signed at `nonce` (not yet stored, tracked or sent)."""
-        request = unsigned_call(self._env.coordinator, data, gas, nonce, self.chain_id, fees)
+        """A coordinator call carrying `jobs` (or, with `to`, a call of that contract carrying none), signed at
+        `nonce` (not yet stored, tracked or sent)."""
+        request = unsigned_call(to or self._env.coordinator, data, gas, nonce, self.chain_id, fees)
         tx_hash, raw = sign(account, request)
         return StoredTx(
             sender=account.address,

@@ -371,21 +371,24 @@ class TxManager:
             return
         self._refusals.reverted(jobs[0], reverted)
 
-    async def _sign(self, key: Key, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job]) -> StoredTx:
-        """Under the key's nonce lock: signs a coordinator call at the key's next nonce, commits it with the jobs it
-        carries (before it leaves the process) and tracks it."""
+    async def _sign(
+        self, key: Key, data: bytes, gas: int, fees: tuple[int, int], jobs: list[Job], *, to: str | None = None
+    ) -> StoredTx:
+        """Under the key's nonce lock: signs a coordinator call (or a call of `to`) at the key's next nonce, commits
+        it with the jobs it carries (before it leaves the process) and tracks it."""
         nonce = await self._nonces.reserve(key)
-        tx = self._builder.new_tx(key.account, nonce, data, gas, fees, jobs)
+        tx = self._builder.new_tx(key.account, nonce, data, gas, fees, jobs, to=to)
         self._env.store.add_tx(tx, jobs)
         self._nonces.used(key, nonce)
         self._books.ledger.open(tx)
         return tx
 
     async def send_call(
-        self, data: bytes, gas: int, what: str, *, sender: str | None = None
+        self, data: bytes, gas: int, what: str, *, sender: str | None = None, to: str | None = None
     ) -> tuple[StoredTx, asyncio.Future[Any]]:
-        """Signs and sends one coordinator call that carries no job (a delegated request) with the same keys,
-        nonces, fee cap, tracking and replacement as deliveries. Returns the transaction (its `hashes` grow when it
+        """Signs and sends one coordinator call that carries no job (a delegated request; with `to`, a call of that
+        contract instead: a verifier's `dispute`) with the same keys, nonces, fee cap, tracking and replacement as
+        deliveries. Returns the transaction (its `hashes` grow when it
         is replaced) and a future of its receipt once it is confirmed; the future fails if the transaction is
         abandoned. `sender` picks the key (the one the call was simulated from). Raises `RpcUnavailable` when it
         cannot be sent now, `TxReverted` when fees are over the cap."""
@@ -397,7 +400,7 @@ class TxManager:
                 base = self._env.view.base_fee_wei
                 raise TxReverted(f"{what}: base fee {base} wei is above max_fee_per_gas_wei; try again later")
             async with self._nonces.lock(key):
-                tx = await self._sign(key, data, gas, fees, [])  # its hash joins `call_hashes` as it is committed
+                tx = await self._sign(key, data, gas, fees, [], to=to)  # its hash joins `call_hashes` as committed
                 future = self._books.ledger.waiter(tx)
         finally:
             self._release(key)

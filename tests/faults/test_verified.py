@@ -92,9 +92,9 @@ class Verified:
         wait_until(lambda: http_ok(url + "/health"), timeout_s=60, what="the echo container", alive=proc.check_alive)
         return url
 
-    def start_node(self, url: str, *, attests: bool, verifiers: dict[str, str]) -> None:
-        model = {"url": url, "timeout_s": 10, "attests": attests}
-        self.config = self.dev.write_node_config({MODEL: model}, verifiers=verifiers)
+    def start_node(self, url: str, *, attests: bool, verifiers: dict[str, str], **chain: Any) -> None:
+        model = {"url": url, "timeout_s": 10, "attests": attests, **chain.pop("model", {})}
+        self.config = self.dev.write_node_config({MODEL: model}, verifiers=verifiers, **chain)
         log_path = self.dev.workdir / "node.log"
         self.proc = self.dev.start_node(self.config)
         proc = self.proc
@@ -272,3 +272,47 @@ def test_verified_requests_the_node_cannot_serve_are_skipped_without_gas(chain: 
     assert f'infera_requests_skipped_total{{model="{MODEL}",reason="verifier_not_supported"}} 2.0' in metrics
     with urllib.request.urlopen(f"{url}/info", timeout=5) as resp:
         assert json.loads(resp.read())["batching"]["batches"] == 0  # nothing reached the container
+
+
+def test_a_challenging_node_disputes_another_nodes_wrong_optimistic_delivery(chain: Verified) -> None:
+    dev = chain.dev
+    cheat, voter = dev_account(5), dev_account(6)
+    for account in (cheat, voter):
+        dev.register_node(account)
+    url = chain.start_container(None)
+    # It serves the model only for ten times the request's fee: it leaves the request to the cheat, but judges it.
+    chain.start_node(
+        url,
+        attests=False,
+        verifiers={chain.optimistic.address: "optimistic"},
+        challenge=True,
+        model={"accepted_payments": {"ETH": 10 * DEFAULT_FEE_WEI}},
+    )
+    rid = chain.request(chain.optimistic, b"what is right")
+    chain.wait_row(rid, "the request skipped by the fee policy", lambda r: r[0] == "skipped")
+    stake = int(chain.registry.functions.stakeOf(cheat.address).call())
+    dev._transact(chain.coordinator.functions.deliverWithProof(rid, b"wrong", b""), cheat)
+
+    disputes = chain.optimistic.events.DisputeOpened
+    wait_until(
+        lambda: any(e["args"]["requestId"] == rid for e in disputes.get_logs(from_block=0)),
+        timeout_s=60,
+        what="the node's dispute",
+        alive=chain.proc.check_alive if chain.proc else None,
+    )
+    (opened,) = [e for e in disputes.get_logs(from_block=0) if e["args"]["requestId"] == rid]
+    assert opened["args"]["challenger"] == chain.node
+    assert opened["args"]["node"] == cheat.address
+    assert opened["args"]["outputHash"] == keccak(b"what is right")  # the echo model's output
+
+    dev._transact(chain.optimistic.functions.vote(rid, cheat.address, keccak(b"what is right")), voter)
+    assert len(chain.events("DeliveryRejected", rid)) == 1
+    assert int(chain.registry.functions.stakeOf(cheat.address).call()) == stake - SLASH_WEI
+    dispute = keccak(text="dispute(uint256,address,bytes32)")[:4]
+    w3, sent = dev.w3, []
+    for number in range(dev.deployment.start_block, w3.eth.block_number + 1):  # type: ignore[union-attr]
+        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx["from"] == chain.node:  # type: ignore[index]
+                sent.append((tx["to"], bytes(tx["input"])[:4]))  # type: ignore[index]
+    assert (chain.optimistic.address, dispute) in sent
+    assert chain.node_calls() == []  # nothing sent to the coordinator: the request was not this node's to serve
