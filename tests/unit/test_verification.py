@@ -7,13 +7,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from eth_abi.abi import decode
 from eth_utils.address import to_checksum_address
 
 from node.chain import delivery
 from node.chain.batching import BatchLimits, ReadyQueue, take_batch
 from node.chain.contracts import ZERO_ADDRESS, CoordinatorAbi, InferenceRequest
-from node.config import ModelConfig
+from node.config import ModelConfig, parse_config
+from node.errors import ConfigError
 from node.jobs import verification
 from node.jobs.outcomes import Outcomes
 from node.jobs.states import JobState
@@ -102,3 +104,14 @@ def test_proofs_are_kept_with_their_jobs_and_held_deliveries_are_due_after_their
     outcomes.set(5, verification="rejected")
     assert sorted(outcomes.finalize_due(now=2000, limit=10)) == [1, 3]
     assert sorted(outcomes.finalize_due(now=6000, limit=10)) == [1, 2, 3]
+
+
+def test_challenging_needs_an_optimistic_verifier_to_judge() -> None:
+    chain = {"rpc_url": "http://127.0.0.1:1", "coordinator_address": ADDR, "challenge": True}
+    models = [{"name": "m", "url": "http://127.0.0.1:2"}]
+    with pytest.raises(ConfigError, match='challenge = true needs an "optimistic" verifier'):
+        parse_config({"chain": {**chain, "verifiers": {ATTESTING: "attestation"}}, "models": models})
+    cfg = parse_config({"chain": {**chain, "verifiers": {OPTIMISTIC.lower(): "optimistic"}}, "models": models})
+    assert cfg.chain.verifiers == {OPTIMISTIC: "optimistic"}  # keys checksummed, as requests name them
+    with pytest.raises(ConfigError, match=r"chain\.verifiers.*Input should be 'attestation' or 'optimistic'"):
+        parse_config({"chain": {**chain, "verifiers": {OPTIMISTIC: "zk"}}, "models": models})
