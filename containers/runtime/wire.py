@@ -7,7 +7,7 @@ messages, shared the same way) because a container must not need the node: it im
 library, and every image that has the node has `containers/` too (node/Dockerfile copies both packages).
 
 It is Infernet's container protocol (ritual-net/infernet-node `JobInput`, infernet-ml's containers), so an Infernet
-container runs behind the Infera node unchanged, plus three things of Infera's own that an Infernet node ignores:
+container runs behind the Infera node unchanged, plus four things of Infera's own that an Infernet node ignores:
 
 - `POST /service_output` takes a `RequestBody` `{source, destination, data, requires_proof}`. `source` 0 (chain):
   `data` is the hex of the ABI-encoded input; 1 (off-chain): a JSON object keyed by the model's input names.

@@ -18,7 +18,8 @@ The output of a usable 2xx body follows Infernet's node (ritual-net/infernet-nod
 `ChainProcessor._serialize_container_output`), except for Infera's own containers:
 
 - `{"abi_output": true, "raw_output": "<hex>", ...}` (Infera's containers): the raw_output bytes, delivered as they
-  are (they are the ABI-encoded output already).
+  are (they are the ABI-encoded output already), and the `proof` bytes (an attestation, when the request body
+  required one; empty otherwise).
 - every one of `raw_input, processed_input, raw_output, processed_output, proof` present (Infernet's on-chain
   shape): `abi.encode(bytes raw_output, bytes processed_output)`, each the hex it holds (`null` is empty bytes);
   the proof is `bytes(proof)` the same way.
