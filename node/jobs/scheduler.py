@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from containers.runtime.wire import Attestation, attestation
+from node import faultpoint
 from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
@@ -226,6 +227,7 @@ class Scheduler:
                 with self._store.transaction():
                     self._proofs.set(rid, result.proof)
                     self._store.update(job, JobState.COMPUTED, output=result.output, proof=result.proof)
+                faultpoint.reached("proof-saved")
             else:
                 self._store.update(job, JobState.COMPUTED, output=result.output)
             log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)

@@ -13,6 +13,7 @@ a process, the echo container started with an attestation key (or without one).
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import sys
 import urllib.request
@@ -191,6 +192,29 @@ def test_an_attested_delivery_is_paid_at_once(chain: Verified) -> None:
     assert len(fulfilled) == 1
     assert fulfilled[0]["args"]["outputHash"] == keccak(b"attest this")
     assert chain.node_calls() == [DELIVER_WITH_PROOF]
+
+
+def test_a_node_killed_after_its_proof_was_stored_delivers_it_after_a_restart(chain: Verified) -> None:
+    chain.register_attester(ATTESTER_KEY)
+    url = chain.start_container(ATTESTER_KEY)
+    dev = chain.dev
+    chain.config = dev.write_node_config(
+        {MODEL: {"url": url, "timeout_s": 10, "attests": True}}, verifiers={chain.attestation.address: "attestation"}
+    )
+    dying = dev.start_node(chain.config, env={"INFERA_FAULT_POINT": "proof-saved"})
+    rid = chain.request(chain.attestation, b"survive this")
+    wait_until(lambda: dying.popen.poll() is not None, timeout_s=60, what="the node to die with the proof stored")
+    dev.procs.remove(dying)
+    assert dying.popen.returncode == -signal.SIGKILL
+    assert chain.row(rid)[0] == "computed"
+    assert chain.node_calls() == []
+
+    chain.proc = dev.start_node(chain.config)
+    chain.wait_row(rid, "the stored proof delivered", lambda r: r[2] == "valid")
+    assert chain.node_calls() == [DELIVER_WITH_PROOF]
+    assert chain.earned() == DEFAULT_FEE_WEI
+    with urllib.request.urlopen(f"{url}/info", timeout=5) as resp:
+        assert json.loads(resp.read())["batching"]["batches"] == 1  # computed once: the restart sent what was stored
 
 
 def test_an_attestation_by_an_unregistered_key_is_rejected_and_the_node_slashed(chain: Verified) -> None:
