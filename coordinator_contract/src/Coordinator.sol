@@ -2,10 +2,11 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
+import {CoordinatorConfig} from "./CoordinatorConfig.sol";
 import {Escrow} from "./Escrow.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IVerifier} from "./interfaces/IVerifier.sol";
-import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
+import {DelegatedRequests} from "./DelegatedRequests.sol";
 
 /// @title Coordinator
 /// @notice Takes inference requests, escrows their fees, and settles deliveries and failure reports from active
@@ -17,7 +18,9 @@ import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
 ///   are paid, each once.
 /// - Failure rule: a request fails only when `max(redundancy, minFailureReports)` distinct nodes reported failure,
 ///   so one node cannot deny service that others can still give; then the unused escrow goes back to the consumer.
-///   After the deadline the consumer reclaims the escrow of slots nobody served. No request waits forever.
+/// - Every request ends: fulfilled (`redundancy` results), failed (error callback once), reclaimed after the deadline
+///   (anyone calls `reclaim`: unserved escrow refunded, error callback once if a slot went unserved), or cancelled by
+///   its consumer before any node acted (refund, no callback). A closed request takes no second error callback.
 /// - Verification: a request may name a verifier the registry approved. Its deliveries need a proof; a node is paid
 ///   and the consumer called back only after the verifier found the output valid, or (optimistic verifiers) after its
 ///   window passed without a verdict. An output found invalid is never handed over and its slot reopens for another
@@ -28,41 +31,40 @@ import {IDelegatingConsumer} from "./interfaces/IDelegatingConsumer.sol";
 /// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
-contract Coordinator is ICoordinator, Escrow {
-    uint16 public constant MAX_PROTOCOL_FEE_BPS = 1_000;
-    /// @dev Error callbacks are not paid for by the consumer: they get at most this much gas.
+contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
+    /// @notice Most gas an error callback (`rawFail`) gets, whatever the request's callback gas limit: the consumer
+    /// does not pay for error callbacks, the node or the reclaimer does.
     uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
-    /// @dev Gas a verifier may use inside a delivery; the node pays for it.
+    /// @notice Gas a verifier may use inside a delivery; the node pays for it.
     uint256 public constant MAX_VERIFIER_GAS = 1_000_000;
-    bytes32 public constant DELEGATED_REQUEST_TYPEHASH = keccak256(
-        "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
-        "address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
-    );
-    bytes32 private constant DOMAIN_TYPEHASH =
-        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
-    /// @dev secp256k1n / 2: signatures with a larger `s` are malleable copies and are refused.
-    uint256 private constant MAX_S = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
+    /// @dev Two storage slots: a plain request writes two new slots. The narrow fields are in range by the caps of
+    /// `CoordinatorConfig` (deadline within `MAX_DEADLINE_WINDOW`, gas limit below 2^24, counters at most 255) and by
+    /// `FeeTooHigh` (fee below 2^80). The public `RequestParams`, `RequestView` and events keep their wide types.
     struct Request {
-        // slot 0
+        // slot 0: what every action reads, and the counters and status it changes
         address consumer;
-        uint64 deadline;
-        uint16 redundancy;
-        uint16 delivered;
-        // slot 1
-        address token;
-        uint32 callbackGasLimit;
-        uint16 protocolFeeBps;
-        uint16 failures;
+        uint40 deadline;
+        uint24 callbackGasLimit;
+        uint8 redundancy;
+        uint8 delivered;
+        uint8 failures;
         Status status;
-        // slot 2
-        uint256 feePerNode;
+        // slot 1: payment, written once
+        address token;
+        uint16 protocolFeeBps;
+        uint80 feePerNode;
     }
 
-    /// @dev Only for requests that asked for verification.
+    /// @dev Only for requests that asked for verification: only they pay for these three slots.
     struct Verification {
         address verifier;
         uint16 pending;
+        // Set by a reclaim that found no unserved slot (every one delivered or awaiting a verdict): the first slot
+        // rejected afterwards makes the error callback that reclaim could not make.
+        bool errorCallbackOwed;
+        bytes32 modelId;
+        bytes32 inputHash;
     }
 
     /// @dev A node's output awaiting (or past) an optimistic verdict.
@@ -72,84 +74,20 @@ contract Coordinator is ICoordinator, Escrow {
         bool verified;
     }
 
+    /// @notice The NodeRegistry whose active nodes may act and whose approved verifiers may verify.
     INodeRegistry public immutable registry;
-    address public owner;
-    uint16 public protocolFeeBps;
-    address public protocolFeeRecipient;
-    uint256 public minFee;
-    uint32 public maxCallbackGasLimit;
-    uint32 public maxInputBytes;
-    uint32 public maxOutputBytes;
-    uint16 public maxRedundancy;
-    uint16 public minFailureReports;
-    uint64 public maxDeadlineWindow;
-    /// @notice Deadline of requests made with the short `requestInference` form, from `block.timestamp`.
-    uint64 public defaultDeadlineWindow = 1 hours;
+    /// @notice The id the next request gets.
     uint256 public nextRequestId = 1;
     /// @notice Whether a node already acted on a request (reported, delivered with a proof, or delivered to a
     /// redundant request); a one-node request's delivery closes the request instead.
     mapping(uint256 requestId => mapping(address node => bool)) public served;
     mapping(uint256 => Request) internal _requests;
-    /// @notice The verifier of a request (zero if none) and its deliveries awaiting or refused a verdict.
-    mapping(uint256 requestId => Verification) public verifications;
-    /// @notice Delegated-request nonces already used, by consumer.
-    mapping(address consumer => mapping(uint256 nonce => bool)) public nonceUsed;
+    mapping(uint256 requestId => Verification) internal _verifications;
     /// @notice Outputs awaiting an optimistic verdict, by request and node.
     mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert Unauthorized(msg.sender);
-        _;
-    }
-
-    constructor(address owner_, INodeRegistry registry_) {
-        owner = owner_;
+    constructor(address owner_, INodeRegistry registry_) CoordinatorConfig(owner_) {
         registry = registry_;
-        protocolFeeRecipient = owner_;
-        emit OwnershipTransferred(address(0), owner_);
-        _setLimits(0, 2_000_000, 16 * 1024, 16 * 1024, 16, 2, 30 days);
-    }
-
-    // ----------------------------------------------------------------------------------------------- owner
-
-    /// @notice Sets the protocol fee rate for requests made from now on (each request keeps its rate) and who receives
-    /// protocol fees from now on (read at delivery time, also for older requests).
-    function setProtocolFee(uint16 bps, address recipient) external onlyOwner {
-        if (bps > MAX_PROTOCOL_FEE_BPS) revert ProtocolFeeTooHigh(bps, MAX_PROTOCOL_FEE_BPS);
-        if (recipient == address(0)) revert InvalidLimit();
-        protocolFeeBps = bps;
-        protocolFeeRecipient = recipient;
-        emit ProtocolFeeChanged(bps, recipient);
-    }
-
-    /// @notice Sets the protocol limits. `minFee`, `maxCallbackGasLimit`, `maxInputBytes`, `maxRedundancy` and
-    /// `maxDeadlineWindow` apply to requests made from now on; `maxOutputBytes` and `minFailureReports` are read when a
-    /// node delivers or reports, so they apply to open requests too.
-    function setLimits(
-        uint256 minFee_,
-        uint32 maxCallbackGasLimit_,
-        uint32 maxInputBytes_,
-        uint32 maxOutputBytes_,
-        uint16 maxRedundancy_,
-        uint16 minFailureReports_,
-        uint64 maxDeadlineWindow_
-    ) external onlyOwner {
-        _setLimits(
-            minFee_,
-            maxCallbackGasLimit_,
-            maxInputBytes_,
-            maxOutputBytes_,
-            maxRedundancy_,
-            minFailureReports_,
-            maxDeadlineWindow_
-        );
-    }
-
-    /// @notice Hands the owner role to `newOwner`.
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert InvalidLimit();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
     }
 
     // -------------------------------------------------------------------------------------------- requests
@@ -160,7 +98,7 @@ contract Coordinator is ICoordinator, Escrow {
         payable
         returns (uint256 requestId)
     {
-        return _request(params, input);
+        return _request(params, input, address(0));
     }
 
     /// @inheritdoc ICoordinator
@@ -178,25 +116,41 @@ contract Coordinator is ICoordinator, Escrow {
                 token: address(0),
                 feePerNode: msg.value
             }),
-            input
+            input,
+            address(0)
         );
     }
 
     /// @notice Like the full `requestInference`, but every delivery must pass `verifier` (approved in the registry)
-    /// before the node is paid and the consumer called back.
+    /// before the node is paid and the consumer called back. `RequestCreated` names the verifier; the model id and
+    /// keccak256 of the input are stored for it (`verificationOf`).
     function requestVerifiedInference(RequestParams calldata params, bytes calldata input, address verifier)
         external
         payable
         returns (uint256 requestId)
     {
         if (!registry.isApprovedVerifier(verifier)) revert VerifierNotApproved(verifier);
-        requestId = _request(params, input);
-        verifications[requestId].verifier = verifier;
-        emit VerificationRequired(requestId, verifier);
+        requestId = _request(params, input, verifier);
+        _verifications[requestId] = Verification({
+            verifier: verifier,
+            pending: 0,
+            errorCallbackOwed: false,
+            modelId: params.modelId,
+            inputHash: keccak256(input)
+        });
     }
 
-    /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
-    /// @dev Anyone may call it; the refund always goes to the consumer's balance.
+    /// @notice After the deadline, closes the request (`Reclaimed`), credits the consumer's balance with the escrow of
+    /// every slot nobody served, and, when at least one slot went unserved, calls the consumer's error callback
+    /// `rawFail(requestId, "deadline: <unserved> of <redundancy> unserved")` exactly once, with
+    /// `min(callbackGasLimit, MAX_ERROR_CALLBACK_GAS)` gas as a failure report's callback gets. Outputs still awaiting
+    /// an optimistic verdict keep their escrow: settled, they pay their node; rejected, they are refunded then (with
+    /// the error callback, if this reclaim made none).
+    /// @dev Anyone may call it. The node that saw the request calls it as part of its service once the deadline
+    /// passed; the consumer (or anyone for it) may too. There is no bounty: the caller pays about one callback's gas,
+    /// the consumer gets its refund and its answer, and a bounty paid from the escrow would make the node that let a
+    /// request expire earn from it. Reverts with `DeadlineNotPassed` at or before the deadline, `RequestClosed` once
+    /// closed (so no second error callback can follow a failure or a reclaim).
     function reclaim(uint256 requestId) external returns (uint256 refund) {
         Request storage r = _requests[requestId];
         Status status = r.status;
@@ -204,10 +158,42 @@ contract Coordinator is ICoordinator, Escrow {
         if (status != Status.Open) revert RequestClosed(requestId, status);
         if (block.timestamp <= r.deadline) revert DeadlineNotPassed(requestId, r.deadline);
         r.status = Status.Reclaimed;
-        refund = _unusedSlots(requestId, r) * r.feePerNode;
+        uint256 unserved = _unusedSlots(requestId, r);
+        refund = unserved * r.feePerNode;
         address consumer = r.consumer;
         balanceOf[r.token][consumer] += refund;
-        emit Reclaimed(requestId, consumer, refund);
+        bool callbackOk;
+        if (unserved != 0) {
+            bytes memory reason = abi.encodePacked(
+                "deadline: ", _decimal(unserved), " of ", _decimal(r.redundancy), " unserved"
+            );
+            callbackOk = _errorCallback(r, requestId, string(reason));
+        } else if (_verifications[requestId].pending != 0) {
+            _verifications[requestId].errorCallbackOwed = true;
+        }
+        emit Reclaimed(requestId, consumer, unserved, refund, callbackOk);
+    }
+
+    /// @notice Withdraws `requestId` and credits its whole escrow (`redundancy * feePerNode`) to the consumer's balance
+    /// (take it with `withdraw`). Only the request's consumer may cancel, and only while the request is `Open` and no
+    /// node acted on it: no delivery, no failure report, no output awaiting a verdict (a rejected output does not
+    /// count). The status becomes `Cancelled`.
+    /// @dev No callback follows a cancel: the consumer itself asked, in this very call, so it already knows. Reverts
+    /// with `NotConsumer`, `RequestClosed` or `NodesAlreadyActed`.
+    function cancelRequest(uint256 requestId) external returns (uint256 refund) {
+        Request storage r = _requests[requestId];
+        Status status = r.status;
+        if (status == Status.None) revert UnknownRequest(requestId);
+        if (msg.sender != r.consumer) revert NotConsumer(requestId, msg.sender);
+        if (status != Status.Open) revert RequestClosed(requestId, status);
+        uint16 pending = _verifications[requestId].pending;
+        if (r.delivered != 0 || r.failures != 0 || pending != 0) {
+            revert NodesAlreadyActed(requestId, r.delivered, r.failures, pending);
+        }
+        r.status = Status.Cancelled;
+        refund = uint256(r.redundancy) * r.feePerNode;
+        balanceOf[r.token][msg.sender] += refund;
+        emit RequestCancelled(requestId, refund);
     }
 
     /// @notice Creates the request `req` signed by its consumer's delegated signer and delivers `output` for it, in
@@ -220,13 +206,7 @@ contract Coordinator is ICoordinator, Escrow {
         bytes calldata output
     ) external returns (uint256 requestId) {
         if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
-        if (block.timestamp > req.expiry) revert DelegationExpired(req.expiry);
-        bytes32 given = keccak256(input);
-        if (given != req.inputHash) revert InputMismatch(req.inputHash, given);
-        if (nonceUsed[req.consumer][req.nonce]) revert NonceUsed(req.consumer, req.nonce);
-        address signer = _recover(delegatedRequestDigest(req), signature);
-        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) revert InvalidSignature();
-        nonceUsed[req.consumer][req.nonce] = true;
+        _useDelegation(req, input, signature);
 
         uint256 escrow = req.feePerNode * req.redundancy;
         uint256 available = balanceOf[req.token][req.consumer];
@@ -243,7 +223,8 @@ contract Coordinator is ICoordinator, Escrow {
                 feePerNode: req.feePerNode
             }),
             input,
-            req.consumer
+            req.consumer,
+            address(0)
         );
         emit DelegatedRequestCreated(requestId, req.consumer, req.nonce);
         _deliver(requestId, msg.sender, output);
@@ -286,7 +267,7 @@ contract Coordinator is ICoordinator, Escrow {
         returns (IVerifier.Verdict verdict)
     {
         if (!registry.isActive(msg.sender)) revert NodeNotActive(msg.sender);
-        Verification storage v = verifications[requestId];
+        Verification storage v = _verifications[requestId];
         address verifier = v.verifier;
         if (verifier == address(0)) revert NoVerifier(requestId);
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
@@ -319,9 +300,11 @@ contract Coordinator is ICoordinator, Escrow {
         }
     }
 
-    /// @notice The optimistic verifier's verdict on `node`'s output, within its window.
+    /// @notice The optimistic verifier's verdict on `node`'s output, within its window. A rejection reopens the slot
+    /// of an open request; on a closed one it refunds the slot to the consumer, and on a reclaimed one whose reclaim
+    /// found nothing unserved it makes the error callback that reclaim owed (`Reclaimed` with `unserved` 1).
     function resolveVerification(uint256 requestId, address node, bool valid) external {
-        Verification storage v = verifications[requestId];
+        Verification storage v = _verifications[requestId];
         if (msg.sender != v.verifier) revert NotTheVerifier(requestId, msg.sender);
         PendingDelivery storage p = pendingDeliveries[requestId][node];
         if (p.verdictBy == 0 || p.verified) revert NothingPending(requestId, node);
@@ -333,9 +316,18 @@ contract Coordinator is ICoordinator, Escrow {
             v.pending -= 1;
             emit DeliveryRejected(requestId, node);
             Request storage r = _requests[requestId];
+            Status status = r.status;
             // Once the request is closed (reclaimed or failed) nobody can take the slot again: refund it now, or
             // its escrow would stay here for good.
-            if (r.status != Status.Open) balanceOf[r.token][r.consumer] += r.feePerNode;
+            if (status != Status.Open) balanceOf[r.token][r.consumer] += r.feePerNode;
+            if (status == Status.Reclaimed) {
+                bool callbackOk;
+                if (v.errorCallbackOwed) {
+                    v.errorCallbackOwed = false;
+                    callbackOk = _errorCallback(r, requestId, "deadline: late output rejected");
+                }
+                emit Reclaimed(requestId, r.consumer, 1, r.feePerNode, callbackOk);
+            }
         }
     }
 
@@ -354,7 +346,7 @@ contract Coordinator is ICoordinator, Escrow {
         bytes32 given = keccak256(output);
         if (given != p.outputHash) revert OutputMismatch(requestId, p.outputHash, given);
         delete pendingDeliveries[requestId][node];
-        verifications[requestId].pending -= 1;
+        _verifications[requestId].pending -= 1;
         // The slot's escrow was set aside when the output was delivered, so this settles even after the deadline.
         return _settleDelivery(requestId, _requests[requestId], node, output);
     }
@@ -385,30 +377,22 @@ contract Coordinator is ICoordinator, Escrow {
         });
     }
 
+    /// @inheritdoc ICoordinator
+    function verificationOf(uint256 requestId)
+        external
+        view
+        returns (address verifier, bytes32 modelId, bytes32 inputHash, uint16 pending)
+    {
+        Verification storage v = _verifications[requestId];
+        return (v.verifier, v.modelId, v.inputHash, v.pending);
+    }
+
     /// @notice The state of many requests in one call, for a node catching up.
     function getRequests(uint256[] calldata requestIds) external view returns (RequestView[] memory views) {
         views = new RequestView[](requestIds.length);
         for (uint256 i; i < requestIds.length; ++i) {
             views[i] = getRequest(requestIds[i]);
         }
-    }
-
-    /// @notice The EIP-712 domain separator: binds signatures to this chain and this contract.
-    function domainSeparator() public view returns (bytes32) {
-        return keccak256(
-            abi.encode(
-                DOMAIN_TYPEHASH, keccak256("Infera Coordinator"), keccak256("1"), block.chainid, address(this)
-            )
-        );
-    }
-
-    /// @notice The digest a consumer's delegated signer signs for `req` (EIP-712 typed data).
-    function delegatedRequestDigest(DelegatedRequest calldata req) public view returns (bytes32) {
-        return keccak256(
-            abi.encodePacked(
-                "\x19\x01", domainSeparator(), keccak256(abi.encode(DELEGATED_REQUEST_TYPEHASH, req))
-            )
-        );
     }
 
     /// @notice How many failure reports close `requestId`: `max(redundancy, minFailureReports)`.
@@ -419,13 +403,16 @@ contract Coordinator is ICoordinator, Escrow {
 
     // ------------------------------------------------------------------------------------------ internal
 
-    function _request(RequestParams memory p, bytes calldata input) internal returns (uint256 requestId) {
+    function _request(RequestParams memory p, bytes calldata input, address verifier)
+        internal
+        returns (uint256 requestId)
+    {
         _collect(p.token, p.feePerNode * p.redundancy);
-        return _store(p, input, msg.sender);
+        return _store(p, input, msg.sender, verifier);
     }
 
-    /// @dev Checks the parameters and records an escrowed request for `consumer`.
-    function _store(RequestParams memory p, bytes calldata input, address consumer)
+    /// @dev Checks the parameters and records an escrowed request for `consumer` (`verifier` zero for a plain one).
+    function _store(RequestParams memory p, bytes calldata input, address consumer, address verifier)
         internal
         returns (uint256 requestId)
     {
@@ -438,22 +425,33 @@ contract Coordinator is ICoordinator, Escrow {
         if (p.redundancy == 0 || p.redundancy > maxRedundancy) {
             revert InvalidRedundancy(p.redundancy, maxRedundancy);
         }
-        uint64 latest = uint64(block.timestamp) + maxDeadlineWindow;
-        if (p.deadline <= block.timestamp || p.deadline > latest) revert InvalidDeadline(p.deadline, latest);
-        if (p.feePerNode < minFee) revert FeeTooLow(p.feePerNode, minFee);
+        {
+            uint64 latest = uint64(block.timestamp) + maxDeadlineWindow;
+            if (p.deadline <= block.timestamp || p.deadline > latest) {
+                revert InvalidDeadline(p.deadline, latest);
+            }
+        }
+        if (p.feePerNode < _minFee) revert FeeTooLow(p.feePerNode, _minFee);
+        if (p.feePerNode > type(uint80).max) revert FeeTooHigh(p.feePerNode, type(uint80).max);
 
         requestId = nextRequestId++;
+        // The casts below are safe: the deadline is at most MAX_DEADLINE_WINDOW ahead, the gas limit and redundancy
+        // are within caps of CoordinatorConfig below 2^24 and 2^8, and the fee was checked against 2^80 above.
         _requests[requestId] = Request({
             consumer: consumer,
-            deadline: p.deadline,
-            redundancy: p.redundancy,
+            // forge-lint: disable-next-line(unsafe-typecast)
+            deadline: uint40(p.deadline),
+            // forge-lint: disable-next-line(unsafe-typecast)
+            callbackGasLimit: uint24(p.callbackGasLimit),
+            // forge-lint: disable-next-line(unsafe-typecast)
+            redundancy: uint8(p.redundancy),
             delivered: 0,
-            token: p.token,
-            callbackGasLimit: p.callbackGasLimit,
-            protocolFeeBps: protocolFeeBps,
             failures: 0,
             status: Status.Open,
-            feePerNode: p.feePerNode
+            token: p.token,
+            protocolFeeBps: protocolFeeBps,
+            // forge-lint: disable-next-line(unsafe-typecast)
+            feePerNode: uint80(p.feePerNode)
         });
         emit RequestCreated(
             requestId,
@@ -464,7 +462,8 @@ contract Coordinator is ICoordinator, Escrow {
             p.feePerNode,
             p.callbackGasLimit,
             p.redundancy,
-            p.deadline
+            p.deadline,
+            verifier
         );
     }
 
@@ -488,7 +487,7 @@ contract Coordinator is ICoordinator, Escrow {
         returns (bool callbackOk)
     {
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
-        if (verifications[requestId].verifier != address(0)) revert ProofRequired(requestId);
+        if (_verifications[requestId].verifier != address(0)) revert ProofRequired(requestId);
         return _settleDelivery(requestId, _claimSlot(requestId, node, true), node, output);
     }
 
@@ -497,7 +496,7 @@ contract Coordinator is ICoordinator, Escrow {
         internal
         returns (bool callbackOk)
     {
-        uint16 delivered = r.delivered + 1;
+        uint8 delivered = r.delivered + 1;
         r.delivered = delivered;
         if (delivered == r.redundancy && r.status == Status.Open) r.status = Status.Fulfilled;
 
@@ -519,7 +518,7 @@ contract Coordinator is ICoordinator, Escrow {
 
     function _reportFailure(uint256 requestId, address node, string memory reason) internal {
         Request storage r = _claimSlot(requestId, node, false);
-        uint16 failures = r.failures + 1;
+        uint8 failures = r.failures + 1;
         r.failures = failures;
         emit FailureReported(requestId, node, reason);
         if (failures < failureQuorum(requestId)) return;
@@ -528,68 +527,41 @@ contract Coordinator is ICoordinator, Escrow {
         uint256 refund = _unusedSlots(requestId, r) * r.feePerNode;
         address consumer = r.consumer;
         balanceOf[r.token][consumer] += refund;
-        uint32 gasLimit =
-            r.callbackGasLimit < MAX_ERROR_CALLBACK_GAS ? r.callbackGasLimit : MAX_ERROR_CALLBACK_GAS;
-        bool callbackOk = _callWithExactGas(
-            gasLimit, consumer, abi.encodeWithSignature("rawFail(uint256,string)", requestId, reason)
-        );
+        bool callbackOk = _errorCallback(r, requestId, reason);
         emit RequestFailed(requestId, reason, refund, callbackOk);
     }
 
-    /// @dev The consumer's current delegated signer, or zero if it has none (or is not a contract that says).
-    function _delegatedSignerOf(address consumer) internal view returns (address) {
-        if (consumer.code.length == 0) return address(0);
-        (bool ok, bytes memory ret) =
-            consumer.staticcall{gas: 50_000}(abi.encodeCall(IDelegatingConsumer.delegatedSigner, ()));
-        if (!ok || ret.length < 32) return address(0);
-        return abi.decode(ret, (address));
-    }
-
-    /// @dev ecrecover for a 65-byte (r, s, v) signature; zero for a malformed or malleable (high-s) one.
-    function _recover(bytes32 digest, bytes calldata signature) internal pure returns (address) {
-        if (signature.length != 65) return address(0);
-        bytes32 r = bytes32(signature[0:32]);
-        bytes32 s = bytes32(signature[32:64]);
-        uint8 v = uint8(signature[64]);
-        if (uint256(s) > MAX_S || (v != 27 && v != 28)) return address(0);
-        return ecrecover(digest, v, r, s);
+    /// @dev Calls the consumer's `rawFail` with `min(callbackGasLimit, MAX_ERROR_CALLBACK_GAS)` gas (exact, as for
+    /// results); returns whether it succeeded.
+    function _errorCallback(Request storage r, uint256 requestId, string memory reason)
+        internal
+        returns (bool)
+    {
+        uint32 limit = r.callbackGasLimit;
+        return _callWithExactGas(
+            limit < MAX_ERROR_CALLBACK_GAS ? limit : MAX_ERROR_CALLBACK_GAS,
+            r.consumer,
+            abi.encodeWithSignature("rawFail(uint256,string)", requestId, reason)
+        );
     }
 
     /// @dev Slots whose escrow is still free: not delivered and not awaiting a verdict. A rejected output frees its
     /// slot again, for another node (the rejected node has acted and cannot retry).
     function _unusedSlots(uint256 requestId, Request storage r) internal view returns (uint256) {
-        return uint256(r.redundancy) - r.delivered - verifications[requestId].pending;
+        return uint256(r.redundancy) - r.delivered - _verifications[requestId].pending;
     }
 
-    function _setLimits(
-        uint256 minFee_,
-        uint32 maxCallbackGasLimit_,
-        uint32 maxInputBytes_,
-        uint32 maxOutputBytes_,
-        uint16 maxRedundancy_,
-        uint16 minFailureReports_,
-        uint64 maxDeadlineWindow_
-    ) internal {
-        if (
-            maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0 || maxRedundancy_ == 0
-                || minFailureReports_ == 0 || maxDeadlineWindow_ == 0
-                || maxDeadlineWindow_ < defaultDeadlineWindow
-        ) revert InvalidLimit();
-        minFee = minFee_;
-        maxCallbackGasLimit = maxCallbackGasLimit_;
-        maxInputBytes = maxInputBytes_;
-        maxOutputBytes = maxOutputBytes_;
-        maxRedundancy = maxRedundancy_;
-        minFailureReports = minFailureReports_;
-        maxDeadlineWindow = maxDeadlineWindow_;
-        emit LimitsChanged(
-            minFee_,
-            maxCallbackGasLimit_,
-            maxInputBytes_,
-            maxOutputBytes_,
-            maxRedundancy_,
-            minFailureReports_,
-            maxDeadlineWindow_
-        );
+    /// @dev `value` in decimal digits, for callback reasons.
+    function _decimal(uint256 value) internal pure returns (bytes memory out) {
+        uint256 digits = 1;
+        for (uint256 v = value; v >= 10; v /= 10) {
+            ++digits;
+        }
+        out = new bytes(digits);
+        for (; digits != 0; value /= 10) {
+            // casting to 'uint8' is safe because a decimal digit plus 48 is below 256
+            // forge-lint: disable-next-line(unsafe-typecast)
+            out[--digits] = bytes1(uint8(48 + value % 10));
+        }
     }
 }

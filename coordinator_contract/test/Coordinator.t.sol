@@ -82,7 +82,7 @@ contract CoordinatorRequestTest is CoordinatorTest {
         uint64 deadline = uint64(block.timestamp + 1 hours);
         vm.expectEmit(true, true, true, true, address(coordinator));
         emit ICoordinator.RequestCreated(
-            1, MODEL, address(consumer), input, address(0), FEE, GAS_LIMIT, 1, deadline
+            1, MODEL, address(consumer), input, address(0), FEE, GAS_LIMIT, 1, deadline, address(0)
         );
         uint256 id = _request(input, GAS_LIMIT, FEE);
 
@@ -195,7 +195,7 @@ contract CoordinatorRequestTest is CoordinatorTest {
     }
 
     function testFuzzCanRequestInAToken(uint256 fee, uint16 redundancy) public {
-        fee = bound(fee, 1, 1e30);
+        fee = bound(fee, 1, type(uint80).max);
         redundancy = uint16(bound(redundancy, 1, 16));
         MockERC20 token = new MockERC20();
         token.mint(address(consumer), fee * redundancy);

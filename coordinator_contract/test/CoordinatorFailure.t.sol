@@ -122,7 +122,7 @@ contract CoordinatorReclaimTest is CoordinatorTest {
         vm.warp(bound(late, uint256(deadline) + 1, uint256(deadline) + 365 days));
         uint256 expected = uint256(redundancy - delivered) * FEE;
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.Reclaimed(id, address(consumer), expected);
+        emit ICoordinator.Reclaimed(id, address(consumer), redundancy - delivered, expected, true);
         vm.prank(stranger); // anyone may trigger it; the refund is the consumer's
         assertEq(coordinator.reclaim(id), expected, "refund");
         assertEq(coordinator.balanceOf(address(0), address(consumer)), expected, "credited to the consumer");

@@ -39,6 +39,30 @@ contract CoordinatorVerificationTest is CoordinatorTest {
         coordinator.requestVerifiedInference{value: FEE}(p, hex"01", address(rogue));
     }
 
+    function testFuzzAVerifiedRequestNamesItsVerifierAndStoresWhatItChecks(bytes memory input) public {
+        if (input.length == 0 || input.length > 1024) input = abi.encode(keccak256(input));
+        ICoordinator.RequestParams memory p = _params(1, FEE, address(0));
+        vm.expectEmit(true, true, true, true, address(coordinator));
+        emit ICoordinator.RequestCreated(
+            1, MODEL, address(consumer), input, address(0), FEE, GAS_LIMIT, 1, p.deadline, address(atomic)
+        );
+        uint256 id = consumer.requestVerified{value: FEE}(p, input, address(atomic));
+        (address verifier, bytes32 modelId, bytes32 inputHash, uint16 pending) =
+            coordinator.verificationOf(id);
+        assertEq(verifier, address(atomic), "verifier");
+        assertEq(modelId, MODEL, "model id");
+        assertEq(inputHash, keccak256(input), "input hash");
+        assertEq(pending, 0, "nothing pending");
+    }
+
+    function testAPlainRequestStoresNoVerification() public {
+        uint256 id = _request(hex"01", GAS_LIMIT, FEE);
+        (address verifier, bytes32 modelId, bytes32 inputHash,) = coordinator.verificationOf(id);
+        assertEq(verifier, address(0), "no verifier");
+        assertEq(modelId, bytes32(0), "no model id stored");
+        assertEq(inputHash, bytes32(0), "no input hash stored");
+    }
+
     function testVerifiedRequestsNeedAProof() public {
         uint256 id = _verified(address(atomic), 1);
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.ProofRequired.selector, id));
@@ -216,5 +240,6 @@ contract CoordinatorLateVerdictTest is CoordinatorTest {
             "refunded once nobody can take the slot"
         );
         assertEq(address(coordinator).balance, FEE, "and nothing is stranded");
+        assertEq(consumer.failures(), 1, "the reclaim owed its error callback to the rejection");
     }
 }

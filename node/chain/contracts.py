@@ -70,6 +70,9 @@ class InferenceRequest:
     callback_gas_limit: int
     redundancy: int
     deadline: int
+    #: The request's verifier (the zero address for a plain request): a non-zero one means every delivery needs a
+    #: proof for it (`deliverWithProof`).
+    verifier: ChecksumAddress
     block_number: int
     block_hash: str
     tx_hash: str
@@ -158,6 +161,7 @@ class CoordinatorAbi:
             callback_gas_limit=int(fields["callbackGasLimit"]),
             redundancy=int(fields["redundancy"]),
             deadline=int(fields["deadline"]),
+            verifier=_checksum(fields["verifier"]),
             block_number=as_int(log["blockNumber"]),
             block_hash=block_hash,
             tx_hash=_hex(tx_hash),

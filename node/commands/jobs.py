@@ -186,7 +186,7 @@ def _check_still_open(cfg: NodeConfig, store: JobStore, request_id: int) -> None
         ) from None
     view = c.coordinator.functions.getRequest(request_id).call()
     status, deadline = int(view[7]), int(view[1])
-    names = ["unknown", "open", "fulfilled", "failed", "reclaimed"]
+    names = ["unknown", "open", "fulfilled", "failed", "reclaimed", "cancelled"]
     if status == 0:
         fail(f"job {request_id} not retried: the coordinator does not know request {request_id} (another chain?)")
     if status != 1:

@@ -13,6 +13,9 @@ from eth_utils.address import to_checksum_address
 from node.chain.contracts import InferenceRequest
 from node.jobs.states import JobState
 
+#: The verifier of a plain request, and of every request stored before requests named their verifier.
+ZERO_ADDRESS = "0x" + "00" * 20
+
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
 #: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
 SCHEMA_VERSION = 1
@@ -95,6 +98,7 @@ def request_to_json(r: InferenceRequest) -> str:
             "callback_gas_limit": r.callback_gas_limit,
             "redundancy": r.redundancy,
             "deadline": r.deadline,
+            "verifier": r.verifier,
             "block_number": r.block_number,
             "block_hash": r.block_hash,
             "tx_hash": r.tx_hash,
@@ -105,7 +109,7 @@ def request_to_json(r: InferenceRequest) -> str:
 
 def request_from_json(text: str) -> InferenceRequest:
     """The request a `jobs.request` column holds (`request_to_json`'s inverse); raises KeyError or ValueError
-    for a damaged row."""
+    for a damaged row. A row written before requests named their verifier reads as a plain request (zero address)."""
     d = json.loads(text)
     return InferenceRequest(
         request_id=int(d["request_id"]),
@@ -117,6 +121,7 @@ def request_from_json(text: str) -> InferenceRequest:
         callback_gas_limit=int(d["callback_gas_limit"]),
         redundancy=int(d["redundancy"]),
         deadline=int(d["deadline"]),
+        verifier=to_checksum_address(d.get("verifier", ZERO_ADDRESS)),
         block_number=int(d["block_number"]),
         block_hash=str(d["block_hash"]),
         tx_hash=str(d["tx_hash"]),

@@ -54,7 +54,7 @@ def test_deliver_calldata_matches_the_compiled_selector(abi: CoordinatorAbi) -> 
 
 
 def test_request_created_topic_is_the_event_signature(abi: CoordinatorAbi) -> None:
-    expected = keccak(text="RequestCreated(uint256,bytes32,address,bytes,address,uint256,uint32,uint16,uint64)")
+    expected = keccak(text="RequestCreated(uint256,bytes32,address,bytes,address,uint256,uint32,uint16,uint64,address)")
     assert abi.request_created_topic == "0x" + expected.hex()
 
 

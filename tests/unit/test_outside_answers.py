@@ -83,6 +83,7 @@ def _job(callback_gas: int, *, output: bytes | None = None, failure: str | None 
         callback_gas_limit=callback_gas,
         redundancy=1,
         deadline=2**40,
+        verifier="0x" + "00" * 20,  # type: ignore[arg-type]
         block_number=1,
         block_hash="0x" + "00" * 32,
         tx_hash="0x" + "00" * 32,

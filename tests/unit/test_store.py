@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,24 @@ from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.jobs.outcomes import Outcome, Outcomes
+from node.jobs.rows import request_from_json, request_to_json
 from node.jobs.store import JobState, JobStore, StoredTx
 
 ADDR = to_checksum_address("0x" + "11" * 20)
+ZERO = to_checksum_address("0x" + "00" * 20)
 
 
 def request(rid: int, input_: bytes = b"hello", block: int = 10, block_hash: str = "0xaa") -> InferenceRequest:
     model = b"\x01" * 32
-    return InferenceRequest(rid, model, ADDR, input_, ADDR, 10**15, 100_000, 1, 2**40, block, block_hash, "0x", 0)
+    return InferenceRequest(rid, model, ADDR, input_, ADDR, 10**15, 100_000, 1, 2**40, ZERO, block, block_hash, "0x", 0)
+
+
+def test_a_request_keeps_its_verifier_and_an_old_row_reads_as_a_plain_request() -> None:
+    verified = dataclasses.replace(request(1), verifier=to_checksum_address("0x" + "ab" * 20))
+    assert request_from_json(request_to_json(verified)) == verified
+    old_row = json.loads(request_to_json(request(2)))
+    del old_row["verifier"]  # written before requests named their verifier
+    assert request_from_json(json.dumps(old_row)).verifier == ZERO
 
 
 def store(path: Path) -> JobStore:

@@ -35,6 +35,7 @@ def _job(rid: int, *, callback_gas: int = 100_000, output: bytes = b"out", deadl
         callback_gas,
         1,
         deadline,
+        address,
         1,
         "0xaa",
         "0x",

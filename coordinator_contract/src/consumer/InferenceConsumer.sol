@@ -35,8 +35,9 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         _onInferenceResult(requestId, node, output);
     }
 
-    /// @notice Entry point for failures: enough nodes reported they cannot serve the request, and its unused
-    /// escrow was credited to this contract's balance on the coordinator (see `_withdrawRefunds`).
+    /// @notice Entry point for failures: enough nodes reported they cannot serve the request, or its deadline passed
+    /// with slots unserved (`reclaim`); its unused escrow was credited to this contract's balance on the coordinator
+    /// (see `_withdrawRefunds`). Called at most once per request.
     function rawFail(uint256 requestId, string calldata reason) external onlyCoordinator {
         _onInferenceError(requestId, reason);
     }
@@ -70,6 +71,13 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         return coordinator.requestVerifiedInference{value: value}(params, input, verifier);
     }
 
+    /// @dev Cancels `requestId` (one of this contract's) before any node acted on it; its whole escrow is credited to
+    /// this contract's balance on the coordinator (see `_withdrawRefunds`). No callback follows. Reverts with the
+    /// coordinator's `NodesAlreadyActed` once a node delivered, reported or awaits a verdict.
+    function _cancelRequest(uint256 requestId) internal returns (uint256 refund) {
+        return coordinator.cancelRequest(requestId);
+    }
+
     /// @dev Lets `signer` create requests for this contract off-chain (EIP-712, see `ICoordinator.DelegatedRequest`);
     /// zero turns delegation off. A new signer voids every unused signature of the old one. Guard who may call this.
     function _setDelegatedSigner(address signer) internal {
@@ -81,7 +89,7 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         coordinator.deposit{value: amount}(address(0), address(this), amount);
     }
 
-    /// @dev Moves refunds (failed or reclaimed requests) from the coordinator to `to`.
+    /// @dev Moves refunds (failed, reclaimed or cancelled requests) from the coordinator to `to`.
     function _withdrawRefunds(address token, address to) internal returns (uint256) {
         return coordinator.withdraw(token, to);
     }
@@ -89,6 +97,7 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
     /// @dev Receives `node`'s ABI-encoded output for `requestId`. Keep it within the callback gas limit.
     function _onInferenceResult(uint256 requestId, address node, bytes calldata output) internal virtual;
 
-    /// @dev Called once if the request failed; gets at most 100,000 gas. Default: nothing.
+    /// @dev Called once if the request failed, or its deadline passed with a slot unserved (reason
+    /// "deadline: <unserved> of <redundancy> unserved"); gets at most 100,000 gas. Default: nothing.
     function _onInferenceError(uint256 requestId, string calldata reason) internal virtual {}
 }

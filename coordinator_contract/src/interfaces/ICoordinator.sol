@@ -55,13 +55,15 @@ interface ICoordinator is IEscrow {
     }
 
     /// @notice Open: nodes may deliver. Fulfilled: `redundancy` deliveries made. Failed: enough failure reports.
-    /// Reclaimed: the consumer took back the escrow of slots nobody served after the deadline.
+    /// Reclaimed: the deadline passed and the escrow of slots nobody served went back to the consumer. Cancelled: the
+    /// consumer withdrew the request before any node acted on it (appended last: the earlier values keep their numbers).
     enum Status {
         None,
         Open,
         Fulfilled,
         Failed,
-        Reclaimed
+        Reclaimed,
+        Cancelled
     }
 
     /// @notice Thrown by owner-only functions when called by anyone else.
@@ -81,7 +83,7 @@ interface ICoordinator is IEscrow {
     error FeeTooLow(uint256 feePerNode, uint256 minFee);
     /// @notice Thrown if no request has this id.
     error UnknownRequest(uint256 requestId);
-    /// @notice Thrown by `deliver` and `reportFailure` if the request is no longer open.
+    /// @notice Thrown by `deliver`, `reportFailure`, `reclaim` and `cancelRequest` if the request is no longer open.
     error RequestClosed(uint256 requestId, Status status);
     /// @notice Thrown by `deliver` and `reportFailure` if this node already delivered or reported for the request.
     error AlreadyServed(uint256 requestId, address node);
@@ -95,6 +97,16 @@ interface ICoordinator is IEscrow {
     error ProtocolFeeTooHigh(uint16 bps, uint16 maxBps);
     /// @notice Thrown by `setLimits` for a zero limit.
     error InvalidLimit();
+    /// @notice Thrown by `setLimits` if a limit is above its cap (`value` > `max`): `minFee` 2^80 - 1 wei,
+    /// `maxCallbackGasLimit` 2^24 - 1 gas, `maxRedundancy` and `minFailureReports` 255, `maxDeadlineWindow` 365 days.
+    error LimitOutOfRange(uint256 value, uint256 max);
+    /// @notice Thrown by requests if the fee per node is above 2^80 - 1 (wei or token units): it would not fit the
+    /// request's record.
+    error FeeTooHigh(uint256 feePerNode, uint256 maxFee);
+    /// @notice Thrown by `cancelRequest` when called by anyone but the request's consumer.
+    error NotConsumer(uint256 requestId, address caller);
+    /// @notice Thrown by `cancelRequest` once a node delivered, reported a failure, or awaits a verdict.
+    error NodesAlreadyActed(uint256 requestId, uint256 delivered, uint256 failures, uint256 pendingVerdicts);
     /// @notice Thrown by `requestVerifiedInference` if the NodeRegistry's owner has not approved the verifier.
     error VerifierNotApproved(address verifier);
     /// @notice Thrown by `deliver` on a request that asked for verification: use `deliverWithProof`.
@@ -126,7 +138,9 @@ interface ICoordinator is IEscrow {
     /// @notice Thrown by `finalizeDelivery` if the output is not the one that was verified.
     error OutputMismatch(uint256 requestId, bytes32 expected, bytes32 given);
 
-    /// @notice A consumer asked for inference. Carries everything a node needs to serve it without a read.
+    /// @notice A consumer asked for inference. Carries everything a node needs to serve it without a read: `deadline`
+    /// in seconds since the epoch, `feePerNode` in wei or token units; `verifier` is zero for a plain request, else
+    /// every delivery needs a proof for that verifier (`deliverWithProof`).
     event RequestCreated(
         uint256 indexed requestId,
         bytes32 indexed modelId,
@@ -136,7 +150,8 @@ interface ICoordinator is IEscrow {
         uint256 feePerNode,
         uint32 callbackGasLimit,
         uint16 redundancy,
-        uint64 deadline
+        uint64 deadline,
+        address verifier
     );
     /// @notice A node delivered. `callbackOk` is false if the consumer's callback reverted or ran out of its gas;
     /// the node is paid either way.
@@ -147,8 +162,15 @@ interface ICoordinator is IEscrow {
     event FailureReported(uint256 indexed requestId, address indexed node, string reason);
     /// @notice Enough nodes reported failure: the request is closed, its unused escrow refunded to the consumer.
     event RequestFailed(uint256 indexed requestId, string reason, uint256 refund, bool callbackOk);
-    /// @notice The consumer took back the escrow of slots nobody served by the deadline.
-    event Reclaimed(uint256 indexed requestId, address indexed consumer, uint256 refund);
+    /// @notice The deadline passed: the request is closed, the escrow of its `unserved` slots (`refund`, wei or token
+    /// units) credited to the consumer, and, when `unserved` > 0, the consumer's error callback called once
+    /// (`callbackOk` its outcome; false when there was no callback).
+    event Reclaimed(
+        uint256 indexed requestId, address indexed consumer, uint256 unserved, uint256 refund, bool callbackOk
+    );
+    /// @notice The consumer cancelled the request before any node acted; its whole escrow (`refund`) was credited to
+    /// the consumer's balance. No callback follows a cancel.
+    event RequestCancelled(uint256 indexed requestId, uint256 refund);
     /// @notice An item of `deliverBatch` was skipped, with the selector of the error it would have raised.
     event DeliverySkipped(uint256 indexed requestId, address indexed node, bytes4 errorSelector);
     /// @notice The owner changed the protocol fee for requests made from now on.
@@ -163,8 +185,6 @@ interface ICoordinator is IEscrow {
         uint16 minFailureReports,
         uint64 maxDeadlineWindow
     );
-    /// @notice The request's deliveries must pass `verifier` before they are paid and handed to the consumer.
-    event VerificationRequired(uint256 indexed requestId, address indexed verifier);
     /// @notice An optimistic verifier is checking `node`'s output; it stands if no verdict comes by `verdictBy`.
     event VerificationPending(
         uint256 indexed requestId, address indexed node, bytes32 outputHash, uint64 verdictBy
@@ -225,6 +245,21 @@ interface ICoordinator is IEscrow {
     /// @notice Settles many deliveries and failure reports in one transaction; bad items are skipped.
     function deliverBatch(BatchItem[] calldata items) external returns (uint256 settled);
 
-    /// @notice After the deadline, credits the consumer with the escrow of slots nobody served.
+    /// @notice After the deadline, closes `requestId`, credits the consumer with the escrow of slots nobody served and,
+    /// if any slot went unserved, calls the consumer's error callback once. Anyone may call it.
     function reclaim(uint256 requestId) external returns (uint256 refund);
+
+    /// @notice Withdraws `requestId` before any node acted on it; only its consumer. The whole escrow is credited to
+    /// the consumer's balance; no callback follows.
+    function cancelRequest(uint256 requestId) external returns (uint256 refund);
+
+    /// @notice The state of one request.
+    function getRequest(uint256 requestId) external view returns (RequestView memory);
+
+    /// @notice What a verifier needs of a verified request: its `verifier` (zero for a plain request), `modelId`,
+    /// `inputHash` (keccak256 of the input) and how many deliveries await a verdict (`pending`).
+    function verificationOf(uint256 requestId)
+        external
+        view
+        returns (address verifier, bytes32 modelId, bytes32 inputHash, uint16 pending);
 }

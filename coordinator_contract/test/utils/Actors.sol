@@ -40,6 +40,10 @@ contract RecordingConsumer is InferenceConsumer {
         return _requestVerifiedInference(params, input, verifier);
     }
 
+    function cancel(uint256 requestId) external returns (uint256) {
+        return _cancelRequest(requestId);
+    }
+
     function setSigner(address signer) external {
         _setDelegatedSigner(signer);
     }
