@@ -300,7 +300,9 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         }
     }
 
-    /// @notice The optimistic verifier's verdict on `node`'s output, within its window.
+    /// @notice The optimistic verifier's verdict on `node`'s output, within its window. A rejection reopens the slot
+    /// of an open request; on a closed one it refunds the slot to the consumer, and on a reclaimed one whose reclaim
+    /// found nothing unserved it makes the error callback that reclaim owed (`Reclaimed` with `unserved` 1).
     function resolveVerification(uint256 requestId, address node, bool valid) external {
         Verification storage v = _verifications[requestId];
         if (msg.sender != v.verifier) revert NotTheVerifier(requestId, msg.sender);

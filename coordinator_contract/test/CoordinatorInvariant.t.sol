@@ -53,6 +53,19 @@ contract CoordinatorInvariantTest is CoordinatorTest {
         }
     }
 
+    /// @dev A failed request made exactly one error callback, a reclaimed one at most one, any other none.
+    function invariantAtMostOneErrorCallbackPerRequest() public view {
+        uint256 failed;
+        uint256 reclaimed;
+        for (uint256 i; i < handler.requestCount(); ++i) {
+            ICoordinator.Status status = coordinator.getRequest(handler.requestIds(i)).status;
+            if (status == ICoordinator.Status.Failed) ++failed;
+            if (status == ICoordinator.Status.Reclaimed) ++reclaimed;
+        }
+        assertGe(consumer.failures(), failed, "every failed request called back");
+        assertLe(consumer.failures(), failed + reclaimed, "no second error callback, none for the rest");
+    }
+
     function invariantNoNodeIsPaidTwiceForARequest() public view {
         assertEq(handler.ghostDoublePayments(), 0, "no double payment");
     }

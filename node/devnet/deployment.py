@@ -7,6 +7,7 @@ everyone), so nothing here is a secret.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -18,6 +19,17 @@ DEFAULT_MODEL = "classify/minilm-sentiment@1"
 DEFAULT_FEE_WEI = 10**15
 DEVNET_MIN_STAKE_WEI = 10**18
 DEVNET_UNBONDING_S = 86_400
+#: Failure reports that end a request on the devnet (mainnet default: 2). The devnet runs one node, so its report
+#: ends a failing request at once instead of leaving it open until the deadline.
+DEVNET_MIN_FAILURE_REPORTS = 1
+#: Stake a node loses to the consumer for a delivery whose attestation does not verify (AttestationVerifier).
+DEVNET_ATTESTATION_SLASH_WEI = 10**17
+#: ReexecutionVerifier: seconds to open a dispute after a delivery, seconds more for votes, votes that decide, and the
+#: stake the outvoted node loses to its challenger. An undisputed output is final after 20 minutes of chain time.
+DEVNET_CHALLENGE_WINDOW_S = 600
+DEVNET_VOTE_WINDOW_S = 600
+DEVNET_REEXECUTION_QUORUM = 2
+DEVNET_REEXECUTION_SLASH_WEI = 10**17
 
 
 def dev_account(index: int) -> LocalAccount:
@@ -29,9 +41,31 @@ def dev_account(index: int) -> LocalAccount:
 
 @dataclass(frozen=True)
 class Deployment:
-    """The devnet's deployed contracts (registry, coordinator, example consumer) and the block they start at."""
+    """The devnet's deployed contracts (registry, coordinator, example consumer, the two verifiers the registry
+    approved) and the block they start at. The verifiers are None only where a test builds a Deployment from contracts
+    deployed by other means."""
 
     coordinator: Contract
     consumer: Contract
     start_block: int
     registry: Contract
+    attestation_verifier: Contract | None = None
+    reexecution_verifier: Contract | None = None
+
+    def addresses(self) -> dict[str, Any]:
+        """Every deployed address, as `Devnet.deploy` writes them to `<workdir>/deployment.json`."""
+        verifiers = {
+            name: contract.address
+            for name, contract in (
+                ("attestation_verifier", self.attestation_verifier),
+                ("reexecution_verifier", self.reexecution_verifier),
+            )
+            if contract is not None
+        }
+        return {
+            "node_registry": self.registry.address,
+            "coordinator": self.coordinator.address,
+            "example_consumer": self.consumer.address,
+            **verifiers,
+            "start_block": self.start_block,
+        }

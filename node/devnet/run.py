@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from node.devnet.deployment import DEVNET_MIN_FAILURE_REPORTS
 from node.devnet.processes import forge_build
 from node.devnet.system import Devnet
 
@@ -44,6 +45,16 @@ def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], Non
             f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
             f"{deployment.consumer.address}, node {dev.node_account.address} staked in NodeRegistry "
             f"{deployment.registry.address}"
+        )
+        assert deployment.attestation_verifier is not None
+        assert deployment.reexecution_verifier is not None
+        say(
+            f"devnet: verifiers approved: AttestationVerifier {deployment.attestation_verifier.address}, "
+            f"ReexecutionVerifier {deployment.reexecution_verifier.address} (addresses in {workdir}/deployment.json)"
+        )
+        say(
+            f"devnet: minFailureReports = {DEVNET_MIN_FAILURE_REPORTS}: one node's failure report ends a failing "
+            "request at once (mainnet default 2)"
         )
         t0 = time.monotonic()
         say(f"devnet: starting the {dev.model_name} container (loads MiniLM)…")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
+import logging
 import os
 import shutil
 import signal
@@ -28,12 +30,20 @@ from node.devnet.deployment import (
     ANVIL_MNEMONIC,
     DEFAULT_FEE_WEI,
     DEFAULT_MODEL,
+    DEVNET_ATTESTATION_SLASH_WEI,
+    DEVNET_CHALLENGE_WINDOW_S,
+    DEVNET_MIN_FAILURE_REPORTS,
     DEVNET_MIN_STAKE_WEI,
+    DEVNET_REEXECUTION_QUORUM,
+    DEVNET_REEXECUTION_SLASH_WEI,
     DEVNET_UNBONDING_S,
+    DEVNET_VOTE_WINDOW_S,
     Deployment,
     dev_account,
 )
 from node.devnet.processes import ROOT, DevnetError, Proc, free_port, http_ok, tcp_open, tool, wait_until
+
+log = logging.getLogger(__name__)
 
 
 class Devnet:
@@ -188,8 +198,10 @@ class Devnet:
 
     def deploy(self) -> Deployment:
         """Deploys the node registry, the coordinator and the example consumer (as `infera deploy` does, with
-        `node.commands.chain_ops.deploy_contracts`), and stakes the node from `node_account`. Returns what it deployed;
-        raises `DevnetError` naming the step that reverted or failed."""
+        `node.commands.chain_ops.deploy_contracts`), stakes the node from `node_account`, deploys the
+        AttestationVerifier and the ReexecutionVerifier and approves them in the registry, and sets the failure quorum
+        to `DEVNET_MIN_FAILURE_REPORTS` (1). Writes every address to `<workdir>/deployment.json`. Returns what it
+        deployed; raises `DevnetError` naming the step that reverted or failed."""
         self.abi = CoordinatorAbi.from_artifacts()
         try:
             deployed = deploy_contracts(
@@ -203,8 +215,59 @@ class Devnet:
             raise DevnetError(str(exc)) from None
         assert deployed.consumer is not None
         self._transact(deployed.registry.functions.register(), self.node_account, DEVNET_MIN_STAKE_WEI)
-        self.deployment = Deployment(deployed.coordinator, deployed.consumer, deployed.start_block, deployed.registry)
+        coordinator, registry = deployed.coordinator.address, deployed.registry.address
+        attestation = self._deploy(
+            "AttestationVerifier", self.deployer.address, coordinator, registry, DEVNET_ATTESTATION_SLASH_WEI
+        )
+        reexecution = self._deploy(
+            "ReexecutionVerifier",
+            self.deployer.address,
+            coordinator,
+            registry,
+            DEVNET_CHALLENGE_WINDOW_S,
+            DEVNET_VOTE_WINDOW_S,
+            DEVNET_REEXECUTION_QUORUM,
+            DEVNET_REEXECUTION_SLASH_WEI,
+        )
+        for verifier in (attestation, reexecution):
+            self._transact(deployed.registry.functions.setVerifier(verifier.address, True), self.deployer)
+        self.deployment = Deployment(
+            deployed.coordinator,
+            deployed.consumer,
+            deployed.start_block,
+            deployed.registry,
+            attestation_verifier=attestation,
+            reexecution_verifier=reexecution,
+        )
+        self.set_min_failure_reports(DEVNET_MIN_FAILURE_REPORTS)
+        (self.workdir / "deployment.json").write_text(json.dumps(self.deployment.addresses(), indent=2) + "\n")
         return self.deployment
+
+    def set_min_failure_reports(self, reports: int) -> None:
+        """Sets the coordinator's `minFailureReports` (its other limits unchanged) as its owner, the deployer: with 1,
+        one node's failure report ends a failing request at once. Logs the change."""
+        assert self.deployment is not None
+        c = self.deployment.coordinator.functions
+        limits = [
+            c.minFee().call(),
+            c.maxCallbackGasLimit().call(),
+            c.maxInputBytes().call(),
+            c.maxOutputBytes().call(),
+            c.maxRedundancy().call(),
+            reports,
+            c.maxDeadlineWindow().call(),
+        ]
+        self._transact(c.setLimits(*limits), self.deployer)
+        log.info("devnet: coordinator minFailureReports set to %d (mainnet default 2)", reports)
+
+    def set_attester(self, key: str, model: str, model_digest: bytes, allowed: bool = True) -> None:
+        """Registers (or, with `allowed` False, revokes) the attestation key at address `key` for `model` (a name:
+        its id is keccak256 of it) with weights digest `model_digest` (32 bytes) in the devnet's AttestationVerifier,
+        as its owner, the deployer."""
+        assert self.deployment is not None
+        assert self.deployment.attestation_verifier is not None
+        fn = self.deployment.attestation_verifier.functions.setAttester(key, model_id(model), model_digest, allowed)
+        self._transact(fn, self.deployer)
 
     def start_container(
         self,

@@ -5,7 +5,8 @@ pragma solidity ^0.8.24;
 /// @notice Checks a node's output for a request. Atomic verifiers answer `Valid` or `Invalid` at once, inside the
 /// delivery; optimistic ones answer `Pending` and later call `Coordinator.resolveVerification` within `window()`
 /// seconds. A verifier that finds a result invalid slashes the node through the NodeRegistry (it must be one the
-/// registry's owner approved).
+/// registry's owner approved). What a verifier checks a delivery against (the request's model id and keccak256 of its
+/// input) it reads from `ICoordinator.verificationOf(requestId)`. Implementations: src/verifiers/.
 interface IVerifier {
     enum Verdict {
         Pending,

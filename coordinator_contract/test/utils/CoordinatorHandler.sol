@@ -6,7 +6,7 @@ import {RecordingConsumer} from "./Actors.sol";
 import {Coordinator} from "../../src/Coordinator.sol";
 import {ICoordinator} from "../../src/interfaces/ICoordinator.sol";
 
-/// @notice Drives the coordinator with random requests, deliveries, failure reports, reclaims and withdrawals,
+/// @notice Drives the coordinator with random requests, deliveries, failure reports, reclaims, cancels and withdrawals,
 /// keeping ghost totals the invariants compare against.
 contract CoordinatorHandler is Test {
     Coordinator public immutable coordinator;
@@ -78,6 +78,11 @@ contract CoordinatorHandler is Test {
     function reclaim(uint256 requestSeed) external {
         if (requestIds.length == 0) return;
         try coordinator.reclaim(requestIds[requestSeed % requestIds.length]) {} catch {}
+    }
+
+    function cancel(uint256 requestSeed) external {
+        if (requestIds.length == 0) return;
+        try consumer.cancel(requestIds[requestSeed % requestIds.length]) {} catch {}
     }
 
     function withdraw(uint256 accountSeed) external {
