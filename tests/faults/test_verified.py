@@ -28,18 +28,27 @@ from web3.contract import Contract
 
 from containers.runtime.attest import attestation_digest
 from node.chain.contracts import model_id
-from node.commands.chain_ops import deploy_contract
 from node.config import ETH_TOKEN
-from node.devnet import DEFAULT_FEE_WEI, Devnet, Proc, dev_account, free_port, wait_until
+from node.devnet import (
+    DEFAULT_FEE_WEI,
+    DEVNET_ATTESTATION_SLASH_WEI,
+    DEVNET_CHALLENGE_WINDOW_S,
+    DEVNET_REEXECUTION_SLASH_WEI,
+    DEVNET_VOTE_WINDOW_S,
+    Devnet,
+    Proc,
+    dev_account,
+    free_port,
+    wait_until,
+)
 from node.devnet.processes import http_ok
 
 MODEL = "echo/attested@1"
 ATTESTER_KEY = "0x" + "a1" * 32
 ROGUE_KEY = "0x" + "b2" * 32
 DIGEST = keccak(text="echo weights v1")
-SLASH_WEI = 10**17
-CHALLENGE_WINDOW_S = 600
-VOTE_WINDOW_S = 600
+SLASH_WEI = DEVNET_ATTESTATION_SLASH_WEI
+assert DEVNET_REEXECUTION_SLASH_WEI == SLASH_WEI  # the tests check one slash amount for both verifiers
 PARAMS = "requestVerifiedInference((bytes32,uint32,uint16,uint64,address,uint256),bytes,address)"
 DELIVER_WITH_PROOF = keccak(text="deliverWithProof(uint256,bytes,bytes)")[:4]
 FINALIZE = keccak(text="finalizeDelivery(uint256,address,bytes)")[:4]
@@ -54,30 +63,13 @@ class Verified:
         dep = dev.deployment
         assert dep is not None
         self.coordinator, self.registry = dep.coordinator, dep.registry
-        self.attestation: Contract = getattr(dep, "attestation_verifier", None) or self._deploy(
-            "AttestationVerifier", SLASH_WEI
-        )
-        self.optimistic: Contract = getattr(dep, "reexecution_verifier", None) or self._deploy(
-            "ReexecutionVerifier", CHALLENGE_WINDOW_S, VOTE_WINDOW_S, 2, SLASH_WEI
-        )
+        assert dep.attestation_verifier is not None  # deployed and approved by the devnet
+        assert dep.reexecution_verifier is not None
+        self.attestation: Contract = dep.attestation_verifier
+        self.optimistic: Contract = dep.reexecution_verifier
         self.node = dev.node_account.address
         self.config: Path | None = None
         self.proc: Proc | None = None
-
-    def _deploy(self, name: str, *args: Any) -> Contract:
-        dev = self.dev
-        contract = deploy_contract(
-            dev.w3,
-            name,
-            dev.deployer,
-            dev.deployer.address,
-            self.coordinator.address,
-            self.registry.address,
-            *args,
-            reverts=dev._reverts(),
-        )
-        dev._transact(self.registry.functions.setVerifier(contract.address, True), dev.deployer)
-        return contract
 
     def start_container(self, key: str | None) -> str:
         """The echo container on a free port, with the attestation key `key` in a 0600 file (or none)."""
@@ -107,8 +99,7 @@ class Verified:
         )
 
     def register_attester(self, key: str) -> None:
-        fn = self.attestation.functions.setAttester(Account.from_key(key).address, model_id(MODEL), DIGEST, True)
-        self.dev._transact(fn, self.dev.deployer)
+        self.dev.set_attester(Account.from_key(key).address, MODEL, DIGEST)
 
     def request(self, verifier: Contract, input_: bytes) -> int:
         dev = self.dev
@@ -247,7 +238,7 @@ def test_an_optimistic_delivery_is_paid_and_called_back_only_after_its_window(ch
     assert chain.events("RequestFulfilled", rid) == []  # no callback before the verdict
     assert chain.earned() == 0
 
-    chain.pass_time(CHALLENGE_WINDOW_S + VOTE_WINDOW_S + 1)
+    chain.pass_time(DEVNET_CHALLENGE_WINDOW_S + DEVNET_VOTE_WINDOW_S + 1)
     chain.wait_row(rid, "the held delivery finalized", lambda r: r[2] == "valid", timeout_s=90)
     assert len(chain.events("RequestFulfilled", rid)) == 1
     assert chain.earned() == DEFAULT_FEE_WEI
@@ -271,7 +262,7 @@ def test_a_disputed_optimistic_delivery_is_rejected_and_the_node_slashed(chain: 
     assert len(chain.events("DeliveryRejected", rid)) == 1
     assert chain.stake() == stake - SLASH_WEI
 
-    chain.pass_time(CHALLENGE_WINDOW_S + VOTE_WINDOW_S + 1)
+    chain.pass_time(DEVNET_CHALLENGE_WINDOW_S + DEVNET_VOTE_WINDOW_S + 1)
     chain.wait_row(rid, "the rejection recorded", lambda r: r[2] == "rejected", timeout_s=90)
     assert chain.events("RequestFulfilled", rid) == []
     assert chain.earned() == 0
