@@ -388,10 +388,10 @@ class TxManager:
     ) -> tuple[StoredTx, asyncio.Future[Any]]:
         """Signs and sends one coordinator call that carries no job (a delegated request; with `to`, a call of that
         contract instead: a verifier's `dispute`) with the same keys, nonces, fee cap, tracking and replacement as
-        deliveries. Returns the transaction (its `hashes` grow when it
-        is replaced) and a future of its receipt once it is confirmed; the future fails if the transaction is
-        abandoned. `sender` picks the key (the one the call was simulated from). Raises `RpcUnavailable` when it
-        cannot be sent now, `TxReverted` when fees are over the cap."""
+        deliveries. Returns the transaction (its `hashes` grow when it is replaced) and a future of its receipt once
+        it is confirmed; the future fails if the transaction is abandoned. `sender` picks the key (the one the call
+        was simulated from). Raises `RpcUnavailable` when it cannot be sent now, `TxReverted` when fees are over the
+        cap."""
         await self._send_slots.acquire()
         key = await self._books.keys.acquire(only=sender)
         try:
