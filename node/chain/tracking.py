@@ -196,13 +196,12 @@ class Confirmer:
             except Exception:  # a figure for the operator must never keep a transaction from settling
                 log.exception("could not record the receipt of nonce %d in the metrics", tx.nonce)
         details = self._env.abi.fulfilled_details(logs, tx.sender, self._env.coordinator) if outcomes else {}
+        held: dict[int, dict[str, Any]] = {}  # deliveries held for an optimistic verdict: when it is due
         if "pending" in outcomes.values():
-            pending = self._env.abi.event_fields("VerificationPending", logs, tx.sender, self._env.coordinator)
-            for rid, fields in pending.items():
-                details.setdefault(rid, {})["verdictBy"] = fields.get("verdictBy")
+            held = self._env.abi.event_fields("VerificationPending", logs, tx.sender, self._env.coordinator)
         with self._env.store.transaction():  # one commit for the transaction and all the jobs it carried
             self._record_outcomes(details)
-            self._settle_items(tx, outcomes, ok, tx_hash, gas_each, details)
+            self._settle_items(tx, outcomes, ok, tx_hash, gas_each, details, held)
             tx.state = "confirmed" if ok else "failed"
             self._env.store.update_tx(tx)
         self._books.ledger.close(tx, receipt)
@@ -227,8 +226,10 @@ class Confirmer:
         tx_hash: str,
         gas_each: int,
         details: dict[int, dict[str, Any]],
+        held: dict[int, dict[str, Any]],
     ) -> None:
-        """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert)."""
+        """Moves each job `tx` carried on from `submitted`, by its outcome in the receipt (`ok`: it did not revert;
+        `held`: the `VerificationPending` fields of deliveries an optimistic verifier holds)."""
         settle = self._books.settler.settle
         record = Outcomes(self._env.store)
         for rid, _failed in tx.items:
@@ -245,7 +246,7 @@ class Confirmer:
                     self._env.store.update(job, JobState.COMPUTED)
                     self._books.queue.append(job)
             elif outcome == "pending":
-                verdict_by = details.get(rid, {}).get("verdictBy")
+                verdict_by = held.get(rid, {}).get("verdictBy")
                 record.set(rid, verification=f"{PENDING_UNTIL}{verdict_by}")
                 log.info("request %d: delivered with a proof; verification pending until %s", rid, verdict_by)
                 settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)

@@ -30,6 +30,7 @@ from containers.runtime.attest import attestation_digest
 from node.chain.contracts import model_id
 from node.config import ETH_TOKEN
 from node.devnet import (
+    CONTRACTS_DIR,
     DEFAULT_FEE_WEI,
     DEVNET_ATTESTATION_SLASH_WEI,
     DEVNET_CHALLENGE_WINDOW_S,
@@ -49,7 +50,6 @@ ROGUE_KEY = "0x" + "b2" * 32
 DIGEST = keccak(text="echo weights v1")
 SLASH_WEI = DEVNET_ATTESTATION_SLASH_WEI
 assert DEVNET_REEXECUTION_SLASH_WEI == SLASH_WEI  # the tests check one slash amount for both verifiers
-PARAMS = "requestVerifiedInference((bytes32,uint32,uint16,uint64,address,uint256),bytes,address)"
 DELIVER_WITH_PROOF = keccak(text="deliverWithProof(uint256,bytes,bytes)")[:4]
 FINALIZE = keccak(text="finalizeDelivery(uint256,address,bytes)")[:4]
 REPORT_FAILURE = keccak(text="reportFailure(uint256,string)")[:4]
@@ -68,6 +68,11 @@ class Verified:
         self.attestation: Contract = dep.attestation_verifier
         self.optimistic: Contract = dep.reexecution_verifier
         self.node = dev.node_account.address
+        # A consumer contract that records its callbacks (the forge test suite's), making the verified requests.
+        artifact = json.loads((CONTRACTS_DIR / "out" / "Actors.sol" / "RecordingConsumer.json").read_text())
+        factory = dev.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"]["object"])
+        address = dev._transact(factory.constructor(self.coordinator.address), dev.deployer)["contractAddress"]
+        self.consumer = dev.w3.eth.contract(address=address, abi=artifact["abi"])
         self.config: Path | None = None
         self.proc: Proc | None = None
 
@@ -105,15 +110,19 @@ class Verified:
         dev = self.dev
         deadline = int(dev.w3.eth.get_block("latest")["timestamp"]) + 3600
         params = (model_id(MODEL), 200_000, 1, deadline, ETH_TOKEN, DEFAULT_FEE_WEI)
-        fn = self.coordinator.get_function_by_signature(PARAMS)(params, input_, verifier.address)
+        fn = self.consumer.functions.requestVerified(params, input_, verifier.address)
         return dev.request_id_of(dev._transact(fn, dev.user, DEFAULT_FEE_WEI))
 
+    def callbacks(self) -> tuple[int, bytes]:
+        """How many results the consumer was handed, and the last one."""
+        return int(self.consumer.functions.calls().call()), bytes(self.consumer.functions.lastOutput().call())
+
     def row(self, rid: int) -> tuple[Any, ...]:
-        """(state, error, verification) of the request's job, or () while there is none."""
+        """(state, error, verification, callback_ok) of the request's job, or () while there is none."""
         assert self.config is not None
         with sqlite3.connect(f"file:{self.config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
             found = db.execute(
-                "SELECT j.state, j.error, o.verification FROM jobs j"
+                "SELECT j.state, j.error, o.verification, o.callback_ok FROM jobs j"
                 " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?",
                 (str(rid),),
             ).fetchall()
@@ -176,8 +185,9 @@ def test_an_attested_delivery_is_paid_at_once(chain: Verified) -> None:
     chain.start_node(url, attests=True, verifiers={chain.attestation.address: "attestation"})
     rid = chain.request(chain.attestation, b"attest this")
 
-    _, error, verification = chain.wait_row(rid, "the attested delivery confirmed", lambda r: r[0] == "confirmed")
-    assert (error, verification) == (None, "valid")
+    _, error, verification, callback_ok = chain.wait_row(rid, "the attested delivery", lambda r: r[0] == "confirmed")
+    assert (error, verification, callback_ok) == (None, "valid", 1)
+    assert chain.callbacks() == (1, b"attest this")  # called back in the delivery itself
     assert chain.earned() == DEFAULT_FEE_WEI
     fulfilled = chain.events("RequestFulfilled", rid)
     assert len(fulfilled) == 1
@@ -215,7 +225,8 @@ def test_an_attestation_by_an_unregistered_key_is_rejected_and_the_node_slashed(
     stake = chain.stake()
     rid = chain.request(chain.attestation, b"attest this")
 
-    _, error, verification = chain.wait_row(rid, "the delivery rejected", lambda r: r[0] == "failed")
+    _, error, verification, _ = chain.wait_row(rid, "the delivery rejected", lambda r: r[0] == "failed")
+    assert chain.callbacks() == (0, b"")
     assert verification == "rejected"
     assert "verifier rejected the delivery" in error
     assert len(chain.events("DeliveryRejected", rid)) == 1
@@ -230,16 +241,19 @@ def test_an_optimistic_delivery_is_paid_and_called_back_only_after_its_window(ch
     chain.start_node(url, attests=False, verifiers={chain.optimistic.address: "optimistic"})
     rid = chain.request(chain.optimistic, b"check me later")
 
-    state, _, _ = chain.wait_row(
+    state, _, _, callback_ok = chain.wait_row(
         rid, "the delivery held for a verdict", lambda r: (r[2] or "").startswith("pending until ")
     )
     assert state == "confirmed"
     assert len(chain.events("VerificationPending", rid)) == 1
     assert chain.events("RequestFulfilled", rid) == []  # no callback before the verdict
+    assert (chain.callbacks(), callback_ok) == ((0, b""), None)
     assert chain.earned() == 0
 
     chain.pass_time(DEVNET_CHALLENGE_WINDOW_S + DEVNET_VOTE_WINDOW_S + 1)
     chain.wait_row(rid, "the held delivery finalized", lambda r: r[2] == "valid", timeout_s=90)
+    assert chain.row(rid)[3] == 1  # callbackOk, from the finalizing transaction's RequestFulfilled
+    assert chain.callbacks() == (1, b"check me later")
     assert len(chain.events("RequestFulfilled", rid)) == 1
     assert chain.earned() == DEFAULT_FEE_WEI
     assert chain.node_calls() == [DELIVER_WITH_PROOF, FINALIZE]
@@ -265,6 +279,7 @@ def test_a_disputed_optimistic_delivery_is_rejected_and_the_node_slashed(chain: 
     chain.pass_time(DEVNET_CHALLENGE_WINDOW_S + DEVNET_VOTE_WINDOW_S + 1)
     chain.wait_row(rid, "the rejection recorded", lambda r: r[2] == "rejected", timeout_s=90)
     assert chain.events("RequestFulfilled", rid) == []
+    assert chain.callbacks() == (0, b"")
     assert chain.earned() == 0
     assert chain.node_calls() == [DELIVER_WITH_PROOF]  # finalize simulated first: nothing was pending any more
 
@@ -276,9 +291,9 @@ def test_verified_requests_the_node_cannot_serve_are_skipped_without_gas(chain: 
     unlisted = chain.request(chain.optimistic, b"unlisted verifier")
     unsigned = chain.request(chain.attestation, b"no key to sign with")
 
-    _, why, _ = chain.wait_row(unlisted, "the unlisted verifier skipped", lambda r: r[0] == "skipped")
+    _, why, _, _ = chain.wait_row(unlisted, "the unlisted verifier skipped", lambda r: r[0] == "skipped")
     assert f"verified by {chain.optimistic.address}, which this node does not list in [chain] verifiers" in why
-    _, why, _ = chain.wait_row(unsigned, "the attestation skipped", lambda r: r[0] == "skipped")
+    _, why, _, _ = chain.wait_row(unsigned, "the attestation skipped", lambda r: r[0] == "skipped")
     assert "holds no attestation key here (set `attests = true`" in why
     assert chain.dev.w3.eth.get_transaction_count(chain.node) == nonce
     assert chain.node_calls() == []
