@@ -17,7 +17,7 @@ from node.jobs.store import Job
 #: Gas of the 0-value self-transfer that fills a nonce whose jobs a reorg removed.
 CANCEL_GAS = 21_000
 #: Gas bounds of a delivery: the transaction, and each item on top of its callback's limit (generous: unused gas is
-#: not paid for). Measured (bench.gas): deliver 85,862 with a 100k callback limit of which ~22k used; batch item 51,184.
+#: not paid for). Measured (bench.gas): deliver 81,375 with a 100k callback limit of which ~22k used; batch item 46,621.
 BATCH_BASE_GAS = 60_000
 BATCH_ITEM_GAS = 90_000
 #: Calldata bytes are bounded at 40 gas each (16 for calldata, the rest for copying into the callback).
