@@ -29,9 +29,11 @@ def dev_account(index: int) -> LocalAccount:
 
 @dataclass(frozen=True)
 class Deployment:
-    """The devnet's deployed contracts (registry, coordinator, example consumer) and the block they start at."""
+    """The devnet's deployed contracts (registry, coordinator, example consumer, subscription manager) and the block
+    they start at."""
 
     coordinator: Contract
     consumer: Contract
     start_block: int
     registry: Contract
+    subscriptions: Contract | None = None

@@ -187,9 +187,9 @@ class Devnet:
             raise DevnetError(str(exc)) from None
 
     def deploy(self) -> Deployment:
-        """Deploys the node registry, the coordinator and the example consumer (as `infera deploy` does, with
-        `node.commands.chain_ops.deploy_contracts`), and stakes the node from `node_account`. Returns what it deployed;
-        raises `DevnetError` naming the step that reverted or failed."""
+        """Deploys the node registry, the coordinator, the subscription manager and the example consumer (as `infera
+        deploy` does, with `node.commands.chain_ops.deploy_contracts`), and stakes the node from `node_account`.
+        Returns what it deployed; raises `DevnetError` naming the step that reverted or failed."""
         self.abi = CoordinatorAbi.from_artifacts()
         try:
             deployed = deploy_contracts(
@@ -203,7 +203,13 @@ class Devnet:
             raise DevnetError(str(exc)) from None
         assert deployed.consumer is not None
         self._transact(deployed.registry.functions.register(), self.node_account, DEVNET_MIN_STAKE_WEI)
-        self.deployment = Deployment(deployed.coordinator, deployed.consumer, deployed.start_block, deployed.registry)
+        self.deployment = Deployment(
+            deployed.coordinator,
+            deployed.consumer,
+            deployed.start_block,
+            deployed.registry,
+            deployed.subscription_manager,
+        )
         return self.deployment
 
     def start_container(
@@ -255,6 +261,11 @@ class Devnet:
             f'rpc_url = "{rpc_url or self.rpc_url}"',
             *([f'ws_url = "{ws_url or self.ws_url}"'] if ws_url != "" else []),
             f'coordinator_address = "{self.deployment.coordinator.address}"',
+            *(
+                [f'subscription_manager_address = "{self.deployment.subscriptions.address}"']
+                if self.deployment.subscriptions is not None
+                else []
+            ),
             f"start_block = {self.deployment.start_block if start_block is None else start_block}",
             *(f"{k} = {_toml_value(v)}" for k, v in chain.items()),
             "",
