@@ -3,8 +3,10 @@
 A subscription of `intervals` intervals of `period_s` seconds starts at its creation block's timestamp `start`.
 Interval `k` is current while `start + k * period_s <= t < start + (k + 1) * period_s`, by the timestamp `t` of a
 block (never this machine's clock), as the SubscriptionManager judges it (`_current`). An interval is live while it is
-current and below `active_intervals` (a cancellation shrinks it to the cancel's `lastInterval + 1`); only the live
-interval can take a delivery, so an interval that is over is skipped (the consumer reclaims its escrow).
+current, below `active_intervals` and the subscription is not cancelled: exactly when `deliverInterval` takes it. A
+cancellation shrinks `active_intervals` to the cancel's `lastInterval + 1` (the intervals it paid for) and, as the
+contract has it, ends deliveries at once, the current interval's included (it keeps what was delivered before). Only
+the live interval can take a delivery, so an interval that is over is skipped (the consumer reclaims its escrow).
 
 Interval jobs share the jobs table, the state machine and the transaction layer with one-off requests, which know a
 job by one integer (its request id). An interval's job id is negative, `interval_job_id(subscription, interval)`, so
@@ -57,9 +59,9 @@ def current_interval(timestamp: int, start: int, period_s: int) -> int:
 
 def live_interval(sub: Subscription, timestamp: int) -> int | None:
     """The interval of `sub` that can take a delivery at block time `timestamp` (the current one, if it is below
-    `active_intervals`), or None (not started, all over, or cancelled before it)."""
+    `active_intervals` and `sub` is not cancelled), or None (not started, all over, or cancelled)."""
     interval = current_interval(timestamp, sub.start, sub.period_s)
-    if interval < 0 or interval >= sub.active_intervals:
+    if sub.cancelled or interval < 0 or interval >= sub.active_intervals:
         return None
     return interval
 
@@ -71,7 +73,7 @@ def interval_end(sub: Subscription, interval: int) -> int:
 
 def is_over(sub: Subscription, timestamp: int) -> bool:
     """Whether no interval of `sub` can take a delivery at or after block time `timestamp`."""
-    return current_interval(timestamp, sub.start, sub.period_s) >= sub.active_intervals
+    return sub.cancelled or current_interval(timestamp, sub.start, sub.period_s) >= sub.active_intervals
 
 
 def interval_job_id(subscription_id: int, interval: int) -> int:

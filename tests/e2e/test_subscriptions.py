@@ -165,3 +165,56 @@ def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
         assert _metric(b, "infera_subscription_intervals_total", 'outcome="failed"') == 0
         status = json.loads(b.api("/status"))
         assert any(j.get("subscription_id") == str(sub.subscription_id) for j in status["latest_jobs"]), status
+
+
+def test_three_nodes_fill_redundancy_two_and_a_node_back_from_downtime_serves_only_the_current_interval(
+    contracts_built: None, tmp_path: Path
+) -> None:
+    with MultiNode.open(tmp_path) as rig:
+        dep = rig.dev.deployment
+        assert dep is not None
+        manager = dep.subscriptions
+        assert manager is not None
+        nodes = [rig.add_node(name, poll_interval_s=0.2) for name in ("a", "b", "c")]
+        a, b, c = nodes
+        for node in nodes:
+            rig.start(node)
+        consumer = rig.deploy("TestSubscriber", manager.address)
+        receipt = rig.transact(
+            consumer.functions.subscribe(model_id(MODEL), REDUNDANCY, PERIOD_S, 4, FEE_WEI), value=FEE_WEI * 2 * 4
+        )
+        abi = ManagerAbi(manager.abi)
+        (sub,) = [abi.decode(x) for x in receipt["logs"] if x["address"] == manager.address]
+        assert isinstance(sub, Subscription)
+        sid = sub.subscription_id
+
+        def settled(node: RigNode, interval: int) -> bool:
+            return _interval_rows(node, manager.address, sid).get(interval) in ("confirmed", "expired")
+
+        # Interval 0: three nodes race for two slots; two deliver, the third settles without delivering.
+        rig.wait(lambda: all(settled(n, 0) for n in nodes), "every node to settle interval 0")
+        deliveries = _interval_deliveries(rig, manager, sid)
+        assert sum(deliveries[(0, n.address.lower())] for n in nodes) == REDUNDANCY
+        assert all(deliveries[(0, n.address.lower())] <= 1 for n in nodes)
+        for node in nodes:  # a delivery counts as confirmed, the node that came third as expired
+            state = _interval_rows(node, manager.address, sid)[0]
+            assert state == ("confirmed" if deliveries[(0, node.address.lower())] else "expired"), node.name
+
+        # c is down through interval 1 and comes back in interval 2 after a and b filled it.
+        rig.kill(c)
+        sent_c = rig.tx_count(c)
+        for interval in (1, 2):
+            rig.advance_to(sub.start + interval * PERIOD_S + 1)
+            rig.wait(
+                lambda i=interval: all(_interval_deliveries(rig, manager, sid)[(i, n.address.lower())] for n in (a, b)),
+                f"a and b to deliver interval {interval}",
+            )
+        rig.start(c)
+        rig.wait(lambda: settled(c, 2), "c to settle interval 2")
+        rows = _interval_rows(c, manager.address, sid)
+        assert 1 not in rows  # over while c was down: skipped, never made a job
+        assert rows[2] == "expired"  # full when c came back: settled by the simulation
+        assert rig.tx_count(c) == sent_c  # without a transaction
+        assert _metric(c, "infera_subscription_intervals_total", 'outcome="skipped"') == 2
+        deliveries = _interval_deliveries(rig, manager, sid)
+        assert [sum(deliveries[(i, n.address.lower())] for n in nodes) for i in range(3)] == [2, 2, 2]
