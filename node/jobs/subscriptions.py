@@ -2,10 +2,10 @@
 
 On each head (and after the listener committed subscription logs), for each live subscription whose model this node
 serves: the interval current at the head's timestamp (`node.jobs.intervals`), if it is below the subscription's
-`active_intervals`, the subscription is not cancelled, and it is not yet a job, becomes one: its input is read at that head with an eth_call of the consumer's
-`subscriptionInput(subscriptionId, interval)`, and its row goes into the jobs table (keyed by the manager's address,
-the subscription id and the interval), after which the scheduler computes it and the transaction layer delivers it
-with `deliverInterval` like any job.
+`active_intervals`, the subscription is not cancelled, and it is not yet a job, becomes one: its input is read at
+that head with an eth_call of the consumer's `subscriptionInput(subscriptionId, interval)`, and its row goes into the
+jobs table (keyed by the manager's address, the subscription id and the interval), after which the scheduler
+computes it and the transaction layer delivers it with `deliverInterval` like any job.
 
 Guarantees:
 - Time is the chain's: the head's timestamp, never this machine's clock.

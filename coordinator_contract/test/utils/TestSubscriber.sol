@@ -17,11 +17,13 @@ contract TestSubscriber is SubscriptionConsumer {
     constructor(address manager_) SubscriptionConsumer(manager_) {}
 
     /// @notice Subscribes with `msg.value`, which must be `feePerNode * redundancy * intervals`.
-    function subscribe(bytes32 modelId, uint16 redundancy, uint32 period, uint32 intervals, uint256 feePerNode)
-        external
-        payable
-        returns (uint256)
-    {
+    function subscribe(
+        bytes32 modelId,
+        uint16 redundancy,
+        uint32 period,
+        uint32 intervals,
+        uint256 feePerNode
+    ) external payable returns (uint256) {
         return _subscribe(
             ISubscriptionManager.SubscriptionParams({
                 modelId: modelId,
