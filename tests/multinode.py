@@ -11,6 +11,7 @@ anvil, never by sleeping.
         rig.start(a); rig.start(b)                 # each returns once the node listens
         rig.advance_to(timestamp)                  # the next block has this timestamp (mined at once)
         rig.kill(a); rig.start(a)                  # SIGKILL, then the same key, config and store again
+        rig.start_to_die(a, "tx-stored")           # starts a with a fault point armed; returns once it died there
         rig.tx_count(a)                            # transactions of a's key mined since it was staked
         rig.wait(lambda: ..., "what", timeout_s=60)  # polls with a deadline; fails early if a node died
 
@@ -161,6 +162,17 @@ class MultiNode:
         )
         return node.proc
 
+    def start_to_die(self, node: RigNode, point: str, timeout_s: float = 60) -> None:
+        """Starts `node` with the fault-injection `point` armed (`node.faultpoint`) and returns once it has killed
+        itself there (SIGKILL); raises `AssertionError` if it exited any other way, `TimeoutError` if it never did."""
+        proc = self.dev.start_node(node.config, env={**node.env, "INFERA_FAULT_POINT": point}, name=node.name)
+        wait_until(lambda: proc.popen.poll() is not None, timeout_s=timeout_s, what=f"{node.name} to die at {point}")
+        self.dev.procs.remove(proc)
+        assert proc.popen.returncode == -signal.SIGKILL, (
+            f"{node.name} exited with {proc.popen.returncode}, not at {point}"
+        )
+        node.restarts += 1
+
     def kill(self, node: RigNode) -> None:
         """SIGKILL: no cleanup, nothing flushed beyond what the node had committed."""
         assert node.proc is not None, f"node {node.name} is not running"
@@ -203,6 +215,7 @@ class MultiNode:
     # ------------------------------------------------------------------------------------------- the chain
 
     def rpc(self, method: str, *params: Any) -> Any:
+        """A raw JSON-RPC call to anvil; returns its result."""
         return self.dev.w3.provider.make_request(method, list(params))["result"]  # type: ignore[arg-type]
 
     def now(self) -> int:
@@ -230,6 +243,7 @@ class MultiNode:
         urllib.request.urlopen(urllib.request.Request(f"{self.container_url}/hold", method="POST"), timeout=5)
 
     def release(self) -> None:
+        """Lets the parked container calls (and every later one) through."""
         urllib.request.urlopen(urllib.request.Request(f"{self.container_url}/release", method="POST"), timeout=5)
 
     def deploy(self, name: str, *args: Any) -> Contract:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
+from node import faultpoint
 from node.chain import batching, delivery
 from node.chain.broadcast import Broadcaster
 from node.chain.build import TxBuilder
@@ -347,6 +348,7 @@ class TxManager:
         async with self._nonces.lock(key):
             tx = await self._sign(key, data, gas, fees, jobs)
             self._books.ledger.carry(jobs)
+        faultpoint.reached("tx-stored")  # committed, not broadcast: a restart must send this nonce, not a second one
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcaster.send(tx)

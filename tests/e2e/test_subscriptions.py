@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from node.chain.contracts import model_id
 from node.chain.subscriptions import ManagerAbi, SubscriptionCancelled
 from node.jobs.intervals import Subscription
@@ -56,15 +58,16 @@ def _metric(node: RigNode, name: str, labels: str) -> float:
     raise AssertionError(f"{name}{{{labels}}} not in /metrics")
 
 
+@pytest.mark.parametrize("ws", [False, True], ids=["http-polling", "websocket"])
 def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
-    contracts_built: None, tmp_path: Path
+    contracts_built: None, tmp_path: Path, ws: bool
 ) -> None:
     with MultiNode.open(tmp_path) as rig:
         dep = rig.dev.deployment
         assert dep is not None
         assert dep.subscriptions is not None
         manager = dep.subscriptions
-        a, b = rig.add_node("a", poll_interval_s=0.2), rig.add_node("b", poll_interval_s=0.2)
+        a, b = rig.add_node("a", ws=ws, poll_interval_s=0.2), rig.add_node("b", ws=ws, poll_interval_s=0.2)
         rig.start(a)
         rig.start(b)
         consumer = rig.deploy("TestSubscriber", manager.address)
@@ -218,3 +221,30 @@ def test_three_nodes_fill_redundancy_two_and_a_node_back_from_downtime_serves_on
         assert _metric(c, "infera_subscription_intervals_total", 'outcome="skipped"') == 2
         deliveries = _interval_deliveries(rig, manager, sid)
         assert [sum(deliveries[(i, n.address.lower())] for n in nodes) for i in range(3)] == [2, 2, 2]
+
+
+def test_a_node_killed_between_storing_and_broadcasting_its_interval_delivery_sends_that_transaction_once(
+    contracts_built: None, tmp_path: Path
+) -> None:
+    with MultiNode.open(tmp_path) as rig:
+        dep = rig.dev.deployment
+        assert dep is not None
+        manager = dep.subscriptions
+        assert manager is not None
+        a = rig.add_node("a", poll_interval_s=0.2)
+        consumer = rig.deploy("TestSubscriber", manager.address)
+        receipt = rig.transact(
+            consumer.functions.subscribe(model_id(MODEL), 1, PERIOD_S, 2, FEE_WEI), value=FEE_WEI * 2
+        )
+        abi = ManagerAbi(manager.abi)
+        (sub,) = [abi.decode(x) for x in receipt["logs"] if x["address"] == manager.address]
+        assert isinstance(sub, Subscription)
+        rig.start_to_die(a, "tx-stored")  # interval 0's deliverInterval is signed and committed, never broadcast
+        assert rig.tx_count(a) == 0
+        assert _interval_rows(a, manager.address, sub.subscription_id) == {0: "submitted"}
+        rig.start(a)
+        rig.wait(
+            lambda: _interval_rows(a, manager.address, sub.subscription_id) == {0: "confirmed"}, "interval 0 confirmed"
+        )
+        assert _interval_deliveries(rig, manager, sub.subscription_id) == Counter({(0, a.address.lower()): 1})
+        assert rig.tx_count(a) == 1  # the stored transaction, rebroadcast at its nonce: no second one
