@@ -104,15 +104,20 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(
-    request_id: int = typer.Argument(..., help="request id"),
+    request_id: int = typer.Argument(..., help="request id (with --interval: subscription id)"),
     config: Path = CONFIG,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
+    interval: int | None = typer.Option(None, "--interval", min=0, help="this interval of subscription REQUEST_ID"),
 ) -> None:
-    """One job: its request, state, attempts, output and transaction."""
-    record = _open_store(load_config_file(config), chain_id).record(request_id)
+    """One job: its request, state, attempts, output and transaction (`--interval N`: interval N of a
+    subscription)."""
+    from node.jobs.intervals import describe_job, interval_job_id
+
+    job_id = request_id if interval is None else interval_job_id(request_id, interval)
+    record = _open_store(load_config_file(config), chain_id).record(job_id)
     if record is None:
-        raise ConfigError(f"no job for request {request_id} in this node's store")
+        raise ConfigError(f"no job for {describe_job(job_id)} in this node's store")
     body = _job_dict(record)
     if as_json:
         typer.echo(json.dumps(body, indent=2))

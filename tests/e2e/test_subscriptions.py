@@ -10,6 +10,8 @@ and the refund of interval 4 is credited to it. Time is driven through anvil's b
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 
 from node.chain.contracts import model_id
 from node.chain.subscriptions import ManagerAbi, SubscriptionCancelled
+from node.devnet.processes import ROOT
 from node.jobs.intervals import Subscription
 from tests.multinode import MODEL, MultiNode, RigNode
 
@@ -51,6 +54,15 @@ def _interval_rows(node: RigNode, manager: str, subscription_id: int) -> dict[in
     return {int(i): str(s) for i, s in rows}
 
 
+def _cli(*args: str) -> str:
+    """`infera <args>` as an operator runs it; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, check=False, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _metric(node: RigNode, name: str, labels: str) -> float:
     for line in node.api("/metrics").decode().splitlines():
         if line.startswith(f"{name}{{{labels}}} "):
@@ -71,6 +83,11 @@ def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
         rig.start(a)
         rig.start(b)
         consumer = rig.deploy("TestSubscriber", manager.address)
+
+        def earned(node: RigNode) -> int:
+            return int(manager.functions.balanceOf(ETH, node.address).call())
+
+        paid = {n.name: earned(n) for n in (a, b)}  # before the subscription: its first interval is served at once
         receipt = rig.transact(
             consumer.functions.subscribe(model_id(MODEL), REDUNDANCY, PERIOD_S, INTERVALS, FEE_WEI),
             value=FEE_WEI * REDUNDANCY * INTERVALS,
@@ -86,8 +103,10 @@ def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
         net = FEE_WEI - FEE_WEI * bps // 10_000
         assert net > 0
 
-        def earned(node: RigNode) -> int:
-            return int(manager.functions.balanceOf(ETH, node.address).call())
+        def paid_once_more() -> None:
+            """Each node earned exactly one more interval's fee (net of the protocol cut) since the last check."""
+            assert {n.name: earned(n) - paid[n.name] for n in (a, b)} == {"a": net, "b": net}
+            paid.update({n.name: earned(n) for n in (a, b)})
 
         def delivered(interval: int, node: RigNode) -> int:
             return _interval_deliveries(rig, manager, sub.subscription_id)[(interval, node.address.lower())]
@@ -101,14 +120,12 @@ def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
 
         # Intervals 0 and 1: both nodes, each once, each paid once.
         for interval in (0, 1):
-            before = {n.name: earned(n) for n in (a, b)}
             if interval:
                 rig.advance_to(start + interval * PERIOD_S + 1)
             wait_served(interval, a, b)
-            assert {n.name: earned(n) - before[n.name] for n in (a, b)} == {"a": net, "b": net}
+            paid_once_more()
 
         # Interval 2: node a is killed while its job is in the container, and restarted within the interval.
-        before = {n.name: earned(n) for n in (a, b)}
         rig.hold()
         rig.advance_to(start + 2 * PERIOD_S + 1)
         rig.wait(
@@ -124,11 +141,12 @@ def test_two_nodes_serve_every_live_interval_once_through_a_kill_and_a_cancel(
         assert delivered(2, a) == 0  # a was killed before its output existed
         rig.start(a)
         wait_served(2, a)
-        assert {n.name: earned(n) - before[n.name] for n in (a, b)} == {"a": net, "b": net}
+        paid_once_more()
 
         # Interval 3: served, then cancelled by the consumer: interval 4's escrow goes back to it.
         rig.advance_to(start + 3 * PERIOD_S + 1)
         wait_served(3, a, b)
+        paid_once_more()
         refunded_before = int(manager.functions.balanceOf(ETH, consumer.address).call())
         cancel = rig.transact(consumer.functions.cancel(sub.subscription_id))
         cancelled = [abi.decode(x) for x in cancel["logs"] if x["address"] == manager.address]
@@ -248,3 +266,12 @@ def test_a_node_killed_between_storing_and_broadcasting_its_interval_delivery_se
         )
         assert _interval_deliveries(rig, manager, sub.subscription_id) == Counter({(0, a.address.lower()): 1})
         assert rig.tx_count(a) == 1  # the stored transaction, rebroadcast at its nonce: no second one
+        # The operator sees it as the subscription's interval, in the list and on its own.
+        listed = json.loads(_cli("jobs", "list", "--config", str(a.config), "--json"))
+        assert [(j["request_id"], j["subscription_id"], j["interval"], j["state"]) for j in listed] == [
+            (None, sub.subscription_id, 0, "confirmed")
+        ]
+        shown = json.loads(
+            _cli("jobs", "show", str(sub.subscription_id), "--interval", "0", "--config", str(a.config), "--json")
+        )
+        assert (shown["subscription_id"], shown["interval"], shown["state"]) == (sub.subscription_id, 0, "confirmed")
