@@ -12,6 +12,7 @@ from typing import Any
 from hexbytes import HexBytes
 
 from node.chain.contracts import CoordinatorAbi
+from node.chain.subscriptions import ManagerTarget
 from node.jobs.store import Job
 
 #: Gas of the 0-value self-transfer that fills a nonce whose jobs a reorg removed.
@@ -33,10 +34,16 @@ def failure_reason(failure: str) -> bytes:
     return failure.encode()[:FAILURE_REASON_MAX].decode("utf-8", "ignore").encode()
 
 
-def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
-    """`deliver` / `reportFailure` for one job, `deliverBatch` for several."""
+def calldata(abi: CoordinatorAbi, jobs: list[Job], manager: ManagerTarget | None = None) -> bytes:
+    """`deliver` / `reportFailure` for one job, `deliverBatch` for several; `deliverInterval` to the `manager` for a
+    subscription interval (always alone: `batching.take_batch`). Raises ValueError for an interval without a manager
+    or without an output (an interval has no failure report)."""
     if len(jobs) == 1:
         job = jobs[0]
+        if (interval := job.subscription) is not None:
+            if manager is None or job.output is None:
+                raise ValueError(f"subscription {interval[0]} interval {interval[1]}: nothing to deliver it with")
+            return manager.abi.deliver_calldata(interval[0], interval[1], job.output)
         if job.failure is not None:
             return abi.encode_call("reportFailure", job.request_id, failure_reason(job.failure).decode())
         assert job.output is not None
@@ -56,6 +63,8 @@ def describe(jobs: list[Job]) -> str:
     """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)` or `reportFailure(id)`."""
     if len(jobs) > 1:
         return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
+    if (interval := jobs[0].subscription) is not None:
+        return f"deliverInterval(subscription {interval[0]}, interval {interval[1]})"
     kind = "reportFailure" if jobs[0].failure is not None else "deliver"
     return f"{kind}({jobs[0].request_id})"
 

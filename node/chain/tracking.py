@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
-SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed"})
+#: The SubscriptionManager's: the interval is over (or cancelled), has its `redundancy` deliveries, or has ours.
+SETTLED_ERRORS = frozenset(
+    {"AlreadyServed", "RequestClosed", "DeadlinePassed", "IntervalNotActive", "IntervalFull", "AlreadyDelivered"}
+)
 
 
 async def receipt_of(rpc: RpcPool, tx_hash: str) -> Any:
@@ -174,6 +177,8 @@ class Confirmer:
         ok = int(receipt["status"]) == 1
         logs = list(receipt["logs"])
         outcomes = self._env.abi.delivery_outcomes(logs, tx.sender, self._env.coordinator) if ok else {}
+        if ok and self._env.manager is not None:  # an interval's delivery: the manager's IntervalFulfilled
+            outcomes.update(self._env.manager.abi.interval_outcomes(logs, tx.sender, self._env.manager.address))
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
         if self._metrics is not None:
