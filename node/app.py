@@ -17,6 +17,7 @@ from node.api.auth import Clients
 from node.builder import Parts, build
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import RpcPool, public_url
+from node.chain.subscriptions import ManagerAbi, ManagerTarget
 from node.chain.tx import TxManager
 from node.config import NodeConfig, WalletConfig
 from node.errors import RpcUnavailable
@@ -67,12 +68,24 @@ class Node:
         accounts = load_accounts(cfg.wallet)
         clients = Clients(cfg.api.tokens)  # a token env var that is not set stops the node here
         abi = CoordinatorAbi.from_artifacts(cfg.chain.artifacts_dir)
+        manager = None
+        if cfg.chain.subscription_manager_address:
+            manager = ManagerTarget(
+                to_checksum_address(cfg.chain.subscription_manager_address),
+                ManagerAbi.from_artifacts(cfg.chain.artifacts_dir),
+            )
+            abi = CoordinatorAbi(abi.abi + manager.abi.error_entries)  # reverts of deliverInterval decode too
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
         chain_id = await self._wait_for_chain(rpc)
         if chain_id is None:
             return
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
-        store = JobStore(cfg.store.path, chain_id=chain_id, coordinator=coordinator)
+        store = JobStore(
+            cfg.store.path,
+            chain_id=chain_id,
+            coordinator=coordinator,
+            subscription_manager=manager.address if manager else None,
+        )
         pruned = store.prune(cfg.store.retention_days * 86400)
         try:
             async with aiohttp.ClientSession() as session:
@@ -87,6 +100,7 @@ class Node:
                     chain_id=chain_id,
                     session=session,
                     stopping=self.stopping,
+                    manager=manager,
                 )
                 if await self._start_sender(parts.txm):
                     await self._run(parts, accounts, chain_id, coordinator, pruned)
@@ -130,6 +144,8 @@ class Node:
                     tg.create_task(p.health.watch_containers(), name="health"),
                     tg.create_task(self._prune(p.store, cfg.store.retention_days), name="prune"),
                 ]
+                if p.intervals is not None:
+                    intake.append(tg.create_task(p.intervals.run(), name="subscriptions"))
                 if p.metrics is not None:
                     intake.append(tg.create_task(p.metrics.watch_balances(p.rpc, p.txm.addresses), name="balances"))
                 if p.reclaimer is not None:

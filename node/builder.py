@@ -29,10 +29,12 @@ from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
 from node.chain.challenge import Challenger
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.heads import Head
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
 from node.chain.reclaim import Finalizer, Reclaimer
 from node.chain.rpc import RpcPool
+from node.chain.subscriptions import ManagerTarget
 from node.chain.tx import TxManager
 from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
 from node.dispatch.calls import ModelRoute
@@ -42,6 +44,7 @@ from node.errors import ConfigError
 from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import JobStore
+from node.jobs.subscriptions import IntervalServer
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer
 from node.observability.metrics import Metrics, WatchedParts
@@ -69,6 +72,8 @@ class Parts:
     trimmer: HeapTrimmer
     #: The HTTP API (status page, /metrics, /v1), not yet listening; None when `api.port = 0`.
     app: web.Application | None
+    #: Makes subscription intervals into jobs; None when no `chain.subscription_manager_address` is set.
+    intervals: IntervalServer | None = None
     #: Ends the node's requests left open past their deadline (`reclaim`); set by `build`.
     reclaimer: Reclaimer | None = None
     #: Settles the node's deliveries held for an optimistic verdict once it is due; set by `build` when the node
@@ -126,9 +131,11 @@ def build(
     chain_id: int,
     session: aiohttp.ClientSession,
     stopping: asyncio.Event,
+    manager: ManagerTarget | None = None,
 ) -> Parts:
-    """Creates every part, in dependency order. Raises `ConfigError` for a config that cannot be served (an unset
-    MQTT password variable). Nothing is started: no task, no socket."""
+    """Creates every part, in dependency order (`manager`: the SubscriptionManager whose subscriptions are served,
+    if any). Raises `ConfigError` for a config that cannot be served (an unset MQTT password variable). Nothing is
+    started: no task, no socket."""
     c = cfg.chain
     metrics = Metrics() if cfg.api.port else None
     trimmer: HeapTrimmer | None = None
@@ -141,6 +148,7 @@ def build(
         tx_policy(c),
         metrics=metrics,
         on_idle=lambda: trimmer.idle() if trimmer is not None else None,
+        manager=manager,
     )
     trimmer = HeapTrimmer(lambda: txm.settled)
     hub = mqtt_hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
@@ -150,8 +158,24 @@ def build(
     routes = {
         model_id(m.name): ModelRoute(m, dispatchers[m.name], clock=txm.clock.now, metrics=metrics) for m in cfg.models
     }
+    count = metrics.count_interval if metrics is not None else lambda outcome, n=1: None
     # Verified jobs are delivered from the first key (an attestation is bound to the address that delivers it).
-    scheduler = Scheduler(store, routes, txm, clock=txm.clock.now, verifiers=c.verifiers, node=accounts[0].address)
+    scheduler = Scheduler(
+        store,
+        routes,
+        txm,
+        clock=txm.clock.now,
+        count_interval=count,
+        verifiers=c.verifiers,
+        node=accounts[0].address,
+    )
+    served = {model_id(m.name): m.name for m in cfg.models}
+    intervals = IntervalServer(store, rpc, manager, served, scheduler.admit, count_interval=count) if manager else None
+
+    def on_head(head: Head) -> None:
+        txm.on_head(head)
+        if intervals is not None:
+            intervals.on_head(head)
 
     def on_reorg(fork: int) -> None:
         scheduler.cancel(store.orphan_from(fork))
@@ -166,14 +190,16 @@ def build(
         start_block=c.start_block,
         confirmations=c.confirmations,
         poll_interval_s=c.poll_interval_s,
-        models={model_id(m.name): m.name for m in cfg.models},
+        models=served,
         on_jobs=scheduler.admit,
-        on_head=txm.on_head,
+        on_head=on_head,
         on_reorg=on_reorg,
         fallback_ws_urls=c.fallback_ws_urls,
         stale_head_min_s=c.stale_head_min_s,
         stale_head_max_s=c.stale_head_max_s,
         log_reconcile_s=c.log_reconcile_s,
+        manager=manager,
+        on_subscriptions=intervals.poke if intervals is not None else lambda: None,
     )
     health = Health(
         rpc,
@@ -201,7 +227,20 @@ def build(
         metrics=metrics,
     )
     parts = Parts(
-        store, rpc, txm, scheduler, listener, health, offchain, delegated, routes, hub, metrics, trimmer, app=None
+        store,
+        rpc,
+        txm,
+        scheduler,
+        listener,
+        health,
+        offchain,
+        delegated,
+        routes,
+        hub,
+        metrics,
+        trimmer,
+        app=None,
+        intervals=intervals,
     )
     parts.reclaimer = Reclaimer(rpc, abi, coordinator, Outcomes(store), txm)
     if c.verifiers:

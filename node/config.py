@@ -55,6 +55,9 @@ class ChainConfig(_Section):
         description="over a WebSocket, the logs are read again with eth_getLogs this often; the cursor moves only then",
     )
     coordinator_address: Address
+    subscription_manager_address: Address | None = Field(
+        default=None, description="SubscriptionManager whose subscriptions this node serves (absent: none)"
+    )
     start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     artifacts_dir: Path | None = None

@@ -6,6 +6,7 @@ Only tests arm it (tests/faults); an operator never sets it. Points the node has
 
 - `cursor-saved`: the listener's backfill has committed its cursor past a block range that had request logs (with,
   since the durable hand-off, their job rows in the same commit) and no computation of theirs has run yet.
+- `tx-stored`: a delivery's transaction is signed and committed with its jobs (now `submitted`), not yet broadcast.
 - `proof-saved`: a verified job's output and proof are committed (node/jobs/scheduler.py) and nothing was sent yet.
 """
 

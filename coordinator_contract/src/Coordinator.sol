@@ -500,11 +500,12 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         r.delivered = delivered;
         if (delivered == r.redundancy && r.status == Status.Open) r.status = Status.Fulfilled;
 
-        uint256 fee = r.feePerNode;
-        if (fee != 0) {
-            uint256 protocolCut = fee * r.protocolFeeBps / 10_000;
+        uint256 earned = r.feePerNode;
+        if (earned != 0) {
+            uint256 protocolCut = earned * r.protocolFeeBps / 10_000;
             address token = r.token;
-            balanceOf[token][node] += fee - protocolCut;
+            earned -= protocolCut;
+            balanceOf[token][node] += earned;
             if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut;
         }
 
@@ -513,7 +514,7 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
             r.consumer,
             abi.encodeWithSignature("rawFulfill(uint256,address,bytes)", requestId, node, output)
         );
-        emit RequestFulfilled(requestId, node, keccak256(output), callbackOk);
+        emit RequestFulfilled(requestId, node, keccak256(output), callbackOk, earned);
     }
 
     function _reportFailure(uint256 requestId, address node, string memory reason) internal {

@@ -21,7 +21,7 @@ contract CoordinatorDeliverTest is CoordinatorTest {
         uint256 id = _request(hex"01", GAS_LIMIT, FEE);
         bytes memory output = abi.encode("positive", uint256(987_654));
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.RequestFulfilled(id, node, keccak256(output), true);
+        emit ICoordinator.RequestFulfilled(id, node, keccak256(output), true, FEE);
         vm.prank(node);
         assertTrue(coordinator.deliver(id, output), "callback ok");
         assertEq(consumer.lastRequestId(), id, "id");
@@ -186,7 +186,7 @@ contract CoordinatorIsolationTest is CoordinatorTest {
         RevertingConsumer bad = new RevertingConsumer(address(coordinator));
         uint256 id = bad.request{value: FEE}(MODEL, GAS_LIMIT);
         vm.expectEmit(true, true, true, true, address(coordinator));
-        emit ICoordinator.RequestFulfilled(id, node, keccak256(hex"00"), false);
+        emit ICoordinator.RequestFulfilled(id, node, keccak256(hex"00"), false, FEE);
         vm.prank(node);
         assertFalse(coordinator.deliver(id, hex"00"), "callback failed");
         assertEq(coordinator.balanceOf(address(0), node), FEE, "node paid anyway");

@@ -65,6 +65,11 @@ class StatusView:
             latest.append(
                 {
                     "request_id": job["request_id"],
+                    **(
+                        {"subscription_id": job["subscription_id"], "interval": job["interval"]}
+                        if "subscription_id" in job
+                        else {}
+                    ),
                     "model": job["model"],
                     "state": job["state"],
                     "latency_ms": round((job["updated_at"] - job["created_at"]) * 1000, 1) if settled else None,

@@ -9,6 +9,8 @@ Guarantees:
 - A delivery that can never be mined (gas over the block's limit, output over the coordinator's `maxOutputBytes`)
   becomes a failure report, which is sent instead.
 - Jobs sent back after a failed send go to the front of the queue, in their order.
+- A subscription interval's delivery (`deliverInterval`, to the SubscriptionManager) always goes alone, and one that
+  can never be mined is settled as failed (`report` does it: an interval has no failure report).
 - A delivery with a proof (a verified request, `delivery.with_proof`) always goes alone, as `deliverWithProof`.
 
 `take_batch` is a function of the queue, the limits and the chain's time; what becomes of a skipped job is the
@@ -137,8 +139,13 @@ def take_batch(
             queue.pop()
             expire(job)
             continue
+        if batch and (job.subscription is not None or batch[0].subscription is not None):
+            break  # an interval goes alone
         if (why := unsendable(job, limits)) is not None:
             report(job, why)
+            if job.state is not JobState.COMPUTED:  # an interval, settled as failed by `report`
+                queue.pop()
+                continue
         limit = min(limit, refused_limit(limits.max_items, refusals(job.request_id)))
         if delivery.with_proof(job) or (batch and delivery.with_proof(batch[0])):
             limit = 1  # alone: `deliverWithProof` carries one request

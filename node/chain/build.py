@@ -105,10 +105,10 @@ class TxBuilder:
         except Exception as exc:  # any answer: the limit is an optimisation, not a guarantee
             log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
 
-    async def simulate(self, sender: str, data: bytes, gas: int, what: str) -> TxReverted | None:
-        """Runs the call as `sender` at gas limit `gas`: None if it would succeed, the decoded revert if not. Raises
-        what the RPC answered otherwise (`RpcError`, `RpcUnavailable`)."""
-        call = {"from": sender, "to": self._env.coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
+    async def simulate(self, sender: str, data: bytes, gas: int, what: str, to: str | None = None) -> TxReverted | None:
+        """Runs the call to `to` (default: the coordinator) as `sender` at gas limit `gas`: None if it would succeed,
+        the decoded revert if not. Raises what the RPC answered otherwise (`RpcError`, `RpcUnavailable`)."""
+        call = {"from": sender, "to": to or self._env.coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
         try:
             await self._env.rpc.request("eth_call", [call, "latest"])
         except RpcError as exc:
@@ -145,9 +145,9 @@ class TxBuilder:
         *,
         to: str | None = None,
     ) -> StoredTx:
-        """A coordinator call carrying `jobs` (or, with `to`, a call of that contract carrying none), signed at
-        `nonce` (not yet stored, tracked or sent)."""
-        request = unsigned_call(to or self._env.coordinator, data, gas, nonce, self.chain_id, fees)
+        """A call carrying `jobs` (to the coordinator, or to the manager for an interval: `TxEnv.target`), or, with
+        `to`, a call of that contract carrying none, signed at `nonce` (not yet stored, tracked or sent)."""
+        request = unsigned_call(to or self._env.target(jobs), data, gas, nonce, self.chain_id, fees)
         tx_hash, raw = sign(account, request)
         return StoredTx(
             sender=account.address,

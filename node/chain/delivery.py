@@ -12,12 +12,13 @@ from typing import Any
 from hexbytes import HexBytes
 
 from node.chain.contracts import CoordinatorAbi
+from node.chain.subscriptions import ManagerTarget
 from node.jobs.store import Job
 
 #: Gas of the 0-value self-transfer that fills a nonce whose jobs a reorg removed.
 CANCEL_GAS = 21_000
 #: Gas bounds of a delivery: the transaction, and each item on top of its callback's limit (generous: unused gas is
-#: not paid for). Measured (bench.gas): deliver 85,862 with a 100k callback limit of which ~22k used; batch item 51,184.
+#: not paid for). Measured (bench.gas): deliver 81,375 with a 100k callback limit of which ~22k used; batch item 46,621.
 BATCH_BASE_GAS = 60_000
 BATCH_ITEM_GAS = 90_000
 #: Calldata bytes are bounded at 40 gas each (16 for calldata, the rest for copying into the callback).
@@ -30,9 +31,10 @@ VERIFIER_GAS = 1_000_000 + 60_000
 
 
 def with_proof(job: Job) -> bool:
-    """Whether `job` is delivered with `deliverWithProof` (its request names a verifier and it has an output): such
-    a job goes alone, never in `deliverBatch` nor as `deliver` (which a verified request refuses, `ProofRequired`)."""
-    return job.failure is None and int(job.request.verifier, 16) != 0
+    """Whether `job` is delivered with `deliverWithProof` (a one-off request that names a verifier, with an output):
+    such a job goes alone, never in `deliverBatch` nor as `deliver` (which a verified request refuses,
+    `ProofRequired`)."""
+    return job.failure is None and job.subscription is None and int(job.request.verifier, 16) != 0
 
 
 def failure_reason(failure: str) -> bytes:
@@ -41,11 +43,17 @@ def failure_reason(failure: str) -> bytes:
     return failure.encode()[:FAILURE_REASON_MAX].decode("utf-8", "ignore").encode()
 
 
-def calldata(abi: CoordinatorAbi, jobs: list[Job]) -> bytes:
+def calldata(abi: CoordinatorAbi, jobs: list[Job], manager: ManagerTarget | None = None) -> bytes:
     """`deliver` / `deliverWithProof` (`with_proof`) / `reportFailure` for one job, `deliverBatch` for several (never
-    a job with a proof: `batching.take_batch` sends those alone)."""
+    a job with a proof: `batching.take_batch` sends those alone); `deliverInterval` to the `manager` for a
+    subscription interval (always alone: `batching.take_batch`). Raises ValueError for an interval without a manager
+    or without an output (an interval has no failure report)."""
     if len(jobs) == 1:
         job = jobs[0]
+        if (interval := job.subscription) is not None:
+            if manager is None or job.output is None:
+                raise ValueError(f"subscription {interval[0]} interval {interval[1]}: nothing to deliver it with")
+            return manager.abi.deliver_calldata(interval[0], interval[1], job.output)
         if job.failure is not None:
             return abi.encode_call("reportFailure", job.request_id, failure_reason(job.failure).decode())
         assert job.output is not None
@@ -67,6 +75,8 @@ def describe(jobs: list[Job]) -> str:
     """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)` or `reportFailure(id)`."""
     if len(jobs) > 1:
         return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
+    if (interval := jobs[0].subscription) is not None:
+        return f"deliverInterval(subscription {interval[0]}, interval {interval[1]})"
     kind = "reportFailure" if jobs[0].failure is not None else "deliverWithProof" if with_proof(jobs[0]) else "deliver"
     return f"{kind}({jobs[0].request_id})"
 

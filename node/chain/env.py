@@ -23,6 +23,7 @@ from node.chain.ledger import OpenTxs
 from node.chain.policy import TxPolicy
 from node.chain.rpc import RpcPool
 from node.chain.settle import JobHistory, Settler
+from node.chain.subscriptions import ManagerTarget
 from node.chain.view import ChainView
 from node.jobs.store import Job, JobStore
 
@@ -40,6 +41,17 @@ class TxEnv:
     coordinator: ChecksumAddress
     policy: TxPolicy
     view: ChainView
+    #: The SubscriptionManager that subscription intervals are delivered to (None: no subscriptions served).
+    manager: ManagerTarget | None = None
+
+    def target(self, jobs: list[Job]) -> ChecksumAddress:
+        """The contract a transaction of `jobs` calls: the manager for an interval (always alone), else the
+        coordinator. Raises ValueError for an interval when no manager is configured."""
+        if jobs and jobs[0].subscription is not None:
+            if self.manager is None:
+                raise ValueError("an interval job without chain.subscription_manager_address")
+            return self.manager.address
+        return self.coordinator
 
 
 @dataclass(frozen=True)

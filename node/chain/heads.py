@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,3 +215,28 @@ async def head_number(call: Call, timeout_s: float) -> int | None:
     except Exception as exc:
         log.debug("eth_blockNumber for the staleness check failed: %s", exc)
         return None
+
+
+async def find_fork(call: Call, hashes: Mapping[int, str], number: int, parent_hash: str) -> int | None:
+    """The lowest block of `hashes` (number -> hash, as stored) the chain replaced, for a block `number` whose parent
+    is `parent_hash`; None when every stored hash below `number` is still on the chain. Walks the stored hashes down
+    while they differ from the chain's; across a gap in them (HTTP polling stores only the heads it polled) it asks the
+    chain for the newest stored block below the gap, so a reorg is never missed for want of a parent hash. Raises what
+    `read_head` raises."""
+    fork = number if number in hashes else None  # the head's own number held another block
+    n, canonical = number - 1, parent_hash
+    while True:
+        if n in hashes:
+            if hashes[n] == canonical:
+                return fork
+            parent = (await read_head(call, n)).parent_hash
+        else:  # a gap: the newest stored block below it must still be the chain's
+            below = [m for m in hashes if m < n]
+            if not below:
+                return fork
+            n = max(below)
+            block = await read_head(call, n)
+            if block.hash == hashes[n]:
+                return fork
+            parent = block.parent_hash
+        fork, canonical, n = n, parent, n - 1

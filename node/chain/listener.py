@@ -1,6 +1,9 @@
-"""Turns the coordinator's `RequestCreated` logs into requests for the scheduler, never missing one.
+"""Turns the coordinator's `RequestCreated` logs (and the SubscriptionManager's `SubscriptionCreated` and
+`SubscriptionCancelled`, when the node serves one) into stored requests and subscriptions, never missing one.
 
 Guarantees:
+- Subscription logs share everything below with requests: one eth_getLogs filter and one WebSocket subscription
+  (both addresses, all three topics), the confirmations, the reorg handling, and the commit with the cursor.
 - On start and after every reconnect, logs are backfilled with `eth_getLogs` from the persisted cursor, after the
   live subscriptions are open, so no log falls between the two. The same log may arrive twice; the store drops the
   duplicate. Without a WebSocket URL the listener polls the head and the logs over HTTP.
@@ -53,14 +56,17 @@ from node.chain.heads import (
     Head,
     WsStale,
     as_head,
+    find_fork,
     head_number,
     is_stale,
     read_head,
 )
 from node.chain.logs import Call, LogReader
 from node.chain.rpc import RpcPool, public_url
+from node.chain.subscriptions import ManagerTarget, SubscriptionEvent
 from node.chain.wsrpc import WsRpc
 from node.errors import Action
+from node.jobs.intervals import Subscription
 from node.jobs.store import Job, JobStore
 from node.observability.conditions import CONDITIONS
 from node.retry import backoff_s
@@ -108,12 +114,16 @@ class Listener:
         stale_head_min_s: float = 5.0,
         stale_head_max_s: float = 60.0,
         log_reconcile_s: float = 30.0,
+        manager: ManagerTarget | None = None,
+        on_subscriptions: Callable[[], None] = lambda: None,
     ) -> None:
         """`ws_url` then `fallback_ws_urls`: WebSocket endpoints tried in turn (none: HTTP polling every
         `poll_interval_s` seconds). `stale_head_min_s`/`stale_head_max_s`: bounds in seconds of the staleness
         check (`STALE_HEAD_BLOCKS` observed block times). `models`: model id -> name of the models served here (a
         request for another model is not recorded). `on_jobs`: gets the jobs just committed (their requests are
-        in the store before it is called: it only starts work, it never has to save anything)."""
+        in the store before it is called: it only starts work, it never has to save anything). `manager`: the
+        SubscriptionManager whose logs are followed too (None: none); `on_subscriptions`: called after a commit that
+        recorded subscription logs."""
         self._rpc = rpc
         self._ws = WsEndpoints([u for u in [ws_url, *fallback_ws_urls] if u])
         #: monotonic times of the last head the current WebSocket sent, and of the last staleness check.
@@ -133,9 +143,11 @@ class Listener:
         self._poll_interval_s = poll_interval_s
         self._models = models
         self._on_jobs = on_jobs
+        self._manager = manager
+        self._on_subscriptions = on_subscriptions
         #: Requests handed on but not yet committed: written with the next cursor save, or by `_flush` at the next
         #: turn of the event loop (a live log), whichever comes first. Never held across an await.
-        self._pending: list[tuple[InferenceRequest, str]] = []
+        self._pending: list[tuple[InferenceRequest | SubscriptionEvent, str]] = []
         self._flush_handle: asyncio.Handle | None = None
         #: Set when `run` ends: nothing is committed any more (what is pending was never passed by the cursor).
         self._closed = False
@@ -155,7 +167,7 @@ class Listener:
         #: Hashes seen since the last save (written once each, not the whole window on every head).
         self._unsaved: dict[int, str] = {}
         #: Logs seen live but not yet `confirmations` deep, by block number.
-        self._held: dict[int, list[InferenceRequest]] = {}
+        self._held: dict[int, list[InferenceRequest | SubscriptionEvent]] = {}
         self._logs = LogReader(self._filter)
         self.head: Head | None = None
         #: monotonic time the chain was last heard from (a head or a log), for readiness.
@@ -175,6 +187,11 @@ class Listener:
 
     def _filter(self, from_block: int | None = None, to_block: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"address": self._coordinator, "topics": [self._abi.request_created_topic]}
+        if self._manager is not None:
+            params = {
+                "address": [self._coordinator, self._manager.address],
+                "topics": [[self._abi.request_created_topic, *self._manager.abi.topics]],
+            }
         if from_block is not None and to_block is not None:
             params["fromBlock"] = hex(from_block)
             params["toBlock"] = hex(to_block)
@@ -182,22 +199,26 @@ class Listener:
 
     # ----------------------------------------------------------------------------------------------- logs
 
-    def _decode(self, raw: Any) -> InferenceRequest | None:
+    def _decode(self, raw: Any) -> InferenceRequest | SubscriptionEvent | None:
         try:
+            if self._manager is not None and str(raw.get("address", "")).lower() == self._manager.address.lower():
+                return self._manager.abi.decode(raw)
             return self._abi.decode_request_created(raw)
         except Exception:
-            log.exception("undecodable RequestCreated log in tx %s", raw.get("transactionHash"))
+            log.exception("undecodable log in tx %s", raw.get("transactionHash"))
             return None
 
-    def _emit(self, request: InferenceRequest) -> None:
+    def _emit(self, request: InferenceRequest | SubscriptionEvent) -> None:
         known = self._hashes.get(request.block_number)
         if known is not None and known != request.block_hash:
-            log.info("dropping request %d: its block %d was orphaned", request.request_id, request.block_number)
+            log.info("dropping a log of block %d: the block was orphaned", request.block_number)
             return
-        model = self._models.get(request.model_id)
-        if model is None:
-            log.debug("request %d: model 0x%s is not served here", request.request_id, request.model_id.hex())
-            return
+        model = ""  # a cancellation: the store ignores one of a subscription it does not follow
+        if isinstance(request, InferenceRequest | Subscription):
+            model = self._models.get(request.model_id, "")
+            if not model:
+                log.debug("log of block %d: model 0x%s not served here", request.block_number, request.model_id.hex())
+                return
         self._pending.append((request, model))
         if self._flush_handle is None:  # a live log: committed at the next turn of the loop, with any others by then
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
@@ -221,6 +242,8 @@ class Listener:
             self.cursor = cursor
         if jobs:
             self._on_jobs(jobs)
+        if any(not isinstance(r, InferenceRequest) for r, _ in batch):
+            self._on_subscriptions()
 
     def _on_log(self, raw: Any) -> None:
         """A live log. It is decoded at once and only the request is kept while it waits for its confirmations: a
@@ -278,7 +301,7 @@ class Listener:
             return
         parent = self._hashes.get(head.number - 1)
         if known is not None or parent != head.parent_hash:  # replaced, or a gap in the stored hashes (polling)
-            fork = await self._find_fork(call, head.number, head.parent_hash)
+            fork = await find_fork(call, self._hashes, head.number, head.parent_hash)
             if fork is not None:
                 self._rewind(fork, head)
         self._hashes[head.number] = head.hash
@@ -286,29 +309,6 @@ class Listener:
         self.head = head
         self._on_head(head)
         self._release()
-
-    async def _find_fork(self, call: Call, number: int, parent_hash: str) -> int | None:
-        """The lowest stored block the chain replaced, for a block `number` whose parent is `parent_hash`; None when
-        every stored hash below `number` is still on the chain. Walks the stored hashes down while they differ from
-        the chain's; across a gap in them (HTTP polling stores only the heads it polled) it asks the chain for the
-        newest stored block below the gap, so a reorg is never missed for want of a parent hash."""
-        fork = number if number in self._hashes else None  # the head's own number held another block
-        n, canonical = number - 1, parent_hash
-        while True:
-            if n in self._hashes:
-                if self._hashes[n] == canonical:
-                    return fork
-                parent = (await read_head(call, n)).parent_hash
-            else:  # a gap: the newest stored block below it must still be the chain's
-                below = [m for m in self._hashes if m < n]
-                if not below:
-                    return fork
-                n = max(below)
-                block = await read_head(call, n)
-                if block.hash == self._hashes[n]:
-                    return fork
-                parent = block.parent_hash
-            fork, canonical, n = n, parent, n - 1
 
     def _rewind(self, fork: int, head: Head) -> None:
         """Blocks from `fork` on were replaced (the chain's head is `head`): forgets them, commits the cursor back at
@@ -332,7 +332,7 @@ class Listener:
     async def _check_stored(self, call: Call, head: Head) -> None:
         """After a (re)connect: every stored hash up to `head` must still be on the chain, else a reorg happened
         meanwhile and the cursor goes back to the fork."""
-        fork = await self._find_fork(call, head.number + 1, head.hash)
+        fork = await find_fork(call, self._hashes, head.number + 1, head.hash)
         if fork is not None:
             self._rewind(fork, head)
 

@@ -108,9 +108,8 @@ class Refusals:
             self.item_refused([job], str(reverted))
         elif job.failure is None:
             # The coordinator will not take this output (e.g. too large): failure is an answer, report it.
-            log.warning("request %d: %s; reporting the failure instead", job.request_id, reverted)
-            self._env.store.update(job, JobState.COMPUTED, failure=f"delivery refused: {reverted.error or reverted}")
-            self._books.queue.append(job)
+            if self._books.settler.report_instead(job, f"delivery refused: {reverted.error or reverted}"):
+                self._books.queue.append(job)
         else:
             self._books.settler.settle(job, JobState.FAILED, str(reverted))
 
@@ -131,8 +130,8 @@ class Refusals:
             if counts and now - first > self._env.policy.retry_window_s:
                 if job.failure is None:
                     reason = f"could not deliver for {now - first:.0f} s: {short(exc)}"
-                    log.error("request %d: %s; reporting the failure instead", rid, reason)
-                    self._env.store.update(job, JobState.COMPUTED, output=None, failure=reason)
+                    if not self._books.settler.report_instead(job, reason):
+                        continue  # an interval: settled as failed, nothing to report
                     self._books.history.restart_window(rid, now)  # the report gets a window of its own
                 else:
                     self._books.settler.settle(
@@ -179,10 +178,9 @@ class Refusals:
             self.requeue(jobs, RuntimeError(reason))
         elif job.failure is None:
             why = f"delivery refused by the RPC {refused} times: {short(reason)}"
-            log.error("request %d: %s; reporting the failure instead", rid, why)
-            self._env.store.update(job, JobState.COMPUTED, output=None, failure=why)
-            self._books.history.forget_refusals(rid)
-            self._books.queue.append(job)
+            if self._books.settler.report_instead(job, why):
+                self._books.history.forget_refusals(rid)
+                self._books.queue.append(job)
         else:
             self._books.settler.settle(
                 job, JobState.FAILED, f"failure report refused by the RPC {refused} times: {short(reason)}"

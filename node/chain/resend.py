@@ -89,7 +89,7 @@ class Resender:
             return
         if len(live) != len(tx.items):
             if live:
-                request = build.recarried(request, delivery.calldata(self._env.abi, live))
+                request = build.recarried(request, delivery.calldata(self._env.abi, live, self._env.manager))
             else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
                 request = build.emptied(request, tx.sender)
             tx.items = [(j.request_id, j.failure is not None) for j in live]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from node.jobs.intervals import describe_job
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore
 
@@ -98,6 +99,17 @@ class Settler:
         #: Jobs settled (confirmed, failed or expired at the send) since the start.
         self.settled = 0
 
+    def report_instead(self, job: Job, why: str) -> bool:
+        """`job`'s output cannot be delivered (`why`): a request's job becomes a failure report (`computed` with
+        `failure`; True: the caller queues it); a subscription interval, which has no failure report, is settled as
+        failed here (False: nothing to send)."""
+        if job.subscription is not None:
+            self.settle(job, JobState.FAILED, why)
+            return False
+        log.warning("%s: %s; reporting the failure instead", describe_job(job.request_id), why)
+        self._store.update(job, JobState.COMPUTED, output=None, failure=why)
+        return True
+
     def settle(
         self,
         job: Job,
@@ -116,6 +128,9 @@ class Settler:
         self.settled += 1
         rid = job.request_id
         self._history.forget(rid)
+        if self._metrics is not None and job.subscription is not None:
+            outcome = {JobState.CONFIRMED: "served", JobState.EXPIRED: "skipped"}.get(state, "failed")
+            self._metrics.count_interval(outcome)
         took_ms = (time.monotonic() - job.seen_at) * 1000
         if state is JobState.CONFIRMED:
             if self._metrics is not None:
@@ -123,8 +138,8 @@ class Settler:
             detail = detail or {}
             fee = detail.get("fee")
             log.info(
-                "request %d: delivered %s in %.0f ms tx %s block %s gas %d callbackOk %s fee %s",
-                rid,
+                "%s: delivered %s in %.0f ms tx %s block %s gas %d callbackOk %s fee %s",
+                describe_job(rid),
                 job.model_name,
                 took_ms,
                 tx_hash,
@@ -134,7 +149,7 @@ class Settler:
                 "?" if fee is None else f"{fee} ({'ETH' if int(job.request.token, 16) == 0 else job.request.token})",
             )
         elif state in (JobState.EXPIRED, JobState.SKIPPED):
-            log.info("request %d: skipped: %s", rid, error)
+            log.info("%s: skipped: %s", describe_job(rid), error)
         else:
-            log.error("request %d: %s after %.0f ms: %s", rid, state, took_ms, error)
+            log.error("%s: %s after %.0f ms: %s", describe_job(rid), state, took_ms, error)
         self._on_settled(job)

@@ -43,7 +43,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
-SETTLED_ERRORS = frozenset({"AlreadyServed", "RequestClosed", "DeadlinePassed", "NoSlotLeft"})
+#: The SubscriptionManager's: the interval is over (or cancelled), has its `redundancy` deliveries, or has ours.
+#: `NoSlotLeft`: every slot of a verified request is taken by deliveries awaiting a verdict.
+SETTLED_ERRORS = frozenset(
+    {
+        "AlreadyServed",
+        "RequestClosed",
+        "DeadlinePassed",
+        "NoSlotLeft",
+        "IntervalNotActive",
+        "IntervalFull",
+        "AlreadyDelivered",
+    }
+)
 #: Coordinator errors that mean "this request is not for a plain delivery from this node": never reported failed.
 NOT_SERVED_ERRORS = frozenset({"ProofRequired"})
 
@@ -188,6 +200,8 @@ class Confirmer:
         ok = int(receipt["status"]) == 1
         logs = list(receipt["logs"])
         outcomes = self._env.abi.delivery_outcomes(logs, tx.sender, self._env.coordinator) if ok else {}
+        if ok and self._env.manager is not None:  # an interval's delivery: the manager's IntervalFulfilled
+            outcomes.update(self._env.manager.abi.interval_outcomes(logs, tx.sender, self._env.manager.address))
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         gas_each = int(receipt["gasUsed"]) // max(1, len(tx.items))
         if self._metrics is not None:

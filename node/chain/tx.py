@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
+from node import faultpoint
 from node.chain import batching, delivery
 from node.chain.broadcast import Broadcaster
 from node.chain.build import TxBuilder
@@ -52,6 +53,7 @@ from node.chain.policy import TxPolicy
 from node.chain.refusals import Refusals
 from node.chain.resend import Resender
 from node.chain.rpc import RpcPool
+from node.chain.subscriptions import ManagerTarget
 from node.chain.tracking import Confirmer
 from node.chain.view import ChainView
 from node.errors import Action, TxReverted
@@ -82,8 +84,10 @@ class TxManager:
         on_idle: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
         clock: ChainClock | None = None,
+        manager: ManagerTarget | None = None,
     ) -> None:
-        self._env = TxEnv(rpc, store, abi, coordinator, policy, ChainView(clock))
+        """`manager`: the SubscriptionManager interval deliveries go to (None: the node serves no subscriptions)."""
+        self._env = TxEnv(rpc, store, abi, coordinator, policy, ChainView(clock), manager)
         #: Called when a confirmation leaves nothing open, queued or computing (the node trims its heap then).
         self.on_idle = on_idle
         #: Observes confirmation times, gas and delivery latencies, when set.
@@ -286,8 +290,7 @@ class TxManager:
         )
 
     def _report_instead(self, job: Job, why: str) -> None:
-        log.warning("request %d: %s; reporting the failure instead", job.request_id, why)
-        self._env.store.update(job, JobState.COMPUTED, output=None, failure=why)
+        self._books.settler.report_instead(job, why)
 
     async def _linger(self) -> None:
         """Under load (a transaction of ours unmined, more jobs being computed), waits up to BATCH_LINGER_S for a
@@ -342,10 +345,10 @@ class TxManager:
         for job in jobs:
             if delivery.with_proof(job) and job.proof is None:  # resumed after a restart: the proof is in the store
                 job.proof = self._proofs.get(job.request_id)
-        data = delivery.calldata(self._env.abi, jobs)
+        data = delivery.calldata(self._env.abi, jobs, self._env.manager)
         what = delivery.describe(jobs)
         gas = delivery.gas_limit(jobs)
-        reverted = await self._builder.simulate(key.address, data, gas, what)
+        reverted = await self._builder.simulate(key.address, data, gas, what, to=self._env.target(jobs))
         if reverted is not None:
             await self._reverted(key, jobs, reverted)
             return
@@ -357,6 +360,7 @@ class TxManager:
         async with self._nonces.lock(key):
             tx = await self._sign(key, data, gas, fees, jobs)
             self._books.ledger.carry(jobs)
+        faultpoint.reached("tx-stored")  # committed, not broadcast: a restart must send this nonce, not a second one
         self.sent += 1
         log.debug("sent %s nonce %d tx %s", what, tx.nonce, tx.hashes[-1])
         await self._broadcaster.send(tx)

@@ -50,6 +50,7 @@ def deploy(
             example_model=example_model,
             artifacts_dir=artifacts_dir,
         )
+    assert deployed.subscription_manager is not None  # deploy_contracts always deploys it
     text = json.dumps(deployed.addresses(), indent=2)
     typer.echo(text)
     if out is not None:
@@ -57,6 +58,7 @@ def deploy(
         note(f"addresses written to {out}")
     note(
         f'in node.toml: [chain] coordinator_address = "{deployed.coordinator.address}", '
+        f'subscription_manager_address = "{deployed.subscription_manager.address}", '
         f"start_block = {deployed.start_block}"
     )
 

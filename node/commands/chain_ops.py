@@ -220,6 +220,8 @@ class Deployed:
     consumer: Contract | None
     start_block: int
     owner: str
+    #: The SubscriptionManager on the coordinator (None: not deployed by this call).
+    subscription_manager: Contract | None = None
 
     def addresses(self) -> dict[str, Any]:
         """What `infera deploy` prints: everything a node config and a dApp need."""
@@ -228,6 +230,11 @@ class Deployed:
             "node_registry": self.registry.address,
             "coordinator": self.coordinator.address,
             **({"example_consumer": self.consumer.address} if self.consumer is not None else {}),
+            **(
+                {"subscription_manager": self.subscription_manager.address}
+                if self.subscription_manager is not None
+                else {}
+            ),
             "start_block": self.start_block,
             "owner": self.owner,
         }
@@ -254,8 +261,9 @@ def deploy_contracts(
     example_model: str | None = None,
     artifacts_dir: Path | None = None,
 ) -> Deployed:
-    """Deploys the NodeRegistry, the Coordinator on it and, given `example_model`, the example consumer asking that
-    model. `owner` (default: the deployer) may change their parameters."""
+    """Deploys the NodeRegistry, the Coordinator on it, the SubscriptionManager on the Coordinator and, given
+    `example_model`, the example consumer asking that model. `owner` (default: the deployer) may change their
+    parameters. Raises `OpsError` naming the step that failed."""
     reverts = Reverts(artifacts_dir)
     owner = owner or deployer.address
     start_block = w3.eth.block_number
@@ -265,8 +273,9 @@ def deploy_contracts(
 
     registry = one("NodeRegistry", owner, min_stake_wei, unbonding_delay_s)
     coordinator = one("Coordinator", owner, registry.address)
+    manager = one("SubscriptionManager", coordinator.address)
     consumer = one(EXAMPLE_CONSUMER, coordinator.address, model_id(example_model)) if example_model else None
-    return Deployed(w3.eth.chain_id, registry, coordinator, consumer, start_block, owner)
+    return Deployed(w3.eth.chain_id, registry, coordinator, consumer, start_block, owner, manager)
 
 
 # ----------------------------------------------------------------------------------------------- the node

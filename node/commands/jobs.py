@@ -31,21 +31,24 @@ def _open_store(cfg: NodeConfig, chain_id: int | None) -> JobStore:
     path = cfg.store.path
     if not path.exists():
         raise ConfigError(f"store.path: no job store at {path}: has the node run with this config yet?")
-    coordinator = cfg.chain.coordinator_address
+    coordinator, manager = cfg.chain.coordinator_address, cfg.chain.subscription_manager_address
     if chain_id is None:
-        chains = sorted({c for c, a in JobStore.scopes(path) if a == coordinator.lower()})
+        ours = {coordinator.lower(), (manager or coordinator).lower()}
+        chains = sorted({c for c, a in JobStore.scopes(path) if a in ours})
         if len(chains) > 1:
             raise ConfigError(f"{path} holds jobs of chains {chains} for this coordinator: pass --chain-id")
         chain_id = chains[0] if chains else 0
-    return JobStore(path, chain_id=chain_id, coordinator=coordinator)
+    return JobStore(path, chain_id=chain_id, coordinator=coordinator, subscription_manager=manager)
 
 
 def _job_dict(record: JobRecord, store: JobStore) -> dict[str, Any]:
     from node.jobs.outcomes import Outcomes
 
     job, r = record.job, record.job.request
+    interval = job.subscription
     return {
-        "request_id": job.request_id,
+        "request_id": job.request_id if interval is None else None,
+        **({} if interval is None else {"subscription_id": interval[0], "interval": interval[1]}),
         "state": str(job.state),
         "model": job.model_name,
         "attempts": job.attempts,
@@ -75,7 +78,8 @@ def jobs_list(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
 ) -> None:
-    """The node's most recent jobs (by last change)."""
+    """The node's most recent jobs (by last change); a subscription interval shows as sSUB/iN (interval N of
+    subscription SUB)."""
     from node.jobs.outcomes import Outcomes
     from node.jobs.states import JobState
 
@@ -104,24 +108,31 @@ def jobs_list(
         for extra in (outcome.verification, outcome.reclaim and f"reclaim {outcome.reclaim}"):
             if extra:
                 detail += f" {extra}"
+        interval = r.job.subscription
+        which = str(r.job.request_id) if interval is None else f"s{interval[0]}/i{interval[1]}"
         typer.echo(
-            f"{r.job.request_id:>8}  {r.job.state:<9}  {r.job.model_name:<24}  {r.job.attempts:>5}  "
+            f"{which:>8}  {r.job.state:<9}  {r.job.model_name:<24}  {r.job.attempts:>5}  "
             f"{utc(int(r.updated_at)):<23}  {detail}"
         )
 
 
 @jobs_app.command("show")
 def jobs_show(
-    request_id: int = typer.Argument(..., help="request id"),
+    request_id: int = typer.Argument(..., help="request id (with --interval: subscription id)"),
     config: Path = CONFIG,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
+    interval: int | None = typer.Option(None, "--interval", min=0, help="this interval of subscription REQUEST_ID"),
 ) -> None:
-    """One job: its request, state, attempts, output and transaction."""
+    """One job: its request, state, attempts, output, transaction and outcome (`--interval N`: interval N of a
+    subscription)."""
+    from node.jobs.intervals import describe_job, interval_job_id
+
+    job_id = request_id if interval is None else interval_job_id(request_id, interval)
     store = _open_store(load_config_file(config), chain_id)
-    record = store.record(request_id)
+    record = store.record(job_id)
     if record is None:
-        raise ConfigError(f"no job for request {request_id} in this node's store")
+        raise ConfigError(f"no job for {describe_job(job_id)} in this node's store")
     body = _job_dict(record, store)
     if as_json:
         typer.echo(json.dumps(body, indent=2))

@@ -41,14 +41,15 @@ def dev_account(index: int) -> LocalAccount:
 
 @dataclass(frozen=True)
 class Deployment:
-    """The devnet's deployed contracts (registry, coordinator, example consumer, the two verifiers the registry
-    approved) and the block they start at. The verifiers are None only where a test builds a Deployment from contracts
-    deployed by other means."""
+    """The devnet's deployed contracts (registry, coordinator, example consumer, subscription manager, the two
+    verifiers the registry approved) and the block they start at. The optional ones are None only where a test builds
+    a Deployment from contracts deployed by other means."""
 
     coordinator: Contract
     consumer: Contract
     start_block: int
     registry: Contract
+    subscriptions: Contract | None = None
     attestation_verifier: Contract | None = None
     reexecution_verifier: Contract | None = None
 
@@ -66,6 +67,7 @@ class Deployment:
             "node_registry": self.registry.address,
             "coordinator": self.coordinator.address,
             "example_consumer": self.consumer.address,
+            **({} if self.subscriptions is None else {"subscription_manager": self.subscriptions.address}),
             **verifiers,
             "start_block": self.start_block,
         }

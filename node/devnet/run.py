@@ -45,6 +45,11 @@ def run_devnet(*, once: bool, text: str, workdir: Path, say: Callable[[str], Non
             f"devnet: Coordinator {deployment.coordinator.address}, SentimentConsumer "
             f"{deployment.consumer.address}, node {dev.node_account.address} staked in NodeRegistry "
             f"{deployment.registry.address}"
+            + (
+                f", SubscriptionManager {deployment.subscriptions.address}"
+                if deployment.subscriptions is not None
+                else ""
+            )
         )
         assert deployment.attestation_verifier is not None
         assert deployment.reexecution_verifier is not None

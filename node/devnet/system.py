@@ -197,11 +197,11 @@ class Devnet:
             raise DevnetError(str(exc)) from None
 
     def deploy(self) -> Deployment:
-        """Deploys the node registry, the coordinator and the example consumer (as `infera deploy` does, with
-        `node.commands.chain_ops.deploy_contracts`), stakes the node from `node_account`, deploys the
-        AttestationVerifier and the ReexecutionVerifier and approves them in the registry, and sets the failure quorum
-        to `DEVNET_MIN_FAILURE_REPORTS` (1). Writes every address to `<workdir>/deployment.json`. Returns what it
-        deployed; raises `DevnetError` naming the step that reverted or failed."""
+        """Deploys the node registry, the coordinator, the subscription manager and the example consumer (as `infera
+        deploy` does, with `node.commands.chain_ops.deploy_contracts`), stakes the node from `node_account`, deploys
+        the AttestationVerifier and the ReexecutionVerifier and approves them in the registry, and sets the failure
+        quorum to `DEVNET_MIN_FAILURE_REPORTS` (1). Writes every address to `<workdir>/deployment.json`. Returns what
+        it deployed; raises `DevnetError` naming the step that reverted or failed."""
         self.abi = CoordinatorAbi.from_artifacts()
         try:
             deployed = deploy_contracts(
@@ -236,6 +236,7 @@ class Devnet:
             deployed.consumer,
             deployed.start_block,
             deployed.registry,
+            deployed.subscription_manager,
             attestation_verifier=attestation,
             reexecution_verifier=reexecution,
         )
@@ -318,6 +319,11 @@ class Devnet:
             f'rpc_url = "{rpc_url or self.rpc_url}"',
             *([f'ws_url = "{ws_url or self.ws_url}"'] if ws_url != "" else []),
             f'coordinator_address = "{self.deployment.coordinator.address}"',
+            *(
+                [f'subscription_manager_address = "{self.deployment.subscriptions.address}"']
+                if self.deployment.subscriptions is not None
+                else []
+            ),
             f"start_block = {self.deployment.start_block if start_block is None else start_block}",
             *(f"{k} = {_toml_value(v)}" for k, v in chain.items()),
             "",

@@ -11,16 +11,46 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
+from node.jobs.intervals import split_job_id
 from node.jobs.states import JobState
 
 #: The verifier of a plain request, and of every request stored before requests named their verifier.
 ZERO_ADDRESS = "0x" + "00" * 20
 
 #: The store's layout version, kept in SQLite's `user_version`. A later Infera that changes the layout raises it and
-#: migrates older files on open; an older Infera refuses a newer file rather than misreading it.
-SCHEMA_VERSION = 1
+#: migrates older files on open (`MIGRATIONS`); an older Infera refuses a newer file rather than misreading it.
+#: 2: the `subscriptions` table (the SubscriptionManager's subscriptions; their intervals are rows of `jobs`).
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+SUBSCRIPTIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS subscriptions (
+    chain_id         INTEGER NOT NULL,
+    manager          TEXT    NOT NULL,
+    subscription_id  TEXT    NOT NULL,
+    model_id         TEXT    NOT NULL,
+    consumer         TEXT    NOT NULL,
+    token            TEXT    NOT NULL,
+    fee_per_node_wei TEXT    NOT NULL,
+    callback_gas     INTEGER NOT NULL,
+    redundancy       INTEGER NOT NULL,
+    period_s         INTEGER NOT NULL,
+    intervals        INTEGER NOT NULL,
+    start            INTEGER NOT NULL,
+    active_intervals INTEGER NOT NULL,
+    block_number     INTEGER NOT NULL,
+    block_hash       TEXT    NOT NULL,
+    tx_hash          TEXT    NOT NULL,
+    log_index        INTEGER NOT NULL,
+    cancel_block     INTEGER,
+    PRIMARY KEY (chain_id, manager, subscription_id)
+);
+"""
+
+#: from version -> the SQL that brings a file of that version to the next (run in one transaction each).
+MIGRATIONS: dict[int, str] = {1: SUBSCRIPTIONS_TABLE}
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     chain_id     INTEGER NOT NULL,
     coordinator  TEXT    NOT NULL,
@@ -83,6 +113,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     PRIMARY KEY (chain_id, coordinator, request_id, interval)
 );
 """
+    + SUBSCRIPTIONS_TABLE
+)
 
 
 def request_to_json(r: InferenceRequest) -> str:
@@ -149,7 +181,13 @@ class Job:
 
     @property
     def request_id(self) -> int:
+        """The job's id: the request id, or for a subscription interval its negative id (`node.jobs.intervals`)."""
         return self.request.request_id
+
+    @property
+    def subscription(self) -> tuple[int, int] | None:
+        """(subscription id, interval) of a subscription interval's job; None for a one-off request."""
+        return split_job_id(self.request.request_id)
 
 
 @dataclass(slots=True)

@@ -10,7 +10,9 @@ so a container that crashes the node's jobs cannot make a restarted node retry f
 computed is reported on-chain (`reportFailure`) so the request fails and is refunded instead of hanging, with a
 reason of at most `MAX_FAILURE_CHARS` characters; a request past its deadline is dropped, not run (deadlines are
 judged by the `clock` given, the chain's time in the node); the output is committed to the store before it is handed
-on, so it is never computed twice (a restart resumes computed jobs at the send).
+on, so it is never computed twice (a restart resumes computed jobs at the send). A subscription interval's job
+(node/jobs/subscriptions.py) runs the same way, its deadline the interval's end; one that cannot be computed is
+settled as failed here, with no transaction (an interval has no failure report).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
 from node.jobs import fees, verification
+from node.jobs.intervals import describe_job
 from node.jobs.store import Job, JobState, JobStore
 from node.jobs.verification import Proofs
 
@@ -73,14 +76,17 @@ class Scheduler:
         sender: Sender,
         *,
         clock: Callable[[], float] = time.time,
+        count_interval: Callable[[str], None] = lambda outcome: None,
         verifiers: Mapping[str, str] | None = None,
         node: str | None = None,
     ) -> None:
         """`routes`: each served model's, by model id; `clock`: the time that requests' deadlines are judged by, in
-        unix seconds (the node passes the chain's, `ChainClock.now`, as it does to the routes); `verifiers`: the
+        unix seconds (the node passes the chain's, `ChainClock.now`, as it does to the routes); `count_interval`:
+        told "skipped" or "failed" for each subscription interval that ends here (the metrics); `verifiers`: the
         verifiers this node serves requests of (checksummed address -> kind, `[chain] verifiers`); `node`: the
         address that delivers verified requests (an attestation is bound to it)."""
         self._store = store
+        self._count_interval = count_interval
         self._clock = clock
         self._verifiers = dict(verifiers or {})
         self._node = node
@@ -197,7 +203,9 @@ class Scheduler:
         rid = job.request_id
         if job.request.deadline < self._clock():
             self._store.update(job, JobState.EXPIRED, error="deadline passed before it could run")
-            log.info("request %d: deadline passed before it could run; skipped", rid)
+            log.info("%s: deadline passed before it could run; skipped", describe_job(rid))
+            if job.subscription is not None:
+                self._count_interval("skipped")
             return
         started = time.perf_counter()
         try:
@@ -215,7 +223,11 @@ class Scheduler:
                 self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)  # stopped by us: not counted
             raise
         except ContainerError as exc:
-            log.error("request %d: %s failed after %d attempt(s): %s", rid, route.model.name, job.attempts, exc)
+            log.error("%s: %s failed after %d attempt(s): %s", describe_job(rid), route.model.name, job.attempts, exc)
+            if job.subscription is not None:  # no failure report for an interval: settled here, no transaction
+                self._store.update(job, JobState.FAILED, error=_reason(exc))
+                self._count_interval("failed")
+                return
             # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.
             self._store.update(job, JobState.COMPUTED, failure=_reason(exc))
         except Exception as exc:  # a bug must fail one job, not the node

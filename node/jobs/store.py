@@ -29,13 +29,16 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
+from node.chain.subscriptions import SubscriptionEvent
 from node.errors import ConfigError
-from node.jobs.rows import SCHEMA, request_from_json, request_to_json
+from node.jobs.intervals import interval_job_id, split_job_id
+from node.jobs.rows import MIGRATIONS, SCHEMA, request_from_json, request_to_json
 from node.jobs.rows import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the CLI and tests read it here
 from node.jobs.rows import Job as Job  # re-exported: the store's callers work on Jobs
 from node.jobs.rows import StoredTx as StoredTx
 from node.jobs.states import RESUMABLE, TERMINAL, check, check_revival
 from node.jobs.states import JobState as JobState  # re-exported: a Job carries one
+from node.jobs.subtable import SubscriptionTable
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,18 @@ CACHE_KIB = 512
 class JobStore:
     """Jobs, cursor, block hashes and transactions of one (chain, coordinator), in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, chain_id: int, coordinator: str) -> None:
+    def __init__(
+        self, path: str | Path, *, chain_id: int, coordinator: str, subscription_manager: str | None = None
+    ) -> None:
+        """Opens (creating or migrating) the store at `path` for jobs of `coordinator` and, when given, of the
+        intervals of `subscription_manager`'s subscriptions (their rows carry the manager's address). Raises
+        `ConfigError` for a file a newer Infera wrote."""
         self.path = str(path)
         self.chain_id = chain_id
         self.coordinator = coordinator.lower()
+        self.manager = subscription_manager.lower() if subscription_manager else None
+        #: `chain_id=? AND coordinator IN (?,?)` arguments: this node's one-off requests and subscription intervals.
+        self._scope = (chain_id, self.coordinator, self.manager or self.coordinator)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -65,9 +76,14 @@ class JobStore:
                 f"store.path: {self.path} was written by a newer Infera (store version {found}, this one reads up to"
                 f" {SCHEMA_VERSION}); upgrade Infera, or start from the backup you took before upgrading"
             )
+        for version in range(found, SCHEMA_VERSION) if found else ():  # an older file: migrated step by step
+            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]} PRAGMA user_version={version + 1}; COMMIT;")
+            log.info("store %s migrated from version %d to %d", self.path, version, version + 1)
         self._db.executescript(SCHEMA)
-        if found < SCHEMA_VERSION:  # a new file (0); no older layout exists yet to migrate from
+        if found < SCHEMA_VERSION:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        #: The subscriptions this node follows (same file, same transactions).
+        self.subscriptions = SubscriptionTable(self._db, chain_id, self.manager)
         #: Live jobs by request id (the rows not yet terminal), so hot paths do not read back what they wrote.
         self._live: dict[int, Job] = {}
         #: Every hash of the kept transactions that carry no job (this node's `deliverDelegated` calls and nonce
@@ -91,13 +107,18 @@ class JobStore:
         self._db.execute("COMMIT")
 
     def _key(self, request_id: int) -> tuple[int, str, str, int]:
-        return (self.chain_id, self.coordinator, str(request_id), 0)
+        """The jobs table's primary key of a job id: (chain, coordinator, request id, 0) for a request, (chain,
+        manager, subscription id, interval) for an interval (`node.jobs.intervals`)."""
+        split = split_job_id(request_id)
+        if split is None:
+            return (self.chain_id, self.coordinator, str(request_id), 0)
+        return (self.chain_id, self.manager or "", str(split[0]), split[1])
 
     # ------------------------------------------------------------------------------------------------- jobs
 
     def record_requests(
         self,
-        requests: Sequence[tuple[InferenceRequest, str]],
+        requests: Sequence[tuple[InferenceRequest | SubscriptionEvent, str]],
         *,
         cursor: int | None = None,
         hashes: Iterable[tuple[int, str]] = (),
@@ -109,11 +130,14 @@ class JobStore:
         either all of it is stored or none, so a request whose block the cursor passed always has a job row.
 
         Drops duplicates (`duplicates` counts them) and the requests this node created itself with a delegated
-        `deliverDelegated` (already delivered: their transaction carries no job; `call_hashes`). Returns the new
-        jobs, in order, for the scheduler."""
+        `deliverDelegated` (already delivered: their transaction carries no job; `call_hashes`). Subscription logs in
+        `requests` go to `subscriptions` in the same commit. Returns the new jobs, in order, for the scheduler."""
         jobs: list[Job] = []
         with self.transaction():
             for request, model_name in requests:
+                if not isinstance(request, InferenceRequest):
+                    self.subscriptions.record(request)
+                    continue
                 if request.tx_hash.lower() in self.call_hashes:
                     log.info("request %d: created and delivered by this node (a delegated request)", request.request_id)
                     continue
@@ -202,8 +226,8 @@ class JobStore:
         """Jobs a restarted node must carry on with (not yet handed to a transaction), oldest first."""
         rows = self._db.execute(
             "SELECT model, request, state, attempts, output, failure, tx_hash, nonce, error FROM jobs"
-            " WHERE chain_id=? AND coordinator=? AND state IN (?,?,?) ORDER BY block_number, request_id",
-            (self.chain_id, self.coordinator, *RESUMABLE),
+            " WHERE chain_id=? AND coordinator IN (?,?) AND state IN (?,?,?) ORDER BY block_number, request_id",
+            (*self._scope, *RESUMABLE),
         ).fetchall()
         jobs = [self._job(r) for r in rows]
         for job in jobs:
@@ -248,14 +272,15 @@ class JobStore:
         """Marks every job whose request log was in a block at or above `block_number` (a reorg's fork: every such
         block was replaced) as orphaned; returns their request ids."""
         rows = self._db.execute(
-            "SELECT request_id, state FROM jobs WHERE chain_id=? AND coordinator=? AND block_number >= ?"
-            " AND state != ?",
-            (self.chain_id, self.coordinator, block_number, JobState.ORPHANED),
+            "SELECT request_id, interval, coordinator, state FROM jobs WHERE chain_id=? AND coordinator IN (?,?)"
+            " AND block_number >= ? AND state != ?",
+            (*self._scope, block_number, JobState.ORPHANED),
         ).fetchall()
-        orphaned = [int(r[0]) for r in rows]
-        for rid, state in rows:
-            check(int(rid), JobState(state), JobState.ORPHANED)
+        orphaned = [self._job_id(r[0], r[1], r[2]) for r in rows]
+        for rid, row in zip(orphaned, rows, strict=True):
+            check(rid, JobState(row[3]), JobState.ORPHANED)
         with self.transaction() as db:
+            self.subscriptions.forget_from(block_number)  # their logs are read again on the new branch
             for rid in orphaned:
                 db.execute(
                     "UPDATE jobs SET state=?, error=?, updated_at=? WHERE chain_id=? AND coordinator=?"
@@ -267,11 +292,24 @@ class JobStore:
                     live.state = JobState.ORPHANED
         return orphaned
 
+    def _job_id(self, request_id: str, interval: int, coordinator: str) -> int:
+        """The job id of a row (`_key`'s inverse)."""
+        if self.manager is not None and coordinator == self.manager:
+            return interval_job_id(int(request_id), int(interval))
+        return int(request_id)
+
+    def last_interval(self, subscription_id: int) -> int | None:
+        """The newest interval of the subscription with a job row (any state), or None."""
+        row = self._db.execute(
+            "SELECT MAX(interval) FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=?",
+            (self.chain_id, self.manager or "", str(subscription_id)),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def counts(self) -> dict[str, int]:
-        """Jobs by state (this chain and coordinator)."""
+        """Jobs by state (this chain, coordinator and subscription manager)."""
         rows = self._db.execute(
-            "SELECT state, COUNT(*) FROM jobs WHERE chain_id=? AND coordinator=? GROUP BY state",
-            (self.chain_id, self.coordinator),
+            "SELECT state, COUNT(*) FROM jobs WHERE chain_id=? AND coordinator IN (?,?) GROUP BY state", self._scope
         ).fetchall()
         return {state: int(n) for state, n in rows}
 
@@ -428,26 +466,33 @@ class JobStore:
 
     def latest(self, n: int) -> list[dict[str, Any]]:
         """The `n` newest jobs (by when their request was recorded; this chain and coordinator), newest first, each
-        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, the wall
-        times it was recorded and last changed, and its outcome (`callback_ok`, `fee_earned`, `verification`).
-        Walks the table from its newest row (no index, no sort): a fraction
-        of a millisecond however many jobs the store holds."""
+        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, the wall times it
+        was recorded and last changed, and its outcome (`callback_ok`, `fee_earned`, `verification`); an interval's
+        job has `subscription_id` (a string) and `interval` too (its `request_id` is None). Walks the table from its
+        newest row (no index, no sort): a fraction of a millisecond however many jobs the store holds."""
         rows = self._db.execute(
-            "SELECT j.request_id, j.model, j.state, j.tx_hash, j.error, j.created_at, j.updated_at, o.callback_ok,"
-            " o.fee_earned, o.verification FROM (SELECT * FROM jobs NOT INDEXED WHERE chain_id=? AND coordinator=?"
-            " ORDER BY rowid DESC LIMIT ?) j LEFT JOIN outcomes o ON o.chain_id = j.chain_id"
-            " AND o.coordinator = j.coordinator AND o.request_id = j.request_id AND o.interval = j.interval",
-            (self.chain_id, self.coordinator, n),
+            "SELECT j.request_id, j.model, j.state, j.tx_hash, j.error, j.created_at, j.updated_at, j.coordinator,"
+            " j.interval, o.callback_ok, o.fee_earned, o.verification FROM (SELECT rowid AS row, * FROM jobs"
+            " NOT INDEXED WHERE chain_id=? AND coordinator IN (?,?) ORDER BY rowid DESC LIMIT ?) j LEFT JOIN outcomes o"
+            " ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator AND o.request_id = j.request_id"
+            " AND o.interval = j.interval ORDER BY j.row DESC",
+            (*self._scope, n),
         ).fetchall()
-        keys: tuple[str, ...] = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
-        keys += ("callback_ok", "fee_earned", "verification")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        keys = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
+        found = []
+        for row in rows:
+            job = dict(zip(keys, row[:7], strict=True))
+            job.update(callback_ok=row[9], fee_earned=row[10], verification=row[11])
+            if self.manager is not None and row[7] == self.manager:
+                job.update(request_id=None, subscription_id=row[0], interval=int(row[8]))
+            found.append(job)
+        return found
 
     # --------------------------------------------------------------------------------- operator queries (CLI)
 
     def list_jobs(self, *, state: JobState | None = None, limit: int = 50) -> list[JobRecord]:
         """The newest `limit` jobs (by last change), optionally only those in `state`."""
-        where, args = "chain_id=? AND coordinator=?", [self.chain_id, self.coordinator]
+        where, args = "chain_id=? AND coordinator IN (?,?)", list(self._scope)
         if state is not None:
             where += " AND state=?"
             args.append(state)

@@ -135,6 +135,10 @@ class Balance:
     as_of_block: int | None
 
 
+#: What became of a subscription interval, as `infera_subscription_intervals` counts it.
+INTERVAL_OUTCOMES = ("served", "skipped", "failed")
+
+
 class Metrics:
     """What the node observes (histograms, gas counters, balances) plus, once `watch` is called, what it reads at
     scrape time. Pass one to the scheduler and the transaction manager; without one they observe nothing. It imports
@@ -179,6 +183,15 @@ class Metrics:
             ["kind", "status"],
             registry=r,
         )
+        self.subscription_intervals = Counter(
+            "infera_subscription_intervals",
+            "Subscription intervals by outcome: served (delivered and confirmed), skipped (over, full or already"
+            " served before this node could deliver, or missed while it was down), failed (container or refusal).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in INTERVAL_OUTCOMES:
+            self.subscription_intervals.labels(outcome)
         for kind in ("offchain", "delegated"):  # exported at 0 from the start, so rates and alerts have a series
             for status in ("completed", "failed"):
                 self.api_jobs.labels(kind, status)
@@ -202,6 +215,10 @@ class Metrics:
         """Counts one finished job of the HTTP API: `kind` "offchain" or "delegated", `status` "completed" or
         "failed"."""
         self.api_jobs.labels(kind, status).inc()
+
+    def count_interval(self, outcome: str, n: int = 1) -> None:
+        """Counts `n` subscription intervals that ended as `outcome` (one of `INTERVAL_OUTCOMES`)."""
+        self.subscription_intervals.labels(outcome).inc(n)
 
     def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
         """Times one call to `model`'s container, in seconds, as outcome "ok" or "error"."""

@@ -141,7 +141,7 @@ class FaultRig:
         """RequestFulfilled events by request id, over the whole chain (raw logs: fast on thousands)."""
         dep = self.dev.deployment
         assert dep is not None
-        topic = "0x" + keccak(text="RequestFulfilled(uint256,address,bytes32,bool)").hex()
+        topic = "0x" + keccak(text="RequestFulfilled(uint256,address,bytes32,bool,uint256)").hex()
         logs = self.dev.w3.eth.get_logs(
             {"address": dep.coordinator.address, "topics": [topic], "fromBlock": dep.start_block}  # type: ignore[typeddict-item]
         )

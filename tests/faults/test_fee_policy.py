@@ -77,6 +77,10 @@ def test_requests_outside_the_fee_policy_cost_no_gas_and_the_earned_fee_is_claim
             {"to": coordinator.address, "data": coordinator.encode_abi("served", args=[rid, node])}
         ).strip(b"\x00")
 
+    delivered = json.loads(ok(infera("jobs", "show", str(paid), "--json", "--config", str(config))))
+    (event,) = coordinator.events.RequestFulfilled().get_logs(from_block=0, argument_filters={"requestId": paid})
+    on_chain = (event["args"]["callbackOk"], str(event["args"]["fee"]))
+    assert (delivered["callback_ok"], delivered["fee_earned"]) == on_chain == (False, str(DEFAULT_FEE_WEI))
     listed = ok(infera("jobs", "list", "--state", "skipped", "--config", str(config)))
     assert listed.count("skipped") == 3
     assert "does not accept here" in listed

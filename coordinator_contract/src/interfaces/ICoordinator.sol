@@ -154,9 +154,10 @@ interface ICoordinator is IEscrow {
         address verifier
     );
     /// @notice A node delivered. `callbackOk` is false if the consumer's callback reverted or ran out of its gas;
-    /// the node is paid either way.
+    /// the node is paid either way: `fee` (in the request's token) is what was credited to it, the protocol's cut
+    /// taken.
     event RequestFulfilled(
-        uint256 indexed requestId, address indexed node, bytes32 outputHash, bool callbackOk
+        uint256 indexed requestId, address indexed node, bytes32 outputHash, bool callbackOk, uint256 fee
     );
     /// @notice A node reported that it cannot serve the request; other nodes may still deliver.
     event FailureReported(uint256 indexed requestId, address indexed node, string reason);
