@@ -31,6 +31,11 @@ from node.jobs.store import Job, StoredTx
 
 log = logging.getLogger(__name__)
 
+#: `IVerifier.Verdict.Invalid`, as `deliverWithProof` returns it.
+VERDICT_INVALID = 2
+#: The error name of a `deliverWithProof` whose simulation says the verifier would reject it (`TxBuilder.simulate`).
+PROOF_REJECTED = "ProofRejected"
+
 
 def unsigned_call(to: str, data: bytes, gas: int, nonce: int, chain_id: int, fees: tuple[int, int]) -> dict[str, Any]:
     """An EIP-1559 transaction calling `to` with `data`, no value."""
@@ -105,16 +110,28 @@ class TxBuilder:
         except Exception as exc:  # any answer: the limit is an optimisation, not a guarantee
             log.info("could not read the coordinator's maxOutputBytes (%s); outputs are checked at simulation", exc)
 
-    async def simulate(self, sender: str, data: bytes, gas: int, what: str, to: str | None = None) -> TxReverted | None:
+    async def simulate(
+        self, sender: str, data: bytes, gas: int, what: str, to: str | None = None, *, proof: bool = False
+    ) -> TxReverted | None:
         """Runs the call to `to` (default: the coordinator) as `sender` at gas limit `gas`: None if it would succeed,
-        the decoded revert if not. Raises what the RPC answered otherwise (`RpcError`, `RpcUnavailable`)."""
+        the decoded revert if not. `proof`: the call is a `deliverWithProof`, whose answer is the verifier's verdict;
+        a verdict of Invalid (the verifier would reject the proof and slash the node) comes back as a `TxReverted`
+        with error `PROOF_REJECTED`, so it is never sent. Raises what the RPC answered otherwise (`RpcError`,
+        `RpcUnavailable`)."""
         call = {"from": sender, "to": to or self._env.coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
         try:
-            await self._env.rpc.request("eth_call", [call, "latest"])
+            answer = await self._env.rpc.request("eth_call", [call, "latest"])
         except RpcError as exc:
             if not is_revert(exc):
                 raise
             return as_reverted(exc, self._env.abi, what)
+        rejected = proof and isinstance(answer, str) and len(answer) == 66 and int(answer, 16) == VERDICT_INVALID
+        if rejected:
+            return TxReverted(
+                f"{what}: the verifier would reject this proof and slash the node; not sent (is the container's"
+                " attestation key registered with the verifier for this model and digest?)",
+                error=PROOF_REJECTED,
+            )
         return None
 
     def fees(self, *, holding: int = 0) -> tuple[int, int] | None:

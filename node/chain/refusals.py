@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from node.chain import delivery
+from node.chain.build import PROOF_REJECTED
 from node.chain.env import TxBooks, TxEnv
 from node.chain.keys import Key
 from node.chain.resend import Resender
@@ -99,6 +100,9 @@ class Refusals:
             return
         if reverted.error in SETTLED_ERRORS:
             self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+        elif reverted.error == PROOF_REJECTED:
+            # Sending it would cost gas and the node's stake (the verifier slashes what it rejects): never sent.
+            self._books.settler.settle(job, JobState.FAILED, str(reverted))
         elif reverted.error in NOT_SERVED_ERRORS:
             # A request that needs a proof this node did not give: not a failure of the model, never reported.
             self._books.settler.settle(job, JobState.SKIPPED, not_served(reverted.error))

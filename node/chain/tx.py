@@ -348,7 +348,8 @@ class TxManager:
         data = delivery.calldata(self._env.abi, jobs, self._env.manager)
         what = delivery.describe(jobs)
         gas = delivery.gas_limit(jobs)
-        reverted = await self._builder.simulate(key.address, data, gas, what, to=self._env.target(jobs))
+        proof = len(jobs) == 1 and delivery.with_proof(jobs[0])
+        reverted = await self._builder.simulate(key.address, data, gas, what, to=self._env.target(jobs), proof=proof)
         if reverted is not None:
             await self._reverted(key, jobs, reverted)
             return

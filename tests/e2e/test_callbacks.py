@@ -2,7 +2,7 @@
 
 A failing request reaches the consumer's error callback at once (the devnet's failure quorum is 1), and a redundant
 request that only some nodes served ends, after its deadline, with the error callback for the unserved slot (the
-node sends `reclaim`) and the slot's fee refunded. `RecordingConsumer` (coordinator_contract/test/utils) counts each
+node sends `reclaim`) and the slot's fee refunded. `CallbackCounter` (coordinator_contract/test/utils) counts each
 callback it gets.
 """
 
@@ -29,7 +29,7 @@ FAILED, RECLAIMED, CANCELLED = 3, 4, 5
 def consumer(system: System) -> Any:
     dep = system.dev.deployment
     assert dep is not None
-    return system.dev._deploy("RecordingConsumer", dep.coordinator.address)
+    return system.dev._deploy("CallbackCounter", dep.coordinator.address)
 
 
 def chain_now(dev: Devnet) -> int:

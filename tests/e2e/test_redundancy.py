@@ -1,7 +1,7 @@
 """Redundancy with real node processes: several nodes, each with its own key, store and config, serve one request.
 
 The multi-node rig (tests/multinode.py): anvil, the contracts, one shared echo container, node processes staked with
-their own dev accounts. A `RecordingConsumer` (coordinator_contract/test/utils) asks with redundancy 3 and counts
+their own dev accounts. A `CallbackCounter` (coordinator_contract/test/utils) asks with redundancy 3 and counts
 its callbacks.
 """
 
@@ -35,7 +35,7 @@ def test_three_nodes_serve_redundancy_three_each_paid_once_and_a_fourth_spends_n
         serving, late = nodes[:3], nodes[3]
         for node in serving:
             rig.start(node)
-        consumer: Any = rig.deploy("RecordingConsumer", dep.coordinator.address)
+        consumer: Any = rig.deploy("CallbackCounter", dep.coordinator.address)
         before = {node.name: balance(rig, node) for node in nodes}
 
         fn = consumer.functions.ask(model_id(MODEL), b"three of us", 3, rig.now() + 3600)

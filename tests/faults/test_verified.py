@@ -27,6 +27,7 @@ from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from containers.runtime.attest import attestation_digest
+from node.chain.attestation import attestation_message, attestation_proof
 from node.chain.contracts import model_id
 from node.config import ETH_TOKEN
 from node.devnet import (
@@ -218,22 +219,43 @@ def test_a_node_killed_after_its_proof_was_stored_delivers_it_after_a_restart(ch
         assert json.loads(resp.read())["batching"]["batches"] == 1  # computed once: the restart sent what was stored
 
 
-def test_an_attestation_by_an_unregistered_key_is_rejected_and_the_node_slashed(chain: Verified) -> None:
+def test_a_proof_the_verifier_would_reject_is_never_sent_and_a_node_that_sends_one_is_slashed(chain: Verified) -> None:
+    """The node's container signs with a key the verifier does not know: the simulation of `deliverWithProof` says
+    Invalid, so the node sends nothing (no gas, no slash) and says why. A staked node that does send such a proof
+    (here a second dev account, sending by hand) is rejected, not paid, and slashed."""
     chain.register_attester(ATTESTER_KEY)
     url = chain.start_container(ROGUE_KEY)  # signs, but not with the registered key
     chain.start_node(url, attests=True, verifiers={chain.attestation.address: "attestation"})
     stake = chain.stake()
     rid = chain.request(chain.attestation, b"attest this")
 
-    _, error, verification, _ = chain.wait_row(rid, "the delivery rejected", lambda r: r[0] == "failed")
+    _, error, _, _ = chain.wait_row(rid, "the delivery refused before sending", lambda r: r[0] == "failed")
+    assert "the verifier would reject this proof" in error
+    assert chain.node_calls() == []  # nothing sent: no gas, no failure report
+    assert chain.stake() == stake
     assert chain.callbacks() == (0, b"")
-    assert verification == "rejected"
-    assert "verifier rejected the delivery" in error
-    assert len(chain.events("DeliveryRejected", rid)) == 1
+
+    dev = chain.dev
+    rogue = dev_account(6)
+    dev.register_node(rogue)
+    rogue_stake = int(chain.registry.functions.stakeOf(rogue.address).call())
+    message = attestation_message(
+        chain_id=dev.w3.eth.chain_id,
+        coordinator=chain.coordinator.address,
+        request_id=rid,
+        node=rogue.address,
+        input_hash=keccak(b"attest this"),
+        output_hash=keccak(b"a forged output"),
+        model_digest=DIGEST,
+    )
+    proof = attestation_proof(ROGUE_KEY, DIGEST, message)
+    dev._transact(chain.coordinator.functions.deliverWithProof(rid, b"a forged output", proof), rogue)
+    rejected = chain.events("DeliveryRejected", rid)
+    assert [e["args"]["node"] for e in rejected] == [rogue.address]
     assert chain.events("RequestFulfilled", rid) == []
-    assert chain.earned() == 0
-    assert chain.stake() == stake - SLASH_WEI
-    assert chain.node_calls() == [DELIVER_WITH_PROOF]  # never a failure report
+    assert chain.coordinator.functions.balanceOf(ETH_TOKEN, rogue.address).call() == 0  # not paid
+    assert chain.registry.functions.stakeOf(rogue.address).call() == rogue_stake - SLASH_WEI  # slashed
+    assert chain.callbacks() == (0, b"")  # the consumer never saw the unverified output
 
 
 def test_an_optimistic_delivery_is_paid_and_called_back_only_after_its_window(chain: Verified) -> None:

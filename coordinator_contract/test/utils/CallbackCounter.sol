@@ -4,11 +4,11 @@ pragma solidity ^0.8.24;
 import {InferenceConsumer} from "../../src/consumer/InferenceConsumer.sol";
 import {ICoordinator} from "../../src/interfaces/ICoordinator.sol";
 
-/// @title RecordingConsumer
+/// @title CallbackCounter
 /// @notice A consumer for the node's end-to-end tests: sends any bytes to any model with any redundancy and deadline,
 /// and records every callback it gets (results and errors, in order), so a test can check that each request ends in
 /// exactly the callbacks the protocol promises.
-contract RecordingConsumer is InferenceConsumer {
+contract CallbackCounter is InferenceConsumer {
     /// @notice Result callbacks per request (one per delivering node).
     mapping(uint256 requestId => uint256) public results;
     /// @notice Error callbacks per request (at most one).
