@@ -72,7 +72,7 @@ class Reclaimer:
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # a period, not a wait for a condition
             try:
                 await self.round()
             except asyncio.CancelledError:
@@ -157,7 +157,7 @@ class Finalizer:
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # a period, not a wait for a condition
             try:
                 await self.round()
             except asyncio.CancelledError:
