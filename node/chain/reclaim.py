@@ -16,8 +16,15 @@ Guarantees:
 - Judged by the chain's clock and the coordinator's own view (`getRequests`, one call per round for up to `BATCH`
   requests): a request that is closed already (fulfilled, failed, reclaimed or cancelled) costs nothing.
 - Each `reclaim` is simulated from the sending key first (a revert costs no gas) and sent through the transaction
-  layer (`TxManager.send_call`: stored before broadcast, nonces, fee cap, replacement), at most once per request:
-  the outcome row says `sending` before the send and `sent <tx>` after, so a crash cannot send it twice.
+  layer (`TxManager.send_call`: stored before broadcast, nonces, fee cap, replacement). The outcome row says
+  `sending` before the send, `sent <tx>` after, and what became of it once mined: `done <tx>`, or `closed` when it
+  reverted because another node closed the request first. A transaction that never landed (abandoned: no funds, fees
+  over the cap) puts the request back for the next round; so does a `sending`/`sent` mark an earlier run left that
+  is older than `RESEND_AFTER_S` (a crash between the mark and the send).
+- Several nodes that served one request do not all reclaim it at once: each waits a spread of 0 to `SPREAD_S`
+  seconds after the deadline, its own for each request (a hash of its address and the request id), so the first
+  one's `reclaim` usually lands before the others simulate theirs. Two that still collide pay for one reverted
+  transaction (~24k gas) and record `closed`.
 - A round that fails (RPC down) is logged and tried again later; it never stops the node.
 """
 
@@ -25,7 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
+
+from eth_utils.crypto import keccak
 
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
@@ -34,6 +44,8 @@ from node.jobs.outcomes import (
     FINALIZING,
     PENDING_UNTIL,
     RECLAIM_CLOSED,
+    RECLAIM_DONE,
+    RECLAIM_SENDING,
     RECLAIM_SENT,
     VERIFICATION_REJECTED,
     VERIFICATION_VALID,
@@ -55,6 +67,28 @@ BATCH = 64
 EVERY_S = 10.0
 #: `Status.Open` in the coordinator's `RequestView`.
 OPEN = 1
+#: Each node waits up to this long after a request's deadline before reclaiming it (its own delay per request).
+SPREAD_S = 60
+#: A `sending`/`sent` mark older than this with no transaction of this run behind it is tried again (seconds).
+RESEND_AFTER_S = 300.0
+
+
+def spread_s(node: str, request_id: int) -> int:
+    """This node's wait after `request_id`'s deadline before it reclaims it: 0 to `SPREAD_S` - 1 seconds, from a
+    hash of the node's address and the request id (so nodes differ, and one node's requests differ)."""
+    digest = keccak(bytes.fromhex(node.lower().removeprefix("0x")) + request_id.to_bytes(32, "big"))
+    return int.from_bytes(digest[:4], "big") % SPREAD_S
+
+
+def _landed(future: asyncio.Future[Any]) -> tuple[bool | None, str]:
+    """(mined successfully?, why) of a `send_call` receipt future that is done: None when the transaction never
+    landed (abandoned, or the node stopping), else the receipt's status."""
+    if future.cancelled():
+        return None, "cancelled"
+    exc = future.exception()
+    if exc is not None:
+        return None, str(exc)
+    return int(future.result()["status"]) == 1, ""
 
 
 class Reclaimer:
@@ -68,6 +102,8 @@ class Reclaimer:
         self._txm = txm
         #: `reclaim` transactions sent since start.
         self.sent = 0
+        #: Requests whose `reclaim` this run sent and that is not mined yet (never sent twice meanwhile).
+        self._flying: set[int] = set()
 
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
@@ -85,7 +121,12 @@ class Reclaimer:
         head = self._txm.head
         if head is None or not self._txm.addresses:
             return 0
-        due = self._outcomes.reclaim_due(int(self._txm.clock.now()), BATCH)
+        now, node = int(self._txm.clock.now()), self._txm.addresses[0]
+        due = [
+            rid
+            for rid, deadline in self._outcomes.reclaim_due(now, BATCH, stale_before=time.time() - RESEND_AFTER_S)
+            if rid not in self._flying and now > deadline + spread_s(node, rid)
+        ]
         if not due:
             return 0
         call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("getRequests", due).hex()}
@@ -98,13 +139,12 @@ class Reclaimer:
             if status != OPEN:
                 self._outcomes.set(rid, reclaim=RECLAIM_CLOSED)
                 continue
-            if await self._reclaim(rid):
+            if await self._reclaim(rid, node):
                 sent += 1
         return sent
 
-    async def _reclaim(self, rid: int) -> bool:
+    async def _reclaim(self, rid: int, sender: str) -> bool:
         data = self._abi.encode_call("reclaim", rid)
-        sender = self._txm.addresses[0]
         call = {"from": sender, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(RECLAIM_GAS)}
         try:
             await self._rpc.request("eth_call", [call, "latest"])
@@ -117,16 +157,33 @@ class Reclaimer:
             log.info("request %d: not reclaimed: %s", rid, reverted)
             self._outcomes.set(rid, reclaim=RECLAIM_CLOSED)
             return False
-        self._outcomes.set(rid, reclaim="sending")
+        self._outcomes.set(rid, reclaim=RECLAIM_SENDING)
         try:
-            tx, _ = await self._txm.send_call(data, RECLAIM_GAS, f"reclaim of request {rid}", sender=sender)
+            tx, receipt = await self._txm.send_call(data, RECLAIM_GAS, f"reclaim of request {rid}", sender=sender)
         except BaseException:
             self._outcomes.set(rid, reclaim=None)  # not sent: the next round tries again
             raise
         self._outcomes.set(rid, reclaim=f"{RECLAIM_SENT} {tx.hashes[-1]}")
+        self._flying.add(rid)
+        receipt.add_done_callback(lambda f: self._mined(rid, tx.hashes[-1], f))
         self.sent += 1
         log.info("request %d: open past its deadline; sent reclaim (refund + error callback) tx %s", rid, tx.hashes[-1])
         return True
+
+    def _mined(self, rid: int, tx_hash: str, receipt: asyncio.Future[Any]) -> None:
+        """Records what became of request `rid`'s `reclaim`: done, lost to another node's (closed), or never
+        landed (the request goes back to the next round)."""
+        self._flying.discard(rid)
+        ok, why = _landed(receipt)
+        if ok is None:
+            if why != "cancelled":  # a stopping node keeps its mark: the next run's stale check takes it up
+                self._outcomes.set(rid, reclaim=None)
+                log.warning("request %d: reclaim tx %s did not land (%s); trying again next round", rid, tx_hash, why)
+        elif ok:
+            self._outcomes.set(rid, reclaim=f"{RECLAIM_DONE} {tx_hash}")
+        else:
+            self._outcomes.set(rid, reclaim=RECLAIM_CLOSED)
+            log.info("request %d: reclaim tx %s reverted: another node closed the request first", rid, tx_hash)
 
 
 #: Gas of a `finalizeDelivery` on top of the consumer's callback limit (after the 63/64 rule) and 40 a byte of
@@ -153,6 +210,8 @@ class Finalizer:
         self._txm = txm
         #: `finalizeDelivery` transactions sent since start.
         self.sent = 0
+        #: Requests whose `finalizeDelivery` this run sent and that is not mined yet.
+        self._flying: set[int] = set()
 
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
@@ -197,18 +256,36 @@ class Finalizer:
             log.warning("request %d: cannot finalize its delivery: %s", rid, reverted)
             return False
         state = self._outcomes.get(rid).verification or ""
+        if rid in self._flying:
+            return False  # this run sent it: its transaction is not mined yet
         if not state.startswith(PENDING_UNTIL):
-            return False  # sent already (or being sent): its transaction is not mined yet
+            if self._outcomes.age_s(rid) < RESEND_AFTER_S:
+                return False  # an earlier run sent it (or was sending it) lately: give it time to land
+            state = PENDING_UNTIL + "0"  # it never landed: the simulation just said it still can be settled
         self._outcomes.set(rid, verification=FINALIZING)
         try:
-            tx, _ = await self._txm.send_call(data, gas, f"finalizeDelivery of request {rid}", sender=node)
+            tx, receipt = await self._txm.send_call(data, gas, f"finalizeDelivery of request {rid}", sender=node)
         except BaseException:
             self._outcomes.set(rid, verification=state)  # not sent: the next round tries again
             raise
         self._outcomes.set(rid, verification=f"{FINALIZE_SENT} {tx.hashes[-1]}")
+        self._flying.add(rid)
+        receipt.add_done_callback(lambda f: self._mined(rid, tx.hashes[-1], state, f))
         self.sent += 1
         log.info("request %d: verdict window over; sent finalizeDelivery tx %s", rid, tx.hashes[-1])
         return True
+
+    def _mined(self, rid: int, tx_hash: str, state: str, receipt: asyncio.Future[Any]) -> None:
+        """A `finalizeDelivery` that never landed puts the delivery back to `state` (due: the next round sends it
+        again); a mined one is read from the coordinator's logs by the next round (its simulation says
+        `NothingPending`)."""
+        self._flying.discard(rid)
+        ok, why = _landed(receipt)
+        if ok is None and why != "cancelled":
+            self._outcomes.set(rid, verification=state)
+            log.warning(
+                "request %d: finalizeDelivery tx %s did not land (%s); trying again next round", rid, tx_hash, why
+            )
 
     async def _settled(self, rid: int, node: str, from_block: int) -> None:
         """Records how the chain settled `node`'s held delivery to `rid`: `valid` (a `RequestFulfilled`, with its

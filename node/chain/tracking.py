@@ -56,15 +56,22 @@ SETTLED_ERRORS = frozenset(
         "AlreadyDelivered",
     }
 )
-#: Coordinator errors that mean "this request is not for a plain delivery from this node": never reported failed.
-NOT_SERVED_ERRORS = frozenset({"ProofRequired"})
+#: Coordinator errors that mean "this node cannot serve this request the way it tried" (a proof it did not give, a
+#: verifier that could not judge what it gave: the operator's `[chain] verifiers` do not match the chain): never
+#: reported failed, since the request may still be served by a node configured right.
+NOT_SERVED_ERRORS = frozenset({"ProofRequired", "VerifierFailed", "NoVerifier"})
 
 
 def not_served(error: str | None) -> str:
     """Why a job whose delivery the coordinator refused with `error` (one of `NOT_SERVED_ERRORS`) is skipped."""
+    if error == "ProofRequired":
+        return (
+            f"the coordinator refused a delivery without a proof ({error}): the request names a verifier; list it in"
+            " [chain] verifiers to serve such requests"
+        )
     return (
-        f"the coordinator refused a delivery without a proof ({error}): the request names a verifier; list it in"
-        " [chain] verifiers to serve such requests"
+        f"the coordinator refused the delivery ({error}): the request's verifier could not judge it; check the"
+        " verifier's kind in [chain] verifiers (attestation or optimistic) against the contract at that address"
     )
 
 

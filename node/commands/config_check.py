@@ -6,18 +6,19 @@ keystore unlocks, password file readable), never shown; the online checks only r
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from pydantic import ValidationError
 
 from node.chain.rpc import public_url
-from node.config import NodeConfig, format_errors
+from node.config import ETH_TOKEN, NodeConfig, config_problems
 from node.errors import ConfigError
 
 
@@ -41,10 +42,7 @@ def parse_file(path: Path) -> tuple[NodeConfig | None, list[str]]:
         return None, [f"{path}: cannot read: {exc}"]
     except tomllib.TOMLDecodeError as exc:
         return None, [f"{path}: not valid TOML: {exc}"]
-    try:
-        return NodeConfig(**data), []
-    except ValidationError as exc:
-        return None, format_errors(exc)
+    return config_problems(data)
 
 
 def check_secrets(cfg: NodeConfig, report: Report) -> None:
@@ -75,7 +73,8 @@ def check_secrets(cfg: NodeConfig, report: Report) -> None:
 
 def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> None:
     """Asks every RPC URL for its chain, the coordinator for its code and registry, the registry whether each key
-    is an active node, and each HTTP container for its health."""
+    is an active node, each verifier for its code and window, each accepted token for its code, and each HTTP
+    container for its health (and, for a model that attests, for its attester)."""
     from node.commands import chain_ops
     from node.jobs.store import JobStore
 
@@ -121,9 +120,79 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
                 f"{account.address} is not an active node (stake {chain_ops.eth(status.stake_wei)}): its deliveries "
                 "would revert; run `infera node register` (or `infera node status`)"
             )
+    check_contracts(cfg, w3, report)
     for i, model in enumerate(cfg.models):
         if model.url is not None and not _healthy(model.url):
             report.warnings.append(f"models[{i}].url: {model.url}/health does not answer 200 (container not up yet?)")
+        elif model.url is not None and model.attests:
+            check_attester(i, model.url, report)
+
+
+#: `window()` of a verifier (`IVerifier`): 0 for one that judges at delivery, the dispute window (s) otherwise.
+_WINDOW_ABI = [
+    {
+        "type": "function",
+        "name": "window",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint64"}],
+    }
+]
+
+
+def check_contracts(cfg: NodeConfig, w3: Any, report: Report) -> None:
+    """Checks that each `[chain] verifiers` address holds code and answers `window()` as its kind says (0 for
+    attestation, above 0 for optimistic), and that each accepted ERC-20 token address holds code."""
+    for address, kind in cfg.chain.verifiers.items():
+        key = f"chain.verifiers.{address}"
+        if not bytes(w3.eth.get_code(address)):
+            report.problems.append(f"{key}: no contract at this address on this chain; give the verifier's address")
+            continue
+        try:
+            window = int(w3.eth.contract(address=address, abi=_WINDOW_ABI).functions.window().call())
+        except Exception as exc:  # any revert or decoding failure means: not a verifier
+            report.problems.append(
+                f"{key}: the contract does not answer window() ({type(exc).__name__}): not a verifier; check the"
+                " address"
+            )
+            continue
+        if kind == "attestation" and window != 0:
+            report.problems.append(
+                f'{key}: listed as "attestation" but its window() is {window} s (an optimistic verifier);'
+                ' set its kind to "optimistic" or give the attestation verifier\'s address'
+            )
+        elif kind == "optimistic" and window == 0:
+            report.problems.append(
+                f'{key}: listed as "optimistic" but its window() is 0 (it judges at delivery: an attestation'
+                ' verifier); set its kind to "attestation" or give the optimistic verifier\'s address'
+            )
+    for i, model in enumerate(cfg.models):
+        for token in model.accepted_payments:
+            if token == ETH_TOKEN:
+                continue
+            if not bytes(w3.eth.get_code(token)):
+                report.problems.append(
+                    f"models[{i}].accepted_payments.{token}: no contract at this address on this chain (not an ERC-20"
+                    " token here); give the token's address on this chain"
+                )
+
+
+def check_attester(index: int, url: str, report: Report) -> None:
+    """Checks that the container of a model with `attests = true` reports an attester in `GET /info`."""
+    key = f"models[{index}].attests"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/info", timeout=5) as resp:
+            info = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        report.problems.append(f"{key}: {url}/info does not answer JSON ({exc}); cannot tell whether it attests")
+        return
+    if not isinstance(info, dict) or not info.get("attester"):
+        report.problems.append(
+            f"{key}: the container at {url} reports no attester in /info: start it with --attestation-key-file"
+            " (and register the key's address with the verifier), or set attests = false"
+        )
+    else:
+        report.facts.append(f"attester  {info['attester']} (container of models[{index}])")
 
 
 def _healthy(url: str) -> bool:

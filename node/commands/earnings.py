@@ -127,13 +127,16 @@ def node_claim(
 
     if to is not None and not Web3.is_address(to):
         raise ConfigError(f"--to: {to!r} is not an address")
+    if to is not None and int(to, 16) == 0:
+        raise ConfigError("--to: the zero address would burn the fees; give the address that should receive them")
     cfg = load_config_file(config)
+    extra = tokens_of(cfg, token)  # a bad --token is named before anything else happens
     if key_env is None and node_running(cfg):
         warn("a node is running with this key: its next transaction will find its nonce taken and resync")
     signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
     recipient = Web3.to_checksum_address(to or signer.address)
-    due = [b for b in balances(cfg, c, signer.address, tokens_of(cfg, token)) if b.amount]
+    due = [b for b in balances(cfg, c, signer.address, extra) if b.amount]
     if not due:
         note(f"nothing to claim: {signer.address} has no unclaimed fees in the tokens checked")
         return

@@ -178,7 +178,7 @@ def jobs_retry(
     if not no_chain_check:
         _check_still_open(cfg, store, request_id)
     new_state = store.requeue(request_id)
-    typer.echo(f"job {request_id}: failed -> {new_state}")
+    typer.echo(f"job {request_id}: {job.state} -> {new_state}")
     if node_running(cfg):
         note("a node is running with this config: restart it (it takes up unfinished jobs when it starts)")
     else:

@@ -13,8 +13,11 @@ from typing import Any
 
 from node.jobs.store import JobStore
 
-#: `reclaim` values: the node sent `reclaim` (its transaction hash follows), or found the request closed already.
+#: `reclaim` values: being sent; sent (`sent <tx hash>`, not yet mined); mined and it closed the request (`done <tx
+#: hash>`); or the request was found closed already (`closed`, also when this node's reclaim lost a race and reverted).
+RECLAIM_SENDING = "sending"
 RECLAIM_SENT = "sent"
+RECLAIM_DONE = "done"
 RECLAIM_CLOSED = "closed"
 #: `verification` values: the verifier found the output valid (paid, consumer called back) or rejected it; or an
 #: optimistic verdict is pending until a unix time (`pending until <s>`), settled then by `finalizeDelivery`
@@ -87,22 +90,41 @@ class Outcomes:
         ok, fee, verification, reclaim = rows[0]
         return Outcome(None if ok is None else bool(ok), None if fee is None else int(fee), verification, reclaim)
 
-    def reclaim_due(self, now: int, limit: int) -> list[int]:
-        """Requests this node took on whose deadline is before `now` (unix s, the chain's time) and that may still be
-        open: a job delivered to a redundant request, expired, or failed (a report below the failure quorum leaves
-        the request open), not yet checked for `reclaim`. Skipped requests are not the node's to end (no gas is
-        spent on them). At most `limit`, oldest deadline first."""
+    def reclaim_due(self, now: int, limit: int, *, stale_before: float = 0.0) -> list[tuple[int, int]]:
+        """(request id, deadline) of the requests this node took on whose deadline is before `now` (unix s, the
+        chain's time) and that may still be open: a job delivered to a redundant request, expired, or failed (a report
+        below the failure quorum leaves the request open), not yet checked for `reclaim` — or whose `reclaim` was
+        sent (or being sent) by an earlier run and last marked before `stale_before` (unix s, wall time): a
+        transaction that never landed is tried again. Skipped requests are not the node's to end (no gas is spent on
+        them). At most `limit`, oldest deadline first."""
         rows = self._store.execute(
-            "SELECT j.request_id FROM jobs j LEFT JOIN outcomes o ON o.chain_id = j.chain_id"
-            " AND o.coordinator = j.coordinator AND o.request_id = j.request_id AND o.interval = j.interval"
-            " WHERE j.chain_id=? AND j.coordinator=? AND j.interval=0 AND o.reclaim IS NULL"
-            " AND j.state IN ('confirmed', 'expired', 'failed')"
-            " AND CAST(json_extract(j.request, '$.deadline') AS INTEGER) < ?"
+            "SELECT j.request_id, CAST(json_extract(j.request, '$.deadline') AS INTEGER) AS deadline FROM jobs j"
+            " LEFT JOIN outcomes o ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator"
+            " AND o.request_id = j.request_id AND o.interval = j.interval"
+            " WHERE j.chain_id=? AND j.coordinator=? AND j.interval=0"
+            " AND (o.reclaim IS NULL OR ((o.reclaim = ? OR o.reclaim LIKE ?) AND o.updated_at < ?))"
+            " AND j.state IN ('confirmed', 'expired', 'failed') AND deadline < ?"
             " AND NOT (j.state = 'confirmed' AND CAST(json_extract(j.request, '$.redundancy') AS INTEGER) = 1)"
-            " ORDER BY CAST(json_extract(j.request, '$.deadline') AS INTEGER) LIMIT ?",
-            (self._store.chain_id, self._store.coordinator, now, limit),
+            " ORDER BY deadline LIMIT ?",
+            (
+                self._store.chain_id,
+                self._store.coordinator,
+                RECLAIM_SENDING,
+                RECLAIM_SENT + " %",
+                stale_before,
+                now,
+                limit,
+            ),
         )
-        return [int(r[0]) for r in rows]
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def age_s(self, request_id: int, interval: int = 0) -> float:
+        """Seconds (wall time) since `request_id`'s outcome row last changed; infinity without a row."""
+        rows = self._store.execute(
+            "SELECT updated_at FROM outcomes WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
+            self._key(request_id, interval),
+        )
+        return time.time() - float(rows[0][0]) if rows else float("inf")
 
     def finalize_due(self, now: int, limit: int) -> list[int]:
         """Requests whose delivery waits for an optimistic verdict that was due before `now` (unix s, the chain's

@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from containers.runtime.wire import Attestation, attestation
+from containers.runtime.wire import NO_ATTESTATION_KEY, Attestation, attestation
 from node import faultpoint
 from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
-from node.errors import ContainerError
+from node.errors import ContainerError, ContainerRejected
 from node.jobs import fees, verification
 from node.jobs.intervals import describe_job
 from node.jobs.store import Job, JobState, JobStore
@@ -151,9 +151,9 @@ class Scheduler:
         """Settles `job` as `skipped` (no call, no transaction) when its payment is outside the model's fee policy
         or its verifier is one this node cannot satisfy (`verification.judge`); logged once, as the job is settled
         once."""
-        skip = fees.judge(route.model, job.request.token, job.request.fee_per_node_wei) or verification.judge(
-            route.model, job.request.verifier, self._verifiers
-        )
+        skip = fees.judge(
+            route.model, job.request.token, job.request.fee_per_node_wei, job.request.callback_gas_limit
+        ) or verification.judge(route.model, job.request.verifier, self._verifiers)
         if skip is None:
             return False
         self._store.update(job, JobState.SKIPPED, error=skip.reason)
@@ -224,6 +224,13 @@ class Scheduler:
             raise
         except ContainerError as exc:
             log.error("%s: %s failed after %d attempt(s): %s", describe_job(rid), route.model.name, job.attempts, exc)
+            if isinstance(exc, ContainerRejected) and NO_ATTESTATION_KEY in str(exc):
+                # The operator's mistake (`attests = true`, a container without a key), not the request's: never
+                # reported on-chain; the request ends by its deadline (the node's reclaim: the error callback).
+                why = f"not served: {route.model.name} has attests = true but its container has no attestation key"
+                self._store.update(job, JobState.FAILED, error=why)
+                self.skipped[(route.model.name, verification.VERIFIER_NOT_SUPPORTED)] += 1
+                return
             if job.subscription is not None:  # no failure report for an interval: settled here, no transaction
                 self._store.update(job, JobState.FAILED, error=_reason(exc))
                 self._count_interval("failed")

@@ -99,7 +99,7 @@ def test_a_redundant_request_served_by_one_node_ends_after_its_deadline_with_the
         alive=system.node.check_alive,
     )
     assert consumer.functions.errors(rid).call() == 0  # the other slot is still open until the deadline
-    dev.w3.provider.make_request("evm_increaseTime", [180])  # type: ignore[arg-type]
+    dev.w3.provider.make_request("evm_increaseTime", [240])  # past the deadline and every node's spread  # type: ignore[arg-type]
     dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     wait_until(
         lambda: consumer.functions.errors(rid).call() == 1,
@@ -113,8 +113,9 @@ def test_a_redundant_request_served_by_one_node_ends_after_its_deadline_with_the
     assert refunds(dev, consumer) == before + DEFAULT_FEE_WEI  # the unserved slot's fee
     with sqlite3.connect(f"file:{dev.workdir / 'node.db'}?mode=ro", uri=True, timeout=10) as db:
         (mark,) = db.execute("SELECT reclaim FROM outcomes WHERE request_id = ?", (str(rid),)).fetchone()
-    assert mark.startswith("sent 0x")  # it was the node that sent the reclaim, once
-    assert dev.w3.eth.get_transaction(mark.split()[1])["from"] == dev.node_account.address
+    assert mark.startswith("done 0x")  # the node sent the reclaim, once, and it was mined
+    receipt = dev.w3.eth.get_transaction_receipt(mark.split()[1])
+    assert (receipt["from"], receipt["status"]) == (dev.node_account.address, 1)
 
 
 def test_a_cancelled_request_is_refunded_and_costs_the_node_nothing(system: System, consumer: Any) -> None:

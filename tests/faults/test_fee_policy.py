@@ -58,11 +58,14 @@ def test_requests_outside_the_fee_policy_cost_no_gas_and_the_earned_fee_is_claim
     free = dev.request_raw(MODEL, inputs["free"], fee_wei=0)
     cheap = dev.request_raw(MODEL, inputs["cheap"], fee_wei=DEFAULT_FEE_WEI - 1)
     token = erc20_request(rig, inputs["token"], 10**24)
+    # Paid enough, but asking for a 2,000,000-gas callback the node would pay for: over the model's maximum.
+    bomb = dev.request_raw(MODEL, b"a gas bomb", callback_gas_limit=2_000_000, fee_wei=DEFAULT_FEE_WEI)
 
     rig.wait_fulfilled([paid])
-    rig.wait_states("the three requests below policy skipped", skipped=3)
+    rig.wait_states("the four requests outside the policy skipped", skipped=4)
     rows = dict(rig.db("SELECT request_id, error FROM jobs WHERE state = 'skipped'"))
-    assert set(rows) == {str(free), str(cheap), str(token)}
+    assert set(rows) == {str(free), str(cheap), str(token), str(bomb)}
+    assert "callback gas limit 2000000 is above this node's maximum 500000" in rows[str(bomb)]
     assert f"fee per node 0 is below this node's minimum {DEFAULT_FEE_WEI}" in rows[str(free)]
     assert f"fee per node {DEFAULT_FEE_WEI - 1} is below" in rows[str(cheap)]
     assert "which echo/faulty@1 does not accept here (accepted: ETH)" in rows[str(token)]
@@ -72,21 +75,22 @@ def test_requests_outside_the_fee_policy_cost_no_gas_and_the_earned_fee_is_claim
     assert set(rig.fulfillments()) == {paid}
     computed = rig.computed()
     assert not any(inputs[k] in data for data in computed for k in ("free", "cheap", "token"))
-    for rid in (free, cheap, token):
-        assert not dev.w3.eth.call(  # the coordinator never heard from this node about them
-            {"to": coordinator.address, "data": coordinator.encode_abi("served", args=[rid, node])}
-        ).strip(b"\x00")
+    assert not any(b"a gas bomb" in data for data in computed)
+    for name in ("RequestFulfilled", "FailureReported"):  # the coordinator never heard from this node about them
+        logs = getattr(coordinator.events, name)().get_logs(from_block=0)
+        assert {e["args"]["requestId"] for e in logs} & {free, cheap, token, bomb} == set()
 
     delivered = json.loads(ok(infera("jobs", "show", str(paid), "--json", "--config", str(config))))
     (event,) = coordinator.events.RequestFulfilled().get_logs(from_block=0, argument_filters={"requestId": paid})
     on_chain = (event["args"]["callbackOk"], str(event["args"]["fee"]))
     assert (delivered["callback_ok"], delivered["fee_earned"]) == on_chain == (False, str(DEFAULT_FEE_WEI))
     listed = ok(infera("jobs", "list", "--state", "skipped", "--config", str(config)))
-    assert listed.count("skipped") == 3
+    assert listed.count("skipped") == 4
     assert "does not accept here" in listed
     port = dev.api_port
     assert metric(port, "infera_requests_skipped_total", f'model="{MODEL}",reason="fee_below_minimum"') == 2
     assert metric(port, "infera_requests_skipped_total", f'model="{MODEL}",reason="token_not_accepted"') == 1
+    assert metric(port, "infera_requests_skipped_total", f'model="{MODEL}",reason="callback_gas_too_high"') == 1
 
     # The earned fee (protocol fee 0 on the devnet) is credited to the node and claimed to its address.
     earned = int(coordinator.functions.balanceOf(ETH_TOKEN, node).call())
@@ -94,6 +98,10 @@ def test_requests_outside_the_fee_policy_cost_no_gas_and_the_earned_fee_is_claim
     env = {"INFERA_PRIVATE_KEY": dev.private_key_hex()}
     shown = ok(infera("node", "earnings", "--config", str(config), env=env))
     assert "0.001 ETH" in shown, shown
+    zero = "0x" + "00" * 20
+    refused = infera("node", "claim", "--config", str(config), "--to", zero, env=env)
+    assert refused.returncode == 2  # a usage error, as every bad option
+    assert "the zero address would burn the fees" in refused.stderr
     eth_before = dev.w3.eth.get_balance(node)
     out = ok(infera("node", "claim", "--config", str(config), env=env))
     assert f"to {node}" in out

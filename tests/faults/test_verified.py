@@ -326,6 +326,31 @@ def test_verified_requests_the_node_cannot_serve_are_skipped_without_gas(chain: 
         assert json.loads(resp.read())["batching"]["batches"] == 0  # nothing reached the container
 
 
+def test_an_operators_verifier_mistake_is_never_reported_as_the_requests_failure(chain: Verified) -> None:
+    """`attests = true` with a container that has no key, and an attestation verifier listed as optimistic: the node
+    fails or skips those jobs locally with the reason and sends nothing (no failure report that would fail the
+    request for every node); the requests stay open for nodes configured right."""
+    url = chain.start_container(None)  # no attestation key, although the config says the model attests
+    chain.start_node(url, attests=True, verifiers={chain.attestation.address: "optimistic"})
+    wrong_kind = chain.request(chain.attestation, b"judged as optimistic")
+    _, why, _, _ = chain.wait_row(wrong_kind, "the wrong-kind delivery skipped", lambda r: r[0] == "skipped")
+    assert "VerifierFailed" in why
+    assert "check the verifier's kind in [chain] verifiers" in why
+    assert chain.node_calls() == []
+    assert chain.events("FailureReported", wrong_kind) == []
+    assert chain.dev.request_state(wrong_kind)["status"] == 1  # still open
+
+    assert chain.proc is not None
+    chain.dev.stop(chain.proc)
+    chain.start_node(url, attests=True, verifiers={chain.attestation.address: "attestation"})
+    keyless = chain.request(chain.attestation, b"no key in the container")
+    _, why, _, _ = chain.wait_row(keyless, "the keyless attestation failed locally", lambda r: r[0] == "failed")
+    assert "has attests = true but its container has no attestation key" in why
+    assert chain.node_calls() == []
+    assert chain.events("FailureReported", keyless) == []
+    assert chain.dev.request_state(keyless)["status"] == 1
+
+
 def test_a_challenging_node_disputes_another_nodes_wrong_optimistic_delivery(chain: Verified) -> None:
     dev = chain.dev
     cheat, voter = dev_account(5), dev_account(6)

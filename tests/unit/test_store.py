@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,17 @@ def test_outcomes_are_kept_per_request_and_reclaim_is_due_only_for_requests_left
         if state is not JobState.SEEN:
             s.update(job, state)
     assert outcomes.reclaim_due(now=400, limit=10) == []  # no deadline passed yet
-    assert outcomes.reclaim_due(now=10_000, limit=10) == [2, 3, 4]
-    assert outcomes.reclaim_due(now=10_000, limit=2) == [2, 3]  # oldest deadline first
+    assert outcomes.reclaim_due(now=10_000, limit=10) == [(2, 502), (3, 503), (4, 504)]
+    assert outcomes.reclaim_due(now=10_000, limit=2) == [(2, 502), (3, 503)]  # oldest deadline first
     outcomes.set(3, reclaim="closed")
     outcomes.set(2, callback_ok=False, fee_earned=2**200)
-    assert outcomes.reclaim_due(now=10_000, limit=10) == [2, 4]
+    assert outcomes.reclaim_due(now=10_000, limit=10) == [(2, 502), (4, 504)]
+    outcomes.set(4, reclaim="sent 0xab")  # sent by a run that died before it landed
+    assert outcomes.reclaim_due(now=10_000, limit=10) == [(2, 502)]  # a recent mark: given time to land
+    stale = outcomes.reclaim_due(now=10_000, limit=10, stale_before=time.time() + 1)
+    assert stale == [(2, 502), (4, 504)]  # an old one is tried again
+    outcomes.set(4, reclaim="done 0xab")
+    assert outcomes.reclaim_due(now=10_000, limit=10, stale_before=time.time() + 1) == [(2, 502)]
     assert outcomes.get(2) == Outcome(callback_ok=False, fee_earned=2**200)
     assert outcomes.get(2).as_dict()["fee_earned"] == str(2**200)
     with pytest.raises(TypeError, match="not outcome fields"):
