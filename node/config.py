@@ -7,24 +7,44 @@ encrypted keystore named here.
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from eth_utils.address import is_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from node.errors import ConfigError
 
+#: The zero address: the coordinator's token for requests paid in ETH.
+ETH_TOKEN = "0x0000000000000000000000000000000000000000"
+
 
 def _checksum(value: str) -> str:
+    """`value` as a checksummed address. All-lower or all-upper hex is taken as is; mixed case must carry a correct
+    EIP-55 checksum (a wrong one is a mistyped address)."""
     if not is_address(value):
         raise ValueError(f"not an Ethereum address: {value!r}")
-    return str(to_checksum_address(value))
+    checksummed = str(to_checksum_address(value))
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and value != checksummed:
+        raise ValueError(f"{value}: checksum mismatch: did you mean {checksummed}?")
+    return checksummed
+
+
+def _nonzero(value: str) -> str:
+    if int(value, 16) == 0:
+        raise ValueError("the zero address cannot be meant here (no contract lives there)")
+    return value
 
 
 Address = Annotated[str, AfterValidator(_checksum)]
+#: An address that must name a contract (the coordinator, a verifier): the zero address is refused.
+ContractAddress = Annotated[str, AfterValidator(_checksum), AfterValidator(_nonzero)]
 
 
 class _Section(BaseModel):
@@ -54,8 +74,8 @@ class ChainConfig(_Section):
         le=3600,
         description="over a WebSocket, the logs are read again with eth_getLogs this often; the cursor moves only then",
     )
-    coordinator_address: Address
-    subscription_manager_address: Address | None = Field(
+    coordinator_address: ContractAddress
+    subscription_manager_address: ContractAddress | None = Field(
         default=None, description="SubscriptionManager whose subscriptions this node serves (absent: none)"
     )
     start_block: int = Field(default=0, ge=0, description="block to backfill from (the coordinator's deploy)")
@@ -76,7 +96,7 @@ class ChainConfig(_Section):
     max_sends_per_block: int = Field(
         default=256, ge=1, le=100_000, description="transactions one key hands to the RPC per block, at most"
     )
-    verifiers: dict[Address, Literal["attestation", "optimistic"]] = Field(
+    verifiers: dict[ContractAddress, Literal["attestation", "optimistic"]] = Field(
         default={},
         description=(
             "verifier address -> kind (attestation | optimistic): the verified requests this node serves; a request"
@@ -126,20 +146,58 @@ class WalletConfig(_Section):
         return self
 
 
-#: The zero address: the coordinator's token for requests paid in ETH.
-ETH_TOKEN = "0x0000000000000000000000000000000000000000"
+#: The largest fee per node the Coordinator takes (`FeeTooHigh` above it: the fee is stored in 80 bits).
+MAX_FEE_PER_NODE = 2**80 - 1
+#: The largest integer a TOML file can hold unquoted (2**63 - 1, about 9.2e18).
+_TOML_INT_MAX = 2**63 - 1
 
 
-def _payments(value: dict[str, int]) -> dict[str, int]:
-    """`accepted_payments` with its keys normalised: `ETH` (any case) to the zero address, addresses checksummed."""
+def _minimum(token: str, value: object) -> int:
+    """One `accepted_payments` minimum: a real integer or a string of decimal digits, within the fee cap."""
+    if isinstance(value, bool):
+        raise ValueError(f"{token} = {str(value).lower()}: a minimum fee is an integer (in the token's smallest unit)")
+    if isinstance(value, float):
+        exact = Decimal(repr(value))
+        if exact != exact.to_integral_value():
+            raise ValueError(f"{token} = {value!r}: a minimum fee is a whole number in the token's smallest unit")
+        whole = int(exact)
+        shown = str(whole) if whole <= _TOML_INT_MAX else f'"{whole}"'
+        raise ValueError(
+            f"{token} = {value!r} is a float: write the integer in full, {token} = {shown} (as a quoted string for"
+            f" values above {_TOML_INT_MAX}, the largest TOML integer)"
+        )
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{token} = {value!r}: a minimum fee is an integer or a string of decimal digits")
+    if value < 0:
+        raise ValueError(f"{token} = {value}: a minimum fee cannot be negative")
+    if value > MAX_FEE_PER_NODE:
+        raise ValueError(
+            f"{token} = {value}: above the Coordinator's fee cap 2**80 - 1 ({MAX_FEE_PER_NODE}); no request can pay"
+            " that much, so the model would never be served"
+        )
+    return value
+
+
+def _payments(value: object) -> dict[str, int]:
+    """`accepted_payments` checked and normalised: at least one token; `ETH` (any case) to the zero address,
+    addresses checksummed (a wrong mixed-case checksum refused); each minimum an integer within the fee cap."""
+    if not isinstance(value, dict):
+        raise ValueError("accepted_payments is a table: token -> minimum fee per node, e.g. { ETH = 1 }")
+    if not value:
+        raise ValueError(
+            "accepted_payments is empty: the model would serve no request; list at least one token, e.g. { ETH = 1 }"
+        )
     out: dict[str, int] = {}
     for token, minimum in value.items():
+        token = str(token)
         if token.upper() != "ETH" and not is_address(token):
             raise ValueError(f"{token!r} is neither ETH nor an ERC-20 token address (0x + 40 hex digits)")
         key = ETH_TOKEN if token.upper() == "ETH" else _checksum(token)
         if key in out:
             raise ValueError(f"token {token!r} is listed twice")
-        out[key] = minimum
+        out[key] = _minimum(token, minimum)
     return out
 
 
@@ -155,13 +213,20 @@ class ModelConfig(_Section):
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry delay; doubles, capped at 10 s")
     max_dispatches: int = Field(default=3, ge=1, le=20, description="mqtt: re-dispatches before an attempt fails")
-    accepted_payments: Annotated[dict[str, Annotated[int, Field(ge=0)]], AfterValidator(_payments)] = Field(
+    accepted_payments: Annotated[dict[str, int], BeforeValidator(_payments)] = Field(
         default={"ETH": 1},
         validate_default=True,
         description=(
-            "payment token (ETH or an ERC-20 address) -> minimum fee per node in its smallest unit (wei for ETH);"
-            " requests in other tokens or below the minimum are skipped without gas. Default: ETH, any fee above 0"
+            "payment token (ETH or an ERC-20 address) -> minimum gross fee per node in its smallest unit (wei for"
+            " ETH; the protocol's cut, up to 10%, comes off it); requests in other tokens or below the minimum are"
+            " skipped without gas. Default: ETH, any fee above 0"
         ),
+    )
+    max_callback_gas: int = Field(
+        default=500_000,
+        ge=1,
+        le=16_777_215,
+        description="requests asking for a larger callback gas limit are skipped: the node pays for the callback's gas",
     )
 
     attests: bool = Field(
@@ -280,6 +345,15 @@ class NodeConfig(BaseSettings):
         return env_settings, init_settings
 
 
+#: The lists of tables: pydantic-settings cannot override one element of them, only the whole list (as JSON).
+_TABLE_LISTS = {"models": "[[models]]", "api.tokens": "[[api.tokens]]"}
+
+
+def _env_vars(prefix: str) -> list[str]:
+    """The set environment variables whose name starts with `prefix` (case-insensitive, as pydantic-settings reads)."""
+    return sorted(k for k in os.environ if k.upper().startswith(prefix.upper()))
+
+
 def format_errors(exc: ValidationError) -> list[str]:
     """One line per problem: `dotted.key: reason`."""
     lines = []
@@ -288,22 +362,54 @@ def format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling and section)"
+        if key in _TABLE_LISTS and err["type"] == "list_type":
+            var = "INFERA_" + key.upper().replace(".", "__")
+            per_item = _env_vars(var + "__")
+            if per_item:
+                msg = (
+                    f"the environment variable(s) {', '.join(per_item)} try to override one {_TABLE_LISTS[key]} table,"
+                    f" which cannot be done: {_TABLE_LISTS[key]} tables can only be overridden as a whole, as JSON"
+                    f" ({var}='[{{...}}, ...]'); unset {', '.join(per_item)}"
+                )
         lines.append(f"{key}: {msg}")
     return lines
 
 
+def _settings_error(exc: SettingsError) -> str:
+    """The line for an `INFERA_…` variable whose value is not the JSON its field needs, naming the variable(s)."""
+    field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+    candidates = _env_vars(f"INFERA_{field}")
+    bad = []
+    for name in candidates:
+        value = os.environ[name].strip()
+        if value[:1] in "[{":
+            try:
+                json.loads(value)
+            except ValueError:
+                bad.append(name)
+    named = ", ".join(bad or candidates) or f"INFERA_{field.upper()}…"
+    return (
+        f"{field}: its environment override {named} is malformed ({exc.__cause__ or exc});"
+        " lists and tables are given as JSON"
+    )
+
+
+def config_problems(data: dict[str, Any]) -> tuple[NodeConfig | None, list[str]]:
+    """Validates a config mapping (plus env overrides): the config, or None and every problem as `key: reason`."""
+    try:
+        return NodeConfig(**data), []
+    except ValidationError as exc:
+        return None, format_errors(exc)
+    except SettingsError as exc:  # an INFERA_… variable whose value is not the JSON its field needs
+        return None, [_settings_error(exc)]
+
+
 def parse_config(data: dict[str, Any]) -> NodeConfig:
     """Validates a config mapping (plus env overrides); raises `ConfigError` naming every bad key."""
-    try:
-        return NodeConfig(**data)
-    except ValidationError as exc:
-        raise ConfigError("; ".join(format_errors(exc))) from None
-    except SettingsError as exc:  # an INFERA_… variable whose value is not the JSON its field needs
-        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
-        raise ConfigError(
-            f"{field}: its environment override INFERA_{field.upper()}… is malformed ({exc.__cause__ or exc});"
-            " lists and tables are given as JSON"
-        ) from None
+    cfg, problems = config_problems(data)
+    if cfg is None:
+        raise ConfigError("; ".join(problems))
+    return cfg
 
 
 def load_config(path: str | Path) -> NodeConfig:

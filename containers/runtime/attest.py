@@ -11,9 +11,9 @@ What it proves: that a holder of the registered attester key signed this output 
 model digest. It does not prove the model ran as claimed: a key in a file can sign anything its holder likes (a
 TEE-held key would bind it to measured code; this is not that).
 
-Guarantees: the key file must be readable by its owner only (mode 0600 or stricter) or the container refuses to
-start, naming the file and the `chmod` to run; the key is never logged or printed (the `Attester`'s repr shows only
-its address).
+Guarantees: the key file must be readable and writable by its owner only (mode 0600 or stricter) and hold a valid
+secp256k1 key, or the container refuses to start, naming the file and what to do (the `chmod` to run); the key is
+never logged or printed (the `Attester`'s repr shows only its address).
 """
 
 from __future__ import annotations
@@ -89,26 +89,52 @@ def attestation_digest(
     return keccak(b"\x19Ethereum Signed Message:\n32" + inner)
 
 
+#: The order of secp256k1: a private key is an integer in [1, n - 1].
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def read_key_file(path: str | Path) -> bytes:
     """The 32-byte private key in `path` (hex, with or without 0x, surrounding whitespace ignored). Raises
-    `AttestationError` when the file is missing, readable by anyone but its owner, or not a key; the message never
-    contains the file's content."""
+    `AttestationError` when the file is missing, a directory, readable or writable by anyone but its owner, not text,
+    or not a usable secp256k1 key (zero, or not below the curve order); the message never contains the file's
+    content."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise AttestationError(f"attestation key file {path} not found") from None
+    except OSError as exc:
+        raise AttestationError(f"attestation key file {path} cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise AttestationError(f"attestation key file {path} is a directory; give the file that holds the key")
+    if not stat.S_ISREG(mode):
+        raise AttestationError(f"attestation key file {path} is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise AttestationError(
-            f"attestation key file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+            f"attestation key file {path} is readable or writable by others (mode {stat.S_IMODE(mode):04o});"
+            f" run `chmod 600 {path}`"
         )
-    text = path.read_text().strip().removeprefix("0x")
     try:
-        key = bytes.fromhex(text)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AttestationError(f"attestation key file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise AttestationError(
+            f"attestation key file {path} is not text: it must hold a 32-byte private key as 64 hex digits"
+        ) from None
+    try:
+        key = bytes.fromhex(text.strip().removeprefix("0x"))
     except ValueError:
         key = b""
     if len(key) != 32:
         raise AttestationError(f"attestation key file {path} does not hold a 32-byte hex private key")
+    if not 0 < int.from_bytes(key, "big") < SECP256K1_N:
+        raise AttestationError(
+            f"attestation key file {path} does not hold a valid secp256k1 private key (it must be above zero and below"
+            " the curve order n); make a new key"
+        )
     return key
 
 

@@ -100,9 +100,60 @@ def test_a_signature_recovers_to_the_attester_with_v_27_or_28_and_low_s(tmp_path
 
 def test_a_key_file_readable_by_others_is_refused_with_the_chmod_to_run(tmp_path: Path) -> None:
     path = key_file(tmp_path, 0o644)
-    with pytest.raises(AttestationError, match=r"readable by others \(mode 0644\); run `chmod 600 .*attester.key`"):
+    with pytest.raises(
+        AttestationError, match=r"readable or writable by others \(mode 0644\); run `chmod 600 .*attester.key`"
+    ):
         read_key_file(path)
     assert read_key_file(key_file(tmp_path, 0o400)) == bytes.fromhex(KEY[2:])
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o610, 0o604])
+def test_a_key_file_writable_or_readable_by_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    with pytest.raises(AttestationError, match=rf"readable or writable by others \(mode {mode:04o}\); run `chmod 600"):
+        read_key_file(key_file(tmp_path, mode))
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "00" * 32,  # zero: no key
+        "ff" * 32,  # above the curve order
+        "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",  # the curve order n itself
+    ],
+)
+def test_a_key_outside_the_curve_range_is_refused_at_start_without_its_content(tmp_path: Path, secret: str) -> None:
+    with pytest.raises(AttestationError, match="not hold a valid secp256k1 private key") as raised:
+        read_key_file(key_file(tmp_path, text="0x" + secret + "\n"))
+    assert secret not in str(raised.value)
+    assert "instead of" not in str(raised.value)
+
+
+def test_the_largest_key_below_the_curve_order_is_accepted(tmp_path: Path) -> None:
+    top = "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364140"
+    assert read_key_file(key_file(tmp_path, text=top)) == bytes.fromhex(top)
+
+
+def test_a_directory_as_key_file_is_refused_clearly(tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(AttestationError, match=r"keys is a directory; give the file that holds the key"):
+        read_key_file(folder)
+
+
+def test_a_key_file_that_is_not_text_is_refused_without_echoing_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "attester.key"
+    content = b"\xff\xfe\xc3(secret"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(AttestationError, match="is not text") as raised:
+        read_key_file(path)
+    message = str(raised.value)
+    assert "secret" not in message
+    assert "\\x" not in message
+    assert "xff" not in message
+    assert "0xc3" not in message
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
 
 
 def test_a_missing_or_malformed_key_file_is_refused_without_its_content(tmp_path: Path) -> None:
@@ -136,6 +187,19 @@ def test_a_container_with_a_key_file_readable_by_others_does_not_start(tmp_path:
     assert run.returncode == 2
     assert f"run `chmod 600 {path}`" in run.stderr
     assert KEY[2:] not in run.stderr + run.stdout
+
+
+def test_a_container_with_a_zero_key_does_not_start(tmp_path: Path) -> None:
+    path = key_file(tmp_path, text="00" * 32)
+    run = subprocess.run(
+        [sys.executable, "-m", "containers.echo", "--port", "0", "--model-digest", DIGEST.hex()],
+        env={**os.environ, "INFERA_ATTESTATION_KEY_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "does not hold a valid secp256k1 private key" in run.stderr
 
 
 async def _serve(key: bytes | None) -> TestServer:

@@ -175,3 +175,157 @@ def test_a_malformed_env_override_names_its_key(monkeypatch: pytest.MonkeyPatch)
     base = {"chain": {"rpc_url": "http://x", "coordinator_address": "0x" + "11" * 20}, "models": []}
     with pytest.raises(ConfigError, match=r"^models: its environment override INFERA_MODELS"):
         parse_config(base)
+
+
+def test_a_mixed_case_address_with_a_wrong_checksum_is_refused_with_the_right_one() -> None:
+    wrong = "0x5FbDB2315678afecb367f032d93F642f64180aA3"  # last "a" of a correct checksum upper-cased
+    with pytest.raises(
+        ConfigError,
+        match=r"coordinator_address: .*checksum mismatch: did you mean 0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    ):
+        parse_config(minimal(coordinator_address=wrong))
+    upper = "0x" + ADDRESS[2:].upper()
+    assert parse_config(minimal(coordinator_address=upper)).chain.coordinator_address == (
+        "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    )
+    with pytest.raises(ConfigError, match=r"chain\.verifiers\..*checksum mismatch"):
+        parse_config(minimal(verifiers={wrong: "attestation"}))
+
+
+@pytest.mark.parametrize(
+    ("chain", "key"),
+    [
+        ({"coordinator_address": "0x" + "00" * 20}, r"chain\.coordinator_address"),
+        ({"subscription_manager_address": "0x" + "00" * 20}, r"chain\.subscription_manager_address"),
+        ({"verifiers": {"0x" + "00" * 20: "attestation"}}, r"chain\.verifiers\.0x0{40}"),
+    ],
+)
+def test_the_zero_address_is_refused_where_a_contract_is_meant(chain: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key + r".*the zero address cannot be meant here"):
+        parse_config(minimal(**chain))
+
+
+def test_a_malformed_nested_env_override_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from node.commands.config_check import parse_file
+
+    monkeypatch.setenv("INFERA_CHAIN__VERIFIERS", "{bad")
+    with pytest.raises(ConfigError, match=r"^chain: its environment override INFERA_CHAIN__VERIFIERS is malformed"):
+        parse_config(minimal())
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[chain]\nrpc_url = "http://x"\ncoordinator_address = "{ADDRESS}"\n[[models]]\nname = "m"\nurl = "http://y"\n'
+    )
+    cfg, problems = parse_file(path)  # `infera config check`: the same line, not "unexpected SettingsError"
+    assert cfg is None
+    assert len(problems) == 1
+    assert problems[0].startswith("chain: its environment override INFERA_CHAIN__VERIFIERS")
+
+
+def test_overriding_one_models_table_by_env_says_lists_of_tables_go_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERA_MODELS__0__ACCEPTED_PAYMENTS", '{"ETH": 5}')
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal())
+    message = str(info.value)
+    assert "INFERA_MODELS__0__ACCEPTED_PAYMENTS" in message
+    assert "[[models]] tables can only be overridden as a whole, as JSON (INFERA_MODELS='[{...}, ...]')" in message
+    monkeypatch.delenv("INFERA_MODELS__0__ACCEPTED_PAYMENTS")
+    monkeypatch.setenv(
+        "INFERA_MODELS", '[{"name": "other", "url": "http://127.0.0.1:1", "accepted_payments": {"ETH": 5}}]'
+    )
+    cfg = parse_config(minimal())
+    assert [m.name for m in cfg.models] == ["other"]
+    assert cfg.models[0].accepted_payments == {"0x0000000000000000000000000000000000000000": 5}
+
+
+class _FakeEth:
+    """Just enough of `w3.eth` for the online contract checks: code per address, `window()` per address."""
+
+    def __init__(self, code: dict[str, bytes], windows: dict[str, int]) -> None:
+        self.code, self.windows = code, windows
+
+    def get_code(self, address: str) -> bytes:
+        return self.code.get(address, b"")
+
+    def contract(self, address: str, abi: object) -> object:
+        windows = self.windows
+
+        class _Call:
+            def call(self) -> int:
+                if address not in windows:
+                    raise ValueError("execution reverted")
+                return windows[address]
+
+        class _Functions:
+            def window(self) -> _Call:
+                return _Call()
+
+        class _Contract:
+            functions = _Functions()
+
+        return _Contract()
+
+
+def test_online_checks_name_each_verifier_and_token_that_is_not_what_the_config_says() -> None:
+    from types import SimpleNamespace
+
+    from eth_utils.address import to_checksum_address
+
+    from node.commands.config_check import Report, check_contracts
+
+    att, opt, eoa, noverifier, swapped = ("0x" + c * 40 for c in "abcde")
+    token, missing_token = "0x" + "12" * 20, "0x" + "34" * 20
+    cs = {a: to_checksum_address(a) for a in (att, opt, eoa, noverifier, swapped, token, missing_token)}
+    kinds = {att: "attestation", opt: "optimistic", eoa: "optimistic", noverifier: "attestation"}
+    data = minimal(verifiers=kinds | {swapped: "attestation"})
+    data["models"] = [{"name": "m", "url": "http://y", "accepted_payments": {"ETH": 1, token: 1, missing_token: 1}}]
+    cfg = parse_config(data)
+    code = {cs[a]: b"\x60\x00" for a in (att, opt, noverifier, swapped, token)}
+    w3 = SimpleNamespace(eth=_FakeEth(code, {cs[att]: 0, cs[opt]: 1200, cs[swapped]: 600}))
+    report = Report()
+    check_contracts(cfg, w3, report)
+    text = "\n".join(report.problems)
+    assert len(report.problems) == 4, text
+    assert f"chain.verifiers.{cs[eoa]}: no contract at this address" in text
+    assert f"chain.verifiers.{cs[noverifier]}: the contract does not answer window()" in text
+    assert f'chain.verifiers.{cs[swapped]}: listed as "attestation" but its window() is 600 s' in text
+    assert f"models[0].accepted_payments.{cs[missing_token]}: no contract at this address" in text
+
+
+def test_online_check_of_an_attesting_model_asks_the_container_for_its_attester() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from node.commands.config_check import Report, check_attester
+
+    answers = {"attester": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answers).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        report = Report()
+        check_attester(0, url, report)
+        assert report.problems == [
+            f"models[0].attests: the container at {url} reports no attester in /info: start it with"
+            " --attestation-key-file (and register the key's address with the verifier), or set attests = false"
+        ]
+        answers["attester"] = "0x" + "ab" * 20
+        report = Report()
+        check_attester(0, url, report)
+        assert report.problems == []
+        assert report.facts == [f"attester  {answers['attester']} (container of models[0])"]
+    finally:
+        server.shutdown()
+        server.server_close()
