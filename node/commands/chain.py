@@ -19,6 +19,7 @@ from node.commands import (
     open_chain,
 )
 from node.commands.console import note, spinner, warn
+from node.config import ETH_TOKEN
 from node.errors import ConfigError
 
 
@@ -68,7 +69,11 @@ def request(
     model: str = typer.Option(..., "--model", "-m", help="model name, as in the node config"),
     input_text: str | None = typer.Option(None, "--input", "-i", help="text input (encoded as the model expects)"),
     input_hex: str | None = typer.Option(None, "--input-hex", help="input bytes as hex, sent as they are"),
-    fee: str | None = typer.Option(None, help="fee for the node (default: the coordinator's minimum), e.g. 1gwei"),
+    fee: str | None = typer.Option(
+        None,
+        help="fee for the node, e.g. 1gwei (default: the least this config's fee policy serves the model for in ETH,"
+        " and at least the coordinator's minimum)",
+    ),
     callback_gas: int = typer.Option(50_000, help="callback gas limit (the coordinator requires at least 1)"),
     timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the on-chain answer"),
     key_env: str | None = KEY_ENV,
@@ -108,6 +113,12 @@ def request(
     signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
     fee_wei = chain_ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
+    policy = served.minimum_fee(ETH_TOKEN) if served is not None else None
+    if fee is None and policy is not None:
+        fee_wei = max(fee_wei, policy)
+    elif served is not None and (policy is None or fee_wei < policy):
+        why = "does not accept ETH" if policy is None else f"serves it from {chain_ops.eth(policy)}"
+        warn(f"this config's fee policy for {model!r} {why}: a node with this config skips the request")
     request_id, block = send_request(
         c,
         signer,
