@@ -255,6 +255,7 @@ def build(
             routes,
             txm,
             start_block=c.start_block,
+            store=store,
         )
     if cfg.api.port:
         parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)

@@ -31,6 +31,7 @@ from node.chain.contracts import CoordinatorAbi, as_bytes, as_int, signature
 from node.chain.rpc import RpcError, RpcPool, is_revert
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
+from node.jobs.store import JobStore
 
 if TYPE_CHECKING:
     from node.chain.tx import TxManager
@@ -63,10 +64,13 @@ class Challenger:
         txm: TxManager,
         *,
         start_block: int = 0,
+        store: JobStore | None = None,
     ) -> None:
         """`verifier_abi`: the ReexecutionVerifier's ABI; `optimistic`: the checksummed addresses of the verifiers
         whose deliveries are judged; `routes`: the served models' routes, by model id; `start_block`: the earliest
-        block a request may have been made in (the config's)."""
+        block a request may have been made in (the config's); `store`: the node's job store, where the listener
+        recorded the requests of the served models (read first, so no `eth_getLogs` over a long range is needed)."""
+        self._store = store
         self._rpc = rpc
         self._abi = abi
         self._coordinator = coordinator
@@ -120,16 +124,22 @@ class Challenger:
         rid, node = int(topics[1], 16), "0x" + as_bytes(topics[2])[12:].hex()
         if node.lower() in {a.lower() for a in self._txm.addresses} or (rid, node) in self._judged:
             return False
-        self._judged.add((rid, node))
         fields = self._abi.event_fields("VerificationPending", [raw], node, self._coordinator).get(rid)
-        created = await self._logs(
-            [self._abi.request_created_topic, "0x" + rid.to_bytes(32, "big").hex()],
-            self._start_block,
-            as_int(raw["blockNumber"]),
-        )
-        if fields is None or not created:
+        job = self._store.get(rid) if self._store is not None else None
+        if job is not None:
+            request = job.request
+        else:  # not recorded here (a model this node does not serve, or pruned): the coordinator's log
+            created = await self._logs(
+                [self._abi.request_created_topic, "0x" + rid.to_bytes(32, "big").hex()],
+                self._start_block,
+                as_int(raw["blockNumber"]),
+            )
+            if not created:
+                return False
+            request = self._abi.decode_request_created(created[0])
+        self._judged.add((rid, node))  # after the look-up: one that failed is judged again next round
+        if fields is None:
             return False
-        request = self._abi.decode_request_created(created[0])
         route = self._routes.get(request.model_id)
         if route is None or request.verifier.lower() not in self._optimistic:
             return False
