@@ -184,7 +184,7 @@ def test_a_batch_over_the_block_gas_limit_is_split_not_resent(rig: FaultRig) -> 
     dev = rig.dev
     with proxy_in_thread(dev.rpc_port) as proxy:
         rig.config = dev.write_node_config(
-            {MODEL: {"url": rig.container_url, "timeout_s": 60, "max_concurrency": 32}},
+            {MODEL: {"url": rig.container_url, "timeout_s": 60, "max_concurrency": 32, "max_callback_gas": 2_000_000}},
             rpc_url=proxy.http_url,
             ws_url=proxy.ws_url,
         )
