@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import email.utils
 import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import tenacity
 
@@ -76,3 +78,16 @@ async def wait_set(event: asyncio.Event, timeout_s: float | None) -> bool:
         async with asyncio.timeout(timeout_s):
             await event.wait()
     return event.is_set()
+
+
+async def every(period_s: float, step: Callable[[], Awaitable[object]], what: str, log: logging.Logger) -> None:
+    """Runs `step` every `period_s` seconds until cancelled: a step that fails for any reason (an RPC outage, any
+    answer) is logged as "could not `what`" and tried again at the next period; it never ends the loop."""
+    while True:
+        await asyncio.sleep(period_s)  # a period, not a wait for a condition
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not %s: %s", what, exc)

@@ -19,7 +19,6 @@ quorum rejects costs only its gas).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,10 +27,11 @@ from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int, signature
-from node.chain.rpc import RpcError, RpcPool, is_revert
+from node.chain.rpc import RpcPool
 from node.dispatch.calls import ModelRoute
 from node.errors import ContainerError
 from node.jobs.store import JobStore
+from node.retry import every
 
 if TYPE_CHECKING:
     from node.chain.tx import TxManager
@@ -88,14 +88,7 @@ class Challenger:
 
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an RPC outage or any answer: tried again next round
-                log.warning("could not check other nodes' deliveries for a challenge: %s", exc)
+        await every(every_s, self.round, "check other nodes' deliveries for a challenge", log)
 
     async def round(self) -> int:
         """Reads the `VerificationPending` logs since the last round and judges each; returns the disputes sent."""
@@ -158,13 +151,9 @@ class Challenger:
     async def _dispute(self, rid: int, node: str, our_hash: bytes, verifier: str) -> bool:
         data = self._dispute_selector + encode(["uint256", "address", "bytes32"], [rid, node, our_hash])
         sender = self._txm.addresses[0]
-        call = {"from": sender, "to": verifier, "data": "0x" + data.hex(), "gas": hex(DISPUTE_GAS)}
-        try:
-            await self._rpc.request("eth_call", [call, "latest"])
-        except RpcError as exc:
-            if not is_revert(exc):
-                raise
-            log.info("request %d: not disputing %s's delivery: the verifier refuses it (%s)", rid, node, exc)
+        refused = await self._txm.simulate(sender, data, DISPUTE_GAS, f"dispute of request {rid}", to=verifier)
+        if refused is not None:
+            log.info("request %d: not disputing %s's delivery: the verifier refuses it (%s)", rid, node, refused)
             return False
         tx, _ = await self._txm.send_call(
             data, DISPUTE_GAS, f"dispute of request {rid} ({node})", sender=sender, to=verifier

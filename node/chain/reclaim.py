@@ -33,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from eth_utils.crypto import keccak
 
 from node.chain.contracts import CoordinatorAbi
-from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
+from node.chain.rpc import RpcPool
 from node.jobs.outcomes import (
     FINALIZE_SENT,
     FINALIZING,
@@ -52,6 +53,7 @@ from node.jobs.outcomes import (
     Outcomes,
 )
 from node.jobs.store import JobStore
+from node.retry import every
 
 if TYPE_CHECKING:
     from node.chain.tx import TxManager
@@ -91,6 +93,62 @@ def _landed(future: asyncio.Future[Any]) -> tuple[bool | None, str]:
     return int(future.result()["status"]) == 1, ""
 
 
+class MarkedSends:
+    """Sends a request's one-off call (`reclaim`, `finalizeDelivery`) through `TxManager.send_call`, at most one at a
+    time per request, marking it in one field of the request's outcome row: `sending` before it leaves, `<sent>
+    <tx hash>` once it is committed, back to `undo` when it could not be sent. `landed(rid, tx_hash, ok, why)` hears
+    what became of it (`_landed`'s answer) once it is mined or abandoned."""
+
+    def __init__(self, txm: TxManager, outcomes: Outcomes, field: str) -> None:
+        self._txm = txm
+        self._outcomes = outcomes
+        self._field = field
+        #: Requests whose call this run sent and that is not mined yet.
+        self._flying: set[int] = set()
+        #: Calls sent since start.
+        self.sent = 0
+
+    def _mark(self, rid: int, value: str | None) -> None:
+        fields: dict[str, Any] = {self._field: value}
+        self._outcomes.set(rid, **fields)
+
+    def flying(self, rid: int) -> bool:
+        """Whether this run sent `rid`'s call and it is not mined yet (never sent twice meanwhile)."""
+        return rid in self._flying
+
+    async def send(
+        self,
+        rid: int,
+        data: bytes,
+        gas: int,
+        what: str,
+        sender: str,
+        *,
+        sending: str,
+        sent: str,
+        undo: str | None,
+        landed: Callable[[int, str, bool | None, str], None],
+    ) -> str:
+        """Sends the call; returns its transaction hash. Raises what `send_call` raises (the mark is put back)."""
+        self._mark(rid, sending)
+        try:
+            tx, receipt = await self._txm.send_call(data, gas, what, sender=sender)
+        except BaseException:
+            self._mark(rid, undo)  # not sent: the next round tries again
+            raise
+        tx_hash = tx.hashes[-1]
+        self._mark(rid, f"{sent} {tx_hash}")
+        self._flying.add(rid)
+        self.sent += 1
+
+        def done(future: asyncio.Future[Any]) -> None:
+            self._flying.discard(rid)
+            landed(rid, tx_hash, *_landed(future))
+
+        receipt.add_done_callback(done)
+        return tx_hash
+
+
 class Reclaimer:
     """Sends `reclaim` for the node's requests that are open past their deadline (see the module)."""
 
@@ -100,21 +158,16 @@ class Reclaimer:
         self._coordinator = coordinator
         self._outcomes = outcomes
         self._txm = txm
-        #: `reclaim` transactions sent since start.
-        self.sent = 0
-        #: Requests whose `reclaim` this run sent and that is not mined yet (never sent twice meanwhile).
-        self._flying: set[int] = set()
+        self._sends = MarkedSends(txm, outcomes, "reclaim")
+
+    @property
+    def sent(self) -> int:
+        """`reclaim` transactions sent since start."""
+        return self._sends.sent
 
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(every_s)  # a period, not a wait for a condition
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an RPC outage or any answer: tried again next round
-                log.warning("could not check expired requests for reclaim: %s", exc)
+        await every(every_s, self.round, "check expired requests for reclaim", log)
 
     async def round(self) -> int:
         """One check of the due requests; returns how many `reclaim`s it sent."""
@@ -125,7 +178,7 @@ class Reclaimer:
         due = [
             rid
             for rid, deadline in self._outcomes.reclaim_due(now, BATCH, stale_before=time.time() - RESEND_AFTER_S)
-            if rid not in self._flying and now > deadline + spread_s(node, rid)
+            if not self._sends.flying(rid) and now > deadline + spread_s(node, rid)
         ]
         if not due:
             return 0
@@ -145,36 +198,30 @@ class Reclaimer:
 
     async def _reclaim(self, rid: int, sender: str) -> bool:
         data = self._abi.encode_call("reclaim", rid)
-        call = {"from": sender, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(RECLAIM_GAS)}
-        try:
-            await self._rpc.request("eth_call", [call, "latest"])
-        except RpcError as exc:
-            if not is_revert(exc):
-                raise
-            reverted = as_reverted(exc, self._abi, f"reclaim of request {rid}")
+        reverted = await self._txm.simulate(sender, data, RECLAIM_GAS, f"reclaim of request {rid}")
+        if reverted is not None:
             if reverted.error == "DeadlineNotPassed":  # our clock ran ahead of the chain's: next round
                 return False
             log.info("request %d: not reclaimed: %s", rid, reverted)
             self._outcomes.set(rid, reclaim=RECLAIM_CLOSED)
             return False
-        self._outcomes.set(rid, reclaim=RECLAIM_SENDING)
-        try:
-            tx, receipt = await self._txm.send_call(data, RECLAIM_GAS, f"reclaim of request {rid}", sender=sender)
-        except BaseException:
-            self._outcomes.set(rid, reclaim=None)  # not sent: the next round tries again
-            raise
-        self._outcomes.set(rid, reclaim=f"{RECLAIM_SENT} {tx.hashes[-1]}")
-        self._flying.add(rid)
-        receipt.add_done_callback(lambda f: self._mined(rid, tx.hashes[-1], f))
-        self.sent += 1
-        log.info("request %d: open past its deadline; sent reclaim (refund + error callback) tx %s", rid, tx.hashes[-1])
+        tx_hash = await self._sends.send(
+            rid,
+            data,
+            RECLAIM_GAS,
+            f"reclaim of request {rid}",
+            sender,
+            sending=RECLAIM_SENDING,
+            sent=RECLAIM_SENT,
+            undo=None,
+            landed=self._mined,
+        )
+        log.info("request %d: open past its deadline; sent reclaim (refund + error callback) tx %s", rid, tx_hash)
         return True
 
-    def _mined(self, rid: int, tx_hash: str, receipt: asyncio.Future[Any]) -> None:
+    def _mined(self, rid: int, tx_hash: str, ok: bool | None, why: str) -> None:
         """Records what became of request `rid`'s `reclaim`: done, lost to another node's (closed), or never
         landed (the request goes back to the next round)."""
-        self._flying.discard(rid)
-        ok, why = _landed(receipt)
         if ok is None:
             if why != "cancelled":  # a stopping node keeps its mark: the next run's stale check takes it up
                 self._outcomes.set(rid, reclaim=None)
@@ -208,21 +255,16 @@ class Finalizer:
         self._store = store
         self._outcomes = Outcomes(store)
         self._txm = txm
-        #: `finalizeDelivery` transactions sent since start.
-        self.sent = 0
-        #: Requests whose `finalizeDelivery` this run sent and that is not mined yet.
-        self._flying: set[int] = set()
+        self._sends = MarkedSends(txm, self._outcomes, "verification")
+
+    @property
+    def sent(self) -> int:
+        """`finalizeDelivery` transactions sent since start."""
+        return self._sends.sent
 
     async def run(self, every_s: float = EVERY_S) -> None:
         """Checks every `every_s` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(every_s)  # a period, not a wait for a condition
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an RPC outage or any answer: tried again next round
-                log.warning("could not check deliveries awaiting a verdict: %s", exc)
+        await every(every_s, self.round, "check deliveries awaiting a verdict", log)
 
     async def round(self) -> int:
         """One check of the deliveries whose verdict is due; returns how many `finalizeDelivery`s it sent."""
@@ -241,13 +283,8 @@ class Finalizer:
         node = self._txm.addresses[0]  # the key verified jobs are delivered from
         data = self._abi.encode_call("finalizeDelivery", rid, node, job.output)
         gas = FINALIZE_BASE_GAS + job.request.callback_gas_limit * 64 // 63 + 40 * len(job.output)
-        call = {"from": node, "to": self._coordinator, "data": "0x" + data.hex(), "gas": hex(gas)}
-        try:
-            await self._rpc.request("eth_call", [call, "latest"])
-        except RpcError as exc:
-            if not is_revert(exc):
-                raise
-            reverted = as_reverted(exc, self._abi, f"finalizeDelivery of request {rid}")
+        reverted = await self._txm.simulate(node, data, gas, f"finalizeDelivery of request {rid}")
+        if reverted is not None:
             if reverted.error == "VerificationNotDone":  # our clock ran ahead of the chain's: next round
                 return False
             if reverted.error == "NothingPending":
@@ -256,36 +293,27 @@ class Finalizer:
             log.warning("request %d: cannot finalize its delivery: %s", rid, reverted)
             return False
         state = self._outcomes.get(rid).verification or ""
-        if rid in self._flying:
+        if self._sends.flying(rid):
             return False  # this run sent it: its transaction is not mined yet
         if not state.startswith(PENDING_UNTIL):
             if self._outcomes.age_s(rid) < RESEND_AFTER_S:
                 return False  # an earlier run sent it (or was sending it) lately: give it time to land
             state = PENDING_UNTIL + "0"  # it never landed: the simulation just said it still can be settled
-        self._outcomes.set(rid, verification=FINALIZING)
-        try:
-            tx, receipt = await self._txm.send_call(data, gas, f"finalizeDelivery of request {rid}", sender=node)
-        except BaseException:
-            self._outcomes.set(rid, verification=state)  # not sent: the next round tries again
-            raise
-        self._outcomes.set(rid, verification=f"{FINALIZE_SENT} {tx.hashes[-1]}")
-        self._flying.add(rid)
-        receipt.add_done_callback(lambda f: self._mined(rid, tx.hashes[-1], state, f))
-        self.sent += 1
-        log.info("request %d: verdict window over; sent finalizeDelivery tx %s", rid, tx.hashes[-1])
-        return True
 
-    def _mined(self, rid: int, tx_hash: str, state: str, receipt: asyncio.Future[Any]) -> None:
-        """A `finalizeDelivery` that never landed puts the delivery back to `state` (due: the next round sends it
-        again); a mined one is read from the coordinator's logs by the next round (its simulation says
-        `NothingPending`)."""
-        self._flying.discard(rid)
-        ok, why = _landed(receipt)
-        if ok is None and why != "cancelled":
-            self._outcomes.set(rid, verification=state)
-            log.warning(
-                "request %d: finalizeDelivery tx %s did not land (%s); trying again next round", rid, tx_hash, why
-            )
+        def mined(rid: int, tx_hash: str, ok: bool | None, why: str) -> None:
+            # A call that never landed goes back to `state` (due: the next round sends it again); a mined one is read
+            # from the coordinator's logs by the next round (its simulation says `NothingPending`).
+            if ok is None and why != "cancelled":
+                self._outcomes.set(rid, verification=state)
+                log.warning("request %d: finalizeDelivery tx %s did not land (%s); next round again", rid, tx_hash, why)
+
+        what = f"finalizeDelivery of request {rid}"
+        sent, undo = FINALIZE_SENT, state
+        tx_hash = await self._sends.send(
+            rid, data, gas, what, node, sending=FINALIZING, sent=sent, undo=undo, landed=mined
+        )
+        log.info("request %d: verdict window over; sent finalizeDelivery tx %s", rid, tx_hash)
+        return True
 
     async def _settled(self, rid: int, node: str, from_block: int) -> None:
         """Records how the chain settled `node`'s held delivery to `rid`: `valid` (a `RequestFulfilled`, with its

@@ -388,6 +388,12 @@ class TxManager:
         self._books.ledger.open(tx)
         return tx
 
+    async def simulate(self, sender: str, data: bytes, gas: int, what: str, to: str | None = None) -> TxReverted | None:
+        """Runs a call the node may send (`to`: default the coordinator) as `sender` at gas limit `gas`, as every
+        delivery is run before it is signed: None if it would succeed, the decoded revert if not (the coordinator's
+        errors by name). Raises what the RPC answered otherwise (`RpcError`, `RpcUnavailable`)."""
+        return await self._builder.simulate(sender, data, gas, what, to=to)
+
     async def send_call(
         self, data: bytes, gas: int, what: str, *, sender: str | None = None, to: str | None = None
     ) -> tuple[StoredTx, asyncio.Future[Any]]:

@@ -26,8 +26,8 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
-from containers.runtime.attest import attestation_digest
-from node.chain.attestation import attestation_message, attestation_proof
+from containers.runtime.attest import Attester, attestation_digest
+from containers.runtime.wire import attestation
 from node.chain.contracts import model_id
 from node.config import ETH_TOKEN
 from node.devnet import (
@@ -239,16 +239,8 @@ def test_a_proof_the_verifier_would_reject_is_never_sent_and_a_node_that_sends_o
     rogue = dev_account(6)
     dev.register_node(rogue)
     rogue_stake = int(chain.registry.functions.stakeOf(rogue.address).call())
-    message = attestation_message(
-        chain_id=dev.w3.eth.chain_id,
-        coordinator=chain.coordinator.address,
-        request_id=rid,
-        node=rogue.address,
-        input_hash=keccak(b"attest this"),
-        output_hash=keccak(b"a forged output"),
-        model_digest=DIGEST,
-    )
-    proof = attestation_proof(ROGUE_KEY, DIGEST, message)
+    context = attestation(dev.w3.eth.chain_id, chain.coordinator.address, rid, rogue.address)
+    proof = Attester(DIGEST, bytes.fromhex(ROGUE_KEY[2:])).proof(context, b"attest this", b"a forged output")
     dev._transact(chain.coordinator.functions.deliverWithProof(rid, b"a forged output", proof), rogue)
     rejected = chain.events("DeliveryRejected", rid)
     assert [e["args"]["node"] for e in rejected] == [rogue.address]

@@ -9,7 +9,8 @@ import pytest
 from eth_account import Account
 from eth_utils.crypto import keccak
 
-from node.chain.attestation import attestation_message, attestation_proof
+from containers.runtime.attest import Attester, attestation_digest
+from containers.runtime.wire import attestation
 from node.chain.contracts import model_id
 from node.devnet import (
     DEFAULT_FEE_WEI,
@@ -36,8 +37,8 @@ def test_a_devnet_leaves_no_anvil_state_on_disk(tmp_path: Path, monkeypatch: pyt
 @pytest.mark.usefixtures("contracts_built")
 def test_the_devnet_ends_a_failing_request_at_one_report_and_verifies_attestations(tmp_path: Path) -> None:
     """The devnet's one node ends a failing request with its report (minFailureReports = 1), its two verifiers are
-    approved and listed in deployment.json, and an attestation made with node.chain.attestation (a test key registered
-    with `set_attester`) passes the AttestationVerifier."""
+    approved and listed in deployment.json, and an attestation made with the container's `Attester` (a test key
+    registered with `set_attester`) passes the AttestationVerifier."""
     with Devnet(tmp_path / "dev") as dev:
         dev.start_anvil()
         dep = dev.deploy()
@@ -68,20 +69,16 @@ def test_the_devnet_ends_a_failing_request_at_one_report_and_verifies_attestatio
         created = next(raw for raw in receipt["logs"] if raw["address"] == dep.coordinator.address)
         assert dev.abi.decode_request_created(created).verifier == dep.attestation_verifier.address
         node, output = dev.node_account.address, b"olleh"
-        message = attestation_message(
-            chain_id=dev.w3.eth.chain_id,
-            coordinator=dep.coordinator.address,
-            request_id=request_id,
-            node=node,
-            input_hash=keccak(b"hello"),
-            output_hash=keccak(output),
-            model_digest=digest,
-        )
+        signer = Attester(digest, bytes(attester.key))
         on_chain = dep.attestation_verifier.functions.attestationDigest(
             request_id, node, keccak(b"hello"), keccak(output), digest
         ).call()
-        assert bytes(on_chain) == keccak(b"\x19Ethereum Signed Message:\n32" + message)
-        proof = attestation_proof(attester.key, digest, message)
+        assert bytes(on_chain) == attestation_digest(
+            dev.w3.eth.chain_id, dep.coordinator.address, request_id, node, b"hello", output, digest
+        )
+        proof = signer.proof(
+            attestation(dev.w3.eth.chain_id, dep.coordinator.address, request_id, node), b"hello", output
+        )
         dev._transact(c.deliverWithProof(request_id, output, proof), dev.node_account)
         state = dev.request_state(request_id)
         assert (state["status"], state["delivered"]) == (2, 1)  # Fulfilled by the attested output

@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import decode, encode
 from eth_account import Account
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from containers.echo.model import EchoModel
@@ -28,7 +27,6 @@ from containers.runtime.attest import (
 )
 from containers.runtime.server import STATE, create_app
 from containers.runtime.wire import NO_ATTESTATION_KEY, attestation
-from node.chain.attestation import attestation_message, attestation_proof
 from node.config import ModelConfig
 from node.dispatch.calls import ModelRoute
 from node.dispatch.http import HttpDispatcher
@@ -59,26 +57,6 @@ def test_the_digest_is_the_personal_sign_hash_of_the_abi_encoded_attestation() -
     )
     expected = keccak(b"\x19Ethereum Signed Message:\n32" + inner)
     assert attestation_digest(31337, COORDINATOR, 7, NODE, b"in", b"out", DIGEST) == expected
-
-
-def test_the_container_and_the_node_make_the_same_attestation(tmp_path: Path) -> None:
-    """The container's `Attester` against `node.chain.attestation` (the node side's, checked on-chain by
-    tests/integration/test_devnet.py): same message, same proof."""
-    attester = Attester.from_file(key_file(tmp_path), DIGEST)
-    message = attestation_message(
-        chain_id=31337,
-        coordinator=to_checksum_address(COORDINATOR),
-        request_id=5,
-        node=to_checksum_address(NODE),
-        input_hash=keccak(b"in"),
-        output_hash=keccak(b"out"),
-        model_digest=DIGEST,
-    )
-    assert attestation_digest(31337, COORDINATOR, 5, NODE, b"in", b"out", DIGEST) == keccak(
-        b"\x19Ethereum Signed Message:\n32" + message
-    )
-    context = attestation(31337, COORDINATOR, 5, NODE)
-    assert attester.proof(context, b"in", b"out") == attestation_proof(KEY, DIGEST, message)
 
 
 def test_a_signature_recovers_to_the_attester_with_v_27_or_28_and_low_s(tmp_path: Path) -> None:
