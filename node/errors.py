@@ -99,6 +99,11 @@ class ContainerRejected(ContainerError):
     action = Action.REFUSED
 
 
+class ProofUnavailable(ContainerRejected):
+    """The request needs an attestation and the model's container cannot give one (it holds no attestation key, or
+    answered without a proof): the operator's set-up, not the request's fault, so never reported on-chain."""
+
+
 class ContainerLost(ContainerError):
     """The connection dropped in the middle of a call (the container died, or reset it): the input may have crashed
     the container, or another input that was in it at the same time did. Retryable; the scheduler runs the job's

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import tenacity
 
-from containers.runtime.wire import Attestation
+from containers.runtime.wire import NO_ATTESTATION_KEY, Attestation
 from node.config import ModelConfig
 from node.dispatch.protocol import Output
-from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable
+from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable, ProofUnavailable
 from node.retry import backoff_s
 
 if TYPE_CHECKING:
@@ -222,14 +222,20 @@ class ModelRoute:
         """The ABI output for an on-chain input and the container's proof, under the policy (the module docstring).
         `deadline`: no retry starts after it (default: `budget_s` from now); `attempts_so_far`: those a previous run
         used; `on_attempt`: told each change of the attempts used; `attestation`: the proof is required, bound to
-        it (an answer without one is `ContainerRejected`: retrying the same container cannot help). Raises the
-        `ContainerError` that ended the call (one saying "no answer after" when `attempts_so_far` leaves none)."""
+        it (a container that has no key, or answers without a proof, raises `ProofUnavailable`: retrying cannot
+        help). Raises the `ContainerError` that ended the call (one saying "no answer after" when `attempts_so_far`
+        leaves none)."""
         tally = Tally(attempts_so_far, on_attempt)
 
         async def one() -> Output:
-            result = await self.dispatcher.compute(job_id, input_, attestation)
+            try:
+                result = await self.dispatcher.compute(job_id, input_, attestation)
+            except ContainerRejected as exc:
+                if attestation is not None and NO_ATTESTATION_KEY in str(exc):  # the wire's refusal, defined once
+                    raise ProofUnavailable(str(exc), status=exc.status) from None
+                raise
             if attestation is not None and not result.proof:
-                raise ContainerRejected(
+                raise ProofUnavailable(
                     f"{self.model.name}'s container answered without a proof though the request requires one"
                     " (the model is configured `attests = true`: start its container with --attestation-key-file)"
                 )

@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from containers.runtime.wire import NO_ATTESTATION_KEY, Attestation, attestation
+from containers.runtime.wire import Attestation, attestation
 from node import faultpoint
 from node.chain.contracts import model_id
 from node.dispatch.calls import ModelRoute
-from node.errors import ContainerError, ContainerRejected
+from node.errors import ContainerError, ProofUnavailable
 from node.jobs import fees, verification
 from node.jobs.intervals import describe_job
 from node.jobs.store import Job, JobState, JobStore
@@ -224,12 +224,11 @@ class Scheduler:
             raise
         except ContainerError as exc:
             log.error("%s: %s failed after %d attempt(s): %s", describe_job(rid), route.model.name, job.attempts, exc)
-            if isinstance(exc, ContainerRejected) and NO_ATTESTATION_KEY in str(exc):
-                # The operator's mistake (`attests = true`, a container without a key), not the request's: never
+            if isinstance(exc, ProofUnavailable):
+                # The operator's set-up (`attests = true`, a container without a key), not the request's: never
                 # reported on-chain; the request ends by its deadline (the node's reclaim: the error callback).
-                why = f"not served: {route.model.name} has attests = true but its container has no attestation key"
-                self._store.update(job, JobState.FAILED, error=why)
-                self.skipped[(route.model.name, verification.VERIFIER_NOT_SUPPORTED)] += 1
+                why = f"not served: {route.model.name} has attests = true but its container gives no attestation"
+                self._store.update(job, JobState.FAILED, error=f"{why} ({exc})")
                 return
             if job.subscription is not None:  # no failure report for an interval: settled here, no transaction
                 self._store.update(job, JobState.FAILED, error=_reason(exc))

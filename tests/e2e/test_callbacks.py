@@ -91,7 +91,7 @@ def test_a_redundant_request_served_by_one_node_ends_after_its_deadline_with_the
 ) -> None:
     dev = system.dev
     before = refunds(dev, consumer)
-    rid, _ = ask(dev, consumer, encode(["string"], ["A lovely, kind and generous gesture"]), redundancy=2, window_s=120)
+    rid, _ = ask(dev, consumer, encode(["string"], ["A lovely, kind and generous gesture"]), redundancy=2, window_s=600)
     wait_until(
         lambda: consumer.functions.results(rid).call() == 1,
         timeout_s=60,
@@ -99,7 +99,7 @@ def test_a_redundant_request_served_by_one_node_ends_after_its_deadline_with_the
         alive=system.node.check_alive,
     )
     assert consumer.functions.errors(rid).call() == 0  # the other slot is still open until the deadline
-    dev.w3.provider.make_request("evm_increaseTime", [240])  # past the deadline and every node's spread  # type: ignore[arg-type]
+    dev.w3.provider.make_request("evm_increaseTime", [720])  # type: ignore[arg-type]  # past the deadline and spread
     dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     wait_until(
         lambda: consumer.functions.errors(rid).call() == 1,
@@ -137,6 +137,14 @@ def test_a_cancelled_request_is_refunded_and_costs_the_node_nothing(system: Syst
         what="the control request's delivery",
         alive=system.node.check_alive,
     )
+    store = dev.workdir / "node.db"
+
+    def settled() -> str | None:  # the restarted node's own verdict on the cancelled request, once it has one
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10) as db:
+            row = db.execute("SELECT state FROM jobs WHERE request_id = ?", (str(rid),)).fetchone()
+        return row[0] if row and row[0] not in ("seen", "running", "computed", "submitted") else None
+
+    assert wait_until(settled, timeout_s=60, what="the cancelled request's job to settle") == "expired"
     assert dev.w3.eth.get_transaction_count(dev.node_account.address) == nonce + 1  # the control delivery only
     assert consumer.functions.results(rid).call() == consumer.functions.errors(rid).call() == 0
     assert dev.deployment is not None

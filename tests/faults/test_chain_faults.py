@@ -55,7 +55,7 @@ def test_reorg_within_confirmations_serves_only_the_reincluded_request(rig: Faul
     (orphan_id,) = dev.request_many(MODEL, [b"orphaned-request"])
     rpc(rig, "evm_mine")  # two blocks deep: still under the node's 3 confirmations
     top = dev.w3.eth.block_number
-    wait_until(lambda: rig.db("SELECT 1 FROM blocks WHERE number = ?", top), timeout_s=30, what="the head seen")
+    wait_until(lambda: rig.db("SELECT 1 FROM blocks WHERE number = ?", top) or None, timeout_s=30, what="the head seen")
     assert rig.states() == {}, "a request under the confirmation depth must not become a job"
 
     # Replace both blocks: the orphaned request is gone, another request takes its place (and its id).

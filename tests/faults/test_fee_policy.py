@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from node.chain.contracts import model_id
 from node.config import ETH_TOKEN
 from node.devnet import DEFAULT_FEE_WEI
 from node.devnet.processes import CONTRACTS_DIR
 from tests.e2e.test_cli_ops import infera, ok
 from tests.faults.conftest import MODEL, FaultRig
+
+pytestmark = pytest.mark.faults
 
 PARAMS = "requestInference((bytes32,uint32,uint16,uint64,address,uint256),bytes)"
 
