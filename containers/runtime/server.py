@@ -25,7 +25,7 @@ from aiohttp import web
 from containers.runtime.attest import AttestationError, Attester, check_context, files_digest
 from containers.runtime.batching import DynamicBatcher
 from containers.runtime.codec import AbiCodec, CodecError, parse_hex
-from containers.runtime.model import InputError, Model, StreamingModel, WeightedModel
+from containers.runtime.model import InputError, Model, SchedulingModel, StreamingModel, WeightedModel
 from containers.runtime.wire import (
     BATCH_PATH,
     HEALTH_PATH,
@@ -125,10 +125,11 @@ def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...]
         else:
             if not isinstance(data, dict):
                 raise _bad("data must be a JSON object when source is 1 (off-chain)")
-            missing = [n for n in state.model.input_names if n not in data]
+            defaults: dict[str, Any] = getattr(state.model, "input_defaults", {})
+            missing = [n for n in state.model.input_names if n not in data and n not in defaults]
             if missing:
                 raise _bad(f"missing input field(s): {', '.join(missing)}")
-            args, raw_input = tuple(data[n] for n in state.model.input_names), None
+            args, raw_input = tuple(data.get(n, defaults.get(n)) for n in state.model.input_names), None
         return state.model.check(args), raw_input
     except (CodecError, InputError) as exc:
         raise _bad(str(exc)) from None
@@ -191,7 +192,12 @@ async def process(state: ServerState, body: Any) -> Answer:
     assert state.batcher is not None
     started = time.perf_counter()
     try:
-        output = await state.batcher.submit(prepared.args)
+        if isinstance(state.model, SchedulingModel):
+            output = await asyncio.wrap_future(state.model.schedule(prepared.args))
+        else:
+            output = await state.batcher.submit(prepared.args)
+    except InputError as exc:  # found while it ran (a constrained answer that could not complete): retrying cannot help
+        return Answer.error(400, str(exc))
     except Exception as exc:
         log.error("model %s failed: %s: %s", state.model.name, type(exc).__name__, exc)
         return Answer.error(500, f"model error: {exc}")
@@ -257,7 +263,15 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
         else:
             loop.call_soon_threadsafe(pieces.put_nowait, None)
 
-    producer = loop.run_in_executor(state.executor, produce)
+    def put(item: str | BaseException | None) -> None:
+        loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+    if isinstance(model, SchedulingModel):  # its own thread calls back; nothing blocks the model's executor
+        model.schedule(args, on_piece=put).add_done_callback(lambda f: put(f.exception() or None))
+        producer: asyncio.Future[None] = loop.create_future()
+        producer.set_result(None)
+    else:
+        producer = loop.run_in_executor(state.executor, produce)
     while (piece := await pieces.get()) is not None:
         if isinstance(piece, BaseException):
             await response.write(stream_error(str(piece)))
@@ -296,7 +310,7 @@ async def info(request: web.Request) -> web.Response:
             "ready": state.ready.is_set(),
             "streaming": isinstance(model, StreamingModel),
             "attester": state.attester.address if state.attester else None,
-            "model_digest": "0x" + state.attester.model_digest.hex() if state.attester else None,
+            "model_digest": "0x" + state.model_digest.hex() if state.model_digest else None,
             "batching": {
                 "max_batch_size": state.batching.max_batch_size,
                 "max_wait_ms": state.batching.max_wait_ms,
@@ -325,15 +339,15 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
         log.info("loading model %s (GET /health is 503 until it is ready)", state.model.name)
         try:
             await asyncio.get_running_loop().run_in_executor(state.executor, state.model.load)
+            model = state.model
+            if state.model_digest is None and isinstance(model, WeightedModel):  # /info names it for every model
+                state.model_digest = await asyncio.get_running_loop().run_in_executor(
+                    state.executor, files_digest, model.weight_files()
+                )
             if state.attestation_key is not None:
                 digest = state.model_digest
                 if digest is None:
-                    model = state.model
-                    if not isinstance(model, WeightedModel):
-                        raise AttestationError(f"{model.name} has no weight files to digest; give --model-digest")
-                    digest = await asyncio.get_running_loop().run_in_executor(
-                        state.executor, files_digest, model.weight_files()
-                    )
+                    raise AttestationError(f"{model.name} has no weight files to digest; give --model-digest")
                 state.attester = Attester(digest, state.attestation_key)
                 log.info("attesting outputs as %s, model digest 0x%s", state.attester.address, digest.hex())
         except Exception as exc:
@@ -348,6 +362,8 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
     # aiohttp has already let in-flight handlers finish; drain what they queued, then stop the model thread.
     task.cancel()
     await state.batcher.stop()
+    if isinstance(state.model, SchedulingModel):
+        await asyncio.get_running_loop().run_in_executor(state.executor, state.model.close)
     state.executor.shutdown(wait=True, cancel_futures=True)
 
 

