@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -50,6 +51,9 @@ class Generation:
     total_s: float
     #: "stop" (the model or the grammar ended it) or "length" (`max_new_tokens` reached).
     finish: str
+    #: sha256 of the logits every token was chosen from (their bytes, in order): equal digests mean the request's
+    #: computation was bit-identical, which is stronger than equal text.
+    logits_sha256: str = ""
 
 
 @dataclass
@@ -64,6 +68,7 @@ class GenRequest:
     future: Future[Generation] = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
     sent: str = ""
+    logits_hash: Any = field(default_factory=lambda: hashlib.sha256())
     submitted: float = field(default_factory=time.perf_counter)
     first_token: float = 0.0
 
@@ -331,6 +336,7 @@ class Engine:
         """Chooses the next token of slot `row` greedily (masked by its grammar), and ends the request when due."""
         request = self._slots[row]
         assert request is not None
+        request.logits_hash.update(logits.float().cpu().numpy().tobytes())
         if request.matcher is not None:
             token = _masked_argmax(request.matcher, logits)
             if not request.matcher.accept_token(token):
@@ -379,6 +385,7 @@ class Engine:
                 first_token_s=(request.first_token or now) - request.submitted,
                 total_s=now - request.submitted,
                 finish=finish,
+                logits_sha256=request.logits_hash.hexdigest(),
             )
         )
 
