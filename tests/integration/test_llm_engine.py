@@ -20,7 +20,26 @@ from containers.llm.model import LLMModel
 from containers.runtime.model import InputError
 from tests.tiny_models import build_tiny_llama
 
-WORDS = "the quick brown fox jumps over lazy dog smart contracts ask for inference and get answers on chain".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "smart",
+    "contracts",
+    "ask",
+    "for",
+    "inference",
+    "and",
+    "get",
+    "answers",
+    "on",
+    "chain",
+]
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +121,14 @@ def test_each_answer_kind_holds_whatever_the_model_wants_to_say(llm: LLMModel) -
         allowed = list(dict.fromkeys(_random_value(rng) for _ in range(rng.randint(1, 6))))
         args = llm.check(("", [_prompt(rng)], 1, allowed, 0, 0, "", 1))
         text, value = _run_together(llm, [args])[0]
-        assert text in allowed and allowed[value] == text
+        assert text in allowed
+        assert allowed[value] == text
     for _ in range(40):
         low = rng.choice((rng.randint(-(2**63), 2**63 - 1), rng.randint(-50, 50)))
         high = min(2**63 - 1, low + rng.choice((0, 1, 9, 10 ** rng.randint(1, 18))))
         text, value = _run_together(llm, [llm.check(("", [_prompt(rng)], 2, [], low, high, "", 1))])[0]
-        assert str(value) == text and low <= value <= high
+        assert str(value) == text
+        assert low <= value <= high
     schema = {
         "type": "object",
         "properties": {"label": {"enum": ["spam", "ham"]}, "score": {"type": "integer", "minimum": 0, "maximum": 9}},
@@ -117,7 +138,9 @@ def test_each_answer_kind_holds_whatever_the_model_wants_to_say(llm: LLMModel) -
     for _ in range(10):
         text, value = _run_together(llm, [llm.check(("", [_prompt(rng)], 3, [], 0, 0, json.dumps(schema), 48))])[0]
         doc = json.loads(text)
-        assert set(doc) == {"label", "score"} and doc["label"] in ("spam", "ham") and 0 <= doc["score"] <= 9
+        assert set(doc) == {"label", "score"}
+        assert doc["label"] in ("spam", "ham")
+        assert 0 <= doc["score"] <= 9
         assert value == 0
 
 
