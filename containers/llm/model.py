@@ -179,9 +179,11 @@ class LLMModel:
         total = len(system) + sum(len(t) for t in messages)
         if total > MAX_PROMPT_CHARS:
             raise InputError(f"the prompt is {total} characters; the limit is {MAX_PROMPT_CHARS}")
-        if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= self.max_new_tokens:
-            raise InputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens}, got {wanted!r}")
         spec = check_answer(kind, allowed, low, high, schema)
+        if spec.kind in (AnswerKind.TEXT, AnswerKind.JSON) and (
+            isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= self.max_new_tokens
+        ):  # choice and integer answers take what their grammar needs: their max_new_tokens is not used
+            raise InputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens}, got {wanted!r}")
         prompt = self.prompt_ids(system, list(messages), spec)
         cap = spec.new_token_cap(wanted)
         if len(prompt) + cap > self.max_context:
