@@ -127,7 +127,12 @@ class Node:
                     )
                 log.info("status page on http://%s:%d/ (metrics: /metrics)", cfg.api.host, cfg.api.port)
             for route in p.routes.values():
-                where = route.model.url if route.model.transport == "http" else f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]
+                if route.model.pipeline is not None:
+                    where = "the pipeline " + " -> ".join(route.model.pipeline)
+                elif route.model.transport == "http":
+                    where = str(route.model.url)
+                else:
+                    where = f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]
                 log.info("serving %s via %s", route.model.name, where)
             log.info(
                 "node %s up on chain %d, coordinator %s, store %s (%d old jobs pruned)",

@@ -40,6 +40,7 @@ from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
 from node.dispatch.calls import ModelRoute
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
+from node.dispatch.pipeline import PipelineRoute, Route
 from node.errors import ConfigError
 from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
@@ -64,7 +65,8 @@ class Parts:
     health: Health
     offchain: OffchainJobs
     delegated: DelegatedRequests
-    routes: dict[bytes, ModelRoute]
+    #: The served models' and pipelines' routes, by model id (not the entries with `served = false`).
+    routes: dict[bytes, Route]
     #: The MQTT connection of the models served over MQTT (None: none is).
     hub: MqttHub | None
     #: None when the HTTP API is off (`api.port = 0`): nobody could read them.
@@ -152,11 +154,20 @@ def build(
     )
     trimmer = HeapTrimmer(lambda: txm.settled)
     hub = mqtt_hub(cfg.mqtt, accounts[0].address.lower()) if cfg.mqtt else None
-    dispatchers = {m.name: dispatcher(m, session, hub) for m in cfg.models}
-    # One route per model, shared by on-chain jobs, off-chain jobs and delegated requests: one concurrency limit, one
-    # retry policy; deadlines by the chain's time.
-    routes = {
-        model_id(m.name): ModelRoute(m, dispatchers[m.name], clock=txm.clock.now, metrics=metrics) for m in cfg.models
+    dispatchers = {m.name: dispatcher(m, session, hub) for m in cfg.models if m.pipeline is None}
+    # One route per container, shared by on-chain jobs, off-chain jobs, delegated requests and the pipelines it is a
+    # stage of: one concurrency limit, one retry policy; deadlines by the chain's time.
+    containers = {
+        m.name: ModelRoute(m, dispatchers[m.name], clock=txm.clock.now, metrics=metrics)
+        for m in cfg.models
+        if m.pipeline is None
+    }
+    routes: dict[bytes, Route] = {
+        model_id(m.name): containers[m.name]
+        if m.pipeline is None
+        else PipelineRoute(m, [containers[s] for s in m.pipeline], metrics=metrics)
+        for m in cfg.models
+        if m.served
     }
     count = metrics.count_interval if metrics is not None else lambda outcome, n=1: None
     # Verified jobs are delivered from the first key (an attestation is bound to the address that delivers it).
@@ -169,7 +180,7 @@ def build(
         verifiers=c.verifiers,
         node=accounts[0].address,
     )
-    served = {model_id(m.name): m.name for m in cfg.models}
+    served = {model_id(m.name): m.name for m in cfg.models if m.served}
     intervals = IntervalServer(store, rpc, manager, served, scheduler.admit, count_interval=count) if manager else None
 
     def on_head(head: Head) -> None:
@@ -285,7 +296,9 @@ def _api(
             "coordinator": coordinator,
             "nodes": [a.address for a in accounts],
             "models": [
-                {"name": m.name, "transport": m.transport, "max_concurrency": m.max_concurrency} for m in cfg.models
+                {"name": m.name, "max_concurrency": m.max_concurrency, "served": m.served}
+                | ({"pipeline": m.pipeline} if m.pipeline is not None else {"transport": m.transport})
+                for m in cfg.models
             ],
             "api_tokens": len(cfg.api.tokens),
             "offchain_jobs_submitted": p.offchain.submitted,

@@ -2,7 +2,9 @@
 
 Guarantees: a config that loads is complete and consistent; a bad one raises `ConfigError` whose message names
 every bad key (`chain.rpc_url: ...`). Secrets never live in the file: the key comes from an env var or an
-encrypted keystore named here.
+encrypted keystore named here. A pipeline (`[[models]] pipeline = [...]`) names two or more other `[[models]]`
+entries that each have a container of their own; nesting, self-reference (a cycle), unknown stages, a container key
+or `attests = true` on a pipeline, and a `served = false` entry that no pipeline uses are refused, one line per key.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ ContractAddress = Annotated[str, AfterValidator(_checksum), AfterValidator(_nonz
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyProblems(ValueError):
+    """Raised by a validator that found several bad keys at once: `problems` holds one (key, reason) per bad key,
+    the key relative to where the validator runs (`format_errors` writes each as its own line)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+        self.problems = problems
 
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
@@ -201,9 +212,16 @@ def _payments(value: object) -> dict[str, int]:
     return out
 
 
+#: The keys of a `[[models]]` entry that describe its container: a pipeline has none (its stages keep their own).
+CONTAINER_KEYS = ("transport", "url", "timeout_s", "max_attempts", "retry_backoff_s", "max_dispatches")
+StageName = Annotated[str, Field(min_length=1)]
+
+
 class ModelConfig(_Section):
     """`[[models]]`: one served model: its name, its container (HTTP URL or the MQTT pool), concurrency, timeout (s),
-    retries, and its fee policy (`accepted_payments`)."""
+    retries, and its fee policy (`accepted_payments`). With `pipeline`, the model is a chain of other entries (its
+    stages, each with its own container, timeouts and retries) instead of a container; with `served = false`, the
+    entry is only a stage of pipelines and no request may name it."""
 
     name: str = Field(min_length=1, pattern=r"^[^#+\x00]+$", description='served model name, e.g. "classify/x@1"')
     transport: Literal["http", "mqtt"] = "http"
@@ -236,15 +254,61 @@ class ModelConfig(_Section):
         ),
     )
 
+    pipeline: list[StageName] | None = Field(
+        default=None,
+        description=(
+            "names of other [[models]] entries run in order as one job, each output (ABI bytes) the next one's input;"
+            " the model then has no container of its own (no transport, url, timeouts or retries: its stages keep"
+            " theirs). max_concurrency is then the jobs in the pipeline at once"
+        ),
+    )
+    served: bool = Field(
+        default=True,
+        description=(
+            "false: this entry is only a stage of pipelines; requests naming it (on-chain, delegated, off-chain) are"
+            " not served"
+        ),
+    )
+
     def minimum_fee(self, token: str) -> int | None:
         """The least fee per node (in `token`'s smallest unit) this model is served for when paid in `token` (a
         checksummed address, the zero address for ETH); None if `token` is not accepted."""
         return self.accepted_payments.get(token)
 
     @model_validator(mode="after")
-    def _url_for_http(self) -> ModelConfig:
-        if self.transport == "http" and self.url is None:
-            raise ValueError("url is required when transport is http")
+    def _shape(self) -> ModelConfig:
+        if self.pipeline is None:
+            if self.transport == "http" and self.url is None:
+                raise ValueError("url is required when transport is http")
+            return self
+        problems: list[tuple[str, str]] = []
+        if len(self.pipeline) < 2:
+            problems.append(
+                (
+                    "pipeline",
+                    f"a pipeline chains 2 or more stages, got {len(self.pipeline)}; serve a single model with its own"
+                    " [[models]] entry (url or transport) instead",
+                )
+            )
+        for key in CONTAINER_KEYS:
+            if key in self.model_fields_set:
+                problems.append(
+                    (key, "a pipeline has no container of its own: set it on the [[models]] entries of its stages")
+                )
+        if self.attests:
+            problems.append(
+                (
+                    "attests",
+                    "a pipeline cannot attest: no one container signs its output (stages are called without an"
+                    " attestation); serve attestation-verified requests from a single model",
+                )
+            )
+        if not self.served:
+            problems.append(
+                ("served", "a pipeline cannot be a stage (nesting is refused): served = false serves nothing")
+            )
+        if problems:
+            raise KeyProblems(problems)
         return self
 
 
@@ -327,10 +391,28 @@ class NodeConfig(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
-        over_mqtt = [m.name for m in self.models if m.transport == "mqtt"]
+        over_mqtt = [m.name for m in self.models if m.transport == "mqtt" and m.pipeline is None]
         if over_mqtt and self.mqtt is None:
             raise ValueError(f"models {', '.join(over_mqtt)} use transport mqtt but there is no [mqtt] section")
         return self
+
+    @model_validator(mode="after")
+    def _pipelines(self) -> NodeConfig:
+        problems = pipeline_problems(self.models)
+        if problems:
+            raise KeyProblems(problems)
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        """The `[[models]]` entry named `name`, or None."""
+        return next((m for m in self.models if m.name == name), None)
+
+    def stages(self, model: ModelConfig) -> list[ModelConfig]:
+        """The entries of `model`'s pipeline stages, in order (`[model]` itself when it is no pipeline)."""
+        if model.pipeline is None:
+            return [model]
+        by_name = {m.name: m for m in self.models}
+        return [by_name[stage] for stage in model.pipeline]
 
     @classmethod
     def settings_customise_sources(
@@ -343,6 +425,41 @@ class NodeConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: it overrides the file (passed as init kwargs).
         return env_settings, init_settings
+
+
+def pipeline_problems(models: list[ModelConfig]) -> list[tuple[str, str]]:
+    """What is wrong between `[[models]]` entries, as (key, reason): a stage that is not an entry, the pipeline
+    itself (a cycle) or another pipeline (nesting is refused: list that pipeline's stages instead), and an entry with
+    `served = false` that no pipeline names (it would serve nothing)."""
+    by_name = {m.name: m for m in models}
+    problems: list[tuple[str, str]] = []
+    staged: set[str] = set()
+    for i, m in enumerate(models):
+        for j, stage in enumerate(m.pipeline or ()):
+            key = f"models.{i}.pipeline.{j}"
+            staged.add(stage)
+            found = by_name.get(stage)
+            if stage == m.name:
+                problems.append((key, f"{stage!r} is this pipeline itself: a cycle (a stage must have a container)"))
+            elif found is None:
+                known = ", ".join(sorted(n for n, e in by_name.items() if e.pipeline is None)) or "none"
+                problems.append(
+                    (key, f"{stage!r} is not the name of a [[models]] entry (entries with a container: {known})")
+                )
+            elif found.pipeline is not None:
+                problems.append(
+                    (
+                        key,
+                        f"{stage!r} is itself a pipeline, and pipelines do not nest: list its stages here instead"
+                        f" ({', '.join(found.pipeline)})",
+                    )
+                )
+    for i, m in enumerate(models):
+        if not m.served and m.pipeline is None and m.name not in staged:
+            problems.append(
+                (f"models.{i}.served", f"false, but no pipeline names {m.name!r} as a stage: the entry serves nothing")
+            )
+    return problems
 
 
 #: The lists of tables: pydantic-settings cannot override one element of them, only the whole list (as JSON).
@@ -359,6 +476,10 @@ def format_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        problems = err.get("ctx", {}).get("error")
+        if isinstance(problems, KeyProblems):  # several bad keys found by one validator: a line each
+            lines += [f"{key}.{sub}: {why}" if err["loc"] else f"{sub}: {why}" for sub, why in problems.problems]
+            continue
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling and section)"

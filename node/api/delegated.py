@@ -39,7 +39,7 @@ from node.api.eip712 import DelegatedTyping, recover
 from node.api.jobs import TERMINAL, ApiJob, JobInputError
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
-from node.dispatch.calls import ModelRoute
+from node.dispatch.pipeline import Route
 from node.errors import Overloaded
 from node.jobs.store import StoredTx
 
@@ -106,7 +106,7 @@ class DelegatedRequests:
         coordinator: str,
         chain_id: int,
         sender: str,
-        routes: dict[bytes, ModelRoute],
+        routes: dict[bytes, Route],
         send: Send,
         *,
         keep: int,
@@ -211,7 +211,7 @@ class DelegatedRequests:
                 ) from None
             raise JobInputError(f"the coordinator would refuse it: {reverted}") from None
 
-    async def _run(self, job: DelegatedJob, route: ModelRoute) -> None:
+    async def _run(self, job: DelegatedJob, route: Route) -> None:
         try:
             job.status = "running"
             # Retried as on-chain jobs are, until the request can no longer be delivered (expiry, deadline).

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from node.dispatch.calls import ModelRoute
+from node.dispatch.pipeline import Route
 from node.errors import ContainerError, ContainerRejected, InputRejected, Overloaded
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class OffchainJobs:
 
     def __init__(
         self,
-        routes: dict[str, ModelRoute],
+        routes: dict[str, Route],
         *,
         keep: int,
         max_batch: int,

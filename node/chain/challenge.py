@@ -28,7 +28,7 @@ from eth_utils.crypto import keccak
 
 from node.chain.contracts import CoordinatorAbi, as_bytes, as_int, signature
 from node.chain.rpc import RpcPool
-from node.dispatch.calls import ModelRoute
+from node.dispatch.pipeline import Route
 from node.errors import ContainerError
 from node.jobs.store import JobStore
 from node.retry import every
@@ -60,7 +60,7 @@ class Challenger:
         coordinator: str,
         verifier_abi: list[dict[str, Any]],
         optimistic: list[str],
-        routes: Mapping[bytes, ModelRoute],
+        routes: Mapping[bytes, Route],
         txm: TxManager,
         *,
         start_block: int = 0,

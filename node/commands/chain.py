@@ -83,7 +83,7 @@ def request(
 
     The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
     from node.commands import chain_ops
-    from node.commands.request_inference import Codec, fetch_codec, send_request, wait_answer
+    from node.commands.request_inference import Codec, fetch_codec, pipeline_codec, send_request, wait_answer
 
     if (input_text is None) == (input_hex is None):
         raise ConfigError("give exactly one of --input TEXT or --input-hex HEX")
@@ -91,7 +91,7 @@ def request(
     served = next((m for m in cfg.models if m.name == model), None)
     if served is None:
         warn(f"this config does not serve model {model!r}: another node has to answer")
-    codec = fetch_codec(served)
+    codec = pipeline_codec(cfg.stages(served)) if served is not None and served.pipeline else fetch_codec(served)
     if codec is None:
         codec = Codec()
         if input_text is not None:

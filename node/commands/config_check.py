@@ -6,6 +6,7 @@ keystore unlocks, password file readable), never shown; the online checks only r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tomllib
@@ -18,7 +19,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from node.chain.rpc import public_url
-from node.config import ETH_TOKEN, NodeConfig, config_problems
+from node.config import ETH_TOKEN, ModelConfig, NodeConfig, config_problems
 from node.errors import ConfigError
 
 
@@ -73,8 +74,9 @@ def check_secrets(cfg: NodeConfig, report: Report) -> None:
 
 def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> None:
     """Asks every RPC URL for its chain, the coordinator for its code and registry, the registry whether each key
-    is an active node, each verifier for its code and window, each accepted token for its code, and each HTTP
-    container for its health (and, for a model that attests, for its attester)."""
+    is an active node, each verifier for its code and window, each accepted token for its code, each HTTP
+    container for its health (and, for a model that attests, for its attester), and each pipeline's containers for
+    ABI types that fit from stage to stage."""
     from node.commands import chain_ops
     from node.jobs.store import JobStore
 
@@ -126,6 +128,41 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
             report.warnings.append(f"models[{i}].url: {model.url}/health does not answer 200 (container not up yet?)")
         elif model.url is not None and model.attests:
             check_attester(i, model.url, report)
+    check_pipelines(cfg, report)
+
+
+def check_pipelines(cfg: NodeConfig, report: Report) -> None:
+    """Warns about each pipeline whose stage's output ABI (`GET /info` `output_abi`) is not the next stage's input
+    ABI: the next stage would refuse every output (a 4xx, reported on-chain). Stages over MQTT, containers that do not
+    answer `/info` (Infernet's) and raw-bytes stages cannot be judged and are passed."""
+    infos: dict[str, dict[str, Any] | None] = {}
+    for i, model in enumerate(cfg.models):
+        if model.pipeline is None:
+            continue
+        stages = cfg.stages(model)
+        for j, (first, then) in enumerate(itertools.pairwise(stages)):
+            out, in_ = _info(infos, first).get("output_abi"), _info(infos, then).get("input_abi")
+            if not (isinstance(out, str) and isinstance(in_, str) and out.startswith("(") and in_.startswith("(")):
+                continue  # unknown, or raw bytes: cannot be judged
+            if out.replace(" ", "") != in_.replace(" ", ""):
+                report.warnings.append(
+                    f"models[{i}].pipeline[{j + 1}]: {first.name} answers {out} but {then.name} takes {in_}:"
+                    " every request would fail at that stage"
+                )
+
+
+def _info(cache: dict[str, dict[str, Any] | None], model: ModelConfig) -> dict[str, Any]:
+    """The container's `GET /info` (an empty dict when it has no URL or does not answer a JSON object)."""
+    if model.name not in cache:
+        cache[model.name] = None
+        if model.url is not None:
+            try:
+                with urllib.request.urlopen(model.url.rstrip("/") + "/info", timeout=5) as resp:
+                    info = json.loads(resp.read())
+                cache[model.name] = info if isinstance(info, dict) else None
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+    return cache[model.name] or {}
 
 
 #: `window()` of a verifier (`IVerifier`): 0 for one that judges at delivery, the dispute window (s) otherwise.
@@ -203,9 +240,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _where(m: ModelConfig) -> str:
+    """Where a model is served from, for the summary: its URL, `mqtt`, or its pipeline's stages."""
+    where = " -> ".join(m.pipeline) if m.pipeline is not None else (m.url or "mqtt")
+    return where if m.served else f"{where}; a pipeline stage only"
+
+
 def summary(cfg: NodeConfig) -> list[str]:
     """The config's main choices, one line each (no secrets)."""
-    models = ", ".join(f"{m.name} ({m.url or 'mqtt'})" for m in cfg.models)
+    models = ", ".join(f"{m.name} ({_where(m)})" for m in cfg.models)
     fallbacks = len(cfg.chain.fallback_rpc_urls)
     return [
         f"rpc       {public_url(cfg.chain.rpc_url)}" + (f" (+{fallbacks} fallback)" if fallbacks else ""),

@@ -97,6 +97,15 @@ def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | N
         return None
 
 
+def pipeline_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec | None:
+    """The codec of a pipeline of `stages` (their entries, in order): the first stage's input, the last one's output;
+    None when either container cannot be asked."""
+    first, last = fetch_codec(stages[0], timeout_s=timeout_s), fetch_codec(stages[-1], timeout_s=timeout_s)
+    if first is None or last is None:
+        return None
+    return Codec(first.input_types, last.output_types, last.output_names)
+
+
 @dataclass(frozen=True)
 class Answer:
     """The on-chain answer to a request sent by `infera request`: its output or failure reason, and where it landed."""

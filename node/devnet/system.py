@@ -468,4 +468,6 @@ def _toml_value(v: Any) -> str:
         return str(v) if abs(v) < 2**63 else f'"{v}"'  # TOML integers are 64-bit: larger ones go as strings
     if isinstance(v, dict):
         return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return f'"{v}"'

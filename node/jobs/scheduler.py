@@ -12,7 +12,9 @@ reason of at most `MAX_FAILURE_CHARS` characters; a request past its deadline is
 judged by the `clock` given, the chain's time in the node); the output is committed to the store before it is handed
 on, so it is never computed twice (a restart resumes computed jobs at the send). A subscription interval's job
 (node/jobs/subscriptions.py) runs the same way, its deadline the interval's end; one that cannot be computed is
-settled as failed here, with no transaction (an interval has no failure report).
+settled as failed here, with no transaction (an interval has no failure report). A pipeline's job
+(node/dispatch/pipeline.py) is one job like any other: one row, one output, one delivery or failure report; each
+finished stage is committed with its output (node/jobs/stages.py), so a restart resumes after it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from typing import Protocol
 from containers.runtime.wire import Attestation, attestation
 from node import faultpoint
 from node.chain.contracts import model_id
-from node.dispatch.calls import ModelRoute
+from node.dispatch.pipeline import PipelineRoute, Route
+from node.dispatch.protocol import Output
 from node.errors import ContainerError, ProofUnavailable
 from node.jobs import fees, verification
 from node.jobs.intervals import describe_job
+from node.jobs.stages import StageOutputs
 from node.jobs.store import Job, JobState, JobStore
 from node.jobs.verification import Proofs
 
@@ -55,7 +59,7 @@ class Sender(Protocol):
 class _Queue:
     """A model's jobs with a task, and those waiting for one."""
 
-    route: ModelRoute
+    route: Route
     #: Jobs with a task (computing, waiting for a place in the container, or backing off before a retry).
     active: int = 0
     waiting: collections.deque[Job] = field(default_factory=collections.deque)
@@ -72,7 +76,7 @@ class Scheduler:
     def __init__(
         self,
         store: JobStore,
-        routes: dict[bytes, ModelRoute],
+        routes: dict[bytes, Route],
         sender: Sender,
         *,
         clock: Callable[[], float] = time.time,
@@ -80,17 +84,18 @@ class Scheduler:
         verifiers: Mapping[str, str] | None = None,
         node: str | None = None,
     ) -> None:
-        """`routes`: each served model's, by model id; `clock`: the time that requests' deadlines are judged by, in
-        unix seconds (the node passes the chain's, `ChainClock.now`, as it does to the routes); `count_interval`:
-        told "skipped" or "failed" for each subscription interval that ends here (the metrics); `verifiers`: the
-        verifiers this node serves requests of (checksummed address -> kind, `[chain] verifiers`); `node`: the
-        address that delivers verified requests (an attestation is bound to it)."""
+        """`routes`: each served model's (a container's or a pipeline's), by model id; `clock`: the time that
+        requests' deadlines are judged by, in unix seconds (the node passes the chain's, `ChainClock.now`, as it does
+        to the routes); `count_interval`: told "skipped" or "failed" for each subscription interval that ends here
+        (the metrics); `verifiers`: the verifiers this node serves requests of (checksummed address -> kind,
+        `[chain] verifiers`); `node`: the address that delivers verified requests (an attestation is bound to it)."""
         self._store = store
         self._count_interval = count_interval
         self._clock = clock
         self._verifiers = dict(verifiers or {})
         self._node = node
         self._proofs = Proofs(store)
+        self._stages = StageOutputs(store)
         self._queues = {mid: _Queue(route) for mid, route in routes.items()}
         self._sender = sender
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -147,7 +152,7 @@ class Scheduler:
         self._tasks[rid] = task
         task.add_done_callback(lambda t: self._done(rid, t, queue))
 
-    def _skip(self, job: Job, route: ModelRoute) -> bool:
+    def _skip(self, job: Job, route: Route) -> bool:
         """Settles `job` as `skipped` (no call, no transaction) when its payment is outside the model's fee policy
         or its verifier is one this node cannot satisfy (`verification.judge`); logged once, as the job is settled
         once."""
@@ -199,7 +204,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _run(self, job: Job, route: ModelRoute) -> None:
+    async def _run(self, job: Job, route: Route) -> None:
         rid = job.request_id
         if job.request.deadline < self._clock():
             self._store.update(job, JobState.EXPIRED, error="deadline passed before it could run")
@@ -209,15 +214,7 @@ class Scheduler:
             return
         started = time.perf_counter()
         try:
-            result = await route.call(
-                str(rid),
-                job.request.input,
-                deadline=job.request.deadline,
-                attempts_so_far=job.attempts,
-                # `running` means in the container, not waiting for a place; each attempt is committed as it starts
-                on_attempt=lambda n: self._store.update(job, JobState.RUNNING, attempts=n),
-                attestation=self._attestation(job),
-            )
+            result = await self._compute(job, route)
         except asyncio.CancelledError:
             if self._closing and job.state is JobState.RUNNING and job.attempts > 0:
                 self._store.update(job, JobState.RUNNING, attempts=job.attempts - 1)  # stopped by us: not counted
@@ -236,6 +233,7 @@ class Scheduler:
                 return
             # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.
             self._store.update(job, JobState.COMPUTED, failure=_reason(exc))
+            self._forget_stages(job, route)
         except Exception as exc:  # a bug must fail one job, not the node
             log.exception("request %d: unexpected error", rid)
             self._store.update(job, JobState.FAILED, error=repr(exc))
@@ -248,8 +246,44 @@ class Scheduler:
                 faultpoint.reached("proof-saved")
             else:
                 self._store.update(job, JobState.COMPUTED, output=result.output)
+            self._forget_stages(job, route)
             log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)
         self._hand_on(job)
+
+    async def _compute(self, job: Job, route: Route) -> Output:
+        """`job`'s output from its model's route: for a pipeline, resumed after the stages an earlier run finished,
+        each finished stage committed as it ends."""
+
+        # `running` means in the container, not waiting for a place; each attempt is committed as it starts.
+        def on_attempt(n: int) -> None:
+            self._store.update(job, JobState.RUNNING, attempts=n)
+
+        rid, input_, deadline = str(job.request_id), job.request.input, job.request.deadline
+        if isinstance(route, PipelineRoute):
+            stages = [stage.model.name for stage in route.stages]
+            return await route.call(
+                rid,
+                input_,
+                deadline=deadline,
+                attempts_so_far=job.attempts,
+                on_attempt=on_attempt,
+                attestation=self._attestation(job),
+                done=self._stages.done(job, stages),
+                on_stage=lambda i, output: self._stages.record(job, i, output, stages),
+            )
+        return await route.call(
+            rid,
+            input_,
+            deadline=deadline,
+            attempts_so_far=job.attempts,
+            on_attempt=on_attempt,
+            attestation=self._attestation(job),
+        )
+
+    def _forget_stages(self, job: Job, route: Route) -> None:
+        """Drops a pipeline job's stage outputs once its own outcome is stored (nothing to resume any more)."""
+        if isinstance(route, PipelineRoute):
+            self._stages.clear(job)
 
     def _attestation(self, job: Job) -> Attestation | None:
         """The attestation context to send the container for an attestation-verified job, else None."""

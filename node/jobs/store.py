@@ -106,6 +106,11 @@ class JobStore:
             raise
         self._db.execute("COMMIT")
 
+    def key(self, request_id: int) -> tuple[int, str, str, int]:
+        """The jobs table's primary key (chain, coordinator or manager, request or subscription id, interval) of job
+        `request_id`: how a companion table (node/jobs/stages.py) keys its rows so `prune` finds them."""
+        return self._key(request_id)
+
     def _key(self, request_id: int) -> tuple[int, str, str, int]:
         """The jobs table's primary key of a job id: (chain, coordinator, request id, 0) for a request, (chain,
         manager, subscription id, interval) for an interval (`node.jobs.intervals`)."""
@@ -437,7 +442,7 @@ class JobStore:
     def prune(self, retention_s: float) -> int:
         """Deletes terminal jobs whose last change and request deadline are both older than `retention_s` (a job is
         kept until its deadline passed, so the node can still end its request: `node.chain.reclaim`), their outcome
-        rows and proofs, and final transactions older than that; returns the jobs deleted."""
+        rows, proofs and pipeline stage outputs, and final transactions older than that; returns the jobs deleted."""
         before = time.time() - retention_s
         with self.transaction() as db:
             deleted = db.execute(
@@ -451,12 +456,14 @@ class JobStore:
                 " AND j.interval = outcomes.interval)"
             )
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
-            if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='proofs'").fetchone():
-                db.execute(  # `node.jobs.verification.Proofs`' table, where a node made it
-                    "DELETE FROM proofs WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.chain_id = proofs.chain_id AND"
-                    " j.coordinator = proofs.coordinator AND j.request_id = proofs.request_id"
-                    " AND j.interval = proofs.interval)"
-                )
+            # Companion tables, where a node made them (`node.jobs.verification.Proofs`, `node.jobs.stages`).
+            for table in ("proofs", "pipeline_stages"):
+                if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
+                    db.execute(
+                        f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+                        f" WHERE j.chain_id = {table}.chain_id AND j.coordinator = {table}.coordinator"
+                        f" AND j.request_id = {table}.request_id AND j.interval = {table}.interval)"
+                    )
         return int(deleted)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -183,6 +183,14 @@ class Metrics:
             ["kind", "status"],
             registry=r,
         )
+        self.pipeline_stages = Counter(
+            "infera_pipeline_stages",
+            "Stages of pipeline calls that ended, by pipeline, stage (the stage's model) and outcome: ok, refused"
+            " (a 4xx: the job fails naming the stage) or failed (out of attempts or time). Retries within a stage"
+            " are not counted here: infera_container_seconds times each attempt, by the stage's model.",
+            ["pipeline", "stage", "outcome"],
+            registry=r,
+        )
         self.subscription_intervals = Counter(
             "infera_subscription_intervals",
             "Subscription intervals by outcome: served (delivered and confirmed), skipped (over, full or already"
@@ -223,6 +231,11 @@ class Metrics:
     def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
         """Times one call to `model`'s container, in seconds, as outcome "ok" or "error"."""
         self.container_seconds.labels(model, "ok" if ok else "error").observe(seconds)
+
+    def count_stage(self, pipeline: str, stage: str, outcome: str) -> None:
+        """Counts one stage call of `pipeline` that ended: `stage` the stage's model, `outcome` "ok", "refused" or
+        "failed"."""
+        self.pipeline_stages.labels(pipeline, stage, outcome).inc()
 
     def observe_mined(self, seconds: float) -> None:
         """Seconds from signing a transaction (its latest replacement) to its receipt."""
