@@ -67,12 +67,16 @@ def devnet(
     once: bool = typer.Option(False, "--once", help="exit 0 after the first on-chain answer"),
     text: str = typer.Option("I absolutely love this, it is wonderful", help="sentence to classify"),
     workdir: Path = typer.Option(Path(".infera/devnet"), help="where logs and the node config go"),
+    model: list[str] = typer.Option(
+        [], "--model", help="model server to run: classify, llm, embed (repeat for several; default classify + llm)"
+    ),
 ) -> None:
-    """Start anvil, deploy, start a classifier container and the node, and get one answer on-chain."""
+    """Start anvil, deploy, start model containers and the node, and get answers on-chain from example consumers."""
     from node.devnet import DevnetError, run_devnet
+    from node.devnet.run import DEFAULT_DEVNET_MODELS
 
     try:
-        raise typer.Exit(run_devnet(once=once, text=text, workdir=workdir))
+        raise typer.Exit(run_devnet(once=once, text=text, workdir=workdir, models=model or DEFAULT_DEVNET_MODELS))
     except (DevnetError, TimeoutError) as exc:
         fail(f"devnet failed: {exc}", code=1)
     except KeyboardInterrupt:

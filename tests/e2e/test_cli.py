@@ -116,10 +116,21 @@ def test_devnet_once_prints_the_answer_and_stops_everything(tmp_path: Path) -> N
     match = re.search(r"^on-chain result: request (\d+) label=(\w+) scoreE6=(\d+)", result.stdout, re.M)
     assert match, result.stdout
     assert match.group(2) == "positive"
-    # Every process it started is gone: its anvil and its container no longer answer.
+    llm = re.search(r"^on-chain result: request \d+ spam=(yes|no); request \d+ score=(\d+)/10$", result.stdout, re.M)
+    assert llm, result.stdout
+    assert 1 <= int(llm.group(2)) <= 10
+    # Every process it started is gone: its anvil and its containers no longer answer.
     rpc = re.search(r"anvil on (http://127\.0\.0\.1:\d+)", result.stdout)
-    container = re.search(r"container ready on (http://127\.0\.0\.1:\d+)", result.stdout)
+    containers = re.findall(r"container ready on (http://127\.0\.0\.1:\d+)", result.stdout)
     assert rpc
-    assert container
-    assert not _http_ok(container.group(1) + "/health")
+    assert len(containers) == 2
+    for url in containers:
+        assert not _http_ok(url + "/health")
     assert not Web3(HTTPProvider(rpc.group(1), request_kwargs={"timeout": 2})).is_connected()
+
+
+def test_devnet_refuses_a_model_it_does_not_have_before_starting_anything(tmp_path: Path) -> None:
+    result = infera("devnet", "--once", "--model", "llm", "--model", "gpt-9", "--workdir", str(tmp_path), timeout=60)
+    assert result.returncode == 1
+    assert "unknown model gpt-9: choose from classify, llm, embed" in result.stderr
+    assert not (tmp_path / "anvil.log").exists()
