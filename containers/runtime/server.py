@@ -306,6 +306,7 @@ async def info(request: web.Request) -> web.Response:
             "output_abi": state.codec.output_signature,
             "input_names": list(model.input_names),
             "output_names": list(model.output_names),
+            "input_defaults": getattr(model, "input_defaults", {}),
             "device": model.device,
             "ready": state.ready.is_set(),
             "streaming": isinstance(model, StreamingModel),

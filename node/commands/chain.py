@@ -69,6 +69,9 @@ def request(
     model: str = typer.Option(..., "--model", "-m", help="model name, as in the node config"),
     input_text: str | None = typer.Option(None, "--input", "-i", help="text input (encoded as the model expects)"),
     input_hex: str | None = typer.Option(None, "--input-hex", help="input bytes as hex, sent as they are"),
+    input_json: str | None = typer.Option(
+        None, "--input-json", help='input fields as a JSON object, e.g. \'{"messages": ["Spam?"], "answer": 1}\''
+    ),
     fee: str | None = typer.Option(
         None,
         help="fee for the node, e.g. 1gwei (default: the least this config's fee policy serves the model for in ETH,"
@@ -85,8 +88,8 @@ def request(
     from node.commands import chain_ops
     from node.commands.request_inference import Codec, fetch_codec, pipeline_codec, send_request, wait_answer
 
-    if (input_text is None) == (input_hex is None):
-        raise ConfigError("give exactly one of --input TEXT or --input-hex HEX")
+    if sum(x is not None for x in (input_text, input_hex, input_json)) != 1:
+        raise ConfigError("give exactly one of --input TEXT, --input-hex HEX or --input-json OBJECT")
     cfg = load_config_file(config)
     served = next((m for m in cfg.models if m.name == model), None)
     if served is None:
@@ -101,6 +104,14 @@ def request(
             input_ = bytes.fromhex(input_hex.removeprefix("0x"))
         except ValueError:
             raise ConfigError("--input-hex: not hex") from None
+    elif input_json is not None:
+        try:
+            fields = json.loads(input_json)
+        except ValueError as exc:
+            raise ConfigError(f"--input-json is not JSON: {exc}") from None
+        if not codec.input_types:
+            raise ConfigError(f"cannot ask the {model!r} container for its input fields: is it running?")
+        input_ = codec.encode_json(fields)
     else:
         assert input_text is not None
         input_ = codec.encode_text(input_text)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
@@ -36,6 +36,9 @@ class Codec:
     input_types: tuple[str, ...] = ()
     output_types: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    input_names: tuple[str, ...] = ()
+    #: Input fields an off-chain caller may leave out, with the values the container fills in.
+    input_defaults: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def parse(signature: str) -> tuple[str, ...]:
@@ -56,6 +59,31 @@ class Codec:
             f"this model takes ABI ({','.join(self.input_types)}), not one string: pass the encoded input "
             "with --input-hex"
         )
+
+    def encode_json(self, fields: Any) -> bytes:
+        """`fields` (a JSON object keyed by the container's input names, as its off-chain API takes them; fields
+        with a default may be left out) as the model's ABI input. Raises `OpsError` naming an unknown, missing or
+        mistyped field."""
+        if not self.input_types or len(self.input_names) != len(self.input_types):
+            raise OpsError("the container does not name its input fields: pass the encoded input with --input-hex")
+        if not isinstance(fields, dict):
+            raise OpsError(f"--input-json must be a JSON object with the fields {', '.join(self.input_names)}")
+        unknown = [k for k in fields if k not in self.input_names]
+        missing = [n for n in self.input_names if n not in fields and n not in self.input_defaults]
+        if unknown or missing:
+            raise OpsError(
+                "--input-json: "
+                + "; ".join(
+                    ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+                    + ([f"missing field(s) {', '.join(missing)}"] if missing else [])
+                )
+                + f" (the fields are {', '.join(self.input_names)})"
+            )
+        values = [fields.get(n, self.input_defaults.get(n)) for n in self.input_names]
+        try:
+            return bytes(abi_encode(list(self.input_types), values))
+        except Exception as exc:  # eth-abi's EncodingError / TypeError / OverflowError name the value
+            raise OpsError(f"--input-json does not fit ({','.join(self.input_types)}): {exc}") from None
 
     def decode_output(self, output: bytes) -> Any:
         """The output as values: text (or 0x-hex) for raw bytes, else the ABI values, named when the model says."""
@@ -92,6 +120,8 @@ def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | N
             Codec.parse(str(info["input_abi"])),
             Codec.parse(str(info["output_abi"])),
             tuple(str(n) for n in info.get("output_names", ())),
+            tuple(str(n) for n in info.get("input_names", ())),
+            dict(info.get("input_defaults") or {}),
         )
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return None
@@ -103,7 +133,7 @@ def pipeline_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec 
     first, last = fetch_codec(stages[0], timeout_s=timeout_s), fetch_codec(stages[-1], timeout_s=timeout_s)
     if first is None or last is None:
         return None
-    return Codec(first.input_types, last.output_types, last.output_names)
+    return Codec(first.input_types, last.output_types, last.output_names, first.input_names, first.input_defaults)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ input bytes; an input the model cannot answer ends in one failure report naming 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -141,3 +145,26 @@ def test_an_input_the_model_cannot_answer_ends_in_one_failure_report_naming_it(l
         assert len(reports) == 1
         assert reason in reports[0]["args"]["reason"]
         assert not _fulfilled(llm_system, rid)
+
+
+def test_infera_request_sends_json_fields_and_prints_the_decoded_answer(llm_system: LLMSystem) -> None:
+    dev = llm_system.dev
+    config = dev.workdir / "node.toml"
+    fields = {"messages": ["Is 'FREE MONEY, click now' spam?"], "answer": 1, "allowed": ["yes", "no"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "request", "--config", str(config), "--model", LLM, "--input-json",
+         json.dumps(fields), "--key-env", "USER_KEY", "--timeout", "120", "--json"],
+        capture_output=True, text=True, env={**os.environ, "USER_KEY": dev.user.key.hex()}, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    text, value = _offline_answer(llm_system, _request_input(llm_system, int(answer["request_id"])))
+    assert answer["output"] == {"text": text, "value": value}
+    assert text in ("yes", "no")
+    bad = subprocess.run(
+        [sys.executable, "-m", "node.cli", "request", "--config", str(config), "--model", LLM, "--input-json",
+         '{"mesages": ["typo"]}', "--key-env", "USER_KEY"],
+        capture_output=True, text=True, env={**os.environ, "USER_KEY": dev.user.key.hex()}, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "unknown field(s) mesages; missing field(s) messages" in bad.stderr
