@@ -23,6 +23,20 @@ MAX_VALUE_CHARS = 64
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: Characters of a JSON Schema.
 MAX_SCHEMA_CHARS = 8192
+#: JSON Schema keywords the decoder enforces token by token (xgrammar's converter), and annotations that constrain
+#: nothing. A schema with any other keyword (uniqueItems, allOf, not, if/then, format, a remote $ref, ...) is
+#: refused: the grammar would ignore it and return JSON that does not match.
+ENFORCED_KEYWORDS = frozenset(
+    {
+        "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems",
+        "minItems", "maxItems", "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
+        "exclusiveMaximum", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+    }
+)  # fmt: skip
+ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
+     "writeOnly"}
+)  # fmt: skip
 
 
 class AnswerKind(IntEnum):
@@ -74,11 +88,29 @@ class AnswerSpec:
         return asked
 
     def value(self, text: str) -> int:
-        """The `value` output field: the index of the chosen value (CHOICE), the integer (INTEGER), else 0."""
+        """The `value` output field: the index of the chosen value (CHOICE), the integer (INTEGER), else 0. Raises
+        `InputError` when the text is not what the grammar allowed (a JSON answer is checked against its schema
+        here too, by jsonschema-rs): the request cannot be answered, retrying gives the same bytes."""
         if self.kind is AnswerKind.CHOICE:
+            if text not in self.allowed:
+                raise InputError(f"the answer {text!r} is not one of allowed (a value the tokenizer cannot spell?)")
             return self.allowed.index(text)
         if self.kind is AnswerKind.INTEGER:
-            return int(text)
+            try:
+                number = int(text)
+            except ValueError:
+                raise InputError(f"the answer {text!r} is not an integer") from None
+            if not self.low <= number <= self.high:
+                raise InputError(f"the answer {number} is outside [{self.low}, {self.high}]")
+            return number
+        if self.kind is AnswerKind.JSON:
+            import jsonschema_rs
+
+            try:
+                jsonschema_rs.validator_for(json.loads(self.schema)).validate(json.loads(text))
+            except (ValueError, jsonschema_rs.ValidationError) as exc:
+                reason = str(exc).split("\n", 1)[0]
+                raise InputError(f"the JSON answer does not match the schema: {reason}") from None
         return 0
 
 
@@ -87,25 +119,71 @@ def _ebnf_literal(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def check_answer(kind: Any, allowed: Any, low: Any, high: Any, schema: Any) -> AnswerSpec:
-    """Validates the answer fields of one request; raises `InputError` naming the field and what to send."""
+def check_string(value: Any, field: str) -> str:
+    """`value` if it is a string that UTF-8 can encode (no lone surrogates from JSON's \\uD800 escapes); raises
+    `InputError` naming `field` otherwise."""
+    if not isinstance(value, str):
+        raise InputError(f"{field} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{field} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def check_schema_keywords(schema: Any, where: str = "schema") -> None:
+    """Raises `InputError` naming the first keyword the decoder would not enforce (see `ENFORCED_KEYWORDS`), or a
+    `$ref` that is not local (`#/...`): nothing is ever fetched."""
+    if isinstance(schema, bool):
+        return
+    if not isinstance(schema, dict):
+        raise InputError(f"{where} must be a JSON Schema object or boolean")
+    for key, value in schema.items():
+        if key not in ENFORCED_KEYWORDS and key not in ANNOTATIONS:
+            raise InputError(
+                f"{where} uses {key!r}, which the decoder does not enforce; use only "
+                + ", ".join(sorted(ENFORCED_KEYWORDS))
+            )
+        if key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
+            raise InputError(f"{where}.$ref must be local (#/...): nothing is fetched")
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            for name, sub in value.items():
+                check_schema_keywords(sub, f"{where}.{key}.{name}")
+        elif key in ("items", "additionalProperties") and not isinstance(value, bool):
+            check_schema_keywords(value, f"{where}.{key}")
+        elif key in ("prefixItems", "anyOf", "oneOf") and isinstance(value, list):
+            for i, sub in enumerate(value):
+                check_schema_keywords(sub, f"{where}.{key}[{i}]")
+
+
+def check_answer(
+    kind: Any, allowed: Any, low: Any, high: Any, schema: Any, special: frozenset[str] = frozenset()
+) -> AnswerSpec:
+    """Validates the answer fields of one request; raises `InputError` naming the field and what to send.
+    `special`: the tokenizer's special-token strings, which no allowed value may contain."""
+    if isinstance(kind, bool) or not isinstance(kind, int):
+        raise InputError(f"answer must be the integer 0 (text), 1 (choice), 2 (integer) or 3 (json), got {kind!r}")
     try:
         answer = AnswerKind(kind)
     except ValueError:
         raise InputError(f"answer must be 0 (text), 1 (choice), 2 (integer) or 3 (json), got {kind!r}") from None
     if answer is AnswerKind.CHOICE:
-        values = tuple(allowed or ())
+        if not isinstance(allowed, list | tuple):
+            raise InputError(f"allowed must be a list of strings, got {type(allowed).__name__}")
+        values = tuple(allowed)
         if not values:
             raise InputError("answer 1 (choice) needs a non-empty allowed list")
         if len(values) > MAX_ALLOWED_VALUES:
             raise InputError(f"allowed has {len(values)} values; the limit is {MAX_ALLOWED_VALUES}")
         for i, value in enumerate(values):
-            if not isinstance(value, str) or not value.strip():
+            if not check_string(value, f"allowed[{i}]").strip():
                 raise InputError(f"allowed[{i}] must be a non-empty string")
             if len(value) > MAX_VALUE_CHARS:
                 raise InputError(f"allowed[{i}] is {len(value)} characters; the limit is {MAX_VALUE_CHARS}")
-            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
                 raise InputError(f"allowed[{i}] contains a control character")
+            if marker := next((t for t in special if t in value), None):
+                raise InputError(f"allowed[{i}] contains the model's special token {marker!r}")
         if len(set(values)) != len(values):
             raise InputError("allowed has a value twice; each value must be unique")
         return AnswerSpec(answer, allowed=values)
@@ -117,7 +195,7 @@ def check_answer(kind: Any, allowed: Any, low: Any, high: Any, schema: Any) -> A
             raise InputError(f"min ({low}) is greater than max ({high})")
         return AnswerSpec(answer, low=low, high=high)
     if answer is AnswerKind.JSON:
-        if not isinstance(schema, str) or not schema.strip():
+        if not isinstance(schema, str) or not check_string(schema, "schema").strip():
             raise InputError("answer 3 (json) needs a JSON Schema in schema")
         if len(schema) > MAX_SCHEMA_CHARS:
             raise InputError(f"schema is {len(schema)} characters; the limit is {MAX_SCHEMA_CHARS}")
@@ -125,8 +203,13 @@ def check_answer(kind: Any, allowed: Any, low: Any, high: Any, schema: Any) -> A
             parsed = json.loads(schema)
         except ValueError as exc:
             raise InputError(f"schema is not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict | bool):
-            raise InputError("schema must be a JSON Schema object")
+        check_schema_keywords(parsed)
+        import jsonschema_rs
+
+        try:
+            jsonschema_rs.validator_for(parsed)
+        except (ValueError, jsonschema_rs.ValidationError) as exc:
+            raise InputError(f"schema is not a valid JSON Schema: {str(exc).splitlines()[0]}") from None
         return AnswerSpec(answer, schema=schema)
     return AnswerSpec(answer)
 

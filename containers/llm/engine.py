@@ -263,9 +263,11 @@ class Engine:
                         return
                     admitted = []
                     for row in range(self.rows):
-                        if self._slots[row] is None and self._queue:
-                            self._slots[row] = self._queue.popleft()
-                            admitted.append(row)
+                        while self._slots[row] is None and self._queue:
+                            waiting = self._queue.popleft()
+                            if not waiting.future.cancelled():  # its caller left while it waited
+                                self._slots[row] = waiting
+                                admitted.append(row)
                 for row in admitted:
                     self._guard(self._prefill, row)
                 if any(self._slots):
@@ -310,7 +312,7 @@ class Engine:
         self.cache.prefill_row = None
         self.cache.lengths[row] = prompt.shape[1]
         request.first_token = time.perf_counter()
-        self._take(row, logits[0])
+        self._take(row, logits[0].float().cpu())
 
     def _step(self, _: int | None) -> None:
         import torch
@@ -328,15 +330,24 @@ class Engine:
         self.stats.steps += 1
         self.stats.busy_rows += len(active)
         self.stats.busiest = max(self.stats.busiest, len(active))
+        on_host = logits.float().cpu()  # one copy a step: token choice and grammar masks run on the CPU
         for r in active:
             self.cache.lengths[r] += 1
-            self._take(r, logits[r])
+            try:
+                self._take(r, on_host[r])
+            except Exception as exc:  # one request's grammar or callback fails that request, not its neighbours
+                log.exception("generation of slot %d failed", r)
+                self._finish(r, error=exc)
 
     def _take(self, row: int, logits: Any) -> None:
-        """Chooses the next token of slot `row` greedily (masked by its grammar), and ends the request when due."""
+        """Chooses the next token of slot `row` greedily (masked by its grammar) from its fp32 logits on the CPU,
+        and ends the request when due."""
         request = self._slots[row]
         assert request is not None
-        request.logits_hash.update(logits.float().cpu().numpy().tobytes())
+        if request.future.cancelled():  # its caller left: free the slot
+            self._finish(row)
+            return
+        request.logits_hash.update(logits.numpy().tobytes())
         if request.matcher is not None:
             token = _masked_argmax(request.matcher, logits)
             if not request.matcher.accept_token(token):
@@ -361,21 +372,33 @@ class Engine:
         if text.startswith(request.sent) and not text.endswith("\ufffd"):  # hold back half a UTF-8 character
             piece, request.sent = text[len(request.sent) :], text
             if piece:
-                request.on_piece(piece)
+                self._hand(request, piece)
+
+    @staticmethod
+    def _hand(request: GenRequest, piece: str) -> None:
+        """Gives `piece` to the request's callback; a callback that raises gets nothing more (the answer still
+        completes)."""
+        if request.on_piece is None:
+            return
+        try:
+            request.on_piece(piece)
+        except Exception:
+            log.warning("a stream callback failed; the answer completes without streaming", exc_info=True)
+            request.on_piece = None
 
     def _finish(self, row: int, *, finish: str = "stop", error: BaseException | None = None) -> None:
         request = self._slots[row]
         self._slots[row] = None
         self.cache.release(row)
-        if request is None or request.future.done():
-            return
+        if request is None or request.future.done() or not request.future.set_running_or_notify_cancel():
+            return  # none, or its caller cancelled it
         self.stats.finished += 1
         if error is not None:
             request.future.set_exception(error)
             return
         text = self._decode(request.tokens)
-        if request.on_piece is not None and text != request.sent and text.startswith(request.sent):
-            request.on_piece(text[len(request.sent) :])
+        if text != request.sent and text.startswith(request.sent):
+            self._hand(request, text[len(request.sent) :])
         now = time.perf_counter()
         request.future.set_result(
             Generation(
@@ -391,11 +414,12 @@ class Engine:
 
 
 def _masked_argmax(matcher: Any, logits: Any) -> int:
-    """The highest logit among the tokens `matcher` allows next (xgrammar's bitmask, applied on a copy)."""
+    """The highest logit among the tokens `matcher` allows next (xgrammar's bitmask, applied on a CPU copy: its CPU
+    kernel needs no triton)."""
     import xgrammar as xgr
 
     bitmask = xgr.allocate_token_bitmask(1, int(logits.shape[-1]))
     matcher.fill_next_token_bitmask(bitmask)
-    masked = logits.float().unsqueeze(0).clone()
-    xgr.apply_token_bitmask_inplace(masked, bitmask.to(masked.device))
+    masked = logits.unsqueeze(0).clone()
+    xgr.apply_token_bitmask_inplace(masked, bitmask)
     return int(masked[0].argmax())

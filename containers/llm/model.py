@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
-from containers.llm.answers import AnswerKind, AnswerSpec, GrammarCache, check_answer
+from containers.llm.answers import AnswerKind, AnswerSpec, GrammarCache, check_answer, check_string
 from containers.llm.engine import DEFAULT_ROWS, Engine, Generation, GenRequest, register_slot_attention
 from containers.runtime.model import InputError, ModelError, pick_device, torch_dtype
 
@@ -100,6 +100,7 @@ class LLMModel:
         self._grammars: GrammarCache | None = None
         self._weights: list[Path] = []
         self._digests: dict[str, str] = {}
+        self._special: frozenset[str] = frozenset()
 
     @property
     def device(self) -> str:
@@ -139,6 +140,9 @@ class LLMModel:
         stop_ids.discard(None)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
         self._tokenizer = tokenizer
+        self._special = frozenset(str(t) for t in tokenizer.all_special_tokens) | frozenset(
+            str(t) for t in getattr(tokenizer, "added_tokens_encoder", {})
+        )
         positions = int(getattr(model.config, "max_position_embeddings", 0) or self.max_context)
         self.max_context = min(self.max_context, positions)
         self._grammars = GrammarCache(tokenizer, int(model.config.vocab_size))
@@ -165,8 +169,7 @@ class LLMModel:
 
     def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         system, messages, kind, allowed, low, high, schema, wanted = args
-        if not isinstance(system, str):
-            raise InputError("system must be a string")
+        self._check_turn(system, "system")
         if not isinstance(messages, list | tuple) or not messages:
             raise InputError("messages must be a non-empty list of turns: user, assistant, user, ...")
         if len(messages) > MAX_TURNS:
@@ -174,12 +177,12 @@ class LLMModel:
         if len(messages) % 2 == 0:
             raise InputError("messages must end with a user turn: an odd number of turns, user first")
         for i, turn in enumerate(messages):
-            if not isinstance(turn, str) or not turn.strip():
+            if not self._check_turn(turn, f"messages[{i}]").strip():
                 raise InputError(f"messages[{i}] must be a non-empty string")
         total = len(system) + sum(len(t) for t in messages)
         if total > MAX_PROMPT_CHARS:
             raise InputError(f"the prompt is {total} characters; the limit is {MAX_PROMPT_CHARS}")
-        spec = check_answer(kind, allowed, low, high, schema)
+        spec = check_answer(kind, allowed, low, high, schema, self._special)
         if spec.kind in (AnswerKind.TEXT, AnswerKind.JSON) and (
             isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= self.max_new_tokens
         ):  # choice and integer answers take what their grammar needs: their max_new_tokens is not used
@@ -194,6 +197,14 @@ class LLMModel:
         matcher = self._grammar(spec)  # compiles now: a schema xgrammar refuses is a 400, not a failed job
         del matcher
         return (spec, tuple(prompt), cap)
+
+    def _check_turn(self, text: Any, field: str) -> str:
+        """A turn's text: a string UTF-8 can encode, without the tokenizer's special tokens (a turn that spelled
+        `<|im_start|>` would open a turn of another role)."""
+        check_string(text, field)
+        if marker := next((t for t in self._special if t in text), None):
+            raise InputError(f"{field} contains the model's special token {marker!r}")
+        return str(text)
 
     def _grammar(self, spec: AnswerSpec) -> Any:
         if self._grammars is None:
@@ -228,15 +239,24 @@ class LLMModel:
     def schedule(self, args: tuple[Any, ...], on_piece: Callable[[str], None] | None = None) -> Future[tuple[Any, ...]]:
         """`submit`, with the future's result turned into the output tuple (`SchedulingModel`)."""
         result: Future[tuple[Any, ...]] = Future()
-        result.set_running_or_notify_cancel()
 
         def done(generation: Future[Generation]) -> None:
+            if result.cancelled() or generation.cancelled():
+                result.cancel()
+                return
             try:
-                result.set_result(self.output(args, generation.result()))
+                outcome: tuple[Any, ...] | BaseException = self.output(args, generation.result())
             except BaseException as exc:
-                result.set_exception(exc)
+                outcome = exc
+            if result.set_running_or_notify_cancel():
+                if isinstance(outcome, BaseException):
+                    result.set_exception(outcome)
+                else:
+                    result.set_result(outcome)
 
-        self.submit(args, on_piece).add_done_callback(done)
+        inner = self.submit(args, on_piece)
+        result.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)  # a caller gone frees the slot
+        inner.add_done_callback(done)
         return result
 
     def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

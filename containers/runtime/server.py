@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Any
 
 from aiohttp import web
@@ -126,7 +127,12 @@ def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...]
             if not isinstance(data, dict):
                 raise _bad("data must be a JSON object when source is 1 (off-chain)")
             defaults: dict[str, Any] = getattr(state.model, "input_defaults", {})
-            missing = [n for n in state.model.input_names if n not in data and n not in defaults]
+            names = state.model.input_names
+            unknown = [k for k in data if k not in names]
+            if unknown:
+                hints = [f"{k} (did you mean {m[0]}?)" if (m := get_close_matches(k, names, 1)) else k for k in unknown]
+                raise _bad(f"unknown input field(s): {', '.join(hints)}; the fields are {', '.join(names)}")
+            missing = [n for n in names if n not in data and n not in defaults]
             if missing:
                 raise _bad(f"missing input field(s): {', '.join(missing)}")
             args, raw_input = tuple(data.get(n, defaults.get(n)) for n in state.model.input_names), None
@@ -266,21 +272,28 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     def put(item: str | BaseException | None) -> None:
         loop.call_soon_threadsafe(pieces.put_nowait, item)
 
+    scheduled: Any = None
     if isinstance(model, SchedulingModel):  # its own thread calls back; nothing blocks the model's executor
-        model.schedule(args, on_piece=put).add_done_callback(lambda f: put(f.exception() or None))
+        scheduled = model.schedule(args, on_piece=put)
+        scheduled.add_done_callback(lambda f: put(None if f.cancelled() else (f.exception() or None)))
         producer: asyncio.Future[None] = loop.create_future()
         producer.set_result(None)
     else:
         producer = loop.run_in_executor(state.executor, produce)
-    while (piece := await pieces.get()) is not None:
-        if isinstance(piece, BaseException):
-            await response.write(stream_error(str(piece)))
-            break
-        await response.write(stream_piece(piece))
-    else:
-        await response.write(stream_done())
+    try:
+        while (piece := await pieces.get()) is not None:
+            if isinstance(piece, BaseException):
+                await response.write(stream_error(str(piece)))
+                break
+            await response.write(stream_piece(piece))
+        else:
+            await response.write(stream_done())
+        await response.write_eof()
+    except ConnectionResetError:  # the client left: stop its generation (a model that schedules frees the slot)
+        log.info("stream client of %s disconnected; generation stopped", model.name)
+        if scheduled is not None:
+            scheduled.cancel()
     await producer
-    await response.write_eof()
     return response
 
 
