@@ -24,9 +24,9 @@ def test_compose_file_is_accepted_and_reserves_gpus() -> None:
     result = compose_config(COMPOSE)
     assert result.returncode == 0, result.stderr
     resolved = result.stdout
-    for service in ("mosquitto:", "node:", "classify-worker:", "embed-worker:"):
+    for service in ("mosquitto:", "node:", "classify-worker:", "embed-worker:", "llm-worker:"):
         assert f"\n  {service}" in resolved
-    assert resolved.count("driver: nvidia") == 2
+    assert resolved.count("driver: nvidia") == 3  # one GPU per model worker
     assert "--pool" in resolved
 
 
