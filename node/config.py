@@ -53,7 +53,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class KeyProblems(ValueError):
+class KeyProblems(ConfigError):
     """Raised by a validator that found several bad keys at once: `problems` holds one (key, reason) per bad key,
     the key relative to where the validator runs (`format_errors` writes each as its own line)."""
 
