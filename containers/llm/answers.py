@@ -10,6 +10,8 @@ cannot be answered (empty or oversized lists, min > max, a schema that does not 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -215,15 +217,17 @@ def check_answer(
 
 
 class GrammarCache:
-    """Compiles answer grammars with xgrammar for one tokenizer, keeping the most recent `size` compiled."""
+    """Compiles answer grammars with xgrammar for one tokenizer, keeping the `size` most recently used (xgrammar's own
+    cache is off: it has no bound by default, and anyone can send a new schema). Safe from several threads."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, size: int = 256) -> None:
         import xgrammar as xgr
 
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-        self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=True)
-        self._compiled: dict[tuple[str, str], Any] = {}
+        self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+        self._compiled: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()
 
     def matcher(self, spec: AnswerSpec) -> Any:
         """A fresh `xgrammar.GrammarMatcher` for `spec`, or None for TEXT; raises `InputError` for a schema
@@ -233,7 +237,10 @@ class GrammarCache:
         source = spec.grammar_source()
         if source is None:
             return None
-        compiled = self._compiled.get(source)
+        with self._lock:
+            compiled = self._compiled.get(source)
+            if compiled is not None:
+                self._compiled.move_to_end(source)
         if compiled is None:
             try:
                 if source[0] == "ebnf":
@@ -242,7 +249,8 @@ class GrammarCache:
                     compiled = self._compiler.compile_json_schema(source[1], any_whitespace=False)
             except Exception as exc:  # xgrammar raises RuntimeError/ValueError with the parser's message
                 raise InputError(f"cannot build a grammar for this answer: {exc}") from None
-            if len(self._compiled) >= self._size:
-                self._compiled.pop(next(iter(self._compiled)))
-            self._compiled[source] = compiled
+            with self._lock:
+                self._compiled[source] = compiled
+                while len(self._compiled) > self._size:
+                    self._compiled.popitem(last=False)
         return xgr.GrammarMatcher(compiled)

@@ -9,10 +9,10 @@ Guarantees:
 - **Batch invariance.** Every tensor a request's tokens pass through has a shape fixed by the request alone
   (prefill: its prompt length) or by the engine (decode: `rows` x 1 tokens), and attention is computed slot by slot
   over that slot's own keys. CPU GEMM picks its kernel, and so its order of additions, by shape: measured on this
-  project's 2-core CI machine, `linear` rows of a 1-, 2-, 3-, 5-7- or 9-11-row batch differ in the last bits from the
-  same rows in a 16-row batch (tests/unit/test_llm_engine.py measures it again). With fixed shapes the bits of
-  a request's logits are a function of the request, its position in no batch, and the thread count does not change
-  them either (measured, same test): greedy decoding then gives byte-identical text.
+  project's 2-core CI machine, `linear` rows of a 1-, 2-, 3-, 5-7- or 9-11-row batch differ in the last bits from
+  the same rows in a 16-row batch (tests/integration/test_llm_engine.py checks the consequence). With fixed shapes
+  the bits of a request's logits are a function of the request alone, and the thread count does not change them
+  either (measured for 1 and 2 threads, same test): greedy decoding then gives byte-identical text.
 - **Bounded memory.** K/V buffers grow by doubling up to `max_context` tokens a slot: at most
   `rows * max_context * kv_bytes_per_token` (reported by `memory_bound_bytes`).
 - Every submitted request ends: its future gets a `Generation`, or the exception that stopped it (a failed forward
@@ -390,26 +390,35 @@ class Engine:
         request = self._slots[row]
         self._slots[row] = None
         self.cache.release(row)
-        if request is None or request.future.done() or not request.future.set_running_or_notify_cancel():
-            return  # none, or its caller cancelled it
-        self.stats.finished += 1
-        if error is not None:
-            request.future.set_exception(error)
+        if request is None or request.future.done():
             return
+        outcome: Generation | BaseException
+        try:  # built before the future is claimed: whatever fails here still ends the request
+            outcome = error if error is not None else self._result(request, finish)
+        except Exception as exc:
+            log.exception("finishing a generation failed")
+            outcome = exc
+        if not request.future.set_running_or_notify_cancel():
+            return  # its caller cancelled it
+        self.stats.finished += 1
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
+
+    def _result(self, request: GenRequest, finish: str) -> Generation:
         text = self._decode(request.tokens)
         if text != request.sent and text.startswith(request.sent):
             self._hand(request, text[len(request.sent) :])
         now = time.perf_counter()
-        request.future.set_result(
-            Generation(
-                tokens=tuple(request.tokens),
-                text=text,
-                prompt_tokens=len(request.prompt_ids),
-                first_token_s=(request.first_token or now) - request.submitted,
-                total_s=now - request.submitted,
-                finish=finish,
-                logits_sha256=request.logits_hash.hexdigest(),
-            )
+        return Generation(
+            tokens=tuple(request.tokens),
+            text=text,
+            prompt_tokens=len(request.prompt_ids),
+            first_token_s=(request.first_token or now) - request.submitted,
+            total_s=now - request.submitted,
+            finish=finish,
+            logits_sha256=request.logits_hash.hexdigest(),
         )
 
 

@@ -16,12 +16,13 @@ bits); the model's weights digest is in `/info`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from containers.llm.answers import AnswerKind, AnswerSpec, GrammarCache, check_answer, check_string
 from containers.llm.engine import DEFAULT_ROWS, Engine, Generation, GenRequest, register_slot_attention
@@ -66,16 +67,6 @@ class LLMModel:
         "max_new_tokens",
     )
     output_names: tuple[str, ...] = ("text", "value")
-    #: Off-chain callers may leave these out.
-    input_defaults: ClassVar[dict[str, Any]] = {
-        "system": "",
-        "answer": 0,
-        "allowed": [],
-        "min": 0,
-        "max": 0,
-        "schema": "",
-        "max_new_tokens": 64,
-    }
 
     def __init__(
         self,
@@ -89,6 +80,16 @@ class LLMModel:
         dtype: str | None = None,
     ) -> None:
         self.model_path = model_path
+        #: Off-chain callers may leave these out.
+        self.input_defaults: dict[str, Any] = {
+            "system": "",
+            "answer": 0,
+            "allowed": [],
+            "min": 0,
+            "max": 0,
+            "schema": "",
+            "max_new_tokens": min(64, max_new_tokens),
+        }
         self.name = name or (DEFAULT_NAME if model_path is None else f"llm/{Path(model_path).stem}@1")
         self.max_new_tokens = max_new_tokens
         self.max_context = max_context
@@ -146,9 +147,10 @@ class LLMModel:
         positions = int(getattr(model.config, "max_position_embeddings", 0) or self.max_context)
         self.max_context = min(self.max_context, positions)
         self._grammars = GrammarCache(tokenizer, int(model.config.vocab_size))
+        decoder = copy.deepcopy(tokenizer)  # the engine thread's own: requests are checked on other threads
         self._engine = Engine(
             model,
-            decode=lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)),
+            decode=lambda ids: str(decoder.decode(ids, skip_special_tokens=True)),
             stop_ids=sorted(stop_ids),
             pad_id=int(pad),
             rows=self.rows,
@@ -285,6 +287,12 @@ class LLMModel:
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "dtype": str(self.dtype).removeprefix("torch."),
             "weights_sha256": self._digests,
+            # what else decides the bytes: nodes that must agree run the same (README, "what holds where")
+            "chat_template_sha256": hashlib.sha256(
+                str(getattr(self._tokenizer, "chat_template", "")).encode()
+            ).hexdigest(),
+            "torch_threads": _torch_threads(),
+            "versions": _versions(),
             "batching": {
                 "mode": "continuous, batch-invariant",
                 "rows": self.rows,
@@ -295,6 +303,25 @@ class LLMModel:
                 "pending": engine.pending if engine else 0,
             },
         }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the libraries whose kernels and tokenizers decide the output bytes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "tokenizers", "xgrammar"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def _as_list(value: Any) -> list[Any]:

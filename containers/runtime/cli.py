@@ -83,5 +83,11 @@ def serve(
             password=os.environ.get(args.mqtt_password_env),  # from the environment: never on the command line
         )
     web.run_app(
-        app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=args.shutdown_timeout_s
+        app,
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=args.shutdown_timeout_s,
+        handler_cancellation=True,  # a caller that hangs up (a node's timeout) frees what its request held
     )

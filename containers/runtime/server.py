@@ -67,6 +67,9 @@ class ServerState:
     codec: AbiCodec
     batching: BatchConfig
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "model"))
+    #: Where a `SchedulingModel`'s inputs are checked (tokenizing, compiling a grammar): off the event loop, beside
+    #: the model's own thread.
+    checker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "check"))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     batcher: DynamicBatcher | None = None
@@ -129,7 +132,7 @@ def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...]
             defaults: dict[str, Any] = getattr(state.model, "input_defaults", {})
             names = state.model.input_names
             unknown = [k for k in data if k not in names]
-            if unknown:
+            if unknown and defaults:  # a misspelt optional field would silently take its default: refuse it
                 hints = [f"{k} (did you mean {m[0]}?)" if (m := get_close_matches(k, names, 1)) else k for k in unknown]
                 raise _bad(f"unknown input field(s): {', '.join(hints)}; the fields are {', '.join(names)}")
             missing = [n for n in names if n not in data and n not in defaults]
@@ -173,6 +176,14 @@ def _prepare(state: ServerState, body: Any) -> _Prepared:
     return _Prepared(destination, args, raw_input, context)
 
 
+async def _prepare_off_loop(state: ServerState, body: Any) -> _Prepared:
+    """`_prepare`, on the checker threads for a model whose checks are heavy (a `SchedulingModel` tokenizes and
+    compiles grammars), inline for the others."""
+    if isinstance(state.model, SchedulingModel):
+        return await asyncio.get_running_loop().run_in_executor(state.checker, _prepare, state, body)
+    return _prepare(state, body)
+
+
 def _encode(state: ServerState, prepared: _Prepared, output: tuple[Any, ...]) -> Answer:
     if prepared.destination == SOURCE_OFFCHAIN:
         return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
@@ -192,18 +203,19 @@ def _encode(state: ServerState, prepared: _Prepared, output: tuple[Any, ...]) ->
 async def process(state: ServerState, body: Any) -> Answer:
     """Answers one container-protocol request body; shared by the HTTP route and the MQTT worker."""
     try:
-        prepared = _prepare(state, body)
+        prepared = await _prepare_off_loop(state, body)
     except Rejected as exc:
         return exc.answer
     assert state.batcher is not None
     started = time.perf_counter()
     try:
         if isinstance(state.model, SchedulingModel):
-            output = await asyncio.wrap_future(state.model.schedule(prepared.args))
+            try:
+                output = await asyncio.wrap_future(state.model.schedule(prepared.args))
+            except InputError as exc:  # found while it ran (an answer that could not complete): retrying cannot help
+                return Answer.error(400, str(exc))
         else:
             output = await state.batcher.submit(prepared.args)
-    except InputError as exc:  # found while it ran (a constrained answer that could not complete): retrying cannot help
-        return Answer.error(400, str(exc))
     except Exception as exc:
         log.error("model %s failed: %s: %s", state.model.name, type(exc).__name__, exc)
         return Answer.error(500, f"model error: {exc}")
@@ -251,7 +263,7 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return web.json_response(error_answer("body is not valid JSON"), status=400)
     try:
-        args = _prepare(state, body).args
+        args = (await _prepare_off_loop(state, body)).args
     except Rejected as exc:
         return web.json_response(exc.answer.body, status=exc.answer.status)
 
@@ -273,10 +285,14 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
         loop.call_soon_threadsafe(pieces.put_nowait, item)
 
     scheduled: Any = None
+    producer: asyncio.Future[None] = loop.create_future()
     if isinstance(model, SchedulingModel):  # its own thread calls back; nothing blocks the model's executor
-        scheduled = model.schedule(args, on_piece=put)
-        scheduled.add_done_callback(lambda f: put(None if f.cancelled() else (f.exception() or None)))
-        producer: asyncio.Future[None] = loop.create_future()
+        try:
+            scheduled = model.schedule(args, on_piece=put)
+        except Exception as exc:  # e.g. shutting down: said as the stream's error event
+            put(exc)
+        else:
+            scheduled.add_done_callback(lambda f: put(None if f.cancelled() else (f.exception() or None)))
         producer.set_result(None)
     else:
         producer = loop.run_in_executor(state.executor, produce)
@@ -355,9 +371,13 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
             await asyncio.get_running_loop().run_in_executor(state.executor, state.model.load)
             model = state.model
             if state.model_digest is None and isinstance(model, WeightedModel):  # /info names it for every model
-                state.model_digest = await asyncio.get_running_loop().run_in_executor(
-                    state.executor, files_digest, model.weight_files()
-                )
+                try:
+                    state.model_digest = await asyncio.get_running_loop().run_in_executor(
+                        state.executor, files_digest, model.weight_files()
+                    )
+                except AttestationError:  # no weight files: only an attesting container needs a digest
+                    if state.attestation_key is not None:
+                        raise
             if state.attestation_key is not None:
                 digest = state.model_digest
                 if digest is None:
@@ -378,6 +398,7 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.batcher.stop()
     if isinstance(state.model, SchedulingModel):
         await asyncio.get_running_loop().run_in_executor(state.executor, state.model.close)
+    state.checker.shutdown(wait=True, cancel_futures=True)
     state.executor.shutdown(wait=True, cancel_futures=True)
 
 

@@ -86,11 +86,9 @@ def _ask_llm(dev: Devnet, node: Any, text: str, say: Callable[[str], None]) -> N
         what=f"the score of request {score_id}",
         alive=node.check_alive,
     )
-    say(
-        f"on-chain result: request {verdict_id} spam={'yes' if verdict[1] else 'no'}"
-        + (" (failed)" if verdict[2] else "")
-        + f"; request {score_id} score={value}/10"
-    )
+    spam = "failed" if verdict[2] else ("yes" if verdict[1] else "no")
+    scored = "failed" if value is True else f"{value}/10"
+    say(f"on-chain result: request {verdict_id} spam={spam}; request {score_id} score={scored}")
 
 
 def run_devnet(
@@ -104,7 +102,8 @@ def run_devnet(
     """`infera devnet`: the whole system, one request from the example consumer, its on-chain answer, each step
     told through `say`. With `once`, returns 0 after the answer; otherwise runs until Ctrl-C or SIGTERM (raised as
     `KeyboardInterrupt`). Raises `DevnetError` when a step fails or a process exits, `TimeoutError` when an answer
-    does not come in time (120 s); every process is stopped either way. `models`: keys of `DEVNET_MODELS`."""
+    does not come in time (120 s for the classifier, 180 s for the LLM); every process is stopped either way.
+    `models`: keys of `DEVNET_MODELS`."""
     unknown = [m for m in models if m not in DEVNET_MODELS]
     if unknown or not models:
         raise DevnetError(f"unknown model {', '.join(unknown) or '(none)'}: choose from {', '.join(DEVNET_MODELS)}")

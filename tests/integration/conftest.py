@@ -59,7 +59,7 @@ async def start_server(
     if mqtt_url:
         add_worker(app, mqtt_url, pool, username=username, password=password)
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    await server.start_server()  # aiohttp test servers cancel a handler whose caller hangs up, as ours do (cli.py)
     await asyncio.wait_for(server.app[STATE].ready.wait(), timeout=120)
     if mqtt_url:
         await asyncio.wait_for(server.app[WORKER].subscribed.wait(), timeout=30)

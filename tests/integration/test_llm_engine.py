@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from containers.llm.answers import MAX_ALLOWED_VALUES, AnswerKind
-from containers.llm.engine import GenRequest
+from containers.llm.answers import MAX_ALLOWED_VALUES, AnswerKind, AnswerSpec, GrammarCache
+from containers.llm.engine import Engine, GenRequest
 from containers.llm.model import LLMModel
 from containers.runtime.model import InputError
 from tests.tiny_models import build_tiny_llama
@@ -259,3 +259,35 @@ def test_a_caller_that_leaves_frees_its_slot_and_a_failing_callback_fails_no_nei
     neighbour = llm.engine.submit(GenRequest(long_args[1], long_args[2]))
     assert crashing.result(timeout=60).text == alone.text
     assert neighbour.result(timeout=60).logits_sha256 == alone.logits_sha256
+
+
+def test_compiled_grammars_are_bounded_and_the_most_recently_used_kept(llm: LLMModel) -> None:
+    cache = GrammarCache(llm._tokenizer, int(llm.engine.model.config.vocab_size), size=3)
+    specs = [AnswerSpec(AnswerKind.CHOICE, allowed=(f"v{i}", "other")) for i in range(5)]
+    for spec in specs[:3]:
+        cache.matcher(spec)
+    cache.matcher(specs[0])  # used again: now the most recent
+    for spec in specs[3:]:
+        cache.matcher(spec)
+    kept = {key[1] for key in cache._compiled}
+    assert kept == {s.grammar_source()[1] for s in (specs[0], specs[3], specs[4])}  # type: ignore[index]
+
+
+def test_a_request_whose_result_cannot_be_built_fails_instead_of_hanging(llm: LLMModel) -> None:
+    def broken_decode(_: list[int]) -> str:
+        raise RuntimeError("a tokenizer that cannot decode")
+
+    engine = Engine(llm.engine.model, decode=broken_decode, stop_ids=[], pad_id=0, rows=4, max_context=512)
+    engine.start()
+    try:
+        future = engine.submit(GenRequest([1, 2, 3], 3))
+        with pytest.raises(RuntimeError, match="cannot decode"):
+            future.result(timeout=60)
+    finally:
+        engine.close()
+
+
+def test_the_off_chain_default_answer_length_fits_the_servers_cap(llm: LLMModel) -> None:
+    assert llm.input_defaults["max_new_tokens"] == min(64, llm.max_new_tokens) == 48
+    defaults = {**llm.input_defaults, "messages": ["the quick brown fox"]}
+    assert llm.predict([llm.check(tuple(defaults[n] for n in llm.input_names))])[0][0]

@@ -20,6 +20,7 @@ from eth_abi.abi import encode as abi_encode
 from containers.llm.model import LLMModel, packaged_model_file
 from containers.runtime.attest import files_digest
 from containers.runtime.server import STATE
+from node.devnet import wait_until
 from tests.integration.conftest import base_url, start_server
 
 pytestmark = pytest.mark.timeout(900)
@@ -68,7 +69,7 @@ VARIED: list[dict[str, Any]] = [
 
 
 def _args(llm: LLMModel, request: dict[str, Any]) -> tuple[Any, ...]:
-    full = {**LLMModel.input_defaults, **request}
+    full = {**llm.input_defaults, **request}
     return llm.check(tuple(full[n] for n in LLMModel.input_names))
 
 
@@ -218,3 +219,18 @@ async def test_streamed_tokens_join_to_the_answer(llm_server: TestServer) -> Non
         _, answer = await _offchain(session, url, data)
     assert len(pieces) > 1
     assert "".join(pieces) == answer["output"]["text"]
+
+
+async def test_a_caller_that_hangs_up_frees_the_slot_before_the_answer_is_done(llm_server: TestServer) -> None:
+    llm = _model(llm_server)
+    tokens_before = llm.engine.stats.tokens
+    body = {"source": 1, "destination": 1, "data": {"messages": ["Write a long story about a dragon."],
+                                                    "max_new_tokens": 64}}  # fmt: skip
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+        with pytest.raises(TimeoutError):
+            async with session.post(f"{base_url(llm_server)}/service_output", json=body) as response:
+                await response.read()
+    await asyncio.to_thread(
+        wait_until, lambda: llm.engine.pending == 0 or None, timeout_s=60, what="the hung-up request's slot freed"
+    )
+    assert llm.engine.stats.tokens - tokens_before < 64  # stopped early, not generated to the end
