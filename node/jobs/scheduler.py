@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from containers.runtime.wire import Attestation, attestation
@@ -258,23 +259,18 @@ class Scheduler:
         def on_attempt(n: int) -> None:
             self._store.update(job, JobState.RUNNING, attempts=n)
 
-        rid, input_, deadline = str(job.request_id), job.request.input, job.request.deadline
-        if isinstance(route, PipelineRoute):
+        call = route.call
+        if isinstance(route, PipelineRoute):  # resumes after the stages an earlier run finished, and records each
             stages = [stage.model.name for stage in route.stages]
-            return await route.call(
-                rid,
-                input_,
-                deadline=deadline,
-                attempts_so_far=job.attempts,
-                on_attempt=on_attempt,
-                attestation=self._attestation(job),
+            call = partial(
+                route.call,
                 done=self._stages.done(job, stages),
                 on_stage=lambda i, output: self._stages.record(job, i, output, stages),
             )
-        return await route.call(
-            rid,
-            input_,
-            deadline=deadline,
+        return await call(
+            str(job.request_id),
+            job.request.input,
+            deadline=job.request.deadline,
             attempts_so_far=job.attempts,
             on_attempt=on_attempt,
             attestation=self._attestation(job),
