@@ -100,7 +100,6 @@ class LLMModel:
         self._engine: Engine | None = None
         self._grammars: GrammarCache | None = None
         self._weights: list[Path] = []
-        self._digests: dict[str, str] = {}
         self._special: frozenset[str] = frozenset()
 
     @property
@@ -158,7 +157,6 @@ class LLMModel:
             device=self._device,
         )
         self._engine.start()
-        self._digests = _sha256_files(path)
         warm = self.check(("", ["Say yes or no."], 1, ["yes", "no"], 0, 0, "", 1))
         self.predict([warm])
 
@@ -286,7 +284,6 @@ class LLMModel:
             "max_context_tokens": self.max_context,
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "weights_sha256": self._digests,
             # what else decides the bytes: nodes that must agree run the same (README, "what holds where")
             "chat_template_sha256": hashlib.sha256(
                 str(getattr(self._tokenizer, "chat_template", "")).encode()
@@ -328,16 +325,3 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _sha256_files(path: Path) -> dict[str, str]:
-    """sha256 (hex) of each weight file: the `.gguf` itself, or each `*.safetensors` / `*.bin` of a folder."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    out = {}
-    for file in files:
-        sha = hashlib.sha256()
-        with file.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
-        out[file.name] = sha.hexdigest()
-    return out

@@ -149,9 +149,10 @@ def parse_digest(text: str) -> bytes:
     return digest
 
 
-def files_digest(paths: Iterable[Path]) -> bytes:
+def files_digest(paths: Iterable[Path], per_file: dict[str, str] | None = None) -> bytes:
     """The sha256 of a model's weight files: each file under `paths` (a folder is walked), in the order of their
-    paths relative to it, hashed as its relative path, a zero byte, its length and its bytes. Raises
+    paths relative to it, hashed as its relative path, a zero byte, its length and its bytes. `per_file`, when
+    given, gets each file's own sha256 (hex, as `sha256sum` prints it) by relative path, from the same read. Raises
     `AttestationError` when there is no file."""
     found: list[tuple[str, Path]] = []
     for root in paths:
@@ -164,9 +165,13 @@ def files_digest(paths: Iterable[Path]) -> bytes:
     sha = hashlib.sha256()
     for name, path in sorted(found):
         sha.update(name.encode() + b"\0" + path.stat().st_size.to_bytes(8, "big"))
+        own = hashlib.sha256()
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 sha.update(chunk)
+                own.update(chunk)
+        if per_file is not None:
+            per_file[name] = own.hexdigest()
     return sha.digest()
 
 

@@ -77,6 +77,8 @@ class ServerState:
     #: from them once the model is loaded (the digest of its weight files is taken then when none was given).
     attestation_key: bytes | None = field(default=None, repr=False)
     model_digest: bytes | None = None
+    #: Each weight file's own sha256 (hex) by name, read with the model digest at load (empty when it was given).
+    weights_sha256: dict[str, str] = field(default_factory=dict)
     attester: Attester | None = None
 
 
@@ -341,6 +343,7 @@ async def info(request: web.Request) -> web.Response:
             "streaming": isinstance(model, StreamingModel),
             "attester": state.attester.address if state.attester else None,
             "model_digest": "0x" + state.model_digest.hex() if state.model_digest else None,
+            "weights_sha256": state.weights_sha256,
             "batching": {
                 "max_batch_size": state.batching.max_batch_size,
                 "max_wait_ms": state.batching.max_wait_ms,
@@ -373,7 +376,7 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
             if state.model_digest is None and isinstance(model, WeightedModel):  # /info names it for every model
                 try:
                     state.model_digest = await asyncio.get_running_loop().run_in_executor(
-                        state.executor, files_digest, model.weight_files()
+                        state.executor, files_digest, model.weight_files(), state.weights_sha256
                     )
                 except AttestationError:  # no weight files: only an attesting container needs a digest
                     if state.attestation_key is not None:

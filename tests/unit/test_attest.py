@@ -4,6 +4,7 @@ node's one call path (`ModelRoute` over `HttpDispatcher`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -151,6 +152,16 @@ def test_the_weight_digest_covers_names_and_bytes(tmp_path: Path) -> None:
     assert files_digest([tmp_path / "w"]) != first
     with pytest.raises(AttestationError, match="give --model-digest"):
         files_digest([tmp_path / "empty"])
+
+
+def test_each_weight_files_own_sha256_comes_from_the_same_read(tmp_path: Path) -> None:
+    (tmp_path / "w" / "sub").mkdir(parents=True)
+    files = {"a.bin": os.urandom(3 << 20), "sub/b.safetensors": b"", "c.gguf": os.urandom(1000)}
+    for name, data in files.items():
+        (tmp_path / "w" / name).write_bytes(data)
+    per_file: dict[str, str] = {}
+    assert files_digest([tmp_path / "w"], per_file) == files_digest([tmp_path / "w"])
+    assert per_file == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
 
 def test_a_container_with_a_key_file_readable_by_others_does_not_start(tmp_path: Path) -> None:
