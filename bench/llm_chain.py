@@ -23,10 +23,11 @@ from typing import Any
 import requests
 from eth_abi.abi import encode as abi_encode
 
+from containers.llm.model import DEFAULT_NAME, LLMModel
 from node.devnet import Devnet, wait_until
 
-LLM = "llm/smollm2-135m-instruct@1"
-INPUT_TYPES = ["string", "string[]", "uint8", "string[]", "int256", "int256", "string", "uint32"]
+LLM = DEFAULT_NAME
+INPUT_TYPES = list(LLMModel.input_types)
 PROMPTS = [
     "Describe the sea in one sentence.",
     "What does an oracle do for a smart contract?",

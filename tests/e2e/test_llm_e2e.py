@@ -18,14 +18,15 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from web3.contract import Contract
 
+from containers.llm.model import DEFAULT_NAME, LLMModel
 from node.chain.contracts import model_id
 from node.devnet import Devnet, Proc, wait_until
 from node.devnet.system import DEFAULT_FEE_WEI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-LLM = "llm/smollm2-135m-instruct@1"
-INPUT_TYPES = ["string", "string[]", "uint8", "string[]", "int256", "int256", "string", "uint32"]
+LLM = DEFAULT_NAME
+INPUT_TYPES = list(LLMModel.input_types)
 ANSWER_TIMEOUT_S = 120
 
 

@@ -8,10 +8,8 @@ import random
 import re
 import string
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from containers.llm.answers import MAX_ALLOWED_VALUES, AnswerKind, AnswerSpec, G
 from containers.llm.engine import Engine, GenRequest
 from containers.llm.model import LLMModel
 from containers.runtime.model import InputError
+from node.devnet import wait_until
 from tests.tiny_models import build_tiny_llama
 
 WORDS = [
@@ -214,7 +213,7 @@ def test_a_short_request_finishes_while_a_long_one_generates(llm: LLMModel) -> N
     assert llm.engine.stats.steps - steps_before < 48 + 3  # they shared decode steps
 
 
-def test_streamed_pieces_join_to_the_answer(llm: LLMModel, tmp_path: Path) -> None:
+def test_streamed_pieces_join_to_the_answer(llm: LLMModel) -> None:
     args = llm.check(("", ["the quick brown fox"], 0, [], 0, 0, "", 32))
     assert "".join(llm.stream(args)) == llm.predict([args])[0][0]
 
@@ -246,10 +245,7 @@ def test_a_caller_that_leaves_frees_its_slot_and_a_failing_callback_fails_no_nei
     assert leaving.cancel()
     steps_at_cancel = llm.engine.stats.steps
     proceed.set()
-    deadline = time.monotonic() + 30
-    while llm.engine.pending and time.monotonic() < deadline:  # a wait on a condition, with a deadline
-        threading.Event().wait(0.01)
-    assert llm.engine.pending == 0
+    wait_until(lambda: llm.engine.pending == 0 or None, timeout_s=30, what="the left request's slot freed")
     assert llm.engine.stats.steps - steps_at_cancel <= 2  # freed at the next step, not after its last token
 
     def explode(_: str) -> None:

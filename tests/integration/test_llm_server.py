@@ -25,6 +25,7 @@ from tests.integration.conftest import base_url, start_server
 
 pytestmark = pytest.mark.timeout(900)
 
+#: The wire ABI the Solidity library (InferaLLM.sol) encodes: written out here, so a change to the server's is caught.
 INPUT_TYPES = ["string", "string[]", "uint8", "string[]", "int256", "int256", "string", "uint32"]
 
 #: 20 varied requests: free text, multi-turn chat, allowed values, integer ranges, JSON.
