@@ -234,6 +234,12 @@ class GrammarCache:
         xgrammar cannot compile."""
         import xgrammar as xgr
 
+        compiled = self.compile(spec)
+        return None if compiled is None else xgr.GrammarMatcher(compiled)
+
+    def compile(self, spec: AnswerSpec) -> Any:
+        """`spec`'s compiled grammar (from the cache when it was used lately), or None for TEXT; raises
+        `InputError` for a schema xgrammar cannot compile."""
         source = spec.grammar_source()
         if source is None:
             return None
@@ -253,4 +259,4 @@ class GrammarCache:
                 self._compiled[source] = compiled
                 while len(self._compiled) > self._size:
                     self._compiled.popitem(last=False)
-        return xgr.GrammarMatcher(compiled)
+        return compiled

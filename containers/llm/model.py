@@ -194,8 +194,7 @@ class LLMModel:
                 f"the prompt is {len(prompt)} tokens and the answer may take {cap}: over the context of "
                 f"{self.max_context} tokens; shorten the prompt or lower max_new_tokens"
             )
-        matcher = self._grammar(spec)  # compiles now: a schema xgrammar refuses is a 400, not a failed job
-        del matcher
+        self._loaded_grammars().compile(spec)  # now: a schema xgrammar refuses is a 400, not a failed job
         return (spec, tuple(prompt), cap)
 
     def _check_turn(self, text: Any, field: str) -> str:
@@ -206,10 +205,10 @@ class LLMModel:
             raise InputError(f"{field} contains the model's special token {marker!r}")
         return str(text)
 
-    def _grammar(self, spec: AnswerSpec) -> Any:
+    def _loaded_grammars(self) -> GrammarCache:
         if self._grammars is None:
             raise ModelError("the model is not loaded")
-        return self._grammars.matcher(spec)
+        return self._grammars
 
     def prompt_ids(self, system: str, messages: list[str], spec: AnswerSpec) -> list[int]:
         """The chat template applied to the turns, with the answer kind's instruction on the last user turn."""
@@ -224,7 +223,8 @@ class LLMModel:
     def submit(self, args: tuple[Any, ...], on_piece: Callable[[str], None] | None = None) -> Future[Generation]:
         """Queues one checked input on the engine (it joins the running batch at the next step)."""
         spec, prompt, cap = args
-        return self.engine.submit(GenRequest(prompt, cap, matcher=self._grammar(spec), on_piece=on_piece))
+        matcher = self._loaded_grammars().matcher(spec)
+        return self.engine.submit(GenRequest(prompt, cap, matcher=matcher, on_piece=on_piece))
 
     def output(self, args: tuple[Any, ...], generation: Generation) -> tuple[Any, ...]:
         """`(text, value)` from a finished generation; raises InputError when a constrained answer ran out of
