@@ -142,6 +142,8 @@ class Node:
                 cfg.store.path,
                 pruned,
             )
+            if p.provenance is not None:  # a container serving other weights than committed stops the node here
+                await p.provenance.check(self.stopping)
             p.scheduler.resume()
             async with asyncio.TaskGroup() as tg:
                 intake = [
@@ -157,6 +159,8 @@ class Node:
                     intake.append(tg.create_task(p.reclaimer.run(), name="reclaim"))
                 if p.finalizer is not None:
                     intake.append(tg.create_task(p.finalizer.run(), name="finalize"))
+                if p.revealer is not None:
+                    intake.append(tg.create_task(p.revealer.run(), name="reveal"))
                 if p.challenger is not None:
                     intake.append(tg.create_task(p.challenger.run(), name="challenge"))
                 tx_task = tg.create_task(p.txm.run(), name="transactions")

@@ -22,16 +22,18 @@ from eth_typing import ChecksumAddress
 
 from node import __version__
 from node.api import auth as api_auth
-from node.api import rest, server
+from node.api import receipts, rest, server
 from node.api import status as status_api
 from node.api.auth import Clients
 from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
 from node.chain.challenge import Challenger
+from node.chain.consensus import CONSENSUS, Revealer
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.heads import Head
 from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
+from node.chain.provenance import Provenance
 from node.chain.reclaim import Finalizer, Reclaimer
 from node.chain.rpc import RpcPool
 from node.chain.subscriptions import ManagerTarget
@@ -83,6 +85,11 @@ class Parts:
     finalizer: Finalizer | None = None
     #: Disputes other nodes' optimistic deliveries this node's models do not reproduce (`[chain] challenge`).
     challenger: Challenger | None = None
+    #: Reveals the node's committed consensus outputs once their commit phase is over; set by `build` when the
+    #: coordinator has a consensus module.
+    revealer: Revealer | None = None
+    #: Checks (and commits) each served model's weights digest at start; set by `build`.
+    provenance: Provenance | None = None
 
 
 def tx_policy(c: ChainConfig) -> TxPolicy:
@@ -139,6 +146,11 @@ def build(
     if any). Raises `ConfigError` for a config that cannot be served (an unset MQTT password variable). Nothing is
     started: no task, no socket."""
     c = cfg.chain
+    abi = abi.at(coordinator)  # knows the coordinator's consensus module: consensus requests are served
+    # Verified requests the node serves: the operator's verifiers, and the coordinator's own consensus module.
+    verifiers: dict[str, str] = dict(c.verifiers)
+    if abi.consensus_module is not None:
+        verifiers[abi.consensus_module] = CONSENSUS
     metrics = Metrics() if cfg.api.port else None
     trimmer: HeapTrimmer | None = None
     txm = TxManager(
@@ -177,7 +189,7 @@ def build(
         txm,
         clock=txm.clock.now,
         count_interval=count,
-        verifiers=c.verifiers,
+        verifiers=verifiers,
         node=accounts[0].address,
     )
     served = {model_id(m.name): m.name for m in cfg.models if m.served}
@@ -256,6 +268,9 @@ def build(
     parts.reclaimer = Reclaimer(rpc, abi, coordinator, Outcomes(store), txm)
     if c.verifiers:
         parts.finalizer = Finalizer(rpc, abi, coordinator, store, txm)
+    if abi.consensus_module is not None:
+        parts.revealer = Revealer(rpc, abi, coordinator, store, txm)
+    parts.provenance = Provenance(rpc, abi, coordinator, cfg.models, txm, session, artifacts_dir=c.artifacts_dir)
     if c.challenge:
         parts.challenger = Challenger(
             rpc,
@@ -305,6 +320,11 @@ def _api(
             "delegated_requests_accepted": p.delegated.accepted,
         }
 
+    def receipt(request_id: int) -> dict[str, object] | None:
+        digests = p.provenance.digests if p.provenance is not None else {}
+        found = receipts.build_receipt(p.store, request_id, accounts[0].address, digests)
+        return None if found is None else receipts.signed(found, accounts[0])
+
     def status() -> dict[str, object]:
         return {
             "jobs": p.store.counts(),
@@ -322,5 +342,6 @@ def _api(
         setup=[
             lambda a: rest.add_routes(a, p.offchain, p.delegated, info, stopping),
             lambda a: status_api.add_routes(a, view),
+            lambda a: receipts.add_routes(a, receipt),
         ],
     )

@@ -8,6 +8,8 @@ Only tests arm it (tests/faults); an operator never sets it. Points the node has
   since the durable hand-off, their job rows in the same commit) and no computation of theirs has run yet.
 - `tx-stored`: a delivery's transaction is signed and committed with its jobs (now `submitted`), not yet broadcast.
 - `proof-saved`: a verified job's output and proof are committed (node/jobs/scheduler.py) and nothing was sent yet.
+- `reveal-sending`: a consensus job's commit is mined and its reveal simulated fine, not yet marked nor sent
+  (node/chain/consensus.py): the node is between its two actions.
 """
 
 from __future__ import annotations

@@ -126,13 +126,17 @@ class MultiNode:
 
     # -------------------------------------------------------------------------------------------- nodes
 
-    def add_node(self, name: str, *, ws: bool = False, **chain: Any) -> RigNode:
-        """A new node `name` with the next dev account, staked in the NodeRegistry, and its config written (`chain`:
-        more `[chain]` keys); not started."""
+    def add_node(
+        self, name: str, *, ws: bool = False, models: dict[str, str | dict[str, Any]] | None = None, **chain: Any
+    ) -> RigNode:
+        """A new node `name` with the next dev account, staked in the NodeRegistry, and its config written (`models`:
+        its `[[models]]` as `Devnet.write_node_config` takes them, default the shared echo container; `chain`: more
+        `[chain]` keys); not started."""
         account = dev_account(FIRST_ACCOUNT + len(self.nodes))
         self.dev.register_node(account)
-        model = {"url": self.container_url, "timeout_s": 30, "max_concurrency": 4}
-        config = self.dev.write_node_config({MODEL: model}, name=name, ws_url=None if ws else "", **chain)
+        if models is None:
+            models = {MODEL: {"url": self.container_url, "timeout_s": 30, "max_concurrency": 4}}
+        config = self.dev.write_node_config(models, name=name, ws_url=None if ws else "", **chain)
         node = RigNode(
             name,
             account,
@@ -144,16 +148,18 @@ class MultiNode:
         self.nodes.append(node)
         return node
 
-    def start(self, node: RigNode, timeout_s: float = 60) -> Proc:
+    def start(self, node: RigNode, timeout_s: float = 60, *, fault: str | None = None) -> Proc:
         """Starts (or restarts) `node`'s process and returns once its log says it listens; raises `DevnetError`
-        if it exits first, `TimeoutError` after `timeout_s`."""
+        if it exits first, `TimeoutError` after `timeout_s`. `fault`: a fault point (`node.faultpoint`) armed in it
+        (`died_at` waits for it to be reached)."""
 
         def said() -> int:
             text = node.log_path.read_text() if node.log_path.exists() else ""
             return sum(text.count(words) for words in LISTENING)
 
         before = said()
-        node.proc = self.dev.start_node(node.config, env=node.env, name=node.name)
+        env = node.env if fault is None else {**node.env, "INFERA_FAULT_POINT": fault}
+        node.proc = self.dev.start_node(node.config, env=env, name=node.name)
         wait_until(
             lambda: said() > before,
             timeout_s=timeout_s,
@@ -168,6 +174,19 @@ class MultiNode:
         proc = self.dev.start_node(node.config, env={**node.env, "INFERA_FAULT_POINT": point}, name=node.name)
         wait_until(lambda: proc.popen.poll() is not None, timeout_s=timeout_s, what=f"{node.name} to die at {point}")
         self.dev.procs.remove(proc)
+        assert proc.popen.returncode == -signal.SIGKILL, (
+            f"{node.name} exited with {proc.popen.returncode}, not at {point}"
+        )
+        node.restarts += 1
+
+    def died_at(self, node: RigNode, point: str, timeout_s: float = 120) -> None:
+        """Waits for `node`, started with `fault=point`, to kill itself there; raises `AssertionError` if it exited
+        any other way, `TimeoutError` if it never did."""
+        proc = node.proc
+        assert proc is not None, f"node {node.name} is not running"
+        wait_until(lambda: proc.popen.poll() is not None, timeout_s=timeout_s, what=f"{node.name} to die at {point}")
+        self.dev.procs.remove(proc)
+        node.proc = None
         assert proc.popen.returncode == -signal.SIGKILL, (
             f"{node.name} exited with {proc.popen.returncode}, not at {point}"
         )

@@ -75,6 +75,7 @@ class RequestBody(TypedDict):
     data: Any
     requires_proof: NotRequired[bool]
     attestation: NotRequired[Attestation]
+    consensus: NotRequired[bool]
 
 
 class ChainAnswer(TypedDict):
@@ -119,13 +120,15 @@ class BatchAnswer(TypedDict):
     answers: list[BatchItem]
 
 
-def chain_request(input_: bytes, attestation: Attestation | None = None) -> RequestBody:
+def chain_request(input_: bytes, attestation: Attestation | None = None, *, consensus: bool = False) -> RequestBody:
     """The body for an on-chain request's ABI-encoded input; with `attestation`, one that requires a proof bound to
-    it."""
+    it; with `consensus`, one whose output is asked for in the model's consensus form."""
     body: RequestBody = {"source": SOURCE_CHAIN, "destination": SOURCE_CHAIN, "data": input_.hex()}
     body["requires_proof"] = attestation is not None
     if attestation is not None:
         body["attestation"] = attestation
+    if consensus:
+        body["consensus"] = True
     return body
 
 

@@ -11,7 +11,8 @@ Guarantees:
 - Jobs sent back after a failed send go to the front of the queue, in their order.
 - A subscription interval's delivery (`deliverInterval`, to the SubscriptionManager) always goes alone, and one that
   can never be mined is settled as failed (`report` does it: an interval has no failure report).
-- A delivery with a proof (a verified request, `delivery.with_proof`) always goes alone, as `deliverWithProof`.
+- A delivery with a proof (a verified request, `delivery.with_proof`) always goes alone, as `deliverWithProof`;
+  a consensus request's `commit` goes with other commits only (`consensusBatch`, several; `commit`, one).
 
 `take_batch` is a function of the queue, the limits and the chain's time; what becomes of a skipped job is the
 caller's (`expire`, `report`).
@@ -121,11 +122,13 @@ def take_batch(
     refusals: Callable[[int], int],
     expire: Callable[[Job], None],
     report: Callable[[Job, str], None],
+    commits: Callable[[Job], bool] = lambda job: False,
 ) -> list[Job]:
     """The next transaction's jobs, taken from the front of `queue` (see the module's guarantees). `now`: the chain's
     time; `refusals(request_id)`: how often that job was refused; `expire(job)`: a job past its deadline (taken off
     the queue); `report(job, why)`: a job whose delivery can never be mined, to be turned into a failure report
-    (it stays in the batch as that report)."""
+    (it stays in the batch as that report); `commits(job)`: whether the job's action is a consensus request's
+    `commit` (those batch with each other only, as `consensusBatch`)."""
     batch: list[Job] = []
     limit = limits.max_items
     gas = delivery.BATCH_BASE_GAS
@@ -147,11 +150,14 @@ def take_batch(
                 queue.pop()
                 continue
         limit = min(limit, refused_limit(limits.max_items, refusals(job.request_id)))
-        if delivery.with_proof(job) or (batch and delivery.with_proof(batch[0])):
+        commit = delivery.with_proof(job) and commits(job)
+        if batch and commit != (delivery.with_proof(batch[0]) and commits(batch[0])):
+            break  # commits go with commits (`consensusBatch`), deliveries with deliveries
+        if not commit and (delivery.with_proof(job) or (batch and delivery.with_proof(batch[0]))):
             limit = 1  # alone: `deliverWithProof` carries one request
         if len(batch) >= limit:
             break
-        item_gas = delivery.item_gas(job)
+        item_gas = delivery.COMMIT_ITEM_GAS if commit else delivery.item_gas(job)
         item_size = delivery.item_bytes(job)
         if batch and (gas + item_gas > limits.gas_budget or size + item_size > MAX_BATCH_DATA_BYTES):
             break

@@ -102,8 +102,10 @@ class DecodedError:
 class CoordinatorAbi:
     """Encodes and decodes what the node exchanges with the coordinator, from its compiled ABI."""
 
-    def __init__(self, abi: list[dict[str, Any]]) -> None:
+    def __init__(self, abi: list[dict[str, Any]], consensus_module: str | None = None) -> None:
         self.abi = abi
+        #: The coordinator's `ConsensusModule` (`at`): a request naming it as its verifier is a consensus request.
+        self.consensus_module = consensus_module
         self._functions = {e["name"]: e for e in abi if e["type"] == "function"}
         self._events = {e["name"]: e for e in abi if e["type"] == "event"}
         self.errors: dict[bytes, dict[str, Any]] = {
@@ -118,13 +120,26 @@ class CoordinatorAbi:
         self._last_block_hash, self._last_model_id = "", b""
         self._outcome_topics = {
             "0x" + keccak(text=signature(self._events[name])).hex(): name
-            for name in (*OUTCOME_EVENTS, "VerificationPending", "DeliveryRejected")
+            for name in (*OUTCOME_EVENTS, "VerificationPending", "DeliveryRejected", "Committed")
             if name in self._events
         }
 
     @classmethod
     def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
-        return cls(load_artifact("Coordinator", artifacts_dir).abi)
+        """The Coordinator's ABI merged with its `ConsensusModule`'s (reached at the Coordinator's address through
+        its fallback: `commit`, `reveal`, the consensus events and errors)."""
+        return cls(merge_abis(load_artifact("Coordinator", artifacts_dir).abi, consensus_abi(artifacts_dir)))
+
+    def at(self, coordinator: str) -> CoordinatorAbi:
+        """This ABI for the coordinator at `coordinator`: it knows that coordinator's consensus module
+        (node/chain/consensus.py `module_address`), so `is_consensus` can tell consensus requests."""
+        from node.chain.consensus import module_address  # consensus builds on this module
+
+        return CoordinatorAbi(self.abi, module_address(coordinator) if "commit" in self._functions else None)
+
+    def is_consensus(self, verifier: str) -> bool:
+        """Whether a request naming `verifier` is a consensus request of this ABI's coordinator (`at`)."""
+        return self.consensus_module is not None and verifier.lower() == self.consensus_module.lower()
 
     def topic(self, event: str) -> str:
         """The 0x-hex topic 0 of `event` (from the ABI); raises KeyError for an event the ABI does not have."""
@@ -182,9 +197,10 @@ class CoordinatorAbi:
     def delivery_outcomes(self, logs: list[Any], node: str, coordinator: str | None = None) -> dict[int, str]:
         """What a mined delivery transaction did for `node`, by request id, read from its receipt's logs:
         "fulfilled", "reported", "pending" (held for an optimistic verdict), "rejected" (the verifier refused the
-        output), or the name of the error a batch item was skipped with. Only logs emitted by
-        `coordinator` count (a consumer's callback runs inside the delivery and can emit any log it likes), and a
-        log that does not decode is passed over (never an exception: a receipt must always settle)."""
+        output), "committed" (a consensus request's commitment), or the name of the error a batch item was skipped
+        with. Only logs emitted by `coordinator` count (a consumer's callback runs inside the delivery and can emit
+        any log it likes), and a log that does not decode is passed over (never an exception: a receipt must always
+        settle)."""
         node_topic = "0x" + bytes.fromhex(node.lower().removeprefix("0x")).rjust(32, b"\0").hex()
         emitter = coordinator.lower() if coordinator is not None else None
         outcomes: dict[int, str] = {}
@@ -205,6 +221,8 @@ class CoordinatorAbi:
                     outcomes[request_id] = "pending"
                 elif name == "DeliveryRejected":
                     outcomes[request_id] = "rejected"
+                elif name == "Committed":
+                    outcomes[request_id] = "committed"
                 else:
                     (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
                     entry = self.errors.get(bytes(selector))
@@ -254,6 +272,27 @@ class CoordinatorAbi:
             (reason,) = abi_decode(["string"], data[4:])
             return DecodedError("Error", (reason,), data)
         return DecodedError(None, (), data)
+
+
+def consensus_abi(artifacts_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The `ConsensusModule`'s ABI from the forge build (empty for a build without it: no consensus requests)."""
+    try:
+        return load_artifact("ConsensusModule", artifacts_dir).abi
+    except ConfigError:
+        return []
+
+
+def merge_abis(*abis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of `abis` in order, each function, event and error once (by its signature): contracts that share
+    interfaces repeat them."""
+    seen: set[tuple[str, str]] = set()
+    merged: list[dict[str, Any]] = []
+    for entry in (e for abi in abis for e in abi):
+        key = (entry["type"], signature(entry) if "name" in entry else entry["type"])
+        if key not in seen:
+            seen.add(key)
+            merged.append(entry)
+    return merged
 
 
 def as_bytes(value: Any) -> bytes:

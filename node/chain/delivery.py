@@ -11,6 +11,7 @@ from typing import Any
 
 from hexbytes import HexBytes
 
+from node.chain.consensus import split_proof
 from node.chain.contracts import CoordinatorAbi
 from node.chain.subscriptions import ManagerTarget
 from node.jobs.store import Job
@@ -28,6 +29,10 @@ FAILURE_REASON_MAX = 256
 ERROR_CALLBACK_GAS = 100_000
 #: Gas a verifier may use inside `deliverWithProof` (the coordinator's `MAX_VERIFIER_GAS`), plus the pending record.
 VERIFIER_GAS = 1_000_000 + 60_000
+#: Gas bound of a consensus request's `commit` (no callback runs in it; measured by the forge gas report ~60k),
+#: and of one commit in a `consensusBatch` (its own call frame, the registry's and the vote's reads and writes).
+COMMIT_GAS = 150_000
+COMMIT_ITEM_GAS = 90_000
 
 
 def with_proof(job: Job) -> bool:
@@ -35,6 +40,12 @@ def with_proof(job: Job) -> bool:
     such a job goes alone, never in `deliverBatch` nor as `deliver` (which a verified request refuses,
     `ProofRequired`)."""
     return job.failure is None and job.subscription is None and int(job.request.verifier, 16) != 0
+
+
+def commits(abi: CoordinatorAbi, job: Job) -> bool:
+    """Whether `job`'s action is a consensus request's `commit` (node/chain/consensus.py): an output for a request
+    whose verifier is `abi`'s coordinator's consensus module."""
+    return with_proof(job) and abi.is_consensus(job.request.verifier)
 
 
 def failure_reason(failure: str) -> bytes:
@@ -58,8 +69,14 @@ def calldata(abi: CoordinatorAbi, jobs: list[Job], manager: ManagerTarget | None
             return abi.encode_call("reportFailure", job.request_id, failure_reason(job.failure).decode())
         assert job.output is not None
         if with_proof(job):
+            if commits(abi, job):  # the first of its two actions (node/chain/consensus.py)
+                return abi.encode_call("commit", job.request_id, split_proof(job.proof or b"")[0])
             return abi.encode_call("deliverWithProof", job.request_id, job.output, job.proof or b"")
         return abi.deliver_calldata(job.request_id, job.output)
+    if all(commits(abi, j) for j in jobs):  # a consensus request's commit each (batching.take_batch keeps them apart)
+        return abi.encode_call(
+            "consensusBatch", [(j.request_id, False, split_proof(j.proof or b"")[0], b"") for j in jobs]
+        )
     items = [
         (
             j.request_id,
@@ -71,13 +88,17 @@ def calldata(abi: CoordinatorAbi, jobs: list[Job], manager: ManagerTarget | None
     return abi.encode_call("deliverBatch", items)
 
 
-def describe(jobs: list[Job]) -> str:
-    """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)` or `reportFailure(id)`."""
+def describe(jobs: list[Job], abi: CoordinatorAbi | None = None) -> str:
+    """What a transaction of `jobs` is, for logs: `deliverBatch(n …)`, `deliver(id)`, `commit(id)` (with `abi`, for
+    a consensus request) or `reportFailure(id)`."""
     if len(jobs) > 1:
-        return f"deliverBatch({len(jobs)} items from request {jobs[0].request_id})"
+        kind = "consensusBatch" if abi is not None and commits(abi, jobs[0]) else "deliverBatch"
+        return f"{kind}({len(jobs)} items from request {jobs[0].request_id})"
     if (interval := jobs[0].subscription) is not None:
         return f"deliverInterval(subscription {interval[0]}, interval {interval[1]})"
     kind = "reportFailure" if jobs[0].failure is not None else "deliverWithProof" if with_proof(jobs[0]) else "deliver"
+    if abi is not None and commits(abi, jobs[0]):
+        kind = "commit"
     return f"{kind}({jobs[0].request_id})"
 
 
@@ -100,10 +121,13 @@ def item_gas(job: Job) -> int:
     return BATCH_ITEM_GAS + verifier + callback * 64 // 63 + GAS_PER_BYTE * item_bytes(job)
 
 
-def gas_limit(jobs: list[Job]) -> int:
+def gas_limit(jobs: list[Job], abi: CoordinatorAbi | None = None) -> int:
     """A bound, not an estimate: every item gets its whole callback limit after the 63/64 rule. An `eth_estimateGas`
     runs the transaction a dozen times over, and for a batch it can settle on a limit at which the coordinator skips
-    items instead of reverting."""
+    items instead of reverting. A consensus request's `commit` (with `abi`) gets `COMMIT_GAS`: no callback runs in
+    it."""
+    if abi is not None and jobs and all(commits(abi, j) for j in jobs):
+        return COMMIT_GAS if len(jobs) == 1 else BATCH_BASE_GAS + COMMIT_ITEM_GAS * len(jobs)
     return BATCH_BASE_GAS + sum(item_gas(job) for job in jobs)
 
 

@@ -130,20 +130,44 @@ class MarkedSends:
         landed: Callable[[int, str, bool | None, str], None],
     ) -> str:
         """Sends the call; returns its transaction hash. Raises what `send_call` raises (the mark is put back)."""
-        self._mark(rid, sending)
+        return await self.send_many(
+            [rid], data, gas, what, sender, sending=sending, sent=sent, undo=undo, landed=landed
+        )
+
+    async def send_many(
+        self,
+        rids: list[int],
+        data: bytes,
+        gas: int,
+        what: str,
+        sender: str,
+        *,
+        sending: str,
+        sent: str,
+        undo: str | None,
+        landed: Callable[[int, str, bool | None, str], None],
+    ) -> str:
+        """`send` of one call that acts for every request of `rids` (a batch): each is marked, flying and told what
+        became of the call, as one `send` would."""
+        for rid in rids:
+            self._mark(rid, sending)
         try:
             tx, receipt = await self._txm.send_call(data, gas, what, sender=sender)
         except BaseException:
-            self._mark(rid, undo)  # not sent: the next round tries again
+            for rid in rids:
+                self._mark(rid, undo)  # not sent: the next round tries again
             raise
         tx_hash = tx.hashes[-1]
-        self._mark(rid, f"{sent} {tx_hash}")
-        self._flying.add(rid)
+        for rid in rids:
+            self._mark(rid, f"{sent} {tx_hash}")
+        self._flying.update(rids)
         self.sent += 1
 
         def done(future: asyncio.Future[Any]) -> None:
-            self._flying.discard(rid)
-            landed(rid, tx_hash, *_landed(future))
+            self._flying.difference_update(rids)
+            outcome = _landed(future)
+            for rid in rids:
+                landed(rid, tx_hash, *outcome)
 
         receipt.add_done_callback(done)
         return tx_hash

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from web3.exceptions import TransactionNotFound
 
 from node.chain.broadcast import Broadcaster
+from node.chain.consensus import COMMITTED
 from node.chain.delivery import with_proof
 from node.chain.env import TxBooks, TxEnv
 from node.chain.resend import Resender
@@ -44,9 +45,12 @@ log = logging.getLogger(__name__)
 
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
 #: The SubscriptionManager's: the interval is over (or cancelled), has its `redundancy` deliveries, or has ours.
-#: `NoSlotLeft`: every slot of a verified request is taken by deliveries awaiting a verdict.
+#: `NoSlotLeft`: every slot of a verified request is taken by deliveries awaiting a verdict. `CommitClosed`: a
+#: consensus request's commit phase is over (every slot committed, or its window passed); `AlreadyCommitted`: ours is.
 SETTLED_ERRORS = frozenset(
     {
+        "CommitClosed",
+        "AlreadyCommitted",
         "AlreadyServed",
         "RequestClosed",
         "DeadlinePassed",
@@ -59,11 +63,17 @@ SETTLED_ERRORS = frozenset(
 #: Coordinator errors that mean "this node cannot serve this request the way it tried" (a proof it did not give, a
 #: verifier that could not judge what it gave: the operator's `[chain] verifiers` do not match the chain): never
 #: reported failed, since the request may still be served by a node configured right.
-NOT_SERVED_ERRORS = frozenset({"ProofRequired", "VerifierFailed", "NoVerifier"})
+#: `ModelDigestMismatch`: a consensus request that requires a model digest other than the one this node committed.
+NOT_SERVED_ERRORS = frozenset({"ProofRequired", "VerifierFailed", "NoVerifier", "ModelDigestMismatch"})
 
 
 def not_served(error: str | None) -> str:
     """Why a job whose delivery the coordinator refused with `error` (one of `NOT_SERVED_ERRORS`) is skipped."""
+    if error == "ModelDigestMismatch":
+        return (
+            f"the request requires a model digest other than the one this node committed for the model ({error}):"
+            " only nodes committed to that digest may serve it"
+        )
     if error == "ProofRequired":
         return (
             f"the coordinator refused a delivery without a proof ({error}): the request names a verifier; list it in"
@@ -270,6 +280,10 @@ class Confirmer:
                 verdict_by = held.get(rid, {}).get("verdictBy")
                 record.set(rid, verification=f"{PENDING_UNTIL}{verdict_by}")
                 log.info("request %d: delivered with a proof; verification pending until %s", rid, verdict_by)
+                settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
+            elif outcome == "committed":  # a consensus request's commitment: its reveal follows (node/chain/consensus)
+                record.set(rid, verification=COMMITTED)
+                log.info("request %d: consensus output committed; reveal follows once the commit phase is over", rid)
                 settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
             elif outcome == "rejected":
                 record.set(rid, verification=VERIFICATION_REJECTED)

@@ -287,6 +287,7 @@ class TxManager:
                 job, JobState.EXPIRED, "deadline passed before delivery (by the chain's clock)"
             ),
             report=self._report_instead,
+            commits=lambda job: delivery.commits(self._env.abi, job),
         )
 
     def _report_instead(self, job: Job, why: str) -> None:
@@ -346,9 +347,9 @@ class TxManager:
             if delivery.with_proof(job) and job.proof is None:  # resumed after a restart: the proof is in the store
                 job.proof = self._proofs.get(job.request_id)
         data = delivery.calldata(self._env.abi, jobs, self._env.manager)
-        what = delivery.describe(jobs)
-        gas = delivery.gas_limit(jobs)
-        proof = len(jobs) == 1 and delivery.with_proof(jobs[0])
+        what = delivery.describe(jobs, self._env.abi)
+        gas = delivery.gas_limit(jobs, self._env.abi)
+        proof = len(jobs) == 1 and delivery.with_proof(jobs[0]) and not delivery.commits(self._env.abi, jobs[0])
         reverted = await self._builder.simulate(key.address, data, gas, what, to=self._env.target(jobs), proof=proof)
         if reverted is not None:
             await self._reverted(key, jobs, reverted)

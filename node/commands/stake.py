@@ -143,3 +143,47 @@ def node_status(
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+@node_app.command("commit-model")
+def node_commit_model(
+    model: str = typer.Option(..., "--model", help="the model's name as in the config's [[models]]"),
+    digest: str | None = typer.Option(
+        None, help="the weights digest to commit (0x + 64 hex); default: what the model's container reports at /info"
+    ),
+    config: Path = CONFIG,
+    key_env: str | None = KEY_ENV,
+) -> None:
+    """Commit a model's weights digest in the NodeRegistry (provenance): consensus requests that require a digest are
+    served only by nodes committed to it, and the node refuses to start a model whose container reports another.
+    Run it after changing a model's weights on purpose; the node commits a first digest by itself at start."""
+    import urllib.request
+
+    from node.chain.contracts import model_id
+
+    cfg = load_config_file(config)
+    entry = next((m for m in cfg.models if m.name == model), None)
+    if entry is None:
+        raise ConfigError(f"--model {model}: not in the config's [[models]] ({', '.join(m.name for m in cfg.models)})")
+    if digest is None:
+        if entry.url is None:
+            raise ConfigError(f"--model {model}: it has no container URL to ask; pass --digest 0x…")
+        url = str(entry.url).rstrip("/") + "/info"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                reported = json.loads(resp.read()).get("model_digest")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--model {model}: {url} does not answer JSON ({exc}); start its container") from None
+        if not reported:
+            raise ConfigError(f"--model {model}: {url} reports no model_digest (a model without weight files?)")
+        digest = str(reported)
+    try:
+        raw = bytes.fromhex(digest.removeprefix("0x"))
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"--digest {digest}: a weights digest is 0x followed by 64 hex digits")
+    address, _, _ = _node_action(
+        config, key_env, f"node commit-model {model}", "commitModel", args=lambda _: (model_id(model), raw)
+    )
+    typer.echo(f"{address} committed weights digest 0x{raw.hex()} for {model}")

@@ -60,9 +60,12 @@ class Dispatcher(Protocol):
     """How a model's container is reached (`node.dispatch.http`, `node.dispatch.mqtt`); each call raises the
     `ContainerError` family."""
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         """The ABI output for an on-chain input (ABI-encoded), with the container's proof (empty unless
-        `attestation` asked for one, bound to it)."""
+        `attestation` asked for one, bound to it); `consensus`: in the model's consensus form (a consensus
+        request's, which several nodes must answer byte for byte alike)."""
         ...
 
     async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:
@@ -218,18 +221,19 @@ class ModelRoute:
         attempts_so_far: int = 0,
         on_attempt: Callable[[int], None] | None = None,
         attestation: Attestation | None = None,
+        consensus: bool = False,
     ) -> Output:
         """The ABI output for an on-chain input and the container's proof, under the policy (the module docstring).
         `deadline`: no retry starts after it (default: `budget_s` from now); `attempts_so_far`: those a previous run
         used; `on_attempt`: told each change of the attempts used; `attestation`: the proof is required, bound to
         it (a container that has no key, or answers without a proof, raises `ProofUnavailable`: retrying cannot
-        help). Raises the `ContainerError` that ended the call (one saying "no answer after" when `attempts_so_far`
-        leaves none)."""
+        help); `consensus`: the output in the model's consensus form. Raises the `ContainerError` that ended the
+        call (one saying "no answer after" when `attempts_so_far` leaves none)."""
         tally = Tally(attempts_so_far, on_attempt)
 
         async def one() -> Output:
             try:
-                result = await self.dispatcher.compute(job_id, input_, attestation)
+                result = await self.dispatcher.compute(job_id, input_, attestation, consensus)
             except ContainerRejected as exc:
                 if attestation is not None and NO_ATTESTATION_KEY in str(exc):  # the wire's refusal, defined once
                     raise ProofUnavailable(str(exc), status=exc.status) from None

@@ -107,10 +107,13 @@ class HttpDispatcher:
     def url(self) -> str:
         return self._url
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         """The ABI output bytes for `input_` (ABI-encoded input bytes) and the container's proof (empty unless
-        `attestation` asked for one, bound to it). Raises the `ContainerError` family (see the module docstring)."""
-        body = chain_request(input_, attestation)
+        `attestation` asked for one, bound to it); `consensus`: in the model's consensus form. Raises the
+        `ContainerError` family (see the module docstring)."""
+        body = chain_request(input_, attestation, consensus=consensus)
         with self._judging():
             if self.batches is False:
                 return await self._single(body)

@@ -109,10 +109,13 @@ class MqttDispatcher:
     async def healthy(self) -> bool:
         return await self._hub.healthy()
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         """The ABI output bytes for `input_` (ABI-encoded input bytes) and the worker's proof (empty unless
-        `attestation` asked for one). Raises the `ContainerError` family."""
-        status, body, where = await self._answer(job_id, chain_request(input_, attestation))
+        `attestation` asked for one); `consensus`: in the model's consensus form. Raises the `ContainerError`
+        family."""
+        status, body, where = await self._answer(job_id, chain_request(input_, attestation, consensus=consensus))
         return self._counted(_classify, status, body, where)
 
     async def compute_offchain(self, job_id: str, data: dict[str, Any]) -> Any:

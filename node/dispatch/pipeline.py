@@ -79,6 +79,7 @@ class PipelineRoute:
         attempts_so_far: int = 0,
         on_attempt: Callable[[int], None] | None = None,
         attestation: Attestation | None = None,
+        consensus: bool = False,
         done: Sequence[bytes] = (),
         on_stage: Callable[[int, bytes], None] | None = None,
     ) -> Output:
@@ -87,7 +88,8 @@ class PipelineRoute:
         the attempts the first stage still to run used already; `on_attempt`: told each change of the running
         stage's attempts; `on_stage(i, output)`: told each finished stage but the last (0-based `i`). Raises the
         `ContainerError` that ended the call, its message naming the stage; `ProofUnavailable` for an `attestation`
-        (a pipeline never attests); `ValueError` when `done` covers every stage."""
+        (a pipeline never attests); `ValueError` when `done` covers every stage. `consensus`: the last stage answers
+        in its model's consensus form (what the nodes of a consensus request compare)."""
         if attestation is not None:
             raise ProofUnavailable(f"{self.model.name} is a pipeline: no one container attests its output")
         if len(done) >= len(self.stages):
@@ -99,10 +101,19 @@ class PipelineRoute:
                 attempts = attempts_so_far if i == len(done) else 0
 
                 def make(
-                    route: ModelRoute, stage_job: str, data: bytes = data, attempts: int = attempts
+                    route: ModelRoute,
+                    stage_job: str,
+                    data: bytes = data,
+                    attempts: int = attempts,
+                    last: bool = i == len(self.stages) - 1,
                 ) -> Awaitable[Output]:
                     return route.call(
-                        stage_job, data, deadline=deadline, attempts_so_far=attempts, on_attempt=on_attempt
+                        stage_job,
+                        data,
+                        deadline=deadline,
+                        attempts_so_far=attempts,
+                        on_attempt=on_attempt,
+                        consensus=consensus and last,
                     )
 
                 data = (await self._stage(i, job_id, make)).output

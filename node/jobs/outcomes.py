@@ -126,6 +126,17 @@ class Outcomes:
         )
         return time.time() - float(rows[0][0]) if rows else float("inf")
 
+    def consensus_due(self, limit: int, states: tuple[str, ...]) -> list[tuple[int, str]]:
+        """(request id, verification) of the consensus jobs whose verification starts with one of `states` (e.g.
+        `committed`, `reveal sent <tx>`): at most `limit`, oldest change first (node/chain/consensus.py)."""
+        where = " OR ".join("verification LIKE ?" for _ in states)
+        rows = self._store.execute(
+            "SELECT request_id, verification FROM outcomes WHERE chain_id=? AND coordinator=? AND interval=0"
+            f" AND ({where}) ORDER BY updated_at LIMIT ?",
+            (self._store.chain_id, self._store.coordinator, *(s + "%" for s in states), limit),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
     def finalize_due(self, now: int, limit: int) -> list[int]:
         """Requests whose delivery waits for an optimistic verdict that was due before `now` (unix s, the chain's
         time), or whose `finalizeDelivery` was sent (or being sent) and not yet seen settled: at most `limit`,

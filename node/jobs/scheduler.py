@@ -30,6 +30,7 @@ from typing import Protocol
 
 from containers.runtime.wire import Attestation, attestation
 from node import faultpoint
+from node.chain import consensus
 from node.chain.contracts import model_id
 from node.dispatch.pipeline import PipelineRoute, Route
 from node.dispatch.protocol import Output
@@ -241,9 +242,15 @@ class Scheduler:
             return
         else:
             if verification.is_verified(job.request.verifier):  # the proof in the same commit as the output
+                proof = result.proof
+                if self._consensus(job):  # its commitment and secret salt (node/chain/consensus.py)
+                    assert self._node is not None  # checked by `_consensus`
+                    proof = consensus.new_proof(
+                        self._store.chain_id, self._store.coordinator, rid, self._node, result.output
+                    )
                 with self._store.transaction():
-                    self._proofs.set(rid, result.proof)
-                    self._store.update(job, JobState.COMPUTED, output=result.output, proof=result.proof)
+                    self._proofs.set(rid, proof)
+                    self._store.update(job, JobState.COMPUTED, output=result.output, proof=proof)
                 faultpoint.reached("proof-saved")
             else:
                 self._store.update(job, JobState.COMPUTED, output=result.output)
@@ -274,7 +281,17 @@ class Scheduler:
             attempts_so_far=job.attempts,
             on_attempt=on_attempt,
             attestation=self._attestation(job),
+            consensus=self._consensus(job),
         )
+
+    def _consensus(self, job: Job) -> bool:
+        """Whether `job` is a consensus request's (its output is asked for in the model's consensus form, and
+        committed before it is revealed)."""
+        if verification.kind_of(job.request.verifier, self._verifiers) != consensus.CONSENSUS:
+            return False
+        if self._node is None:
+            raise RuntimeError("a consensus job needs the node's address (Scheduler(node=...))")
+        return True
 
     def _forget_stages(self, job: Job, route: Route) -> None:
         """Drops a pipeline job's stage outputs once its own outcome is stored (nothing to resume any more)."""

@@ -53,7 +53,9 @@ class Scripted:
         self.inside = 0
         self.most_inside = 0
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         self.calls += 1
         answer = self.script.pop(0)
         if isinstance(answer, BaseException):
@@ -235,7 +237,9 @@ class Crashing(Scripted):
         self.all_in = asyncio.Event()
         self.crashed = False
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         self.calls += 1
         self.inside += 1
         try:

@@ -44,7 +44,9 @@ class Stage:
         self.hold = hold
         self.entered = asyncio.Event()
 
-    async def compute(self, job_id: str, input_: bytes, attestation: Attestation | None = None) -> Output:
+    async def compute(
+        self, job_id: str, input_: bytes, attestation: Attestation | None = None, consensus: bool = False
+    ) -> Output:
         self.inputs.append((job_id, input_))
         self.entered.set()
         if self.hold is not None:

@@ -1,0 +1,182 @@
+"""Model provenance: the weights digest each served model's container reports, committed in the NodeRegistry.
+
+At start, before any job is taken, the node asks each served model's container for `GET /info` `model_digest` (the
+digest of its weight files, containers/runtime/server.py) and the registry for the digest this node committed for
+that model (`modelDigestOf(node, modelId)`):
+- none committed yet: the node commits the container's (`commitModel(modelId, digest)`, one transaction per model);
+- the same: nothing to do;
+- another: the node refuses to start (`ProvenanceMismatch`, naming both digests and what to do): it would serve, under
+  its committed digest, answers of other weights (a swapped or tampered file). An operator who changed the weights on
+  purpose commits the new digest with `infera node commit-model` (node/commands/stake.py) and starts again.
+
+Consensus requests may require a digest (`ConsensusParams.modelDigest`): only nodes committed to it may commit an
+output, and every `Revealed` event names the digest of the node that revealed. Models reached over MQTT (workers on
+other machines, each its own container) and pipelines are not checked here: no one container answers for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from eth_abi.abi import decode as abi_decode
+
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.rpc import RpcPool
+from node.config import ModelConfig
+from node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from node.chain.tx import TxManager
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two asks of a container that does not answer `/info` yet, at start.
+INFO_RETRY_S = 2.0
+#: Gas of a `commitModel` (one new slot and an event: ~50k), generously.
+COMMIT_MODEL_GAS = 100_000
+
+
+class ProvenanceMismatch(ConfigError):
+    """A served model's container reports weights other than those this node committed in the registry."""
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One model's digests: what its container reports and what the registry holds for this node (32 bytes each;
+    `committed` all zeros when none is)."""
+
+    model: str
+    url: str
+    reported: bytes
+    committed: bytes
+
+
+async def reported_digest(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 5.0) -> bytes | None:
+    """The `model_digest` (32 bytes) a container at `url` reports in `GET /info`; None when it reports none (an
+    Infernet container, a model without weight files). Raises `aiohttp.ClientError`/`TimeoutError` when it does not
+    answer, `ValueError` when its digest is not 32 bytes of hex."""
+    async with session.get(url.rstrip("/") + "/info", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        info: Any = await resp.json(content_type=None)
+    value = info.get("model_digest") if isinstance(info, dict) else None
+    if value is None:
+        return None
+    digest = bytes.fromhex(str(value).removeprefix("0x"))
+    if len(digest) != 32:
+        raise ValueError(f"{url}/info: model_digest is {len(digest)} bytes, not 32")
+    return digest
+
+
+class Provenance:
+    """Checks (and commits, where none is) the weights digest of each served model at start (see the module)."""
+
+    def __init__(
+        self,
+        rpc: RpcPool,
+        abi: CoordinatorAbi,
+        coordinator: str,
+        models: Sequence[ModelConfig],
+        txm: TxManager,
+        session: aiohttp.ClientSession,
+        *,
+        artifacts_dir: Any = None,
+    ) -> None:
+        self._rpc = rpc
+        self._abi = abi
+        self._coordinator = coordinator
+        self._models = [m for m in models if m.served and m.pipeline is None and m.transport == "http" and m.url]
+        self._txm = txm
+        self._session = session
+        self._registry_abi = CoordinatorAbi(load_artifact("NodeRegistry", artifacts_dir).abi)
+        #: The weights digest each checked model's container reported (model name -> 32 bytes), for receipts.
+        self.digests: dict[str, bytes] = {}
+
+    async def check(self, stopping: asyncio.Event) -> list[Digest]:
+        """Compares every served HTTP model's reported digest with the committed one, committing it where none is;
+        returns what it found. Raises `ProvenanceMismatch` for a digest other than the committed one. Waits for a
+        container that does not answer yet (until `stopping`). A registry without digest commits (an older
+        deployment) is logged and passed."""
+        if not self._models or "commitModel" not in {e.get("name") for e in self._registry_abi.abi}:
+            return []
+        registry = await self._registry()
+        node = self._txm.addresses[0]
+        found: list[Digest] = []
+        for model in self._models:
+            reported = await self._reported(model, stopping)
+            if reported is None:
+                continue
+            committed = await self._committed(registry, node, model.name)
+            digest = Digest(model.name, str(model.url), reported, committed)
+            found.append(digest)
+            self.digests[model.name] = reported
+            if committed == reported:
+                log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
+            elif committed == bytes(32):
+                await self._commit(registry, node, model.name, reported)
+            else:
+                raise ProvenanceMismatch(
+                    f"model {model.name}: the container at {model.url} reports weights digest 0x{reported.hex()}, but"
+                    f" this node committed 0x{committed.hex()} in the NodeRegistry: it serves other weights than it"
+                    " committed (a swapped or changed weights file?). Put the committed weights back, or, if the"
+                    f" change is intended, commit the new digest: infera node commit-model --model {model.name}"
+                )
+        return found
+
+    async def _reported(self, model: ModelConfig, stopping: asyncio.Event) -> bytes | None:
+        while not stopping.is_set():
+            try:
+                return await reported_digest(self._session, str(model.url))
+            except ValueError as exc:
+                raise ConfigError(f"model {model.name}: {exc}") from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "model %s: %s/info does not answer (%s); waiting for it to check its weights digest",
+                    model.name,
+                    model.url,
+                    exc,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), INFO_RETRY_S)
+        return None
+
+    async def _registry(self) -> str:
+        call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("registry").hex()}
+        raw = await self._rpc.request("eth_call", [call, "latest"])
+        (address,) = abi_decode(["address"], bytes.fromhex(raw[2:]))
+        return str(address)
+
+    async def _committed(self, registry: str, node: str, model: str) -> bytes:
+        data = self._registry_abi.encode_call("modelDigestOf", node, model_id(model))
+        raw = await self._rpc.request("eth_call", [{"to": registry, "data": "0x" + data.hex()}, "latest"])
+        (digest,) = abi_decode(["bytes32"], bytes.fromhex(raw[2:]))
+        return bytes(digest)
+
+    async def _commit(self, registry: str, node: str, model: str, digest: bytes) -> None:
+        data = self._registry_abi.encode_call("commitModel", model_id(model), digest)
+        what = f"commitModel of {model}"
+        reverted = await self._txm.simulate(node, data, COMMIT_MODEL_GAS, what, to=registry)
+        if reverted is not None:
+            log.warning(
+                "model %s: cannot commit its weights digest 0x%s yet (%s): register and stake the node first"
+                " (infera node register); consensus requests that require a digest are not served meanwhile",
+                model,
+                digest.hex(),
+                reverted,
+            )
+            return
+        tx, receipt = await self._txm.send_call(data, COMMIT_MODEL_GAS, what, sender=node, to=registry)
+        log.info("model %s: committing weights digest 0x%s (tx %s)", model, digest.hex(), tx.hashes[-1])
+
+        def landed(future: asyncio.Future[Any]) -> None:  # mined once the transaction layer runs
+            if future.cancelled():
+                return
+            exc = future.exception()
+            if exc is not None or int(future.result()["status"]) != 1:
+                log.error("model %s: commitModel did not go through (%s); restart the node to try again", model, exc)
+
+        receipt.add_done_callback(landed)
