@@ -101,18 +101,11 @@ contract Coordinator is CoordinatorCore, ICoordinator {
     {
         if (!registry.isApprovedVerifier(verifier)) revert VerifierNotApproved(verifier);
         requestId = _request(params, input, verifier);
-        _verifications[requestId] = Verification({
-            verifier: verifier,
-            pending: 0,
-            errorCallbackOwed: false,
-            quorum: 0,
-            commits: 0,
-            reveals: 0,
-            commitDeadline: 0,
-            digestRequired: false,
-            modelId: params.modelId,
-            inputHash: keccak256(input)
-        });
+        // A new id: the record is all zeros, so only the non-zero fields are written.
+        Verification storage v = _verifications[requestId];
+        v.verifier = verifier;
+        v.modelId = params.modelId;
+        v.inputHash = keccak256(input);
     }
 
     /// @notice After the deadline, closes the request (`Reclaimed`), credits the consumer's balance with the escrow of
