@@ -24,6 +24,14 @@ contract ConsensusConsumer is InferenceConsumer {
         return _requestConsensusInference(params, input, consensus);
     }
 
+    function askPlain(ICoordinator.RequestParams calldata params, bytes calldata input)
+        external
+        payable
+        returns (uint256)
+    {
+        return _requestInference(params, input);
+    }
+
     function cancel(uint256 requestId) external returns (uint256) {
         return _cancelRequest(requestId);
     }
