@@ -192,7 +192,11 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
     }
 
     /// @dev `node`'s digest for the request's model, checked against the required one if there is one.
-    function _digestOf(uint256 requestId, Verification storage v, address node) private view returns (bytes32 d) {
+    function _digestOf(uint256 requestId, Verification storage v, address node)
+        private
+        view
+        returns (bytes32 d)
+    {
         d = registry.modelDigestOf(node, v.modelId);
         if (v.digestRequired) {
             bytes32 required = _requiredDigest[requestId];
@@ -219,7 +223,9 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         private
         returns (bool quorumReached)
     {
-        if (output.length > maxOutputBytes) revert ICoordinator.OutputTooLarge(output.length, maxOutputBytes);
+        if (output.length > maxOutputBytes) {
+            revert ICoordinator.OutputTooLarge(output.length, maxOutputBytes);
+        }
         (Request storage r, Verification storage v) = _openConsensus(requestId);
         if (v.commits < r.redundancy && block.timestamp <= v.commitDeadline) {
             revert RevealNotOpen(requestId, v.commitDeadline, v.commits);

@@ -106,10 +106,12 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
     }
 
     /// @dev Checks the parameters and records an escrowed request for `consumer` (`verifier` zero for a plain one).
-    function _store(ICoordinator.RequestParams memory p, bytes calldata input, address consumer, address verifier)
-        internal
-        returns (uint256 requestId)
-    {
+    function _store(
+        ICoordinator.RequestParams memory p,
+        bytes calldata input,
+        address consumer,
+        address verifier
+    ) internal returns (uint256 requestId) {
         if (p.callbackGasLimit == 0 || p.callbackGasLimit > maxCallbackGasLimit) {
             revert ICoordinator.InvalidCallbackGasLimit(p.callbackGasLimit, maxCallbackGasLimit);
         }

@@ -31,7 +31,11 @@ abstract contract DelegatedRequests {
     }
 
     /// @notice The digest a consumer's delegated signer signs for `req` (EIP-712 typed data).
-    function delegatedRequestDigest(ICoordinator.DelegatedRequest calldata req) public view returns (bytes32) {
+    function delegatedRequestDigest(ICoordinator.DelegatedRequest calldata req)
+        public
+        view
+        returns (bytes32)
+    {
         return keccak256(
             abi.encodePacked(
                 "\x19\x01", domainSeparator(), keccak256(abi.encode(DELEGATED_REQUEST_TYPEHASH, req))
@@ -41,15 +45,21 @@ abstract contract DelegatedRequests {
 
     /// @dev Checks that `req` is unexpired, signed by its consumer's current delegated signer over `input`, with an
     /// unused nonce; then uses the nonce.
-    function _useDelegation(ICoordinator.DelegatedRequest calldata req, bytes calldata input, bytes calldata signature)
-        internal
-    {
-        if (block.timestamp > req.expiry) revert ICoordinator.DelegationExpired(req.expiry);
+    function _useDelegation(
+        ICoordinator.DelegatedRequest calldata req,
+        bytes calldata input,
+        bytes calldata signature
+    ) internal {
+        if (block.timestamp > req.expiry) {
+            revert ICoordinator.DelegationExpired(req.expiry);
+        }
         bytes32 given = keccak256(input);
         if (given != req.inputHash) revert ICoordinator.InputMismatch(req.inputHash, given);
         if (nonceUsed[req.consumer][req.nonce]) revert ICoordinator.NonceUsed(req.consumer, req.nonce);
         address signer = Signatures.recover(delegatedRequestDigest(req), signature);
-        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) revert ICoordinator.InvalidSignature();
+        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) {
+            revert ICoordinator.InvalidSignature();
+        }
         nonceUsed[req.consumer][req.nonce] = true;
     }
 

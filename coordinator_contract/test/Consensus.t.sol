@@ -15,13 +15,28 @@ contract ConsensusRequestTest is ConsensusTest {
         ICoordinator.RequestParams memory p = _params(3, FEE, address(0));
         vm.expectEmit(true, true, true, true, address(coordinator));
         emit ICoordinator.RequestCreated(
-            1, MODEL, address(asker), hex"01", address(0), FEE, GAS_LIMIT, 3, p.deadline, coordinator.consensusModule()
+            1,
+            MODEL,
+            address(asker),
+            hex"01",
+            address(0),
+            FEE,
+            GAS_LIMIT,
+            3,
+            p.deadline,
+            coordinator.consensusModule()
         );
         vm.expectEmit(true, true, true, true, address(coordinator));
         emit IConsensus.ConsensusRequested(1, 2, uint64(block.timestamp) + WINDOW, bytes32(0));
         uint256 id = asker.ask{value: 3 * FEE}(p, hex"01", _consensus(2));
-        (uint16 quorum, uint16 commits, uint16 reveals, uint64 commitDeadline, bool revealOpen,, bytes32 agreed) =
-            cons.consensusOf(id);
+        (
+            uint16 quorum,
+            uint16 commits,
+            uint16 reveals,
+            uint64 commitDeadline,
+            bool revealOpen,,
+            bytes32 agreed
+        ) = cons.consensusOf(id);
         assertEq(quorum, 2, "quorum");
         assertEq(commits + reveals, 0, "no votes");
         assertEq(commitDeadline, block.timestamp + WINDOW, "commit deadline");
@@ -105,10 +120,14 @@ contract ConsensusRequestTest is ConsensusTest {
     }
 
     /// @dev Reveals in order, checking each against a reference model: the first output to gather k reveals wins.
-    function _revealAll(uint256 id, uint16 n, uint16 k, uint256 dissentBits, bytes memory answer, bytes memory other)
-        internal
-        returns (bool reached, bool honestWon)
-    {
+    function _revealAll(
+        uint256 id,
+        uint16 n,
+        uint16 k,
+        uint256 dissentBits,
+        bytes memory answer,
+        bytes memory other
+    ) internal returns (bool reached, bool honestWon) {
         uint256 honest;
         uint256 dissent;
         for (uint256 i; i < n && !reached; ++i) {
@@ -120,7 +139,10 @@ contract ConsensusRequestTest is ConsensusTest {
         honestWon = honest == k;
     }
 
-    function _checkPaid(uint16 n, uint16 k, uint256 dissentBits, bool honestWon, uint256 earned) internal view {
+    function _checkPaid(uint16 n, uint16 k, uint256 dissentBits, bool honestWon, uint256 earned)
+        internal
+        view
+    {
         uint256 paid;
         for (uint256 i; i < n; ++i) {
             if (_balance(voters[i]) == 0) continue;
@@ -202,7 +224,11 @@ contract ConsensusRequestTest is ConsensusTest {
         _commit(id, node, ANSWER);
         vm.warp(block.timestamp + WINDOW + 1);
         assertFalse(_reveal(id, node, ANSWER), "one vote");
-        vm.expectRevert(abi.encodeWithSelector(ICoordinator.DeadlineNotPassed.selector, id, block.timestamp - WINDOW - 1 + 1 hours));
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ICoordinator.DeadlineNotPassed.selector, id, block.timestamp - WINDOW - 1 + 1 hours
+            )
+        );
         coordinator.reclaim(id);
         vm.warp(block.timestamp + 1 hours);
         assertEq(coordinator.reclaim(id), 3 * FEE, "every slot refunded");
@@ -215,9 +241,7 @@ contract ConsensusRequestTest is ConsensusTest {
         _commit(id, node, ANSWER);
         _commit(id, node2, ANSWER);
         vm.warp(block.timestamp + 1 hours + 1);
-        vm.expectRevert(
-            abi.encodeWithSelector(ICoordinator.DeadlinePassed.selector, id, block.timestamp - 1)
-        );
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.DeadlinePassed.selector, id, block.timestamp - 1));
         _reveal(id, node, ANSWER);
     }
 
@@ -255,7 +279,9 @@ contract ConsensusRequestTest is ConsensusTest {
         assertEq(open, committed == n, "open once everyone committed");
         if (committed < n) {
             vm.expectRevert(
-                abi.encodeWithSelector(IConsensus.RevealNotOpen.selector, id, block.timestamp + WINDOW, committed)
+                abi.encodeWithSelector(
+                    IConsensus.RevealNotOpen.selector, id, block.timestamp + WINDOW, committed
+                )
             );
             _reveal(id, voters[0], ANSWER);
             vm.warp(block.timestamp + WINDOW + 1);

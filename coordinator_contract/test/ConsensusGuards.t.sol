@@ -64,7 +64,9 @@ contract ConsensusGuardTest is ConsensusTest {
         uint256 id = _ask(2, 2);
         _commit(id, node, ANSWER);
         _commit(id, node2, ANSWER);
-        vm.expectRevert(abi.encodeWithSelector(IConsensus.CommitClosed.selector, id, block.timestamp + WINDOW, 2));
+        vm.expectRevert(
+            abi.encodeWithSelector(IConsensus.CommitClosed.selector, id, block.timestamp + WINDOW, 2)
+        );
         _commit(id, node3, ANSWER);
     }
 
@@ -131,9 +133,13 @@ contract ConsensusGuardTest is ConsensusTest {
         uint256 id = _askWithDigest(3, 2, DIGEST);
         (,,,,, bytes32 required,) = cons.consensusOf(id);
         assertEq(required, DIGEST, "required digest on record");
-        vm.expectRevert(abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, OTHER_DIGEST));
+        vm.expectRevert(
+            abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, OTHER_DIGEST)
+        );
         _commit(id, node2, ANSWER);
-        vm.expectRevert(abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, bytes32(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, bytes32(0))
+        );
         _commit(id, node3, ANSWER);
         _commit(id, node, ANSWER);
         vm.prank(node3);
@@ -146,7 +152,9 @@ contract ConsensusGuardTest is ConsensusTest {
         // node3 switched models after committing: its reveal is refused.
         vm.prank(node3);
         registry.commitModel(MODEL, OTHER_DIGEST);
-        vm.expectRevert(abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, OTHER_DIGEST));
+        vm.expectRevert(
+            abi.encodeWithSelector(IConsensus.ModelDigestMismatch.selector, id, DIGEST, OTHER_DIGEST)
+        );
         _reveal(id, node3, ANSWER);
     }
 
@@ -198,15 +206,15 @@ contract ConsensusGuardTest is ConsensusTest {
         vm.expectRevert(IConsensus.NotDelegated.selector);
         module.consensusOf(1);
         vm.expectRevert(IConsensus.NotDelegated.selector);
-        ConsensusModule(address(module)).settleConsensusItem(node, IConsensus.ConsensusItem(1, false, bytes32(0), ""));
+        ConsensusModule(address(module))
+            .settleConsensusItem(node, IConsensus.ConsensusItem(1, false, bytes32(0), ""));
         assertEq(address(ConsensusModule(address(module)).registry()), address(registry), "same registry");
     }
 
     function testCannotCallTheItemHookOrSendPlainEth() public {
         vm.expectRevert(abi.encodeWithSelector(ICoordinator.Unauthorized.selector, address(this)));
-        ConsensusModule(payable(address(coordinator))).settleConsensusItem(
-            node, IConsensus.ConsensusItem(1, false, bytes32(0), "")
-        );
+        ConsensusModule(payable(address(coordinator)))
+            .settleConsensusItem(node, IConsensus.ConsensusItem(1, false, bytes32(0), ""));
         (bool ok,) = address(coordinator).call{value: 1}("");
         assertFalse(ok, "plain ETH refused");
         (ok,) = address(coordinator).call(hex"deadbeef");

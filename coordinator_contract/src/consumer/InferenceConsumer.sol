@@ -83,7 +83,8 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         IConsensus.ConsensusParams memory consensus
     ) internal returns (uint256 requestId) {
         uint256 value = params.token == address(0) ? params.feePerNode * params.redundancy : 0;
-        return IConsensus(address(coordinator)).requestConsensusInference{value: value}(params, input, consensus);
+        return
+            IConsensus(address(coordinator)).requestConsensusInference{value: value}(params, input, consensus);
     }
 
     /// @dev Cancels `requestId` (one of this contract's) before any node acted on it; its whole escrow is credited to

@@ -64,7 +64,9 @@ interface IConsensus {
     /// @notice A consensus request was made (after its `RequestCreated`, whose `verifier` is the ConsensusModule):
     /// `quorum` agreeing nodes needed; commits until `commitDeadline` (seconds since the epoch); `modelDigest`
     /// required of voting nodes (0: any).
-    event ConsensusRequested(uint256 indexed requestId, uint16 quorum, uint64 commitDeadline, bytes32 modelDigest);
+    event ConsensusRequested(
+        uint256 indexed requestId, uint16 quorum, uint64 commitDeadline, bytes32 modelDigest
+    );
     /// @notice `node` committed to an output of `requestId`.
     event Committed(uint256 indexed requestId, address indexed node, bytes32 commitment);
     /// @notice `node` revealed an output (`outputHash` = keccak256 of it); `modelDigest` is the digest the node had
@@ -100,7 +102,9 @@ interface IConsensus {
     /// rest, calls the consumer back. Reverts with `NodeNotActive`, `RevealNotOpen`, `NotCommitted`, `AlreadyRevealed`,
     /// `CommitmentMismatch`, `ModelDigestMismatch`, `OutputTooLarge`, `InsufficientGasForCallback`, or `RequestClosed`
     /// (after quorum: a late reveal earns nothing) / `DeadlinePassed`.
-    function reveal(uint256 requestId, bytes calldata output, bytes32 salt) external returns (bool quorumReached);
+    function reveal(uint256 requestId, bytes calldata output, bytes32 salt)
+        external
+        returns (bool quorumReached);
 
     /// @notice Commits and reveals of the calling active node in one transaction; each item runs in its own call
     /// frame: a bad item is skipped with `DeliverySkipped(requestId, node, errorSelector)` and the rest go on.
