@@ -2,11 +2,10 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "./interfaces/ICoordinator.sol";
-import {CoordinatorConfig} from "./CoordinatorConfig.sol";
-import {Escrow} from "./Escrow.sol";
+import {CoordinatorCore} from "./CoordinatorCore.sol";
+import {ConsensusModule} from "./ConsensusModule.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IVerifier} from "./interfaces/IVerifier.sol";
-import {DelegatedRequests} from "./DelegatedRequests.sol";
 
 /// @title Coordinator
 /// @notice Takes inference requests, escrows their fees, and settles deliveries and failure reports from active
@@ -31,63 +30,34 @@ import {DelegatedRequests} from "./DelegatedRequests.sol";
 /// - Callback isolation: the consumer runs with exactly its `callbackGasLimit`, in a call whose return data is never
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
-contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
-    /// @notice Most gas an error callback (`rawFail`) gets, whatever the request's callback gas limit: the consumer
-    /// does not pay for error callbacks, the node or the reclaimer does.
-    uint32 public constant MAX_ERROR_CALLBACK_GAS = 100_000;
-    /// @notice Gas a verifier may use inside a delivery; the node pays for it.
-    uint256 public constant MAX_VERIFIER_GAS = 1_000_000;
+contract Coordinator is CoordinatorCore, ICoordinator {
+    /// @notice The ConsensusModule this Coordinator deployed: it serves consensus requests (`IConsensus`) through
+    /// this contract's `fallback`, by DELEGATECALL, in this contract's storage and escrow. A consensus request names it
+    /// as its `verifier` in `RequestCreated`.
+    address public immutable consensusModule;
 
-    /// @dev Two storage slots: a plain request writes two new slots. The narrow fields are in range by the caps of
-    /// `CoordinatorConfig` (deadline within `MAX_DEADLINE_WINDOW`, gas limit below 2^24, counters at most 255) and by
-    /// `FeeTooHigh` (fee below 2^80). The public `RequestParams`, `RequestView` and events keep their wide types.
-    struct Request {
-        // slot 0: what every action reads, and the counters and status it changes
-        address consumer;
-        uint40 deadline;
-        uint24 callbackGasLimit;
-        uint8 redundancy;
-        uint8 delivered;
-        uint8 failures;
-        Status status;
-        // slot 1: payment, written once
-        address token;
-        uint16 protocolFeeBps;
-        uint80 feePerNode;
+    /// @notice Deploys the ConsensusModule on `registry_` (its address: `consensusModule`).
+    constructor(address owner_, INodeRegistry registry_) CoordinatorCore(owner_, registry_) {
+        consensusModule = address(new ConsensusModule(registry_));
     }
 
-    /// @dev Only for requests that asked for verification: only they pay for these three slots.
-    struct Verification {
-        address verifier;
-        uint16 pending;
-        // Set by a reclaim that found no unserved slot (every one delivered or awaiting a verdict): the first slot
-        // rejected afterwards makes the error callback that reclaim could not make.
-        bool errorCallbackOwed;
-        bytes32 modelId;
-        bytes32 inputHash;
+    /// @notice Refuses plain ETH (`WrongPayment(msg.value, 0)`): escrow comes only with a request or a `deposit`.
+    receive() external payable {
+        revert WrongPayment(msg.value, 0);
     }
 
-    /// @dev A node's output awaiting (or past) an optimistic verdict.
-    struct PendingDelivery {
-        bytes32 outputHash;
-        uint64 verdictBy;
-        bool verified;
-    }
-
-    /// @notice The NodeRegistry whose active nodes may act and whose approved verifiers may verify.
-    INodeRegistry public immutable registry;
-    /// @notice The id the next request gets.
-    uint256 public nextRequestId = 1;
-    /// @notice Whether a node already acted on a request (reported, delivered with a proof, or delivered to a
-    /// redundant request); a one-node request's delivery closes the request instead.
-    mapping(uint256 requestId => mapping(address node => bool)) public served;
-    mapping(uint256 => Request) internal _requests;
-    mapping(uint256 requestId => Verification) internal _verifications;
-    /// @notice Outputs awaiting an optimistic verdict, by request and node.
-    mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
-
-    constructor(address owner_, INodeRegistry registry_) CoordinatorConfig(owner_) {
-        registry = registry_;
+    /// @notice Any call this contract does not implement goes to the ConsensusModule by DELEGATECALL (the consensus
+    /// functions of `IConsensus`): it runs here, on this contract's storage, with this `msg.sender` and `msg.value`;
+    /// its return data or revert data is passed back unchanged. A selector the module lacks reverts without data.
+    fallback() external payable {
+        address module = consensusModule;
+        assembly {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), module, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
+        }
     }
 
     // -------------------------------------------------------------------------------------------- requests
@@ -131,13 +101,11 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
     {
         if (!registry.isApprovedVerifier(verifier)) revert VerifierNotApproved(verifier);
         requestId = _request(params, input, verifier);
-        _verifications[requestId] = Verification({
-            verifier: verifier,
-            pending: 0,
-            errorCallbackOwed: false,
-            modelId: params.modelId,
-            inputHash: keccak256(input)
-        });
+        // A new id: the record is all zeros, so only the non-zero fields are written.
+        Verification storage v = _verifications[requestId];
+        v.verifier = verifier;
+        v.modelId = params.modelId;
+        v.inputHash = keccak256(input);
     }
 
     /// @notice After the deadline, closes the request (`Reclaimed`), credits the consumer's balance with the escrow of
@@ -186,7 +154,9 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         if (status == Status.None) revert UnknownRequest(requestId);
         if (msg.sender != r.consumer) revert NotConsumer(requestId, msg.sender);
         if (status != Status.Open) revert RequestClosed(requestId, status);
-        uint16 pending = _verifications[requestId].pending;
+        Verification storage v = _verifications[requestId];
+        // A consensus request's commits count as acts: a node has worked on it.
+        uint256 pending = uint256(v.pending) + v.commits;
         if (r.delivered != 0 || r.failures != 0 || pending != 0) {
             revert NodesAlreadyActed(requestId, r.delivered, r.failures, pending);
         }
@@ -270,6 +240,7 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         Verification storage v = _verifications[requestId];
         address verifier = v.verifier;
         if (verifier == address(0)) revert NoVerifier(requestId);
+        if (verifier == consensusModule) revert ConsensusRequired(requestId);
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
         Request storage r = _claimSlot(requestId, msg.sender, false);
         if (_unusedSlots(requestId, r) == 0) revert NoSlotLeft(requestId);
@@ -403,70 +374,6 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
 
     // ------------------------------------------------------------------------------------------ internal
 
-    function _request(RequestParams memory p, bytes calldata input, address verifier)
-        internal
-        returns (uint256 requestId)
-    {
-        _collect(p.token, p.feePerNode * p.redundancy);
-        return _store(p, input, msg.sender, verifier);
-    }
-
-    /// @dev Checks the parameters and records an escrowed request for `consumer` (`verifier` zero for a plain one).
-    function _store(RequestParams memory p, bytes calldata input, address consumer, address verifier)
-        internal
-        returns (uint256 requestId)
-    {
-        if (p.callbackGasLimit == 0 || p.callbackGasLimit > maxCallbackGasLimit) {
-            revert InvalidCallbackGasLimit(p.callbackGasLimit, maxCallbackGasLimit);
-        }
-        if (input.length == 0 || input.length > maxInputBytes) {
-            revert InvalidInputLength(input.length, maxInputBytes);
-        }
-        if (p.redundancy == 0 || p.redundancy > maxRedundancy) {
-            revert InvalidRedundancy(p.redundancy, maxRedundancy);
-        }
-        {
-            uint64 latest = uint64(block.timestamp) + maxDeadlineWindow;
-            if (p.deadline <= block.timestamp || p.deadline > latest) {
-                revert InvalidDeadline(p.deadline, latest);
-            }
-        }
-        if (p.feePerNode < _minFee) revert FeeTooLow(p.feePerNode, _minFee);
-        if (p.feePerNode > type(uint80).max) revert FeeTooHigh(p.feePerNode, type(uint80).max);
-
-        requestId = nextRequestId++;
-        // The casts below are safe: the deadline is at most MAX_DEADLINE_WINDOW ahead, the gas limit and redundancy
-        // are within caps of CoordinatorConfig below 2^24 and 2^8, and the fee was checked against 2^80 above.
-        _requests[requestId] = Request({
-            consumer: consumer,
-            // forge-lint: disable-next-line(unsafe-typecast)
-            deadline: uint40(p.deadline),
-            // forge-lint: disable-next-line(unsafe-typecast)
-            callbackGasLimit: uint24(p.callbackGasLimit),
-            // forge-lint: disable-next-line(unsafe-typecast)
-            redundancy: uint8(p.redundancy),
-            delivered: 0,
-            failures: 0,
-            status: Status.Open,
-            token: p.token,
-            protocolFeeBps: protocolFeeBps,
-            // forge-lint: disable-next-line(unsafe-typecast)
-            feePerNode: uint80(p.feePerNode)
-        });
-        emit RequestCreated(
-            requestId,
-            p.modelId,
-            consumer,
-            input,
-            p.token,
-            p.feePerNode,
-            p.callbackGasLimit,
-            p.redundancy,
-            p.deadline,
-            verifier
-        );
-    }
-
     /// @dev Checks that `node` may act on `requestId` now, and marks it as having acted. A plain delivery to a
     /// one-node request is not recorded: it closes the request, so nothing can follow it (saves a 20k-gas slot).
     function _claimSlot(uint256 requestId, address node, bool plainDelivery)
@@ -487,7 +394,11 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         returns (bool callbackOk)
     {
         if (output.length > maxOutputBytes) revert OutputTooLarge(output.length, maxOutputBytes);
-        if (_verifications[requestId].verifier != address(0)) revert ProofRequired(requestId);
+        address verifier = _verifications[requestId].verifier;
+        if (verifier != address(0)) {
+            if (verifier == consensusModule) revert ConsensusRequired(requestId);
+            revert ProofRequired(requestId);
+        }
         return _settleDelivery(requestId, _claimSlot(requestId, node, true), node, output);
     }
 
@@ -503,10 +414,8 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         uint256 earned = r.feePerNode;
         if (earned != 0) {
             uint256 protocolCut = earned * r.protocolFeeBps / 10_000;
-            address token = r.token;
             earned -= protocolCut;
-            balanceOf[token][node] += earned;
-            if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut;
+            _credit(r.token, node, earned, protocolCut);
         }
 
         callbackOk = _callWithExactGas(
@@ -530,20 +439,6 @@ contract Coordinator is CoordinatorConfig, DelegatedRequests, Escrow {
         balanceOf[r.token][consumer] += refund;
         bool callbackOk = _errorCallback(r, requestId, reason);
         emit RequestFailed(requestId, reason, refund, callbackOk);
-    }
-
-    /// @dev Calls the consumer's `rawFail` with `min(callbackGasLimit, MAX_ERROR_CALLBACK_GAS)` gas (exact, as for
-    /// results); returns whether it succeeded.
-    function _errorCallback(Request storage r, uint256 requestId, string memory reason)
-        internal
-        returns (bool)
-    {
-        uint32 limit = r.callbackGasLimit;
-        return _callWithExactGas(
-            limit < MAX_ERROR_CALLBACK_GAS ? limit : MAX_ERROR_CALLBACK_GAS,
-            r.consumer,
-            abi.encodeWithSignature("rawFail(uint256,string)", requestId, reason)
-        );
     }
 
     /// @dev Slots whose escrow is still free: not delivered and not awaiting a verdict. A rejected output frees its

@@ -8,7 +8,7 @@ import {ICoordinator} from "./interfaces/ICoordinator.sol";
 /// @dev Each limit is capped so that a request's record fits in two storage slots (see `Coordinator.Request`):
 /// `minFee` below 2^80 wei, `maxCallbackGasLimit` below 2^24 gas, `maxRedundancy` and `minFailureReports` at most
 /// 255, `maxDeadlineWindow` at most `MAX_DEADLINE_WINDOW`. The fields a request reads share two slots.
-abstract contract CoordinatorConfig is ICoordinator {
+abstract contract CoordinatorConfig {
     /// @notice Highest protocol fee rate, in basis points of each node's fee (10%).
     uint16 public constant MAX_PROTOCOL_FEE_BPS = 1_000;
     /// @notice Longest `maxDeadlineWindow` the owner may set, in seconds.
@@ -37,25 +37,25 @@ abstract contract CoordinatorConfig is ICoordinator {
     uint64 public defaultDeadlineWindow = 1 hours;
 
     modifier onlyOwner() {
-        if (msg.sender != owner) revert Unauthorized(msg.sender);
+        if (msg.sender != owner) revert ICoordinator.Unauthorized(msg.sender);
         _;
     }
 
     constructor(address owner_) {
         owner = owner_;
         protocolFeeRecipient = owner_;
-        emit OwnershipTransferred(address(0), owner_);
+        emit ICoordinator.OwnershipTransferred(address(0), owner_);
         _setLimits(0, 2_000_000, 16 * 1024, 16 * 1024, 16, 2, 30 days);
     }
 
     /// @notice Sets the protocol fee rate for requests made from now on (each request keeps its rate) and who receives
     /// protocol fees from now on (read at delivery time, also for older requests).
     function setProtocolFee(uint16 bps, address recipient) external onlyOwner {
-        if (bps > MAX_PROTOCOL_FEE_BPS) revert ProtocolFeeTooHigh(bps, MAX_PROTOCOL_FEE_BPS);
-        if (recipient == address(0)) revert InvalidLimit();
+        if (bps > MAX_PROTOCOL_FEE_BPS) revert ICoordinator.ProtocolFeeTooHigh(bps, MAX_PROTOCOL_FEE_BPS);
+        if (recipient == address(0)) revert ICoordinator.InvalidLimit();
         protocolFeeBps = bps;
         protocolFeeRecipient = recipient;
-        emit ProtocolFeeChanged(bps, recipient);
+        emit ICoordinator.ProtocolFeeChanged(bps, recipient);
     }
 
     /// @notice Sets the protocol limits. `minFee`, `maxCallbackGasLimit`, `maxInputBytes`, `maxRedundancy` and
@@ -84,8 +84,8 @@ abstract contract CoordinatorConfig is ICoordinator {
 
     /// @notice Hands the owner role to `newOwner`.
     function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert InvalidLimit();
-        emit OwnershipTransferred(owner, newOwner);
+        if (newOwner == address(0)) revert ICoordinator.InvalidLimit();
+        emit ICoordinator.OwnershipTransferred(owner, newOwner);
         owner = newOwner;
     }
 
@@ -107,7 +107,7 @@ abstract contract CoordinatorConfig is ICoordinator {
             maxCallbackGasLimit_ == 0 || maxInputBytes_ == 0 || maxOutputBytes_ == 0 || maxRedundancy_ == 0
                 || minFailureReports_ == 0 || maxDeadlineWindow_ == 0
                 || maxDeadlineWindow_ < defaultDeadlineWindow
-        ) revert InvalidLimit();
+        ) revert ICoordinator.InvalidLimit();
         _checkRange(minFee_, type(uint80).max);
         _checkRange(maxCallbackGasLimit_, type(uint24).max);
         _checkRange(maxRedundancy_, type(uint8).max);
@@ -122,7 +122,7 @@ abstract contract CoordinatorConfig is ICoordinator {
         maxRedundancy = maxRedundancy_;
         minFailureReports = minFailureReports_;
         maxDeadlineWindow = maxDeadlineWindow_;
-        emit LimitsChanged(
+        emit ICoordinator.LimitsChanged(
             minFee_,
             maxCallbackGasLimit_,
             maxInputBytes_,
@@ -134,6 +134,6 @@ abstract contract CoordinatorConfig is ICoordinator {
     }
 
     function _checkRange(uint256 value, uint256 max) private pure {
-        if (value > max) revert LimitOutOfRange(value, max);
+        if (value > max) revert ICoordinator.LimitOutOfRange(value, max);
     }
 }

@@ -10,9 +10,9 @@ import {Signatures} from "./lib/Signatures.sol";
 /// @dev Guarantees: the domain binds the chain id and this contract; a nonce works once per consumer; only the
 /// consumer's current `delegatedSigner()` may sign (rotating it voids the old signer's unused signatures); signatures
 /// are 65 bytes `r ‖ s ‖ v` with low `s`.
-abstract contract DelegatedRequests is ICoordinator {
+abstract contract DelegatedRequests {
     bytes32 public constant DELEGATED_REQUEST_TYPEHASH = keccak256(
-        "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
+        "ICoordinator.DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
         "address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
     );
     bytes32 private constant DOMAIN_TYPEHASH =
@@ -31,7 +31,11 @@ abstract contract DelegatedRequests is ICoordinator {
     }
 
     /// @notice The digest a consumer's delegated signer signs for `req` (EIP-712 typed data).
-    function delegatedRequestDigest(DelegatedRequest calldata req) public view returns (bytes32) {
+    function delegatedRequestDigest(ICoordinator.DelegatedRequest calldata req)
+        public
+        view
+        returns (bytes32)
+    {
         return keccak256(
             abi.encodePacked(
                 "\x19\x01", domainSeparator(), keccak256(abi.encode(DELEGATED_REQUEST_TYPEHASH, req))
@@ -41,15 +45,21 @@ abstract contract DelegatedRequests is ICoordinator {
 
     /// @dev Checks that `req` is unexpired, signed by its consumer's current delegated signer over `input`, with an
     /// unused nonce; then uses the nonce.
-    function _useDelegation(DelegatedRequest calldata req, bytes calldata input, bytes calldata signature)
-        internal
-    {
-        if (block.timestamp > req.expiry) revert DelegationExpired(req.expiry);
+    function _useDelegation(
+        ICoordinator.DelegatedRequest calldata req,
+        bytes calldata input,
+        bytes calldata signature
+    ) internal {
+        if (block.timestamp > req.expiry) {
+            revert ICoordinator.DelegationExpired(req.expiry);
+        }
         bytes32 given = keccak256(input);
-        if (given != req.inputHash) revert InputMismatch(req.inputHash, given);
-        if (nonceUsed[req.consumer][req.nonce]) revert NonceUsed(req.consumer, req.nonce);
+        if (given != req.inputHash) revert ICoordinator.InputMismatch(req.inputHash, given);
+        if (nonceUsed[req.consumer][req.nonce]) revert ICoordinator.NonceUsed(req.consumer, req.nonce);
         address signer = Signatures.recover(delegatedRequestDigest(req), signature);
-        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) revert InvalidSignature();
+        if (signer == address(0) || signer != _delegatedSignerOf(req.consumer)) {
+            revert ICoordinator.InvalidSignature();
+        }
         nonceUsed[req.consumer][req.nonce] = true;
     }
 

@@ -32,6 +32,8 @@ contract NodeRegistry is INodeRegistry {
     /// @notice Whether an address may slash.
     mapping(address => bool) public isApprovedVerifier;
     mapping(address => Node) internal _nodes;
+    /// @inheritdoc INodeRegistry
+    mapping(address node => mapping(bytes32 modelId => bytes32)) public modelDigestOf;
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert Unauthorized(msg.sender);
@@ -95,6 +97,14 @@ contract NodeRegistry is INodeRegistry {
         // A node slashed to zero still leaves the registry; there is just nothing to send.
         if (amount != 0) _send(to, amount);
         emit StakeWithdrawn(msg.sender, to, amount);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function commitModel(bytes32 modelId, bytes32 digest) external {
+        if (!_nodes[msg.sender].registered) revert NotRegistered(msg.sender);
+        if (digest == 0) revert InvalidParameter();
+        modelDigestOf[msg.sender][modelId] = digest;
+        emit ModelCommitted(msg.sender, modelId, digest);
     }
 
     // ------------------------------------------------------------------------------------------- slashing

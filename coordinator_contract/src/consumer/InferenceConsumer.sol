@@ -2,13 +2,15 @@
 pragma solidity ^0.8.24;
 
 import {ICoordinator} from "../interfaces/ICoordinator.sol";
+import {IConsensus} from "../interfaces/IConsensus.sol";
 import {IDelegatingConsumer} from "../interfaces/IDelegatingConsumer.sol";
 
 /// @title InferenceConsumer
 /// @notice Inherit this to ask the Infera coordinator for inference and receive the answer.
 /// @dev Implement `_onInferenceResult` (and, if you care, `_onInferenceError`); call `_requestInference` to ask.
 /// Only the coordinator can call `rawFulfill` / `rawFail`, so a result always comes from a delivery the coordinator
-/// accepted. With redundancy N you get up to N results for one request id, one per node.
+/// accepted. With redundancy N you get up to N results for one request id, one per node; a consensus request
+/// (`_requestConsensusInference`) gets exactly one, the output its quorum of nodes agreed on.
 abstract contract InferenceConsumer is IDelegatingConsumer {
     /// @notice Thrown by `rawFulfill` and `rawFail` when called by anyone but the coordinator.
     error OnlyCoordinator(address caller);
@@ -71,6 +73,20 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         return coordinator.requestVerifiedInference{value: value}(params, input, verifier);
     }
 
+    /// @dev Consensus: `params.redundancy` nodes (at most 16) commit, then reveal; `_onInferenceResult` runs once,
+    /// with the output `consensus.quorum` of them revealed, and only those are paid; the other slots are refunded to
+    /// this contract's balance then. No quorum by the deadline: `reclaim` refunds every slot and `_onInferenceError`
+    /// runs once. For ETH send `feePerNode * redundancy` (this sends it); for a token approve that amount first.
+    function _requestConsensusInference(
+        ICoordinator.RequestParams memory params,
+        bytes memory input,
+        IConsensus.ConsensusParams memory consensus
+    ) internal returns (uint256 requestId) {
+        uint256 value = params.token == address(0) ? params.feePerNode * params.redundancy : 0;
+        return
+            IConsensus(address(coordinator)).requestConsensusInference{value: value}(params, input, consensus);
+    }
+
     /// @dev Cancels `requestId` (one of this contract's) before any node acted on it; its whole escrow is credited to
     /// this contract's balance on the coordinator (see `_withdrawRefunds`). No callback follows. Reverts with the
     /// coordinator's `NodesAlreadyActed` once a node delivered, reported or awaits a verdict.
@@ -94,7 +110,8 @@ abstract contract InferenceConsumer is IDelegatingConsumer {
         return coordinator.withdraw(token, to);
     }
 
-    /// @dev Receives `node`'s ABI-encoded output for `requestId`. Keep it within the callback gas limit.
+    /// @dev Receives `node`'s ABI-encoded output for `requestId` (for a consensus request: the agreed output, once,
+    /// with the node whose reveal reached the quorum). Keep it within the callback gas limit.
     function _onInferenceResult(uint256 requestId, address node, bytes calldata output) internal virtual;
 
     /// @dev Called once if the request failed, or its deadline passed with a slot unserved (reason

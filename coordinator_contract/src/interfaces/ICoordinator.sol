@@ -105,12 +105,16 @@ interface ICoordinator is IEscrow {
     error FeeTooHigh(uint256 feePerNode, uint256 maxFee);
     /// @notice Thrown by `cancelRequest` when called by anyone but the request's consumer.
     error NotConsumer(uint256 requestId, address caller);
-    /// @notice Thrown by `cancelRequest` once a node delivered, reported a failure, or awaits a verdict.
+    /// @notice Thrown by `cancelRequest` once a node delivered, reported a failure, or awaits a verdict;
+    /// `pendingVerdicts` also counts the commits of a consensus request (a commit is an act).
     error NodesAlreadyActed(uint256 requestId, uint256 delivered, uint256 failures, uint256 pendingVerdicts);
     /// @notice Thrown by `requestVerifiedInference` if the NodeRegistry's owner has not approved the verifier.
     error VerifierNotApproved(address verifier);
     /// @notice Thrown by `deliver` on a request that asked for verification: use `deliverWithProof`.
     error ProofRequired(uint256 requestId);
+    /// @notice Thrown by `deliver`, `deliverBatch` items and `deliverWithProof` on a consensus request (one made with
+    /// `IConsensus.requestConsensusInference`): its nodes `commit` and `reveal` instead.
+    error ConsensusRequired(uint256 requestId);
     /// @notice Thrown by `deliverWithProof` on a request that did not ask for verification: use `deliver`.
     error NoVerifier(uint256 requestId);
     /// @notice Thrown by `deliverWithProof` if the verifier reverted: the delivery is not counted.

@@ -29,8 +29,9 @@ interface INodeRegistry {
     error NothingToClaim(address account);
     /// @notice Thrown by `withdrawStake` and `claimSlashed` if the ETH transfer to the recipient failed.
     error TransferFailed(address to, uint256 amount);
-    /// @notice Thrown by the constructor, `setParameters`, `transferOwnership` and `slash` if a parameter is out
-    /// of range: a zero owner or slash recipient, or an unbonding delay of zero or above 365 days.
+    /// @notice Thrown by the constructor, `setParameters`, `transferOwnership`, `slash` and `commitModel` if a
+    /// parameter is out of range: a zero owner or slash recipient, an unbonding delay of zero or above 365 days, or a
+    /// zero model digest.
     error InvalidParameter();
 
     /// @notice Ownership moved to a new address.
@@ -51,6 +52,9 @@ interface INodeRegistry {
     event NodeSlashed(
         address indexed node, address indexed verifier, address indexed recipient, uint256 amount
     );
+    /// @notice `node` declared that it serves `modelId` with the model whose digest is `digest` (e.g. the sha256 of
+    /// its weights, as the node's model server reports it); consensus requests may require a digest.
+    event ModelCommitted(address indexed node, bytes32 indexed modelId, bytes32 digest);
     /// @notice An account claimed the slashed ETH credited to it.
     event SlashedClaimed(address indexed account, address indexed to, uint256 amount);
 
@@ -65,6 +69,15 @@ interface INodeRegistry {
 
     /// @notice Once the unbonding delay is over, sends the caller's remaining stake to `to` and deletes the node.
     function withdrawStake(address to) external returns (uint256 amount);
+
+    /// @notice Records that the calling node serves `modelId` with the model of digest `digest` (non-zero), replacing
+    /// its earlier digest for that model. Any registered node may call it, active or not (an operator can declare
+    /// its models before it stakes enough); reverts with `NotRegistered` or `InvalidParameter` (zero digest).
+    function commitModel(bytes32 modelId, bytes32 digest) external;
+
+    /// @notice The digest `node` committed for `modelId` (zero if none). Digests outlive a withdrawal: a node that
+    /// registers again keeps them until it commits new ones.
+    function modelDigestOf(address node, bytes32 modelId) external view returns (bytes32);
 
     /// @notice Takes `amount` from `node`'s stake and credits it to `recipient`; approved verifiers only.
     function slash(address node, uint256 amount, address recipient) external;

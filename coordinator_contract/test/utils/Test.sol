@@ -9,7 +9,16 @@ interface Vm {
         address emitter;
     }
 
+    struct Gas {
+        uint64 gasLimit;
+        uint64 gasTotalUsed;
+        uint64 gasMemoryUsed;
+        int64 gasRefunded;
+        uint64 gasRemaining;
+    }
+
     function warp(uint256 newTimestamp) external;
+    function lastCallGas() external view returns (Gas memory gas);
     function roll(uint256 newHeight) external;
     function chainId(uint256 newChainId) external;
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
