@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 
-from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id, signature
 from node.chain.rpc import RpcPool
 from node.config import ModelConfig
 from node.errors import ConfigError
@@ -59,10 +62,16 @@ class Digest:
 
 async def reported_digest(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 5.0) -> bytes | None:
     """The `model_digest` (32 bytes) a container at `url` reports in `GET /info`; None when it reports none (an
-    Infernet container, a model without weight files). Raises `aiohttp.ClientError`/`TimeoutError` when it does not
-    answer, `ValueError` when its digest is not 32 bytes of hex."""
+    Infernet container without `/info`, an `/info` that is not JSON, a model without weight files). Raises
+    `aiohttp.ClientError`/`TimeoutError` when it does not answer, `ValueError` when its digest is not 32 bytes of
+    hex."""
     async with session.get(url.rstrip("/") + "/info", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-        info: Any = await resp.json(content_type=None)
+        if resp.status != 200:
+            return None  # no /info (an Infernet container): nothing to check
+        try:
+            info: Any = json.loads(await resp.read())
+        except (ValueError, RecursionError):
+            return None
     value = info.get("model_digest") if isinstance(info, dict) else None
     if value is None:
         return None
@@ -92,7 +101,7 @@ class Provenance:
         self._models = [m for m in models if m.served and m.pipeline is None and m.transport == "http" and m.url]
         self._txm = txm
         self._session = session
-        self._registry_abi = CoordinatorAbi(load_artifact("NodeRegistry", artifacts_dir).abi)
+        self._registry = {e["name"]: e for e in load_artifact("NodeRegistry", artifacts_dir).abi if "name" in e}
         #: The weights digest each checked model's container reported (model name -> 32 bytes), for receipts.
         self.digests: dict[str, bytes] = {}
 
@@ -101,9 +110,9 @@ class Provenance:
         returns what it found. Raises `ProvenanceMismatch` for a digest other than the committed one. Waits for a
         container that does not answer yet (until `stopping`). A registry without digest commits (an older
         deployment) is logged and passed."""
-        if not self._models or "commitModel" not in {e.get("name") for e in self._registry_abi.abi}:
+        if not self._models or "commitModel" not in self._registry:
             return []
-        registry = await self._registry()
+        registry = await self._registry_address()
         node = self._txm.addresses[0]
         found: list[Digest] = []
         for model in self._models:
@@ -144,20 +153,26 @@ class Provenance:
                 await asyncio.wait_for(stopping.wait(), INFO_RETRY_S)
         return None
 
-    async def _registry(self) -> str:
+    def _encode(self, function: str, *args: Any) -> bytes:
+        """Calldata of the NodeRegistry's `function` with `args` (from its compiled ABI)."""
+        entry = self._registry[function]
+        types = [p["type"] for p in entry["inputs"]]
+        return keccak(text=signature(entry))[:4] + abi_encode(types, list(args))
+
+    async def _registry_address(self) -> str:
         call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("registry").hex()}
         raw = await self._rpc.request("eth_call", [call, "latest"])
         (address,) = abi_decode(["address"], bytes.fromhex(raw[2:]))
         return str(address)
 
     async def _committed(self, registry: str, node: str, model: str) -> bytes:
-        data = self._registry_abi.encode_call("modelDigestOf", node, model_id(model))
+        data = self._encode("modelDigestOf", node, model_id(model))
         raw = await self._rpc.request("eth_call", [{"to": registry, "data": "0x" + data.hex()}, "latest"])
         (digest,) = abi_decode(["bytes32"], bytes.fromhex(raw[2:]))
         return bytes(digest)
 
     async def _commit(self, registry: str, node: str, model: str, digest: bytes) -> None:
-        data = self._registry_abi.encode_call("commitModel", model_id(model), digest)
+        data = self._encode("commitModel", model_id(model), digest)
         what = f"commitModel of {model}"
         reverted = await self._txm.simulate(node, data, COMMIT_MODEL_GAS, what, to=registry)
         if reverted is not None:
