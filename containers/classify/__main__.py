@@ -1,6 +1,11 @@
 from argparse import Namespace
 
-from containers.classify.model import CheckpointClassifier, ZeroShotClassifier, load_labels
+from containers.classify.model import (
+    DEFAULT_CONSENSUS_SCORE_STEP_E6,
+    CheckpointClassifier,
+    ZeroShotClassifier,
+    load_labels,
+)
 from containers.runtime.cli import base_parser, serve
 from containers.runtime.model import Model
 
@@ -8,7 +13,9 @@ from containers.runtime.model import Model
 def build(a: Namespace) -> Model:
     """The classifier the options ask for: a fine-tuned checkpoint, or the packaged zero-shot MiniLM."""
     if a.checkpoint:
-        return CheckpointClassifier(a.checkpoint, a.name, device=a.device, dtype=a.dtype)
+        return CheckpointClassifier(
+            a.checkpoint, a.name, device=a.device, dtype=a.dtype, consensus_score_step_e6=a.consensus_score_step_e6
+        )
     return ZeroShotClassifier(
         a.name or "classify/minilm-sentiment@1",
         model_path=a.model_path,
@@ -16,6 +23,7 @@ def build(a: Namespace) -> Model:
         temperature=a.temperature,
         device=a.device,
         dtype=a.dtype,
+        consensus_score_step_e6=a.consensus_score_step_e6,
     )
 
 
@@ -27,6 +35,12 @@ def main() -> None:
     parser.add_argument("--model-path", default=None, help="zero-shot: embedding model folder (default: MiniLM)")
     parser.add_argument("--labels", default=None, help='zero-shot: JSON file {"label": ["description", ...]}')
     parser.add_argument("--temperature", type=float, default=0.05, help="zero-shot: softmax temperature")
+    parser.add_argument(
+        "--consensus-score-step-e6",
+        type=int,
+        default=DEFAULT_CONSENSUS_SCORE_STEP_E6,
+        help="consensus answers: score rounded down to a multiple of this (millionths); 0 (default) zeroes it",
+    )
     serve(parser, build)
 
 

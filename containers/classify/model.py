@@ -4,6 +4,10 @@ Zero-shot: each label is described by a few example sentences; a label's prototy
 embeddings; a text gets the label whose prototype is most similar (cosine) and a score from a softmax over the
 similarities. Checkpoint: the model's own labels (`config.id2label`) and softmax probabilities. Either way the
 on-chain output is `(string label, uint256 scoreE6)`, the score in millionths.
+
+Consensus form ("label"): the label as it is, the score rounded down to a multiple of `consensus_score_step_e6`
+(0, the default: the score is 0). Measured (bench/consensus_forms.py, BENCHMARKS.md "Consensus forms"): the label
+agrees across thread counts and precisions where the score's low digits do not.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ DEFAULT_LABELS: dict[str, list[str]] = {
     ],
 }
 SCORE_SCALE = 1_000_000
+#: The score step of consensus answers, in millionths: 0 answers the label with score 0 (see the module).
+DEFAULT_CONSENSUS_SCORE_STEP_E6 = 0
 MAX_TEXT_CHARS = 4096
 
 
@@ -62,14 +68,42 @@ def score_e6(probability: float) -> int:
     return min(SCORE_SCALE, max(0, math.floor(probability * SCORE_SCALE)))
 
 
+def canonical_score(score: int, step_e6: int) -> int:
+    """`score` (millionths) in the consensus form: rounded down to a multiple of `step_e6`, or 0 when `step_e6` is 0.
+    Raises ValueError for a step outside [0, 1,000,000]."""
+    check_score_step(step_e6)
+    return 0 if step_e6 == 0 else score - score % step_e6
+
+
+def check_score_step(step_e6: int) -> int:
+    """A consensus score step (millionths, 0 to 1,000,000); raises ValueError for another value."""
+    if isinstance(step_e6, bool) or not isinstance(step_e6, int) or not 0 <= step_e6 <= SCORE_SCALE:
+        raise ValueError(f"the consensus score step must be an integer from 0 to {SCORE_SCALE}, got {step_e6!r}")
+    return step_e6
+
+
 class _TextClassifier:
-    """What both classifiers share: the ABI, the text checks, the output format."""
+    """What both classifiers share: the ABI, the text checks, the output format, the consensus form."""
 
     input_types: tuple[str, ...] = ("string",)
     output_types: tuple[str, ...] = ("string", "uint256")
     input_names: tuple[str, ...] = ("text",)
     output_names: tuple[str, ...] = ("label", "scoreE6")
     name: str
+    consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6
+
+    def consensus_form(self) -> dict[str, Any]:
+        """The "label" form: label as it is, `scoreE6` rounded down to a multiple of `score_step_e6` (0: zeroed)."""
+        step = self.consensus_score_step_e6
+        score = (
+            "scoreE6 is 0" if step == 0 else f"scoreE6 rounded down to a multiple of {step} ({step / SCORE_SCALE:g})"
+        )
+        return {"form": "label", "fields": ["label"], "score_step_e6": step, "description": f"label as it is; {score}"}
+
+    def canonical(self, output: tuple[Any, ...]) -> tuple[Any, ...]:
+        """`(label, scoreE6)` in the consensus form: the label unchanged, the score by `canonical_score`."""
+        label, score = output
+        return (label, canonical_score(int(score), self.consensus_score_step_e6))
 
     def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS),)
@@ -98,8 +132,10 @@ class ZeroShotClassifier(_TextClassifier):
         temperature: float = 0.05,
         device: str | None = None,
         dtype: str | None = None,
+        consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6,
     ) -> None:
         self.name = name
+        self.consensus_score_step_e6 = check_score_step(consensus_score_step_e6)
         self.labels = check_labels(labels if labels is not None else DEFAULT_LABELS)
         self.temperature = temperature
         self.encoder = SentenceEncoder(model_path or packaged_minilm_path(), pick_device(device), dtype=dtype)
@@ -145,8 +181,10 @@ class CheckpointClassifier(_TextClassifier):
         dtype: str | None = None,
         max_length: int = 256,
         token_budget: int | None = None,
+        consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6,
     ) -> None:
         self.checkpoint = checkpoint
+        self.consensus_score_step_e6 = check_score_step(consensus_score_step_e6)
         self.name = name or f"classify/{Path(checkpoint).name}"
         self._device = pick_device(device)
         self.dtype = torch_dtype(self._device, dtype)

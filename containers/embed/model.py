@@ -2,10 +2,18 @@
 
 On-chain, `embedding[i]` is a two's-complement int8 and the value is `int8(embedding[i]) * scaleE12 / 1e12`
 (symmetric quantization, `scale = max|x| / 127`). 384 bytes for MiniLM instead of 12 KB of ABI `int256[]`.
+
+Consensus form ("rounded"): the same `(bytes, uint256)`, re-quantized to a fixed scale, `consensus_step_e12` (default
+10^10: values rounded to 2 decimals, int8 from -100 to 100, `scaleE12` = 10^10), with integer arithmetic only; step
+0 gives sign bits (each value ±1, `scaleE12` = 10^12 / sqrt(dimensions), floored). The raw scale follows the
+vector's largest value to 12 digits, so it differs between honest runs almost always; the fixed scale does not.
+A rounded value still flips where the float sits near a rounding boundary, and a vector agrees only when all its
+values do: the measured rates are in BENCHMARKS.md ("Consensus forms").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +22,8 @@ from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
 from containers.runtime.model import check_text, pick_device
 
 SCALE_DIGITS = 12
+#: Consensus answers' fixed scale, in units of 1e-12: 10^10 rounds each value to 2 decimals (0: sign bits).
+DEFAULT_CONSENSUS_STEP_E12 = 10**10
 MAX_TEXT_CHARS = 4096
 
 
@@ -45,6 +55,37 @@ def dequantize(data: bytes, scale_e12: int) -> list[float]:
     return [(b - 256 if b > 127 else b) * scale for b in data]
 
 
+def _int8(byte: int) -> int:
+    return byte - 256 if byte > 127 else byte
+
+
+def requantize(data: bytes, scale_e12: int, step_e12: int) -> tuple[bytes, int]:
+    """int8 values at scale `scale_e12` re-quantized to the fixed scale `step_e12` (both in units of 1e-12): each
+    `q * scale / step` rounded to the nearest integer (halves away from zero) and clamped to [-127, 127], in exact
+    integer arithmetic. Returns `(bytes, step_e12)`. Raises ValueError for a step that is not positive."""
+    if step_e12 <= 0:
+        raise ValueError(f"the step must be positive, got {step_e12}")
+    out = bytearray()
+    for byte in data:
+        value = _int8(byte) * scale_e12
+        steps = min(127, (2 * abs(value) + step_e12) // (2 * step_e12))
+        out.append((steps if value >= 0 else -steps) & 0xFF)
+    return bytes(out), step_e12
+
+
+def sign_bits(data: bytes) -> tuple[bytes, int]:
+    """int8 values as their signs, +1 for a positive value and -1 otherwise, with `scaleE12` = 10^12 / sqrt(n)
+    (floored) so the vector has unit length: `(bytes, scaleE12)`. Raises ValueError for empty data."""
+    if not data:
+        raise ValueError("no values to take signs of")
+    return bytes(1 if 0 < b < 128 else 0xFF for b in data), math.isqrt(10 ** (2 * SCALE_DIGITS) // len(data))
+
+
+def canonical_embedding(data: bytes, scale_e12: int, step_e12: int) -> tuple[bytes, int]:
+    """An embed output in the consensus form of `step_e12`: `requantize` for a positive step, `sign_bits` for 0."""
+    return sign_bits(data) if step_e12 == 0 else requantize(data, scale_e12, step_e12)
+
+
 class EmbedModel:
     """Sentence embeddings: `(string text)` -> `(bytes embedding as int8, uint256 scaleE12)`."""
 
@@ -60,8 +101,12 @@ class EmbedModel:
         model_path: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        consensus_step_e12: int = DEFAULT_CONSENSUS_STEP_E12,
     ) -> None:
+        if isinstance(consensus_step_e12, bool) or not isinstance(consensus_step_e12, int) or consensus_step_e12 < 0:
+            raise ValueError(f"the consensus step must be a non-negative integer, got {consensus_step_e12!r}")
         self.name = name
+        self.consensus_step_e12 = consensus_step_e12
         self.encoder = SentenceEncoder(model_path or packaged_minilm_path(), pick_device(device), dtype=dtype)
 
     @property
@@ -85,6 +130,30 @@ class EmbedModel:
 
     def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         return list(quantize_rows(self.encoder.encode([text for (text,) in inputs])))
+
+    def consensus_form(self) -> dict[str, Any]:
+        """The "rounded" form (a fixed scale `step_e12`) or, for step 0, "sign"."""
+        step = self.consensus_step_e12
+        if step == 0:
+            return {
+                "form": "sign",
+                "fields": ["embedding", "scaleE12"],
+                "step_e12": 0,
+                "description": "each value's sign as int8 +1/-1; scaleE12 = 1e12 / sqrt(dimensions), floored",
+            }
+        form: dict[str, Any] = {"form": "rounded", "fields": ["embedding", "scaleE12"], "step_e12": step}
+        if str(step).rstrip("0") == "1" and step <= 10**SCALE_DIGITS:  # a power of ten: say it in decimals
+            form["decimals"] = SCALE_DIGITS - (len(str(step)) - 1)
+        form["description"] = (
+            f"values re-quantized to the fixed scale {step / 10**SCALE_DIGITS:g} (rounded, halves away from zero, "
+            f"clamped to int8 ±127); scaleE12 = {step}"
+        )
+        return form
+
+    def canonical(self, output: tuple[Any, ...]) -> tuple[Any, ...]:
+        """`(embedding, scaleE12)` in the consensus form (`canonical_embedding`)."""
+        data, scale_e12 = output
+        return canonical_embedding(bytes(data), int(scale_e12), self.consensus_step_e12)
 
     def info(self) -> dict[str, Any]:
         return {

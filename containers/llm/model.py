@@ -274,6 +274,19 @@ class LLMModel:
             yield piece
         future.result()
 
+    def consensus_form(self) -> dict[str, Any]:
+        """The "bytes" form: greedy text is compared as it is (see `canonical`)."""
+        return {
+            "form": "bytes",
+            "description": "greedy text and value compared as they are: nodes agree when they share the weights, "
+            "dtype, chat template and library versions (/info); rounding cannot mend a token that differs",
+        }
+
+    def canonical(self, output: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The identity: one different token changes every token after it, so no canonical form can bring two
+        diverged answers back together; the engine's batch invariance is what makes honest answers agree."""
+        return output
+
     def info(self) -> dict[str, Any]:
         engine = self._engine
         return {

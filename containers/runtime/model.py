@@ -1,4 +1,5 @@
-"""What a model server implements: load once, check each input, predict batches, optionally stream."""
+"""What a model server implements: load once, check each input, predict batches, optionally stream, optionally
+state a consensus form (how its output bytes are made to agree across honest nodes)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,42 @@ class WeightedModel(Protocol):
     def weight_files(self) -> list[Path]:
         """The files (or folders of files) holding the model's weights."""
         ...
+
+
+#: The consensus form of a model that states none: its output bytes are compared as they are (`canonical` is the
+#: identity). Right for exact outputs (echo) and for greedy text, where rounding cannot help.
+BYTES_FORM: dict[str, Any] = {"form": "bytes", "description": "output bytes compared as they are"}
+
+
+@runtime_checkable
+class ConsensusModel(Protocol):
+    """A model whose consensus answers (a body with `consensus: true`) are canonicalized so that honest nodes on
+    other hardware, precisions or thread counts deliver identical bytes. `canonical` keeps the output ABI: a consumer
+    decodes a consensus answer exactly as a plain one."""
+
+    def consensus_form(self) -> dict[str, Any]:
+        """JSON for /info's `consensus`: `{"form": "bytes" | "label" | "rounded" | ..., "description": "...", ...}`
+        with the parameters (steps, fields) another node needs to canonicalize the same way."""
+        ...
+
+    def canonical(self, output: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The consensus form of one output tuple (the types `predict` returns, same ABI). Must be exact (integer
+        arithmetic, no floats), deterministic and idempotent: `canonical(canonical(x)) == canonical(x)`."""
+        ...
+
+
+def consensus_form(model: Model) -> dict[str, Any]:
+    """The model's consensus form for /info: its own, or `BYTES_FORM` for a model that states none."""
+    if isinstance(model, ConsensusModel):
+        return model.consensus_form()
+    return dict(BYTES_FORM)
+
+
+def canonical_output(model: Model, output: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`output` in the model's consensus form (the identity for a model that states none)."""
+    if isinstance(model, ConsensusModel):
+        return model.canonical(output)
+    return output
 
 
 def check_text(value: Any, *, field: str, max_chars: int) -> str:

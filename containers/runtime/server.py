@@ -3,7 +3,8 @@
 Protocol: defined once, in `containers/runtime/wire.py` (the node reads answers with the same module): `POST
 /service_output`, `POST /service_output/batch` (one HTTP round trip for many inputs, which join the model's batches
 like any other calls), `POST /service_output/stream` (a streaming model's output as Server-Sent Events).
-`GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching.
+`GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching,
+and states its consensus form (`"consensus"`), in which a body with `consensus: true` is answered.
 
 Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
 are checked one by one before they join a batch, so one bad input never fails another caller's request; on
@@ -26,9 +27,19 @@ from aiohttp import web
 from containers.runtime.attest import AttestationError, Attester, check_context, files_digest
 from containers.runtime.batching import DynamicBatcher
 from containers.runtime.codec import AbiCodec, CodecError, parse_hex
-from containers.runtime.model import InputError, Model, SchedulingModel, StreamingModel, WeightedModel
+from containers.runtime.model import (
+    BYTES_FORM,
+    InputError,
+    Model,
+    SchedulingModel,
+    StreamingModel,
+    WeightedModel,
+    canonical_output,
+    consensus_form,
+)
 from containers.runtime.wire import (
     BATCH_PATH,
+    CONSENSUS_KEY,
     HEALTH_PATH,
     INFO_PATH,
     MAX_BATCH_ITEMS,
@@ -148,13 +159,21 @@ def _decode(state: ServerState, source: int, data: Any) -> tuple[tuple[Any, ...]
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A checked request: where its output goes, the model's arguments, the raw input (on-chain) and, when a proof
-    is required, the attestation context."""
+    """A checked request: where its output goes, the model's arguments, the raw input (on-chain), when a proof
+    is required, the attestation context, and whether it is answered in the model's consensus form."""
 
     destination: int
     args: tuple[Any, ...]
     raw_input: bytes | None
     attestation: Any = None
+    consensus: bool = False
+
+
+def _consensus(body: dict[str, Any]) -> bool:
+    value = body.get(CONSENSUS_KEY, False)
+    if not isinstance(value, bool):  # a truthy string or 1 would silently pick a form: refuse it
+        raise _bad(f"{CONSENSUS_KEY} must be true or false, got {value!r}")
+    return value
 
 
 def _prepare(state: ServerState, body: Any) -> _Prepared:
@@ -163,6 +182,7 @@ def _prepare(state: ServerState, body: Any) -> _Prepared:
     if not state.ready.is_set():
         raise Rejected(Answer.error(503, "model is still loading"))
     source, destination, data = _parse_body(body)
+    consensus = _consensus(body)
     context = None
     if body.get("requires_proof") is True:
         if source != SOURCE_CHAIN or destination != SOURCE_CHAIN:
@@ -175,7 +195,7 @@ def _prepare(state: ServerState, body: Any) -> _Prepared:
         except AttestationError as exc:
             raise _bad(str(exc)) from None
     args, raw_input = _decode(state, source, data)
-    return _Prepared(destination, args, raw_input, context)
+    return _Prepared(destination, args, raw_input, context, consensus)
 
 
 async def _prepare_off_loop(state: ServerState, body: Any) -> _Prepared:
@@ -218,6 +238,8 @@ async def process(state: ServerState, body: Any) -> Answer:
                 return Answer.error(400, str(exc))
         else:
             output = await state.batcher.submit(prepared.args)
+        if prepared.consensus:  # before encoding: the proof signs, and the chain gets, the canonical bytes
+            output = canonical_output(state.model, output)
     except Exception as exc:
         log.error("model %s failed: %s: %s", state.model.name, type(exc).__name__, exc)
         return Answer.error(500, f"model error: {exc}")
@@ -265,9 +287,13 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return web.json_response(error_answer("body is not valid JSON"), status=400)
     try:
-        args = (await _prepare_off_loop(state, body)).args
+        prepared = await _prepare_off_loop(state, body)
     except Rejected as exc:
         return web.json_response(exc.answer.body, status=exc.answer.status)
+    if prepared.consensus and consensus_form(model)["form"] != BYTES_FORM["form"]:  # pieces cannot be canonical
+        reason = f"{model.name} answers consensus requests in its {consensus_form(model)['form']!r} form: not streamed"
+        return web.json_response(error_answer(reason), status=400)
+    args = prepared.args
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -344,6 +370,7 @@ async def info(request: web.Request) -> web.Response:
             "attester": state.attester.address if state.attester else None,
             "model_digest": "0x" + state.model_digest.hex() if state.model_digest else None,
             "weights_sha256": state.weights_sha256,
+            CONSENSUS_KEY: consensus_form(model),
             "batching": {
                 "max_batch_size": state.batching.max_batch_size,
                 "max_wait_ms": state.batching.max_wait_ms,

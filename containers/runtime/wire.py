@@ -7,7 +7,7 @@ messages, shared the same way) because a container must not need the node: it im
 library, and every image that has the node has `containers/` too (node/Dockerfile copies both packages).
 
 It is Infernet's container protocol (ritual-net/infernet-node `JobInput`, infernet-ml's containers), so an Infernet
-container runs behind the Infera node unchanged, plus four things of Infera's own that an Infernet node ignores:
+container runs behind the Infera node unchanged, plus five things of Infera's own that an Infernet node ignores:
 
 - `POST /service_output` takes a `RequestBody` `{source, destination, data, requires_proof}`. `source` 0 (chain):
   `data` is the hex of the ABI-encoded input; 1 (off-chain): a JSON object keyed by the model's input names.
@@ -22,6 +22,15 @@ container runs behind the Infera node unchanged, plus four things of Infera's ow
   `{chain_id, coordinator, request_id, node}` (what the proof is bound to). A container started with an attestation
   key answers `proof` = hex of `abi.encode(bytes32 modelDigest, bytes signature)` (`containers/runtime/attest.py`:
   the digest it signs is `AttestationVerifier`'s); one without a key refuses with a 400 (`NO_ATTESTATION_KEY`).
+- Consensus (Infera's): a body with `consensus: true` (the node sends it for k-of-n consensus requests, where the
+  contract pays the nodes whose output bytes are identical) is answered in the model's consensus form, which
+  `GET /info` states as `"consensus": {"form": ..., "description": ..., ...}`: the same output ABI, with values
+  canonicalized (a score rounded down to a step, an embedding re-quantized to a fixed scale) so that honest nodes
+  on other hardware, precisions and thread counts deliver the same bytes. It applies to both destinations alike (an
+  off-chain caller comparing nodes gets the same canonical values as JSON). A model with no form of its own is
+  `{"form": "bytes"}`: its output is compared as it is, which is also what an Infernet container that ignores the
+  key answers. Proofs sign the canonical bytes (what is delivered). `consensus` must be a JSON boolean (else 400);
+  the stream route refuses it for a model whose form is not "bytes".
 - `POST /service_output/stream` (Infera's) streams a streaming model's output as Server-Sent Events: one
   `data: {"token": "..."}` event a piece, then `event: done` (`data: {}`), or `event: error` (`data: {"error": ...}`)
   when the model fails after the stream began. A refusal before it began is an ordinary JSON error answer.
@@ -49,6 +58,10 @@ INFERNET_KEYS = ("raw_input", "processed_input", "raw_output", "processed_output
 #: The key by which Infera's containers say `raw_output` is the ABI output, to be delivered as it is.
 ABI_OUTPUT_FLAG = "abi_output"
 
+#: The body key asking for the answer in the model's consensus form (`RequestBody.consensus`), and /info's key
+#: stating that form.
+CONSENSUS_KEY = "consensus"
+
 #: What a container without an attestation key answers (400) to a body that requires a proof.
 NO_ATTESTATION_KEY = "this container has no attestation key (start it with --attestation-key-file)"
 
@@ -68,13 +81,14 @@ class Attestation(TypedDict):
 
 
 class RequestBody(TypedDict):
-    """What `POST /service_output` takes (Infernet's `JobInput`, plus Infera's `attestation`)."""
+    """What `POST /service_output` takes (Infernet's `JobInput`, plus Infera's `attestation` and `consensus`)."""
 
     source: int
     destination: int
     data: Any
     requires_proof: NotRequired[bool]
     attestation: NotRequired[Attestation]
+    #: True for a k-of-n consensus request: answer in the model's consensus form (absent means false).
     consensus: NotRequired[bool]
 
 
@@ -122,7 +136,8 @@ class BatchAnswer(TypedDict):
 
 def chain_request(input_: bytes, attestation: Attestation | None = None, *, consensus: bool = False) -> RequestBody:
     """The body for an on-chain request's ABI-encoded input; with `attestation`, one that requires a proof bound to
-    it; with `consensus`, one whose output is asked for in the model's consensus form."""
+    it; with `consensus`, one answered in the model's consensus form (the key is left out when false, so a plain
+    body is byte for byte what it was)."""
     body: RequestBody = {"source": SOURCE_CHAIN, "destination": SOURCE_CHAIN, "data": input_.hex()}
     body["requires_proof"] = attestation is not None
     if attestation is not None:
