@@ -153,6 +153,10 @@ class ZeroShotClassifier(_TextClassifier):
         self._prototypes = torch.nn.functional.normalize(torch.stack(prototypes), dim=-1)
         self.predict([("warm up",)])
 
+    def weight_files(self) -> list[Path]:
+        """The embedding model's folder (weights, config, tokenizer): what `/info`'s `model_digest` is taken over."""
+        return [Path(self.encoder.model_path)]
+
     def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
         import torch
 
@@ -197,6 +201,11 @@ class CheckpointClassifier(_TextClassifier):
     @property
     def device(self) -> str:
         return self._device
+
+    def weight_files(self) -> list[Path]:
+        """The checkpoint's folder when it is a local one (what `/info`'s `model_digest` is taken over); none for a
+        hub name (then `/info` reports no digest)."""
+        return [Path(self.checkpoint)] if Path(self.checkpoint).is_dir() else []
 
     def load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id, signature
@@ -163,7 +164,7 @@ class Provenance:
         call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("registry").hex()}
         raw = await self._rpc.request("eth_call", [call, "latest"])
         (address,) = abi_decode(["address"], bytes.fromhex(raw[2:]))
-        return str(address)
+        return str(to_checksum_address(address))
 
     async def _committed(self, registry: str, node: str, model: str) -> bytes:
         data = self._encode("modelDigestOf", node, model_id(model))

@@ -165,6 +165,8 @@ def test_a_node_on_tampered_weights_dissents_unpaid_and_digest_bound_requests_pa
                 ),
                 f"node {node.name} to commit its weights digest",
             )
+        txs = {node.name: rig.tx_count(node) for node in (a, b, odd)}  # their digest commits
+        assert txs == {"a": 1, "b": 1, "odd": 1}
         consumer: Any = rig.deploy("CallbackCounter", dep.coordinator.address)
         text = "The film was a delight from start to finish; I would see it again tomorrow."
         data = _abi_string(text)
@@ -190,7 +192,7 @@ def test_a_node_on_tampered_weights_dissents_unpaid_and_digest_bound_requests_pa
         (dissent,) = events(rig, "Dissented", rid, block)
         assert dissent["args"]["node"] == odd.address
         assert dissent["args"]["outputHash"] == revealed[odd.address]["outputHash"]
-        assert rig.tx_count(b) == 2
+        assert rig.tx_count(b) == txs["b"] + 2  # one commit, one reveal
         assert b.db("SELECT attempts FROM jobs WHERE request_id = ?", str(rid))[0][0] == 1
         rig.wait(lambda: verification(odd, rid) == "dissented" or None, "odd to see its dissent")
         assert receipt_of(odd, rid)["model_digest"] == "0x" + odd_digest.hex()
