@@ -414,8 +414,10 @@ contract Coordinator is CoordinatorCore, ICoordinator {
         uint256 earned = r.feePerNode;
         if (earned != 0) {
             uint256 protocolCut = earned * r.protocolFeeBps / 10_000;
+            address token = r.token;
             earned -= protocolCut;
-            _credit(r.token, node, earned, protocolCut);
+            balanceOf[token][node] += earned;
+            if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut;
         }
 
         callbackOk = _callWithExactGas(

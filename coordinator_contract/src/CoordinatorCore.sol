@@ -163,12 +163,6 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
         );
     }
 
-    /// @dev Credits `node` with `earned` and the protocol fee recipient with `protocolCut` (both in `token`).
-    function _credit(address token, address node, uint256 earned, uint256 protocolCut) internal {
-        balanceOf[token][node] += earned;
-        if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut;
-    }
-
     /// @dev Calls the consumer's `rawFail` with `min(callbackGasLimit, MAX_ERROR_CALLBACK_GAS)` gas (exact, as for
     /// results); returns whether it succeeded.
     function _errorCallback(Request storage r, uint256 requestId, string memory reason)

@@ -36,7 +36,9 @@ contract ConsensusSentiment is InferenceConsumer {
     /// @notice The agreed label per request (empty until agreed).
     mapping(uint256 requestId => string) public labels;
 
-    constructor(address coordinator_, bytes32 modelId_, bytes32 modelDigest_) InferenceConsumer(coordinator_) {
+    constructor(address coordinator_, bytes32 modelId_, bytes32 modelDigest_)
+        InferenceConsumer(coordinator_)
+    {
         modelId = modelId_;
         modelDigest = modelDigest_;
         owner = msg.sender;
@@ -54,7 +56,9 @@ contract ConsensusSentiment is InferenceConsumer {
                 feePerNode: msg.value / NODES
             }),
             abi.encode(text),
-            IConsensus.ConsensusParams({quorum: QUORUM, commitWindow: COMMIT_WINDOW, modelDigest: modelDigest})
+            IConsensus.ConsensusParams({
+                quorum: QUORUM, commitWindow: COMMIT_WINDOW, modelDigest: modelDigest
+            })
         );
     }
 

@@ -22,6 +22,8 @@ abstract contract ConsensusTest is CoordinatorTest {
         voters.push(node2);
         voters.push(node3);
         for (uint256 i = 3; i < 16; ++i) {
+            // casting to 'uint160' is safe because the value is below 2^24
+            // forge-lint: disable-next-line(unsafe-typecast)
             address v = address(uint160(0xC0DE00 + i));
             _stake(v);
             voters.push(v);
