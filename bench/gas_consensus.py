@@ -76,7 +76,9 @@ def run(repeats: int, workdir: Path) -> dict[str, Any]:
                 c = commitment(chain_id, coordinator.address, rid, node.address, OUTPUT, salt)
                 sent("consensus.commit", coordinator.functions.commit(rid, c), node)
             sent("consensus.reveal (below quorum)", coordinator.functions.reveal(rid, OUTPUT, salts[0]), nodes[0])
-            last = sent("consensus.reveal (reaches quorum)", coordinator.functions.reveal(rid, OUTPUT, salts[1]), nodes[1])
+            last = sent(
+                "consensus.reveal (reaches quorum)", coordinator.functions.reveal(rid, OUTPUT, salts[1]), nodes[1]
+            )
             reached = coordinator.events.ConsensusReached().process_receipt(last, errors=DISCARD)
             if len(reached) != 1 or not reached[0]["args"]["callbackOk"]:
                 raise DevnetError(f"consensus request {rid}: no quorum with a callback in the second reveal")
@@ -85,7 +87,9 @@ def run(repeats: int, workdir: Path) -> dict[str, Any]:
                     sum(sum(v[before.get(k, 0) :]) for k, v in samples.items() if k.startswith(kind + "."))
                 )
         return {
-            "transactions": {k: {"median": int(statistics.median(v[1:] or v)), "samples": v} for k, v in samples.items()},
+            "transactions": {
+                k: {"median": int(statistics.median(v[1:] or v)), "samples": v} for k, v in samples.items()
+            },
             "totals": {k: {"median": int(statistics.median(v[1:])), "samples": v} for k, v in totals.items()},
             "anvil": tool_version("anvil"),
         }

@@ -126,8 +126,8 @@ class CoordinatorAbi:
 
     @classmethod
     def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
-        """The Coordinator's ABI merged with its `ConsensusModule`'s (reached at the Coordinator's address through
-        its fallback: `commit`, `reveal`, the consensus events and errors)."""
+        """The Coordinator's ABI merged with the consensus ABI it serves through its `ConsensusModule` (at the
+        Coordinator's address, through its fallback: `commit`, `reveal`, the consensus events and errors)."""
         return cls(merge_abis(load_artifact("Coordinator", artifacts_dir).abi, consensus_abi(artifacts_dir)))
 
     def at(self, coordinator: str) -> CoordinatorAbi:
@@ -275,9 +275,10 @@ class CoordinatorAbi:
 
 
 def consensus_abi(artifacts_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The `ConsensusModule`'s ABI from the forge build (empty for a build without it: no consensus requests)."""
+    """The consensus ABI (`IConsensus`: what the Coordinator serves through its `ConsensusModule`) from the forge
+    build (empty for a build without it: no consensus requests)."""
     try:
-        return load_artifact("ConsensusModule", artifacts_dir).abi
+        return load_artifact("IConsensus", artifacts_dir).abi
     except ConfigError:
         return []
 

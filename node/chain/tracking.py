@@ -64,7 +64,10 @@ SETTLED_ERRORS = frozenset(
 #: verifier that could not judge what it gave: the operator's `[chain] verifiers` do not match the chain): never
 #: reported failed, since the request may still be served by a node configured right.
 #: `ModelDigestMismatch`: a consensus request that requires a model digest other than the one this node committed.
-NOT_SERVED_ERRORS = frozenset({"ProofRequired", "VerifierFailed", "NoVerifier", "ModelDigestMismatch"})
+#: `ConsensusRequired`: a plain delivery to a consensus request (the node commits and reveals instead).
+NOT_SERVED_ERRORS = frozenset(
+    {"ProofRequired", "VerifierFailed", "NoVerifier", "ModelDigestMismatch", "ConsensusRequired"}
+)
 
 
 def not_served(error: str | None) -> str:
@@ -73,6 +76,11 @@ def not_served(error: str | None) -> str:
         return (
             f"the request requires a model digest other than the one this node committed for the model ({error}):"
             " only nodes committed to that digest may serve it"
+        )
+    if error == "ConsensusRequired":
+        return (
+            f"the coordinator refused a plain delivery ({error}): the request is a consensus request, whose nodes"
+            " commit and then reveal; this node's coordinator ABI has no consensus module (rebuild the contracts)"
         )
     if error == "ProofRequired":
         return (
