@@ -12,7 +12,7 @@ import {Signatures} from "./lib/Signatures.sol";
 /// are 65 bytes `r ‖ s ‖ v` with low `s`.
 abstract contract DelegatedRequests {
     bytes32 public constant DELEGATED_REQUEST_TYPEHASH = keccak256(
-        "ICoordinator.DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
+        "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,uint16 redundancy,"
         "address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
     );
     bytes32 private constant DOMAIN_TYPEHASH =

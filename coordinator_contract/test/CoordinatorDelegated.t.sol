@@ -53,6 +53,19 @@ contract CoordinatorDelegatedTest is CoordinatorTest {
         return c.delegatedRequestDigest(req);
     }
 
+    /// The EIP-712 type is the struct's own name and fields, as wallets and the node (node/api/eip712.py) build it:
+    /// a qualified name (`ICoordinator.DelegatedRequest`) would make every signature made off-chain invalid.
+    function testTheTypeHashIsTheEip712TypeOfTheStruct() public view {
+        assertEq(
+            coordinator.DELEGATED_REQUEST_TYPEHASH(),
+            keccak256(
+                "DelegatedRequest(address consumer,bytes32 modelId,bytes32 inputHash,uint32 callbackGasLimit,"
+                "uint16 redundancy,address token,uint256 feePerNode,uint256 nonce,uint64 expiry,uint64 deadline)"
+            ),
+            "the EIP-712 type of DelegatedRequest"
+        );
+    }
+
     function testFuzzCanCreateAndDeliverInOneTransaction(uint256 nonce) public {
         ICoordinator.DelegatedRequest memory req = _req(nonce);
         bytes memory sig = _sign(coordinator, req, SIGNER_KEY);

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from node.chain.contracts import model_id
 from node.jobs.outcomes import Outcomes
 from node.jobs.store import JobStore
 
+_DECIMAL = re.compile(r"[0-9]{1,78}")  # a uint256 has at most 78 decimal digits
 RECEIPTS: web.AppKey[Callable[[int], dict[str, Any] | None]] = web.AppKey("receipts", object)  # type: ignore[arg-type]
 
 
@@ -85,7 +87,7 @@ async def get_receipt(request: web.Request) -> web.Response:
     """`GET /receipts/{request_id}`: this node's signed receipt of the request; 404 when it has none, 400 for an id
     that is not a non-negative decimal integer."""
     raw = request.match_info["request_id"]
-    if not raw.isdigit() or len(raw) > 78:
+    if not _DECIMAL.fullmatch(raw):
         return json_error(400, f"request id {raw[:80]!r} is not a decimal request id")
     answer = request.app[RECEIPTS](int(raw))
     if answer is None:
