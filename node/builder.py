@@ -269,7 +269,8 @@ def build(
     if c.verifiers:
         parts.finalizer = Finalizer(rpc, abi, coordinator, store, txm)
     if abi.consensus_module is not None:
-        parts.revealer = Revealer(rpc, abi, coordinator, store, txm)
+        on_outcome = metrics.count_consensus if metrics is not None else lambda outcome: None
+        parts.revealer = Revealer(rpc, abi, coordinator, store, txm, count=on_outcome)
     parts.provenance = Provenance(rpc, abi, coordinator, cfg.models, txm, session, artifacts_dir=c.artifacts_dir)
     if c.challenge:
         parts.challenger = Challenger(

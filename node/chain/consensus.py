@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,19 @@ class Revealer:
     """Reveals this node's committed outputs once their commit phase is over, and records how each request ended
     for it (see the module)."""
 
-    def __init__(self, rpc: RpcPool, abi: CoordinatorAbi, coordinator: str, store: JobStore, txm: TxManager) -> None:
+    def __init__(
+        self,
+        rpc: RpcPool,
+        abi: CoordinatorAbi,
+        coordinator: str,
+        store: JobStore,
+        txm: TxManager,
+        *,
+        count: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
+        """`count(outcome)`: told how each request ended for this node (`agreed`, `dissented`, `late`,
+        `no_quorum`; the metrics' `count_consensus`)."""
+        self._count = count
         self._rpc = rpc
         self._abi = abi
         self._coordinator = coordinator
@@ -254,16 +267,20 @@ class Revealer:
                     callback_ok=bool(details.get("callbackOk")),
                     fee_earned=None if fee is None else int(fee),
                 )
+                self._count("agreed")
                 log.info("request %d: consensus reached with this node's output (paid %s)", rid, fee)
                 return
         if logs:
             self._outcomes.set(rid, verification=DISSENTED)
+            self._count("dissented")
             log.error("request %d: the quorum agreed on another output than this node's (not paid)", rid)
         elif status == _FULFILLED:
             self._outcomes.set(rid, verification=LATE)
+            self._count("late")
             log.info("request %d: the quorum was reached without this node's reveal (not paid)", rid)
         else:
             self._outcomes.set(rid, verification=NO_QUORUM)
+            self._count("no_quorum")
             log.info("request %d: closed without a quorum (status %d)", rid, status)
 
     async def _view(self, rid: int) -> Any:

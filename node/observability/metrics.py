@@ -137,6 +137,8 @@ class Balance:
 
 #: What became of a subscription interval, as `infera_subscription_intervals` counts it.
 INTERVAL_OUTCOMES = ("served", "skipped", "failed")
+#: How a consensus request ends for a node that committed to it (node/chain/consensus.py).
+CONSENSUS_OUTCOMES = ("agreed", "dissented", "late", "no_quorum")
 
 
 class Metrics:
@@ -198,6 +200,16 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.consensus_outcomes = Counter(
+            "infera_consensus_outcomes",
+            "Consensus requests this node committed to, by how they ended for it: agreed (its output reached the"
+            " quorum: paid), dissented (the quorum agreed on another output: unpaid, named on-chain), late (the quorum"
+            " was reached before its reveal: unpaid), no_quorum (closed without one).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in CONSENSUS_OUTCOMES:
+            self.consensus_outcomes.labels(outcome)
         for outcome in INTERVAL_OUTCOMES:
             self.subscription_intervals.labels(outcome)
         for kind in ("offchain", "delegated"):  # exported at 0 from the start, so rates and alerts have a series
@@ -231,6 +243,10 @@ class Metrics:
     def observe_container(self, model: str, seconds: float, *, ok: bool) -> None:
         """Times one call to `model`'s container, in seconds, as outcome "ok" or "error"."""
         self.container_seconds.labels(model, "ok" if ok else "error").observe(seconds)
+
+    def count_consensus(self, outcome: str) -> None:
+        """Counts one consensus request that ended for this node as `outcome` (one of `CONSENSUS_OUTCOMES`)."""
+        self.consensus_outcomes.labels(outcome).inc()
 
     def count_stage(self, pipeline: str, stage: str, outcome: str) -> None:
         """Counts one stage call of `pipeline` that ended: `stage` the stage's model, `outcome` "ok", "refused" or
