@@ -282,8 +282,8 @@ def agreement(model: str, baseline: list[Any], other: list[Any]) -> dict[str, An
             total += len(x)
         shares["values agreeing, 2 decimals"] = round(equal / total, 5)
     if model == "llm":  # every fifth prompt from the fourth on is a choice or integer answer (`make_prompts`)
-        for kind, keep in (("free text", lambda i: i % 5 < 3), ("choice, integer", lambda i: i % 5 >= 3)):
-            chosen = [pair for i, pair in enumerate(pairs) if keep(i)]
+        for kind, constrained in (("free text", False), ("choice, integer", True)):
+            chosen = [pair for i, pair in enumerate(pairs) if (i % 5 >= 3) == constrained]
             shares[kind] = round(sum(a["bytes"] == b["bytes"] for a, b in chosen) / len(chosen), 4)
     if model == "classify":
         shares["labels agreeing"] = round(
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     started = time.perf_counter()
     record: dict[str, Any] = {
-        "command": "python -m bench.consensus_forms " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": ("python -m bench.consensus_forms " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "date": time.strftime("%Y-%m-%d"),
         "cpu": f"{cpu_name()}, {os.cpu_count()} cores, AMX: {'yes' if cpu_has_amx() else 'no'}",
         "cuda": torch.cuda.get_device_name(0) if cuda else "none: the GPU rows were not run",

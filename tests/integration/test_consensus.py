@@ -3,7 +3,7 @@ body with `consensus: true` is answered in it (HTTP single and batch, and the MQ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -11,11 +11,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import decode, encode
 
+from containers.echo.model import EchoModel
 from containers.embed.model import EmbedModel, requantize
 from containers.runtime.server import STATE
 from containers.runtime.wire import chain_request
 from node.dispatch.mqtt import MqttHub
-from tests.integration.conftest import base_url, on_chain, post, start_server
+from tests.integration.conftest import base_url, on_chain, post, start_server, unique
 
 TEXTS = ["What a fantastic movie, truly great", "Terrible customer support, never again", "It was fine, I guess."]
 
@@ -127,3 +128,37 @@ async def test_a_consensus_key_that_is_not_a_boolean_is_a_400(
     status, answer = await post(session, classify_url, {**on_chain(encode(["string"], ["hi"])), "consensus": value})
     assert status == 400
     assert "consensus must be true or false" in answer["error"]
+
+
+class UpperEcho(EchoModel):
+    """An echo that streams its input and whose consensus form upper-cases it: a streaming model with a form other
+    than "bytes", which the stream route must refuse to answer in pieces."""
+
+    def stream(self, args: tuple[Any, ...]) -> Iterator[str]:
+        yield from str(args[0])
+
+    def consensus_form(self) -> dict[str, Any]:
+        return {"form": "upper", "description": "upper case"}
+
+    def canonical(self, output: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (str(output[0]).upper(),)
+
+
+async def test_the_stream_route_refuses_consensus_for_a_form_other_than_bytes(
+    session: aiohttp.ClientSession,
+) -> None:
+    server = await start_server(UpperEcho(unique("upper")))
+    try:
+        url, body = base_url(server), {"source": 1, "destination": 1, "data": {"data": "agreed"}}
+        async with session.post(f"{url}/service_output/stream", json={**body, "consensus": True}) as resp:
+            assert resp.status == 400
+            assert "'upper' form: not streamed" in (await resp.json())["error"]
+        async with session.post(f"{url}/service_output/stream", json=body) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        assert '"token": "a"' in text
+        assert "event: done" in text  # a plain body streams as before
+        _, agreed = await post(session, url, {**body, "consensus": True})
+        assert agreed["output"] == {"data": "AGREED"}
+    finally:
+        await server.close()

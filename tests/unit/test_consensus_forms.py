@@ -18,6 +18,7 @@ from containers.embed.model import (
     requantize,
     sign_bits,
 )
+from containers.llm.model import LLMModel
 from containers.runtime.model import BYTES_FORM, ConsensusModel, canonical_output, consensus_form
 from containers.runtime.wire import chain_request
 
@@ -146,3 +147,9 @@ def test_a_model_without_a_form_is_compared_as_bytes() -> None:
 def test_the_wire_carries_consensus_only_when_asked() -> None:
     assert "consensus" not in chain_request(b"\x01")
     assert chain_request(b"\x01", consensus=True)["consensus"] is True
+
+
+def test_the_llm_states_bytes_and_leaves_its_output_as_it_is() -> None:
+    llm = LLMModel(device="cpu")  # nothing is loaded by the constructor
+    assert consensus_form(llm)["form"] == "bytes"
+    assert llm.canonical(("a greedy answer", 3)) == ("a greedy answer", 3)
