@@ -135,10 +135,9 @@ EDGE = [
     "yes",
     "love it or hate it?",
 ]
-FILLER = (
-    "we stayed three nights and the room was clean but small the breakfast changed every day and the staff "
-    "tried hard although the lift was often broken and the street outside was loud until late at night"
-).split()
+FILLER = ["we", "stayed", "three", "nights", "and", "the", "room", "was", "clean", "but", "small", "breakfast"]
+FILLER += ["changed", "every", "day", "staff", "tried", "hard", "although", "lift", "often", "broken", "street"]
+FILLER += ["outside", "loud", "until", "late", "at", "night"]
 TOPICS = [
     "how tides work",
     "why the sky is blue",
@@ -282,6 +281,10 @@ def agreement(model: str, baseline: list[Any], other: list[Any]) -> dict[str, An
             equal += sum(p == q for p, q in zip(x, y, strict=True))
             total += len(x)
         shares["values agreeing, 2 decimals"] = round(equal / total, 5)
+    if model == "llm":  # every fifth prompt from the fourth on is a choice or integer answer (`make_prompts`)
+        for kind, constrained in (("free text", False), ("choice, integer", True)):
+            chosen = [pair for i, pair in enumerate(pairs) if (i % 5 >= 3) == constrained]
+            shares[kind] = round(sum(a["bytes"] == b["bytes"] for a, b in chosen) / len(chosen), 4)
     if model == "classify":
         shares["labels agreeing"] = round(
             sum(a[0] == b[0] for a, b in zip(baseline, other, strict=True)) / len(pairs), 4
@@ -289,8 +292,29 @@ def agreement(model: str, baseline: list[Any], other: list[Any]) -> dict[str, An
     return shares
 
 
+def fidelity(baseline: list[Any]) -> dict[str, float]:
+    """Per embed form, the mean cosine of the canonical vector to the baseline's raw int8 vector (itself ≥ 0.999 to
+    the float embedding): what a form costs in meaning."""
+
+    def cosine(a: bytes, b: bytes) -> float:
+        x, y = [v - 256 if v > 127 else v for v in a], [v - 256 if v > 127 else v for v in b]
+        dot, nx, ny = sum(p * q for p, q in zip(x, y, strict=True)), sum(p * p for p in x), sum(q * q for q in y)
+        return dot / (nx * ny) ** 0.5 if nx and ny else 0.0
+
+    out = {}
+    for name, step in EMBED_FORMS.items():
+        if step is None:
+            continue
+        total = 0.0
+        for data_hex, scale in baseline:
+            data = bytes.fromhex(data_hex)
+            total += cosine(data, canonical_embedding(data, scale, step)[0])
+        out[name] = round(total / len(baseline), 4)
+    return out
+
+
 def spawn(model: str, config: tuple[str, int, str, str, int], args: argparse.Namespace) -> Any:
-    name, threads, dtype, device, batch = config
+    _, threads, dtype, device, batch = config
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "outputs.json"
         command = [sys.executable, "-m", "bench.consensus_forms", "--worker", model, "--threads", str(threads)]
@@ -336,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     started = time.perf_counter()
     record: dict[str, Any] = {
-        "command": "python -m bench.consensus_forms " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": ("python -m bench.consensus_forms " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "date": time.strftime("%Y-%m-%d"),
         "cpu": f"{cpu_name()}, {os.cpu_count()} cores, AMX: {'yes' if cpu_has_amx() else 'no'}",
         "cuda": torch.cuda.get_device_name(0) if cuda else "none: the GPU rows were not run",
@@ -353,10 +377,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             name: {"load_s": r["load_s"], "run_s": r["run_s"], "agreement": agreement(model, baseline, r["outputs"])}
             for name, r in list(runs.items())[1:]
         }
+        if model == "embed":
+            record["models"]["embed_cosine_to_raw"] = fidelity(baseline)
         print(f"\n{model}: share of inputs agreeing with {configs[0][0]}")
         for name, r in record["models"][model].items():
             figures = ", ".join(f"{k} {v}" for k, v in r["agreement"].items())
             print(f"  {name:<32} {figures}  (run {r['run_s']} s)")
+        if model == "embed":
+            print(f"  mean cosine of each form to the raw int8 vector: {record['models']['embed_cosine_to_raw']}")
     record["seconds"] = round(time.perf_counter() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
