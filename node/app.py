@@ -143,7 +143,7 @@ class Node:
                 pruned,
             )
             if p.provenance is not None:  # a container serving other weights than committed stops the node here
-                await p.provenance.check(self.stopping)
+                await p.provenance.check()
             p.scheduler.resume()
             async with asyncio.TaskGroup() as tg:
                 intake = [
@@ -161,6 +161,8 @@ class Node:
                     intake.append(tg.create_task(p.finalizer.run(), name="finalize"))
                 if p.revealer is not None:
                     intake.append(tg.create_task(p.revealer.run(), name="reveal"))
+                if p.provenance is not None:
+                    intake.append(tg.create_task(p.provenance.watch(), name="provenance"))
                 if p.challenger is not None:
                     intake.append(tg.create_task(p.challenger.run(), name="challenge"))
                 tx_task = tg.create_task(p.txm.run(), name="transactions")

@@ -2,11 +2,14 @@
 
 At start, before any job is taken, the node asks each served model's container for `GET /info` `model_digest` (the
 digest of its weight files, containers/runtime/server.py) and the registry for the digest this node committed for
-that model (`modelDigestOf(node, modelId)`):
+that model (`modelDigestOf(node, modelId)`); a container that does not answer yet (or an RPC that does not) is
+checked again every few seconds while the node serves (`watch`):
 - none committed yet: the node commits the container's (`commitModel(modelId, digest)`, one transaction per model);
 - the same: nothing to do;
-- another: the node refuses to start (`ProvenanceMismatch`, naming both digests and what to do): it would serve, under
-  its committed digest, answers of other weights (a swapped or tampered file). An operator who changed the weights on
+- another: the node refuses to start, or stops if it found out later (`ProvenanceMismatch`, naming both digests and
+  what to do): it would serve, under its committed digest, answers of other weights (a swapped or tampered file).
+  It also warns when a container computes in another dtype than float32: its consensus answers would not match
+  float32 nodes' (BENCHMARKS.md, "Consensus forms"). An operator who changed the weights on
   purpose commits the new digest with `infera node commit-model` (node/commands/stake.py) and starts again.
 
 Consensus requests may require a digest (`ConsensusParams.modelDigest`): only nodes committed to it may commit an
@@ -17,7 +20,6 @@ other machines, each its own container) and pipelines are not checked here: no o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -61,22 +63,30 @@ class Digest:
     committed: bytes
 
 
-async def reported_digest(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 5.0) -> bytes | None:
-    """The `model_digest` (32 bytes) a container at `url` reports in `GET /info`; None when it reports none (an
-    Infernet container without `/info`, an `/info` that is not JSON, a model without weight files). Raises
-    `aiohttp.ClientError`/`TimeoutError` when it does not answer, `ValueError` when its digest is not 32 bytes of
-    hex."""
+async def container_info(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """What a container at `url` answers at `GET /info`: a JSON object, or an empty one when it has no `/info` (an
+    Infernet container) or answers something else. Raises `aiohttp.ClientError`/`TimeoutError` when it does not
+    answer."""
     async with session.get(url.rstrip("/") + "/info", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
         if resp.status != 200:
-            return None  # no /info (an Infernet container): nothing to check
+            return {}
         try:
             info: Any = json.loads(await resp.read())
         except (ValueError, RecursionError):
-            return None
-    value = info.get("model_digest") if isinstance(info, dict) else None
+            return {}
+    return info if isinstance(info, dict) else {}
+
+
+def reported_digest(info: dict[str, Any], url: str) -> bytes | None:
+    """The `model_digest` (32 bytes) in a container's `/info` (`info`, from `url`); None when it reports none (an
+    Infernet container, a model without weight files). Raises `ValueError` when it is not 32 bytes of hex."""
+    value = info.get("model_digest")
     if value is None:
         return None
-    digest = bytes.fromhex(str(value).removeprefix("0x"))
+    try:
+        digest = bytes.fromhex(str(value).removeprefix("0x"))
+    except ValueError:
+        digest = b""
     if len(digest) != 32:
         raise ValueError(f"{url}/info: model_digest is {len(digest)} bytes, not 32")
     return digest
@@ -105,54 +115,90 @@ class Provenance:
         self._registry = {e["name"]: e for e in load_artifact("NodeRegistry", artifacts_dir).abi if "name" in e}
         #: The weights digest each checked model's container reported (model name -> 32 bytes), for receipts.
         self.digests: dict[str, bytes] = {}
+        #: Models whose container did not answer `/info` yet (`watch` checks them).
+        self._pending: list[ModelConfig] = []
+        self._registry_at: str | None = None
 
-    async def check(self, stopping: asyncio.Event) -> list[Digest]:
+    async def check(self) -> list[Digest]:
         """Compares every served HTTP model's reported digest with the committed one, committing it where none is;
-        returns what it found. Raises `ProvenanceMismatch` for a digest other than the committed one. Waits for a
-        container that does not answer yet (until `stopping`). A registry without digest commits (an older
-        deployment) is logged and passed."""
+        returns what it found. Raises `ProvenanceMismatch` for a digest other than the committed one. A container
+        that does not answer now is left to `watch` (the node serves meanwhile: a down container is the health
+        check's and the job's business). A registry without digest commits (an older deployment) is passed."""
         if not self._models or "commitModel" not in self._registry:
             return []
-        registry = await self._registry_address()
-        node = self._txm.addresses[0]
         found: list[Digest] = []
         for model in self._models:
-            reported = await self._reported(model, stopping)
-            if reported is None:
-                continue
-            committed = await self._committed(registry, node, model.name)
-            digest = Digest(model.name, str(model.url), reported, committed)
-            found.append(digest)
-            self.digests[model.name] = reported
-            if committed == reported:
-                log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
-            elif committed == bytes(32):
-                await self._commit(registry, node, model.name, reported)
-            else:
-                raise ProvenanceMismatch(
-                    f"model {model.name}: the container at {model.url} reports weights digest 0x{reported.hex()}, but"
-                    f" this node committed 0x{committed.hex()} in the NodeRegistry: it serves other weights than it"
-                    " committed (a swapped or changed weights file?). Put the committed weights back, or, if the"
-                    f" change is intended, commit the new digest: infera node commit-model --model {model.name}"
-                )
+            digest = await self._check(model)
+            if digest is not None:
+                found.append(digest)
         return found
 
-    async def _reported(self, model: ModelConfig, stopping: asyncio.Event) -> bytes | None:
-        while not stopping.is_set():
-            try:
-                return await reported_digest(self._session, str(model.url))
-            except ValueError as exc:
-                raise ConfigError(f"model {model.name}: {exc}") from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
+    async def watch(self, every_s: float = INFO_RETRY_S) -> None:
+        """Checks, every `every_s` seconds, the models whose container did not answer `check`, until each has been
+        checked; raises `ProvenanceMismatch` (stopping the node) when one reports other weights than committed."""
+        while self._pending:
+            await asyncio.sleep(every_s)
+            for model in list(self._pending):
+                await self._check(model)
+
+    async def _check(self, model: ModelConfig) -> Digest | None:
+        try:
+            info = await container_info(self._session, str(model.url))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if model not in self._pending:
                 log.warning(
-                    "model %s: %s/info does not answer (%s); waiting for it to check its weights digest",
+                    "model %s: %s/info does not answer (%s); its weights digest is checked once it does",
                     model.name,
                     model.url,
                     exc,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), INFO_RETRY_S)
-        return None
+                self._pending.append(model)
+            return None
+        if model in self._pending:
+            self._pending.remove(model)
+        dtype = info.get("dtype")
+        if dtype is not None and dtype != "float32":
+            log.warning(
+                "model %s: its container computes in %s; consensus requests compare output bytes, and other nodes'"
+                " float32 answers will not match these (BENCHMARKS.md, Consensus forms): start it with --dtype"
+                " float32 to agree with them",
+                model.name,
+                dtype,
+            )
+        try:
+            reported = reported_digest(info, str(model.url))
+        except ValueError as exc:
+            raise ConfigError(f"model {model.name}: {exc}") from None
+        if reported is None:
+            return None
+        node = self._txm.addresses[0]
+        try:
+            registry = self._registry_at or await self._registry_address()
+            self._registry_at = registry
+            committed = await self._committed(registry, node, model.name)
+        except Exception as exc:  # whatever the RPC answers: the node serves on, the check is tried again
+            log.warning("model %s: cannot read its committed digest now (%s); trying again", model.name, exc)
+            if model not in self._pending:
+                self._pending.append(model)
+            return None
+        self.digests[model.name] = reported
+        if committed == reported:
+            log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
+        elif committed == bytes(32):
+            try:
+                await self._commit(registry, node, model.name, reported)
+            except Exception as exc:  # an RPC down, fees over the cap: the digest is committed at the next start
+                log.warning(
+                    "model %s: could not commit its weights digest (%s); the next start tries again", model.name, exc
+                )
+        else:
+            raise ProvenanceMismatch(
+                f"model {model.name}: the container at {model.url} reports weights digest 0x{reported.hex()}, but"
+                f" this node committed 0x{committed.hex()} in the NodeRegistry: it serves other weights than it"
+                " committed (a swapped or changed weights file?). Put the committed weights back, or, if the"
+                f" change is intended, commit the new digest: infera node commit-model --model {model.name}"
+            )
+        return Digest(model.name, str(model.url), reported, committed)
 
     def _encode(self, function: str, *args: Any) -> bytes:
         """Calldata of the NodeRegistry's `function` with `args` (from its compiled ABI)."""

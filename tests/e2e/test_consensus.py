@@ -31,6 +31,7 @@ pytestmark = pytest.mark.e2e
 FULFILLED = 2
 CLASSIFY = "classify/minilm-sentiment@1"
 NO_DIGEST = bytes(32)
+COMMIT_WINDOW_S = 600
 
 
 def merged(rig: MultiNode) -> Any:
@@ -55,7 +56,7 @@ def verification(node: RigNode, rid: int) -> str | None:
 
 
 def ask(rig: MultiNode, consumer: Any, model: str, data: bytes, n: int, k: int, *, digest: bytes = NO_DIGEST) -> Any:
-    fn = consumer.functions.askConsensus(model_id(model), data, n, k, 600, digest, rig.now() + 3600)
+    fn = consumer.functions.askConsensus(model_id(model), data, n, k, COMMIT_WINDOW_S, digest, rig.now() + 3600)
     return rig.transact(fn, value=n * DEFAULT_FEE_WEI)
 
 
@@ -197,20 +198,22 @@ def test_a_node_on_tampered_weights_dissents_unpaid_and_digest_bound_requests_pa
         rig.wait(lambda: verification(odd, rid) == "dissented" or None, "odd to see its dissent")
         assert receipt_of(odd, rid)["model_digest"] == "0x" + odd_digest.hex()
 
-        # A request that requires the honest digest: the odd node may not commit (skipped, no gas); a and b serve it.
+        # A request that requires the honest digest: the odd node may not commit (skipped, no gas), though a slot is
+        # free; once the commit window is over, a and b reveal and serve it.
         odd_txs = rig.tx_count(odd)
-        receipt = ask(rig, consumer, CLASSIFY, data, 2, 2, digest=honest_digest)
+        receipt = ask(rig, consumer, CLASSIFY, data, 3, 2, digest=honest_digest)
         rid = rig.dev.request_id_of(receipt)
-        rig.wait(lambda: consumer.functions.results(rid).call() == 1 or None, "the digest-bound callback")
-        rig.wait(
-            lambda: (
-                (odd.db("SELECT state, error FROM jobs WHERE request_id = ?", str(rid)) or [(None, None)])[0][0]
-                == "skipped"
-                or None
-            ),
-            "odd to skip the request it may not serve",
-        )
+
+        def odd_state() -> str | None:
+            rows = odd.db("SELECT state FROM jobs WHERE request_id = ?", str(rid))
+            return rows[0][0] if rows else None
+
+        rig.wait(lambda: odd_state() == "skipped" or None, "odd to skip the request it may not serve")
         assert "model digest" in odd.db("SELECT error FROM jobs WHERE request_id = ?", str(rid))[0][0]
+        rig.wait(lambda: len(events(rig, "Committed", rid, receipt["blockNumber"])) == 2 or None, "a and b to commit")
+        assert consumer.functions.results(rid).call() == 0  # 2 of 3 slots committed: reveals wait for the window
+        rig.increase_time(COMMIT_WINDOW_S + 1)
+        rig.wait(lambda: consumer.functions.results(rid).call() == 1 or None, "the digest-bound callback")
         assert rig.tx_count(odd) == odd_txs
 
         # The odd node, pointed at the honest container, refuses to start: it committed other weights.
