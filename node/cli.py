@@ -21,6 +21,7 @@ from node.commands.config import config_app
 from node.commands.console import fail
 from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
+from node.commands.receipts import receipt_app
 from node.commands.stake import node_app
 from node.errors import ConfigError, InferaError
 
@@ -36,6 +37,7 @@ app.add_typer(node_app, name="node")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(receipt_app, name="receipt")
 
 
 @app.command()

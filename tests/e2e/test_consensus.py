@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,23 @@ def test_three_honest_nodes_with_quorum_two_make_one_callback_with_the_agreed_an
             assert mine["output_hash"] == "0x" + agreed.hex()
             assert mine["input_hash"] == "0x" + keccak(b"agree on this").hex()
         assert rig.journal.read_text().count(b"agree on this".hex()) == 3  # each node computed it once
+
+        # Anyone can check a receipt against the chain: the paid nodes' hold; the late node's names an output it
+        # never revealed on-chain, and the check says so.
+        for node in nodes:
+            argv = ["receipt", "check", "--request", str(rid), "--url", f"http://127.0.0.1:{node.api_port}"]
+            done = subprocess.run(
+                [sys.executable, "-m", "node.cli", *argv, "--config", str(node.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if node.address in paid:
+                assert done.returncode == 0, done.stderr
+                assert done.stdout.startswith("OK   signed by")
+            else:
+                assert done.returncode == 1
+                assert "FAIL output: this node has no Revealed or RequestFulfilled event" in done.stdout
 
 
 def _tampered_minilm(workdir: Path) -> Path:

@@ -20,6 +20,7 @@ from eth_utils.crypto import keccak
 from node.api import receipts
 from node.chain import consensus, delivery
 from node.chain.contracts import ZERO_ADDRESS, CoordinatorAbi, InferenceRequest
+from node.commands.receipts import checks
 from node.jobs.outcomes import Outcomes
 from node.jobs.states import JobState
 from node.jobs.store import Job, JobStore
@@ -174,3 +175,33 @@ def test_a_receipt_is_signed_by_the_node_and_names_the_on_chain_hashes(tmp_path:
     recovered = Account.recover_message(encode_defunct(text=receipts.canonical(forged)), signature=answer["signature"])
     assert recovered != account.address
     store.close()
+
+
+def test_a_receipt_check_names_each_thing_that_does_not_match_the_chain() -> None:
+    account = Account.from_key(b"\x09" * 32)
+    digest = b"\xd2" * 32
+    receipt = {
+        "chain_id": 31337,
+        "coordinator": COORDINATOR,
+        "node": account.address,
+        "input_hash": "0x" + keccak(b"in").hex(),
+        "output_hash": "0x" + keccak(b"out").hex(),
+        "model_digest": "0x" + digest.hex(),
+    }
+    revealed = {"args": {"outputHash": keccak(b"out"), "modelDigest": digest}}
+    logs = {"RequestCreated": [{"args": {"input": b"in"}}], "Revealed": [revealed], "RequestFulfilled": []}
+    assert checks(receipts.signed(receipt, account), logs, 31337, COORDINATOR) == []
+    forged = receipts.signed(dict(receipt, output_hash="0x" + keccak(b"other").hex()), account)
+    assert checks(forged, logs, 31337, COORDINATOR) == [
+        "output: output_hash is not the outputHash of the node's event on-chain"
+    ]
+    unsigned = dict(receipts.signed(receipt, Account.from_key(b"\x0a" * 32)))
+    assert checks(unsigned, logs, 31337, COORDINATOR)[0].startswith("signature: signed by")
+    garbage = {"receipt": receipt, "signature": "0x1234"}
+    assert checks(garbage, logs, 31337, COORDINATOR)[0].startswith("signature: signed by nobody")
+    other_digest = dict(logs, Revealed=[{"args": {"outputHash": keccak(b"out"), "modelDigest": b"\x01" * 32}}])
+    assert checks(receipts.signed(receipt, account), other_digest, 31337, COORDINATOR) == [
+        "model: model_digest is not the digest the node's Revealed event names"
+    ]
+    nothing = {"RequestCreated": [], "Revealed": [], "RequestFulfilled": []}
+    assert len(checks(receipts.signed(receipt, account), nothing, 1, COORDINATOR)) == 3  # chain, input, output
