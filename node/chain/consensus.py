@@ -41,12 +41,10 @@ from eth_utils.crypto import keccak
 
 from node import faultpoint
 from node.chain.contracts import CoordinatorAbi
-from node.chain.reclaim import BATCH, MarkedSends
+from node.chain.reclaim import BATCH, VerificationRounds
 from node.chain.rpc import RpcPool
-from node.jobs.outcomes import Outcomes
 from node.jobs.store import JobStore
 from node.jobs.verification import Proofs
-from node.retry import every
 
 if TYPE_CHECKING:
     from node.chain.tx import TxManager
@@ -127,9 +125,12 @@ class _Reveal:
     gas: int
 
 
-class Revealer:
+class Revealer(VerificationRounds):
     """Reveals this node's committed outputs once their commit phase is over, and records how each request ended
     for it (see the module)."""
+
+    every_s = REVEAL_EVERY_S
+    what = "reveal committed consensus outputs"
 
     def __init__(
         self,
@@ -143,23 +144,8 @@ class Revealer:
     ) -> None:
         """`count(outcome)`: told how each request ended for this node (`agreed`, `dissented`, `late`,
         `no_quorum`; the metrics' `count_consensus`)."""
+        super().__init__(rpc, abi, coordinator, store, txm)
         self._count = count
-        self._rpc = rpc
-        self._abi = abi
-        self._coordinator = coordinator
-        self._store = store
-        self._outcomes = Outcomes(store)
-        self._txm = txm
-        self._sends = MarkedSends(txm, self._outcomes, "verification")
-
-    @property
-    def sent(self) -> int:
-        """`reveal` transactions sent since start."""
-        return self._sends.sent
-
-    async def run(self, every_s: float = REVEAL_EVERY_S) -> None:
-        """Checks every `every_s` seconds, until cancelled."""
-        await every(every_s, self.round, "reveal committed consensus outputs", log)
 
     async def round(self) -> int:
         """One pass over the committed (or revealed, not yet settled) consensus jobs; returns the reveals sent."""

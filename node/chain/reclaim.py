@@ -262,15 +262,14 @@ class Reclaimer:
 FINALIZE_BASE_GAS = 150_000
 
 
-class Finalizer:
-    """Settles this node's deliveries that an optimistic verifier held (`VerificationPending`) once their verdict is
-    due: `finalizeDelivery(requestId, node, output)` pays the node and calls the consumer back.
+class VerificationRounds:
+    """What the node's second actions share (the `Finalizer`'s `finalizeDelivery`, node/chain/consensus.py's
+    `Revealer`'s `reveal`): rounds every `every_s` seconds over outcome rows, sends marked in their `verification`
+    field (`MarkedSends`)."""
 
-    Guarantees (as the `Reclaimer`'s): judged by the chain's clock and the coordinator's own answer (the call is
-    simulated from the sending key first: `VerificationNotDone` waits for the next round, `NothingPending` means it
-    was settled, by anyone, or rejected: the coordinator's logs say which); sent through `TxManager.send_call` at
-    most once per request (the outcome's `verification` says `finalizing` before the send and `finalize sent <tx>`
-    after); the outcome ends `valid` (with `callback_ok`) or `rejected`. A failed round is tried again later."""
+    #: Seconds between rounds, and what a round does (for the log line of a failed round).
+    every_s = EVERY_S
+    what = "check outcomes"
 
     def __init__(self, rpc: RpcPool, abi: CoordinatorAbi, coordinator: str, store: JobStore, txm: TxManager) -> None:
         self._rpc = rpc
@@ -283,12 +282,29 @@ class Finalizer:
 
     @property
     def sent(self) -> int:
-        """`finalizeDelivery` transactions sent since start."""
+        """Transactions sent since start."""
         return self._sends.sent
 
-    async def run(self, every_s: float = EVERY_S) -> None:
-        """Checks every `every_s` seconds, until cancelled."""
-        await every(every_s, self.round, "check deliveries awaiting a verdict", log)
+    async def run(self, every_s: float | None = None) -> None:
+        """Runs a round every `every_s` seconds (default: the class's), until cancelled; a failed round is logged."""
+        await every(self.every_s if every_s is None else every_s, self.round, self.what, log)
+
+    async def round(self) -> int:
+        """One round; returns the transactions it sent."""
+        raise NotImplementedError
+
+
+class Finalizer(VerificationRounds):
+    """Settles this node's deliveries that an optimistic verifier held (`VerificationPending`) once their verdict is
+    due: `finalizeDelivery(requestId, node, output)` pays the node and calls the consumer back.
+
+    Guarantees (as the `Reclaimer`'s): judged by the chain's clock and the coordinator's own answer (the call is
+    simulated from the sending key first: `VerificationNotDone` waits for the next round, `NothingPending` means it
+    was settled, by anyone, or rejected: the coordinator's logs say which); sent through `TxManager.send_call` at
+    most once per request (the outcome's `verification` says `finalizing` before the send and `finalize sent <tx>`
+    after); the outcome ends `valid` (with `callback_ok`) or `rejected`. A failed round is tried again later."""
+
+    what = "check deliveries awaiting a verdict"
 
     async def round(self) -> int:
         """One check of the deliveries whose verdict is due; returns how many `finalizeDelivery`s it sent."""
