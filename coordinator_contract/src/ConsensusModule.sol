@@ -21,10 +21,12 @@ import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 ///   `redundancy - quorum` slots are refunded at that moment. Without a quorum, `reclaim` (Coordinator) refunds all n.
 /// - Bounded work: at most `MAX_CONSENSUS_NODES` voters, so a reveal walks at most 15 earlier reveals.
 /// Storage: the consensus record shares the request's `Verification` slot 0 (one slot for verifier, quorum, counters,
-/// commit deadline); a vote is one slot at commit (commitment) and one at reveal (output hash); revealers are kept in
-/// a fixed array of 16 (one slot per reveal) rather than a linked list: a reveal already writes a new slot, a list
-/// pointer would need one too plus a head, and an index walk needs no pointer chasing. Counting agreement walks the
-/// earlier revealers (≤ 15 reads) instead of a per-hash counter, which would cost a new slot per distinct output.
+/// commit deadline); a vote is one slot: the commitment, overwritten at the reveal by the output hash (the commitment
+/// stays in the `Committed` event; `voteOf` reads 0 for it afterwards). Revealers are kept in a fixed array of 16 (one
+/// new slot per reveal) rather than a linked list, which would need a pointer slot per reveal plus a head; the walk over
+/// it counts agreement (≤ 15 reads, instead of a per-hash counter: a new slot per distinct output) and tells a second
+/// reveal by the node's address (`AlreadyRevealed`). A reveal makes one registry call, `activeDigestFor`, for both the
+/// active check and the digest it reports.
 contract ConsensusModule is CoordinatorCore, IConsensus {
     /// @notice Most nodes a consensus request may ask for (bounds the walk at quorum).
     uint16 public constant MAX_CONSENSUS_NODES = 16;
@@ -91,7 +93,6 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         onlyDelegated
         returns (bool quorumReached)
     {
-        if (!registry.isActive(msg.sender)) revert ICoordinator.NodeNotActive(msg.sender);
         return _reveal(requestId, msg.sender, output, salt);
     }
 
@@ -154,7 +155,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         modelDigest = _requiredDigest[requestId];
         // After quorum nothing more is revealed, so the last reveal is the one that reached it.
         if (r.status == ICoordinator.Status.Fulfilled) {
-            agreedHash = _votes[requestId][_revealers[requestId][reveals - 1]].outputHash;
+            agreedHash = _votes[requestId][_revealers[requestId][reveals - 1]];
         }
     }
 
@@ -165,9 +166,10 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         onlyDelegated
         returns (bytes32 commitment, bytes32 outputHash, bool revealed)
     {
-        Vote storage vote = _votes[requestId][node];
-        (commitment, outputHash) = (vote.commitment, vote.outputHash);
-        revealed = outputHash != 0;
+        bytes32 vote = _votes[requestId][node];
+        revealed = _revealed(requestId, node);
+        if (revealed) outputHash = vote;
+        else commitment = vote;
     }
 
     // ------------------------------------------------------------------------------------------ internal
@@ -191,19 +193,6 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         if (v.verifier != _module) revert NotConsensusRequest(requestId);
     }
 
-    /// @dev `node`'s digest for the request's model, checked against the required one if there is one.
-    function _digestOf(uint256 requestId, Verification storage v, address node)
-        private
-        view
-        returns (bytes32 d)
-    {
-        d = registry.modelDigestOf(node, v.modelId);
-        if (v.digestRequired) {
-            bytes32 required = _requiredDigest[requestId];
-            if (d != required) revert ModelDigestMismatch(requestId, required, d);
-        }
-    }
-
     function _commit(uint256 requestId, address node, bytes32 commitment) private {
         if (commitment == 0) revert ZeroCommitment(requestId);
         (Request storage r, Verification storage v) = _openConsensus(requestId);
@@ -211,10 +200,14 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         if (commits >= r.redundancy || block.timestamp > v.commitDeadline) {
             revert CommitClosed(requestId, v.commitDeadline, commits);
         }
-        if (v.digestRequired) _digestOf(requestId, v, node);
-        Vote storage vote = _votes[requestId][node];
-        if (vote.commitment != 0) revert AlreadyCommitted(requestId, node);
-        vote.commitment = commitment;
+        if (v.digestRequired) {
+            bytes32 required = _requiredDigest[requestId];
+            bytes32 d = registry.modelDigestOf(node, v.modelId);
+            if (d != required) revert ModelDigestMismatch(requestId, required, d);
+        }
+        mapping(address => bytes32) storage votes = _votes[requestId];
+        if (votes[node] != 0) revert AlreadyCommitted(requestId, node);
+        votes[node] = commitment;
         v.commits = commits + 1;
         emit Committed(requestId, node, commitment);
     }
@@ -223,6 +216,9 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         private
         returns (bool quorumReached)
     {
+        // One registry call: the node must be active, and its digest for the request's model goes in `Revealed`.
+        (bool active, bytes32 digest) = registry.activeDigestFor(node, _verifications[requestId].modelId);
+        if (!active) revert ICoordinator.NodeNotActive(node);
         if (output.length > maxOutputBytes) {
             revert ICoordinator.OutputTooLarge(output.length, maxOutputBytes);
         }
@@ -230,38 +226,57 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         if (v.commits < r.redundancy && block.timestamp <= v.commitDeadline) {
             revert RevealNotOpen(requestId, v.commitDeadline, v.commits);
         }
-        Vote storage vote = _votes[requestId][node];
-        bytes32 committed = vote.commitment;
-        if (committed == 0) revert NotCommitted(requestId, node);
-        if (vote.outputHash != 0) revert AlreadyRevealed(requestId, node);
         bytes32 outputHash = keccak256(output);
-        {
-            bytes32 given = commitmentFor(requestId, node, outputHash, salt);
-            if (given != committed) revert CommitmentMismatch(requestId, committed, given);
+        uint256 earlier = v.reveals;
+        uint256 agreeing = _open(requestId, node, outputHash, salt, earlier);
+        if (v.digestRequired) {
+            bytes32 required = _requiredDigest[requestId];
+            if (digest != required) revert ModelDigestMismatch(requestId, required, digest);
         }
-        bytes32 digest = _digestOf(requestId, v, node);
-        vote.outputHash = outputHash;
-        uint8 earlier = v.reveals;
+        // The vote's one slot: the commitment is opened (it stays in its `Committed` event), the output hash replaces it.
+        _votes[requestId][node] = outputHash;
         _revealers[requestId][earlier] = node;
-        v.reveals = earlier + 1;
+        // casting to 'uint8' is safe because at most MAX_CONSENSUS_NODES nodes commit, so reveal
+        // forge-lint: disable-next-line(unsafe-typecast)
+        v.reveals = uint8(earlier + 1);
         emit Revealed(requestId, node, outputHash, digest);
 
-        if (_agreeing(requestId, outputHash, earlier) < v.quorum) return false;
+        if (agreeing < v.quorum) return false;
         _settle(requestId, r, node, output, outputHash, earlier);
         return true;
     }
 
-    /// @dev How many of the first `earlier + 1` revealers revealed `outputHash` (the last one did).
-    function _agreeing(uint256 requestId, bytes32 outputHash, uint256 earlier)
+    /// @dev Checks that `outputHash` and `salt` open `node`'s commitment, which it has not opened yet (`NotCommitted`,
+    /// `AlreadyRevealed`, `CommitmentMismatch`, in that order); returns how many of the first `earlier` revealers
+    /// revealed `outputHash`, plus one (`node`).
+    function _open(uint256 requestId, address node, bytes32 outputHash, bytes32 salt, uint256 earlier)
         private
         view
         returns (uint256 agreeing)
     {
+        mapping(address => bytes32) storage votes = _votes[requestId];
+        bytes32 committed = votes[node];
+        if (committed == 0) revert NotCommitted(requestId, node);
+        // After its reveal a node's vote holds its output hash: it is known as a revealer by its address.
         agreeing = 1;
         address[16] storage revealers = _revealers[requestId];
         for (uint256 i; i < earlier; ++i) {
-            if (_votes[requestId][revealers[i]].outputHash == outputHash) ++agreeing;
+            address voter = revealers[i];
+            if (voter == node) revert AlreadyRevealed(requestId, node);
+            if (votes[voter] == outputHash) ++agreeing;
         }
+        bytes32 given = commitmentFor(requestId, node, outputHash, salt);
+        if (given != committed) revert CommitmentMismatch(requestId, committed, given);
+    }
+
+    /// @dev Whether `node` revealed on `requestId`: it is one of the revealers.
+    function _revealed(uint256 requestId, address node) private view returns (bool) {
+        address[16] storage revealers = _revealers[requestId];
+        uint256 reveals = _verifications[requestId].reveals;
+        for (uint256 i; i < reveals; ++i) {
+            if (revealers[i] == node) return true;
+        }
+        return false;
     }
 
     /// @dev Quorum reached by `node`'s reveal (the `earlier + 1`-th): pays the agreeing revealers, refunds the other
@@ -314,7 +329,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         uint256 bit = 1;
         for (uint256 i; i <= earlier; ++i) {
             address voter = revealers[i];
-            if (i != earlier && _votes[requestId][voter].outputHash != outputHash) dissent |= bit;
+            if (i != earlier && _votes[requestId][voter] != outputHash) dissent |= bit;
             else if (earned != 0) balanceOf[token][voter] += earned;
             bit <<= 1;
         }
@@ -335,7 +350,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
             if (dissent & 1 == 0) {
                 emit ICoordinator.RequestFulfilled(requestId, voter, outputHash, callbackOk, earned);
             } else {
-                emit Dissented(requestId, voter, _votes[requestId][voter].outputHash);
+                emit Dissented(requestId, voter, _votes[requestId][voter]);
             }
             dissent >>= 1;
         }

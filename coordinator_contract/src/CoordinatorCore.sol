@@ -67,13 +67,6 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
         bool verified;
     }
 
-    /// @dev A node's vote on a consensus request: its commitment, then keccak256 of the output it revealed (never
-    /// zero for a real output, so zero means "not revealed").
-    struct Vote {
-        bytes32 commitment;
-        bytes32 outputHash;
-    }
-
     /// @notice The NodeRegistry whose active nodes may act and whose approved verifiers may verify.
     INodeRegistry public immutable registry;
     /// @notice The id the next request gets.
@@ -86,7 +79,9 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
     /// @notice Outputs awaiting an optimistic verdict, by request and node.
     mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
     // ---- consensus requests (written only by the ConsensusModule, appended after the Coordinator's own state)
-    mapping(uint256 requestId => mapping(address node => Vote)) internal _votes;
+    /// @dev A node's vote on a consensus request, one slot: its commitment, replaced at its reveal by keccak256 of the
+    /// output it revealed (whether it revealed: whether it is one of `_revealers`).
+    mapping(uint256 requestId => mapping(address node => bytes32 vote)) internal _votes;
     /// @dev The nodes that revealed, in reveal order (at most `MAX_CONSENSUS_NODES`).
     mapping(uint256 requestId => address[16]) internal _revealers;
     /// @dev The model digest a consensus request requires; written only when it requires one.

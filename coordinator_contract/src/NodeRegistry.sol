@@ -164,6 +164,16 @@ contract NodeRegistry is INodeRegistry {
     }
 
     /// @inheritdoc INodeRegistry
+    function activeDigestFor(address node, bytes32 modelId)
+        external
+        view
+        returns (bool active, bytes32 digest)
+    {
+        Node storage n = _nodes[node];
+        return (n.registered && n.unlockAt == 0 && n.stake >= minStake, modelDigestOf[node][modelId]);
+    }
+
+    /// @inheritdoc INodeRegistry
     function stakeOf(address node) external view returns (uint256) {
         return _nodes[node].stake;
     }

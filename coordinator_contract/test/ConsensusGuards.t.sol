@@ -86,6 +86,28 @@ contract ConsensusGuardTest is ConsensusTest {
         _reveal(id, node, ANSWER);
         _expectRevert(IConsensus.AlreadyRevealed.selector, id, node);
         _reveal(id, node, ANSWER);
+        // The vote's slot now holds the output hash: a second reveal is still refused as such, whatever it opens.
+        _expectRevert(IConsensus.AlreadyRevealed.selector, id, node);
+        _reveal(id, node, hex"02");
+        (bytes32 commitment, bytes32 outputHash, bool revealed) = cons.voteOf(id, node);
+        assertEq(commitment, bytes32(0), "the commitment is read from its event once revealed");
+        assertEq(outputHash, keccak256(ANSWER), "output hash");
+        assertTrue(revealed, "revealed");
+        (commitment, outputHash, revealed) = cons.voteOf(id, node2);
+        assertEq(commitment, _commitment(id, node2, hex"02", _salt(node2, hex"02")), "still committed");
+        assertEq(outputHash, bytes32(0), "not revealed");
+        assertFalse(revealed, "not revealed");
+    }
+
+    function testCannotRevealOnceInactive() public {
+        uint256 id = _ask(2, 2);
+        _commit(id, node, ANSWER);
+        _commit(id, node2, ANSWER);
+        vm.prank(node);
+        registry.beginUnbonding();
+        vm.expectRevert(abi.encodeWithSelector(ICoordinator.NodeNotActive.selector, node));
+        vm.prank(node);
+        cons.reveal(id, ANSWER, _salt(node, ANSWER));
     }
 
     function testFuzzWrongSaltIsACommitmentMismatch(bytes32 wrongSalt) public {

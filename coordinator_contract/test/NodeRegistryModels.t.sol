@@ -18,6 +18,22 @@ contract NodeRegistryModelTest is NodeRegistryTest {
         assertEq(registry.modelDigestOf(node, keccak256("other")), bytes32(0), "per model");
     }
 
+    function testActiveDigestForAnswersBothInOneCall() public {
+        _register(node, MIN_STAKE);
+        vm.prank(node);
+        registry.commitModel(MODEL, keccak256("w1"));
+        (bool active, bytes32 digest) = registry.activeDigestFor(node, MODEL);
+        assertTrue(active, "active");
+        assertEq(digest, keccak256("w1"), "digest");
+        vm.prank(node);
+        registry.beginUnbonding();
+        (active, digest) = registry.activeDigestFor(node, MODEL);
+        assertFalse(active, "unbonding: inactive");
+        assertEq(digest, keccak256("w1"), "the digest stays");
+        (active, digest) = registry.activeDigestFor(stranger, MODEL);
+        assertFalse(active || digest != 0, "unknown node");
+    }
+
     function testFuzzANewDigestReplacesTheOld(bytes32 modelId, bytes32 first, bytes32 second) public {
         if (first == 0) first = keccak256("first");
         if (second == 0) second = keccak256("second");

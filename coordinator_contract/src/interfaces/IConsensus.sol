@@ -135,8 +135,9 @@ interface IConsensus {
             bytes32 agreedHash
         );
 
-    /// @notice `node`'s vote on `requestId`: its `commitment` (0: none), the `outputHash` it revealed and whether it
-    /// revealed.
+    /// @notice `node`'s vote on `requestId`: its `commitment` (0: none, and 0 again once it revealed: a vote is one
+    /// slot, its commitment overwritten by its output hash; read the commitment from its `Committed` event), the
+    /// `outputHash` it revealed (0 until it reveals) and whether it revealed.
     function voteOf(uint256 requestId, address node)
         external
         view

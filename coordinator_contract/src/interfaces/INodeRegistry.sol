@@ -79,6 +79,13 @@ interface INodeRegistry {
     /// registers again keeps them until it commits new ones.
     function modelDigestOf(address node, bytes32 modelId) external view returns (bytes32);
 
+    /// @notice `isActive(node)` and `modelDigestOf(node, modelId)` in one call (the Coordinator's consensus reveal
+    /// needs both).
+    function activeDigestFor(address node, bytes32 modelId)
+        external
+        view
+        returns (bool active, bytes32 digest);
+
     /// @notice Takes `amount` from `node`'s stake and credits it to `recipient`; approved verifiers only.
     function slash(address node, uint256 amount, address recipient) external;
 
