@@ -6,6 +6,9 @@ Starts anvil in a temporary folder, deploys the contracts (`node.devnet.Devnet`)
 `BenchConsumer` (coordinator_contract/test/utils/BenchConsumer.sol: its result callback stores keccak256(output), one
 SSTORE). Each round, the same 64-byte input and output, 100,000 callback gas, ETH fees, then:
 - plain: `requestRedundant` (redundancy 3) and three `deliver`s, one per node: three callbacks, three payments;
+- plain + tally: the same through `TallyConsumer` (coordinator_contract/test/utils), whose callback counts equal
+  outputs and keeps the first one two deliveries agree on: what a contract must add to get agreement without
+  consensus requests (and it still pays every node, whatever each answered);
 - consensus: `requestConsensus` (redundancy 3, quorum 2) and three `commit`s, then two `reveal`s: the second reaches
   the quorum (one callback, two payments, one slot refunded); the third node does not reveal (its reveal would be
   refused: the request is closed).
@@ -46,6 +49,7 @@ def run(repeats: int, workdir: Path) -> dict[str, Any]:
         forge_build()
         deployment = dev.deploy()
         bench = GasBench(dev)
+        tally = dev._deploy("TallyConsumer", deployment.coordinator.address, 2)
         coordinator = dev.w3.eth.contract(
             address=deployment.coordinator.address, abi=CoordinatorAbi.from_artifacts().abi
         )
@@ -60,7 +64,7 @@ def run(repeats: int, workdir: Path) -> dict[str, Any]:
             samples.setdefault(name, []).append(int(receipt["gasUsed"]))
             return receipt
 
-        totals: dict[str, list[int]] = {"plain": [], "consensus": []}
+        totals: dict[str, list[int]] = {"plain": [], "tally": [], "consensus": []}
         for _ in range(repeats + 1):  # the first round creates the nodes' and consumer's balance slots: not counted
             deadline = int(dev.w3.eth.get_block("latest")["timestamp"]) + 3600
             fee = 3 * DEFAULT_FEE_WEI
@@ -69,6 +73,12 @@ def run(repeats: int, workdir: Path) -> dict[str, Any]:
             rid = dev.request_id_of(sent("plain.request", fn, dev.user, fee))
             for node in nodes:
                 sent("plain.deliver", coordinator.functions.deliver(rid, OUTPUT), node)
+            fn = tally.functions.requestRedundant(INPUT, CALLBACK_GAS_LIMIT, 3, deadline)
+            rid = dev.request_id_of(sent("tally.request", fn, dev.user, fee))
+            for node in nodes:
+                sent("tally.deliver", coordinator.functions.deliver(rid, OUTPUT), node)
+            if bytes(tally.functions.results(rid).call()) == bytes(32):
+                raise DevnetError(f"tally request {rid}: no agreement recorded by its consumer")
             fn = bench.consumer.functions.requestConsensus(INPUT, CALLBACK_GAS_LIMIT, 3, 2, COMMIT_WINDOW_S, deadline)
             rid = dev.request_id_of(sent("consensus.request", fn, dev.user, fee))
             salts = [secrets.token_bytes(32) for _ in nodes]
@@ -105,12 +115,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="infera-gas-consensus-") as tmp:
         result = run(args.repeats, Path(tmp))
     plain, consensus = result["totals"]["plain"]["median"], result["totals"]["consensus"]["median"]
+    tally = result["totals"]["tally"]["median"]
     result.update(
         {
             "command": f"python -m bench.gas_consensus --repeats {args.repeats}",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "date": time.strftime("%Y-%m-%d"),
             "ratio_consensus_to_plain": round(consensus / plain, 3),
+            "ratio_consensus_to_plain_with_tally": round(consensus / tally, 3),
             "goal_ratio": GOAL_RATIO,
         }
     )
@@ -120,8 +132,10 @@ def main() -> None:
     for name, entry in result["transactions"].items():
         print(f"{name:<36} {entry['median']:>17,}")
     print(f"{'total: plain, redundancy 3':<36} {plain:>17,}")
+    print(f"{'total: plain + tally in the consumer':<36} {tally:>17,}")
     print(f"{'total: consensus, 3 nodes, quorum 2':<36} {consensus:>17,}")
     print(f"ratio consensus / plain: {consensus / plain:.3f} (goal <= {GOAL_RATIO})")
+    print(f"ratio consensus / plain with the consumer's own tally: {consensus / tally:.3f}")
     print(f"wrote {args.out}")
 
 
