@@ -88,7 +88,7 @@ def test_no_quorum_then_reclaim_and_odd_receipt_ids(tmp_path: Path) -> None:
         # reveal twice / reveal by a node that never committed
         rig.wait(lambda: len(events(rig, "Revealed", rid, block)) == 1 or None, "a to reveal")
         _send(rig, c.reveal(rid, other, salt), x.account)
-        with pytest.raises(Exception, match="AlreadyRevealed|revert"):
+        with pytest.raises(Exception, match=r"AlreadyRevealed|revert"):
             _send(rig, c.reveal(rid, other, salt), x.account)
         rig.wait(
             lambda: (verification(a, rid) is not None and verification(a, rid).startswith("revealed")) or None,
