@@ -113,7 +113,9 @@ contract Coordinator is CoordinatorCore, ICoordinator {
     /// `rawFail(requestId, "deadline: <unserved> of <redundancy> unserved")` exactly once, with
     /// `min(callbackGasLimit, MAX_ERROR_CALLBACK_GAS)` gas as a failure report's callback gets. Outputs still awaiting
     /// an optimistic verdict keep their escrow: settled, they pay their node; rejected, they are refunded then (with
-    /// the error callback, if this reclaim made none).
+    /// the error callback, if this reclaim made none). A consensus request still open has no quorum: all its slots
+    /// are refunded, with `rawFail(requestId, "deadline: no quorum (<reveals> of <redundancy> revealed, <quorum>
+    /// needed)")`.
     /// @dev Anyone may call it. The node that saw the request calls it as part of its service once the deadline
     /// passed; the consumer (or anyone for it) may too. There is no bounty: the caller pays about one callback's gas,
     /// the consumer gets its refund and its answer, and a bounty paid from the escrow would make the node that let a
@@ -132,9 +134,20 @@ contract Coordinator is CoordinatorCore, ICoordinator {
         balanceOf[r.token][consumer] += refund;
         bool callbackOk;
         if (unserved != 0) {
-            bytes memory reason = abi.encodePacked(
-                "deadline: ", _decimal(unserved), " of ", _decimal(r.redundancy), " unserved"
-            );
+            Verification storage v = _verifications[requestId];
+            bytes memory reason = v.verifier == consensusModule
+                ? abi.encodePacked(
+                    "deadline: no quorum (",
+                    _decimal(v.reveals),
+                    " of ",
+                    _decimal(r.redundancy),
+                    " revealed, ",
+                    _decimal(v.quorum),
+                    " needed)"
+                )
+                : abi.encodePacked(
+                    "deadline: ", _decimal(unserved), " of ", _decimal(r.redundancy), " unserved"
+                );
             callbackOk = _errorCallback(r, requestId, string(reason));
         } else if (_verifications[requestId].pending != 0) {
             _verifications[requestId].errorCallbackOwed = true;

@@ -212,6 +212,7 @@ contract ConsensusRequestTest is ConsensusTest {
         emit ICoordinator.Reclaimed(id, address(asker), 3, 3 * FEE, true);
         coordinator.reclaim(id);
         assertEq(asker.errors(id), 1, "one error callback");
+        assertEq(asker.lastReason(), "deadline: no quorum (3 of 3 revealed, 2 needed)", "the reason says why");
         assertEq(asker.results(id), 0, "no result");
         assertEq(_balance(address(asker)), 3 * FEE, "all slots refunded");
         assertEq(_balance(node) + _balance(node2) + _balance(node3), 0, "nobody paid");
@@ -233,6 +234,7 @@ contract ConsensusRequestTest is ConsensusTest {
         vm.warp(block.timestamp + 1 hours);
         assertEq(coordinator.reclaim(id), 3 * FEE, "every slot refunded");
         assertEq(asker.errors(id), 1, "one error callback");
+        assertEq(asker.lastReason(), "deadline: no quorum (1 of 3 revealed, 2 needed)", "the reason says why");
         assertEq(_balance(node), 0, "a lone vote earns nothing");
     }
 

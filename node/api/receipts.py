@@ -10,8 +10,9 @@
      "signature": "0x…"}
 
 - `input_hash`, `output_hash`: keccak256 of the request's input bytes and of the output bytes the node delivered (or
-  committed, for a consensus request): the same hashes as `RequestCreated`'s input and as `RequestFulfilled` /
-  `Revealed` `outputHash` on-chain.
+  revealed, for a consensus request): the same hashes as `RequestCreated`'s input and as `RequestFulfilled` /
+  `Revealed` `outputHash` on-chain. A consensus request's `output_hash` is null until the node has revealed (or the
+  request closed): during the commit phase it would tell other nodes the answer.
 - `model_digest`: the weights digest the model's container reported at start (node/chain/provenance.py), the one the
   node committed in the NodeRegistry and that `Revealed` names.
 - `seen_at`, `updated_at`: unix seconds (the node's clock) when the node recorded the request and when its job last
@@ -33,6 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from node.api.auth import json_error
+from node.chain.consensus import COMMITTED, REVEAL_SENT, REVEALING, module_address
 from node.chain.contracts import model_id
 from node.jobs.outcomes import Outcomes
 from node.jobs.store import JobStore
@@ -57,8 +59,12 @@ def build_receipt(store: JobStore, request_id: int, node: str, digests: Mapping[
     if not rows:
         return None
     model, request, output, state, tx_hash, created_at, updated_at = rows[0]
-    input_hex = json.loads(request).get("input", "")
+    fields = json.loads(request)
+    input_hex = fields.get("input", "")
     digest = digests.get(model)
+    verification = Outcomes(store).get(request_id).verification
+    if output is not None and _hidden(fields, store.coordinator, verification):
+        output = None  # a consensus output stays secret until revealed: its hash would let others copy it
     return {
         "chain_id": store.chain_id,
         "coordinator": store.coordinator,
@@ -70,11 +76,20 @@ def build_receipt(store: JobStore, request_id: int, node: str, digests: Mapping[
         "input_hash": "0x" + keccak(bytes.fromhex(str(input_hex).removeprefix("0x"))).hex(),
         "output_hash": None if output is None else "0x" + keccak(bytes(output)).hex(),
         "state": state,
-        "verification": Outcomes(store).get(request_id).verification,
+        "verification": verification,
         "tx_hash": tx_hash,
         "seen_at": round(float(created_at), 3),
         "updated_at": round(float(updated_at), 3),
     }
+
+
+def _hidden(request: dict[str, Any], coordinator: str, verification: str | None) -> bool:
+    """Whether a job's output hash must stay out of its receipt: a consensus request's, until this node revealed it
+    or the request closed. Its plain keccak256 would let a node that never computed match it against the few outputs
+    a consensus form allows (a label) and commit that: the salt that hides it on-chain would be for nothing."""
+    if str(request.get("verifier", "")).lower() != module_address(coordinator).lower():
+        return False
+    return verification is None or verification.startswith((COMMITTED, REVEALING, REVEAL_SENT))
 
 
 def signed(receipt: dict[str, Any], account: LocalAccount) -> dict[str, Any]:

@@ -74,8 +74,9 @@ REVEAL_BATCH_BASE_GAS = 60_000
 #: A `revealing` mark older than this (seconds) with no transaction of this run behind it is a run that stopped
 #: mid-send: it goes back to `committed` (the simulation then says whether its reveal landed: `AlreadyRevealed`).
 STALE_REVEALING_S = 60.0
-#: `Status` values of the coordinator's `RequestView`.
+#: `Status` values of the coordinator's `RequestView`, and their names.
 _OPEN, _FULFILLED = 1, 2
+_STATUS = {1: "open", 2: "fulfilled", 3: "failed", 4: "reclaimed after its deadline", 5: "cancelled"}
 
 
 def module_address(coordinator: str) -> ChecksumAddress:
@@ -217,9 +218,14 @@ class Revealer(VerificationRounds):
         reverted = await self._txm.simulate(node, data, gas, f"reveal of request {rid}")
         if reverted is None:
             return _Reveal(rid, job.output, salt, data, gas)
-        if reverted.error == "RevealNotOpen":
-            return None  # other nodes may still commit: next round
-        if reverted.error in ("RequestClosed", "DeadlinePassed"):
+        if reverted.error == "RevealNotOpen":  # other nodes may still commit: to the back of the queue
+            self._outcomes.set(rid, verification=COMMITTED)
+            return None
+        if reverted.error == "DeadlinePassed":  # the request is the reclaimer's now (refund, error callback)
+            self._outcomes.set(rid, verification=f"{NO_QUORUM} (its deadline passed before this node revealed)")
+            self._count("no_quorum")
+            log.warning("request %d: its deadline passed before this node could reveal; it is reclaimed", rid)
+        elif reverted.error == "RequestClosed":
             await self._settled(rid)
         elif reverted.error == "AlreadyRevealed":  # an earlier run's reveal landed: see how the request ends
             self._outcomes.set(rid, verification=f"{REVEALED} (earlier run)")
@@ -233,8 +239,10 @@ class Revealer(VerificationRounds):
         `RequestFulfilled`), `dissented`, `late` (closed before this node revealed) or `no quorum`."""
         view = await self._view(rid)
         status = int(view[7])
-        if status == _OPEN:
-            return  # still collecting reveals
+        if status == _OPEN:  # still collecting reveals: to the back of the queue (no row starves the others)
+            state = self._outcomes.get(rid).verification
+            self._outcomes.set(rid, verification=state)
+            return
         job = self._store.get(rid)
         node = self._txm.addresses[0]
         from_block = job.request.block_number if job is not None else 0
@@ -267,7 +275,7 @@ class Revealer(VerificationRounds):
         else:
             self._outcomes.set(rid, verification=NO_QUORUM)
             self._count("no_quorum")
-            log.info("request %d: closed without a quorum (status %d)", rid, status)
+            log.info("request %d: closed without a quorum (%s)", rid, _STATUS.get(status, f"status {status}"))
 
     async def _view(self, rid: int) -> Any:
         call = {"to": self._coordinator, "data": "0x" + self._abi.encode_call("getRequests", [rid]).hex()}

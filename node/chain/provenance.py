@@ -3,7 +3,7 @@
 At start, before any job is taken, the node asks each served model's container for `GET /info` `model_digest` (the
 digest of its weight files, containers/runtime/server.py) and the registry for the digest this node committed for
 that model (`modelDigestOf(node, modelId)`); a container that does not answer yet (or an RPC that does not) is
-checked again every few seconds while the node serves (`watch`):
+checked again every few seconds while the node serves, and every model again each `RECHECK_S` (`watch`):
 - none committed yet: the node commits the container's (`commitModel(modelId, digest)`, one transaction per model);
 - the same: nothing to do;
 - another: the node refuses to start, or stops if it found out later (`ProvenanceMismatch`, naming both digests and
@@ -11,6 +11,11 @@ checked again every few seconds while the node serves (`watch`):
   It also warns when a container computes in another dtype than float32: its consensus answers would not match
   float32 nodes' (BENCHMARKS.md, "Consensus forms"). An operator who changed the weights on
   purpose commits the new digest with `infera node commit-model` (node/commands/stake.py) and starts again.
+
+What the digest is and is not: the operator's own claim, checked by this node against its own container, so an
+honest operator cannot serve swapped weights by mistake; a dishonest node can commit any digest (the honest one
+included), so a required digest filters out misconfigured nodes, not liars (coordinator_contract/README.md, threat
+model). Receipts name the digest its container reported when last checked.
 
 Consensus requests may require a digest (`ConsensusParams.modelDigest`): only nodes committed to it may commit an
 output, and every `Revealed` event names the digest of the node that revealed. Models reached over MQTT (workers on
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,8 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two asks of a container that does not answer `/info` yet, at start.
+#: Seconds between two asks of a container that does not answer `/info` yet.
 INFO_RETRY_S = 2.0
+#: Seconds between two checks of every served model's digest (a container restarted with other weights is found).
+RECHECK_S = 60.0
 #: Gas of a `commitModel` (one new slot and an event: ~50k), generously.
 COMMIT_MODEL_GAS = 100_000
 
@@ -117,6 +125,8 @@ class Provenance:
         self.digests: dict[str, bytes] = {}
         #: Models whose container did not answer `/info` yet (`watch` checks them).
         self._pending: list[ModelConfig] = []
+        #: Models already warned about for their dtype (once per run).
+        self._warned: set[str] = set()
         self._registry_at: str | None = None
 
     async def check(self) -> list[Digest]:
@@ -133,15 +143,22 @@ class Provenance:
                 found.append(digest)
         return found
 
-    async def watch(self, every_s: float = INFO_RETRY_S) -> None:
-        """Checks, every `every_s` seconds, the models whose container did not answer `check`, until each has been
-        checked; raises `ProvenanceMismatch` (stopping the node) when one reports other weights than committed."""
-        while self._pending:
+    async def watch(self, every_s: float = INFO_RETRY_S, recheck_s: float = RECHECK_S) -> None:
+        """Checks, every `every_s` seconds, the models whose container did not answer yet, and every model again
+        every `recheck_s` seconds (a container restarted with other weights); raises `ProvenanceMismatch` (stopping
+        the node) when one reports other weights than committed. Runs until cancelled."""
+        if not self._models or "commitModel" not in self._registry:
+            return
+        last = time.monotonic()
+        while True:
             await asyncio.sleep(every_s)
-            for model in list(self._pending):
-                await self._check(model)
+            due = time.monotonic() - last >= recheck_s
+            for model in list(self._models if due else self._pending):
+                await self._check(model, quiet=True)
+            if due:
+                last = time.monotonic()
 
-    async def _check(self, model: ModelConfig) -> Digest | None:
+    async def _check(self, model: ModelConfig, *, quiet: bool = False) -> Digest | None:
         try:
             info = await container_info(self._session, str(model.url))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -157,7 +174,8 @@ class Provenance:
         if model in self._pending:
             self._pending.remove(model)
         dtype = info.get("dtype")
-        if dtype is not None and dtype != "float32":
+        if dtype is not None and dtype != "float32" and model.name not in self._warned:
+            self._warned.add(model.name)
             log.warning(
                 "model %s: its container computes in %s; consensus requests compare output bytes, and other nodes'"
                 " float32 answers will not match these (BENCHMARKS.md, Consensus forms): start it with --dtype"
@@ -183,7 +201,8 @@ class Provenance:
             return None
         self.digests[model.name] = reported
         if committed == reported:
-            log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
+            if not quiet:
+                log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
         elif committed == bytes(32):
             try:
                 await self._commit(registry, node, model.name, reported)

@@ -132,7 +132,18 @@ class Settler:
             outcome = {JobState.CONFIRMED: "served", JobState.EXPIRED: "skipped"}.get(state, "failed")
             self._metrics.count_interval(outcome)
         took_ms = (time.monotonic() - job.seen_at) * 1000
-        if state is JobState.CONFIRMED:
+        if state is JobState.CONFIRMED and (detail or {}).get("committed"):  # a consensus request's first action
+            log.info(
+                "%s: committed %s's output in %.0f ms tx %s block %s gas %d; it is revealed once the commit phase is"
+                " over",
+                describe_job(rid),
+                job.model_name,
+                took_ms,
+                tx_hash,
+                block,
+                gas,
+            )
+        elif state is JobState.CONFIRMED:
             if self._metrics is not None:
                 self._metrics.observe_delivered(took_ms / 1000)
             detail = detail or {}

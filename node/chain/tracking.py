@@ -291,8 +291,15 @@ class Confirmer:
                 settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
             elif outcome == "committed":  # a consensus request's commitment: its reveal follows (node/chain/consensus)
                 record.set(rid, verification=COMMITTED)
-                log.info("request %d: consensus output committed; reveal follows once the commit phase is over", rid)
-                settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
+                settle(
+                    job,
+                    JobState.CONFIRMED,
+                    None,
+                    tx_hash=tx_hash,
+                    gas=gas_each,
+                    block=tx.mined_block,
+                    detail={"committed": True},
+                )
             elif outcome == "rejected":
                 record.set(rid, verification=VERIFICATION_REJECTED)
                 settle(job, JobState.FAILED, f"the request's verifier rejected the delivery (tx {tx_hash})")

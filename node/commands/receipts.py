@@ -37,9 +37,12 @@ def fetch(url: str, request_id: int) -> dict[str, Any]:
     return answer
 
 
-def checks(answer: dict[str, Any], logs: dict[str, list[Any]], chain_id: int, coordinator: str) -> list[str]:
-    """What is wrong with `answer` (a signed receipt) against the chain (`logs`: the request's `RequestCreated`, and
-    the receipt's node's `Revealed` and `RequestFulfilled` events, as web3 decodes them); empty when all holds."""
+def checks(
+    answer: dict[str, Any], logs: dict[str, list[Any]], chain_id: int, coordinator: str, request_id: int
+) -> list[str]:
+    """What is wrong with `answer` (a signed receipt said to be of `request_id`) against the chain (`logs`: the
+    request's `RequestCreated`, and the receipt's node's `Revealed`, `RequestFulfilled` and `Dissented` events, as
+    web3 decodes them); empty when all holds."""
     from eth_account import Account
     from eth_account.messages import encode_defunct
     from eth_utils.crypto import keccak
@@ -55,13 +58,29 @@ def checks(answer: dict[str, Any], logs: dict[str, list[Any]], chain_id: int, co
         problems.append(f"signature: signed by {signer}, not by the node it names ({receipt.get('node')})")
     if receipt.get("chain_id") != chain_id or str(receipt.get("coordinator", "")).lower() != coordinator.lower():
         problems.append(f"chain: the receipt is for chain {receipt.get('chain_id')}, {receipt.get('coordinator')}")
+    if str(receipt.get("request_id")) != str(request_id):
+        problems.append(f"request: the receipt is of request {receipt.get('request_id')}, not {request_id}")
     created = logs["RequestCreated"]
     if not created:
         problems.append("input: no RequestCreated for this request on-chain")
-    elif "0x" + keccak(bytes(created[0]["args"]["input"])).hex() != receipt.get("input_hash"):
-        problems.append("input: input_hash is not the hash of the request's input on-chain")
+    else:
+        if "0x" + keccak(bytes(created[0]["args"]["input"])).hex() != receipt.get("input_hash"):
+            problems.append("input: input_hash is not the hash of the request's input on-chain")
+        if "0x" + bytes(created[0]["args"]["modelId"]).hex() != str(receipt.get("model_id", "")).lower():
+            problems.append("model: model_id is not the request's modelId on-chain")
+        elif "0x" + keccak(text=str(receipt.get("model"))).hex() != str(receipt.get("model_id", "")).lower():
+            problems.append("model: the model name does not hash to the model_id")
+    verification = str(receipt.get("verification") or "")
+    if verification.startswith("agreed") and not logs["RequestFulfilled"]:
+        problems.append("outcome: it says agreed, but the node was not paid for this request (no RequestFulfilled)")
+    if verification.startswith("dissented") and not logs["Dissented"]:
+        problems.append("outcome: it says dissented, but no Dissented event names the node")
+    if logs["Dissented"] and not verification.startswith("dissented"):
+        problems.append(f"outcome: it says {verification or 'nothing'}, but a Dissented event names the node")
     delivered = logs["Revealed"] or logs["RequestFulfilled"]
-    if not delivered:
+    if receipt.get("output_hash") is None:
+        problems.append("output: the receipt names no output yet (a consensus output is hidden until revealed)")
+    elif not delivered:
         problems.append("output: this node has no Revealed or RequestFulfilled event for the request (yet)")
     else:
         args = delivered[0]["args"]
@@ -96,7 +115,7 @@ def check(
     )
     since = cfg.chain.start_block or 0
     logs: dict[str, list[Any]] = {}
-    for name in ("RequestCreated", "Revealed", "RequestFulfilled"):
+    for name in ("RequestCreated", "Revealed", "RequestFulfilled", "Dissented"):
         wanted: dict[str, Any] = {"requestId": request_id}
         if name != "RequestCreated":
             if not Web3.is_address(node):
@@ -104,7 +123,7 @@ def check(
             wanted["node"] = Web3.to_checksum_address(node)
         event = getattr(coordinator.events, name)()
         logs[name] = list(event.get_logs(from_block=since, argument_filters=wanted))
-    problems = checks(answer, logs, int(w3.eth.chain_id), coordinator.address)
+    problems = checks(answer, logs, int(w3.eth.chain_id), coordinator.address, request_id)
     receipt = answer["receipt"]
     note(
         f"request {request_id}: node {node}, model {receipt.get('model')} (digest {receipt.get('model_digest')}),"
@@ -114,4 +133,5 @@ def check(
         for problem in problems:
             typer.echo(f"FAIL {problem}")
         fail(f"the receipt of request {request_id} does not check out")
-    typer.echo(f"OK   signed by {node}; input, output and model digest match the chain")
+    digest = "model digest" if logs["Revealed"] else "model id (a plain delivery's event names no digest)"
+    typer.echo(f"OK   signed by {node}; input, output, outcome and {digest} match the chain")

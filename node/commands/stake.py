@@ -171,8 +171,9 @@ def node_commit_model(
         url = str(entry.url).rstrip("/") + "/info"
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
-                reported = json.loads(resp.read()).get("model_digest")
-        except (OSError, ValueError) as exc:
+                info = json.loads(resp.read())
+            reported = info.get("model_digest") if isinstance(info, dict) else None
+        except (OSError, ValueError, RecursionError) as exc:
             raise ConfigError(f"--model {model}: {url} does not answer JSON ({exc}); start its container") from None
         if not reported:
             raise ConfigError(f"--model {model}: {url} reports no model_digest (a model without weight files?)")

@@ -96,7 +96,8 @@ class Outcomes:
         below the failure quorum leaves the request open), not yet checked for `reclaim` — or whose `reclaim` was
         sent (or being sent) by an earlier run and last marked before `stale_before` (unix s, wall time): a
         transaction that never landed is tried again. Skipped requests are not the node's to end (no gas is spent on
-        them). At most `limit`, oldest deadline first."""
+        them). A consensus request's job is `confirmed` once its commit is mined, whatever its redundancy: it may
+        still be open (unrevealed, no quorum). At most `limit`, oldest deadline first."""
         rows = self._store.execute(
             "SELECT j.request_id, CAST(json_extract(j.request, '$.deadline') AS INTEGER) AS deadline FROM jobs j"
             " LEFT JOIN outcomes o ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator"
@@ -104,7 +105,9 @@ class Outcomes:
             " WHERE j.chain_id=? AND j.coordinator=? AND j.interval=0"
             " AND (o.reclaim IS NULL OR ((o.reclaim = ? OR o.reclaim LIKE ?) AND o.updated_at < ?))"
             " AND j.state IN ('confirmed', 'expired', 'failed') AND deadline < ?"
-            " AND NOT (j.state = 'confirmed' AND CAST(json_extract(j.request, '$.redundancy') AS INTEGER) = 1)"
+            " AND NOT (j.state = 'confirmed' AND CAST(json_extract(j.request, '$.redundancy') AS INTEGER) = 1"
+            " AND NOT (COALESCE(o.verification, '') LIKE 'committed%' OR COALESCE(o.verification, '') LIKE 'reveal%'"
+            " OR COALESCE(o.verification, '') LIKE 'no quorum%'))"
             " ORDER BY deadline LIMIT ?",
             (
                 self._store.chain_id,

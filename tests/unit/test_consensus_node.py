@@ -162,12 +162,24 @@ def test_a_receipt_is_signed_by_the_node_and_names_the_on_chain_hashes(tmp_path:
     digest = b"\xd1" * 32
     receipt = receipts.build_receipt(store, 11, account.address, {"classify/x@1": digest})
     assert receipt is not None
-    assert receipts.build_receipt(store, 12, account.address, {}) is None
+    assert receipts.build_receipt(store, 99, account.address, {}) is None
     assert receipt["input_hash"] == "0x" + keccak(b"the input").hex()
+    assert receipt["output_hash"] is None  # committed, not revealed: its hash would give the answer away
+    for state in (consensus.REVEALING, f"{consensus.REVEAL_SENT} 0xab"):
+        Outcomes(store).set(11, verification=state)
+        assert receipts.build_receipt(store, 11, account.address, {})["output_hash"] is None  # type: ignore[index]
+    Outcomes(store).set(11, verification=f"{consensus.REVEALED} 0xab")
+    receipt = receipts.build_receipt(store, 11, account.address, {"classify/x@1": digest})
+    assert receipt is not None
     assert receipt["output_hash"] == "0x" + keccak(b"the output").hex()
+    plain = store.add(request(12, verifier=ZERO_ADDRESS), "classify/x@1")
+    assert plain is not None
+    store.update(plain, JobState.RUNNING, attempts=1)
+    store.update(plain, JobState.COMPUTED, output=b"plain")
+    assert receipts.build_receipt(store, 12, account.address, {})["output_hash"] == "0x" + keccak(b"plain").hex()  # type: ignore[index]
     assert receipt["model_digest"] == "0x" + digest.hex()
     assert receipt["model_id"] == "0x" + keccak(text="classify/x@1").hex()
-    assert (receipt["request_id"], receipt["state"], receipt["verification"]) == ("11", "computed", "committed")
+    assert (receipt["request_id"], receipt["state"], receipt["verification"]) == ("11", "computed", "revealed 0xab")
     answer = receipts.signed(receipt, account)
     text = receipts.canonical(json.loads(json.dumps(answer))["receipt"])  # as a client reads it back
     assert Account.recover_message(encode_defunct(text=text), signature=answer["signature"]) == account.address
@@ -183,25 +195,47 @@ def test_a_receipt_check_names_each_thing_that_does_not_match_the_chain() -> Non
     receipt = {
         "chain_id": 31337,
         "coordinator": COORDINATOR,
+        "request_id": "7",
+        "model": "m@1",
+        "model_id": "0x" + keccak(text="m@1").hex(),
+        "verification": "revealed 0xab",
         "node": account.address,
         "input_hash": "0x" + keccak(b"in").hex(),
         "output_hash": "0x" + keccak(b"out").hex(),
         "model_digest": "0x" + digest.hex(),
     }
     revealed = {"args": {"outputHash": keccak(b"out"), "modelDigest": digest}}
-    logs = {"RequestCreated": [{"args": {"input": b"in"}}], "Revealed": [revealed], "RequestFulfilled": []}
-    assert checks(receipts.signed(receipt, account), logs, 31337, COORDINATOR) == []
+    created = {"args": {"input": b"in", "modelId": keccak(text="m@1")}}
+    logs = {"RequestCreated": [created], "Revealed": [revealed], "RequestFulfilled": [], "Dissented": []}
+    assert checks(receipts.signed(receipt, account), logs, 31337, COORDINATOR, 7) == []
     forged = receipts.signed(dict(receipt, output_hash="0x" + keccak(b"other").hex()), account)
-    assert checks(forged, logs, 31337, COORDINATOR) == [
+    assert checks(forged, logs, 31337, COORDINATOR, 7) == [
         "output: output_hash is not the outputHash of the node's event on-chain"
     ]
     unsigned = dict(receipts.signed(receipt, Account.from_key(b"\x0a" * 32)))
-    assert checks(unsigned, logs, 31337, COORDINATOR)[0].startswith("signature: signed by")
+    assert checks(unsigned, logs, 31337, COORDINATOR, 7)[0].startswith("signature: signed by")
     garbage = {"receipt": receipt, "signature": "0x1234"}
-    assert checks(garbage, logs, 31337, COORDINATOR)[0].startswith("signature: signed by nobody")
+    assert checks(garbage, logs, 31337, COORDINATOR, 7)[0].startswith("signature: signed by nobody")
     other_digest = dict(logs, Revealed=[{"args": {"outputHash": keccak(b"out"), "modelDigest": b"\x01" * 32}}])
-    assert checks(receipts.signed(receipt, account), other_digest, 31337, COORDINATOR) == [
+    assert checks(receipts.signed(receipt, account), other_digest, 31337, COORDINATOR, 7) == [
         "model: model_digest is not the digest the node's Revealed event names"
     ]
-    nothing = {"RequestCreated": [], "Revealed": [], "RequestFulfilled": []}
-    assert len(checks(receipts.signed(receipt, account), nothing, 1, COORDINATOR)) == 3  # chain, input, output
+    nothing = {"RequestCreated": [], "Revealed": [], "RequestFulfilled": [], "Dissented": []}
+    assert len(checks(receipts.signed(receipt, account), nothing, 1, COORDINATOR, 7)) == 3  # chain, input, output
+    # What a forger may change and sign: another request's receipt, another model, an outcome it did not have.
+    signed_as = [
+        (dict(receipt, request_id="5"), "request: the receipt is of request 5, not 7"),
+        (dict(receipt, model="n@1", model_id="0x" + keccak(text="n@1").hex()), "model: model_id is not the"),
+        (dict(receipt, model="n@1"), "model: the model name does not hash"),
+        (dict(receipt, verification="agreed"), "outcome: it says agreed, but the node was not paid"),
+        (dict(receipt, verification="dissented"), "outcome: it says dissented, but no Dissented event"),
+        (dict(receipt, output_hash=None), "output: the receipt names no output yet"),
+    ]
+    for forged_receipt, problem in signed_as:
+        found = checks(receipts.signed(forged_receipt, account), logs, 31337, COORDINATOR, 7)
+        assert len(found) == 1, found
+        assert found[0].startswith(problem), found
+    dissent = dict(logs, Dissented=[{"args": {"outputHash": keccak(b"out")}}])
+    assert checks(receipts.signed(receipt, account), dissent, 31337, COORDINATOR, 7) == [
+        "outcome: it says revealed 0xab, but a Dissented event names the node"
+    ]

@@ -8,6 +8,8 @@ import {InferenceConsumer} from "../../src/consumer/InferenceConsumer.sol";
 /// @notice A consumer of consensus requests that counts its callbacks per request and keeps the last result.
 contract ConsensusConsumer is InferenceConsumer {
     mapping(uint256 requestId => uint256) public results;
+    /// @notice The reason of the last error callback.
+    string public lastReason;
     mapping(uint256 requestId => uint256) public errors;
     mapping(uint256 requestId => bytes32) public outputHashOf;
     address public lastNode;
@@ -48,8 +50,9 @@ contract ConsensusConsumer is InferenceConsumer {
         lastOutput = output;
     }
 
-    function _onInferenceError(uint256 requestId, string calldata) internal override {
+    function _onInferenceError(uint256 requestId, string calldata reason) internal override {
         require(!revertCallbacks, "no");
         errors[requestId] += 1;
+        lastReason = reason;
     }
 }
