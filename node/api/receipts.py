@@ -34,7 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from node.api.auth import json_error
-from node.chain.consensus import COMMITTED, REVEAL_SENT, REVEALING, module_address
+from node.chain.consensus import AGREED, DISSENTED, LATE, NO_QUORUM, REVEALED, module_address
 from node.chain.contracts import model_id
 from node.jobs.outcomes import Outcomes
 from node.jobs.store import JobStore
@@ -89,7 +89,9 @@ def _hidden(request: dict[str, Any], coordinator: str, verification: str | None)
     a consensus form allows (a label) and commit that: the salt that hides it on-chain would be for nothing."""
     if str(request.get("verifier", "")).lower() != module_address(coordinator).lower():
         return False
-    return verification is None or verification.startswith((COMMITTED, REVEALING, REVEAL_SENT))
+    # Shown once revealed, or once the commit phase is surely over (an outcome only a closed request, a passed
+    # deadline or an open reveal phase gives); hidden in every other state, including any added later.
+    return verification is None or not verification.startswith((REVEALED, AGREED, DISSENTED, LATE, NO_QUORUM))
 
 
 def signed(receipt: dict[str, Any], account: LocalAccount) -> dict[str, Any]:

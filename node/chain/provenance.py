@@ -127,6 +127,8 @@ class Provenance:
         self._pending: list[ModelConfig] = []
         #: Models already warned about for their dtype (once per run).
         self._warned: set[str] = set()
+        #: The digest commit this run tried for each model (sent, or refused: not tried again until a restart).
+        self._committing: dict[str, bytes] = {}
         self._registry_at: str | None = None
 
     async def check(self) -> list[Digest]:
@@ -203,7 +205,10 @@ class Provenance:
         if committed == reported:
             if not quiet:
                 log.info("model %s: weights digest 0x%s matches this node's commitment", model.name, reported.hex())
+        elif committed == bytes(32) and self._committing.get(model.name) == reported:
+            pass  # this run sent (or could not send) that commit already: once a run
         elif committed == bytes(32):
+            self._committing[model.name] = reported
             try:
                 await self._commit(registry, node, model.name, reported)
             except Exception as exc:  # an RPC down, fees over the cap: the digest is committed at the next start

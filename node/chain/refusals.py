@@ -29,12 +29,14 @@ from typing import Any
 
 from node.chain import delivery
 from node.chain.build import PROOF_REJECTED
+from node.chain.consensus import COMMITTED
 from node.chain.env import TxBooks, TxEnv
 from node.chain.keys import Key
 from node.chain.resend import Resender
 from node.chain.rpc import RpcError, classify
-from node.chain.tracking import NOT_SERVED_ERRORS, SETTLED_ERRORS, not_served, receipt_of
+from node.chain.tracking import ALREADY_COMMITTED, NOT_SERVED_ERRORS, SETTLED_ERRORS, not_served, receipt_of
 from node.errors import Action, TxReverted, short
+from node.jobs.outcomes import Outcomes
 from node.jobs.states import JobState
 from node.jobs.store import Job, StoredTx
 from node.observability.conditions import CONDITIONS
@@ -98,7 +100,10 @@ class Refusals:
         if job.state is JobState.ORPHANED:  # a reorg removed its request during the simulation: nothing to do
             log.info("request %d: removed by a reorg while its send was simulated; dropped", job.request_id)
             return
-        if reverted.error in SETTLED_ERRORS:
+        if reverted.error == ALREADY_COMMITTED:  # ours, mined unseen (a lagging RPC): reveal it, never drop it
+            Outcomes(self._env.store).set(job.request_id, verification=COMMITTED)
+            self._books.settler.settle(job, JobState.CONFIRMED, None, detail={"committed": True})
+        elif reverted.error in SETTLED_ERRORS:
             self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
         elif reverted.error == PROOF_REJECTED:
             # Sending it would cost gas and the node's stake (the verifier slashes what it rejects): never sent.

@@ -46,11 +46,12 @@ log = logging.getLogger(__name__)
 #: Coordinator errors that mean "nothing to do here", as opposed to a delivery that is wrong.
 #: The SubscriptionManager's: the interval is over (or cancelled), has its `redundancy` deliveries, or has ours.
 #: `NoSlotLeft`: every slot of a verified request is taken by deliveries awaiting a verdict. `CommitClosed`: a
-#: consensus request's commit phase is over (every slot committed, or its window passed); `AlreadyCommitted`: ours is.
+#: consensus request's commit phase is over (every slot committed, or its window passed). (`AlreadyCommitted`,
+#: `ALREADY_COMMITTED`, is not among them: the commitment is ours, mined unseen, and it is revealed.)
+ALREADY_COMMITTED = "AlreadyCommitted"
 SETTLED_ERRORS = frozenset(
     {
         "CommitClosed",
-        "AlreadyCommitted",
         "AlreadyServed",
         "RequestClosed",
         "DeadlinePassed",
@@ -289,7 +290,7 @@ class Confirmer:
                 record.set(rid, verification=f"{PENDING_UNTIL}{verdict_by}")
                 log.info("request %d: delivered with a proof; verification pending until %s", rid, verdict_by)
                 settle(job, JobState.CONFIRMED, None, tx_hash=tx_hash, gas=gas_each, block=tx.mined_block)
-            elif outcome == "committed":  # a consensus request's commitment: its reveal follows (node/chain/consensus)
+            elif outcome in ("committed", ALREADY_COMMITTED):  # a consensus request's commitment: its reveal follows
                 record.set(rid, verification=COMMITTED)
                 settle(
                     job,
