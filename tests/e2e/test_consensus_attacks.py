@@ -39,7 +39,7 @@ def test_a_consensus_receipt_names_no_output_hash_until_the_node_revealed(tmp_pa
         rig.start(a)
         consumer: Any = rig.deploy("CallbackCounter", dep.coordinator.address)
         data = b"the honest answer"
-        receipt = ask(rig, consumer, MODEL, data, 2, 2)
+        receipt = ask(rig, consumer, MODEL, data, 2, 1)  # a quorum of one: a's reveal alone settles it
         rid, block = rig.dev.request_id_of(receipt), receipt["blockNumber"]
         rig.wait(lambda: len(events(rig, "Committed", rid, block)) == 1 or None, "a to commit")
         during = json.loads(a.api(f"/receipts/{rid}"))["receipt"]
@@ -49,7 +49,7 @@ def test_a_consensus_receipt_names_no_output_hash_until_the_node_revealed(tmp_pa
 
         rig.increase_time(COMMIT_WINDOW_S + 1)  # the window passes with one commit: a reveals
         rig.wait(lambda: len(events(rig, "Revealed", rid, block)) == 1 or None, "a to reveal")
-        rig.wait(lambda: (verification(a, rid) or "").startswith("revealed") or None, "a to see its reveal mined")
+        rig.wait(lambda: verification(a, rid) == "agreed" or None, "a to see its reveal paid")
         after = json.loads(a.api(f"/receipts/{rid}"))["receipt"]
         assert after["output_hash"] == "0x" + keccak(data).hex()  # public on-chain now, so in the receipt too
 
@@ -172,3 +172,26 @@ def test_reveals_waiting_for_their_commit_window_do_not_starve_a_ready_reveal(tm
         rig.wait(
             lambda: consumer.functions.results(rid).call() == 1 or None, "the ready request's callback", timeout_s=45
         )
+
+
+def test_a_node_does_not_reveal_when_too_few_committed_for_a_quorum(tmp_path: Path) -> None:
+    """n = 2, k = 2, and only this node commits before the window closes: a reveal could never reach the quorum, so
+    the node spends no gas on one; the request is reclaimed after its deadline (one error callback, all refunded)."""
+    with MultiNode.open(tmp_path) as rig:
+        dep = rig.dev.deployment
+        assert dep is not None
+        a = rig.add_node("a")
+        rig.add_node("x")  # staked, never commits
+        rig.start(a)
+        consumer: Any = rig.deploy("CallbackCounter", dep.coordinator.address)
+        receipt = ask(rig, consumer, MODEL, b"alone", 2, 2)
+        rid, block = rig.dev.request_id_of(receipt), receipt["blockNumber"]
+        rig.wait(lambda: verification(a, rid) == "committed" or None, "a to commit")
+        txs = rig.tx_count(a)
+        rig.increase_time(COMMIT_WINDOW_S + 1)
+        rig.wait(lambda: (verification(a, rid) or "").startswith("no quorum (only 1 of the 2") or None, "a to give up")
+        assert not events(rig, "Revealed", rid, block)
+        assert rig.tx_count(a) == txs
+        rig.advance_to(rig.dev.request_state(rid)["deadline"] + 61)
+        rig.wait(lambda: consumer.functions.errors(rid).call() == 1 or None, "a to reclaim", timeout_s=120)
+        assert rig.tx_count(a) == txs + 1  # the reclaim
