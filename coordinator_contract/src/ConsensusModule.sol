@@ -27,9 +27,17 @@ import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 /// it counts agreement (≤ 15 reads, instead of a per-hash counter: a new slot per distinct output) and tells a second
 /// reveal by the node's address (`AlreadyRevealed`). A reveal makes one registry call, `activeDigestFor`, for both the
 /// active check and the digest it reports.
+/// The reveal that reaches a quorum of 2 or more is not added to the revealers (no new slot): its vote becomes
+/// `QUORUM_VOTE` (a commitment may not be that value, so it marks exactly that node as revealed), and the record's
+/// `pending` field (unused by consensus requests, in the slot that reveal writes anyway) holds 1 + the index of an
+/// earlier revealer that agreed, whose vote is the agreed output hash. After quorum every reveal fails with
+/// `RequestClosed`, so the unlisted node needs no `AlreadyRevealed` check. A quorum of 1 lists its one revealer.
 contract ConsensusModule is CoordinatorCore, IConsensus {
     /// @notice Most nodes a consensus request may ask for (bounds the walk at quorum).
     uint16 public constant MAX_CONSENSUS_NODES = 16;
+    /// @dev The vote of the node whose reveal reached a quorum of 2 or more (its output hash is the agreed one);
+    /// `commit` refuses it as a commitment (`ZeroCommitment`).
+    bytes32 internal constant QUORUM_VOTE = bytes32(uint256(1));
 
     /// @dev The Coordinator that deployed this module: the only context these functions run in.
     address private immutable _coordinator;
@@ -153,10 +161,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         revealOpen = r.status == ICoordinator.Status.Open && block.timestamp <= r.deadline
             && (commits == r.redundancy || block.timestamp > commitDeadline);
         modelDigest = _requiredDigest[requestId];
-        // After quorum nothing more is revealed, so the last reveal is the one that reached it.
-        if (r.status == ICoordinator.Status.Fulfilled) {
-            agreedHash = _votes[requestId][_revealers[requestId][reveals - 1]];
-        }
+        if (r.status == ICoordinator.Status.Fulfilled) agreedHash = _agreedHash(requestId, v);
     }
 
     /// @inheritdoc IConsensus
@@ -167,9 +172,14 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         returns (bytes32 commitment, bytes32 outputHash, bool revealed)
     {
         bytes32 vote = _votes[requestId][node];
-        revealed = _revealed(requestId, node);
-        if (revealed) outputHash = vote;
-        else commitment = vote;
+        if (vote == QUORUM_VOTE) {
+            // The node whose reveal reached the quorum (not listed among the revealers).
+            (revealed, outputHash) = (true, _agreedHash(requestId, _verifications[requestId]));
+        } else if (vote != 0 && _listed(requestId, node)) {
+            (revealed, outputHash) = (true, vote);
+        } else {
+            commitment = vote;
+        }
     }
 
     // ------------------------------------------------------------------------------------------ internal
@@ -194,7 +204,8 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
     }
 
     function _commit(uint256 requestId, address node, bytes32 commitment) private {
-        if (commitment == 0) revert ZeroCommitment(requestId);
+        // 0 is no vote, 1 (`QUORUM_VOTE`) the vote that reached quorum; a real commitment is a keccak256 hash.
+        if (uint256(commitment) <= uint256(QUORUM_VOTE)) revert ZeroCommitment(requestId);
         (Request storage r, Verification storage v) = _openConsensus(requestId);
         uint8 commits = v.commits;
         if (commits >= r.redundancy || block.timestamp > v.commitDeadline) {
@@ -216,9 +227,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         private
         returns (bool quorumReached)
     {
-        // One registry call: the node must be active, and its digest for the request's model goes in `Revealed`.
-        (bool active, bytes32 digest) = registry.activeDigestFor(node, _verifications[requestId].modelId);
-        if (!active) revert ICoordinator.NodeNotActive(node);
+        bytes32 digest = _activeDigest(requestId, node);
         if (output.length > maxOutputBytes) {
             revert ICoordinator.OutputTooLarge(output.length, maxOutputBytes);
         }
@@ -228,31 +237,47 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         }
         bytes32 outputHash = keccak256(output);
         uint256 earlier = v.reveals;
-        uint256 agreeing = _open(requestId, node, outputHash, salt, earlier);
+        (uint256 agreeing, uint256 agreeingAt) = _open(requestId, node, outputHash, salt, earlier);
         if (v.digestRequired) {
             bytes32 required = _requiredDigest[requestId];
             if (digest != required) revert ModelDigestMismatch(requestId, required, digest);
         }
-        // The vote's one slot: the commitment is opened (it stays in its `Committed` event), the output hash replaces it.
-        _votes[requestId][node] = outputHash;
-        _revealers[requestId][earlier] = node;
+        quorumReached = agreeing >= v.quorum;
+        // The vote's one slot: the commitment is opened (it stays in its `Committed` event), the output hash replaces
+        // it; the reveal that reaches a quorum of 2 or more is not listed: its vote is `QUORUM_VOTE` and the record
+        // points at an earlier agreeing revealer (see the contract's notes).
+        if (quorumReached && agreeing > 1) {
+            _votes[requestId][node] = QUORUM_VOTE;
+            // casting to 'uint16' is safe because agreeingAt < earlier < MAX_CONSENSUS_NODES
+            // forge-lint: disable-next-line(unsafe-typecast)
+            v.pending = uint16(agreeingAt + 1);
+        } else {
+            _votes[requestId][node] = outputHash;
+            _revealers[requestId][earlier] = node;
+        }
         // casting to 'uint8' is safe because at most MAX_CONSENSUS_NODES nodes commit, so reveal
         // forge-lint: disable-next-line(unsafe-typecast)
         v.reveals = uint8(earlier + 1);
         emit Revealed(requestId, node, outputHash, digest);
 
-        if (agreeing < v.quorum) return false;
-        _settle(requestId, r, node, output, outputHash, earlier);
-        return true;
+        if (quorumReached) _settle(requestId, r, node, output, outputHash, earlier);
+    }
+
+    /// @dev One registry call: `node` must be active (`NodeNotActive`); returns its digest for the request's model
+    /// (reported in `Revealed`).
+    function _activeDigest(uint256 requestId, address node) private view returns (bytes32 digest) {
+        bool active;
+        (active, digest) = registry.activeDigestFor(node, _verifications[requestId].modelId);
+        if (!active) revert ICoordinator.NodeNotActive(node);
     }
 
     /// @dev Checks that `outputHash` and `salt` open `node`'s commitment, which it has not opened yet (`NotCommitted`,
     /// `AlreadyRevealed`, `CommitmentMismatch`, in that order); returns how many of the first `earlier` revealers
-    /// revealed `outputHash`, plus one (`node`).
+    /// revealed `outputHash`, plus one (`node`), and the index of the last of them that did (0 if none).
     function _open(uint256 requestId, address node, bytes32 outputHash, bytes32 salt, uint256 earlier)
         private
         view
-        returns (uint256 agreeing)
+        returns (uint256 agreeing, uint256 agreeingAt)
     {
         mapping(address => bytes32) storage votes = _votes[requestId];
         bytes32 committed = votes[node];
@@ -263,20 +288,29 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         for (uint256 i; i < earlier; ++i) {
             address voter = revealers[i];
             if (voter == node) revert AlreadyRevealed(requestId, node);
-            if (votes[voter] == outputHash) ++agreeing;
+            if (votes[voter] == outputHash) (agreeing, agreeingAt) = (agreeing + 1, i);
         }
         bytes32 given = commitmentFor(requestId, node, outputHash, salt);
         if (given != committed) revert CommitmentMismatch(requestId, committed, given);
     }
 
-    /// @dev Whether `node` revealed on `requestId`: it is one of the revealers.
-    function _revealed(uint256 requestId, address node) private view returns (bool) {
+    /// @dev Whether `node` is one of the listed revealers of `requestId` (every revealer but the one that reached a
+    /// quorum of 2 or more).
+    function _listed(uint256 requestId, address node) private view returns (bool) {
         address[16] storage revealers = _revealers[requestId];
-        uint256 reveals = _verifications[requestId].reveals;
-        for (uint256 i; i < reveals; ++i) {
+        Verification storage v = _verifications[requestId];
+        uint256 listed = v.pending == 0 ? v.reveals : v.reveals - 1;
+        for (uint256 i; i < listed; ++i) {
             if (revealers[i] == node) return true;
         }
         return false;
+    }
+
+    /// @dev The output hash a fulfilled request agreed on: the vote of the earlier agreeing revealer the record points
+    /// at, or (quorum 1) of the one listed revealer.
+    function _agreedHash(uint256 requestId, Verification storage v) private view returns (bytes32) {
+        uint256 at = v.pending;
+        return _votes[requestId][_revealers[requestId][at == 0 ? v.reveals - 1 : at - 1]];
     }
 
     /// @dev Quorum reached by `node`'s reveal (the `earlier + 1`-th): pays the agreeing revealers, refunds the other
@@ -290,19 +324,19 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         uint256 earlier
     ) private {
         (uint256 dissent, uint256 earned, uint256 refund, uint8 quorum) =
-            _close(requestId, r, outputHash, earlier);
+            _close(requestId, r, node, outputHash, earlier);
         bool callbackOk = _callWithExactGas(
             r.callbackGasLimit,
             r.consumer,
             abi.encodeWithSignature("rawFulfill(uint256,address,bytes)", requestId, node, output)
         );
-        _announce(requestId, outputHash, earlier, dissent, callbackOk, earned);
+        _announce(requestId, node, outputHash, earlier, dissent, callbackOk, earned);
         emit ConsensusReached(requestId, outputHash, quorum, refund, callbackOk);
     }
 
     /// @dev Every state change of a quorum: status `Fulfilled`, `delivered` = quorum, the agreeing revealers and the
     /// protocol paid, the other slots refunded to the consumer.
-    function _close(uint256 requestId, Request storage r, bytes32 outputHash, uint256 earlier)
+    function _close(uint256 requestId, Request storage r, address node, bytes32 outputHash, uint256 earlier)
         private
         returns (uint256 dissent, uint256 earned, uint256 refund, uint8 quorum)
     {
@@ -314,30 +348,33 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         earned = fee - protocolCut;
         address token = r.token;
         dissent = _pay(requestId, token, earned, outputHash, earlier);
+        if (earned != 0) balanceOf[token][node] += earned;
         if (protocolCut != 0) balanceOf[token][protocolFeeRecipient] += protocolCut * quorum;
         refund = uint256(r.redundancy - quorum) * fee;
         if (refund != 0) balanceOf[token][r.consumer] += refund;
     }
 
-    /// @dev Credits `earned` to each of the first `earlier + 1` revealers that revealed `outputHash`; returns the
-    /// others as a bitmap of reveal indexes (at most 16).
+    /// @dev Credits `earned` to each of the first `earlier` revealers that revealed `outputHash` (the node that reached
+    /// the quorum is paid by `_close`); returns the others as a bitmap of reveal indexes (at most 15).
     function _pay(uint256 requestId, address token, uint256 earned, bytes32 outputHash, uint256 earlier)
         private
         returns (uint256 dissent)
     {
         address[16] storage revealers = _revealers[requestId];
         uint256 bit = 1;
-        for (uint256 i; i <= earlier; ++i) {
+        for (uint256 i; i < earlier; ++i) {
             address voter = revealers[i];
-            if (i != earlier && _votes[requestId][voter] != outputHash) dissent |= bit;
+            if (_votes[requestId][voter] != outputHash) dissent |= bit;
             else if (earned != 0) balanceOf[token][voter] += earned;
             bit <<= 1;
         }
     }
 
-    /// @dev `RequestFulfilled` for each paid revealer, `Dissented` for each other one.
+    /// @dev `RequestFulfilled` for each paid revealer, `Dissented` for each other one, in reveal order (`node`, which
+    /// reached the quorum, last).
     function _announce(
         uint256 requestId,
+        address node,
         bytes32 outputHash,
         uint256 earlier,
         uint256 dissent,
@@ -345,7 +382,7 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
         uint256 earned
     ) private {
         address[16] storage revealers = _revealers[requestId];
-        for (uint256 i; i <= earlier; ++i) {
+        for (uint256 i; i < earlier; ++i) {
             address voter = revealers[i];
             if (dissent & 1 == 0) {
                 emit ICoordinator.RequestFulfilled(requestId, voter, outputHash, callbackOk, earned);
@@ -354,5 +391,6 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
             }
             dissent >>= 1;
         }
+        emit ICoordinator.RequestFulfilled(requestId, node, outputHash, callbackOk, earned);
     }
 }

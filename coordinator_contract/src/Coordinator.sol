@@ -368,7 +368,10 @@ contract Coordinator is CoordinatorCore, ICoordinator {
         returns (address verifier, bytes32 modelId, bytes32 inputHash, uint16 pending)
     {
         Verification storage v = _verifications[requestId];
-        return (v.verifier, v.modelId, v.inputHash, v.pending);
+        // A consensus request never awaits a verdict: its `pending` field points at an agreeing revealer.
+        (verifier, pending) = (v.verifier, v.pending);
+        if (verifier == consensusModule) pending = 0;
+        (modelId, inputHash) = (v.modelId, v.inputHash);
     }
 
     /// @notice The state of many requests in one call, for a node catching up.

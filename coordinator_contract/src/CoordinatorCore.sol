@@ -46,6 +46,8 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
     struct Verification {
         // slot 0
         address verifier;
+        // Deliveries awaiting a verdict; on a fulfilled consensus request whose quorum is 2 or more, 1 + the index in
+        // `_revealers` of a revealer that agreed (the revealer that reached the quorum is not listed there).
         uint16 pending;
         // Set by a reclaim that found no unserved slot (every one delivered or awaiting a verdict): the first slot
         // rejected afterwards makes the error callback that reclaim could not make.
@@ -80,9 +82,11 @@ abstract contract CoordinatorCore is CoordinatorConfig, DelegatedRequests, Escro
     mapping(uint256 requestId => mapping(address node => PendingDelivery)) public pendingDeliveries;
     // ---- consensus requests (written only by the ConsensusModule, appended after the Coordinator's own state)
     /// @dev A node's vote on a consensus request, one slot: its commitment, replaced at its reveal by keccak256 of the
-    /// output it revealed (whether it revealed: whether it is one of `_revealers`).
+    /// output it revealed (whether it revealed: whether it is one of `_revealers`), or by `QUORUM_VOTE` (1) for the
+    /// reveal that reached a quorum of 2 or more, which is not listed in `_revealers`.
     mapping(uint256 requestId => mapping(address node => bytes32 vote)) internal _votes;
-    /// @dev The nodes that revealed, in reveal order (at most `MAX_CONSENSUS_NODES`).
+    /// @dev The nodes that revealed, in reveal order (at most `MAX_CONSENSUS_NODES`), but for the one that reached a
+    /// quorum of 2 or more.
     mapping(uint256 requestId => address[16]) internal _revealers;
     /// @dev The model digest a consensus request requires; written only when it requires one.
     mapping(uint256 requestId => bytes32) internal _requiredDigest;

@@ -250,7 +250,7 @@ contract ConsensusGuardTest is ConsensusTest {
         bytes32 salt = _salt(node, ANSWER);
         items[0] = IConsensus.ConsensusItem(id, false, _commitment(id, node, ANSWER, salt), "");
         items[1] = IConsensus.ConsensusItem(id, false, bytes32(0), "");
-        items[2] = IConsensus.ConsensusItem(plain, false, bytes32(uint256(1)), "");
+        items[2] = IConsensus.ConsensusItem(plain, false, bytes32(uint256(2)), "");
         items[3] = IConsensus.ConsensusItem(id, true, salt, ANSWER); // reveal not open yet
         vm.expectEmit(true, true, true, true, address(coordinator));
         emit ICoordinator.DeliverySkipped(id, node, IConsensus.ZeroCommitment.selector);
@@ -281,7 +281,7 @@ contract ConsensusGuardTest is ConsensusTest {
         for (uint256 i; i < count; ++i) {
             bool bad = (badBits >> i) & 1 == 1;
             // The same node commits once: only the first good item can settle.
-            items[i] = IConsensus.ConsensusItem(id, false, bad ? bytes32(0) : bytes32(i + 1), "");
+            items[i] = IConsensus.ConsensusItem(id, false, bad ? bytes32(0) : bytes32(i + 2), "");
             if (!bad && valid == 0) valid = 1;
         }
         vm.prank(node);

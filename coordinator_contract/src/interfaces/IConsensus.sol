@@ -41,7 +41,8 @@ interface IConsensus {
     error InvalidCommitWindow(uint32 commitWindow, uint64 deadline);
     /// @notice Thrown by `commit`, `reveal` and the views on a request that is not a consensus request.
     error NotConsensusRequest(uint256 requestId);
-    /// @notice Thrown by `commit` with a zero commitment.
+    /// @notice Thrown by `commit` with a zero commitment, or with 1 (reserved: it marks the vote that reached a quorum;
+    /// a real commitment is a keccak256 hash).
     error ZeroCommitment(uint256 requestId);
     /// @notice Thrown by `commit` once the commit phase closed: all `redundancy` nodes committed, or `commitDeadline`
     /// (seconds since the epoch) passed.

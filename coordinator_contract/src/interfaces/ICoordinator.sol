@@ -262,7 +262,8 @@ interface ICoordinator is IEscrow {
     function getRequest(uint256 requestId) external view returns (RequestView memory);
 
     /// @notice What a verifier needs of a verified request: its `verifier` (zero for a plain request), `modelId`,
-    /// `inputHash` (keccak256 of the input) and how many deliveries await a verdict (`pending`).
+    /// `inputHash` (keccak256 of the input) and how many deliveries await a verdict (`pending`; always 0 for a
+    /// consensus request).
     function verificationOf(uint256 requestId)
         external
         view
