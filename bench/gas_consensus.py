@@ -33,7 +33,7 @@ from typing import Any
 from web3.logs import DISCARD
 
 from bench.gas import CALLBACK_GAS_LIMIT, INPUT, OUTPUT, GasBench, tool_version
-from node.chain.consensus import commitment
+from node.chain.commitments import commitment
 from node.chain.contracts import CoordinatorAbi
 from node.devnet import DEFAULT_FEE_WEI, Devnet, DevnetError, forge_build
 from node.devnet.deployment import dev_account

@@ -28,7 +28,8 @@ from node.api.auth import Clients
 from node.api.delegated import DelegatedRequests
 from node.api.jobs import OffchainJobs
 from node.chain.challenge import Challenger
-from node.chain.consensus import CONSENSUS, Revealer
+from node.chain.commitments import CONSENSUS
+from node.chain.consensus import Revealer
 from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
 from node.chain.heads import Head
 from node.chain.listener import Listener

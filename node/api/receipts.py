@@ -34,7 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from node.api.auth import json_error
-from node.chain.consensus import AGREED, DISSENTED, LATE, NO_QUORUM, REVEALED, module_address
+from node.chain.commitments import AGREED, DISSENTED, LATE, NO_QUORUM, REVEALED, module_address
 from node.chain.contracts import model_id
 from node.jobs.outcomes import Outcomes
 from node.jobs.store import JobStore

@@ -29,18 +29,24 @@ reveal that never landed goes back to `committed` and is simulated again; a fail
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eth_abi.abi import encode as abi_encode
-from eth_typing import ChecksumAddress
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-
 from node import faultpoint
+from node.chain.commitments import (
+    AGREED,
+    COMMITTED,
+    DISSENTED,
+    LATE,
+    NO_QUORUM,
+    PROOF_BYTES,
+    REVEAL_SENT,
+    REVEALED,
+    REVEALING,
+    split_proof,
+)
 from node.chain.contracts import CoordinatorAbi
 from node.chain.reclaim import BATCH, VerificationRounds
 from node.chain.rpc import RpcPool
@@ -52,19 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The `[chain] verifiers` kind the node gives the consensus module of its coordinator (added by the node itself).
-CONSENSUS = "consensus"
-#: Bytes of a consensus job's stored proof: the commitment, then the salt.
-PROOF_BYTES = 64
-#: `verification` values of a consensus job's outcome (see the module docstring).
-COMMITTED = "committed"
-REVEALING = "revealing"
-REVEAL_SENT = "reveal sent"
-REVEALED = "revealed"
-AGREED = "agreed"
-DISSENTED = "dissented"
-LATE = "late"
-NO_QUORUM = "no quorum"
 #: Seconds between the revealer's rounds (a reveal waits at most this long after its phase opens).
 REVEAL_EVERY_S = 1.0
 #: Gas of a `reveal` on top of the consumer's callback limit (after the 63/64 rule) and 40 a byte of output: the
@@ -90,42 +83,6 @@ STALE_REVEALING_S = 60.0
 #: `Status` values of the coordinator's `RequestView`, and their names.
 _OPEN, _FULFILLED = 1, 2
 _STATUS = {1: "open", 2: "fulfilled", 3: "failed", 4: "reclaimed after its deadline", 5: "cancelled"}
-
-
-def module_address(coordinator: str) -> ChecksumAddress:
-    """The address of `coordinator`'s `ConsensusModule`: the Coordinator's constructor creates it as its first and
-    only contract, so it is CREATE(coordinator, nonce 1) = keccak256(rlp([coordinator, 1]))[12:] (EIP-161 starts a
-    contract's nonce at 1). The same as the coordinator's `consensusModule()` (checked by tests/e2e)."""
-    sender = bytes.fromhex(coordinator.lower().removeprefix("0x"))
-    return to_checksum_address(keccak(b"\xd6\x94" + sender + b"\x01")[12:])
-
-
-def commitment(chain_id: int, coordinator: str, request_id: int, node: str, output: bytes, salt: bytes) -> bytes:
-    """The 32-byte commitment `node` sends for `output` (the coordinator's `commitmentFor`): keccak256 of
-    `abi.encode(uint256 chainId, address coordinator, uint256 requestId, address node, bytes32 keccak256(output),
-    bytes32 salt)`. Raises ValueError for a salt that is not 32 bytes."""
-    if len(salt) != 32:
-        raise ValueError(f"a salt is 32 bytes, not {len(salt)}")
-    return keccak(
-        abi_encode(
-            ["uint256", "address", "uint256", "address", "bytes32", "bytes32"],
-            [chain_id, coordinator, request_id, node, keccak(output), salt],
-        )
-    )
-
-
-def new_proof(chain_id: int, coordinator: str, request_id: int, node: str, output: bytes) -> bytes:
-    """What a consensus job stores as its proof once its output is computed: the commitment (32 bytes) for a fresh
-    random salt, then the salt (32 bytes)."""
-    salt = secrets.token_bytes(32)
-    return commitment(chain_id, coordinator, request_id, node, output, salt) + salt
-
-
-def split_proof(proof: bytes) -> tuple[bytes, bytes]:
-    """(commitment, salt) of a consensus job's stored proof; raises ValueError for one of another length."""
-    if len(proof) != PROOF_BYTES:
-        raise ValueError(f"a consensus proof is {PROOF_BYTES} bytes (commitment, salt), not {len(proof)}")
-    return proof[:32], proof[32:]
 
 
 @dataclass(frozen=True)
@@ -307,9 +264,12 @@ class Revealer(VerificationRounds):
         node = self._txm.addresses[0]
         view = await self._view(rid)
         status = int(view[7])
-        _, _, revealed, agreed = await self._vote(rid, node)
+        stale = status == _OPEN and self._outcomes.age_s(rid) > STALE_REVEALING_S
+        revealed = agreed = False
+        if status != _OPEN or stale:  # the vote is read only when it decides something (one call a check)
+            _, _, revealed, agreed = await self._vote(rid, node)
         if status == _OPEN:
-            if not revealed and self._outcomes.age_s(rid) > STALE_REVEALING_S:
+            if stale and not revealed:
                 log.warning("request %d: its reveal is not on-chain; revealing again", rid)
                 self._outcomes.set(rid, verification=COMMITTED)
             else:  # still collecting reveals: later, to the back of the queue (no row starves the others)

@@ -18,6 +18,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from node.chain.commitments import module_address
 from node.errors import ConfigError
 
 #: The zero address: no verifier (and ETH as a payment token).
@@ -133,8 +134,6 @@ class CoordinatorAbi:
     def at(self, coordinator: str) -> CoordinatorAbi:
         """This ABI for the coordinator at `coordinator`: it knows that coordinator's consensus module
         (node/chain/consensus.py `module_address`), so `is_consensus` can tell consensus requests."""
-        from node.chain.consensus import module_address  # consensus builds on this module
-
         return CoordinatorAbi(self.abi, module_address(coordinator) if "commit" in self._functions else None)
 
     def is_consensus(self, verifier: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from hexbytes import HexBytes
 
-from node.chain.consensus import split_proof
+from node.chain.commitments import split_proof
 from node.chain.contracts import CoordinatorAbi
 from node.chain.subscriptions import ManagerTarget
 from node.jobs.store import Job

@@ -29,7 +29,7 @@ from typing import Any
 
 from node.chain import delivery
 from node.chain.build import PROOF_REJECTED
-from node.chain.consensus import COMMITTED
+from node.chain.commitments import COMMITTED
 from node.chain.env import TxBooks, TxEnv
 from node.chain.keys import Key
 from node.chain.resend import Resender

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from web3.exceptions import TransactionNotFound
 
 from node.chain.broadcast import Broadcaster
-from node.chain.consensus import COMMITTED
+from node.chain.commitments import COMMITTED
 from node.chain.delivery import with_proof
 from node.chain.env import TxBooks, TxEnv
 from node.chain.resend import Resender

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from containers.runtime.wire import Attestation, attestation
 from node import faultpoint
-from node.chain import consensus
+from node.chain import commitments
 from node.chain.contracts import model_id
 from node.dispatch.pipeline import PipelineRoute, Route
 from node.dispatch.protocol import Output
@@ -245,7 +245,7 @@ class Scheduler:
                 proof = result.proof
                 if self._consensus(job):  # its commitment and secret salt (node/chain/consensus.py)
                     assert self._node is not None  # checked by `_consensus`
-                    proof = consensus.new_proof(
+                    proof = commitments.new_proof(
                         self._store.chain_id, self._store.coordinator, rid, self._node, result.output
                     )
                 with self._store.transaction():
@@ -287,7 +287,7 @@ class Scheduler:
     def _consensus(self, job: Job) -> bool:
         """Whether `job` is a consensus request's (its output is asked for in the model's consensus form, and
         committed before it is revealed)."""
-        if verification.kind_of(job.request.verifier, self._verifiers) != consensus.CONSENSUS:
+        if verification.kind_of(job.request.verifier, self._verifiers) != commitments.CONSENSUS:
             return False
         if self._node is None:
             raise RuntimeError("a consensus job needs the node's address (Scheduler(node=...))")

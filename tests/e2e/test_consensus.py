@@ -22,7 +22,7 @@ from eth_account.messages import encode_defunct
 from eth_utils.crypto import keccak
 
 from node.api.receipts import canonical
-from node.chain.consensus import module_address
+from node.chain.commitments import module_address
 from node.chain.contracts import CoordinatorAbi, model_id
 from node.config import ETH_TOKEN
 from node.devnet import DEFAULT_FEE_WEI

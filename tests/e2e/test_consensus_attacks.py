@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from eth_utils.crypto import keccak
 
-from node.chain.consensus import commitment
+from node.chain.commitments import commitment
 from node.devnet import DEFAULT_FEE_WEI, DevnetError
 from tests.e2e.test_consensus import COMMIT_WINDOW_S, ask, balance, events, merged, verification
 from tests.multinode import MODEL, MultiNode

@@ -18,7 +18,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from node.api import receipts
-from node.chain import consensus, delivery
+from node.chain import commitments, delivery
 from node.chain.contracts import ZERO_ADDRESS, CoordinatorAbi, InferenceRequest
 from node.commands.receipts import checks
 from node.jobs.outcomes import Outcomes
@@ -29,7 +29,7 @@ COORDINATOR = to_checksum_address("0x" + "c0" * 20)
 NODE = to_checksum_address("0x" + "0a" * 20)
 ADDR = to_checksum_address("0x" + "55" * 20)
 ABI = CoordinatorAbi.from_artifacts().at(COORDINATOR)
-MODULE = consensus.module_address(COORDINATOR)
+MODULE = commitments.module_address(COORDINATOR)
 
 
 def request(rid: int, verifier: str = MODULE, input_: bytes = b"in") -> InferenceRequest:
@@ -41,7 +41,7 @@ def request(rid: int, verifier: str = MODULE, input_: bytes = b"in") -> Inferenc
 def test_the_module_address_is_the_coordinators_first_create() -> None:
     # CREATE address of (0x6ac7ea33f8831ea9dcc53393aaa88b25a785dbf0, nonce 1): Ethereum's documented example
     # (the yellow paper's RLP rule; the same pair as in ethers' getContractAddress tests).
-    assert consensus.module_address("0x6ac7ea33f8831ea9dcc53393aaa88b25a785dbf0") == to_checksum_address(
+    assert commitments.module_address("0x6ac7ea33f8831ea9dcc53393aaa88b25a785dbf0") == to_checksum_address(
         "0x343c43a37d37dff08ae8c4a11544c718abb4fcf8"
     )
     assert ABI.consensus_module == MODULE
@@ -57,7 +57,7 @@ def test_a_commitment_binds_chain_coordinator_request_node_output_and_salt() -> 
         salt = rng.randbytes(32)
         output = rng.randbytes(rng.randrange(0, 300))
         base = (31337, COORDINATOR, rng.randrange(2**64), NODE, output, salt)
-        c = consensus.commitment(*base)
+        c = commitments.commitment(*base)
         word = encode(
             ["uint256", "address", "uint256", "address", "bytes32", "bytes32"],
             [base[0], base[1], base[2], base[3], keccak(output), salt],
@@ -71,24 +71,24 @@ def test_a_commitment_binds_chain_coordinator_request_node_output_and_salt() -> 
             (*base[:4], output + b"\x00", salt),
             (*base[:5], rng.randbytes(32)),
         ]
-        assert all(consensus.commitment(*other) != c for other in changed)
+        assert all(commitments.commitment(*other) != c for other in changed)
     with pytest.raises(ValueError, match="32 bytes, not 31"):
-        consensus.commitment(1, COORDINATOR, 1, NODE, b"x", b"\x00" * 31)
+        commitments.commitment(1, COORDINATOR, 1, NODE, b"x", b"\x00" * 31)
 
 
 def test_a_fresh_proof_is_a_commitment_to_the_output_under_a_new_secret_salt() -> None:
-    proofs = [consensus.new_proof(1, COORDINATOR, 7, NODE, b"yes") for _ in range(20)]
+    proofs = [commitments.new_proof(1, COORDINATOR, 7, NODE, b"yes") for _ in range(20)]
     assert len({p[32:] for p in proofs}) == 20  # a new salt each time: nobody can guess "yes" from a commitment
     for proof in proofs:
-        commitment, salt = consensus.split_proof(proof)
-        assert commitment == consensus.commitment(1, COORDINATOR, 7, NODE, b"yes", salt)
+        commitment, salt = commitments.split_proof(proof)
+        assert commitment == commitments.commitment(1, COORDINATOR, 7, NODE, b"yes", salt)
     for bad in (b"", b"\x00" * 63, b"\x00" * 65, b"\x00" * 192):
         with pytest.raises(ValueError, match="consensus proof is 64 bytes"):
-            consensus.split_proof(bad)
+            commitments.split_proof(bad)
 
 
 def test_a_consensus_jobs_first_action_is_commit_alone_at_its_own_gas() -> None:
-    proof = consensus.new_proof(1, COORDINATOR, 5, NODE, b"out")
+    proof = commitments.new_proof(1, COORDINATOR, 5, NODE, b"out")
     job = Job(request(5), "m", state=JobState.COMPUTED, output=b"out", proof=proof)
     assert delivery.with_proof(job)  # so it goes alone, from the first key, as a verified delivery does
     data = delivery.calldata(ABI, [job])
@@ -126,26 +126,26 @@ def test_the_revealer_picks_up_committed_and_in_flight_reveals_but_not_settled_o
     store = JobStore(tmp_path / "s.db", chain_id=1, coordinator=COORDINATOR)
     outcomes = Outcomes(store)
     states = {
-        1: consensus.COMMITTED,
-        2: f"{consensus.REVEAL_SENT} 0xab",
-        3: f"{consensus.REVEALED} 0xcd",
-        4: consensus.AGREED,
-        5: consensus.DISSENTED,
-        6: consensus.LATE,
-        7: consensus.NO_QUORUM,
+        1: commitments.COMMITTED,
+        2: f"{commitments.REVEAL_SENT} 0xab",
+        3: f"{commitments.REVEALED} 0xcd",
+        4: commitments.AGREED,
+        5: commitments.DISSENTED,
+        6: commitments.LATE,
+        7: commitments.NO_QUORUM,
         8: "pending until 5",
-        9: consensus.REVEALING,
+        9: commitments.REVEALING,
     }
     for rid, state in states.items():
         outcomes.set(rid, verification=state)
     found = dict(
         outcomes.consensus_due(
-            64, (consensus.COMMITTED, consensus.REVEALING, consensus.REVEAL_SENT, consensus.REVEALED)
+            64, (commitments.COMMITTED, commitments.REVEALING, commitments.REVEAL_SENT, commitments.REVEALED)
         )
     )
     assert found == {rid: states[rid] for rid in (1, 2, 3, 9)}
-    assert outcomes.consensus_due(2, (consensus.COMMITTED, consensus.REVEALED)) == [
-        (1, consensus.COMMITTED),
+    assert outcomes.consensus_due(2, (commitments.COMMITTED, commitments.REVEALED)) == [
+        (1, commitments.COMMITTED),
         (3, states[3]),
     ]
     store.close()
@@ -158,17 +158,17 @@ def test_a_receipt_is_signed_by_the_node_and_names_the_on_chain_hashes(tmp_path:
     assert job is not None
     store.update(job, JobState.RUNNING, attempts=1)
     store.update(job, JobState.COMPUTED, output=b"the output")
-    Outcomes(store).set(11, verification=consensus.COMMITTED)
+    Outcomes(store).set(11, verification=commitments.COMMITTED)
     digest = b"\xd1" * 32
     receipt = receipts.build_receipt(store, 11, account.address, {"classify/x@1": digest})
     assert receipt is not None
     assert receipts.build_receipt(store, 99, account.address, {}) is None
     assert receipt["input_hash"] == "0x" + keccak(b"the input").hex()
     assert receipt["output_hash"] is None  # committed, not revealed: its hash would give the answer away
-    for state in (consensus.REVEALING, f"{consensus.REVEAL_SENT} 0xab"):
+    for state in (commitments.REVEALING, f"{commitments.REVEAL_SENT} 0xab"):
         Outcomes(store).set(11, verification=state)
         assert receipts.build_receipt(store, 11, account.address, {})["output_hash"] is None  # type: ignore[index]
-    Outcomes(store).set(11, verification=f"{consensus.REVEALED} 0xab")
+    Outcomes(store).set(11, verification=f"{commitments.REVEALED} 0xab")
     receipt = receipts.build_receipt(store, 11, account.address, {"classify/x@1": digest})
     assert receipt is not None
     assert receipt["output_hash"] == "0x" + keccak(b"the output").hex()
