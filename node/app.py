@@ -74,7 +74,6 @@ class Node:
                 to_checksum_address(cfg.chain.subscription_manager_address),
                 ManagerAbi.from_artifacts(cfg.chain.artifacts_dir),
             )
-            abi = CoordinatorAbi(abi.abi + manager.abi.error_entries)  # reverts of deliverInterval decode too
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
         chain_id = await self._wait_for_chain(rpc)
         if chain_id is None:

@@ -18,6 +18,7 @@ from node import __version__
 from node.commands import earnings as _earnings  # noqa: F401  (registers `infera node earnings` and `claim`)
 from node.commands.chain import deploy, request
 from node.commands.config import config_app
+from node.commands.decode import decode
 from node.commands.console import fail
 from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.command()(deploy)
 app.command()(request)
+app.command()(decode)
 app.add_typer(node_app, name="node")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")

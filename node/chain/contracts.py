@@ -7,7 +7,6 @@ they cannot drift from the contract.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,12 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+# Re-exported (`as`): the node's modules read the artifacts through this one.
+from node.chain.artifacts import canonical_type as _canonical_type
+from node.chain.artifacts import load_artifact as load_artifact
+from node.chain.artifacts import signature as signature
 from node.chain.commitments import module_address
+from node.chain.reverts import DecodedError, ErrorCatalog
 from node.errors import ConfigError
 
 #: The zero address: no verifier (and ETH as a payment token).
@@ -26,42 +30,6 @@ ZERO_ADDRESS = ChecksumAddress("0x0000000000000000000000000000000000000000")  # 
 
 #: The events that settle a delivery (plus the verification events, where the ABI has them).
 OUTCOME_EVENTS = ("RequestFulfilled", "FailureReported", "DeliverySkipped")
-
-DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "coordinator_contract" / "out"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A compiled contract: its ABI and creation bytecode."""
-
-    name: str
-    abi: list[dict[str, Any]]
-    bytecode: bytes
-
-
-def load_artifact(name: str, artifacts_dir: Path | None = None) -> Artifact:
-    """Loads `<out>/<name>.sol/<name>.json` as written by `forge build`."""
-    out = artifacts_dir or DEFAULT_ARTIFACTS_DIR
-    path = out / f"{name}.sol" / f"{name}.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"chain.artifacts_dir: {path} not found; run `make build` (forge build) first") from None
-    code = data.get("bytecode", {}).get("object", "0x")
-    return Artifact(name=name, abi=data["abi"], bytecode=bytes.fromhex(code.removeprefix("0x")))
-
-
-def _canonical_type(param: dict[str, Any]) -> str:
-    kind: str = param["type"]
-    if kind.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in param["components"])
-        return f"({inner}){kind[5:]}"
-    return kind
-
-
-def signature(entry: dict[str, Any]) -> str:
-    """`name(type,...)` of an ABI function, event or error."""
-    return f"{entry['name']}({','.join(_canonical_type(p) for p in entry.get('inputs', []))})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,32 +54,21 @@ class InferenceRequest:
     log_index: int
 
 
-@dataclass(frozen=True)
-class DecodedError:
-    """A revert decoded with the ABI: `name` and its arguments, or `name` None when unknown."""
-
-    name: str | None
-    args: tuple[Any, ...]
-    raw: bytes
-
-    def __str__(self) -> str:
-        if self.name is None:
-            return f"unknown revert 0x{self.raw.hex()}"
-        return f"{self.name}({', '.join(str(a) for a in self.args)})"
-
-
 class CoordinatorAbi:
     """Encodes and decodes what the node exchanges with the coordinator, from its compiled ABI."""
 
-    def __init__(self, abi: list[dict[str, Any]], consensus_module: str | None = None) -> None:
+    def __init__(
+        self, abi: list[dict[str, Any]], consensus_module: str | None = None, reverts: ErrorCatalog | None = None
+    ) -> None:
+        """`abi`: the Coordinator's (with the consensus entries, `from_artifacts`); `reverts`: the errors reverts
+        are named with (default: those of `abi`; `from_artifacts` gives every Infera contract's)."""
         self.abi = abi
         #: The coordinator's `ConsensusModule` (`at`): a request naming it as its verifier is a consensus request.
         self.consensus_module = consensus_module
         self._functions = {e["name"]: e for e in abi if e["type"] == "function"}
         self._events = {e["name"]: e for e in abi if e["type"] == "event"}
-        self.errors: dict[bytes, dict[str, Any]] = {
-            keccak(text=signature(e))[:4]: e for e in abi if e["type"] == "error"
-        }
+        #: The revert decoder (node/chain/reverts.py).
+        self.reverts = reverts if reverts is not None else ErrorCatalog([("Coordinator", abi)])
         created = self._events["RequestCreated"]
         self.request_created_topic = "0x" + keccak(text=signature(created)).hex()
         data_fields = [p for p in created["inputs"] if not p["indexed"]]
@@ -129,12 +86,14 @@ class CoordinatorAbi:
     def from_artifacts(cls, artifacts_dir: Path | None = None) -> CoordinatorAbi:
         """The Coordinator's ABI merged with the consensus ABI it serves through its `ConsensusModule` (at the
         Coordinator's address, through its fallback: `commit`, `reveal`, the consensus events and errors)."""
-        return cls(merge_abis(load_artifact("Coordinator", artifacts_dir).abi, consensus_abi(artifacts_dir)))
+        abi = merge_abis(load_artifact("Coordinator", artifacts_dir).abi, consensus_abi(artifacts_dir))
+        return cls(abi, reverts=ErrorCatalog.from_artifacts(artifacts_dir))
 
     def at(self, coordinator: str) -> CoordinatorAbi:
         """This ABI for the coordinator at `coordinator`: it knows that coordinator's consensus module
         (node/chain/consensus.py `module_address`), so `is_consensus` can tell consensus requests."""
-        return CoordinatorAbi(self.abi, module_address(coordinator) if "commit" in self._functions else None)
+        consensus = module_address(coordinator) if "commit" in self._functions else None
+        return CoordinatorAbi(self.abi, consensus, self.reverts)
 
     def is_consensus(self, verifier: str) -> bool:
         """Whether a request naming `verifier` is a consensus request of this ABI's coordinator (`at`)."""
@@ -224,8 +183,7 @@ class CoordinatorAbi:
                     outcomes[request_id] = "committed"
                 else:
                     (selector,) = abi_decode(["bytes4"], as_bytes(raw["data"]))
-                    entry = self.errors.get(bytes(selector))
-                    outcomes[request_id] = entry["name"] if entry else f"0x{bytes(selector).hex()}"
+                    outcomes[request_id] = self.reverts.name_of(bytes(selector))
             except Exception:  # a log of any shape is passed over, the rest still read
                 continue
         return outcomes
@@ -259,18 +217,9 @@ class CoordinatorAbi:
         return found
 
     def decode_error(self, data: bytes) -> DecodedError:
-        """Names a revert from the ABI's custom errors (or Solidity's `Error(string)`)."""
-        entry = self.errors.get(data[:4])
-        if entry is not None:
-            types = [_canonical_type(p) for p in entry["inputs"]]
-            try:
-                return DecodedError(entry["name"], tuple(abi_decode(types, data[4:])), data)
-            except Exception:
-                return DecodedError(entry["name"], (), data)
-        if data[:4] == keccak(text="Error(string)")[:4]:
-            (reason,) = abi_decode(["string"], data[4:])
-            return DecodedError("Error", (reason,), data)
-        return DecodedError(None, (), data)
+        """Names revert `data` (node/chain/reverts.py `ErrorCatalog.decode`: Infera's custom errors, `Error(string)`,
+        `Panic(uint256)`); never raises."""
+        return self.reverts.decode(data)
 
 
 def consensus_abi(artifacts_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, WebSocketProvider
 from web3.exceptions import BadResponseFormat, ContractLogicError, ProviderConnectionError, Web3RPCError
 
 from node.chain.contracts import CoordinatorAbi
+from node.chain.reverts import revert_data
 from node.errors import Action, ChainError, EndpointFailed, InferaError, RpcUnavailable, TxReverted
 from node.observability.conditions import CONDITIONS
 from node.retry import retry_after_s
@@ -287,10 +288,13 @@ def is_revert(exc: RpcError) -> bool:
 
 
 def as_reverted(exc: ContractLogicError | RpcError, abi: CoordinatorAbi, action: str) -> TxReverted:
-    """Turns a revert (web3's, or a raw call's error answer) into a `TxReverted` naming the coordinator's custom
-    error."""
-    data = exc.data if isinstance(exc.data, str) else None
-    if data and data.startswith("0x") and len(data) >= 10:
-        decoded = abi.decode_error(bytes.fromhex(data[2:]))
-        return TxReverted(f"{action} reverted: {decoded}", error=decoded.name, args=decoded.args)
-    return TxReverted(f"{action} reverted: {exc}")
+    """Turns a revert (web3's, or a raw call's error answer) into a `TxReverted` whose message names it
+    (node/chain/reverts.py: an Infera contract's error with its arguments, `Error(string)`, `Panic`, or a selector
+    said to be none of Infera's errors). Its `error` is the custom error's name (or "Error"); None for a panic, a
+    selector none of Infera's contracts has, and a revert without data: the node cannot tell what those mean."""
+    data = revert_data(exc)
+    if data is None:
+        return TxReverted(f"{action} reverted: {exc}")
+    decoded = abi.decode_error(data)
+    named = decoded.name if decoded.kind in ("custom", "error") else None
+    return TxReverted(f"{action} reverted: {decoded}", error=named, args=decoded.args)

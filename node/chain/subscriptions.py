@@ -58,8 +58,6 @@ class ManagerAbi:
         self.abi = abi
         functions = {e["name"]: e for e in abi if e["type"] == "function"}
         events = {e["name"]: e for e in abi if e["type"] == "event"}
-        #: The manager's custom errors, for merging into the revert decoder of the transaction layer.
-        self.error_entries = [e for e in abi if e["type"] == "error"]
         self.created_topic = _topic(events["SubscriptionCreated"])
         self.cancelled_topic = _topic(events["SubscriptionCancelled"])
         self.fulfilled_topic = _topic(events["IntervalFulfilled"])

@@ -21,7 +21,8 @@ from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
-from node.chain.contracts import CoordinatorAbi, load_artifact, model_id
+from node.chain.contracts import load_artifact, model_id
+from node.chain.reverts import ErrorCatalog, revert_data
 from node.chain.rpc import public_url
 from node.commands.console import spinner
 from node.errors import InferaError
@@ -112,34 +113,26 @@ _HINTS: dict[str, Callable[[tuple[Any, ...]], str]] = {
 
 
 class Reverts:
-    """Names a revert from the compiled ABIs of the Coordinator and the NodeRegistry, with what to do about it."""
+    """Names a revert from the compiled ABIs of every Infera contract (node/chain/reverts.py), with what to do
+    about it."""
 
     def __init__(self, artifacts_dir: Path | None = None) -> None:
-        coordinator = load_artifact("Coordinator", artifacts_dir).abi
-        registry_errors = [e for e in load_artifact("NodeRegistry", artifacts_dir).abi if e["type"] == "error"]
-        self._abi = CoordinatorAbi(coordinator + registry_errors)
+        """Reads the errors from the forge artifacts in `artifacts_dir` (default coordinator_contract/out); raises
+        `ConfigError` when there is no build there."""
+        self._catalog = ErrorCatalog.from_artifacts(artifacts_dir)
 
     def explain(self, what: str, exc: Exception) -> OpsError:
         """An `OpsError` for `what` (e.g. "node register") that reverted in simulation with `exc`."""
-        data = getattr(exc, "data", None)
-        if isinstance(data, dict):
-            data = data.get("data")
-        if not isinstance(data, str) or not data.startswith("0x") or len(data) < 10:
+        data = revert_data(exc)
+        if data is None:
             return OpsError(f"{what} would revert: {getattr(exc, 'message', None) or exc}")
-        decoded = self._abi.decode_error(bytes.fromhex(data[2:]))
-        if decoded.name is None:
-            return OpsError(f"{what} would revert with an error this ABI does not know ({data[:10]})")
-        if decoded.name == "Error":
+        decoded = self._catalog.decode(data)
+        if decoded.kind in ("unknown", "empty") or decoded.problem is not None:
+            return OpsError(f"{what} would revert with {decoded}")
+        if decoded.kind == "error":
             return OpsError(f"{what} would revert: {decoded.args[0]}")
-        hint = _HINTS.get(decoded.name)
-        shown = f"{decoded.name}({', '.join(_arg(a) for a in decoded.args)})"
-        return OpsError(f"{what} reverted with {shown}: {hint(decoded.args) if hint else 'see the contract docs'}")
-
-
-def _arg(value: Any) -> str:
-    if isinstance(value, str) and Web3.is_address(value):
-        return str(Web3.to_checksum_address(value))
-    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+        hint = _HINTS.get(decoded.name or "")
+        return OpsError(f"{what} reverted with {decoded}: {hint(decoded.args) if hint else 'see the contract docs'}")
 
 
 # ----------------------------------------------------------------------------------------------- sending

@@ -4,7 +4,8 @@ import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from node.chain.contracts import CoordinatorAbi, _canonical_type, load_artifact, model_id, signature
+from node.chain.artifacts import canonical_type as _canonical_type
+from node.chain.contracts import CoordinatorAbi, load_artifact, model_id, signature
 
 pytestmark = pytest.mark.usefixtures("contracts_built")
 
@@ -36,15 +37,15 @@ def test_every_custom_error_in_the_abi_decodes_by_name(abi: CoordinatorAbi) -> N
         assert len(decoded.args) == len(types)
 
 
-def test_unknown_revert_is_reported_raw(abi: CoordinatorAbi) -> None:
+def test_unknown_revert_is_shown_by_selector_and_said_not_to_be_ours(abi: CoordinatorAbi) -> None:
     decoded = abi.decode_error(b"\x12\x34\x56\x78")
     assert decoded.name is None
-    assert str(decoded) == "unknown revert 0x12345678"
+    assert str(decoded) == "error 0x12345678 (not one of Infera's errors: the consumer's own, or another contract's)"
 
 
 def test_error_string_reverts_decode(abi: CoordinatorAbi) -> None:
     data = keccak(text="Error(string)")[:4] + encode(["string"], ["boom"])
-    assert str(abi.decode_error(data)) == "Error(boom)"
+    assert str(abi.decode_error(data)) == 'Error(reason="boom")'
 
 
 def test_deliver_calldata_matches_the_compiled_selector(abi: CoordinatorAbi) -> None:

@@ -139,7 +139,7 @@ class Rpc:
         self.calls += 1
         if self.revert is None:
             return "0x"
-        selector = next(s for s, e in ABI.errors.items() if e["name"] == self.revert)
+        selector = next(d.selector for d in ABI.reverts.definitions if d.name == self.revert)
         raise RpcError(method, 3, "execution reverted", data="0x" + selector.hex() + "00" * 32)
 
 

@@ -1,0 +1,287 @@
+"""Names a revert: any custom error of Infera's contracts with its arguments, Solidity's `Error(string)` and
+`Panic(uint256)` (with what the panic code means), or says plainly that it is none of those.
+
+One decoder for the node (its logs, job errors and refusals: node/chain/rpc.py `as_reverted`, node/chain/contracts.py),
+the operator commands (node/commands/chain_ops.py) and `infera decode`.
+
+Guarantees: selectors, names, argument names and types come from the compiled ABIs of every contract of the
+project's sources (node/chain/artifacts.py `source_abis`), never from hand-copied hex; decoding never raises on any
+bytes (data too short for its error's arguments comes back with `problem` set); a revert that is not one of Infera's
+errors is shown by its selector and said to be so, never silently as raw hex.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from node.chain.artifacts import canonical_type, signature, source_abis
+from node.errors import InferaError
+
+#: What a panic code means (Solidity's `Panic(uint256)`, docs "Panic via assert and Error via require").
+PANIC_CODES: dict[int, str] = {
+    0x00: "generic compiler-inserted panic",
+    0x01: "assert(false)",
+    0x11: "arithmetic overflow or underflow",
+    0x12: "division or modulo by zero",
+    0x21: "conversion of a value out of range into an enum",
+    0x22: "access to an incorrectly encoded storage byte array",
+    0x31: "pop() on an empty array",
+    0x32: "array index out of bounds",
+    0x41: "out of memory (too large an allocation)",
+    0x51: "call to a zero-initialized internal function",
+}
+ERROR_STRING = keccak(text="Error(string)")[:4]
+PANIC = keccak(text="Panic(uint256)")[:4]
+#: What `DecodedError.kind` can be.
+Kind = Literal["custom", "error", "panic", "unknown", "empty"]
+_NOT_OURS = "not one of Infera's errors: the consumer's own, or another contract's"
+#: Revert data quoted in an endpoint's message ("execution reverted: custom error 0x0f0b00b7…"), for endpoints
+#: that give no `data`.
+_HEX_IN_TEXT = re.compile(r"(?:custom error|reverted:?)\s*(0x[0-9a-fA-F]{8,})")
+
+
+class RevertDataError(InferaError, ValueError):
+    """Text given as revert data is not hex (or not whole bytes); the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class ErrorDef:
+    """A custom error: `Name(type name, ...)`, its 4-byte selector, and the contracts whose ABI has it (where it
+    is declared first, when the catalog was given the declaring contracts first)."""
+
+    name: str
+    signature: str
+    selector: bytes
+    #: `(name, canonical type)` of each argument ("" for an unnamed one).
+    params: tuple[tuple[str, str], ...]
+    contracts: tuple[str, ...]
+
+    @property
+    def types(self) -> list[str]:
+        """The canonical ABI types of the arguments, in order."""
+        return [t for _, t in self.params]
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(f'{t} {n}'.strip() for n, t in self.params)})"
+
+
+#: Solidity's own reverts: `require(cond, "reason")` / `revert("reason")`, and the compiler's checks.
+BUILTIN_ERRORS: dict[bytes, ErrorDef] = {
+    ERROR_STRING: ErrorDef("Error", "Error(string)", ERROR_STRING, (("reason", "string"),), ()),
+    PANIC: ErrorDef("Panic", "Panic(uint256)", PANIC, (("code", "uint256"),), ()),
+}
+
+
+@dataclass(frozen=True)
+class DecodedError:
+    """A decoded revert. `kind`: "custom" (an Infera error), "error" (`Error(string)`), "panic" (`Panic(uint256)`),
+    "unknown" (a selector none of Infera's contracts has), "empty" (no data: out of gas, a bare `revert()`, a call
+    to an account without code). `name` and `definition` (which error, its arguments' names and types) None for the
+    last two. `problem`: why the arguments did not decode (data cut short), else None."""
+
+    name: str | None
+    args: tuple[Any, ...]
+    raw: bytes
+    kind: Kind = "custom"
+    definition: ErrorDef | None = None
+    problem: str | None = None
+
+    @property
+    def selector(self) -> bytes:
+        """The first 4 bytes of the data (fewer when there are fewer)."""
+        return self.raw[:4]
+
+    @property
+    def fields(self) -> list[tuple[str, str, Any]]:
+        """`(name, type, value)` of each decoded argument."""
+        params = self.definition.params if self.definition is not None else ()
+        return [(n, t, v) for (n, t), v in zip(params, self.args, strict=False)]
+
+    @property
+    def panic_meaning(self) -> str | None:
+        """What a `Panic(uint256)`'s code means (None for any other revert)."""
+        if self.kind != "panic" or not self.args:
+            return None
+        code = int(self.args[0])
+        return PANIC_CODES.get(code, f"panic code 0x{code:02x}, not one Solidity defines")
+
+    def __str__(self) -> str:
+        if self.kind == "empty":
+            return "a revert without data (out of gas, a bare revert(), or a call to an account without code)"
+        if self.kind == "unknown":
+            if len(self.raw) < 4:
+                return f"revert data 0x{self.raw.hex()}, shorter than an error's 4-byte selector"
+            return f"error 0x{self.raw[:4].hex()} ({_NOT_OURS})"
+        if self.problem is not None:
+            return f"{self.name}(?) whose arguments do not decode: {self.problem}"
+        if self.kind == "panic" and self.args:
+            return f"Panic(0x{int(self.args[0]):02x}: {self.panic_meaning})"
+        shown = ", ".join(f"{n}={format_value(v)}" if n else format_value(v) for n, _, v in self.fields)
+        return f"{self.name}({shown})"
+
+
+class ErrorCatalog:
+    """Every custom error of a set of ABIs, by selector; decodes revert data with them."""
+
+    def __init__(self, abis: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> None:
+        """`abis`: `(contract name, ABI entries)` pairs, declaring contracts (interfaces, libraries) first: an error
+        several contracts share (same signature) is one entry naming them all in that order, its argument names
+        those of the first."""
+        names: dict[str, dict[str, Any]] = {}
+        holders: dict[str, list[str]] = {}
+        for contract, abi in abis:
+            for entry in abi:
+                if entry.get("type") != "error":
+                    continue
+                sig = signature(entry)
+                names.setdefault(sig, entry)
+                if contract and contract not in holders.setdefault(sig, []):
+                    holders[sig].append(contract)
+        self._by_selector: dict[bytes, list[ErrorDef]] = {}
+        for sig, entry in names.items():
+            definition = ErrorDef(
+                name=entry["name"],
+                signature=sig,
+                selector=keccak(text=sig)[:4],
+                params=tuple((p.get("name", ""), canonical_type(p)) for p in entry.get("inputs", [])),
+                contracts=tuple(holders.get(sig, [])),
+            )
+            self._by_selector.setdefault(definition.selector, []).append(definition)
+
+    @classmethod
+    def from_artifacts(cls, artifacts_dir: Path | None = None) -> ErrorCatalog:
+        """The errors of every contract of the project's sources in the forge build (node/chain/artifacts.py);
+        raises `ConfigError` when there is no build there."""
+        # A base declares fewer errors than what inherits it (IEscrow's five are in ICoordinator's forty): first.
+        ranked = sorted(
+            source_abis(artifacts_dir),
+            key=lambda c: (_declaring_rank(c[1]), sum(e.get("type") == "error" for e in c[2]), c[0]),
+        )
+        return cls((name, abi) for name, _, abi in ranked)
+
+    @property
+    def definitions(self) -> list[ErrorDef]:
+        """Every error, by name then signature."""
+        return sorted((d for defs in self._by_selector.values() for d in defs), key=lambda d: (d.name, d.signature))
+
+    def lookup(self, selector: bytes) -> ErrorDef | None:
+        """The error with this 4-byte selector, or None."""
+        defs = self._by_selector.get(bytes(selector[:4]))
+        return defs[0] if defs and len(selector) >= 4 else None
+
+    def name_of(self, selector: bytes) -> str:
+        """The error's name for a bare selector (what `DeliverySkipped` carries), or the selector said to be none of
+        Infera's errors."""
+        definition = self.lookup(selector) or BUILTIN_ERRORS.get(bytes(selector[:4]))
+        if definition is not None:
+            return definition.name
+        return f"0x{bytes(selector[:4]).hex()} ({_NOT_OURS})"
+
+    def decode(self, data: bytes) -> DecodedError:
+        """Names revert `data` (selector + ABI-encoded arguments, or a bare selector: then no arguments). Never
+        raises: data cut short comes back with its error's name and `problem`."""
+        data = bytes(data)
+        if len(data) < 4:
+            return DecodedError(None, (), data, "empty" if not data else "unknown")
+        selector, body = data[:4], data[4:]
+        builtin = BUILTIN_ERRORS.get(selector)
+        defs = [builtin] if builtin is not None else self._by_selector.get(selector, [])
+        if not defs:
+            return DecodedError(None, (), data, "unknown")
+        kind: Kind = "error" if selector == ERROR_STRING else "panic" if selector == PANIC else "custom"
+        if not body and defs[0].params:
+            return DecodedError(defs[0].name, (), data, kind, defs[0], "no arguments given (a bare selector)")
+        problem = "?"
+        for candidate in defs:  # two signatures with one selector (a collision) decode by whichever fits
+            try:
+                args = tuple(abi_decode(candidate.types, body))
+            except Exception as exc:  # eth-abi's errors for data that does not fit the types
+                problem = f"{type(exc).__name__}: {exc}"
+                continue
+            return DecodedError(candidate.name, args, data, kind, candidate)
+        return DecodedError(defs[0].name, (), data, kind, defs[0], problem)
+
+    def decode_hex(self, text: str) -> DecodedError:
+        """`decode` of hex text (with or without `0x`, surrounding blanks ignored); raises `RevertDataError` when it
+        is not hex or not whole bytes."""
+        return self.decode(parse_hex(text))
+
+
+def parse_hex(text: str) -> bytes:
+    """Bytes from hex text, with or without `0x`; raises `RevertDataError` saying what is wrong."""
+    digits = text.strip()
+    digits = digits[2:] if digits[:2].lower() == "0x" else digits
+    bad = next((c for c in digits if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise RevertDataError(f"{text.strip()[:80]!r} is not hex: {bad!r} is not a hex digit")
+    if len(digits) % 2:
+        raise RevertDataError(f"{len(digits)} hex digits is not a whole number of bytes (one digit missing or extra?)")
+    return bytes.fromhex(digits)
+
+
+def revert_data(exc: BaseException) -> bytes | None:
+    """The revert data an RPC's error carries (web3's `ContractLogicError`, a raw call's `RpcError`): its `data`
+    (hex text, bytes, or an object holding `data`), else the hex its message quotes as the revert ("custom error
+    0x…": some endpoints put it only there); None when it carries none."""
+    data: Any = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return parse_hex(data)
+        except RevertDataError:
+            return None
+    found = _HEX_IN_TEXT.search(str(getattr(exc, "message", None) or exc))
+    return bytes.fromhex(found.group(1)[2:]) if found and len(found.group(1)) % 2 == 0 else None
+
+
+def format_value(value: Any) -> str:
+    """An argument as a person reads it: addresses checksummed, bytes as 0x-hex, strings quoted, arrays and
+    structs in brackets."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str):
+        if re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            return str(to_checksum_address(value))
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        inner = ", ".join(format_value(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    """An argument as JSON: integers as decimal strings (uint256 does not fit a JSON number), addresses
+    checksummed, bytes as 0x-hex; arrays and structs as lists."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+        return str(to_checksum_address(value))
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    return value
+
+
+def _declaring_rank(source: str) -> int:
+    """Where the project declares its errors: interfaces first, then the consumer bases and libraries, then the
+    contracts that inherit them."""
+    for rank, folder in enumerate(("src/interfaces/", "src/consumer/", "src/lib/")):
+        if source.startswith(folder):
+            return rank
+    return 3
