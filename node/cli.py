@@ -18,8 +18,8 @@ from node import __version__
 from node.commands import earnings as _earnings  # noqa: F401  (registers `infera node earnings` and `claim`)
 from node.commands.chain import deploy, request
 from node.commands.config import config_app
-from node.commands.decode import decode
 from node.commands.console import fail
+from node.commands.decode import decode
 from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
 from node.commands.receipts import receipt_app

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -85,7 +86,8 @@ class DecodedError:
     """A decoded revert. `kind`: "custom" (an Infera error), "error" (`Error(string)`), "panic" (`Panic(uint256)`),
     "unknown" (a selector none of Infera's contracts has), "empty" (no data: out of gas, a bare `revert()`, a call
     to an account without code). `name` and `definition` (which error, its arguments' names and types) None for the
-    last two. `problem`: why the arguments did not decode (data cut short), else None."""
+    last two. `problem`: why the arguments did not decode (data cut short; `args` empty), or the bytes left over after
+    them (`args` decoded), else None."""
 
     name: str | None
     args: tuple[Any, ...]
@@ -106,6 +108,11 @@ class DecodedError:
         return [(n, t, v) for (n, t), v in zip(params, self.args, strict=False)]
 
     @property
+    def complete(self) -> bool:
+        """Whether every argument decoded (bytes may be left over: see `problem`)."""
+        return self.definition is not None and len(self.args) == len(self.definition.params)
+
+    @property
     def panic_meaning(self) -> str | None:
         """What a `Panic(uint256)`'s code means (None for any other revert)."""
         if self.kind != "panic" or not self.args:
@@ -120,12 +127,12 @@ class DecodedError:
             if len(self.raw) < 4:
                 return f"revert data 0x{self.raw.hex()}, shorter than an error's 4-byte selector"
             return f"error 0x{self.raw[:4].hex()} ({_NOT_OURS})"
-        if self.problem is not None:
+        if not self.complete:
             return f"{self.name}(?) whose arguments do not decode: {self.problem}"
         if self.kind == "panic" and self.args:
             return f"Panic(0x{int(self.args[0]):02x}: {self.panic_meaning})"
         shown = ", ".join(f"{n}={format_value(v)}" if n else format_value(v) for n, _, v in self.fields)
-        return f"{self.name}({shown})"
+        return f"{self.name}({shown})" + (f" with {self.problem}" if self.problem is not None else "")
 
 
 class ErrorCatalog:
@@ -206,6 +213,10 @@ class ErrorCatalog:
             except Exception as exc:  # eth-abi's errors for data that does not fit the types
                 problem = f"{type(exc).__name__}: {exc}"
                 continue
+            extra = len(body) - len(abi_encode(candidate.types, list(args)))
+            if extra > 0:  # eth-abi reads what it needs and ignores the rest: a copy with bytes too many
+                problem = f"{extra} byte(s) after its arguments"
+                return DecodedError(candidate.name, args, data, kind, candidate, problem)
             return DecodedError(candidate.name, args, data, kind, candidate)
         return DecodedError(defs[0].name, (), data, kind, defs[0], problem)
 

@@ -54,7 +54,7 @@ def decode(
     bare = len(raw) == 4
     if as_json:
         typer.echo(json.dumps(describe(decoded, bare=bare), indent=2))
-    elif decoded.definition is not None and (decoded.problem is None or bare):
+    elif decoded.definition is not None and (decoded.complete or bare):
         typer.echo(text(decoded, bare=bare))
     if decoded.kind == "unknown":
         fail(
@@ -64,8 +64,13 @@ def decode(
             code=1,
         )
     if decoded.problem is not None and not bare:
-        shown = decoded.definition or decoded.name
-        fail(f"{shown} (0x{raw[:4].hex()}), but its arguments do not decode ({decoded.problem})", code=1)
+        if decoded.complete:
+            fail(f"the data has {decoded.problem} ({decoded.definition}): is it one revert, copied exactly?", code=1)
+        fail(
+            f"{decoded.definition} (0x{raw[:4].hex()}), but its arguments do not decode ({decoded.problem}):"
+            " is the data cut short?",
+            code=1,
+        )
 
 
 def text(decoded: DecodedError, *, bare: bool) -> str:
