@@ -178,7 +178,7 @@ def test_stake_lifecycle_register_stake_unstake_withdraw(chain: Chain) -> None:
     assert f"registered {address} with a stake of 1 ETH; active: yes" in out
 
     again = refused(infera("node", "register", "--config", config, env=env))
-    assert f"reverted with AlreadyRegistered({address})" in again
+    assert f"reverted with AlreadyRegistered(node={address})" in again
     assert "infera node stake" in again  # what to do instead
 
     out = ok(infera("node", "stake", "--config", config, "--amount", "0.5eth", env=env))
