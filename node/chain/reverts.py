@@ -44,9 +44,9 @@ PANIC = keccak(text="Panic(uint256)")[:4]
 #: What `DecodedError.kind` can be.
 Kind = Literal["custom", "error", "panic", "unknown", "empty"]
 _NOT_OURS = "not one of Infera's errors: the consumer's own, or another contract's"
-#: Revert data quoted in an endpoint's message ("execution reverted: custom error 0x0f0b00b7…"), for endpoints
-#: that give no `data`.
-_HEX_IN_TEXT = re.compile(r"(?:custom error|reverted:?)\s*(0x[0-9a-fA-F]{8,})")
+#: Revert data quoted in an endpoint's message, for endpoints that give no `data` (anvil writes "execution reverted:
+#: custom error 0x<selector>: <arguments in hex>").
+_HEX_IN_TEXT = re.compile(r"(?:custom error|reverted:?)\s*(0x[0-9a-fA-F]{8,})(?::\s*([0-9a-fA-F]+)\b)?")
 
 
 class RevertDataError(InferaError, ValueError):
@@ -220,11 +220,6 @@ class ErrorCatalog:
             return DecodedError(candidate.name, args, data, kind, candidate)
         return DecodedError(defs[0].name, (), data, kind, defs[0], problem)
 
-    def decode_hex(self, text: str) -> DecodedError:
-        """`decode` of hex text (with or without `0x`, surrounding blanks ignored); raises `RevertDataError` when it
-        is not hex or not whole bytes."""
-        return self.decode(parse_hex(text))
-
 
 def parse_hex(text: str) -> bytes:
     """Bytes from hex text, with or without `0x`; raises `RevertDataError` saying what is wrong."""
@@ -253,7 +248,8 @@ def revert_data(exc: BaseException) -> bytes | None:
         except RevertDataError:
             return None
     found = _HEX_IN_TEXT.search(str(getattr(exc, "message", None) or exc))
-    return bytes.fromhex(found.group(1)[2:]) if found and len(found.group(1)) % 2 == 0 else None
+    quoted = found.group(1)[2:] + (found.group(2) or "") if found else ""
+    return bytes.fromhex(quoted) if found and len(quoted) % 2 == 0 else None
 
 
 def format_value(value: Any) -> str:

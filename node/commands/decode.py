@@ -74,24 +74,24 @@ def decode(
 
 
 def text(decoded: DecodedError, *, bare: bool) -> str:
-    """What `infera decode` prints for a named revert (`DecodedError`): the call as written in Solidity, then the
-    signature, selector, contracts and each argument with its type."""
+    """What `infera decode` prints for a named revert: the error with its arguments (for a bare selector, its
+    declaration), then its selector, canonical signature (what `cast decode-error --sig` takes), the contracts that
+    have it (the declaring one first), and each argument with its type."""
     from node.chain.reverts import format_value
 
     definition = decoded.definition
     assert definition is not None  # only named reverts are shown
+    width = max([9, *(len(name) for name, _, _ in decoded.fields)])
     lines = [str(definition) if bare else str(decoded)]
-    lines.append(f"  selector   0x{decoded.selector.hex()}  {definition.signature}")
-    if not bare:
-        lines.append(f"  error      {definition}")
+    lines.append(f"  {'selector':<{width}}  0x{decoded.selector.hex()}")
+    lines.append(f"  {'signature':<{width}}  {definition.signature}")
     if definition.contracts:
-        lines.append(f"  in         {', '.join(definition.contracts)}")
+        lines.append(f"  {'contracts':<{width}}  {', '.join(definition.contracts)}")
     if decoded.kind == "panic" and decoded.args:
-        lines.append(f"  meaning    {decoded.panic_meaning}")
-    width = max([10, *(len(name) for name, _, _ in decoded.fields)])
+        lines.append(f"  {'meaning':<{width}}  {decoded.panic_meaning}")
     for name, kind, value in decoded.fields:
         shown = f"0x{value:02x}" if decoded.kind == "panic" else format_value(value)
-        lines.append(f"  {name or '_':<{width}} {shown}  ({kind})")
+        lines.append(f"  {name or '_':<{width}}  {shown}  ({kind})")
     return "\n".join(lines)
 
 

@@ -155,6 +155,11 @@ def test_skipped_batch_items_are_named_by_their_selector() -> None:
         ("0x0f0b00b7" + "00" * 64, "execution reverted", "InvalidDeadline(deadline=0, latestAllowed=0)"),
         ({"data": "0x2c5211c6"}, "execution reverted", "InvalidAmount()"),
         (None, "execution reverted: custom error 0x2c5211c6", "InvalidAmount()"),
+        (
+            None,
+            "execution reverted: custom error 0x0f0b00b7: " + "00" * 31 + "05" + "00" * 31 + "0a",
+            "InvalidDeadline(deadline=5, latestAllowed=10)",
+        ),
         ("0x12345678", "execution reverted", "error 0x12345678 (not one of Infera's errors"),
         ("0x", "execution reverted", "a revert without data"),
     ],
