@@ -132,5 +132,8 @@ def test_devnet_once_prints_the_answer_and_stops_everything(tmp_path: Path) -> N
 def test_devnet_refuses_a_model_it_does_not_have_before_starting_anything(tmp_path: Path) -> None:
     result = infera("devnet", "--once", "--model", "llm", "--model", "gpt-9", "--workdir", str(tmp_path), timeout=60)
     assert result.returncode == 1
-    assert "unknown model gpt-9: choose from classify, llm, embed" in result.stderr
+    assert (
+        result.stderr.strip()
+        == "infera: devnet failed: unknown model gpt-9: choose from classify, llm, embed, generate, echo"
+    )
     assert not (tmp_path / "anvil.log").exists()
