@@ -10,7 +10,9 @@ Format (version `MANIFEST_VERSION`; a field is only ever added within a version)
   SentimentConsumer), plus the example consumers of the served models (`llm_moderation`, `llm_score`,
   `prompt_consumer`).
 - `models`: one entry per served model: `key` (the `--model` key), `name`, `model_id` (0x + keccak256 of the name, 32
-  bytes hex), `url` (its container), `examples` (keys into `contracts`).
+  bytes hex), `url` (its container), `examples` (keys into `contracts`), and from the container's `/info`:
+  `input_abi`, `output_abi` (ABI tuples such as `"(string)"`: abi.encode the input, abi.decode the output; echo's
+  are `"raw bytes"`), `input_names`, `output_names`.
 - `node`: `address` (the node's account: send nothing from it), `api_url` (its `/readyz`, `/v1`, status page),
   `config`, `log` (paths).
 - `accounts`: anvil's ten development accounts, `{"index", "address", "private_key", "role"}` with role `deployer`
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,22 @@ class Served:
     name: str
     url: str
     examples: list[str] = field(default_factory=list)
+    #: From the container's /info: `input_abi`, `output_abi` (e.g. "(string)"), `input_names`, `output_names`.
+    wire: dict[str, Any] = field(default_factory=dict)
+
+
+WIRE_KEYS = ("input_abi", "output_abi", "input_names", "output_names")
+
+
+def container_wire(url: str) -> dict[str, Any]:
+    """`WIRE_KEYS` from the container's `GET /info` at `url` (base URL); empty when it does not answer; never
+    raises."""
+    try:
+        with urllib.request.urlopen(f"{url}/info", timeout=5) as resp:
+            info = json.loads(resp.read())
+    except (OSError, ValueError):
+        return {}
+    return {k: info[k] for k in WIRE_KEYS if isinstance(info, dict) and k in info}
 
 
 def contract_entry(name: str, contract: Contract, model: str | None = None) -> dict[str, Any]:
@@ -124,6 +143,7 @@ def manifest(
                 "model_id": "0x" + model_id(s.name).hex(),
                 "url": s.url,
                 "examples": s.examples,
+                **s.wire,
             }
             for s in served
         ],

@@ -28,7 +28,15 @@ from web3.contract import Contract
 
 from node.chain.contracts import model_id
 from node.devnet.deployment import DEFAULT_FEE_WEI, DEFAULT_MODEL, DEVNET_MIN_FAILURE_REPORTS
-from node.devnet.manifest import KEYS_WARNING, Served, account_role, dev_accounts, manifest, write_manifest
+from node.devnet.manifest import (
+    KEYS_WARNING,
+    Served,
+    account_role,
+    container_wire,
+    dev_accounts,
+    manifest,
+    write_manifest,
+)
 from node.devnet.models import DEFAULT_DEVNET_MODELS, DEVNET_MODELS, check_models, generate_checkpoint
 from node.devnet.processes import DevnetError, Proc, forge_build, free_port, port_free, wait_until
 from node.devnet.system import Devnet
@@ -274,7 +282,10 @@ def run_devnet(
     rpc_port, port_note = choose_rpc_port(port)
     out = out or workdir / "devnet.json"
     with _sigterm_as_interrupt(), Devnet(workdir, rpc_port=rpc_port) as dev:
-        out.unlink(missing_ok=True)
+        try:
+            out.unlink(missing_ok=True)  # a stale one would read as ready
+        except OSError as exc:
+            raise DevnetError(f"--out {out}: cannot replace it ({exc.strerror})") from None
         started = time.monotonic()
         if port_note:
             say(port_note)
@@ -322,6 +333,7 @@ def run_devnet(
                 DEVNET_MODELS[k].name,
                 containers[k][1],
                 [e.key for e in DEVNET_MODELS[k].examples],
+                container_wire(containers[k][1]),
             )
             for k in keys
         ]

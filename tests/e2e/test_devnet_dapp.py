@@ -93,6 +93,8 @@ def test_a_dapp_script_reads_devnet_json_and_gets_answers_then_sigterm_stops_eve
         assert "PUBLIC test keys" in printed
         assert "never for real funds" in devnet["warning"]
         assert {m["key"]: m["examples"] for m in devnet["models"]} == {"echo": [], "classify": ["example_consumer"]}
+        wire = {m["key"]: (m["input_abi"], m["output_abi"]) for m in devnet["models"]}
+        assert wire == {"echo": ("raw bytes", "raw bytes"), "classify": ("(string)", "(string,uint256)")}
         for model in devnet["models"]:
             assert http_ok(model["url"] + "/health")
         assert http_ok(devnet["node"]["api_url"] + "/readyz")
