@@ -49,11 +49,12 @@ log = logging.getLogger(__name__)
 class Devnet:
     """Starts and stops the parts of a local Infera system; use as a context manager."""
 
-    def __init__(self, workdir: Path, *, model_name: str = DEFAULT_MODEL) -> None:
+    def __init__(self, workdir: Path, *, model_name: str = DEFAULT_MODEL, rpc_port: int | None = None) -> None:
+        """`rpc_port`: where `start_anvil` listens (default: a free port the OS picks)."""
         self.workdir = workdir
         self.model_name = model_name
         self.procs: list[Proc] = []
-        self.rpc_port = free_port()
+        self.rpc_port = rpc_port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.rpc_port}"
         self.ws_url = f"ws://127.0.0.1:{self.rpc_port}"
         self.w3 = Web3(HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
