@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import tarfile
 import textwrap
 from pathlib import Path
@@ -15,37 +13,13 @@ from pathlib import Path
 import pytest
 
 from node.devnet import CONTRACTS_DIR, ROOT, tool
-
-QUICKSTART = CONTRACTS_DIR / "quickstart"
-ROOT_SOLC = ROOT / "node_modules" / "solc"
-
-
-def _run(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False, timeout=240)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+from tests.quickstart_project import QUICKSTART, ROOT_SOLC, fresh_project, install, pack, run
 
 
 @pytest.fixture(scope="module")
 def tarball(contracts_built: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`npm pack` of coordinator_contract/ (its prepack script exports the ABIs from the fresh build)."""
-    dest = tmp_path_factory.mktemp("pack")
-    _run(["npm", "pack", "--pack-destination", str(dest)], cwd=CONTRACTS_DIR)
-    (packed,) = dest.glob("infera-contracts-*.tgz")
-    return packed
-
-
-def _fresh_project(tmp: Path, name: str) -> Path:
-    """A copy of the quick start as it is in git (no node_modules, build output or lock file of a local run)."""
-    project = tmp / name
-    shutil.copytree(QUICKSTART, project, ignore=shutil.ignore_patterns("node_modules", "out", "cache", "*.lock"))
-    return project
-
-
-def _install(project: Path, *packages: str) -> None:
-    """`npm install` offline; the registry's `solc` is stood in for by the repository's own (same version)."""
-    _run(["npm", "install", "--offline", "--no-audit", "--no-fund", "--save-dev", *packages], cwd=project)
+    return pack(tmp_path_factory.mktemp("pack"))
 
 
 def test_package_ships_sources_abis_test_kit_and_compiler_wrapper(tarball: Path) -> None:
@@ -74,11 +48,11 @@ def test_package_ships_sources_abis_test_kit_and_compiler_wrapper(tarball: Path)
 
 
 def test_quickstart_builds_and_its_forge_tests_pass_from_a_fresh_copy(tarball: Path, tmp_path: Path) -> None:
-    project = _fresh_project(tmp_path, "my-dapp")
+    project = fresh_project(tmp_path, "my-dapp")
     manifest = json.loads((project / "package.json").read_text())
     assert set(manifest["devDependencies"]) == {"@infera/contracts", "solc"}, "the README installs exactly these"
-    _install(project, str(tarball), str(ROOT_SOLC))
-    result = _run([tool("forge"), "test", "-vv"], cwd=project)
+    install(project, str(tarball), str(ROOT_SOLC))
+    result = run([tool("forge"), "test", "-vv"], cwd=project)
     out = result.stdout
     passed = re.findall(r"\[PASS\] (\w+)\(", out)
     assert "testCallbackFitsItsGasLimit" in passed, out
@@ -90,12 +64,12 @@ def test_quickstart_builds_and_its_forge_tests_pass_from_a_fresh_copy(tarball: P
 
 
 def test_missing_solc_names_the_package_to_install(tarball: Path, tmp_path: Path) -> None:
-    project = _fresh_project(tmp_path, "no-compiler")
+    project = fresh_project(tmp_path, "no-compiler")
     manifest = json.loads((project / "package.json").read_text())
     manifest["devDependencies"] = {}
     (project / "package.json").write_text(json.dumps(manifest))
-    _install(project, str(tarball))  # solc is an optional peer: npm does not add it
-    result = _run([tool("forge"), "build"], cwd=project, check=False)
+    install(project, str(tarball))  # solc is an optional peer: npm does not add it
+    result = run([tool("forge"), "build"], cwd=project, check=False)
     assert result.returncode != 0
     assert "npm install --save-dev solc@0.8.37" in result.stdout + result.stderr
 
