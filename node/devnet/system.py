@@ -309,7 +309,7 @@ class Devnet:
     ) -> Path:
         """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
         acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
-        health endpoint on a free port (`api_port`). Logs are read from the deploy block unless `start_block` is
+        health endpoint on a free port (`api_port`), ready however long anvil (which mines on demand) stays idle. Logs are read from the deploy block unless `start_block` is
         given."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
@@ -337,6 +337,8 @@ class Devnet:
             "",
             "[api]",
             f"port = {self.api_port}",
+            # anvil mines only when a transaction comes: an idle devnet hears no block for hours and is still ready.
+            "max_silence_s = 86400",
         ]
         if mqtt_url:
             lines += ["", "[mqtt]", f'url = "{mqtt_url}"']
