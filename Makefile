@@ -77,11 +77,15 @@ lint: deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(FORGE) fmt --check
+	$(FORGE) fmt --check testing
+	cd coordinator_contract/quickstart && $(BIN)/forge fmt --check
 
 fmt: deps
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 	$(FORGE) fmt
+	$(FORGE) fmt testing
+	cd coordinator_contract/quickstart && $(BIN)/forge fmt
 
 bench: deps
 	$(PY) -m bench

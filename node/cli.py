@@ -68,24 +68,43 @@ def run(
 
 @app.command()
 def devnet(
-    once: bool = typer.Option(False, "--once", help="exit 0 after the first on-chain answer"),
-    text: str = typer.Option("I absolutely love this, it is wonderful", help="sentence to classify"),
-    workdir: Path = typer.Option(Path(".infera/devnet"), help="where logs and the node config go"),
+    once: bool = typer.Option(False, "--once", help="exit 0 once ready and the example answers are in"),
+    text: str = typer.Option("I absolutely love this, it is wonderful", help="sentence the examples send"),
+    workdir: Path = typer.Option(Path(".infera/devnet"), help="where logs, the node config and devnet.json go"),
     model: list[str] = typer.Option(
-        [], "--model", help="model server to run: classify, llm, embed (repeat for several; default classify + llm)"
+        [],
+        "--model",
+        help="model server to run: classify, llm, embed, generate, echo (repeat for several; default classify + llm)",
     ),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="anvil's RPC port (default 8545 when free, else any free port)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="where to write the addresses, ABIs, models and accounts (default <workdir>/devnet.json)"
+    ),
+    examples: bool = typer.Option(True, "--examples/--no-examples", help="send one example request per model"),
 ) -> None:
-    """Start anvil, deploy, start model containers and the node, and get answers on-chain from example consumers."""
+    """Start anvil, deploy, start model containers and the node; send example requests; print the dev accounts and
+    write devnet.json for dApp scripts."""
     from node.devnet import DevnetError, run_devnet
-    from node.devnet.run import DEFAULT_DEVNET_MODELS
+    from node.devnet.models import DEFAULT_DEVNET_MODELS
 
     try:
-        raise typer.Exit(run_devnet(once=once, text=text, workdir=workdir, models=model or DEFAULT_DEVNET_MODELS))
+        code = run_devnet(
+            once=once,
+            text=text,
+            workdir=workdir,
+            models=model or DEFAULT_DEVNET_MODELS,
+            port=port,
+            out=out,
+            examples=examples,
+        )
     except (DevnetError, TimeoutError) as exc:
         fail(f"devnet failed: {exc}", code=1)
     except KeyboardInterrupt:
         typer.echo("devnet: stopped", err=True)
         raise typer.Exit(130) from None
+    raise typer.Exit(code)
 
 
 @app.command()

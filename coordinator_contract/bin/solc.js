@@ -5,8 +5,24 @@
 const fs = require('fs');
 const path = require('path');
 
-const root = path.resolve(__dirname, '..', '..');
-const solc = require(path.join(root, 'node_modules', 'solc'));
+// solc-js is found the way Node finds any package: from the project forge runs in (its node_modules), then from
+// beside this wrapper (the Infera repository, or an install that hoisted it). Nothing is downloaded.
+function loadSolc() {
+  const from = [process.cwd(), __dirname];
+  try {
+    return require(require.resolve('solc', { paths: from }));
+  } catch (err) {
+    if (err && err.code !== 'MODULE_NOT_FOUND') throw err;
+    process.stderr.write(
+      'infera solc wrapper: the npm package "solc" is not installed (looked from ' + from.join(' and ') + ').\n' +
+        'Install the compiler next to your foundry.toml: npm install --save-dev solc@0.8.37\n' +
+        '(any solc-js >= 0.8.24 compiles @infera/contracts; 0.8.37 is the version its tests use)\n',
+    );
+    process.exit(1);
+  }
+}
+
+const solc = loadSolc();
 const args = process.argv.slice(2);
 
 if (args.includes('--version') || args.includes('-v')) {

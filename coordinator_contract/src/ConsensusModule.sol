@@ -309,8 +309,8 @@ contract ConsensusModule is CoordinatorCore, IConsensus {
     /// @dev The output hash a fulfilled request agreed on: the vote of the earlier agreeing revealer the record points
     /// at, or (quorum 1) of the one listed revealer.
     function _agreedHash(uint256 requestId, Verification storage v) private view returns (bytes32) {
-        uint256 at = v.pending;
-        return _votes[requestId][_revealers[requestId][at == 0 ? v.reveals - 1 : at - 1]];
+        uint256 pointer = v.pending;
+        return _votes[requestId][_revealers[requestId][pointer == 0 ? v.reveals - 1 : pointer - 1]];
     }
 
     /// @dev Quorum reached by `node`'s reveal (the `earlier + 1`-th): pays the agreeing revealers, refunds the other

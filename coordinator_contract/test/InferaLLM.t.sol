@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test} from "./utils/Test.sol";
+import {Test} from "../testing/Test.sol";
 import {InferaLLM} from "../src/consumer/InferaLLM.sol";
 
 /// @notice External entry points to the library, so tests can expect its reverts (a revert must come from a call).

@@ -2,7 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {CoordinatorTest} from "./utils/CoordinatorBase.sol";
-import {Vm} from "./utils/Test.sol";
+import {Vm} from "../testing/Test.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
 import {InferenceConsumer} from "../src/consumer/InferenceConsumer.sol";
 import {InferaLLM} from "../src/consumer/InferaLLM.sol";

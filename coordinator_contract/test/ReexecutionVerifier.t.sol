@@ -35,9 +35,9 @@ contract ReexecutionVerifierTest is CoordinatorTest {
 
     function testAnUndisputedOutputStandsAfterTheWindow() public {
         assertEq(verifier.window(), CHALLENGE + VOTE, "window");
-        (bytes32 outputHash, uint64 at,,,,) = verifier.claims(id, node);
+        (bytes32 outputHash, uint64 claimedAt,,,,) = verifier.claims(id, node);
         assertEq(outputHash, keccak256(OUTPUT), "claim recorded");
-        assertEq(at, deliveredAt, "at delivery");
+        assertEq(claimedAt, deliveredAt, "at delivery");
         vm.warp(deliveredAt + CHALLENGE + VOTE + 1);
         vm.prank(stranger); // anyone settles it
         coordinator.finalizeDelivery(id, node, OUTPUT);

@@ -3,6 +3,8 @@
 - `processes`: the chain tools, starting and watching processes, waiting on a condition (`Proc`, `wait_until`).
 - `deployment`: anvil's accounts, the devnet's fees and stakes, what it deploys (`Deployment`, `dev_account`).
 - `system`: `Devnet`, which starts anvil, the contracts, model containers and nodes, and stops them all.
+- `models`: the model servers `infera devnet --model` starts, and the example consumers that ask them.
+- `manifest`: `devnet.json`, what a dApp script reads: RPC, addresses, ABIs, models, dev accounts.
 - `run`: `run_devnet`, the `infera devnet` command.
 """
 
@@ -29,6 +31,7 @@ from node.devnet.processes import (
     forge_build,
     free_port,
     http_ok,
+    port_free,
     tcp_open,
     tool,
     wait_until,
@@ -62,6 +65,7 @@ __all__ = [
     "forge_build",
     "free_port",
     "http_ok",
+    "port_free",
     "run_devnet",
     "tcp_open",
     "tool",

@@ -49,11 +49,12 @@ log = logging.getLogger(__name__)
 class Devnet:
     """Starts and stops the parts of a local Infera system; use as a context manager."""
 
-    def __init__(self, workdir: Path, *, model_name: str = DEFAULT_MODEL) -> None:
+    def __init__(self, workdir: Path, *, model_name: str = DEFAULT_MODEL, rpc_port: int | None = None) -> None:
+        """`rpc_port`: where `start_anvil` listens (default: a free port the OS picks)."""
         self.workdir = workdir
         self.model_name = model_name
         self.procs: list[Proc] = []
-        self.rpc_port = free_port()
+        self.rpc_port = rpc_port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.rpc_port}"
         self.ws_url = f"ws://127.0.0.1:{self.rpc_port}"
         self.w3 = Web3(HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
@@ -308,7 +309,7 @@ class Devnet:
     ) -> Path:
         """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
         acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
-        health endpoint on a free port (`api_port`). Logs are read from the deploy block unless `start_block` is
+        health endpoint on a free port (`api_port`), ready however long anvil (which mines on demand) stays idle. Logs are read from the deploy block unless `start_block` is
         given."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
@@ -336,6 +337,8 @@ class Devnet:
             "",
             "[api]",
             f"port = {self.api_port}",
+            # anvil mines only when a transaction comes: an idle devnet hears no block for hours and is still ready.
+            "max_silence_s = 86400",
         ]
         if mqtt_url:
             lines += ["", "[mqtt]", f'url = "{mqtt_url}"']

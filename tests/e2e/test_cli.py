@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -129,8 +130,28 @@ def test_devnet_once_prints_the_answer_and_stops_everything(tmp_path: Path) -> N
     assert not Web3(HTTPProvider(rpc.group(1), request_kwargs={"timeout": 2})).is_connected()
 
 
+def test_devnet_serves_the_packaged_smollm2_through_the_generate_container(tmp_path: Path) -> None:
+    """`--model generate`: the packaged SmolLM2 GGUF, written once as a checkpoint, answers the PromptConsumer."""
+    port = str(free_port())
+    result = infera("devnet", "--once", "--model", "generate", "--port", port, "--workdir", str(tmp_path), timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reply = re.search(r"^on-chain result: request \d+ text=(.+)$", result.stdout, re.M)
+    assert reply, result.stdout
+    assert "Paris" in json.loads(reply.group(1))  # greedy: "The capital of France is" -> " Paris. ..."
+    assert (tmp_path / "models" / "smollm2-135m-instruct" / "config.json").is_file()
+    devnet = json.loads((tmp_path / "devnet.json").read_text())
+    assert devnet["rpc_url"] == f"http://127.0.0.1:{port}"
+    assert [(m["name"], m["examples"]) for m in devnet["models"]] == [
+        ("generate/smollm2-135m-instruct@1", ["prompt_consumer"])
+    ]
+    assert devnet["contracts"]["prompt_consumer"]["model"] == "generate/smollm2-135m-instruct@1"
+
+
 def test_devnet_refuses_a_model_it_does_not_have_before_starting_anything(tmp_path: Path) -> None:
     result = infera("devnet", "--once", "--model", "llm", "--model", "gpt-9", "--workdir", str(tmp_path), timeout=60)
     assert result.returncode == 1
-    assert "unknown model gpt-9: choose from classify, llm, embed" in result.stderr
+    assert (
+        result.stderr.strip()
+        == "infera: devnet failed: unknown model gpt-9: choose from classify, llm, embed, generate, echo"
+    )
     assert not (tmp_path / "anvil.log").exists()

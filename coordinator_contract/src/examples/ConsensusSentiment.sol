@@ -27,7 +27,8 @@ contract ConsensusSentiment is InferenceConsumer {
     /// @notice No two nodes agreed by the deadline (or none answered): every slot was refunded to this contract.
     event SentimentFailed(uint256 indexed requestId, string reason);
 
-    /// @notice keccak256 of the model name the node operators serve, e.g. "classify/minilm-sentiment@1".
+    /// @notice keccak256 of the model name the node operators serve (the classify model; its reference name is in
+    /// the README, "Model ids and their ABIs").
     bytes32 public immutable modelId;
     /// @notice The model digest voting nodes must have committed in the NodeRegistry (zero: any).
     bytes32 public immutable modelDigest;

@@ -28,7 +28,8 @@ contract SentimentConsumer is InferenceConsumer {
     /// @notice No node could classify the sentence; the fee was refunded to this contract.
     event SentimentFailed(uint256 indexed requestId, string reason);
 
-    /// @notice keccak256 of the model name the node operators serve, e.g. "classify/minilm-sentiment@1".
+    /// @notice keccak256 of the model name the node operators serve (the classify model; its reference name is in
+    /// the README, "Model ids and their ABIs").
     bytes32 public immutable modelId;
     /// @notice Who may withdraw refunds.
     address public immutable owner;

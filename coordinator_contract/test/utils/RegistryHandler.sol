@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test} from "./Test.sol";
+import {Test} from "../../testing/Test.sol";
 import {NodeRegistry} from "../../src/NodeRegistry.sol";
 
 /// @notice Drives a `NodeRegistry` with bounded random calls from a fixed set of actors for invariant tests,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test} from "./Test.sol";
+import {Test} from "../../testing/Test.sol";
 import {HeadlineSentiment} from "../../src/examples/HeadlineSentiment.sol";
 import {SubscriptionManager} from "../../src/SubscriptionManager.sol";
 

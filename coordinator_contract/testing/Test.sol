@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-/// @notice The forge cheatcodes this project's tests use (the npm forge-std is broken, so we keep our own).
+/// @notice The forge cheatcodes the Infera tests and `InferaTest` use: a small subset of forge-std's `Vm`, shipped with
+/// the Infera contracts package so a consumer's tests need no other package (forge-std installs only with git).
 interface Vm {
     struct Log {
         bytes32[] topics;
@@ -45,6 +46,10 @@ interface Vm {
 /// the `targetContract` / `targetContracts` pair forge reads to pick invariant-test handlers.
 abstract contract Test {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    /// @notice forge prints these with `-vv` (the DSTest log events): `emit log_named_uint("gas", used)`.
+    event log_named_uint(string key, uint256 val);
+    event log_named_string(string key, string val);
 
     address[] private _targetedContracts;
 
