@@ -309,8 +309,8 @@ class Devnet:
     ) -> Path:
         """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
         acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
-        health endpoint on a free port (`api_port`), ready however long anvil (which mines on demand) stays idle. Logs are read from the deploy block unless `start_block` is
-        given."""
+        health endpoint on a free port (`api_port`), ready however long anvil (which mines on demand) stays idle.
+        Logs are read from the deploy block unless `start_block` is given."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
         chain = {"confirmations": 0, **chain}
