@@ -165,6 +165,8 @@ def test_each_answer_kind_holds_whatever_the_model_wants_to_say(llm: LLMModel) -
         (("", ["hi", "there"], 0, [], 0, 0, "", 8), "must end with a user turn"),
         (("", [], 0, [], 0, 0, "", 8), "non-empty list of turns"),
         (("", ["  "], 0, [], 0, 0, "", 8), "messages[0] must be a non-empty string"),
+        (("", ["\x00"], 0, [], 0, 0, "", 8), "messages[0] has no visible characters (only control characters"),
+        (("", ["hi", "ok", "\x01\x1b\u200b"], 0, [], 0, 0, "", 8), "messages[2] has no visible characters"),
         (("", ["hi"], 0, [], 0, 0, "", 0), "max_new_tokens must be an integer from 1 to 48"),
         (("", ["word " * 3000], 0, [], 0, 0, "", 8), "over the context of 512 tokens"),
         (("", ["hi \ud800 there"], 0, [], 0, 0, "", 8), "messages[0] is not valid Unicode (a lone surrogate)"),
