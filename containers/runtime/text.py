@@ -19,9 +19,10 @@ The checks, in order (each names the field, e.g. "text"):
    with slang, loanwords, names, emoji), no refusal; on its non-English sentences every one in a non-Latin script and
    the clear Latin-script ones (German, French, Italian, Finnish sentences) are refused, while short Spanish, Dutch or
    Polish phrases can pass (the identifier is not sure of them, and refusing them would mean refusing English too).
-4. Readable words: at least one token the tokenizer knows that holds a letter or a digit. A text of emoji (which a
-   WordPiece vocabulary such as MiniLM's maps to `[UNK]`), symbols or punctuation alone is refused. A text with some
-   such words beside others ("meh 👎") is read: the model sees the words it knows.
+4. Something to read: at least one token other than the markers and the unknown token. A text of emoji alone
+   (which a WordPiece vocabulary such as MiniLM's maps to `[UNK]`), or of symbols the vocabulary lacks, is refused.
+   A text with such characters beside words ("meh 👎") is read: the model sees the tokens it knows. Punctuation is
+   a token the model knows ("!!!", ":)" are read).
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ class TextGate:
             )
         if self.languages:  # first: a script the model does not read is the better reason than its [UNK]s
             self._check_language(text, field)
-        words = [i for i in ids if i not in self._special and i != self._unknown]
-        if not any(any(ch.isalnum() for ch in self.tokenizer.convert_ids_to_tokens(i)) for i in words):
+        if not any(i not in self._special and i != self._unknown for i in ids):
             unknown = sum(1 for i in ids if i == self._unknown)
-            said = f"{unknown} token(s) it does not know (emoji, symbols)" if unknown else "no letters or digits"
-            raise InputError(f"{field} has no word this model can read: {said}; send words{self._in_languages()}")
+            said = (
+                f"its {unknown} token(s) are unknown to it (emoji, symbols)" if unknown else "its tokenizer drops all"
+            )
+            raise InputError(f"{field} has nothing this model can read: {said}; send words{self._in_languages()}")
         return text
 
     def _in_languages(self) -> str:
@@ -196,7 +198,7 @@ class TextGate:
             "refuses": [
                 "no visible characters (whitespace, control characters)",
                 f"more than {self.max_tokens} tokens",
-                "no word the tokenizer knows (emoji, symbols, punctuation alone)",
+                "no token but the unknown one (emoji or symbols alone)",
                 *(
                     [
                         "letters mostly in a script the languages are not written in",

@@ -47,9 +47,11 @@ MINILM_CASES: list[tuple[str, str | None]] = [
     ("\x00", "text has no visible characters (only control characters such as NUL"),
     ("\x01\x07\x1b\x7f\x00\u200b", "text has no visible characters"),
     ("  \t\n ", "text must be a non-empty string"),
-    ("👍😀🎉", "text has no word this model can read: 1 token(s) it does not know (emoji, symbols)"),
-    ("😡 🔥 💔", "text has no word this model can read: 3 token(s)"),
-    ("!!! ???", "text has no word this model can read: no letters or digits"),
+    ("👍😀🎉", "text has nothing this model can read: its 1 token(s) are unknown to it (emoji, symbols)"),
+    ("😡 🔥 💔", "text has nothing this model can read: its 3 token(s) are unknown"),
+    ("\ufffd", "text has nothing this model can read: its tokenizer drops all"),
+    ("!!! :)", None),
+    ("👍!", None),
     (GERMAN, "text looks like German (de, p=1.00); this model reads only English (en)"),
     (CHINESE, "text is written mostly in CJK script, not Latin; this model reads only English (en)"),
     (RUSSIAN, "text is written mostly in Cyrillic script, not Latin; this model reads only English (en)"),
@@ -213,7 +215,7 @@ def test_clear_non_english_is_refused_with_its_language(classifier: ZeroShotClas
 def test_a_gate_without_languages_checks_none(classifier: ZeroShotClassifier) -> None:
     gate = TextGate(gate_of(classifier).tokenizer, max_tokens=256, languages=None)
     assert gate.check(GERMAN) == GERMAN
-    with pytest.raises(InputError, match="no word this model can read"):
+    with pytest.raises(InputError, match="nothing this model can read"):
         gate.check("🎉🎉")
 
 
@@ -275,7 +277,7 @@ async def test_checkpoint_classifier_reads_at_most_its_positions(
     status, body = await post(session, url, text_body(word * 127))
     assert status == 400
     assert "text is 129 tokens; this model reads at most 128 (counting its 2 markers)" in body["error"]
-    for text, reason in [("\x00", "no visible characters"), ("🎉 🎉", "no word this model can read: 2 token(s)")]:
+    for text, reason in [("\x00", "no visible characters"), ("🎉 🎉", "nothing this model can read: its 2 token(s)")]:
         status, body = await post(session, url, text_body(text))
         assert status == 400
         assert reason in body["error"]
