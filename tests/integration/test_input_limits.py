@@ -133,7 +133,11 @@ async def test_embed_reads_a_text_whole_or_refuses_it_with_the_reason(
 
 
 async def test_info_states_the_limits_and_languages(
-    session: aiohttp.ClientSession, classify_url: str, embed_server: TestServer, generate_server: TestServer
+    session: aiohttp.ClientSession,
+    classify_url: str,
+    embed_server: TestServer,
+    generate_server: TestServer,
+    echo_url: str,
 ) -> None:
     for url in (classify_url, base_url(embed_server)):
         async with session.get(f"{url}/info") as resp:
@@ -146,6 +150,10 @@ async def test_info_states_the_limits_and_languages(
         limits = (await resp.json())["input_limits"]
     assert limits["max_context_tokens"] == 128
     assert limits["over_limit"].startswith("refused")
+    async with session.get(f"{echo_url}/info") as resp:
+        limits = (await resp.json())["input_limits"]
+    assert limits["max_tokens"] is None
+    assert limits["refuses"] == ["empty input"]
 
 
 # ------------------------------------------------------------------------------------------- the language rule

@@ -289,3 +289,9 @@ def test_the_off_chain_default_answer_length_fits_the_servers_cap(llm: LLMModel)
     assert llm.input_defaults["max_new_tokens"] == min(64, llm.max_new_tokens) == 48
     defaults = {**llm.input_defaults, "messages": ["the quick brown fox"]}
     assert llm.predict([llm.check(tuple(defaults[n] for n in llm.input_names))])[0][0]
+
+
+def test_info_states_the_context_limit(llm: LLMModel) -> None:
+    limits = llm.info()["input_limits"]
+    assert limits["max_context_tokens"] == llm.max_context == 512
+    assert limits["over_limit"] == "refused (400): nothing is cut"
