@@ -134,7 +134,8 @@ def letter_scripts(text: str) -> tuple[int, int, str]:
 class TextGate:
     """Checks texts against one model's tokenizer (the module's four checks). `tokenizer`: a loaded transformers
     tokenizer (copied: the gate may run on another thread than the model's); `max_tokens`: the most tokens the model
-    reads, its markers included; `languages`: ISO 639-1 codes the model reads, or None for no language check."""
+    reads, its markers included; `languages`: ISO 639-1 codes the model reads, or None for no language check.
+    Raises ValueError for a `max_tokens` below 1."""
 
     def __init__(self, tokenizer: Any, *, max_tokens: int, languages: tuple[str, ...] | None = None) -> None:
         if max_tokens < 1:
