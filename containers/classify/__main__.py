@@ -6,7 +6,7 @@ from containers.classify.model import (
     ZeroShotClassifier,
     load_labels,
 )
-from containers.runtime.cli import base_parser, serve
+from containers.runtime.cli import add_languages_option, base_parser, parse_languages, serve
 from containers.runtime.model import Model
 
 
@@ -14,7 +14,12 @@ def build(a: Namespace) -> Model:
     """The classifier the options ask for: a fine-tuned checkpoint, or the packaged zero-shot MiniLM."""
     if a.checkpoint:
         return CheckpointClassifier(
-            a.checkpoint, a.name, device=a.device, dtype=a.dtype, consensus_score_step_e6=a.consensus_score_step_e6
+            a.checkpoint,
+            a.name,
+            device=a.device,
+            dtype=a.dtype,
+            consensus_score_step_e6=a.consensus_score_step_e6,
+            languages=parse_languages(a.languages or "any"),
         )
     return ZeroShotClassifier(
         a.name or "classify/minilm-sentiment@1",
@@ -24,6 +29,7 @@ def build(a: Namespace) -> Model:
         device=a.device,
         dtype=a.dtype,
         consensus_score_step_e6=a.consensus_score_step_e6,
+        languages=parse_languages(a.languages or "en"),
     )
 
 
@@ -41,6 +47,7 @@ def main() -> None:
         default=DEFAULT_CONSENSUS_SCORE_STEP_E6,
         help="consensus answers: score rounded down to a multiple of this (millionths); 0 (default) zeroes it",
     )
+    add_languages_option(parser, "zero-shot MiniLM: en; a checkpoint: any")
     serve(parser, build)
 
 

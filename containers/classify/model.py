@@ -20,7 +20,8 @@ from typing import Any
 
 from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
 from containers.runtime.batching import default_token_budget, length_buckets
-from containers.runtime.model import check_text, pick_device, torch_dtype
+from containers.runtime.model import ModelError, check_text, pick_device, torch_dtype
+from containers.runtime.text import TextGate
 
 DEFAULT_LABELS: dict[str, list[str]] = {
     "positive": [
@@ -38,6 +39,11 @@ SCORE_SCALE = 1_000_000
 #: The score step of consensus answers, in millionths: 0 answers the label with score 0 (see the module).
 DEFAULT_CONSENSUS_SCORE_STEP_E6 = 0
 MAX_TEXT_CHARS = 4096
+#: Tokens MiniLM reads, its [CLS] and [SEP] included: the length all-MiniLM-L6-v2 was published for
+#: (`max_seq_length` in its sentence_bert_config.json). A longer text is refused, never cut.
+MAX_TOKENS = 256
+#: What the packaged MiniLM reads: its vocabulary and training data are English.
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en",)
 
 
 def load_labels(path: str | Path) -> dict[str, list[str]]:
@@ -91,6 +97,7 @@ class _TextClassifier:
     output_names: tuple[str, ...] = ("label", "scoreE6")
     name: str
     consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6
+    _gate: TextGate | None = None
 
     def consensus_form(self) -> dict[str, Any]:
         """The "label" form: label as it is, `scoreE6` rounded down to a multiple of `score_step_e6` (0: zeroed)."""
@@ -106,7 +113,17 @@ class _TextClassifier:
         return (label, canonical_score(int(score), self.consensus_score_step_e6))
 
     def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS),)
+        """`(text,)` if the model can read the text whole (`TextGate`: visible, within the token limit, words it
+        knows, its languages); raises `InputError` with the reason otherwise. A label is never given for part of a
+        text: a contract acting on it would act on what it did not ask about."""
+        text = check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS)
+        if self._gate is None:
+            raise ModelError("the model is not loaded")
+        return (self._gate.check(text, "text"),)
+
+    def limits(self) -> dict[str, Any]:
+        """The input limits for `/info` (`TextGate.info`, plus `max_text_chars`)."""
+        return {"max_text_chars": MAX_TEXT_CHARS, **(self._gate.info() if self._gate else {})}
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
         raise NotImplementedError
@@ -133,12 +150,16 @@ class ZeroShotClassifier(_TextClassifier):
         device: str | None = None,
         dtype: str | None = None,
         consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6,
+        languages: tuple[str, ...] | None = DEFAULT_LANGUAGES,
     ) -> None:
         self.name = name
+        self.languages = languages
         self.consensus_score_step_e6 = check_score_step(consensus_score_step_e6)
         self.labels = check_labels(labels if labels is not None else DEFAULT_LABELS)
         self.temperature = temperature
-        self.encoder = SentenceEncoder(model_path or packaged_minilm_path(), pick_device(device), dtype=dtype)
+        self.encoder = SentenceEncoder(
+            model_path or packaged_minilm_path(), pick_device(device), dtype=dtype, max_length=MAX_TOKENS
+        )
         self._prototypes: Any = None
 
     @property
@@ -149,6 +170,7 @@ class ZeroShotClassifier(_TextClassifier):
         import torch
 
         self.encoder.load()
+        self._gate = TextGate(self.encoder.tokenizer, max_tokens=self.encoder.max_length, languages=self.languages)
         prototypes = [self.encoder.encode(descriptions).mean(dim=0) for descriptions in self.labels.values()]
         self._prototypes = torch.nn.functional.normalize(torch.stack(prototypes), dim=-1)
         self.predict([("warm up",)])
@@ -168,7 +190,7 @@ class ZeroShotClassifier(_TextClassifier):
             "kind": "zero-shot-embedding",
             "labels": list(self.labels),
             "temperature": self.temperature,
-            "max_text_chars": MAX_TEXT_CHARS,
+            "input_limits": self.limits(),
             "dtype": str(self.encoder.dtype).removeprefix("torch."),
         }
 
@@ -183,11 +205,13 @@ class CheckpointClassifier(_TextClassifier):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        max_length: int = 256,
+        max_length: int = MAX_TOKENS,
         token_budget: int | None = None,
         consensus_score_step_e6: int = DEFAULT_CONSENSUS_SCORE_STEP_E6,
+        languages: tuple[str, ...] | None = None,
     ) -> None:
         self.checkpoint = checkpoint
+        self.languages = languages
         self.consensus_score_step_e6 = check_score_step(consensus_score_step_e6)
         self.name = name or f"classify/{Path(checkpoint).name}"
         self._device = pick_device(device)
@@ -215,12 +239,17 @@ class CheckpointClassifier(_TextClassifier):
         self._model = model.to(self._device).eval()
         id2label = self._model.config.id2label
         self._labels = [str(id2label[i]) for i in range(len(id2label))]
+        positions = int(getattr(self._model.config, "max_position_embeddings", 0) or self.max_length)
+        self.max_length = min(self.max_length, positions)
+        self._gate = TextGate(self._tokenizer, max_tokens=self.max_length, languages=self.languages)
         self.predict([("warm up",)])
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[list[str], Any]:
         import torch
 
-        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self._tokenizer(list(texts), truncation=False)["input_ids"]
+        if (longest := max((len(x) for x in ids), default=0)) > self.max_length:  # refused by `check` before
+            raise ModelError(f"a text of {longest} tokens is over the model's {self.max_length}")
         probabilities = torch.empty((len(texts), len(self._labels)), dtype=torch.float32)
         for group in length_buckets([len(x) for x in ids], token_budget=self.token_budget, max_items=len(texts)):
             batch = self._tokenizer.pad({"input_ids": [ids[i] for i in group]}, return_tensors="pt").to(self._device)
@@ -234,6 +263,6 @@ class CheckpointClassifier(_TextClassifier):
             "kind": "sequence-classification",
             "checkpoint": self.checkpoint,
             "labels": self._labels,
-            "max_text_chars": MAX_TEXT_CHARS,
+            "input_limits": self.limits(),
             "dtype": str(self.dtype).removeprefix("torch."),
         }

@@ -40,4 +40,13 @@ class EchoModel:
         return [tuple(x) for x in inputs]
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "echo", "delay_ms": self.delay_ms}
+        return {
+            "kind": "echo",
+            "delay_ms": self.delay_ms,
+            "input_limits": {
+                "max_tokens": None,
+                "over_limit": "bytes: the coordinator's maxInputBytes and the server's --max-body-bytes",
+                "languages": "none: bytes are echoed as they are, a NUL included",
+                "refuses": ["empty input"],
+            },
+        }

@@ -1,5 +1,5 @@
 from containers.embed.model import DEFAULT_CONSENSUS_STEP_E12, EmbedModel
-from containers.runtime.cli import base_parser, serve
+from containers.runtime.cli import add_languages_option, base_parser, parse_languages, serve
 
 
 def main() -> None:
@@ -13,10 +13,16 @@ def main() -> None:
         default=DEFAULT_CONSENSUS_STEP_E12,
         help="consensus answers: the fixed int8 scale in units of 1e-12 (default 1e10: 2 decimals; 0: sign bits)",
     )
+    add_languages_option(parser, "en")
     serve(
         parser,
         lambda a: EmbedModel(
-            a.name, model_path=a.model_path, device=a.device, dtype=a.dtype, consensus_step_e12=a.consensus_step_e12
+            a.name,
+            model_path=a.model_path,
+            device=a.device,
+            dtype=a.dtype,
+            consensus_step_e12=a.consensus_step_e12,
+            languages=parse_languages(a.languages or "en"),
         ),
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from containers.runtime.batching import default_token_budget, length_buckets
-from containers.runtime.model import torch_dtype
+from containers.runtime.model import ModelError, torch_dtype
 
 
 def packaged_minilm_path() -> str:
@@ -42,6 +42,11 @@ class SentenceEncoder:
         self._model: Any = None
 
     @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer (None before `load`)."""
+        return self._tokenizer
+
+    @property
     def dimensions(self) -> int:
         return int(self._model.config.hidden_size)
 
@@ -52,10 +57,13 @@ class SentenceEncoder:
         self._model = AutoModel.from_pretrained(self.model_path, dtype=self.dtype).to(self.device).eval()
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """A float32 tensor `[len(texts), dimensions]` of unit vectors, on the CPU."""
+        """A float32 tensor `[len(texts), dimensions]` of unit vectors, on the CPU. Raises `ModelError` for a text
+        over `max_length` tokens (a server refuses those first, with `TextGate`): nothing is ever cut."""
         import torch
 
-        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self._tokenizer(list(texts), truncation=False)["input_ids"]
+        if (longest := max((len(x) for x in ids), default=0)) > self.max_length:
+            raise ModelError(f"a text of {longest} tokens is over the encoder's {self.max_length}")
         out = torch.empty((len(texts), self.dimensions), dtype=torch.float32)
         for group in length_buckets([len(x) for x in ids], token_budget=self.token_budget, max_items=len(texts)):
             batch = self._tokenizer.pad({"input_ids": [ids[i] for i in group]}, return_tensors="pt").to(self.device)

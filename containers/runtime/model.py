@@ -116,13 +116,26 @@ def canonical_output(model: Model, output: tuple[Any, ...]) -> tuple[Any, ...]:
     return output
 
 
-def check_text(value: Any, *, field: str, max_chars: int) -> str:
-    """The usual checks on a text input: a non-empty string within the length limit."""
+def visible_text(value: Any, field: str) -> str:
+    """`value` if it is a string with a visible character (not whitespace, not a control or format character such as
+    NUL or a zero-width space: tokenizers drop those, and the model would read nothing); raises `InputError` otherwise.
+    """
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field} must be a non-empty string")
-    if len(value) > max_chars:
-        raise InputError(f"{field} is {len(value)} characters; the limit is {max_chars}")
-    return value
+    if not any(ch.isprintable() and not ch.isspace() for ch in value):
+        raise InputError(
+            f"{field} has no visible characters (only control characters such as NUL, or whitespace): send text"
+        )
+    return str(value)
+
+
+def check_text(value: Any, *, field: str, max_chars: int) -> str:
+    """The usual checks on a text input: a string with a visible character (`visible_text`) within the length limit
+    (`max_chars` characters). Raises `InputError` naming `field`."""
+    text = visible_text(value, field)
+    if len(text) > max_chars:
+        raise InputError(f"{field} is {len(text)} characters; the limit is {max_chars}")
+    return text
 
 
 def pick_device(requested: str | None = None) -> str:

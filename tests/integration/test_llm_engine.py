@@ -165,6 +165,8 @@ def test_each_answer_kind_holds_whatever_the_model_wants_to_say(llm: LLMModel) -
         (("", ["hi", "there"], 0, [], 0, 0, "", 8), "must end with a user turn"),
         (("", [], 0, [], 0, 0, "", 8), "non-empty list of turns"),
         (("", ["  "], 0, [], 0, 0, "", 8), "messages[0] must be a non-empty string"),
+        (("", ["\x00"], 0, [], 0, 0, "", 8), "messages[0] has no visible characters (only control characters"),
+        (("", ["hi", "ok", "\x01\x1b\u200b"], 0, [], 0, 0, "", 8), "messages[2] has no visible characters"),
         (("", ["hi"], 0, [], 0, 0, "", 0), "max_new_tokens must be an integer from 1 to 48"),
         (("", ["word " * 3000], 0, [], 0, 0, "", 8), "over the context of 512 tokens"),
         (("", ["hi \ud800 there"], 0, [], 0, 0, "", 8), "messages[0] is not valid Unicode (a lone surrogate)"),
@@ -287,3 +289,9 @@ def test_the_off_chain_default_answer_length_fits_the_servers_cap(llm: LLMModel)
     assert llm.input_defaults["max_new_tokens"] == min(64, llm.max_new_tokens) == 48
     defaults = {**llm.input_defaults, "messages": ["the quick brown fox"]}
     assert llm.predict([llm.check(tuple(defaults[n] for n in llm.input_names))])[0][0]
+
+
+def test_info_states_the_context_limit(llm: LLMModel) -> None:
+    limits = llm.info()["input_limits"]
+    assert limits["max_context_tokens"] == llm.max_context == 512
+    assert limits["over_limit"] == "refused (400): nothing is cut"
