@@ -13,13 +13,14 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps system-deps browser-deps build demo test test-forge snapshot test-py lint fmt bench constraints clean
+.PHONY: help deps system-deps browser-deps build package demo test test-forge snapshot test-py lint fmt bench constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
 	@echo "make test   - forge tests, lint (ruff, mypy, forge fmt) and pytest (unit, integration, e2e)"
 	@echo "make lint   - ruff, mypy --strict and forge fmt --check only"
 	@echo "make build  - compile the contracts"
+	@echo "make package - the Solidity package @infera/contracts as coordinator_contract/infera-contracts-<version>.tgz"
 	@echo "make bench  - benchmarks (figures in BENCHMARKS.md)"
 
 deps: system-deps node_modules/.installed $(VENV)/.installed
@@ -56,6 +57,10 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 
 build: deps
 	$(FORGE) build
+
+# The npm package of the contracts (sources, ABIs, test kit, solc wrapper), for a dApp project's `npm install`.
+package: build
+	cd coordinator_contract && npm pack
 
 demo: deps build
 	$(VENV)/bin/infera devnet --once

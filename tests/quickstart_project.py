@@ -3,6 +3,7 @@ offline into a fresh copy of `coordinator_contract/quickstart/`. Shared by the i
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,12 @@ from node.devnet import CONTRACTS_DIR, ROOT
 QUICKSTART = CONTRACTS_DIR / "quickstart"
 #: The registry's `solc` is stood in for by the repository's own (the same pinned version): nothing is downloaded.
 ROOT_SOLC = ROOT / "node_modules" / "solc"
+
+
+def tarball_name() -> str:
+    """`infera-contracts-<version>.tgz`, as `npm pack` names the package (from coordinator_contract/package.json)."""
+    manifest = json.loads((CONTRACTS_DIR / "package.json").read_text())
+    return f"{manifest['name'].lstrip('@').replace('/', '-')}-{manifest['version']}.tgz"
 
 
 def run(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -31,9 +38,18 @@ def pack(dest: Path) -> Path:
 
 
 def fresh_project(parent: Path, name: str) -> Path:
-    """A copy of the quick start as it is in git (no node_modules, build output or lock file of a local run)."""
+    """A copy of the quick start as it is in git (no node_modules, build output or lock file of a local run), with
+    no dependencies in its package.json yet, as `npm init -y` leaves it (its own names the checkout's tarball by a
+    path relative to the checkout)."""
     project = parent / name
-    shutil.copytree(QUICKSTART, project, ignore=shutil.ignore_patterns("node_modules", "out", "cache", "*.lock"))
+    shutil.copytree(
+        QUICKSTART,
+        project,
+        ignore=shutil.ignore_patterns("node_modules", "out", "cache", "*.lock", "package-lock.json"),
+    )
+    manifest = json.loads((project / "package.json").read_text())
+    manifest["devDependencies"] = {}
+    (project / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return project
 
 

@@ -51,11 +51,6 @@ contract InferaLLMHarness {
     }
 }
 
-/// @notice The one cheatcode these tests need that `Vm` in ./utils/Test.sol does not declare.
-interface VmIntToString {
-    function toString(int256 value) external pure returns (string memory);
-}
-
 /// @notice The wire input, decoded back into its eight fields.
 struct Wire {
     string system;
@@ -73,13 +68,6 @@ abstract contract InferaLLMTest is Test {
 
     function setUp() public {
         llm = new InferaLLMHarness();
-    }
-
-    function assertEq(int256 a, int256 b, string memory message) internal pure {
-        if (a != b) {
-            VmIntToString v = VmIntToString(address(vm));
-            fail(string.concat(message, ": ", v.toString(a), " != ", v.toString(b)));
-        }
     }
 
     /// @dev Decodes with the fixed wire ABI; a builder that encoded anything else makes this revert.

@@ -5,11 +5,13 @@ import {Test, Vm} from "./Test.sol";
 import {Coordinator} from "../src/Coordinator.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
 import {ICoordinator} from "../src/interfaces/ICoordinator.sol";
+import {IConsensus} from "../src/interfaces/IConsensus.sol";
 
 /// @title InferaTest
 /// @notice A forge test base for your consumer: `setUp` deploys the real NodeRegistry and Coordinator and stakes
 /// three nodes; your test asks through its own contract, then plays the nodes: `_deliver` an output you choose,
-/// `_failRequest` with a reason, `_expire` a request past its deadline. `_callbackGas` measures your callback.
+/// `_deliverConsensus` the outputs of a consensus request's nodes, `_failRequest` with a reason, `_expire` a request
+/// past its deadline. `_callbackGas` measures your callback.
 /// @dev Import it from the package as testing/InferaTest.sol. Override `setUp` and call `super.setUp()` first.
 /// Everything here runs the contracts the nodes use on-chain: no mock stands in for the Coordinator.
 abstract contract InferaTest is Test {
@@ -54,6 +56,39 @@ abstract contract InferaTest is Test {
     {
         vm.prank(nodes[nodeIndex]);
         return coordinator.deliver(requestId, output);
+    }
+
+    /// @notice Nodes 0 to `outputs.length - 1` commit `outputs[i]` to consensus request `requestId`, then reveal in
+    /// that order until a quorum agrees (a reveal after the quorum would revert, so none is sent).
+    /// @dev For a request made with `_requestConsensusInference`; its redundancy must be `outputs.length` (at most
+    /// `NODE_COUNT`). A request that names a `modelDigest` needs `_commitModel` first.
+    /// @return quorumReached Whether the reveals settled the request (its callback ran once, with the agreed output).
+    function _deliverConsensus(uint256 requestId, bytes[] memory outputs)
+        internal
+        returns (bool quorumReached)
+    {
+        IConsensus consensus = IConsensus(address(coordinator));
+        for (uint256 i = 0; i < outputs.length; i++) {
+            bytes32 salt = keccak256(abi.encode("infera test salt", requestId, i));
+            bytes32 commitment = consensus.commitmentFor(requestId, nodes[i], keccak256(outputs[i]), salt);
+            vm.prank(nodes[i]);
+            consensus.commit(requestId, commitment);
+        }
+        for (uint256 i = 0; i < outputs.length && !quorumReached; i++) {
+            vm.prank(nodes[i]);
+            quorumReached = consensus.reveal(
+                requestId, outputs[i], keccak256(abi.encode("infera test salt", requestId, i))
+            );
+        }
+    }
+
+    /// @notice Every test node commits `digest` as the weights of `modelId` in the registry (what consensus requests
+    /// that name a model digest check).
+    function _commitModel(bytes32 modelId, bytes32 digest) internal {
+        for (uint256 i = 0; i < nodes.length; i++) {
+            vm.prank(nodes[i]);
+            registry.commitModel(modelId, digest);
+        }
     }
 
     /// @notice Enough nodes report failure with `reason` to close `requestId`: the escrow is refunded to the consumer

@@ -39,6 +39,7 @@ interface Vm {
     function toString(uint256 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
+    function toString(int256 value) external pure returns (string memory);
     function toString(bytes calldata value) external pure returns (string memory);
 }
 
@@ -108,6 +109,56 @@ abstract contract Test {
 
     function assertGe(uint256 a, uint256 b, string memory message) internal pure {
         if (a < b) fail(string.concat(message, ": ", vm.toString(a), " < ", vm.toString(b)));
+    }
+
+    function assertEq(int256 a, int256 b, string memory message) internal pure {
+        if (a != b) fail(string.concat(message, ": ", vm.toString(a), " != ", vm.toString(b)));
+    }
+
+    // The same assertions without a message, as forge-std has them.
+
+    function assertTrue(bool condition) internal pure {
+        assertTrue(condition, "expected true");
+    }
+
+    function assertFalse(bool condition) internal pure {
+        assertFalse(condition, "expected false");
+    }
+
+    function assertEq(uint256 a, uint256 b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(int256 a, int256 b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(address a, address b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(bytes32 a, bytes32 b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(bool a, bool b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(string memory a, string memory b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertEq(bytes memory a, bytes memory b) internal pure {
+        assertEq(a, b, "not equal");
+    }
+
+    function assertLe(uint256 a, uint256 b) internal pure {
+        assertLe(a, b, "not <=");
+    }
+
+    function assertGe(uint256 a, uint256 b) internal pure {
+        assertGe(a, b, "not >=");
     }
 
     /// @dev Maps any `x` into [min, max] without discarding fuzz runs (unlike `vm.assume`).

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.devnet import CONTRACTS_DIR, ROOT, tool
-from tests.quickstart_project import QUICKSTART, ROOT_SOLC, fresh_project, install, pack, run
+from tests.quickstart_project import QUICKSTART, ROOT_SOLC, fresh_project, install, pack, run, tarball_name
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,11 @@ def test_package_ships_sources_abis_test_kit_and_compiler_wrapper(tarball: Path)
 
 
 def test_quickstart_builds_and_its_forge_tests_pass_from_a_fresh_copy(tarball: Path, tmp_path: Path) -> None:
-    project = fresh_project(tmp_path, "my-dapp")
-    manifest = json.loads((project / "package.json").read_text())
+    manifest = json.loads((QUICKSTART / "package.json").read_text())
     assert set(manifest["devDependencies"]) == {"@infera/contracts", "solc"}, "the README installs exactly these"
+    assert manifest["devDependencies"]["@infera/contracts"] == f"file:../{tarball_name()}", "make package's tarball"
+    assert tarball.name == tarball_name()
+    project = fresh_project(tmp_path, "my-dapp")
     install(project, str(tarball), str(ROOT_SOLC))
     result = run([tool("forge"), "test", "-vv"], cwd=project)
     out = result.stdout
@@ -65,9 +67,6 @@ def test_quickstart_builds_and_its_forge_tests_pass_from_a_fresh_copy(tarball: P
 
 def test_missing_solc_names_the_package_to_install(tarball: Path, tmp_path: Path) -> None:
     project = fresh_project(tmp_path, "no-compiler")
-    manifest = json.loads((project / "package.json").read_text())
-    manifest["devDependencies"] = {}
-    (project / "package.json").write_text(json.dumps(manifest))
     install(project, str(tarball))  # solc is an optional peer: npm does not add it
     result = run([tool("forge"), "build"], cwd=project, check=False)
     assert result.returncode != 0
@@ -93,9 +92,10 @@ def test_readme_quick_start_quotes_the_tested_project() -> None:
     assert textwrap.indent(gas_test, "    ") in (QUICKSTART / "test" / "EmbeddingStore.t.sol").read_text()
     install = _fenced(readme, "<!-- quickstart: install -->", "sh")
     manifest = json.loads((QUICKSTART / "package.json").read_text())
-    for package in manifest["devDependencies"]:
-        assert package in install, f"the README's install line misses {package}"
+    assert f"coordinator_contract/{tarball_name()}" in install, "the README installs the tarball `make package` makes"
     assert "solc@" + manifest["devDependencies"]["solc"] in install
+    test_file = (QUICKSTART / "test" / "EmbeddingStore.t.sol").read_text()
+    assert _fenced(readme, "<!-- quickstart: test/EmbeddingStore.t.sol -->", "solidity") == test_file
 
 
 def test_natspec_has_no_at_sign_outside_tags() -> None:
@@ -113,3 +113,44 @@ def test_natspec_has_no_at_sign_outside_tags() -> None:
             if "@" in body:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {text}")
     assert not offenders, "\n".join(offenders)
+
+
+#: The Markdown files a dApp developer copies Solidity from.
+DOCS = [
+    "README.md",
+    "coordinator_contract/README.md",
+    "containers/README.md",
+    *(f"containers/{m}/README.md" for m in ("classify", "embed", "generate", "llm", "echo")),
+]
+
+
+def _whole_contracts() -> list[tuple[str, str]]:
+    """Every ```solidity block of the docs that declares a contract, library or interface (fragments, such as a
+    function body, are left out), as (where, source)."""
+    found = []
+    for doc in DOCS:
+        text = (ROOT / doc).read_text()
+        for match in re.finditer(r"```solidity\n(.*?)```", text, re.S):
+            if re.search(r"^(abstract contract|contract|library|interface) \w+", match.group(1), re.M):
+                found.append((f"{doc}:{text[: match.start()].count(chr(10)) + 1}", match.group(1)))
+    return found
+
+
+def test_every_whole_contract_in_the_docs_compiles_against_the_package(tarball: Path, tmp_path: Path) -> None:
+    """Copy-paste safety: each documented contract, put in a fresh quick-start project as a user would, compiles
+    with the installed package and the documented foundry.toml (imports, names, NatSpec and all)."""
+    snippets = _whole_contracts()
+    assert len(snippets) >= 5, snippets
+    project = fresh_project(tmp_path, "docs")
+    install(project, str(tarball), str(ROOT_SOLC))
+    folder = project / "snippets"  # beside src/, so a quoted test's `../src/...` import resolves as in test/
+    folder.mkdir()
+    for i, (where, source) in enumerate(snippets):
+        header = "" if "pragma solidity" in source else "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\n\n"
+        (folder / f"Snippet{i}.sol").write_text(f"// {where}\n{header}{source}")
+    result = run([tool("forge"), "build", "snippets"], cwd=project, check=False)
+    assert result.returncode == 0, "\n".join(f"Snippet{i}.sol is {w}" for i, (w, _) in enumerate(snippets)) + (
+        "\n" + result.stdout + result.stderr
+    )
+    built = [i for i in range(len(snippets)) if (project / "out" / f"Snippet{i}.sol").is_dir()]
+    assert built == list(range(len(snippets))), f"compiled {built} of {len(snippets)}"
