@@ -251,12 +251,15 @@ class ErrorCatalog:
                 args = tuple(abi_decode(candidate.types, body))
             except Exception as exc:  # eth-abi's errors for data that does not fit the types
                 problem = f"{type(exc).__name__}: {exc}"
-                # A `string` that is not UTF-8 may be revert bytes (`revert(string(reason))`): read it as `bytes`.
+                # A `string` that is not UTF-8 may be revert bytes (`revert(string(reason))`): read it as `bytes`
+                # (shown as hex when it holds no revert).
                 found = self._as_bytes(candidate, body, depth, tries)
-                if found is not None:
-                    args, inner = found
-                    return DecodedError(candidate.name, args, data, kind, candidate, inner=inner[1], inner_arg=inner[0])
-                continue
+                if found is None:
+                    continue
+                args, inner = found
+                if inner is None:
+                    return DecodedError(candidate.name, args, data, kind, candidate)
+                return DecodedError(candidate.name, args, data, kind, candidate, inner=inner[1], inner_arg=inner[0])
             extra = len(body) - len(abi_encode(candidate.types, list(args)))
             if extra > 0:  # eth-abi reads what it needs and ignores the rest: a copy with bytes too many
                 problem = f"{extra} byte(s) after its arguments"
@@ -269,11 +272,11 @@ class ErrorCatalog:
 
     def _as_bytes(
         self, definition: ErrorDef, body: bytes, depth: int, tries: list[int]
-    ) -> tuple[tuple[Any, ...], tuple[int, DecodedError]] | None:
-        """The arguments of an error whose `string` arguments did not decode, read as `bytes`, and the revert one
-        of them holds; None when they do not decode so, or none holds a revert."""
+    ) -> tuple[tuple[Any, ...], tuple[int | None, DecodedError] | None] | None:
+        """The arguments of an error whose `string` arguments did not decode (not UTF-8), read as `bytes`, and the
+        revert one of them holds (None when none does); None when they do not decode so either."""
         types = [_STRING.sub("bytes", t) for t in definition.types]
-        if types == definition.types or depth >= MAX_WRAP_DEPTH or tries[0] <= 0:
+        if types == definition.types:
             return None
         try:
             args = tuple(abi_decode(types, body))
@@ -284,7 +287,7 @@ class ErrorCatalog:
         inner = self._wrapped(
             ((i, a) for i, (t, a) in enumerate(zip(types, args, strict=True)) if t == "bytes"), depth, tries
         )
-        return None if inner is None else (args, inner)
+        return args, inner
 
     def _wrapped(
         self, payloads: Iterable[tuple[int | None, bytes]], depth: int, tries: list[int]
