@@ -20,6 +20,7 @@ from node.chain.contracts import CoordinatorAbi
 from node.chain.reverts import ERROR_STRING, MAX_WRAP_DEPTH, MAX_WRAP_SCAN_BYTES, ErrorCatalog, ErrorDef
 from node.chain.rpc import RpcError, as_reverted
 from node.cli import app
+from tests.unit.test_reverts import normal
 
 pytestmark = pytest.mark.usefixtures("contracts_built")
 
@@ -48,14 +49,6 @@ def foreign(signature: str, *args: Any) -> bytes:
     types = [t for t in signature[signature.index("(") + 1 : -1].split(",") if t]
     wire = ["bytes" if t == "string" and isinstance(a, bytes) else t for t, a in zip(types, args, strict=True)]
     return keccak(text=signature)[:4] + encode(wire, list(args))
-
-
-def normal(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(normal(v) for v in value)
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return value.lower()
-    return value
 
 
 @pytest.mark.parametrize(
