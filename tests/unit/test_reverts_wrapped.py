@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from node.chain.artifacts import source_abis
 from node.chain.contracts import CoordinatorAbi
-from node.chain.reverts import ERROR_STRING, MAX_WRAP_DEPTH, MAX_WRAP_SCAN_BYTES, ErrorCatalog, ErrorDef
+from node.chain.reverts import ERROR_STRING, MAX_WRAP_DEPTH, MAX_WRAP_SCAN_BYTES, MAX_WRAP_TRIES, ErrorCatalog, ErrorDef
 from node.chain.rpc import RpcError, as_reverted
 from node.cli import app
 from tests.unit.test_reverts import normal
@@ -154,14 +154,18 @@ def test_any_bytes_decode_without_raising(prefix: list[bytes], words: list[int],
     assert isinstance(str(CATALOG.decode(tail)), str)
 
 
-def test_adversarial_offsets_cost_a_bounded_number_of_decodes() -> None:
-    """Every argument word of every level points at the same nested payload: without the bound on tries, each
-    level multiplies the work by eight; with it, one decode tries at most `MAX_WRAP_TRIES` payloads."""
-    payload = b"\x12\x34\x56\x78" + b"\0" * 64
-    for _ in range(MAX_WRAP_DEPTH + 2):
-        body = b"".join((256).to_bytes(32, "big") for _ in range(8)) + len(payload).to_bytes(32, "big") + payload
-        payload = b"\x12\x34\x56\x78" + body
-    assert CATALOG.decode(payload).inner is None
+def test_one_decode_tries_at_most_max_wrap_tries_payloads() -> None:
+    """Argument words that all point at payloads that point at more (eight per level): past `MAX_WRAP_TRIES`
+    payloads tried, a decode stops looking, so a revert carried after such a tree is not found; before it, it is."""
+    leaf = b"\x12\x34\x56\x78" + b"\0" * 64
+    tree = leaf
+    for _ in range(2):  # 8 payloads of 8 payloads: 72 tries, more than the bound
+        tree = b"\x12\x34\x56\x78" + (256).to_bytes(32, "big") * 8 + len(tree).to_bytes(32, "big") + tree
+    assert MAX_WRAP_TRIES < 8 + 8 * 8
+    after = foreign("Bad(bytes,bytes)", tree, DEADLINE)
+    assert CATALOG.decode(after).inner is None
+    before = foreign("Bad(bytes,bytes)", DEADLINE, tree)
+    assert str(CATALOG.decode(before)).endswith(f"carrying Infera's error {NAMED}")
 
 
 def test_the_nodes_log_names_a_rethrown_coordinator_error() -> None:
