@@ -71,8 +71,8 @@ class EndpointFailed(ChainError):
 class TxReverted(ChainError):
     """A transaction (or its simulation) reverted. `error`: the decoded custom error's name when known (what the
     node's rules compare); `error_text`: that error as a person reads it, with its arguments (e.g.
-    `OutputTooLarge(length=300, max=256)`, what messages and logs show), `error` when it was not decoded from data,
-    None with `error`."""
+    `OutputTooLarge(length=300, maxOutputBytes=256)`: what messages and logs show), `error` when it was not decoded
+    from data, None with `error`."""
 
     action = Action.REFUSED
 
