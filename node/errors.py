@@ -69,14 +69,20 @@ class EndpointFailed(ChainError):
 
 
 class TxReverted(ChainError):
-    """A transaction (or its simulation) reverted; `error` is the decoded custom error name when known."""
+    """A transaction (or its simulation) reverted. `error`: the decoded custom error's name when known (what the
+    node's rules compare); `error_text`: that error as a person reads it, with its arguments (e.g.
+    `OutputTooLarge(length=300, maxOutputBytes=256)`: what messages and logs show), `error` when it was not decoded
+    from data, None with `error`."""
 
     action = Action.REFUSED
 
-    def __init__(self, message: str, *, error: str | None = None, args: tuple[object, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, error: str | None = None, args: tuple[object, ...] = (), text: str | None = None
+    ) -> None:
         super().__init__(message)
         self.error = error
         self.error_args = args
+        self.error_text = text if text is not None and error is not None else error
 
 
 class ContainerError(InferaError):

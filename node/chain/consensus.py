@@ -241,7 +241,7 @@ class Revealer(VerificationRounds):
             if reverted.error == "DeadlinePassed":  # the request is the reclaimer's now (refund, error callback)
                 why = "its deadline passed before this node revealed"
             else:
-                why = f"reveal refused: {reverted.error}"
+                why = f"reveal refused: {reverted.error_text}"
                 log.error("request %d: cannot reveal: %s", rid, reverted)
             self._done(rid, f"{NO_QUORUM} ({why})", "no_quorum")
         elif reverted.error == "RequestClosed":

@@ -104,20 +104,20 @@ class Refusals:
             Outcomes(self._env.store).set(job.request_id, verification=COMMITTED)
             self._books.settler.settle(job, JobState.CONFIRMED, None, detail={"committed": True})
         elif reverted.error in SETTLED_ERRORS:
-            self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error})")
+            self._books.settler.settle(job, JobState.EXPIRED, f"already settled on-chain ({reverted.error_text})")
         elif reverted.error == PROOF_REJECTED:
             # Sending it would cost gas and the node's stake (the verifier slashes what it rejects): never sent.
             self._books.settler.settle(job, JobState.FAILED, str(reverted))
         elif reverted.error in NOT_SERVED_ERRORS:
             # A request that needs a proof this node did not give: not a failure of the model, never reported.
-            self._books.settler.settle(job, JobState.SKIPPED, not_served(reverted.error))
+            self._books.settler.settle(job, JobState.SKIPPED, not_served(reverted.error, reverted.error_text))
         elif reverted.error is None:
             # Not one of the coordinator's errors (an endpoint that says "revert" for something else, a revert
             # without data): refused a few times before the node believes it.
             self.item_refused([job], str(reverted))
         elif job.failure is None:
             # The coordinator will not take this output (e.g. too large): failure is an answer, report it.
-            if self._books.settler.report_instead(job, f"delivery refused: {reverted.error or reverted}"):
+            if self._books.settler.report_instead(job, f"delivery refused: {reverted.error_text or reverted}"):
                 self._books.queue.append(job)
         else:
             self._books.settler.settle(job, JobState.FAILED, str(reverted))

@@ -8,6 +8,12 @@ Guarantees: selectors, names, argument names and types come from the compiled AB
 project's sources (node/chain/artifacts.py `source_abis`), never from hand-copied hex; decoding never raises on any
 bytes (data too short for its error's arguments comes back with `problem` set); a revert that is not one of Infera's
 errors is shown by its selector and said to be so, never silently as raw hex.
+
+Wrapped reverts are looked into: `Error(string)` whose payload is revert data (Solidity's `revert(string(reason))`
+rethrow, often not UTF-8), an error of Infera's with a `bytes` or `string` argument holding revert data, and an error
+none of Infera's contracts has (a consumer's `error Bad(uint256 code, bytes reason)`) whose arguments have a `bytes`
+or `string` holding one, are named with what they carry (`DecodedError.inner`), up to `MAX_WRAP_DEPTH` levels deep;
+data over `MAX_WRAP_SCAN_BYTES` or past `MAX_WRAP_TRIES` attempts is not looked into, so huge input costs one decode.
 """
 
 from __future__ import annotations
@@ -43,10 +49,19 @@ ERROR_STRING = keccak(text="Error(string)")[:4]
 PANIC = keccak(text="Panic(uint256)")[:4]
 #: What `DecodedError.kind` can be.
 Kind = Literal["custom", "error", "panic", "unknown", "empty"]
+#: How many reverts deep a wrapped revert is looked for, data longer than which is not looked into, and how many
+#: candidate payloads one decode tries at most (over every level): bounds on what any input can cost.
+MAX_WRAP_DEPTH = 3
+MAX_WRAP_SCAN_BYTES = 64 * 1024
+MAX_WRAP_TRIES = 32
+#: Argument words of an unknown error read as the offset of a `bytes`/`string` argument that may hold a revert.
+_MAX_HEAD_WORDS = 8
 _NOT_OURS = "not one of Infera's errors: the consumer's own, or another contract's"
 #: Revert data quoted in an endpoint's message, for endpoints that give no `data` (anvil writes "execution reverted:
 #: custom error 0x<selector>: <arguments in hex>").
 _HEX_IN_TEXT = re.compile(r"(?:custom error|reverted:?)\s*(0x[0-9a-fA-F]{8,})(?::\s*([0-9a-fA-F]+)\b)?")
+#: A `0x` hex token in text, at least a selector long.
+_HEX_TOKEN = re.compile(r"(?<![0-9A-Za-z])0x[0-9a-fA-F]{8,}(?![0-9A-Za-z])")
 
 
 class RevertDataError(InferaError, ValueError):
@@ -95,6 +110,11 @@ class DecodedError:
     kind: Kind = "custom"
     definition: ErrorDef | None = None
     problem: str | None = None
+    #: The revert this one carries (a `bytes`/`string` argument holding revert data), named; None when it carries
+    #: none that names something.
+    inner: DecodedError | None = None
+    #: Which argument holds `inner` (its index in `args`); None for an unknown error (its arguments are not known).
+    inner_arg: int | None = None
 
     @property
     def selector(self) -> bytes:
@@ -113,6 +133,14 @@ class DecodedError:
         return self.definition is not None and len(self.args) == len(self.definition.params)
 
     @property
+    def names_something(self) -> bool:
+        """Whether this names a revert: an error (Infera's, `Error(string)` or `Panic`) whose arguments decoded with no
+        byte left over, or any revert that carries one."""
+        if self.inner is not None:
+            return True
+        return self.kind in ("custom", "error", "panic") and self.complete and self.problem is None
+
+    @property
     def panic_meaning(self) -> str | None:
         """What a `Panic(uint256)`'s code means (None for any other revert)."""
         if self.kind != "panic" or not self.args:
@@ -126,12 +154,18 @@ class DecodedError:
         if self.kind == "unknown":
             if len(self.raw) < 4:
                 return f"revert data 0x{self.raw.hex()}, shorter than an error's 4-byte selector"
-            return f"error 0x{self.raw[:4].hex()} ({_NOT_OURS})"
+            carried = "" if self.inner is None else f", carrying {_carried(self.inner)}"
+            return f"error 0x{self.raw[:4].hex()} ({_NOT_OURS}){carried}"
+        if self.kind == "error" and self.inner is not None:
+            return f"Error(string) wrapping {self.inner}"
         if not self.complete:
             return f"{self.name}(?) whose arguments do not decode: {self.problem}"
         if self.kind == "panic" and self.args:
             return f"Panic(0x{int(self.args[0]):02x}: {self.panic_meaning})"
-        shown = ", ".join(f"{n}={format_value(v)}" if n else format_value(v) for n, _, v in self.fields)
+        values = [
+            str(self.inner) if i == self.inner_arg else format_value(v) for i, (_, _, v) in enumerate(self.fields)
+        ]
+        shown = ", ".join(f"{n}={v}" if n else v for (n, _, _), v in zip(self.fields, values, strict=True))
         return f"{self.name}({shown})" + (f" with {self.problem}" if self.problem is not None else "")
 
 
@@ -193,16 +227,21 @@ class ErrorCatalog:
         return f"0x{bytes(selector[:4]).hex()} ({_NOT_OURS})"
 
     def decode(self, data: bytes) -> DecodedError:
-        """Names revert `data` (selector + ABI-encoded arguments, or a bare selector: then no arguments). Never
-        raises: data cut short comes back with its error's name and `problem`."""
-        data = bytes(data)
+        """Names revert `data` (selector + ABI-encoded arguments, or a bare selector: then no arguments), and the
+        revert it wraps, if any (`DecodedError.inner`). Never raises: data cut short comes back with its error's name
+        and `problem`."""
+        return self._decode(bytes(data), 0, [MAX_WRAP_TRIES if len(data) <= MAX_WRAP_SCAN_BYTES else 0])
+
+    def _decode(self, data: bytes, depth: int, tries: list[int]) -> DecodedError:
+        """`decode` at `depth` wraps deep; `tries`: how many candidate payloads may still be tried (shared)."""
         if len(data) < 4:
             return DecodedError(None, (), data, "empty" if not data else "unknown")
         selector, body = data[:4], data[4:]
         builtin = BUILTIN_ERRORS.get(selector)
         defs = [builtin] if builtin is not None else self._by_selector.get(selector, [])
         if not defs:
-            return DecodedError(None, (), data, "unknown")
+            inner = self._wrapped(_head_payloads(body), depth, tries)
+            return DecodedError(None, (), data, "unknown", inner=inner[1] if inner else None)
         kind: Kind = "error" if selector == ERROR_STRING else "panic" if selector == PANIC else "custom"
         if not body and defs[0].params:
             return DecodedError(defs[0].name, (), data, kind, defs[0], "no arguments given (a bare selector)")
@@ -212,13 +251,93 @@ class ErrorCatalog:
                 args = tuple(abi_decode(candidate.types, body))
             except Exception as exc:  # eth-abi's errors for data that does not fit the types
                 problem = f"{type(exc).__name__}: {exc}"
-                continue
+                # A `string` that is not UTF-8 may be revert bytes (`revert(string(reason))`): read it as `bytes`
+                # (shown as hex when it holds no revert).
+                found = self._as_bytes(candidate, body, depth, tries)
+                if found is None:
+                    continue
+                args, inner = found
+                if inner is None:
+                    return DecodedError(candidate.name, args, data, kind, candidate)
+                return DecodedError(candidate.name, args, data, kind, candidate, inner=inner[1], inner_arg=inner[0])
             extra = len(body) - len(abi_encode(candidate.types, list(args)))
             if extra > 0:  # eth-abi reads what it needs and ignores the rest: a copy with bytes too many
                 problem = f"{extra} byte(s) after its arguments"
                 return DecodedError(candidate.name, args, data, kind, candidate, problem)
-            return DecodedError(candidate.name, args, data, kind, candidate)
+            inner = self._wrapped(_arg_payloads(candidate, args), depth, tries)
+            if inner is None:
+                return DecodedError(candidate.name, args, data, kind, candidate)
+            return DecodedError(candidate.name, args, data, kind, candidate, inner=inner[1], inner_arg=inner[0])
         return DecodedError(defs[0].name, (), data, kind, defs[0], problem)
+
+    def _as_bytes(
+        self, definition: ErrorDef, body: bytes, depth: int, tries: list[int]
+    ) -> tuple[tuple[Any, ...], tuple[int | None, DecodedError] | None] | None:
+        """The arguments of an error whose `string` arguments did not decode (not UTF-8), read as `bytes`, and the
+        revert one of them holds (None when none does); None when they do not decode so either."""
+        types = [_STRING.sub("bytes", t) for t in definition.types]
+        if types == definition.types:
+            return None
+        try:
+            args = tuple(abi_decode(types, body))
+        except Exception:  # eth-abi's errors: not this either
+            return None
+        if len(body) != len(abi_encode(types, list(args))):
+            return None
+        inner = self._wrapped(
+            ((i, a) for i, (t, a) in enumerate(zip(types, args, strict=True)) if t == "bytes"), depth, tries
+        )
+        return args, inner
+
+    def _wrapped(
+        self, payloads: Iterable[tuple[int | None, bytes]], depth: int, tries: list[int]
+    ) -> tuple[int | None, DecodedError] | None:
+        """The first of `payloads` (`(argument index, bytes)`) that is a revert naming something, decoded one level
+        deeper, with its index; None when none is (or the depth or the tries are spent)."""
+        if depth >= MAX_WRAP_DEPTH:
+            return None
+        for index, payload in payloads:
+            if tries[0] <= 0:
+                return None
+            if len(payload) < 4:
+                continue
+            tries[0] -= 1
+            inner = self._decode(payload, depth + 1, tries)
+            if inner.names_something:
+                return index, inner
+        return None
+
+
+#: `string` as a whole word of an ABI type (`string`, `string[]`, inside a tuple).
+_STRING = re.compile(r"\bstring\b")
+
+
+def _arg_payloads(definition: ErrorDef, args: Sequence[Any]) -> Iterable[tuple[int | None, bytes]]:
+    """The top-level `bytes` and `string` arguments of a decoded error, as bytes, with their index."""
+    for index, (kind, value) in enumerate(zip(definition.types, args, strict=True)):
+        if kind == "bytes" and isinstance(value, bytes):
+            yield index, value
+        elif kind == "string" and isinstance(value, str):
+            yield index, value.encode("utf-8", "surrogateescape")
+
+
+def _head_payloads(body: bytes) -> Iterable[tuple[int | None, bytes]]:
+    """What the arguments of an error of unknown types may hold in a `bytes` or `string` argument: each of the first
+    `_MAX_HEAD_WORDS` words read as the offset of one (a 32-byte length, then that many bytes, all inside `body`)."""
+    for word in range(min(len(body) // 32, _MAX_HEAD_WORDS)):
+        offset = int.from_bytes(body[word * 32 : word * 32 + 32], "big")
+        if offset % 32 or offset + 32 > len(body):
+            continue
+        length = int.from_bytes(body[offset : offset + 32], "big")
+        if 4 <= length <= len(body) - offset - 32:
+            yield None, body[offset + 32 : offset + 32 + length]
+
+
+def _carried(inner: DecodedError) -> str:
+    """How an unknown error's wrapped revert is said (an unknown one it wraps in turn, briefly)."""
+    if inner.kind == "unknown" and inner.inner is not None:
+        return f"error 0x{inner.selector.hex()}, carrying {_carried(inner.inner)}"
+    return f"Infera's error {inner}" if inner.kind == "custom" else str(inner)
 
 
 def parse_hex(text: str) -> bytes:
@@ -231,6 +350,15 @@ def parse_hex(text: str) -> bytes:
     if len(digits) % 2:
         raise RevertDataError(f"{len(digits)} hex digits is not a whole number of bytes (one digit missing or extra?)")
     return bytes.fromhex(digits)
+
+
+def hex_in_text(text: str) -> list[str]:
+    """The revert data pasted tool output quotes, as hex with `0x`: anvil's "custom error 0x<selector>: <arguments
+    in hex>" as one, else every distinct `0x` token of at least 8 hex digits (cast's `data: "0x…"`), in order."""
+    found = _HEX_IN_TEXT.search(text)
+    if found is not None and found.group(2):
+        return [found.group(1) + found.group(2)]
+    return list(dict.fromkeys(_HEX_TOKEN.findall(text)))
 
 
 def revert_data(exc: BaseException) -> bytes | None:

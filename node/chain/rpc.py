@@ -297,4 +297,4 @@ def as_reverted(exc: ContractLogicError | RpcError, abi: CoordinatorAbi, action:
         return TxReverted(f"{action} reverted: {exc}")
     decoded = abi.decode_error(data)
     named = decoded.name if decoded.kind in ("custom", "error") else None
-    return TxReverted(f"{action} reverted: {decoded}", error=named, args=decoded.args)
+    return TxReverted(f"{action} reverted: {decoded}", error=named, args=decoded.args, text=str(decoded))

@@ -71,25 +71,27 @@ NOT_SERVED_ERRORS = frozenset(
 )
 
 
-def not_served(error: str | None) -> str:
-    """Why a job whose delivery the coordinator refused with `error` (one of `NOT_SERVED_ERRORS`) is skipped."""
+def not_served(error: str | None, shown: str | None = None) -> str:
+    """Why a job whose delivery the coordinator refused with `error` (one of `NOT_SERVED_ERRORS`) is skipped; `shown`:
+    the error with its arguments, said in place of its name when given."""
+    said = shown or error
     if error == "ModelDigestMismatch":
         return (
-            f"the request requires a model digest other than the one this node committed for the model ({error}):"
+            f"the request requires a model digest other than the one this node committed for the model ({said}):"
             " only nodes committed to that digest may serve it"
         )
     if error == "ConsensusRequired":
         return (
-            f"the coordinator refused a plain delivery ({error}): the request is a consensus request, whose nodes"
+            f"the coordinator refused a plain delivery ({said}): the request is a consensus request, whose nodes"
             " commit and then reveal; this node's coordinator ABI has no consensus module (rebuild the contracts)"
         )
     if error == "ProofRequired":
         return (
-            f"the coordinator refused a delivery without a proof ({error}): the request names a verifier; list it in"
+            f"the coordinator refused a delivery without a proof ({said}): the request names a verifier; list it in"
             " [chain] verifiers to serve such requests"
         )
     return (
-        f"the coordinator refused the delivery ({error}): the request's verifier could not judge it; check the"
+        f"the coordinator refused the delivery ({said}): the request's verifier could not judge it; check the"
         " verifier's kind in [chain] verifiers (attestation or optimistic) against the contract at that address"
     )
 

@@ -62,6 +62,21 @@ def test_a_coordinator_error_through_a_consumer_is_named_from_the_rpcs_revert_da
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.splitlines()[0] == NAMED
         assert "ICoordinator" in shown.stdout
+        # Pasted as the tools print it: cast's quoted `data:` field, anvil's message, the message and data together.
+        for pasted in (f'"{data}"', str(error["message"]), f"{error['message']}\n  data: {data}"):
+            shown = infera("decode", pasted)
+            assert shown.returncode == 0, (pasted, shown.stderr)
+            assert shown.stdout.splitlines()[0] == NAMED, pasted
+        piped = subprocess.run(
+            [sys.executable, "-m", "node.cli", "decode", "-"],
+            input=data + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert piped.stdout.splitlines()[0] == NAMED, piped.stderr
         as_json = json.loads(infera("decode", data.removeprefix("0x"), "--json").stdout)
         assert as_json["name"] == "InvalidCallbackGasLimit"
         assert [a["value"] for a in as_json["args"]] == [str(CALLBACK_GAS), str(CAP)]

@@ -173,3 +173,55 @@ def test_a_delivery_that_cannot_be_sent_within_the_retry_window_is_reported(rig:
     rig.refusals.requeue([job], RuntimeError("busy"))
     assert job.failure is not None
     assert job.failure.startswith("could not deliver for 601 s")
+
+
+# The coordinator's reverts, decoded by the node's one decoder from the bytes the coordinator returns: what the node
+# says carries the error's arguments, while what it does is still chosen by the error's name.
+@pytest.mark.usefixtures("contracts_built")
+@pytest.mark.parametrize(
+    ("signature", "args", "state", "says"),
+    [
+        (
+            "OutputTooLarge(uint256,uint256)",
+            [300, 256],
+            JobState.COMPUTED,
+            "delivery refused: OutputTooLarge(length=300, maxOutputBytes=256)",
+        ),
+        (
+            "RequestClosed(uint256,uint8)",
+            [1, 2],
+            JobState.EXPIRED,
+            "already settled on-chain (RequestClosed(requestId=1, status=2))",
+        ),
+        (
+            "ProofRequired(uint256)",
+            [1],
+            JobState.SKIPPED,
+            "the coordinator refused a delivery without a proof (ProofRequired(requestId=1))",
+        ),
+    ],
+)
+def test_a_refused_delivery_is_said_with_the_errors_arguments(
+    rig: Rig, signature: str, args: list[int], state: JobState, says: str
+) -> None:
+    from eth_abi.abi import encode
+    from eth_utils.crypto import keccak
+
+    from node.chain.contracts import CoordinatorAbi
+    from node.chain.rpc import RpcError, as_reverted
+
+    types = signature[signature.index("(") + 1 : -1].split(",")
+    data = "0x" + (keccak(text=signature)[:4] + encode(types, args)).hex()
+    reverted = as_reverted(
+        RpcError("eth_call", 3, "execution reverted", data), CoordinatorAbi.from_artifacts(), "deliver of request 1"
+    )
+    assert reverted.error == signature[: signature.index("(")]  # the name the rules compare, unchanged
+    job = rig.job(1)
+    rig.refusals.reverted(job, reverted)
+    assert job.state is state
+    said = job.failure if state is JobState.COMPUTED else job.error
+    assert said is not None
+    assert says in said
+    if state is JobState.COMPUTED:  # a failure report instead, queued to be sent
+        assert said == says
+        assert rig.books.queue.peek() is job
