@@ -15,7 +15,8 @@ Format (version `MANIFEST_VERSION`; a field is only ever added within a version)
   `input_abi`, `output_abi` (ABI tuples such as `"(string)"`: abi.encode the input, abi.decode the output; echo's
   are `"raw bytes"`), `input_names`, `output_names`.
 - `node`: `address` (the node's account: send nothing from it), `api_url` (its `/readyz`, `/v1`, status page),
-  `config`, `log` (paths).
+  `config`, `log` (paths). `nodes`: every node the devnet runs (`--nodes N`), the same fields, `node` first; the
+  second and later nodes use anvil accounts 10, 11, … (not in `accounts`).
 - `accounts`: anvil's ten development accounts, `{"index", "address", "private_key", "role"}` with role `deployer`
   (owns the contracts), `node` (the node's: do not use) or `dapp` (free for scripts); `mnemonic`, `warning`.
 
@@ -114,10 +115,11 @@ def manifest(
     example_model: str,
     examples: dict[str, tuple[str, Contract, str]],
     served: list[Served],
-    node: dict[str, Any],
+    nodes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The devnet.json document (see the module for its fields). `examples`: key → (contract name, contract, model
     name) of the example consumers deployed for the served models; `example_model`: the SentimentConsumer's model;
+    `nodes`: each node's `{"address", "api_url", "config", "log"}`, the first the node account's;
     `coordinator_abi`: the Coordinator's ABI as the node reads it (`CoordinatorAbi.from_artifacts().abi`: with the
     consensus functions, events and errors it serves through its `ConsensusModule`)."""
     contracts: dict[str, Any] = {
@@ -153,7 +155,8 @@ def manifest(
             }
             for s in served
         ],
-        "node": node,
+        "node": nodes[0],
+        "nodes": nodes,
         "accounts": dev_accounts(),
         "mnemonic": ANVIL_MNEMONIC,
         "warning": KEYS_WARNING,

@@ -31,8 +31,9 @@ from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from node.chain.contracts import model_id
-from node.devnet.deployment import DEFAULT_FEE_WEI, DEFAULT_MODEL, DEVNET_MIN_FAILURE_REPORTS
+from node.devnet.deployment import DEFAULT_FEE_WEI, DEFAULT_MODEL, DEVNET_MIN_FAILURE_REPORTS, dev_account
 from node.devnet.manifest import (
+    ACCOUNT_COUNT,
     KEYS_WARNING,
     Served,
     account_role,
@@ -48,6 +49,10 @@ from node.devnet.workdir import check_writable, hold_workdir
 
 __all__ = ["DEFAULT_DEVNET_MODELS", "DEFAULT_RPC_PORT", "DEVNET_MODELS", "choose_rpc_port", "run_devnet"]
 
+#: The most nodes `--nodes` starts.
+MAX_NODES = 8
+#: The anvil account of the second node; the third's is the next, and so on (accounts 0 to 9 keep their roles).
+EXTRA_NODE_INDEX = ACCOUNT_COUNT
 #: anvil's (and most wallets' and frameworks') usual local RPC port; the devnet takes it when it is free.
 DEFAULT_RPC_PORT = 8545
 #: What the devnet asks the LLM to moderate, and the generator to continue.
@@ -274,6 +279,32 @@ def _ask_llm(
     say(f"on-chain result: request {verdict_id} spam={spam}; request {score_id} score={scored}")
 
 
+def _start_nodes(
+    dev: Devnet, count: int, models: dict[str, str | dict[str, Any]], names: Sequence[str], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Starts `count` nodes serving `models` and waits until each is ready (`wait_node_ready`, 120 s each): the first
+    with the node account (1), already staked, as `node`; the others with anvil accounts `EXTRA_NODE_INDEX`, … (past
+    the ten dApp scripts see), staked here, as `node2`, `node3`, …, each with its own config and store. Returns each
+    node's devnet.json entry: `{"address", "api_url", "config", "log"}`."""
+    infos = []
+    for number in range(1, count + 1):
+        name = "node" if number == 1 else f"node{number}"
+        account = dev.node_account if number == 1 else dev_account(EXTRA_NODE_INDEX + number - 2)
+        if number > 1:
+            dev.register_node(account)
+        config = dev.write_node_config(models, name=name)
+        proc = dev.start_node(config, name=name, env={"INFERA_PRIVATE_KEY": "0x" + bytes(account.key).hex()})
+        api_url = f"http://127.0.0.1:{dev.api_port}"
+        t0 = time.monotonic()
+        wait_node_ready(api_url, names, timeout_s=120, alive=_alive(dev.procs))
+        say(
+            f"devnet: node {account.address} ready in {time.monotonic() - t0:.1f} s ({api_url}/readyz; "
+            f"log {proc.log_path}; config {config})"
+        )
+        infos.append({"address": account.address, "api_url": api_url, "config": str(config), "log": str(proc.log_path)})
+    return infos
+
+
 def _say_accounts(dev: Devnet, say: Callable[[str], None]) -> None:
     """Prints the dApp accounts (address and key) and which accounts are the deployer's and the node's."""
     accounts = dev_accounts()
@@ -298,16 +329,20 @@ def run_devnet(
     port: int | None = None,
     out: Path | None = None,
     examples: bool = True,
+    nodes: int = 1,
 ) -> int:
     """`infera devnet` (the order is in the module's docstring), each step told through `say`. `models`: keys of
     `DEVNET_MODELS`; `port`: anvil's port (`choose_rpc_port`); `out`: where devnet.json goes (default
-    `<workdir>/devnet.json`); `examples`: send the example requests. With `once`, returns 0 once ready (after the
+    `<workdir>/devnet.json`); `examples`: send the example requests; `nodes`: how many staked nodes serve the models
+    (1 to `MAX_NODES`; each its own process, key, config and store). With `once`, returns 0 once ready (after the
     examples); otherwise runs until Ctrl-C, SIGTERM or SIGHUP (raised as `KeyboardInterrupt`). Raises `DevnetError`
     when a model is unknown, another devnet holds `workdir`, `out` cannot be written, the port is taken, a step fails
     or a process exits; `TimeoutError` when the node is not
     ready within 120 s or an example's answer does not come in time (120 s for the classifier, 180 s for the LLMs);
     every process is stopped either way."""
     keys = check_models(models)
+    if not 1 <= nodes <= MAX_NODES:
+        raise DevnetError(f"--nodes {nodes}: choose 1 to {MAX_NODES}")
     workdir = workdir.absolute()  # its children start from the checkout's root, the caller may be anywhere
     out = (out or workdir / "devnet.json").absolute()
     with _stop_signals_as_interrupt(), hold_workdir(workdir):
@@ -324,6 +359,7 @@ def run_devnet(
                 port_note=port_note,
                 say=say,
                 manifest_written=manifest_written,
+                nodes=nodes,
             )
 
 
@@ -338,13 +374,14 @@ def _run(
     port_note: str | None,
     say: Callable[[str], None],
     manifest_written: Callable[[], None],
+    nodes: int,
 ) -> int:
     """`run_devnet` once the work folder is held and `--out` checked: starts everything in `dev`."""
     workdir = dev.workdir
     started = time.monotonic()
     if port_note:
         say(port_note)
-    dev.start_anvil()
+    dev.start_anvil(*(["--accounts", str(EXTRA_NODE_INDEX + nodes - 1)] if nodes > 1 else []))
     chain_id = dev.w3.eth.chain_id
     say(f"devnet: anvil on {dev.rpc_url} (chain {chain_id})")
     forge_build()
@@ -369,18 +406,11 @@ def _run(
     consumers = _deploy_examples(dev, keys, say)
     containers = _start_containers(dev, keys, say)
     names = [DEVNET_MODELS[k].name for k in keys]
-    config = dev.write_node_config(
-        {DEVNET_MODELS[k].name: {"url": u, "timeout_s": 120} for k, (_, u) in containers.items()}
-    )
-    node = dev.start_node(config)
-    api_url = f"http://127.0.0.1:{dev.api_port}"
+    table: dict[str, str | dict[str, Any]] = {
+        DEVNET_MODELS[k].name: {"url": u, "timeout_s": 120} for k, (_, u) in containers.items()
+    }
+    node_infos = _start_nodes(dev, nodes, table, names, say)
     alive = _alive(dev.procs)
-    t0 = time.monotonic()
-    wait_node_ready(api_url, names, timeout_s=120, alive=alive)
-    say(
-        f"devnet: node {dev.node_account.address} ready in {time.monotonic() - t0:.1f} s ({api_url}/readyz; "
-        f"log {node.log_path}; config {config})"
-    )
     if examples:
         _ask_examples(dev, keys, consumers, text, alive, say)
     served = [
@@ -393,12 +423,6 @@ def _run(
         )
         for k in keys
     ]
-    node_info = {
-        "address": dev.node_account.address,
-        "api_url": api_url,
-        "config": str(config),
-        "log": str(node.log_path),
-    }
     document = manifest(
         chain_id=chain_id,
         rpc_url=dev.rpc_url,
@@ -408,7 +432,7 @@ def _run(
         example_model=DEFAULT_MODEL,
         examples=consumers,
         served=served,
-        node=node_info,
+        nodes=node_infos,
     )
     write_manifest(out, document)
     manifest_written()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,25 +19,17 @@ from node.devnet.processes import DevnetError
 
 #: The lock file in the work folder; it holds the PID of the devnet that holds the folder.
 LOCK_NAME = "devnet.lock"
-#: What one run leaves in the work folder that the next must not read: the node's job store (a fresh chain each
-#: run), its config, the addresses. Only these names (a `--workdir` may be any folder); the logs (appended to) and
-#: the `generate` checkpoint under `models/` are kept.
-PER_RUN_FILES = (
-    "node.db",
-    "node.db-wal",
-    "node.db-shm",
-    "node.db-journal",
-    "node.toml",
-    "deployment.json",
-    "devnet.json",
-)
+#: What one run leaves in the work folder that the next must not read: the nodes' job stores (a fresh chain each
+#: run: `node.db`, `node2.db`, … with SQLite's side files), their configs, the addresses. Only these names (a
+#: `--workdir` may be any folder); the logs (appended to) and the `generate` checkpoint under `models/` are kept.
+PER_RUN_FILES = re.compile(r"node\d*\.(db|db-wal|db-shm|db-journal|toml)|deployment\.json|devnet\.json")
 
 
 @contextlib.contextmanager
 def hold_workdir(workdir: Path) -> Iterator[Path]:
     """Creates `workdir` and holds it for this devnet (an exclusive `flock` on `<workdir>/devnet.lock`, which holds
-    this PID) until the block ends; then removes what the previous run left there (`PER_RUN_FILES`). Yields
-    `workdir`. Raises `DevnetError` when another devnet holds it (naming its PID) or it cannot be created."""
+    this PID) until the block ends; then removes what the previous run left there (names matching `PER_RUN_FILES`).
+    Yields `workdir`. Raises `DevnetError` when another devnet holds it (naming its PID) or it cannot be created."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(workdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -53,11 +46,14 @@ def hold_workdir(workdir: Path) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            for name in PER_RUN_FILES:
-                (workdir / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise DevnetError(f"--workdir {workdir}: cannot remove the last run's {name} ({exc.strerror})") from None
+        for path in workdir.iterdir():
+            if PER_RUN_FILES.fullmatch(path.name) and not path.is_dir():
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise DevnetError(
+                        f"--workdir {workdir}: cannot remove the last run's {path.name} ({exc.strerror})"
+                    ) from None
         yield workdir
     finally:
         os.close(fd)  # releases the lock

@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from web3 import HTTPProvider, Web3
 
 from node.chain.artifacts import load_artifact
 from node.devnet import ROOT, free_port, http_ok, port_free, wait_until
@@ -347,3 +349,51 @@ def test_an_unwritable_out_is_refused_with_one_line_before_anything_starts(tmp_p
     assert lines[0].startswith("infera: devnet failed: --out /sys/devnet.json: cannot write there (")
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "anvil.log").exists()
+
+
+def test_with_two_nodes_a_redundancy_2_request_gets_two_deliveries(tmp_path: Path) -> None:
+    """`--nodes 2`: two staked nodes, each its own process and key; a request asking for two nodes' answers, sent by
+    a dApp account that knows only devnet.json, gets both."""
+    port = free_port()
+    out = tmp_path / "devnet.json"
+    argv = ["--nodes", "2", "--port", str(port), "--out", str(out), "--workdir", str(tmp_path / "work")]
+    devnet, log_path = _start_devnet(tmp_path, "devnet", *argv)
+    try:
+        _wait_ready(devnet, log_path)
+        manifest = json.loads(out.read_text())
+        nodes = [n["address"] for n in manifest["nodes"]]
+        assert len(set(nodes)) == 2
+        assert manifest["node"] == manifest["nodes"][0]
+        assert nodes[1] not in {a["address"] for a in manifest["accounts"]}  # the dApp accounts stay the dApp's
+        assert all(http_ok(n["api_url"] + "/readyz") for n in manifest["nodes"])
+        w3 = Web3(HTTPProvider(manifest["rpc_url"]))
+        coordinator = w3.eth.contract(
+            address=manifest["contracts"]["coordinator"]["address"], abi=manifest["contracts"]["coordinator"]["abi"]
+        )
+        user = Account.from_key(manifest["accounts"][8]["private_key"])
+        (echo,) = manifest["models"]
+        fee = manifest["fee_wei"]
+        deadline = w3.eth.get_block("latest")["timestamp"] + 3600
+        params = (bytes.fromhex(echo["model_id"][2:]), 200_000, 2, deadline, "0x" + "00" * 20, fee)
+        tx = coordinator.functions.requestInference(params, b"twice").build_transaction(
+            {"from": user.address, "value": 2 * fee, "nonce": w3.eth.get_transaction_count(user.address)}
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_raw_transaction(user.sign_transaction(tx).raw_transaction), timeout=60
+        )
+        assert receipt["status"] == 1
+        (created,) = coordinator.events.RequestCreated().process_receipt(receipt)
+        request_id = created["args"]["requestId"]
+        wait_until(
+            lambda: coordinator.functions.getRequest(request_id).call()[3] == 2,  # delivered
+            timeout_s=60,
+            what=f"two deliveries of request {request_id}",
+            interval_s=0.2,
+        )
+        delivered = coordinator.events.RequestFulfilled().get_logs(
+            from_block=manifest["start_block"], argument_filters={"requestId": request_id}
+        )
+        assert sorted(e["args"]["node"] for e in delivered) == sorted(nodes)
+    finally:
+        devnet.send_signal(signal.SIGTERM)
+        assert devnet.wait(timeout=60) == 130, log_path.read_text()

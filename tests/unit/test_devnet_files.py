@@ -11,7 +11,7 @@ import pytest
 
 from node.devnet.processes import DevnetError
 from node.devnet.system import _toml_value
-from node.devnet.workdir import PER_RUN_FILES, check_writable, hold_workdir
+from node.devnet.workdir import check_writable, hold_workdir
 
 AWKWARD = ['/tmp/my "dev\\net"/node.db', "C:\\Users\\x", "tab\there\nnewline\r\x00\x1f\x7f", "é ✓ 😀", ""]
 
@@ -43,10 +43,11 @@ def test_a_held_workdir_refuses_a_second_devnet_naming_the_holder_and_is_free_on
 def test_holding_a_workdir_removes_the_last_runs_state_and_keeps_the_rest(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     (workdir / "models" / "smollm2").mkdir(parents=True)
-    for name in (*PER_RUN_FILES, "node.log", "notes.toml", "models/smollm2/model.safetensors"):
+    last_run = ["node.db", "node.db-wal", "node.db-shm", "node.toml", "node2.db", "node2.toml", "deployment.json"]
+    for name in (*last_run, "devnet.json", "node.log", "notes.toml", "models/smollm2/model.safetensors"):
         (workdir / name).write_text("last run")
     with hold_workdir(workdir):
-        assert [name for name in PER_RUN_FILES if (workdir / name).exists()] == []
+        assert [name for name in (*last_run, "devnet.json") if (workdir / name).exists()] == []
         assert (workdir / "node.log").read_text() == "last run"
         assert (workdir / "notes.toml").exists()  # a name the devnet never writes
         assert (workdir / "models" / "smollm2" / "model.safetensors").exists()
