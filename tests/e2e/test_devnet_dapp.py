@@ -23,6 +23,9 @@ from node.devnet.run import DEFAULT_RPC_PORT, choose_rpc_port
 
 pytestmark = pytest.mark.e2e
 
+#: The quickest devnet: the echo container only, no example requests.
+ECHO_ONLY = ("--model", "echo", "--no-examples")
+
 
 def _start_time(pid: int) -> str | None:
     """The start time of process `pid` (field 22 of /proc/PID/stat), None when there is no such process."""
@@ -54,34 +57,80 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def _alive_unreaped(pid: int, start: str) -> bool:
+    """Whether process `pid` started at `start` still runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] == start and fields[0] != "Z"
+
+
+def _infera_env() -> dict[str, str]:
+    """This process's environment with the checkout on PYTHONPATH, for a devnet started from another folder."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _devnet(*argv: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Runs `infera devnet argv` from `cwd` (the checkout on PYTHONPATH) to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", "devnet", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_infera_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _start_devnet(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Starts `infera devnet argv` in the background, its output in `<tmp_path>/<name>.out`."""
+    log_path = tmp_path / f"{name}.out"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "devnet", *argv],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    return proc, log_path
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise AssertionError(f"devnet exited with {proc.returncode}:\n{log_path.read_text()}")
+
+    wait_until(
+        lambda: "devnet: ready in" in log_path.read_text(),
+        timeout_s=300,
+        what="the devnet's ready line",
+        interval_s=0.2,
+        alive=alive,
+    )
+
+
+def _wait_all_gone(children: dict[int, str], port: int) -> None:
+    wait_until(
+        lambda: not [pid for pid, start in children.items() if _alive_unreaped(pid, start)] and port_free(port),
+        timeout_s=30,
+        what=f"every process of the devnet to exit and port {port} to be free: {children}",
+        interval_s=0.1,
+    )
+
+
 def test_a_dapp_script_reads_devnet_json_and_gets_answers_then_sigterm_stops_everything(tmp_path: Path) -> None:
     """The devnet on a chosen port writes devnet.json once ready; a script that knows only that file asks the
     classifier (through the example consumer) and echo (straight to the Coordinator) from a dev account and reads
     both answers on-chain; SIGTERM then stops every process the devnet started and frees the port."""
     port = free_port()
     out = tmp_path / "dapp" / "devnet.json"
-    log_path = tmp_path / "devnet.out"
-    argv = ["devnet", "--model", "echo", "--model", "classify", "--port", str(port), "--out", str(out)]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", *argv, "--workdir", str(tmp_path / "work")],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    argv = ["--model", "echo", "--model", "classify", "--port", str(port), "--out", str(out)]
+    proc, log_path = _start_devnet(tmp_path, "devnet", *argv, "--workdir", str(tmp_path / "work"))
     try:
-
-        def alive() -> None:
-            if proc.poll() is not None:
-                raise AssertionError(f"devnet exited with {proc.returncode}:\n{log_path.read_text()}")
-
-        wait_until(
-            lambda: "devnet: ready in" in log_path.read_text(),
-            timeout_s=300,
-            what="the devnet's ready line",
-            interval_s=0.2,
-            alive=alive,
-        )
+        _wait_ready(proc, log_path)
         printed = log_path.read_text()
         devnet = json.loads(out.read_text())
         assert devnet["version"] == 1
@@ -155,14 +204,7 @@ def test_a_taken_port_is_refused_with_one_clear_line_before_anything_starts(tmp_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "node.cli", "devnet", "--once", "--port", str(port), "--workdir", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        result = _devnet("--once", "--port", str(port), "--workdir", str(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -188,57 +230,6 @@ def test_without_port_the_devnet_takes_8545_or_says_why_not() -> None:
     assert "--port N" in note
 
 
-def _alive_unreaped(pid: int, start: str) -> bool:
-    """Whether process `pid` started at `start` still runs (a zombie, dead but not reaped yet, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] == start and fields[0] != "Z"
-
-
-def _infera_env() -> dict[str, str]:
-    """This process's environment with the checkout on PYTHONPATH, for a devnet started from another folder."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
-def _start_devnet(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """Starts `infera devnet` (echo only, no examples) with `argv`, its output in `<tmp_path>/<name>.out`."""
-    log_path = tmp_path / f"{name}.out"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "devnet", "--model", "echo", "--no-examples", *argv],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    return proc, log_path
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise AssertionError(f"devnet exited with {proc.returncode}:\n{log_path.read_text()}")
-
-    wait_until(
-        lambda: "devnet: ready in" in log_path.read_text(),
-        timeout_s=300,
-        what="the devnet's ready line",
-        interval_s=0.2,
-        alive=alive,
-    )
-
-
-def _wait_all_gone(children: dict[int, str], port: int) -> None:
-    wait_until(
-        lambda: not [pid for pid, start in children.items() if _alive_unreaped(pid, start)] and port_free(port),
-        timeout_s=30,
-        what=f"every process of the devnet to exit and port {port} to be free: {children}",
-        interval_s=0.1,
-    )
-
-
 def test_the_devnet_runs_from_any_folder_with_a_relative_workdir_and_starts_from_a_fresh_store(
     tmp_path: Path,
 ) -> None:
@@ -251,16 +242,8 @@ def test_the_devnet_runs_from_any_folder_with_a_relative_workdir_and_starts_from
     workdir.mkdir(parents=True)
     (workdir / "node.db").write_bytes(b"the last run's job store, of a chain that is gone")
     port = free_port()
-    argv = ["--model", "echo", "--no-examples", "--once", "--port", str(port), "--workdir", str(relative)]
-    result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "devnet", *argv],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=_infera_env(),
-        timeout=300,
-        check=False,
-    )
+    argv = [*ECHO_ONLY, "--once", "--port", str(port), "--workdir", str(relative)]
+    result = _devnet(*argv, cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "devnet: done in" in result.stdout
     config = tomllib.loads((workdir / "node.toml").read_text())
@@ -277,30 +260,13 @@ def test_a_second_devnet_on_a_held_workdir_is_refused_at_once_and_sighup_stops_t
     every process it started, and removes its devnet.json."""
     port, other_port = free_port(), free_port()
     workdir = tmp_path / "work"
-    first, log_path = _start_devnet(tmp_path, "first", "--port", str(port), "--workdir", str(workdir))
+    first, log_path = _start_devnet(tmp_path, "first", *ECHO_ONLY, "--port", str(port), "--workdir", str(workdir))
     try:
         _wait_ready(first, log_path)
         children = descendants(first.pid)
         assert len(children) >= 3, children  # anvil, echo, the node
         written = {name: (workdir / name).read_bytes() for name in ("devnet.json", "node.toml", "deployment.json")}
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "node.cli",
-                "devnet",
-                "--once",
-                "--port",
-                str(other_port),
-                "--workdir",
-                str(workdir),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        second = _devnet("--once", "--port", str(other_port), "--workdir", str(workdir))
         assert second.returncode == 1, second.stdout + second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1, second.stderr
@@ -323,7 +289,8 @@ def test_a_second_devnet_on_a_held_workdir_is_refused_at_once_and_sighup_stops_t
 def test_a_sigkilled_devnet_leaves_no_process_behind(tmp_path: Path) -> None:
     """SIGKILL gives the devnet no chance to stop its children: the kernel sends each SIGTERM (PR_SET_PDEATHSIG)."""
     port = free_port()
-    devnet, log_path = _start_devnet(tmp_path, "devnet", "--port", str(port), "--workdir", str(tmp_path / "work"))
+    argv = [*ECHO_ONLY, "--port", str(port), "--workdir", str(tmp_path / "work")]
+    devnet, log_path = _start_devnet(tmp_path, "devnet", *argv)
     try:
         _wait_ready(devnet, log_path)
         children = descendants(devnet.pid)
@@ -335,14 +302,7 @@ def test_a_sigkilled_devnet_leaves_no_process_behind(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_out_is_refused_with_one_line_before_anything_starts(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "devnet", "--once", "--out", "/sys/devnet.json", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = _devnet("--once", "--out", "/sys/devnet.json", "--workdir", str(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -356,7 +316,7 @@ def test_with_two_nodes_a_redundancy_2_request_gets_two_deliveries(tmp_path: Pat
     a dApp account that knows only devnet.json, gets both."""
     port = free_port()
     out = tmp_path / "devnet.json"
-    argv = ["--nodes", "2", "--port", str(port), "--out", str(out), "--workdir", str(tmp_path / "work")]
+    argv = [*ECHO_ONLY, "--nodes", "2", "--port", str(port), "--out", str(out), "--workdir", str(tmp_path / "work")]
     devnet, log_path = _start_devnet(tmp_path, "devnet", *argv)
     try:
         _wait_ready(devnet, log_path)
