@@ -83,6 +83,9 @@ def devnet(
         None, "--out", help="where to write the addresses, ABIs, models and accounts (default <workdir>/devnet.json)"
     ),
     examples: bool = typer.Option(True, "--examples/--no-examples", help="send one example request per model"),
+    nodes: int = typer.Option(
+        1, "--nodes", min=1, max=8, help="staked nodes serving the models, each its own process and key (max 8)"
+    ),
 ) -> None:
     """Start anvil, deploy, start model containers and the node; send example requests; print the dev accounts and
     write devnet.json for dApp scripts."""
@@ -98,6 +101,7 @@ def devnet(
             port=port,
             out=out,
             examples=examples,
+            nodes=nodes,
         )
     except (DevnetError, TimeoutError) as exc:
         fail(f"devnet failed: {exc}", code=1)

@@ -5,16 +5,18 @@ Format (version `MANIFEST_VERSION`; a field is only ever added within a version)
 - `version` (int), `chain_id` (int), `rpc_url`, `ws_url` (str), `start_block` (int: the block before the deploy),
   `fee_wei` (int: the fee the examples pay a request; the coordinator's floor is `minFee()`).
 - `contracts`: key → `{"contract": name, "address": checksummed, "abi": [...]}` plus `"model"` (its model name) for
-  an example consumer. The keys are those of `<workdir>/deployment.json` (`node_registry`, `coordinator`,
-  `subscription_manager`, `attestation_verifier`, `reexecution_verifier`, `example_consumer`: the
-  SentimentConsumer), plus the example consumers of the served models (`llm_moderation`, `llm_score`,
-  `prompt_consumer`).
+  an example consumer; the Coordinator's ABI includes the consensus entries it serves (`requestConsensusInference`,
+  `commit`, `reveal`, `consensusOf`, their events and errors). The keys are those of `<workdir>/deployment.json`
+  (`node_registry`, `coordinator`, `subscription_manager`, `attestation_verifier`, `reexecution_verifier`,
+  `example_consumer`: the SentimentConsumer), plus the example consumers of the served models (`llm_moderation`,
+  `llm_score`, `prompt_consumer`).
 - `models`: one entry per served model: `key` (the `--model` key), `name`, `model_id` (0x + keccak256 of the name, 32
   bytes hex), `url` (its container), `examples` (keys into `contracts`), and from the container's `/info`:
   `input_abi`, `output_abi` (ABI tuples such as `"(string)"`: abi.encode the input, abi.decode the output; echo's
   are `"raw bytes"`), `input_names`, `output_names`.
 - `node`: `address` (the node's account: send nothing from it), `api_url` (its `/readyz`, `/v1`, status page),
-  `config`, `log` (paths).
+  `config`, `log` (paths). `nodes`: every node the devnet runs (`--nodes N`), the same fields, `node` first; the
+  second and later nodes use anvil accounts 10, 11, … (not in `accounts`).
 - `accounts`: anvil's ten development accounts, `{"index", "address", "private_key", "role"}` with role `deployer`
   (owns the contracts), `node` (the node's: do not use) or `dapp` (free for scripts); `mnemonic`, `warning`.
 
@@ -93,9 +95,11 @@ def container_wire(url: str) -> dict[str, Any]:
     return {k: info[k] for k in WIRE_KEYS if isinstance(info, dict) and k in info}
 
 
-def contract_entry(name: str, contract: Contract, model: str | None = None) -> dict[str, Any]:
-    """`{"contract": name, "address", "abi"}`, plus `"model"` when given."""
-    entry: dict[str, Any] = {"contract": name, "address": contract.address, "abi": list(contract.abi)}
+def contract_entry(
+    name: str, contract: Contract, model: str | None = None, abi: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """`{"contract": name, "address", "abi"}` (`abi` default: the contract's own), plus `"model"` when given."""
+    entry: dict[str, Any] = {"contract": name, "address": contract.address, "abi": list(abi or contract.abi)}
     if model is not None:
         entry["model"] = model
     return entry
@@ -107,16 +111,20 @@ def manifest(
     rpc_url: str,
     ws_url: str,
     deployment: Deployment,
+    coordinator_abi: list[dict[str, Any]],
     example_model: str,
     examples: dict[str, tuple[str, Contract, str]],
     served: list[Served],
-    node: dict[str, Any],
+    nodes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The devnet.json document (see the module for its fields). `examples`: key → (contract name, contract, model
-    name) of the example consumers deployed for the served models; `example_model`: the SentimentConsumer's model."""
+    name) of the example consumers deployed for the served models; `example_model`: the SentimentConsumer's model;
+    `nodes`: each node's `{"address", "api_url", "config", "log"}`, the first the node account's;
+    `coordinator_abi`: the Coordinator's ABI as the node reads it (`CoordinatorAbi.from_artifacts().abi`: with the
+    consensus functions, events and errors it serves through its `ConsensusModule`)."""
     contracts: dict[str, Any] = {
         "node_registry": contract_entry("NodeRegistry", deployment.registry),
-        "coordinator": contract_entry("Coordinator", deployment.coordinator),
+        "coordinator": contract_entry("Coordinator", deployment.coordinator, abi=coordinator_abi),
     }
     for key, name, contract in (
         ("subscription_manager", "SubscriptionManager", deployment.subscriptions),
@@ -147,7 +155,8 @@ def manifest(
             }
             for s in served
         ],
-        "node": node,
+        "node": nodes[0],
+        "nodes": nodes,
         "accounts": dev_accounts(),
         "mnemonic": ANVIL_MNEMONIC,
         "warning": KEYS_WARNING,

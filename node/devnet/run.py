@@ -6,15 +6,19 @@ models' example consumers → model containers (each waited on until its /health
 until its `/readyz` says ready with every container healthy → one example request per served model (unless
 `--no-examples`) → `devnet.json` (`node/devnet/manifest.py`) and the accounts → the ready line.
 
-Guarantees: an unknown model or a taken `--port` fails before anything starts; SIGTERM unwinds like Ctrl-C, so every
-process the devnet started is stopped however the command ends; `devnet.json` appears only once the devnet is ready
-(a stale one is removed at start).
+Guarantees: an unknown model, a work folder another devnet holds (`node/devnet/workdir.py`), an `--out` that cannot
+be written or a taken `--port` fails before anything starts; the work folder and `--out` are made absolute first, so
+the devnet runs from any folder; each run starts from a fresh chain (the last run's job store removed). SIGTERM and
+SIGHUP unwind like Ctrl-C, so every process the devnet started is stopped however the command ends; a SIGKILLed
+devnet's children get SIGTERM from the kernel (`Devnet.start`). `devnet.json` appears only once the devnet is ready
+(a stale one is removed at start) and is removed on stop while it is still the one this devnet wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 import urllib.error
@@ -27,8 +31,9 @@ from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from node.chain.contracts import model_id
-from node.devnet.deployment import DEFAULT_FEE_WEI, DEFAULT_MODEL, DEVNET_MIN_FAILURE_REPORTS
+from node.devnet.deployment import DEFAULT_FEE_WEI, DEFAULT_MODEL, DEVNET_MIN_FAILURE_REPORTS, dev_account
 from node.devnet.manifest import (
+    ACCOUNT_COUNT,
     KEYS_WARNING,
     Served,
     account_role,
@@ -40,9 +45,14 @@ from node.devnet.manifest import (
 from node.devnet.models import DEFAULT_DEVNET_MODELS, DEVNET_MODELS, check_models, generate_checkpoint
 from node.devnet.processes import DevnetError, Proc, forge_build, free_port, port_free, wait_until
 from node.devnet.system import Devnet
+from node.devnet.workdir import check_writable, hold_workdir
 
 __all__ = ["DEFAULT_DEVNET_MODELS", "DEFAULT_RPC_PORT", "DEVNET_MODELS", "choose_rpc_port", "run_devnet"]
 
+#: The most nodes `--nodes` starts.
+MAX_NODES = 8
+#: The anvil account of the second node; the third's is the next, and so on (accounts 0 to 9 keep their roles).
+EXTRA_NODE_INDEX = ACCOUNT_COUNT
 #: anvil's (and most wallets' and frameworks') usual local RPC port; the devnet takes it when it is free.
 DEFAULT_RPC_PORT = 8545
 #: What the devnet asks the LLM to moderate, and the generator to continue.
@@ -58,14 +68,37 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+#: Signals that stop the devnet as Ctrl-C (SIGINT) does: a supervisor's stop, a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the `with Devnet` block still stops every child."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+def _stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so the `with Devnet` block still stops every child."""
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _removed_when_stopped(path: Path) -> Iterator[Callable[[], None]]:
+    """Yields `written`, to call once `path` is written; when the block ends, removes `path` if it is still that
+    file (same inode and modification time: nobody replaced it since)."""
+    ours: list[os.stat_result] = []
+
+    def written() -> None:
+        ours.append(path.stat())
+
+    try:
+        yield written
+    finally:
+        with contextlib.suppress(OSError):
+            now = path.stat()
+            if ours and (now.st_ino, now.st_mtime_ns) == (ours[-1].st_ino, ours[-1].st_mtime_ns):
+                path.unlink()
 
 
 def choose_rpc_port(port: int | None) -> tuple[int, str | None]:
@@ -246,6 +279,32 @@ def _ask_llm(
     say(f"on-chain result: request {verdict_id} spam={spam}; request {score_id} score={scored}")
 
 
+def _start_nodes(
+    dev: Devnet, count: int, models: dict[str, str | dict[str, Any]], names: Sequence[str], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Starts `count` nodes serving `models` and waits until each is ready (`wait_node_ready`, 120 s each): the first
+    with the node account (1), already staked, as `node`; the others with anvil accounts `EXTRA_NODE_INDEX`, … (past
+    the ten dApp scripts see), staked here, as `node2`, `node3`, …, each with its own config and store. Returns each
+    node's devnet.json entry: `{"address", "api_url", "config", "log"}`."""
+    infos = []
+    for number in range(1, count + 1):
+        name = "node" if number == 1 else f"node{number}"
+        account = dev.node_account if number == 1 else dev_account(EXTRA_NODE_INDEX + number - 2)
+        if number > 1:
+            dev.register_node(account)
+        config = dev.write_node_config(models, name=name)
+        proc = dev.start_node(config, name=name, env={"INFERA_PRIVATE_KEY": "0x" + bytes(account.key).hex()})
+        api_url = f"http://127.0.0.1:{dev.api_port}"
+        t0 = time.monotonic()
+        wait_node_ready(api_url, names, timeout_s=120, alive=_alive(dev.procs))
+        say(
+            f"devnet: node {account.address} ready in {time.monotonic() - t0:.1f} s ({api_url}/readyz; "
+            f"log {proc.log_path}; config {config})"
+        )
+        infos.append({"address": account.address, "api_url": api_url, "config": str(config), "log": str(proc.log_path)})
+    return infos
+
+
 def _say_accounts(dev: Devnet, say: Callable[[str], None]) -> None:
     """Prints the dApp accounts (address and key) and which accounts are the deployer's and the node's."""
     accounts = dev_accounts()
@@ -270,99 +329,122 @@ def run_devnet(
     port: int | None = None,
     out: Path | None = None,
     examples: bool = True,
+    nodes: int = 1,
 ) -> int:
     """`infera devnet` (the order is in the module's docstring), each step told through `say`. `models`: keys of
     `DEVNET_MODELS`; `port`: anvil's port (`choose_rpc_port`); `out`: where devnet.json goes (default
-    `<workdir>/devnet.json`); `examples`: send the example requests. With `once`, returns 0 once ready (after the
-    examples); otherwise runs until Ctrl-C or SIGTERM (raised as `KeyboardInterrupt`). Raises `DevnetError` when
-    a model is unknown, the port is taken, a step fails or a process exits; `TimeoutError` when the node is not
+    `<workdir>/devnet.json`); `examples`: send the example requests; `nodes`: how many staked nodes serve the models
+    (1 to `MAX_NODES`; each its own process, key, config and store). With `once`, returns 0 once ready (after the
+    examples); otherwise runs until Ctrl-C, SIGTERM or SIGHUP (raised as `KeyboardInterrupt`). Raises `DevnetError`
+    when a model is unknown, another devnet holds `workdir`, `out` cannot be written, the port is taken, a step fails
+    or a process exits; `TimeoutError` when the node is not
     ready within 120 s or an example's answer does not come in time (120 s for the classifier, 180 s for the LLMs);
     every process is stopped either way."""
     keys = check_models(models)
-    rpc_port, port_note = choose_rpc_port(port)
-    out = out or workdir / "devnet.json"
-    with _sigterm_as_interrupt(), Devnet(workdir, rpc_port=rpc_port) as dev:
-        try:
-            out.unlink(missing_ok=True)  # a stale one would read as ready
-        except OSError as exc:
-            raise DevnetError(f"--out {out}: cannot replace it ({exc.strerror})") from None
-        started = time.monotonic()
-        if port_note:
-            say(port_note)
-        dev.start_anvil()
-        chain_id = dev.w3.eth.chain_id
-        say(f"devnet: anvil on {dev.rpc_url} (chain {chain_id})")
-        forge_build()
-        deployment = dev.deploy()
-        assert deployment.attestation_verifier is not None
-        assert deployment.reexecution_verifier is not None
-        subscriptions = deployment.subscriptions.address if deployment.subscriptions is not None else "-"
-        say(
-            f"devnet: Coordinator {deployment.coordinator.address}, node {dev.node_account.address} staked in "
-            f"NodeRegistry {deployment.registry.address}, SubscriptionManager {subscriptions}, SentimentConsumer "
-            f"{deployment.consumer.address} (asks {DEFAULT_MODEL})"
-        )
-        say(
-            f"devnet: verifiers approved: AttestationVerifier {deployment.attestation_verifier.address}, "
-            f"ReexecutionVerifier {deployment.reexecution_verifier.address}"
-        )
-        say(
-            f"devnet: minFailureReports = {DEVNET_MIN_FAILURE_REPORTS}: one node's failure report ends a failing "
-            "request at once (mainnet default 2)"
-        )
-        consumers = _deploy_examples(dev, keys, say)
-        containers = _start_containers(dev, keys, say)
-        names = [DEVNET_MODELS[k].name for k in keys]
-        config = dev.write_node_config(
-            {DEVNET_MODELS[k].name: {"url": u, "timeout_s": 120} for k, (_, u) in containers.items()}
-        )
-        node = dev.start_node(config)
-        api_url = f"http://127.0.0.1:{dev.api_port}"
-        alive = _alive(dev.procs)
-        t0 = time.monotonic()
-        wait_node_ready(api_url, names, timeout_s=120, alive=alive)
-        say(
-            f"devnet: node {dev.node_account.address} ready in {time.monotonic() - t0:.1f} s ({api_url}/readyz; "
-            f"log {node.log_path}; config {config})"
-        )
-        if examples:
-            _ask_examples(dev, keys, consumers, text, alive, say)
-        served = [
-            Served(
-                k,
-                DEVNET_MODELS[k].name,
-                containers[k][1],
-                [e.key for e in DEVNET_MODELS[k].examples],
-                container_wire(containers[k][1]),
+    if not 1 <= nodes <= MAX_NODES:
+        raise DevnetError(f"--nodes {nodes}: choose 1 to {MAX_NODES}")
+    workdir = workdir.absolute()  # its children start from the checkout's root, the caller may be anywhere
+    out = (out or workdir / "devnet.json").absolute()
+    with _stop_signals_as_interrupt(), hold_workdir(workdir):
+        check_writable(out)
+        rpc_port, port_note = choose_rpc_port(port)
+        with _removed_when_stopped(out) as manifest_written, Devnet(workdir, rpc_port=rpc_port) as dev:
+            return _run(
+                dev,
+                keys,
+                once=once,
+                text=text,
+                out=out,
+                examples=examples,
+                port_note=port_note,
+                say=say,
+                manifest_written=manifest_written,
+                nodes=nodes,
             )
-            for k in keys
-        ]
-        node_info = {
-            "address": dev.node_account.address,
-            "api_url": api_url,
-            "config": str(config),
-            "log": str(node.log_path),
-        }
-        document = manifest(
-            chain_id=chain_id,
-            rpc_url=dev.rpc_url,
-            ws_url=dev.ws_url,
-            deployment=deployment,
-            example_model=DEFAULT_MODEL,
-            examples=consumers,
-            served=served,
-            node=node_info,
+
+
+def _run(
+    dev: Devnet,
+    keys: Sequence[str],
+    *,
+    once: bool,
+    text: str,
+    out: Path,
+    examples: bool,
+    port_note: str | None,
+    say: Callable[[str], None],
+    manifest_written: Callable[[], None],
+    nodes: int,
+) -> int:
+    """`run_devnet` once the work folder is held and `--out` checked: starts everything in `dev`."""
+    workdir = dev.workdir
+    started = time.monotonic()
+    if port_note:
+        say(port_note)
+    dev.start_anvil(*(["--accounts", str(EXTRA_NODE_INDEX + nodes - 1)] if nodes > 1 else []))
+    chain_id = dev.w3.eth.chain_id
+    say(f"devnet: anvil on {dev.rpc_url} (chain {chain_id})")
+    forge_build()
+    deployment = dev.deploy()
+    assert deployment.attestation_verifier is not None
+    assert deployment.reexecution_verifier is not None
+    assert dev.abi is not None  # deploy() loads it: the Coordinator's with the consensus entries, as the node reads it
+    subscriptions = deployment.subscriptions.address if deployment.subscriptions is not None else "-"
+    say(
+        f"devnet: Coordinator {deployment.coordinator.address}, node {dev.node_account.address} staked in "
+        f"NodeRegistry {deployment.registry.address}, SubscriptionManager {subscriptions}, SentimentConsumer "
+        f"{deployment.consumer.address} (asks {DEFAULT_MODEL})"
+    )
+    say(
+        f"devnet: verifiers approved: AttestationVerifier {deployment.attestation_verifier.address}, "
+        f"ReexecutionVerifier {deployment.reexecution_verifier.address}"
+    )
+    say(
+        f"devnet: minFailureReports = {DEVNET_MIN_FAILURE_REPORTS}: one node's failure report ends a failing "
+        "request at once (mainnet default 2)"
+    )
+    consumers = _deploy_examples(dev, keys, say)
+    containers = _start_containers(dev, keys, say)
+    names = [DEVNET_MODELS[k].name for k in keys]
+    table: dict[str, str | dict[str, Any]] = {
+        DEVNET_MODELS[k].name: {"url": u, "timeout_s": 120} for k, (_, u) in containers.items()
+    }
+    node_infos = _start_nodes(dev, nodes, table, names, say)
+    alive = _alive(dev.procs)
+    if examples:
+        _ask_examples(dev, keys, consumers, text, alive, say)
+    served = [
+        Served(
+            k,
+            DEVNET_MODELS[k].name,
+            containers[k][1],
+            [e.key for e in DEVNET_MODELS[k].examples],
+            container_wire(containers[k][1]),
         )
-        write_manifest(out, document)
-        _say_accounts(dev, say)
-        say(f"devnet: chain id, RPC, contract addresses and ABIs, models and accounts in {out}")
-        if once:
-            say(f"devnet: done in {time.monotonic() - started:.1f} s")
-            return 0
-        say(
-            f"devnet: ready in {time.monotonic() - started:.1f} s: RPC {dev.rpc_url} (chain {chain_id}), models "
-            f"{', '.join(names)}; logs in {workdir}. Ctrl-C stops everything."
-        )
-        while True:
-            alive()
-            time.sleep(0.5)
+        for k in keys
+    ]
+    document = manifest(
+        chain_id=chain_id,
+        rpc_url=dev.rpc_url,
+        ws_url=dev.ws_url,
+        deployment=deployment,
+        coordinator_abi=dev.abi.abi if dev.abi is not None else list(deployment.coordinator.abi),
+        example_model=DEFAULT_MODEL,
+        examples=consumers,
+        served=served,
+        nodes=node_infos,
+    )
+    write_manifest(out, document)
+    manifest_written()
+    _say_accounts(dev, say)
+    say(f"devnet: chain id, RPC, contract addresses and ABIs, models and accounts in {out}")
+    if once:
+        say(f"devnet: done in {time.monotonic() - started:.1f} s")
+        return 0
+    say(
+        f"devnet: ready in {time.monotonic() - started:.1f} s: RPC {dev.rpc_url} (chain {chain_id}), models "
+        f"{', '.join(names)}; logs in {workdir}. Ctrl-C, SIGTERM or SIGHUP stops everything."
+    )
+    while True:
+        alive()
+        time.sleep(0.5)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import json
 import logging
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -88,6 +90,7 @@ class Devnet:
                 env={**os.environ, **(env or {})},
                 cwd=ROOT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
@@ -317,11 +320,11 @@ class Devnet:
         self.api_port = free_port()
         lines = [
             "[chain]",
-            f'rpc_url = "{rpc_url or self.rpc_url}"',
-            *([f'ws_url = "{ws_url or self.ws_url}"'] if ws_url != "" else []),
-            f'coordinator_address = "{self.deployment.coordinator.address}"',
+            f"rpc_url = {_toml_value(rpc_url or self.rpc_url)}",
+            *([f"ws_url = {_toml_value(ws_url or self.ws_url)}"] if ws_url != "" else []),
+            f"coordinator_address = {_toml_value(self.deployment.coordinator.address)}",
             *(
-                [f'subscription_manager_address = "{self.deployment.subscriptions.address}"']
+                [f"subscription_manager_address = {_toml_value(self.deployment.subscriptions.address)}"]
                 if self.deployment.subscriptions is not None
                 else []
             ),
@@ -333,7 +336,7 @@ class Devnet:
             f"extra_key_envs = [{', '.join(_toml_value(e) for e in extra_key_envs)}]",
             "",
             "[store]",
-            f'path = "{self.workdir / (name + ".db")}"',
+            f"path = {_toml_value(str(self.workdir / (name + '.db')))}",
             "",
             "[api]",
             f"port = {self.api_port}",
@@ -341,10 +344,15 @@ class Devnet:
             "max_silence_s = 86400",
         ]
         if mqtt_url:
-            lines += ["", "[mqtt]", f'url = "{mqtt_url}"']
+            lines += ["", "[mqtt]", f"url = {_toml_value(mqtt_url)}"]
         for model, spec in models.items():
             table = {"url": spec, "timeout_s": 30} if isinstance(spec, str) else spec
-            lines += ["", "[[models]]", f'name = "{model}"', *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+            lines += [
+                "",
+                "[[models]]",
+                f"name = {_toml_value(model)}",
+                *(f"{k} = {_toml_value(v)}" for k, v in table.items()),
+            ]
         path = self.workdir / f"{name}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -465,12 +473,45 @@ class Devnet:
 
 
 def _toml_value(v: Any) -> str:
+    """`v` as a TOML value: bool, int (64-bit; a larger one as a string), float, str (a basic string, escaped),
+    list or tuple (an array), dict (an inline table); anything else as its `str`, quoted."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
-        return str(v) if abs(v) < 2**63 else f'"{v}"'  # TOML integers are 64-bit: larger ones go as strings
+        return str(v) if abs(v) < 2**63 else _toml_string(str(v))  # TOML integers are 64-bit
     if isinstance(v, dict):
-        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_string(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return f'"{v}"'
+    return _toml_string(str(v))
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """`text` as a TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
+    return (
+        '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c) for c in text) + '"'
+    )
+
+
+#: `prctl` option: the signal this process gets when the thread that forked it exits (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGTERM when this process dies (Linux `prctl(PR_SET_PDEATHSIG)`), so
+    a SIGKILLed devnet leaves no process behind; None off Linux or off the main thread (the signal fires when the
+    forking thread exits, which for another thread is long before the devnet ends)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the child only calls into it
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody is left to send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
