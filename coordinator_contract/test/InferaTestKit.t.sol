@@ -12,6 +12,25 @@ contract InferaTestKitTest is InferaTest {
     bytes32 internal constant MODEL = keccak256("classify/minilm-sentiment@1");
     bytes32 internal constant DIGEST = keccak256("weights");
 
+    /// @dev A consensus request (3 nodes, quorum 2) from the example, its model digest committed by every node.
+    function _askConsensus() internal returns (ConsensusSentiment consumer, uint256 id) {
+        consumer = new ConsensusSentiment(address(coordinator), MODEL, DIGEST);
+        _commitModel(MODEL, DIGEST);
+        id = consumer.askSentiment{value: 0.03 ether}("good");
+    }
+
+    /// @dev The three nodes' outputs: each label with the score zeroed, as the classifier's consensus form has it.
+    function _labels(string memory a, string memory b, string memory c)
+        internal
+        pure
+        returns (bytes[] memory outputs)
+    {
+        outputs = new bytes[](3);
+        outputs[0] = abi.encode(a, uint256(0));
+        outputs[1] = abi.encode(b, uint256(0));
+        outputs[2] = abi.encode(c, uint256(0));
+    }
+
     function testDeliverPaysTheNodeAndRunsTheCallback() public {
         SentimentConsumer consumer = new SentimentConsumer(address(coordinator), MODEL);
         uint256 id = consumer.askSentiment{value: 0.01 ether}("good");
@@ -21,28 +40,16 @@ contract InferaTestKitTest is InferaTest {
     }
 
     function testDeliverConsensusSettlesOnTheAgreedOutput() public {
-        ConsensusSentiment consumer = new ConsensusSentiment(address(coordinator), MODEL, DIGEST);
-        _commitModel(MODEL, DIGEST);
-        uint256 id = consumer.askSentiment{value: 0.03 ether}("good");
-        bytes[] memory outputs = new bytes[](3);
-        outputs[0] = abi.encode("positive", uint256(0));
-        outputs[1] = abi.encode("negative", uint256(0));
-        outputs[2] = abi.encode("positive", uint256(0));
-        assertTrue(_deliverConsensus(id, outputs), "two of three agree");
+        (ConsensusSentiment consumer, uint256 id) = _askConsensus();
+        assertTrue(_deliverConsensus(id, _labels("positive", "negative", "positive")), "two of three agree");
         assertEq(consumer.labels(id), "positive");
         assertEq(coordinator.balanceOf(address(0), nodes[0]), 0.01 ether, "agreeing node paid");
         assertEq(coordinator.balanceOf(address(0), nodes[1]), 0, "dissenting node unpaid");
     }
 
     function testDeliverConsensusWithoutQuorumLeavesTheRequestOpen() public {
-        ConsensusSentiment consumer = new ConsensusSentiment(address(coordinator), MODEL, DIGEST);
-        _commitModel(MODEL, DIGEST);
-        uint256 id = consumer.askSentiment{value: 0.03 ether}("good");
-        bytes[] memory outputs = new bytes[](3);
-        outputs[0] = abi.encode("positive", uint256(0));
-        outputs[1] = abi.encode("negative", uint256(0));
-        outputs[2] = abi.encode("neutral", uint256(0));
-        assertFalse(_deliverConsensus(id, outputs), "no two agree");
+        (ConsensusSentiment consumer, uint256 id) = _askConsensus();
+        assertFalse(_deliverConsensus(id, _labels("positive", "negative", "neutral")), "no two agree");
         assertEq(consumer.labels(id), "");
     }
 

@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from containers.classify.model import ZeroShotClassifier
+from containers.classify.model import CheckpointClassifier, ZeroShotClassifier
 from containers.echo.model import EchoModel
+from containers.generate.model import GenerateModel
 from containers.runtime.model import Model
 from containers.runtime.server import STATE, BatchConfig, create_app
 from containers.runtime.worker import WORKER, add_worker
@@ -149,3 +150,19 @@ def on_chain(data: bytes | str) -> dict[str, Any]:
 def unique(prefix: str) -> str:
     """A model name no other test uses, so MQTT topics do not cross."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+async def checkpoint_server(tiny_bert: Path) -> AsyncIterator[TestServer]:
+    """A classify server on the tiny random BERT checkpoint (`classify/tiny-bert@1`)."""
+    server = await start_server(CheckpointClassifier(str(tiny_bert), "classify/tiny-bert@1"))
+    yield server
+    await server.close()
+
+
+@pytest.fixture(scope="module")
+async def generate_server(tiny_gpt2: Path) -> AsyncIterator[TestServer]:
+    """A generate server on the tiny random GPT-2 (`generate/tiny@1`, 16 new tokens at most)."""
+    server = await start_server(GenerateModel(str(tiny_gpt2), "generate/tiny@1", max_new_tokens=16))
+    yield server
+    await server.close()

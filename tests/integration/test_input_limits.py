@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -72,20 +71,6 @@ def classifier(classify_server: TestServer) -> ZeroShotClassifier:
 @pytest.fixture(scope="module")
 async def embed_server() -> AsyncIterator[TestServer]:
     server = await start_server(EmbedModel())
-    yield server
-    await server.close()
-
-
-@pytest.fixture(scope="module")
-async def checkpoint_server(tiny_bert: Path) -> AsyncIterator[TestServer]:
-    server = await start_server(CheckpointClassifier(str(tiny_bert), "classify/tiny-bert@1"))
-    yield server
-    await server.close()
-
-
-@pytest.fixture(scope="module")
-async def generate_server(tiny_gpt2: Path) -> AsyncIterator[TestServer]:
-    server = await start_server(GenerateModel(str(tiny_gpt2), "generate/tiny@1", max_new_tokens=16))
     yield server
     await server.close()
 

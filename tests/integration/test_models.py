@@ -6,7 +6,6 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,10 +13,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import decode, encode
 
-from containers.classify.model import CheckpointClassifier
 from containers.echo.model import EchoModel
 from containers.embed.model import EmbedModel, dequantize, quantize
-from containers.generate.model import GenerateModel
 from containers.runtime.server import STATE, BatchConfig
 from tests.integration.conftest import base_url, on_chain, post, start_server
 
@@ -29,20 +26,6 @@ def cosine(a: list[float], b: list[float]) -> float:
 @pytest.fixture(scope="module")
 async def embed_server() -> AsyncIterator[TestServer]:
     server = await start_server(EmbedModel(), batching=BatchConfig(max_batch_size=32, max_wait_ms=20))
-    yield server
-    await server.close()
-
-
-@pytest.fixture(scope="module")
-async def generate_server(tiny_gpt2: Path) -> AsyncIterator[TestServer]:
-    server = await start_server(GenerateModel(str(tiny_gpt2), "generate/tiny@1", max_new_tokens=16))
-    yield server
-    await server.close()
-
-
-@pytest.fixture(scope="module")
-async def checkpoint_server(tiny_bert: Path) -> AsyncIterator[TestServer]:
-    server = await start_server(CheckpointClassifier(str(tiny_bert), "classify/tiny-bert@1"))
     yield server
     await server.close()
 
