@@ -380,6 +380,22 @@ def revert_data(exc: BaseException) -> bytes | None:
     return bytes.fromhex(quoted) if found and len(quoted) % 2 == 0 else None
 
 
+def escape_text(text: str) -> str:
+    """`text` safe to print on a terminal or in a log line: backslashes and quotes escaped, and every character
+    that is not printable (control characters such as ESC, CR, LF, NUL; format characters such as zero-width
+    spaces and direction marks) written as its Python escape (`\\x1b`, `\\n`, `\\u200b`), so a contract's
+    revert string can neither colour, move nor hide what is shown around it."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 def format_value(value: Any) -> str:
     """An argument as a person reads it: addresses checksummed, bytes as 0x-hex, strings quoted, arrays and
     structs in brackets."""
@@ -390,7 +406,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         if re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
             return str(to_checksum_address(value))
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + escape_text(value) + '"'
     if isinstance(value, list | tuple):
         inner = ", ".join(format_value(v) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner})"

@@ -15,6 +15,7 @@ not decode; 2 when the text is not hex or there are no artifacts.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,11 @@ def read_input(given: str) -> bytes:
         return parse_hex(bare)
     except RevertDataError as not_hex:
         found = hex_in_text(given)
-        if not found:
+        if not found or re.fullmatch(r"(0[xX])?[0-9a-fA-F]*", bare):  # hex already, just malformed: say why
             raise not_hex from None
+        labelled = re.search(r"\bdata:\s*[\"']?(0x[0-9a-fA-F]+)", given)  # cast's `data: "0x…"` is the revert
+        if len(found) > 1 and labelled:
+            found = [labelled.group(1)]
         if len(found) > 1:
             shown = ", ".join(_short(h) for h in found[:5]) + (", …" if len(found) > 5 else "")
             raise RevertDataError(

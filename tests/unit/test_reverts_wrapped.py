@@ -235,3 +235,36 @@ def test_infera_decode_asks_for_one_revert_when_the_input_holds_several_or_none(
     assert result.exit_code == 2, result.output
     assert says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_whole_error_message_decodes_the_value_after_data() -> None:
+    message = f'execution reverted to 0x{"5f" * 20}, data: "0x0f0b00b7{ARGS}"'
+    result = RUNNER.invoke(app, ["decode", message])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == NAMED
+
+
+def test_malformed_hex_is_said_once_and_not_searched() -> None:
+    result = RUNNER.invoke(app, ["decode", "0x0f0b00b7a"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "infera: 9 hex digits is not a whole number of bytes (one digit missing or extra?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        ("\x1b[31mRED\x1b[0m", r'"\x1b[31mRED\x1b[0m"'),
+        ("line\nnext\rover", r'"line\nnext\rover"'),
+        ("nul\x00 zero\u200bwidth \u202eevil", r'"nul\x00 zero\u200bwidth \u202eevil"'),
+        ('say "hi" \\ café 😀', r'"say \"hi\" \\ café 😀"'),
+    ],
+)
+def test_a_revert_string_cannot_write_control_characters_to_the_terminal(reason: str, shown: str) -> None:
+    data = ERROR_STRING + encode(["string"], [reason])
+    result = RUNNER.invoke(app, ["decode", data.hex()])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"Error(reason={shown})"
+    assert all(ch == "\n" or ch.isprintable() for ch in result.stdout)
+    assert json.loads(RUNNER.invoke(app, ["decode", data.hex(), "--json"]).stdout)["args"][0]["value"] == reason
