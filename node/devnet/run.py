@@ -45,7 +45,7 @@ from node.devnet.manifest import (
 from node.devnet.models import DEFAULT_DEVNET_MODELS, DEVNET_MODELS, check_models, generate_checkpoint
 from node.devnet.processes import DevnetError, Proc, forge_build, free_port, port_free, wait_until
 from node.devnet.system import Devnet
-from node.devnet.workdir import check_writable, hold_workdir
+from node.devnet.workdir import check_writable, hold_out, hold_workdir
 
 __all__ = ["DEFAULT_DEVNET_MODELS", "DEFAULT_RPC_PORT", "DEVNET_MODELS", "choose_rpc_port", "run_devnet"]
 
@@ -68,13 +68,15 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-#: Signals that stop the devnet as Ctrl-C (SIGINT) does: a supervisor's stop, a closed terminal.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Signals that stop the devnet as Ctrl-C does: Ctrl-C itself (set here too, since a shell starting the devnet in
+#: the background with `&` hands it SIGINT ignored), a supervisor's stop, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def _stop_signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the `with Devnet` block still stops every child."""
+    """SIGINT, SIGTERM and SIGHUP unwind as `KeyboardInterrupt`, so the `with Devnet` block still stops every
+    child."""
     previous = {signum: signal.signal(signum, _raise_interrupt) for signum in STOP_SIGNALS}
     try:
         yield
@@ -345,7 +347,7 @@ def run_devnet(
         raise DevnetError(f"--nodes {nodes}: choose 1 to {MAX_NODES}")
     workdir = workdir.absolute()  # its children start from the checkout's root, the caller may be anywhere
     out = (out or workdir / "devnet.json").absolute()
-    with _stop_signals_as_interrupt(), hold_workdir(workdir):
+    with _stop_signals_as_interrupt(), hold_workdir(workdir), hold_out(out, workdir):
         check_writable(out)
         rpc_port, port_note = choose_rpc_port(port)
         with _removed_when_stopped(out) as manifest_written, Devnet(workdir, rpc_port=rpc_port) as dev:

@@ -25,6 +25,24 @@ LOCK_NAME = "devnet.lock"
 PER_RUN_FILES = re.compile(r"node\d*\.(db|db-wal|db-shm|db-journal|toml)|deployment\.json|devnet\.json")
 
 
+def _lock(path: Path, what: str, advice: str) -> int:
+    """Opens `path` and takes an exclusive `flock` on it, writing this PID there; returns the descriptor (closing it
+    releases the lock). Raises `DevnetError` naming `what` and the holder's PID when another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DevnetError(f"{what}: cannot use it ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DevnetError(f"{what} is in use by another devnet (PID {holder}): {advice}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @contextlib.contextmanager
 def hold_workdir(workdir: Path) -> Iterator[Path]:
     """Creates `workdir` and holds it for this devnet (an exclusive `flock` on `<workdir>/devnet.lock`, which holds
@@ -32,20 +50,10 @@ def hold_workdir(workdir: Path) -> Iterator[Path]:
     Yields `workdir`. Raises `DevnetError` when another devnet holds it (naming its PID) or it cannot be created."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(workdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DevnetError(f"--workdir {workdir}: cannot use it ({exc.strerror})") from None
+    fd = _lock(workdir / LOCK_NAME, f"--workdir {workdir}", "stop it, or choose another folder with --workdir DIR")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise DevnetError(
-                f"--workdir {workdir} is in use by another devnet (PID {holder}): stop it, or choose another "
-                "folder with --workdir DIR"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         for path in workdir.iterdir():
             if PER_RUN_FILES.fullmatch(path.name) and not path.is_dir():
                 try:
@@ -57,6 +65,23 @@ def hold_workdir(workdir: Path) -> Iterator[Path]:
         yield workdir
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def hold_out(out: Path, workdir: Path) -> Iterator[Path]:
+    """Holds `out` (the devnet.json path) for this devnet until the block ends, so another devnet cannot overwrite
+    (then, on its stop, remove) the file this one wrote: an `flock` on `.<name>.lock` beside it. An `out` in
+    `workdir` is covered by `hold_workdir` already. Yields `out`; raises `DevnetError` (naming the holder's PID)
+    when another devnet writes there."""
+    if out.parent == workdir:
+        yield out
+        return
+    check_writable(out)  # its folder exists, and a clear error for one that cannot be written
+    fd = _lock(out.parent / f".{out.name}.lock", f"--out {out}", "stop it, or choose another file with --out PATH")
+    try:
+        yield out
+    finally:
+        os.close(fd)
 
 
 def check_writable(out: Path) -> None:

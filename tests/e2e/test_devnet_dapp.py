@@ -85,8 +85,11 @@ def _devnet(*argv: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Com
     )
 
 
-def _start_devnet(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """Starts `infera devnet argv` in the background, its output in `<tmp_path>/<name>.out`."""
+def _start_devnet(
+    tmp_path: Path, name: str, *argv: str, sigint_ignored: bool = False
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Starts `infera devnet argv` in the background, its output in `<tmp_path>/<name>.out`; `sigint_ignored`: as a
+    shell's `&` starts it, with SIGINT ignored."""
     log_path = tmp_path / f"{name}.out"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -94,6 +97,7 @@ def _start_devnet(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Pop
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
         )
     return proc, log_path
 
@@ -298,6 +302,24 @@ def test_a_sigkilled_devnet_leaves_no_process_behind(tmp_path: Path) -> None:
     finally:
         devnet.kill()
         devnet.wait()
+    _wait_all_gone(children, port)
+
+
+def test_ctrl_c_stops_a_devnet_started_in_the_background(tmp_path: Path) -> None:
+    """A shell's `&` hands the devnet SIGINT ignored; Ctrl-C (SIGINT) must still stop it and every child."""
+    port = free_port()
+    argv = [*ECHO_ONLY, "--port", str(port), "--workdir", str(tmp_path / "work")]
+    devnet, log_path = _start_devnet(tmp_path, "devnet", *argv, sigint_ignored=True)
+    try:
+        _wait_ready(devnet, log_path)
+        children = descendants(devnet.pid)
+        devnet.send_signal(signal.SIGINT)
+        assert devnet.wait(timeout=60) == 130, log_path.read_text()
+    finally:
+        if devnet.poll() is None:
+            devnet.kill()
+            devnet.wait()
+    assert "devnet: stopped" in log_path.read_text()
     _wait_all_gone(children, port)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from node.devnet.processes import DevnetError
 from node.devnet.system import _toml_value
-from node.devnet.workdir import check_writable, hold_workdir
+from node.devnet.workdir import check_writable, hold_out, hold_workdir
 
 AWKWARD = ['/tmp/my "dev\\net"/node.db', "C:\\Users\\x", "tab\there\nnewline\r\x00\x1f\x7f", "é ✓ 😀", ""]
 
@@ -68,3 +68,19 @@ def test_an_out_that_is_a_folder_is_refused_and_a_stale_file_removed(tmp_path: P
     check_writable(stale)
     assert not stale.exists()
     assert list(stale.parent.iterdir()) == []  # the probe is gone too
+
+
+def test_an_out_outside_the_workdir_is_held_so_another_devnet_cannot_overwrite_it(tmp_path: Path) -> None:
+    out = tmp_path / "app" / "devnet.json"
+    with hold_out(out, tmp_path / "work"):
+        with pytest.raises(DevnetError) as refused, hold_out(out, tmp_path / "other-work"):
+            pass
+        assert str(refused.value) == (
+            f"--out {out} is in use by another devnet (PID {os.getpid()}): stop it, or choose another file with "
+            "--out PATH"
+        )
+    with hold_out(out, tmp_path / "other-work"):  # released with the first devnet
+        pass
+    workdir = tmp_path / "work"
+    with hold_workdir(workdir), hold_out(workdir / "devnet.json", workdir):  # covered by the workdir's own lock
+        assert not (workdir / ".devnet.json.lock").exists()
