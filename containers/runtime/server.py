@@ -52,6 +52,7 @@ from containers.runtime.wire import (
     chain_answer,
     error_answer,
     offchain_answer,
+    parse_json,
     stream_done,
     stream_error,
     stream_piece,
@@ -251,9 +252,9 @@ async def process(state: ServerState, body: Any) -> Answer:
 async def service_output(request: web.Request) -> web.Response:
     """`POST /service_output` (Infernet protocol): one input in, its output (or a 4xx/5xx error) out."""
     try:
-        body = await request.json()
-    except ValueError:
-        answer = Answer.error(400, "body is not valid JSON")
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        answer = Answer.error(400, f"body is not valid JSON: {exc}")
     else:
         answer = await process(request.app[STATE], body)
     return web.json_response(answer.body, status=answer.status)
@@ -263,9 +264,9 @@ async def service_output_batch(request: web.Request) -> web.Response:
     """Answers each body of `{"requests": [...]}` as `/service_output` would, in order; one item's bad input or
     model error is that item's answer, never the others'."""
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response(error_answer("body is not valid JSON"), status=400)
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        return web.json_response(error_answer(f"body is not valid JSON: {exc}"), status=400)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
         return web.json_response(
@@ -283,9 +284,9 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     if not isinstance(model, StreamingModel):
         return web.json_response(error_answer(f"{model.name} does not stream"), status=404)
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response(error_answer("body is not valid JSON"), status=400)
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        return web.json_response(error_answer(f"body is not valid JSON: {exc}"), status=400)
     try:
         prepared = await _prepare_off_loop(state, body)
     except Rejected as exc:

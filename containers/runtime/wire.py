@@ -39,6 +39,7 @@ container runs behind the Infera node unchanged, plus five things of Infera's ow
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NotRequired, TypedDict
 
 #: Where the input comes from and the output goes (Infernet's `JobLocation`).
@@ -50,6 +51,33 @@ BATCH_PATH = "/service_output/batch"
 STREAM_PATH = "/service_output/stream"
 HEALTH_PATH = "/health"
 INFO_PATH = "/info"
+
+#: Deepest nesting of arrays and objects parsed in a JSON body (both sides: a request body in a container, an answer
+#: in the node). Deeper is refused before parsing: a dependency (py_ecc, through eth_account) raises the interpreter's
+#: recursion limit to 100,000, so a deeply nested body would crash the process in the JSON decoder (a segfault, not a
+#: RecursionError) instead of failing one call.
+MAX_JSON_DEPTH = 128
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def parse_json(raw: bytes | bytearray | str) -> Any:
+    """The JSON value of `raw` (a body, UTF-8 when bytes). Raises `ValueError` when it is not JSON or is nested
+    deeper than `MAX_JSON_DEPTH` arrays/objects (checked before parsing, without touching the recursion limit, so it
+    is safe with threads running: strings are dropped, then innermost `[]`/`{}` pairs are removed `MAX_JSON_DEPTH`
+    times; a bracket left over means deeper, or unbalanced)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data))
+        for _ in range(MAX_JSON_DEPTH):
+            shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+            if len(shorter) == len(brackets):
+                break
+            brackets = shorter
+        if brackets:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} (or unbalanced brackets)")
+    return json.loads(raw)
+
 
 #: Items one batch call may hold (the container's limit).
 MAX_BATCH_ITEMS = 64

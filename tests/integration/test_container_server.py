@@ -79,7 +79,7 @@ async def test_bad_input_is_a_400_with_the_reason_and_the_server_keeps_serving(
 async def test_body_that_is_not_json_is_a_400(session: aiohttp.ClientSession, echo_url: str) -> None:
     async with session.post(f"{echo_url}/service_output", data=b"{not json") as resp:
         assert resp.status == 400
-        assert (await resp.json())["error"] == "body is not valid JSON"
+        assert (await resp.json())["error"].startswith("body is not valid JSON")
 
 
 async def test_oversized_body_is_refused(session: aiohttp.ClientSession, echo_url: str) -> None:
