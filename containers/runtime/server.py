@@ -209,7 +209,11 @@ async def _prepare_off_loop(state: ServerState, body: Any) -> _Prepared:
 
 def _encode(state: ServerState, prepared: _Prepared, output: tuple[Any, ...]) -> Answer:
     if prepared.destination == SOURCE_OFFCHAIN:
-        return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
+        try:  # bytes as 0x-hex; a type JSON cannot carry is this answer's 500, never the batch's
+            return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
+        except (TypeError, ValueError) as exc:
+            log.error("model %s returned output that JSON cannot carry: %s", state.model.name, exc)
+            return Answer.error(500, f"model error: {exc}")
     try:
         encoded = state.codec.encode_output(output)
     except CodecError as exc:

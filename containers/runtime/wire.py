@@ -13,7 +13,8 @@ container runs behind the Infera node unchanged, plus five things of Infera's ow
   `data` is the hex of the ABI-encoded input; 1 (off-chain): a JSON object keyed by the model's input names.
 - The answer for `destination` 0 is a `ChainAnswer`: Infernet's five keys with `raw_output` the hex of the
   ABI-encoded output, and `abi_output: true` (Infera's) telling the node to deliver `raw_output` as it is. For
-  `destination` 1 it is an `OffchainAnswer` `{"output": {...}}`. A refusal or failure is an `ErrorAnswer`
+  `destination` 1 it is an `OffchainAnswer` `{"output": {...}}` keyed by the model's output names, a bytes field
+  as a `0x`-hex string (`json_value`). A refusal or failure is an `ErrorAnswer`
   `{"error": "..."}` with a 4xx (bad input: retrying cannot help) or a 5xx status, never a 200.
 - `POST /service_output/batch` (Infera's) takes a `BatchRequest` `{"requests": [body, ...]}` of up to
   `MAX_BATCH_ITEMS` and answers a `BatchAnswer` `{"answers": [{"status": s, "body": {...}}, ...]}`, each item what
@@ -203,9 +204,27 @@ def chain_answer(raw_input: bytes | None, output: bytes, proof: bytes = b"") -> 
     }
 
 
+def json_value(value: Any) -> Any:
+    """`value` as JSON can carry it: bytes (and bytearray) become `0x`-hex strings, tuples lists, in dicts and lists
+    at any depth; str, int, float, bool and None are kept. Raises `TypeError` for anything else (or a non-str dict
+    key), naming its type."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("output has a dict key that is not a string")
+        return {key: json_value(item) for key, item in value.items()}
+    raise TypeError(f"output of type {type(value).__name__} is not JSON serializable")
+
+
 def offchain_answer(output: dict[str, Any]) -> OffchainAnswer:
-    """The answer carrying an off-chain job's output fields."""
-    return {"output": output}
+    """The answer carrying an off-chain job's output fields, as `json_value` makes them (bytes as `0x`-hex). Raises
+    `TypeError` when a field is of a type JSON cannot carry."""
+    return {"output": json_value(output)}
 
 
 def error_answer(reason: str) -> ErrorAnswer:
