@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import unicodedata
 from typing import Any
 
@@ -93,12 +94,58 @@ LANGUAGE_NAMES = {
     "ja": "Japanese",
     "ko": "Korean",
     "ar": "Arabic",
+    "la": "Latin",
+    "ca": "Catalan",
+    "da": "Danish",
+    "no": "Norwegian",
+    "nb": "Norwegian Bokmål",
+    "nn": "Norwegian Nynorsk",
+    "cs": "Czech",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "hr": "Croatian",
+    "ro": "Romanian",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "ms": "Malay",
+    "vi": "Vietnamese",
+    "eu": "Basque",
+    "gl": "Galician",
+    "et": "Estonian",
+    "lv": "Latvian",
+    "lt": "Lithuanian",
+    "sq": "Albanian",
+    "af": "Afrikaans",
+    "sw": "Swahili",
+    "eo": "Esperanto",
+    "cy": "Welsh",
+    "ga": "Irish",
+    "is": "Icelandic",
+    "lb": "Luxembourgish",
+    "oc": "Occitan",
+    "tl": "Tagalog",
+    "mt": "Maltese",
+    "fy": "Frisian",
+    "br": "Breton",
+    "uk": "Ukrainian",
+    "bg": "Bulgarian",
+    "el": "Greek",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "fa": "Persian",
 }
 
 
 def language_name(code: str) -> str:
     """`"de"` -> `"German"`; the code itself for a language without a name here."""
     return LANGUAGE_NAMES.get(code, code)
+
+
+def language_label(code: str, probability: float) -> str:
+    """`("la", 1.0)` -> `"Latin (la, p=1.00)"`; `"language code xx (p=…)"` for a code without a name here (never the
+    code twice)."""
+    name = LANGUAGE_NAMES.get(code)
+    return f"{name} ({code}, p={probability:.2f})" if name else f"language code {code} (p={probability:.2f})"
 
 
 @functools.cache
@@ -117,18 +164,35 @@ def detect_language(text: str) -> tuple[str, float]:
 
 def letter_scripts(text: str) -> tuple[int, int, str]:
     """`(Latin letters, all letters, the most common other script)` of `text`'s letters, a script named by the first
-    word of its letters' Unicode names ("CYRILLIC", "CJK", "HIRAGANA", ...; "" when every letter is Latin)."""
+    word of its letters' Unicode names ("CYRILLIC", "CJK", "HIRAGANA", ...; "" when every letter is Latin), after
+    NFKC folding (so fullwidth and math-bold letters, U+FF28 and U+1D407 for "H", count as Latin)."""
     latin, letters = 0, 0
     others: dict[str, int] = {}
     for ch in text:
         if ch.isalpha():
             letters += 1
-            script = unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
+            folded = unicodedata.normalize("NFKC", ch)[:1] or ch  # fullwidth, math-bold letters are Latin ones
+            script = unicodedata.name(folded, "UNKNOWN").split(" ", 1)[0]
             if script == "LATIN":
                 latin += 1
             else:
                 others[script] = others.get(script, 0) + 1
     return latin, letters, max(others, key=lambda s: others[s]) if others else ""
+
+
+#: A word as a BERT-style pre-tokenizer splits them: letters and digits (punctuation and `_` split words).
+_WORD = re.compile(r"[^\W_]+")
+
+
+def max_word_chars(tokenizer: Any) -> int | None:
+    """The longest word (characters) a WordPiece tokenizer splits into pieces; a longer one becomes its unknown
+    token. None for a tokenizer without that limit."""
+    for owner in (getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None), tokenizer):
+        owner = getattr(owner, "wordpiece_tokenizer", owner)
+        limit = getattr(owner, "max_input_chars_per_word", None)
+        if isinstance(limit, int):
+            return limit
+    return None
 
 
 class TextGate:
@@ -147,6 +211,7 @@ class TextGate:
         self.markers = int(self.tokenizer.num_special_tokens_to_add())
         self._unknown = self.tokenizer.unk_token_id
         self._special = set(self.tokenizer.all_special_ids)
+        self._max_word_chars = max_word_chars(self.tokenizer)
         if self.languages:
             language_identifier()  # load now, not on the first request
 
@@ -163,31 +228,55 @@ class TextGate:
                 f"{field} is {len(ids)} tokens; this model reads at most {self.max_tokens} (counting its "
                 f"{self.markers} markers) and cuts nothing: shorten the text, or split it and ask for each part"
             )
-        if self.languages:  # first: a script the model does not read is the better reason than its [UNK]s
-            self._check_language(text, field)
+        # Before the identifier: it refuses only when every token is unknown, and then that is the cause (a
+        # fullwidth or math-bold "Hello" is Latin letters the vocabulary lacks), unless the letters are of a
+        # script the model does not read ("很好": both unknown to MiniLM), which is the better reason.
         if not any(i not in self._special and i != self._unknown for i in ids):
-            unknown = sum(1 for i in ids if i == self._unknown)
-            said = (
-                f"its {unknown} token(s) are unknown to it (emoji, symbols)" if unknown else "its tokenizer drops all"
-            )
-            raise InputError(f"{field} has nothing this model can read: {said}; send words{self._in_languages()}")
+            if self.languages:
+                self._check_script(text, field)
+            raise InputError(f"{field} has nothing this model can read: {self._unknown_reason(text, ids)}")
+        if self.languages:
+            self._check_script(text, field)
+            self._check_language(text, field)
         return text
+
+    def _unknown_reason(self, text: str, ids: list[int]) -> str:
+        unknown = sum(1 for i in ids if i == self._unknown)
+        if not unknown:
+            return f"its tokenizer drops all; send words{self._in_languages()}"
+        longest = max((len(w) for w in _WORD.findall(text)), default=0)
+        if self._max_word_chars is not None and longest > self._max_word_chars:
+            return (  # WordPiece maps a word over its max_input_chars_per_word to the unknown token, whole
+                f"its {unknown} token(s) are unknown to it: a word of {longest} characters, over its tokenizer's "
+                f"{self._max_word_chars}-character word limit"
+            )
+        return (
+            f"its {unknown} token(s) are unknown to it (emoji, symbols, fullwidth or styled letters); "
+            f"send words{self._in_languages()}"
+        )
 
     def _in_languages(self) -> str:
         return f" in {', '.join(language_name(c) for c in self.languages)}" if self.languages else ""
 
-    def _check_language(self, text: str, field: str) -> None:
+    def _reads(self) -> str:
         assert self.languages is not None
-        reads = f"this model reads only {', '.join(f'{language_name(c)} ({c})' for c in self.languages)}"
+        return f"this model reads only {', '.join(f'{language_name(c)} ({c})' for c in self.languages)}"
+
+    def _check_script(self, text: str, field: str) -> None:
+        assert self.languages is not None
         latin, letters, script = letter_scripts(text)
         if set(self.languages) <= LATIN_SCRIPT_LANGUAGES and letters >= 2 and 2 * latin < letters:
             named = script if script == "CJK" else script.title()
-            raise InputError(f"{field} is written mostly in {named} script, not Latin; {reads}")
-        if letters < MIN_LANGUAGE_LETTERS:
+            raise InputError(f"{field} is written mostly in {named} script, not Latin; {self._reads()}")
+
+    def _check_language(self, text: str, field: str) -> None:
+        assert self.languages is not None
+        reads = self._reads()
+        if sum(1 for ch in text if ch.isalpha()) < MIN_LANGUAGE_LETTERS:
             return
         lang, probability = detect_language(text)
         if lang not in self.languages and probability >= LANGUAGE_CONFIDENCE:
-            raise InputError(f"{field} looks like {language_name(lang)} ({lang}, p={probability:.2f}); {reads}")
+            raise InputError(f"{field} looks like {language_label(lang, probability)}; {reads}")
 
     def info(self) -> dict[str, Any]:
         """The limits for `/info`: `max_tokens`, `markers`, `over_limit`, `languages`, `refuses`."""
