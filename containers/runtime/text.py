@@ -6,23 +6,32 @@ Nothing is ever cut: a text over the limit is refused, never truncated.
 
 The checks, in order (each names the field, e.g. "text"):
 
-1. `visible_text`: a text of only whitespace, control characters (NUL, ESC, ...) or other invisible characters
-   (zero-width spaces, byte-order marks) is refused: the tokenizer drops them all and the model would read nothing.
+1. `visible_text`: a text that is not valid Unicode (a lone surrogate, which JSON's `\\ud83d` escape can carry) is
+   refused, and so is one of only whitespace, control characters (NUL, ESC, ...) or other invisible characters
+   (zero-width spaces, byte-order marks): the tokenizer drops them all and the model would read nothing.
 2. The token limit: the text's tokens, counting the markers the model adds (`[CLS]`, `[SEP]`), must be at most
    `max_tokens`.
-3. Language (when the gate has `languages`, e.g. `("en",)` for MiniLM): refused when the text's letters are mostly of
-   a script none of those languages is written in (Cyrillic, CJK, Arabic, ...: unambiguous even for two letters), or
-   when py3langid (a naive Bayes identifier over byte n-grams, its model bundled in the wheel) gives another language
-   a probability of at least `LANGUAGE_CONFIDENCE` on a text of at least `MIN_LANGUAGE_LETTERS` letters. Its
-   probabilities are tempered by the text's length, so a short or mixed text ("ok", "Kindergarten was fun") stays
-   below the bar: measured on the 2,025 English texts of `tests/integration/test_input_limits.py` (templated reviews
-   with slang, loanwords, names, emoji), no refusal; on its non-English sentences every one in a non-Latin script and
-   the clear Latin-script ones (German, French, Italian, Finnish sentences) are refused, while short Spanish, Dutch or
-   Polish phrases can pass (the identifier is not sure of them, and refusing them would mean refusing English too).
-4. Something to read: at least one token other than the markers and the unknown token. A text of emoji alone
-   (which a WordPiece vocabulary such as MiniLM's maps to `[UNK]`), or of symbols the vocabulary lacks, is refused.
+3. Something to read: at least one token other than the markers and the unknown token. A text of emoji alone
+   (which a WordPiece vocabulary such as MiniLM's maps to `[UNK]`), of symbols or fullwidth/math-styled letters the
+   vocabulary lacks, or one word longer than the tokenizer's `max_input_chars_per_word` (100 for BERT's WordPiece:
+   the whole word becomes `[UNK]`) is refused, the reason naming that cause. When every token is unknown and the
+   letters are mostly of a script the languages are not written in, the script check (4) gives the reason instead.
    A text with such characters beside words ("meh 👎") is read: the model sees the tokens it knows. Punctuation is
    a token the model knows ("!!!", ":)" are read).
+4. Language (when the gate has `languages`, e.g. `("en",)` for MiniLM): refused when the text's letters (NFKC-folded)
+   are mostly of a script none of those languages is written in (Cyrillic, CJK, Arabic, ...: unambiguous even for
+   two letters), or when py3langid (a naive Bayes identifier over byte n-grams, its model bundled in the wheel)
+   gives another language a probability of at least `LANGUAGE_CONFIDENCE` on a text of at least
+   `MIN_LANGUAGE_LETTERS` letters. That is the whole rule: it does not establish that a text is English. Its
+   probabilities are tempered by the text's length, so a short or mixed text ("ok", "Kindergarten was fun") stays
+   below the bar. Measured (`tests/integration/test_input_limits.py`, kept there as tests): no refusal among 2,025
+   English texts (templated reviews with slang, loanwords, names, emoji); every non-English sentence in a non-Latin
+   script refused, and longer German, French, Italian and Finnish sentences; but short sentences in Latin-script
+   languages often pass ("Das Produkt ist schlecht", "Guten Morgen meine Freunde", "Dies ist gut", "Le produit est
+   mauvais", "Je t'aime beaucoup", "Ciao a tutti amici miei", "Ti amo tanto", short Spanish, Dutch or Polish
+   phrases: refusing them would mean refusing English too), and quoted foreign phrases may be refused ("Lorem ipsum
+   dolor sit amet", "Ich bin ein Berliner", "C'est la vie"; with English around them, "Ich bin ein Berliner, said
+   JFK", they pass).
 """
 
 from __future__ import annotations

@@ -231,6 +231,44 @@ def test_clear_non_english_is_refused_with_its_language(classifier: ZeroShotClas
             gate.check(text)
 
 
+#: The rule's measured borders, documented (containers/runtime/text.py, classify README) as behaviour, not as the
+#: goal: clear non-English that passes (short Latin-script sentences), and English-ish text that is refused (quoted
+#: foreign phrases). A change of the rule shows up here; update the docs with it. (text, None or the refusal.)
+LANGUAGE_BORDERS: list[tuple[str, str | None]] = [
+    *[
+        (text, None)
+        for text in [
+            "Das Produkt ist schlecht",
+            "Guten Morgen meine Freunde",
+            "Dies ist gut",
+            "Le produit est mauvais",
+            "Je t'aime beaucoup",
+            "Ciao a tutti amici miei",
+            "Ti amo tanto",
+            "Ich bin ein Berliner, said JFK",
+        ]
+    ],
+    ("Lorem ipsum dolor sit amet", "text looks like Latin (la, p=1.00)"),
+    ("Ich bin ein Berliner", "text looks like German (de, p=0.98)"),
+    ("C'est la vie", "text looks like French (fr, p=0.97)"),
+]
+
+
+@pytest.mark.parametrize(("text", "refusal"), LANGUAGE_BORDERS, ids=[t for t, _ in LANGUAGE_BORDERS])
+def test_the_language_rules_measured_borders_on_classify_and_embed(
+    classifier: ZeroShotClassifier, embed_server: TestServer, text: str, refusal: str | None
+) -> None:
+    embed = embed_server.app[STATE].model
+    assert isinstance(embed, EmbedModel)
+    for model in (classifier, embed):
+        if refusal is None:
+            assert model.check((text,)) == (text,)
+        else:
+            with pytest.raises(InputError) as caught:
+                model.check((text,))
+            assert str(caught.value) == f"{refusal}; this model reads only English (en)"
+
+
 def test_a_gate_without_languages_checks_none(classifier: ZeroShotClassifier) -> None:
     gate = TextGate(gate_of(classifier).tokenizer, max_tokens=256, languages=None)
     assert gate.check(GERMAN) == GERMAN
