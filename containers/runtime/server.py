@@ -6,7 +6,9 @@ like any other calls), `POST /service_output/stream` (a streaming model's output
 `GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching,
 and states its consensus form (`"consensus"`), in which a body with `consensus: true` is answered.
 
-Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
+Guarantees: bad input is a 400 with the reason (a JSON body nested deeper than `wire.MAX_JSON_DEPTH` included,
+refused before parsing: unguarded it would crash the process), a model failure a 500, never a 200 with an error
+inside; an off-chain output field of bytes is answered as 0x-hex, one JSON cannot carry is that answer's 500; inputs
 are checked one by one before they join a batch, so one bad input never fails another caller's request; on
 shutdown, requests in flight are finished before the model stops.
 """

@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,23 +30,33 @@ def post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture(scope="module")
-def echo_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve(module: str, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m containers.<module>` on a free port until its /health is 200; stopped afterwards."""
     port = free_port()
-    argv = [sys.executable, "-m", "containers.echo", "--port", str(port)]
+    argv = [sys.executable, "-m", f"containers.{module}", "--port", str(port), *args]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def alive() -> None:
         if proc.poll() is not None:
-            raise RuntimeError(f"echo server exited {proc.returncode}")
+            raise RuntimeError(f"{module} server exited {proc.returncode}")
 
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(url + "/health"), timeout_s=60, what="the echo container", alive=alive)
+        wait_until(lambda: http_ok(url + "/health"), timeout_s=120, what=f"the {module} container", alive=alive)
         yield url, proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def echo_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    yield from serve("echo")
+
+
+@pytest.fixture(scope="module")
+def generate_process(tiny_gpt2: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    yield from serve("generate", "--model-path", str(tiny_gpt2), "--device", "cpu", "--max-new-tokens", "4")
 
 
 @pytest.mark.parametrize("path", ["/service_output", "/service_output/batch"])
@@ -62,6 +73,17 @@ def test_a_99000_deep_body_is_a_400_and_the_server_keeps_serving(
     # and an ordinary request still works
     status, answer = post(url + "/service_output", json.dumps(on_chain(b"hi")).encode())
     assert (status, proc.poll()) == (200, None)
+
+
+def test_a_99000_deep_body_on_every_route_of_a_streaming_model(
+    generate_process: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, proc = generate_process
+    for path in ("/service_output", "/service_output/batch", "/service_output/stream"):
+        status, answer = post(url + path, DEEP)
+        assert (status, proc.poll()) == (400, None), path
+        assert f"nested deeper than {MAX_JSON_DEPTH}" in str(answer["error"])
+    assert http_ok(url + "/health")
 
 
 def test_the_depth_check_counts_brackets_not_characters_in_strings() -> None:
