@@ -117,11 +117,19 @@ def canonical_output(model: Model, output: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def visible_text(value: Any, field: str) -> str:
-    """`value` if it is a string with a visible character (not whitespace, not a control or format character such as
-    NUL or a zero-width space: tokenizers drop those, and the model would read nothing); raises `InputError` otherwise.
-    """
+    """`value` if it is a string of valid Unicode (no lone surrogate, which JSON's `\\ud83d` can carry: it has no
+    UTF-8 form and tokenizers fail on it) with a visible character (not whitespace, not a control or format character
+    such as NUL or a zero-width space: tokenizers drop those, and the model would read nothing); raises `InputError`
+    otherwise."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud83d" in JSON): no tokenizer can read it
+        raise InputError(
+            f"{field} is not valid Unicode: a lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start} "
+            "(half of an escaped emoji pair?); send UTF-8 text"
+        ) from None
     if not any(ch.isprintable() and not ch.isspace() for ch in value):
         raise InputError(
             f"{field} has no visible characters (only control characters such as NUL, or whitespace): send text"

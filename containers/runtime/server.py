@@ -6,7 +6,9 @@ like any other calls), `POST /service_output/stream` (a streaming model's output
 `GET /health` is 200 only once the model is loaded and warmed up; `GET /info` describes the model and batching,
 and states its consensus form (`"consensus"`), in which a body with `consensus: true` is answered.
 
-Guarantees: bad input is a 400 with the reason, a model failure a 500, never a 200 with an error inside; inputs
+Guarantees: bad input is a 400 with the reason (a JSON body nested deeper than `wire.MAX_JSON_DEPTH` included,
+refused before parsing: unguarded it would crash the process), a model failure a 500, never a 200 with an error
+inside; an off-chain output field of bytes is answered as 0x-hex, one JSON cannot carry is that answer's 500; inputs
 are checked one by one before they join a batch, so one bad input never fails another caller's request; on
 shutdown, requests in flight are finished before the model stops.
 """
@@ -52,6 +54,7 @@ from containers.runtime.wire import (
     chain_answer,
     error_answer,
     offchain_answer,
+    parse_json,
     stream_done,
     stream_error,
     stream_piece,
@@ -208,7 +211,11 @@ async def _prepare_off_loop(state: ServerState, body: Any) -> _Prepared:
 
 def _encode(state: ServerState, prepared: _Prepared, output: tuple[Any, ...]) -> Answer:
     if prepared.destination == SOURCE_OFFCHAIN:
-        return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
+        try:  # bytes as 0x-hex; a type JSON cannot carry is this answer's 500, never the batch's
+            return Answer(200, dict(offchain_answer(dict(zip(state.model.output_names, output, strict=True)))))
+        except (TypeError, ValueError) as exc:
+            log.error("model %s returned output that JSON cannot carry: %s", state.model.name, exc)
+            return Answer.error(500, f"model error: {exc}")
     try:
         encoded = state.codec.encode_output(output)
     except CodecError as exc:
@@ -251,9 +258,9 @@ async def process(state: ServerState, body: Any) -> Answer:
 async def service_output(request: web.Request) -> web.Response:
     """`POST /service_output` (Infernet protocol): one input in, its output (or a 4xx/5xx error) out."""
     try:
-        body = await request.json()
-    except ValueError:
-        answer = Answer.error(400, "body is not valid JSON")
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        answer = Answer.error(400, f"body is not valid JSON: {exc}")
     else:
         answer = await process(request.app[STATE], body)
     return web.json_response(answer.body, status=answer.status)
@@ -263,9 +270,9 @@ async def service_output_batch(request: web.Request) -> web.Response:
     """Answers each body of `{"requests": [...]}` as `/service_output` would, in order; one item's bad input or
     model error is that item's answer, never the others'."""
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response(error_answer("body is not valid JSON"), status=400)
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        return web.json_response(error_answer(f"body is not valid JSON: {exc}"), status=400)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
         return web.json_response(
@@ -283,9 +290,9 @@ async def service_output_stream(request: web.Request) -> web.StreamResponse:
     if not isinstance(model, StreamingModel):
         return web.json_response(error_answer(f"{model.name} does not stream"), status=404)
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response(error_answer("body is not valid JSON"), status=400)
+        body = await request.json(loads=parse_json)
+    except ValueError as exc:
+        return web.json_response(error_answer(f"body is not valid JSON: {exc}"), status=400)
     try:
         prepared = await _prepare_off_loop(state, body)
     except Rejected as exc:

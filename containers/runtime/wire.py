@@ -13,7 +13,8 @@ container runs behind the Infera node unchanged, plus five things of Infera's ow
   `data` is the hex of the ABI-encoded input; 1 (off-chain): a JSON object keyed by the model's input names.
 - The answer for `destination` 0 is a `ChainAnswer`: Infernet's five keys with `raw_output` the hex of the
   ABI-encoded output, and `abi_output: true` (Infera's) telling the node to deliver `raw_output` as it is. For
-  `destination` 1 it is an `OffchainAnswer` `{"output": {...}}`. A refusal or failure is an `ErrorAnswer`
+  `destination` 1 it is an `OffchainAnswer` `{"output": {...}}` keyed by the model's output names, a bytes field
+  as a `0x`-hex string (`json_value`). A refusal or failure is an `ErrorAnswer`
   `{"error": "..."}` with a 4xx (bad input: retrying cannot help) or a 5xx status, never a 200.
 - `POST /service_output/batch` (Infera's) takes a `BatchRequest` `{"requests": [body, ...]}` of up to
   `MAX_BATCH_ITEMS` and answers a `BatchAnswer` `{"answers": [{"status": s, "body": {...}}, ...]}`, each item what
@@ -39,6 +40,7 @@ container runs behind the Infera node unchanged, plus five things of Infera's ow
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NotRequired, TypedDict
 
 #: Where the input comes from and the output goes (Infernet's `JobLocation`).
@@ -50,6 +52,33 @@ BATCH_PATH = "/service_output/batch"
 STREAM_PATH = "/service_output/stream"
 HEALTH_PATH = "/health"
 INFO_PATH = "/info"
+
+#: Deepest nesting of arrays and objects parsed in a JSON body (both sides: a request body in a container, an answer
+#: in the node). Deeper is refused before parsing: a dependency (py_ecc, through eth_account) raises the interpreter's
+#: recursion limit to 100,000, so a deeply nested body would crash the process in the JSON decoder (a segfault, not a
+#: RecursionError) instead of failing one call.
+MAX_JSON_DEPTH = 128
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def parse_json(raw: bytes | bytearray | str) -> Any:
+    """The JSON value of `raw` (a body, UTF-8 when bytes). Raises `ValueError` when it is not JSON or is nested
+    deeper than `MAX_JSON_DEPTH` arrays/objects (checked before parsing, without touching the recursion limit, so it
+    is safe with threads running: strings are dropped, then innermost `[]`/`{}` pairs are removed `MAX_JSON_DEPTH`
+    times; a bracket left over means deeper, or unbalanced)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data))
+        for _ in range(MAX_JSON_DEPTH):
+            shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+            if len(shorter) == len(brackets):
+                break
+            brackets = shorter
+        if brackets:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} (or unbalanced brackets)")
+    return json.loads(raw)
+
 
 #: Items one batch call may hold (the container's limit).
 MAX_BATCH_ITEMS = 64
@@ -175,9 +204,27 @@ def chain_answer(raw_input: bytes | None, output: bytes, proof: bytes = b"") -> 
     }
 
 
+def json_value(value: Any) -> Any:
+    """`value` as JSON can carry it: bytes (and bytearray) become `0x`-hex strings, tuples lists, in dicts and lists
+    at any depth; str, int, float, bool and None are kept. Raises `TypeError` for anything else (or a non-str dict
+    key), naming its type."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("output has a dict key that is not a string")
+        return {key: json_value(item) for key, item in value.items()}
+    raise TypeError(f"output of type {type(value).__name__} is not JSON serializable")
+
+
 def offchain_answer(output: dict[str, Any]) -> OffchainAnswer:
-    """The answer carrying an off-chain job's output fields."""
-    return {"output": output}
+    """The answer carrying an off-chain job's output fields, as `json_value` makes them (bytes as `0x`-hex). Raises
+    `TypeError` when a field is of a type JSON cannot carry."""
+    return {"output": json_value(output)}
 
 
 def error_answer(reason: str) -> ErrorAnswer:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from containers.runtime.mqtt import Broker, JobMessage, ReplyMessage, shared_jobs_topic
 from containers.runtime.server import STATE, ServerState, process
+from containers.runtime.wire import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Worker:
     def _parse(payload: object) -> JobMessage | None:
         try:
             raw = payload if isinstance(payload, bytes | bytearray | str) else b""
-            data = json.loads(raw)
+            data = parse_json(raw)
             if not (isinstance(data["job_id"], str) and isinstance(data["reply_to"], str)):
                 raise TypeError("job_id and reply_to must be strings")
             return JobMessage(job_id=data["job_id"], reply_to=data["reply_to"], body=data["body"])

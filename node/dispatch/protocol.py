@@ -34,24 +34,19 @@ Reasons taken from a container's answer are cut to `MAX_REASON_CHARS`, so whatev
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from eth_abi.abi import encode
 
 from containers.runtime.wire import ABI_OUTPUT_FLAG, INFERNET_KEYS
+from containers.runtime.wire import parse_json as parse_json  # the node's too (depth-guarded)
 from node.errors import ContainerError, ContainerRejected, short
 
 #: Bytes of one answer body read at most; a longer body is refused (retryable) and never held beyond this.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
 #: Bytes of a non-2xx answer's body read (only its `error` is of use); the rest is dropped unread.
 MAX_ERROR_BYTES = 64 * 1024
-#: Deepest nesting of arrays and objects parsed in an answer. Deeper is refused before parsing: a dependency (py_ecc)
-#: raises the interpreter's recursion limit to 100,000, so a deeply nested body would crash the process in the
-#: JSON decoder (a segfault, not a RecursionError) instead of failing one call.
-MAX_JSON_DEPTH = 128
 #: Characters of a container's own words (its `error`, its status line) kept in an error message.
 MAX_REASON_CHARS = 160
 #: Statuses that say "not now" rather than "never": retried, honouring `Retry-After`.
@@ -67,27 +62,6 @@ class Output:
 
     output: bytes
     proof: bytes = b""
-
-
-def parse_json(raw: bytes | bytearray | str) -> Any:
-    """The JSON value of `raw` (an answer's body). Raises `ValueError` when it is not JSON or is nested deeper than
-    about `MAX_JSON_DEPTH` (a few levels of slack). A body with more brackets than that is parsed under a recursion
-    limit just above the caller's depth plus `MAX_JSON_DEPTH` (the C decoder counts one level per array or object),
-    restored at once."""
-    opens = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
-    if opens <= MAX_JSON_DEPTH:
-        return json.loads(raw)
-    depth, frame = 0, sys._getframe()
-    while frame.f_back is not None:
-        depth, frame = depth + 1, frame.f_back
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(depth + MAX_JSON_DEPTH + 16)
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
-    finally:
-        sys.setrecursionlimit(before)
 
 
 def classify(status: int, payload: Any, where: str, *, retry_after: float | None = None) -> Output:

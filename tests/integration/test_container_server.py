@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import pytest
 from eth_abi.abi import decode, encode
 
+from containers.echo.model import EchoModel
 from tests.integration.conftest import FlakyModel, on_chain, post, start_server
 
 
@@ -79,7 +81,7 @@ async def test_bad_input_is_a_400_with_the_reason_and_the_server_keeps_serving(
 async def test_body_that_is_not_json_is_a_400(session: aiohttp.ClientSession, echo_url: str) -> None:
     async with session.post(f"{echo_url}/service_output", data=b"{not json") as resp:
         assert resp.status == 400
-        assert (await resp.json())["error"] == "body is not valid JSON"
+        assert (await resp.json())["error"].startswith("body is not valid JSON")
 
 
 async def test_oversized_body_is_refused(session: aiohttp.ClientSession, echo_url: str) -> None:
@@ -143,3 +145,26 @@ async def test_a_malformed_batch_is_a_400_with_the_reason(
     status, answer = await batch(session, echo_url, body)
     assert status == 400
     assert "1 to 64 request bodies" in answer["error"]
+
+
+class SetOutputModel(EchoModel):
+    """An echo model whose off-chain output for the input "set" is a Python set, which JSON cannot carry."""
+
+    def predict(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [({1, 2},) if x[0] == "set" else tuple(x) for x in inputs]
+
+
+async def test_an_output_json_cannot_carry_fails_its_item_only(session: aiohttp.ClientSession) -> None:
+    server = await start_server(SetOutputModel("set-output"))
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        offchain = [{"source": 1, "destination": 1, "data": {"data": d}} for d in ("set", "fine", b"\x00".hex())]
+        status, answer = await batch(session, url, {"requests": [*offchain, on_chain(b"\x01")]})
+        assert status == 200
+        items = answer["answers"]
+        assert [item["status"] for item in items] == [500, 200, 200, 200]
+        assert "set is not JSON serializable" in items[0]["body"]["error"]
+        assert items[1]["body"] == {"output": {"data": "fine"}}
+        assert (await post(session, url, offchain[0]))[0] == 500
+    finally:
+        await server.close()

@@ -76,6 +76,25 @@ async def test_concurrent_requests_are_batched_and_match_single_requests(
     assert batching["largest_batch"] > 1
 
 
+async def test_embed_answers_offchain_with_the_embedding_as_hex(
+    session: aiohttp.ClientSession, embed_server: TestServer
+) -> None:
+    url = base_url(embed_server)
+    status, body = await post(session, url, {"source": 1, "destination": 1, "data": {"text": "hello world"}})
+    assert status == 200, body
+    assert set(body["output"]) == {"embedding", "scaleE12"}
+    _, chain = await post(session, url, on_chain(encode(["string"], ["hello world"])))
+    data, scale = decode(["bytes", "uint256"], bytes.fromhex(chain["raw_output"]))
+    assert body["output"] == {"embedding": "0x" + data.hex(), "scaleE12": scale}
+    # in a batch, beside an on-chain item, each is what it would be alone
+    items = [{"source": 1, "destination": 1, "data": {"text": "hello world"}}, on_chain(encode(["string"], ["hi"]))]
+    async with session.post(f"{url}/service_output/batch", json={"requests": items}) as resp:
+        assert resp.status == 200
+        answers = (await resp.json())["answers"]
+    assert [a["status"] for a in answers] == [200, 200]
+    assert answers[0]["body"] == body
+
+
 # -------------------------------------------------------------------------------------------------- generate
 
 
