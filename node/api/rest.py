@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from containers.runtime.wire import parse_json
 from node.api.auth import CLIENT, json_error
 from node.api.delegated import Busy, DelegatedRequests, NonceUsedError
 from node.api.jobs import TERMINAL, JobInputError, JobsBusy, OffchainJob, OffchainJobs
@@ -25,7 +26,7 @@ SPEC_PATH = Path(__file__).with_name("openapi.json")
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json(loads=json.loads)
+        return await request.json(loads=parse_json)  # depth checked before parsing (see `parse_json`)
     except RecursionError:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "body nests too deeply to be a job"}), content_type="application/json"

@@ -155,6 +155,9 @@ async def test_bad_input_gets_a_4xx_that_says_what_to_fix(api: Api) -> None:
     url = f"{api.base}/v1/jobs"
     status, body, _ = await call("POST", url, data=b"{not json", headers={"Content-Type": "application/json"})
     assert (status, body["error"].startswith("body is not valid JSON")) == (400, True)
+    deep = b"[" * 30_000 + b"]" * 30_000  # under api.max_body_bytes; refused before the parser recurses
+    status, body, _ = await call("POST", url, data=deep, headers={"Content-Type": "application/json"})
+    assert (status, "nested deeper than 128" in body["error"]) == (400, True)
     status, body, _ = await call("POST", url, json={"model": 7, "input": {}})
     assert (status, "model must be a string" in body["error"]) == (422, True)
     status, body, _ = await call("POST", url, json={"model": ECHO, "input": "text"})
