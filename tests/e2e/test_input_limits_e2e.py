@@ -20,7 +20,7 @@ CASES: list[tuple[str, str]] = [
     ("\x00", "text has no visible characters (only control characters such as NUL"),
     ("\x01\x02\x1b\x7f", "text has no visible characters"),
     ("   ", "text must be a non-empty string"),
-    ("😀🎉👍", "text has nothing this model can read: its 1 token(s) are unknown to it (emoji, symbols)"),
+    ("😀🎉👍", "text has nothing this model can read: its 1 token(s) are unknown to it (emoji, symbols,"),
     (GERMAN, "text looks like German (de, p=1.00); this model reads only English (en)"),
     (CHINESE, "text is written mostly in CJK script, not Latin; this model reads only English (en)"),
     (RUSSIAN, "text is written mostly in Cyrillic script, not Latin; this model reads only English (en)"),
