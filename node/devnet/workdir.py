@@ -76,7 +76,11 @@ def hold_out(out: Path, workdir: Path) -> Iterator[Path]:
     if out.parent == workdir:
         yield out
         return
-    check_writable(out)  # its folder exists, and a clear error for one that cannot be written
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DevnetError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    # The lock first: `check_writable`, run once both are held, removes a stale file, never another devnet's.
     fd = _lock(out.parent / f".{out.name}.lock", f"--out {out}", "stop it, or choose another file with --out PATH")
     try:
         yield out

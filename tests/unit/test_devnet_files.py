@@ -73,8 +73,10 @@ def test_an_out_that_is_a_folder_is_refused_and_a_stale_file_removed(tmp_path: P
 def test_an_out_outside_the_workdir_is_held_so_another_devnet_cannot_overwrite_it(tmp_path: Path) -> None:
     out = tmp_path / "app" / "devnet.json"
     with hold_out(out, tmp_path / "work"):
+        out.write_text("{}")  # the first devnet's live file
         with pytest.raises(DevnetError) as refused, hold_out(out, tmp_path / "other-work"):
             pass
+        assert out.read_text() == "{}", "a refused devnet must not remove the live devnet.json"
         assert str(refused.value) == (
             f"--out {out} is in use by another devnet (PID {os.getpid()}): stop it, or choose another file with "
             "--out PATH"
