@@ -25,13 +25,13 @@ LOCK_NAME = "devnet.lock"
 PER_RUN_FILES = re.compile(r"node\d*\.(db|db-wal|db-shm|db-journal|toml)|deployment\.json|devnet\.json")
 
 
-def _lock(path: Path, what: str, advice: str) -> int:
+def _lock(path: Path, what: str, advice: str, unusable: str = "cannot use it") -> int:
     """Opens `path` and takes an exclusive `flock` on it, writing this PID there; returns the descriptor (closing it
     releases the lock). Raises `DevnetError` naming `what` and the holder's PID when another process holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise DevnetError(f"{what}: cannot use it ({exc.strerror})") from None
+        raise DevnetError(f"{what}: {unusable} ({exc.strerror})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -81,7 +81,12 @@ def hold_out(out: Path, workdir: Path) -> Iterator[Path]:
     except OSError as exc:
         raise DevnetError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     # The lock first: `check_writable`, run once both are held, removes a stale file, never another devnet's.
-    fd = _lock(out.parent / f".{out.name}.lock", f"--out {out}", "stop it, or choose another file with --out PATH")
+    fd = _lock(
+        out.parent / f".{out.name}.lock",
+        f"--out {out}",
+        "stop it, or choose another file with --out PATH",
+        unusable="cannot write there",
+    )
     try:
         yield out
     finally:
