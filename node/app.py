@@ -14,13 +14,14 @@ from eth_utils.address import to_checksum_address
 
 from node.api import server
 from node.api.auth import Clients
-from node.builder import Parts, build
+from node.builder import Parts, build, where_served
 from node.chain.contracts import CoordinatorAbi
 from node.chain.rpc import RpcPool, public_url
+from node.chain.standing import CoordinatorMismatch
 from node.chain.subscriptions import ManagerAbi, ManagerTarget
 from node.chain.tx import TxManager
 from node.config import NodeConfig, WalletConfig
-from node.errors import RpcUnavailable
+from node.errors import ConfigError, RpcUnavailable
 from node.jobs.store import JobStore
 from node.keys import load_account
 from node.retry import backoff_s, wait_set
@@ -78,6 +79,11 @@ class Node:
         chain_id = await self._wait_for_chain(rpc)
         if chain_id is None:
             return
+        if cfg.chain.chain_id is not None and chain_id != cfg.chain.chain_id:
+            raise ConfigError(
+                f"chain.chain_id: the RPC {public_url(rpc.url)} serves chain {chain_id}, not {cfg.chain.chain_id};"
+                " point chain.rpc_url at the right chain (or fix chain_id)"
+            )
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
         store = JobStore(
             cfg.store.path,
@@ -101,7 +107,7 @@ class Node:
                     stopping=self.stopping,
                     manager=manager,
                 )
-                if await self._start_sender(parts.txm):
+                if await self._check_coordinator(parts, chain_id) and await self._start_sender(parts.txm):
                     await self._run(parts, accounts, chain_id, coordinator, pruned)
         finally:
             store.close()
@@ -126,13 +132,7 @@ class Node:
                     )
                 log.info("status page on http://%s:%d/ (metrics: /metrics)", cfg.api.host, cfg.api.port)
             for route in p.routes.values():
-                if route.model.pipeline is not None:
-                    where = "the pipeline " + " -> ".join(route.model.pipeline)
-                elif route.model.transport == "http":
-                    where = str(route.model.url)
-                else:
-                    where = f"the MQTT pool at {cfg.mqtt.url}"  # type: ignore[union-attr]
-                log.info("serving %s via %s", route.model.name, where)
+                log.info("serving %s via %s", route.model.name, where_served(cfg, route.model))
             log.info(
                 "node %s up on chain %d, coordinator %s, store %s (%d old jobs pruned)",
                 ", ".join(a.address for a in accounts),
@@ -150,6 +150,8 @@ class Node:
                     tg.create_task(p.health.watch_containers(), name="health"),
                     tg.create_task(self._prune(p.store, cfg.store.retention_days), name="prune"),
                 ]
+                if p.health.standing is not None:
+                    intake.append(tg.create_task(p.health.standing.run(), name="standing"))
                 if p.intervals is not None:
                     intake.append(tg.create_task(p.intervals.run(), name="subscriptions"))
                 if p.metrics is not None:
@@ -205,6 +207,25 @@ class Node:
             await wait_set(self.stopping, delay)
             delay = min(30.0, delay * 2)
         return None
+
+    async def _check_coordinator(self, p: Parts, chain_id: int) -> bool:
+        """Checks that the coordinator address holds a Coordinator this node speaks, retrying with capped back-off
+        while the RPC fails; False if the node was stopped meanwhile. Raises `CoordinatorMismatch` (a `ConfigError`:
+        `infera run` exits 2 naming the address and what to give instead) when it does not."""
+        standing = p.health.standing
+        attempt = 0
+        while standing is not None and not self.stopping.is_set():
+            try:
+                await standing.check_identity(chain_id)
+                return True
+            except CoordinatorMismatch:
+                raise
+            except Exception as exc:  # an RPC failure: ask again, the answer decides
+                attempt += 1
+                delay = backoff_s(attempt, 1.0, 30.0)
+                log.error("cannot check the coordinator (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                await wait_set(self.stopping, delay)
+        return standing is None
 
     async def _start_sender(self, txm: TxManager) -> bool:
         """Starts the transaction manager (chain id, head, nonces, resumed transactions), retrying with capped

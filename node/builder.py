@@ -36,10 +36,11 @@ from node.chain.listener import Listener
 from node.chain.policy import TxPolicy
 from node.chain.provenance import Provenance
 from node.chain.reclaim import Finalizer, Reclaimer
-from node.chain.rpc import RpcPool
+from node.chain.rpc import RpcPool, public_url
+from node.chain.standing import DELIVERY_OVERHEAD_GAS, Standing
 from node.chain.subscriptions import ManagerTarget
 from node.chain.tx import TxManager
-from node.config import ChainConfig, ModelConfig, MqttConfig, NodeConfig
+from node.config import ETH_TOKEN, ChainConfig, ModelConfig, MqttConfig, NodeConfig
 from node.dispatch.calls import ModelRoute
 from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
@@ -52,6 +53,7 @@ from node.jobs.subscriptions import IntervalServer
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer
 from node.observability.metrics import Metrics, WatchedParts
+from node.observability.readiness import ReadinessCollector
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,8 @@ def build(
         {name: d.healthy for name, d in dispatchers.items()},
         max_lag_blocks=cfg.api.max_lag_blocks,
         max_silence_s=cfg.api.max_silence_s,
+        where={m.name: where_served(cfg, m) for m in cfg.models if m.name in dispatchers},
+        standing=standing_of(cfg, rpc, coordinator, [a.address for a in accounts]),
     )
     offchain = OffchainJobs(
         {r.model.name: r for r in routes.values()},
@@ -290,6 +294,32 @@ def build(
     return parts
 
 
+def where_served(cfg: NodeConfig, model: ModelConfig) -> str:
+    """Where `model` is computed, for logs and readiness: its container's URL, the MQTT pool, or its pipeline."""
+    if model.pipeline is not None:
+        return "the pipeline " + " -> ".join(model.pipeline)
+    if model.transport == "http":
+        return str(model.url)
+    return f"the MQTT pool at {public_url(cfg.mqtt.url) if cfg.mqtt else '?'}"
+
+
+def standing_of(cfg: NodeConfig, rpc: RpcPool, coordinator: str, addresses: list[str]) -> Standing:
+    """The node's on-chain standing reader: its keys, the tokens its served models accept (ETH always), and a
+    delivery's gas: `DELIVERY_OVERHEAD_GAS` plus the largest callback gas a served model accepts (the node pays it)."""
+    served = [m for m in cfg.models if m.served]
+    tokens = list(dict.fromkeys([ETH_TOKEN, *(t for m in served for t in m.accepted_payments)]))
+    callback = max((m.max_callback_gas for m in served), default=0)
+    return Standing(
+        rpc,
+        coordinator,
+        addresses,
+        tokens,
+        delivery_gas=DELIVERY_OVERHEAD_GAS + callback,
+        min_deliveries=cfg.api.min_deliveries_covered,
+        max_fee_per_gas_wei=cfg.chain.max_fee_per_gas_wei,
+    )
+
+
 def _api(
     cfg: NodeConfig,
     p: Parts,
@@ -302,6 +332,7 @@ def _api(
     """The HTTP API's application: /healthz, /readyz, /status and its page, /metrics, /info and the /v1 API."""
     assert p.metrics is not None
     p.metrics.watch(WatchedParts(p.store, p.rpc, p.listener, p.scheduler, p.txm, p.health))
+    ReadinessCollector(p.health, p.store, __version__).register(p.metrics.registry)
     view = status_api.StatusView(
         chain_id, coordinator, p.health, p.listener, p.store, p.scheduler, p.txm, p.metrics, p.trimmer
     )

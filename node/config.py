@@ -86,6 +86,9 @@ class ChainConfig(_Section):
         description="over a WebSocket, the logs are read again with eth_getLogs this often; the cursor moves only then",
     )
     coordinator_address: ContractAddress
+    chain_id: int | None = Field(
+        default=None, gt=0, description="the chain the node must be on: a mismatch stops it at start (absent: any)"
+    )
     subscription_manager_address: ContractAddress | None = Field(
         default=None, description="SubscriptionManager whose subscriptions this node serves (absent: none)"
     )
@@ -351,6 +354,11 @@ class ApiConfig(_Section):
     port: int = Field(default=8600, ge=0, le=65535, description="0: no HTTP server")
     max_lag_blocks: int = Field(default=20, ge=1, description="not ready while the listener trails more than this")
     max_silence_s: float = Field(default=120.0, gt=0, description="not ready when no block was seen for this long")
+    min_deliveries_covered: int = Field(
+        default=10,
+        ge=0,
+        description="not ready while a key's balance pays for fewer deliveries at the current gas price (0: off)",
+    )
     tokens: list[ApiToken] = Field(default=[], description="clients of /v1 (none: the job endpoints are off)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20, description="larger bodies get 413")
     max_batch: int = Field(default=64, ge=1, le=1024, description="jobs in one POST /v1/jobs/batch")

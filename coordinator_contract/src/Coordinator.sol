@@ -31,6 +31,10 @@ import {IVerifier} from "./interfaces/IVerifier.sol";
 ///   copied, after every state change: a reverting, gas-hungry or re-entrant consumer cannot revert a delivery or
 ///   cost the node more than the limit the consumer chose; a node cannot starve the callback (63/64 rule checked).
 contract Coordinator is CoordinatorCore, ICoordinator {
+    /// @notice What this contract is and its version, as "InferaCoordinator <semver>": a node checks it at start,
+    /// so a wrong `coordinator_address` (no code, the NodeRegistry, another contract) is refused, not served.
+    string public constant typeAndVersion = "InferaCoordinator 0.1.0";
+
     /// @notice The ConsensusModule this Coordinator deployed: it serves consensus requests (`IConsensus`) through
     /// this contract's `fallback`, by DELEGATECALL, in this contract's storage and escrow. A consensus request names it
     /// as its `verifier` in `RequestCreated`.

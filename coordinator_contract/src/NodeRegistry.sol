@@ -19,6 +19,8 @@ contract NodeRegistry is INodeRegistry {
         bool registered;
     }
 
+    /// @notice What this contract is and its version, as "InferaNodeRegistry <semver>" (see the Coordinator's).
+    string public constant typeAndVersion = "InferaNodeRegistry 0.1.0";
     /// @notice The account that approves verifiers and sets parameters.
     address public owner;
     /// @notice Smallest stake an active node holds, in wei.

@@ -14,6 +14,9 @@ import {ISubscriptionManager} from "./interfaces/ISubscriptionManager.sol";
 /// at once; limits and the protocol fee come from the Coordinator (the fee rate is frozen per subscription);
 /// callbacks are isolated as the Coordinator's are (exact gas, no return data copied).
 contract SubscriptionManager is ISubscriptionManager, Escrow {
+    /// @notice What this contract is and its version, as "InferaSubscriptionManager <semver>" (see the
+    /// Coordinator's).
+    string public constant typeAndVersion = "InferaSubscriptionManager 0.1.0";
     uint32 public constant MIN_PERIOD = 60;
     uint32 public constant MAX_PERIOD = 365 days;
     uint32 public constant MAX_INTERVALS = 100_000;

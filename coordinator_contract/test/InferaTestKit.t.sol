@@ -31,6 +31,12 @@ contract InferaTestKitTest is InferaTest {
         outputs[2] = abi.encode(c, uint256(0));
     }
 
+    /// @dev Each deployed contract names itself: the node refuses a `coordinator_address` that does not.
+    function testContractsNameTheirTypeAndVersion() public view {
+        assertEq(coordinator.typeAndVersion(), "InferaCoordinator 0.1.0");
+        assertEq(registry.typeAndVersion(), "InferaNodeRegistry 0.1.0");
+    }
+
     function testDeliverPaysTheNodeAndRunsTheCallback() public {
         SentimentConsumer consumer = new SentimentConsumer(address(coordinator), MODEL);
         uint256 id = consumer.askSentiment{value: 0.01 ether}("good");

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import importlib.resources
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from node import __version__
 from node.chain.listener import Listener
 from node.chain.rpc import public_url
+from node.chain.standing import iso_utc
 from node.chain.tx import TxManager
+from node.config import ETH_TOKEN
+from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
 from node.jobs.states import TERMINAL
 from node.jobs.store import JobStore
@@ -26,6 +30,7 @@ from node.observability.conditions import CONDITIONS
 from node.observability.health import Health
 from node.observability.memory import HeapTrimmer, rss_kib
 from node.observability.metrics import JOB_STATES, Metrics
+from node.observability.readiness import token_label
 
 #: Jobs listed on the page, newest first.
 LATEST_JOBS = 20
@@ -50,14 +55,19 @@ class StatusView:
     txm: TxManager
     metrics: Metrics
     trimmer: HeapTrimmer
+    #: Unix time the node started (for `started_at` and `uptime_s`).
+    started_at: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-ready: readiness, chain, wallets (wei as strings: they exceed JSON's exact integers), containers
-        (true healthy, false down, null not probed yet), jobs by state, queues and the latest jobs with their
-        latency (seen to settled, for settled ones), and the node's resident memory with what returning freed heap
-        to the OS after bursts gave back."""
+        """JSON-ready: version, start time and uptime (s); readiness with each check (`checks`: name → ok and its
+        problems); the on-chain `standing` (node/chain/standing.py `Standing.snapshot`); `fees_earned` (token → the
+        smallest units credited over the jobs the store keeps); chain; wallets (wei as strings: they exceed JSON's
+        exact integers); containers (true healthy, false down, null not probed yet) and where each is; jobs by
+        state, queues and the latest jobs with their latency (seen to settled, for settled ones) and ISO times; and
+        the node's resident memory with what returning freed heap to the OS after bursts gave back."""
         head = self.listener.head
-        problems = self.health.problems()
+        checks = self.health.checks()
+        problems = [line for lines in checks.values() for line in lines]
         counts = self.store.counts()
         latest = []
         for job in self.store.latest(LATEST_JOBS):
@@ -74,10 +84,13 @@ class StatusView:
                     "state": job["state"],
                     "latency_ms": round((job["updated_at"] - job["created_at"]) * 1000, 1) if settled else None,
                     "seen_at": job["created_at"],
+                    "seen_at_iso": iso_utc(job["created_at"]),
+                    "updated_at_iso": iso_utc(job["updated_at"]),
                     "tx_hash": job["tx_hash"],
                     "error": job["error"],
                     "callback_ok": None if job["callback_ok"] is None else bool(job["callback_ok"]),
                     "fee_earned": job["fee_earned"],
+                    "fee_token": None if job["token"] is None else token_label(job["token"]),
                     "verification": job["verification"],
                 }
             )
@@ -91,10 +104,19 @@ class StatusView:
                     "as_of_block": None if balance is None else balance.as_of_block,
                 }
             )
+        standing = self.health.standing
+        earned = Outcomes(self.store).earned_by_token()
+        earned.setdefault(ETH_TOKEN, 0)
         return {
             "time": time.time(),
+            "version": __version__,
+            "started_at": iso_utc(self.started_at),
+            "uptime_s": round(time.time() - self.started_at, 1),
             "ready": not problems,
             "problems": problems,
+            "checks": {name: {"ok": not lines, "problems": lines} for name, lines in checks.items()},
+            "standing": None if standing is None else standing.snapshot(),
+            "fees_earned": {token_label(t): str(v) for t, v in sorted(earned.items())},
             "conditions": CONDITIONS.problems(),  # everything wrong now, blocking readiness or not
             "chain": {
                 "chain_id": self.chain_id,
@@ -108,6 +130,7 @@ class StatusView:
             },
             "wallets": wallets,
             "containers": {name: self.health.containers.get(name) for name in self.health.probes},
+            "container_urls": {name: self.health.where.get(name) for name in self.health.probes},
             "jobs": {state: counts.get(state, 0) for state in (*JOB_STATES, *sorted(set(counts) - set(JOB_STATES)))},
             "queue": {"compute": self.scheduler.waiting, "send": self.txm.queued},
             "running": self.scheduler.running,

@@ -161,3 +161,18 @@ class Outcomes:
             ),
         )
         return [int(r[0]) for r in rows]
+
+    def earned_by_token(self) -> dict[str, int]:
+        """The fees credited to this node, summed by payment token (checksummed; the zero address for ETH) in the
+        token's smallest unit, over the jobs the store keeps (`store.retention_days`: pruned jobs drop out)."""
+        rows = self._store.execute(
+            "SELECT json_extract(j.request, '$.token'), o.fee_earned FROM outcomes o JOIN jobs j"
+            " ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator AND o.request_id = j.request_id"
+            " AND o.interval = j.interval WHERE o.chain_id=? AND o.coordinator IN (?,?) AND o.fee_earned IS NOT NULL",
+            self._store.scope,
+        )
+        earned: dict[str, int] = {}
+        for token, fee in rows:
+            if isinstance(token, str) and str(fee).isdigit():
+                earned[token] = earned.get(token, 0) + int(fee)
+        return earned

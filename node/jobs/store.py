@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sqlite3
@@ -91,6 +92,14 @@ class JobStore:
         self.call_hashes: set[str] = self.call_tx_hashes()
         #: Requests seen again (backfill overlap, reconnects) and dropped by `record_requests`.
         self.duplicates = 0
+        #: Jobs this process moved to a final state, by state (`infera_jobs_finished_total`).
+        self.finished: collections.Counter[str] = collections.Counter()
+
+    @property
+    def scope(self) -> tuple[int, str, str]:
+        """(chain id, coordinator, manager or coordinator): the `chain_id=? AND coordinator IN (?,?)` arguments of
+        this store's rows (lower-case addresses)."""
+        return self._scope
 
     def close(self) -> None:
         self._db.close()
@@ -243,6 +252,8 @@ class JobStore:
         """Moves `job` to `state`, setting `fields` (attempts, output, failure, tx_hash, nonce, error) in the
         same commit. Raises `IllegalTransition` (nothing written) for a move `states.TRANSITIONS` does not allow."""
         check(job.request_id, job.state, state)
+        if state in TERMINAL and job.state not in TERMINAL:
+            self.finished[state] += 1
         for name, value in fields.items():
             setattr(job, name, value)
         job.state = state
@@ -286,7 +297,7 @@ class JobStore:
             check(rid, JobState(row[3]), JobState.ORPHANED)
         with self.transaction() as db:
             self.subscriptions.forget_from(block_number)  # their logs are read again on the new branch
-            for rid in orphaned:
+            for rid, row in zip(orphaned, rows, strict=True):
                 db.execute(
                     "UPDATE jobs SET state=?, error=?, updated_at=? WHERE chain_id=? AND coordinator=?"
                     " AND request_id=? AND interval=?",
@@ -295,6 +306,8 @@ class JobStore:
                 live = self._live.pop(rid, None)
                 if live is not None:
                     live.state = JobState.ORPHANED
+                if JobState(row[3]) not in TERMINAL:
+                    self.finished[JobState.ORPHANED] += 1
         return orphaned
 
     def _job_id(self, request_id: str, interval: int, coordinator: str) -> int:
@@ -474,12 +487,14 @@ class JobStore:
     def latest(self, n: int) -> list[dict[str, Any]]:
         """The `n` newest jobs (by when their request was recorded; this chain and coordinator), newest first, each
         with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, the wall times it
-        was recorded and last changed, and its outcome (`callback_ok`, `fee_earned`, `verification`); an interval's
-        job has `subscription_id` (a string) and `interval` too (its `request_id` is None). Walks the table from its
-        newest row (no index, no sort): a fraction of a millisecond however many jobs the store holds."""
+        was recorded and last changed, its payment `token`, and its outcome (`callback_ok`, `fee_earned`,
+        `verification`); an interval's job has `subscription_id` (a string) and `interval` too (its `request_id` is
+        None). Walks the table from its newest row (no index, no sort): a fraction of a millisecond however many jobs
+        the store holds."""
         rows = self._db.execute(
             "SELECT j.request_id, j.model, j.state, j.tx_hash, j.error, j.created_at, j.updated_at, j.coordinator,"
-            " j.interval, o.callback_ok, o.fee_earned, o.verification FROM (SELECT rowid AS row, * FROM jobs"
+            " j.interval, o.callback_ok, o.fee_earned, o.verification, json_extract(j.request, '$.token')"
+            " FROM (SELECT rowid AS row, * FROM jobs"
             " NOT INDEXED WHERE chain_id=? AND coordinator IN (?,?) ORDER BY rowid DESC LIMIT ?) j LEFT JOIN outcomes o"
             " ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator AND o.request_id = j.request_id"
             " AND o.interval = j.interval ORDER BY j.row DESC",
@@ -489,7 +504,7 @@ class JobStore:
         found = []
         for row in rows:
             job = dict(zip(keys, row[:7], strict=True))
-            job.update(callback_ok=row[9], fee_earned=row[10], verification=row[11])
+            job.update(callback_ok=row[9], fee_earned=row[10], verification=row[11], token=row[12])
             if self.manager is not None and row[7] == self.manager:
                 job.update(request_id=None, subscription_id=row[0], interval=int(row[8]))
             found.append(job)

@@ -3,6 +3,7 @@ delivered requests through the echo container on a real anvil."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from node import __version__
 from node.devnet import wait_until
+from node.devnet.deployment import DEVNET_MIN_STAKE_WEI
+from node.observability.health import CHECKS
 from node.observability import memory
 from tests.e2e.test_metrics import MODEL, REQUESTS, EchoNode, echo_node
 
 CHROMIUM = Path("/usr/bin/chromium")
+ETH = "0x" + "00" * 20
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +32,8 @@ class Page(HTMLParser):
         self.by_id: dict[str, str] = {}
         self.refreshes = 0
         self.containers: dict[str, str] = {}  # model → health word
+        self.checks: dict[str, str] = {}  # readiness check → verdict word ("ok", "failing")
+        self.why: dict[str, list[str]] = {}  # readiness check → its problem lines
         self.wallets: list[dict[str, str]] = []
         self.jobs: list[dict[str, str]] = []
         self._open: list[tuple[str, str | None, str | None, dict[str, str | None]]] = []  # tag, id, class, attrs
@@ -56,6 +63,12 @@ class Page(HTMLParser):
             self.jobs[-1][cls.split()[0]] = data.strip()
         elif cls and self._inside("wallets") and self.wallets:
             self.wallets[-1][cls.split()[0]] = data.strip()
+        elif cls and self._inside("checks") and cls.split()[0] in ("verdict", "why"):
+            check = str(next(a.get("data-check") for t, _, _, a in reversed(self._open) if t == "li"))
+            if cls.startswith("verdict"):
+                self.checks[check] = data.strip()
+            else:
+                self.why.setdefault(check, []).append(data.strip())
         elif cls and cls.startswith("health") and self._inside("containers"):
             model = next(a.get("data-model") for t, _, _, a in reversed(self._open) if t == "li")
             self.containers[str(model)] = data.strip()
@@ -108,7 +121,10 @@ def test_page_shows_head_wallet_containers_and_delivered_jobs(echo: EchoNode, tm
         balance = eth(w3.eth.get_balance(address))
         if page.by_id.get("ready") != "ready" or page.containers.get(MODEL) == "checking":
             return None
-        return page if page.wallets == [{"address": address, "balance": balance}] else None
+        shown = [(w["address"], w["balance"]) for w in page.wallets]
+        # the standing (stake, unclaimed fees) is re-read every 15 s: until then it may predate the deliveries
+        unclaimed = eth(echo.dev.deployment.coordinator.functions.balanceOf(ETH, address).call())  # type: ignore[union-attr]
+        return page if shown == [(address, balance)] and page.by_id.get("unclaimed") == unclaimed else None
 
     page = wait_until(
         shown, timeout_s=60, what="the page to show the node's status and balance", alive=echo.node.check_alive
@@ -128,3 +144,18 @@ def test_page_shows_head_wallet_containers_and_delivered_jobs(echo: EchoNode, tm
     rss_mb = rss_kib / 1024
     assert abs(shown_mb - rss_mb) < 0.2 * rss_mb, (shown_mb, rss_mb)  # the node's own resident memory, in MB
     assert page.refreshes >= 2  # it redraws itself from /status, without a reload
+    # What the node earns: its registry standing, and the fees of the deliveries, as the chain has them.
+    coordinator = echo.dev.deployment.coordinator  # type: ignore[union-attr]
+    unclaimed = coordinator.functions.balanceOf(ETH, address).call()
+    assert unclaimed > 0
+    assert page.checks == dict.fromkeys(CHECKS, "ok"), page.why
+    (key,) = page.wallets
+    assert (key["registry"], key["stake"]) == ("active", eth(DEVNET_MIN_STAKE_WEI)), key
+    assert int(key["covered"]) >= 10, key
+    assert page.by_id["unclaimed"] == eth(unclaimed)  # nothing claimed yet: all it earned is still held
+    assert page.by_id["earned"] == eth(unclaimed)
+    fees = [row["fee"] for row in page.jobs]
+    assert all(f.endswith(" ETH") and f != eth(0) for f in fees), fees
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row["seen"]) for row in page.jobs), page.jobs
+    assert page.by_id["version"] == f"version {__version__}"
+    assert page.by_id["uptime"].startswith("up ")

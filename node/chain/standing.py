@@ -1,0 +1,269 @@
+"""The node's standing on-chain: whether `coordinator_address` holds our Coordinator, whether each key is registered,
+active and staked at the registry's minimum, whether its balance pays for enough deliveries at the current gas price,
+and what the coordinator holds for it. These decide whether a node that runs can also earn.
+
+Read once at start (`check_identity`: a wrong coordinator stops `infera run`, it is never "served") and every
+`STANDING_REFRESH_S` after (`Standing.run`), for `/readyz`, `/status` and `/metrics`. Every read is a raw `eth_call`
+decoded with eth-abi, so an absurd answer fails one read (the previous standing is kept and the failure shown), never
+the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from node.chain.rpc import RpcPool
+from node.config import ETH_TOKEN
+from node.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the registry, the balances and the gas price.
+STANDING_REFRESH_S = 15.0
+#: What our Coordinator answers to `typeAndVersion()`, before its version.
+COORDINATOR_TYPE = "InferaCoordinator"
+#: The Coordinator major versions this node speaks (semver: a new major may change the events or `deliver`).
+SUPPORTED_MAJORS = frozenset({0})
+#: Gas of one delivery besides the consumer's callback: `deliver`'s own work, measured at 117,000-131,000 gas in
+#: coordinator_contract/.gas-snapshot (a single delivery with its event and payment), rounded up.
+DELIVERY_OVERHEAD_GAS = 150_000
+#: What the other Infera contracts answer to `typeAndVersion()`, with what to do when one is given as the coordinator.
+_OTHER_TYPES = {
+    "InferaNodeRegistry": "the NodeRegistry, not the Coordinator",
+    "InferaSubscriptionManager": "the SubscriptionManager, not the Coordinator",
+}
+
+
+class CoordinatorMismatch(ConfigError):
+    """`chain.coordinator_address` does not hold a Coordinator this node can serve (no code, another contract, an
+    unsupported version): raised at start, so the node stops instead of running ready and earning nothing."""
+
+
+def iso_utc(unix_s: float) -> str:
+    """`unix_s` (seconds) as ISO-8601 UTC to the second, e.g. `2026-12-05T08:30:00Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
+
+
+def _selector(signature: str) -> str:
+    return "0x" + keccak(text=signature)[:4].hex()
+
+
+def identify(address: str, chain_id: int, code: bytes, type_and_version: str | None) -> str | None:
+    """None when the contract at `address` (its runtime `code`, and its `typeAndVersion()` answer or None when the
+    call reverted or answered no string) is a Coordinator of a supported version; else the problem, one line that
+    says what to do."""
+    where = f"chain.coordinator_address: {address} on chain {chain_id}"
+    fix = "give the Coordinator's address (`infera deploy` prints it as coordinator=...; devnet: devnet.json)"
+    if not code:
+        return f"{where} holds no contract (wrong address, or an RPC of another chain?); {fix}"
+    if type_and_version is None:
+        return f"{where} is not an Infera Coordinator (it does not answer typeAndVersion()); {fix}"
+    kind, _, version = type_and_version.partition(" ")
+    if kind in _OTHER_TYPES:
+        return f"{where} is {_OTHER_TYPES[kind]}; {fix}"
+    if kind != COORDINATOR_TYPE:
+        return f"{where} is not an Infera Coordinator (typeAndVersion() is {type_and_version[:80]!r}); {fix}"
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) not in SUPPORTED_MAJORS:
+        supported = ", ".join(f"{m}.x" for m in sorted(SUPPORTED_MAJORS))
+        return (
+            f"{where} is {type_and_version[:80]!r}, a version this node does not speak (it speaks {supported});"
+            " upgrade the node (pip install -U infera) or point it at a supported Coordinator"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class KeyStanding:
+    """One node key at one read: its registry record (stake in wei, `unlock_at` a Unix time, 0 while bonded), its
+    ether balance in wei, and how many deliveries that balance pays for at the gas price of the read."""
+
+    address: str
+    active: bool
+    stake_wei: int
+    unlock_at: int
+    balance_wei: int
+    deliveries_covered: int
+
+    def problem(self, min_stake_wei: int) -> str | None:
+        """Why this key cannot earn, with what to do; None when it is active."""
+        if self.active:
+            return None
+        if self.unlock_at:
+            return (
+                f"{self.address} is unbonding (its stake unlocks at {iso_utc(self.unlock_at)}):"
+                " it cannot serve; `infera node withdraw` after that, then `infera node register` again"
+            )
+        if self.stake_wei == 0:
+            return (
+                f"{self.address} is not registered in the NodeRegistry: fund it, then run `infera node register`"
+                f" (stakes the minimum, {min_stake_wei / 1e18:g} ETH)"
+            )
+        missing = (min_stake_wei - self.stake_wei) / 1e18
+        return (
+            f"{self.address} has a stake of {self.stake_wei / 1e18:g} ETH, below the registry's minimum"
+            f" {min_stake_wei / 1e18:g} ETH: run `infera node stake --amount {missing:g}eth`"
+        )
+
+
+@dataclass
+class Standing:
+    """Reads the node's standing now and then (`run`) and says what keeps it from earning (`problems`).
+
+    `addresses`: the node's keys (checksummed); `tokens`: the payment tokens whose unclaimed fees are shown (the zero
+    address for ETH); `delivery_gas`: gas one delivery costs the node, its callback included; `min_deliveries`: a key
+    whose balance pays for fewer deliveries at the current gas price (capped at `max_fee_per_gas_wei`) keeps the node
+    from being ready (0: not checked)."""
+
+    rpc: RpcPool
+    coordinator: str
+    addresses: Sequence[str]
+    tokens: Sequence[str]
+    delivery_gas: int
+    min_deliveries: int
+    max_fee_per_gas_wei: int
+    registry: str | None = None
+    #: The Coordinator's `typeAndVersion()`, once `check_identity` passed.
+    type_and_version: str | None = None
+    min_stake_wei: int | None = None
+    gas_price_wei: int | None = None
+    keys: dict[str, KeyStanding] = field(default_factory=dict)
+    #: token → unclaimed fees in the token's smallest unit, summed over the node's keys (Coordinator's `balanceOf`).
+    unclaimed: dict[str, int] = field(default_factory=dict)
+    #: Unix time of the last complete read (None before the first).
+    as_of: float | None = None
+    #: Why the last read failed (None when it did not): the standing shown is then the one of `as_of`.
+    read_error: str | None = None
+
+    async def _call(
+        self, to: str, signature: str, types: Sequence[str], args: Sequence[Any], out: Sequence[str]
+    ) -> Any:
+        data = _selector(signature) + abi_encode(list(types), list(args)).hex()
+        answer = await self.rpc.request("eth_call", [{"to": to, "data": data}, "latest"])
+        if not isinstance(answer, str) or not answer.startswith("0x"):
+            raise ValueError(f"eth_call {signature} answered {str(answer)[:60]!r}, not hex")
+        values = abi_decode(list(out), bytes.fromhex(answer[2:]))
+        return values[0] if len(out) == 1 else values
+
+    async def check_identity(self, chain_id: int) -> None:
+        """Reads the coordinator's code and `typeAndVersion()`, and its registry. Raises `CoordinatorMismatch` when
+        the address holds no Coordinator of a supported version (what the node then says, and stops); an RPC failure
+        raises what the RPC pool raises (the caller retries)."""
+        code = await self.rpc.request("eth_getCode", [self.coordinator, "latest"])
+        code_bytes = bytes.fromhex(code[2:]) if isinstance(code, str) and code.startswith("0x") else b""
+        named: str | None = None
+        if code_bytes:
+            try:
+                named = str(await self._call(self.coordinator, "typeAndVersion()", [], [], ["string"]))
+            except Exception:  # a revert or an answer that is not a string: not ours
+                named = None
+        problem = identify(self.coordinator, chain_id, code_bytes, named)
+        if problem is not None:
+            raise CoordinatorMismatch(problem)
+        self.type_and_version = named
+        self.registry = to_checksum_address(await self._call(self.coordinator, "registry()", [], [], ["address"]))
+        log.info("coordinator %s is %s; registry %s", self.coordinator, named, self.registry)
+
+    async def refresh(self) -> None:
+        """Reads the minimum stake, the gas price, and for each key its registry record, balance and unclaimed fees.
+        On any failure the previous standing is kept and `read_error` says why."""
+        try:
+            if self.registry is None:
+                raise ValueError("the coordinator's registry is not known yet")
+            min_stake = int(await self._call(self.registry, "minStake()", [], [], ["uint256"]))
+            price = int(await self.rpc.request("eth_gasPrice", []), 16)
+            price = max(1, min(price, self.max_fee_per_gas_wei))
+            keys: dict[str, KeyStanding] = {}
+            unclaimed = dict.fromkeys(self.tokens, 0)
+            for address in self.addresses:
+                active = bool(await self._call(self.registry, "isActive(address)", ["address"], [address], ["bool"]))
+                stake = int(await self._call(self.registry, "stakeOf(address)", ["address"], [address], ["uint256"]))
+                unlock = int(await self._call(self.registry, "unlockAt(address)", ["address"], [address], ["uint64"]))
+                balance = int(await self.rpc.request("eth_getBalance", [address, "latest"]), 16)
+                keys[address] = KeyStanding(
+                    address, active, stake, unlock, balance, balance // (price * self.delivery_gas)
+                )
+                for token in self.tokens:
+                    unclaimed[token] += int(
+                        await self._call(
+                            self.coordinator,
+                            "balanceOf(address,address)",
+                            ["address", "address"],
+                            [token, address],
+                            ["uint256"],
+                        )
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any RPC answer: shown as stale standing, never a crash
+            if self.read_error is None:
+                log.warning("cannot read the node's standing on-chain: %s: %s", type(exc).__name__, exc)
+            self.read_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return
+        for address, key in keys.items():
+            old = self.keys.get(address)
+            if old is None or old.active != key.active:
+                say = log.info if key.active else log.error
+                say("%s: %s", address, "active in the registry" if key.active else key.problem(min_stake))
+        self.min_stake_wei, self.gas_price_wei, self.keys, self.unclaimed = min_stake, price, keys, unclaimed
+        self.as_of, self.read_error = time.time(), None
+
+    async def run(self, interval_s: float = STANDING_REFRESH_S) -> None:
+        """Refreshes now and then every `interval_s` seconds, until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(interval_s)
+
+    def problems(self) -> dict[str, list[str]]:
+        """What keeps the node from earning, by readiness check (`stake`, `balance`), one line each; a check with no
+        line passes. Before the first read both checks fail with "not read yet"."""
+        if self.as_of is None:
+            why = f"standing not read yet ({self.read_error})" if self.read_error else "standing not read yet"
+            return {"stake": [why], "balance": [why]}
+        stake = [p for k in self.keys.values() if (p := k.problem(self.min_stake_wei or 0)) is not None]
+        balance = []
+        if self.min_deliveries:
+            for key in self.keys.values():
+                if key.deliveries_covered < self.min_deliveries:
+                    balance.append(
+                        f"{key.address} holds {key.balance_wei / 1e18:.6g} ETH: {key.deliveries_covered} deliveries at"
+                        f" {(self.gas_price_wei or 0) / 1e9:.3g} gwei x {self.delivery_gas} gas, fewer than"
+                        f" api.min_deliveries_covered = {self.min_deliveries}; send it ETH"
+                    )
+        return {"stake": stake, "balance": balance}
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready (wei as decimal strings): `coordinator` (its typeAndVersion), `registry`, `min_stake_wei`,
+        `gas_price_wei`, `delivery_gas`, `keys` (address → active, stake_wei, unlock_at, balance_wei,
+        deliveries_covered), `unclaimed` (token → smallest units; `ETH` for the zero address), `as_of` (Unix time)
+        and `read_error`."""
+        return {
+            "coordinator": self.type_and_version,
+            "registry": self.registry,
+            "min_stake_wei": None if self.min_stake_wei is None else str(self.min_stake_wei),
+            "gas_price_wei": None if self.gas_price_wei is None else str(self.gas_price_wei),
+            "delivery_gas": self.delivery_gas,
+            "keys": {
+                a: {
+                    "active": k.active,
+                    "stake_wei": str(k.stake_wei),
+                    "unlock_at": k.unlock_at or None,
+                    "balance_wei": str(k.balance_wei),
+                    "deliveries_covered": k.deliveries_covered,
+                }
+                for a, k in self.keys.items()
+            },
+            "unclaimed": {("ETH" if t == ETH_TOKEN else t): str(v) for t, v in self.unclaimed.items()},
+            "as_of": self.as_of,
+            "read_error": self.read_error,
+        }
