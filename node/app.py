@@ -58,6 +58,8 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stopping = asyncio.Event()
+        #: What the node waits for before its chain answers (the one problem of `/readyz` until then).
+        self.waiting_for = "starting: connecting to the chain"
 
     async def serve(self) -> None:
         """Runs until SIGINT/SIGTERM (or `stopping` is set), then shuts down in order."""
@@ -76,7 +78,14 @@ class Node:
                 ManagerAbi.from_artifacts(cfg.chain.artifacts_dir),
             )
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
-        chain_id = await self._wait_for_chain(rpc)
+        waiting = None
+        if cfg.api.port:  # /healthz answers while the chain does not
+            waiting = await server.start(server.waiting_app(lambda: self.waiting_for), cfg.api.host, cfg.api.port)
+        try:
+            chain_id = await self._wait_for_chain(rpc)
+        finally:
+            if waiting is not None:
+                await waiting.cleanup()
         if chain_id is None:
             return
         if cfg.chain.chain_id is not None and chain_id != cfg.chain.chain_id:
@@ -194,6 +203,7 @@ class Node:
             try:
                 return int(await rpc.call("eth_chainId", lambda w3: w3.eth.chain_id))
             except RpcUnavailable as exc:
+                self.waiting_for = f"RPC unreachable ({', '.join(public_url(u) for u in rpc.urls)}): {exc}"
                 log.error(
                     "chain.rpc_url: cannot reach %s (%s); retrying in %.0f s",
                     ", ".join(public_url(u) for u in rpc.urls),
@@ -201,6 +211,7 @@ class Node:
                     delay,
                 )
             except Exception as exc:  # any answer at all: the node waits for a usable one, it never exits on it
+                self.waiting_for = f"RPC {public_url(rpc.url)} answered eth_chainId with {type(exc).__name__}"
                 log.error(
                     "chain.rpc_url: eth_chainId answered %s: %s; retrying in %.0f s", type(exc).__name__, exc, delay
                 )

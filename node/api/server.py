@@ -48,6 +48,21 @@ def make_app(
     return app
 
 
+def waiting_app(reason: Callable[[], str]) -> web.Application:
+    """The API while the node waits for its chain (before anything else is built): `/healthz` answers 200 (the
+    process is alive), `/readyz` and `/status` 503 with `reason()` as the one problem."""
+    app = web.Application()
+
+    async def not_yet(request: web.Request) -> web.Response:
+        line = reason()
+        return web.json_response({"ready": False, "problems": [line], "starting": True}, status=503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", not_yet)
+    app.router.add_get("/status", not_yet)
+    return app
+
+
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serves `app` on `host`:`port` (raises OSError when the port is taken); returns the runner to clean up."""
     runner = web.AppRunner(app, access_log=None)

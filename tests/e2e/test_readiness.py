@@ -262,3 +262,21 @@ def test_a_key_without_eth_for_deliveries_is_not_ready_until_funded(chain: Chain
     assert value(samples, "infera_jobs_finished_total", state="confirmed") == 1
     assert value(samples, "infera_jobs_finished_total", state="failed") == 1
     dev.stop(proc)
+
+
+def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = chain.dev.write_node_config({MODEL: chain.echo_url}, name="no-rpc", rpc_url=dead, ws_url="")
+    proc = chain.dev.start_node(config, name="no-rpc")
+    api = f"http://127.0.0.1:{chain.dev.api_port}"
+    wait_until(lambda: _answers(f"{api}/healthz"), timeout_s=60, what="/healthz 200", alive=proc.check_alive)
+
+    def said() -> tuple[int, dict[str, Any]] | None:
+        got = readyz(api)  # "starting: connecting to the chain" until the first try has failed
+        return got if got is not None and "RPC unreachable" in str(got[1]["problems"]) else None
+
+    status, body = wait_until(said, timeout_s=60, what="/readyz to name the RPC", alive=proc.check_alive)
+    assert status == 503
+    (line,) = body["problems"]
+    assert dead in line, line
+    assert chain.dev.stop(proc) == 0  # SIGTERM while waiting: a clean stop
