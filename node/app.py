@@ -90,8 +90,8 @@ class Node:
             return
         if cfg.chain.chain_id is not None and chain_id != cfg.chain.chain_id:
             raise ConfigError(
-                f"chain.chain_id: the RPC {public_url(rpc.url)} serves chain {chain_id}, not {cfg.chain.chain_id};"
-                " point chain.rpc_url at the right chain (or fix chain_id)"
+                f"chain.rpc_url: {public_url(rpc.url)} serves chain {chain_id}, but chain.chain_id says chain"
+                f" {cfg.chain.chain_id}; point chain.rpc_url at the right chain (or fix chain_id)"
             )
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
         store = JobStore(

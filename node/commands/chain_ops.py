@@ -24,6 +24,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from node.chain.contracts import load_artifact, model_id
 from node.chain.reverts import ErrorCatalog, revert_data
 from node.chain.rpc import public_url
+from node.chain.standing import identify
 from node.commands.console import spinner
 from node.errors import InferaError
 
@@ -285,22 +286,21 @@ class Contracts:
 
 
 def open_contracts(w3: Web3, coordinator_address: str, artifacts_dir: Path | None = None) -> Contracts:
-    """The coordinator at `coordinator_address` and the registry it uses; `OpsError` if there is no contract."""
-    if not w3.eth.get_code(Web3.to_checksum_address(coordinator_address)):
-        raise OpsError(
-            f"chain.coordinator_address: no contract at {coordinator_address} on chain {w3.eth.chain_id}: "
-            "wrong address, or an RPC of another chain?"
-        )
-    coordinator = w3.eth.contract(
-        address=Web3.to_checksum_address(coordinator_address), abi=load_artifact("Coordinator", artifacts_dir).abi
-    )
-    try:
-        registry_address = coordinator.functions.registry().call()
-    except Exception:
-        raise OpsError(
-            f"chain.coordinator_address: the contract at {coordinator_address} is not an Infera coordinator "
-            "(it has no registry())"
-        ) from None
+    """The coordinator at `coordinator_address` and the registry it uses; `OpsError` (the node's own words,
+    node/chain/standing.py `identify`) when the address holds no Coordinator this version speaks."""
+    address = Web3.to_checksum_address(coordinator_address)
+    code = bytes(w3.eth.get_code(address))
+    coordinator = w3.eth.contract(address=address, abi=load_artifact("Coordinator", artifacts_dir).abi)
+    named: str | None = None
+    if code:
+        try:
+            named = str(coordinator.functions.typeAndVersion().call())
+        except Exception:  # a revert or an answer that is not a string: not ours
+            named = None
+    problem = identify(address, int(w3.eth.chain_id), code, named)
+    if problem is not None:
+        raise OpsError(problem)
+    registry_address = coordinator.functions.registry().call()
     registry = w3.eth.contract(address=registry_address, abi=load_artifact("NodeRegistry", artifacts_dir).abi)
     return Contracts(w3, coordinator, registry, Reverts(artifacts_dir))
 

@@ -90,8 +90,9 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
             report.problems.append(f"{key}: {exc}")
     if not ids:
         return
-    expected = chain_id
-    source = "--chain-id"
+    expected, source = chain_id, "--chain-id"
+    if expected is None and chain.chain_id is not None:
+        expected, source = chain.chain_id, "chain.chain_id"
     if expected is None and cfg.store.path.exists():
         stored = {c for c, a in JobStore.scopes(cfg.store.path) if a == chain.coordinator_address.lower()}
         if len(stored) == 1:

@@ -138,7 +138,7 @@ def test_a_wrong_coordinator_or_chain_stops_infera_run_with_the_reason(chain: Ch
         "registry": (d.registry.address, "is the NodeRegistry, not the Coordinator"),
         "subscription manager": (d.subscriptions.address if d.subscriptions else "", "SubscriptionManager"),
         "consumer": (d.consumer.address, "is not an Infera Coordinator"),
-        "other chain": (d.coordinator.address, "serves chain 31337, not 1"),
+        "other chain": (d.coordinator.address, "serves chain 31337, but chain.chain_id says chain 1"),
     }[which]
     extra: dict[str, Any] = {"chain_id": 1} if which == "other chain" else {}
     config = dev.write_node_config({MODEL: chain.echo_url}, name="wrong", **extra)
@@ -153,6 +153,9 @@ def test_a_wrong_coordinator_or_chain_stops_infera_run_with_the_reason(chain: Ch
     if which != "other chain":
         assert "infera deploy" in last  # says where the right address comes from
     assert dev.w3.eth.get_transaction_count(dev.node_account.address) == nonce  # nothing was sent
+    checked = cli(dev, dev.node_account, "config", "check", "--config", str(config), "--online")
+    assert checked.returncode != 0
+    assert said in checked.stdout + checked.stderr  # the online check says the same, in the same words
 
 
 # ------------------------------------------------------------------------------------- keys that cannot earn
