@@ -4,6 +4,8 @@ section that exists."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,6 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from eth_account import Account
+
+from node.keys import encrypt_key
+from tests.unit.test_config import fill_placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "config" / "docker-compose.yaml"
@@ -83,8 +89,10 @@ def test_systemd_unit_is_hardened() -> None:
     assert security_exposure(ROOT / "config" / "infera-node.service") <= 3.0
     text = (ROOT / "config" / "infera-node.service").read_text()
     assert "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n" in text
-    assert "\nIPAddressDeny=" not in text and "\nPrivateNetwork=" not in text  # it must reach its RPC providers
-    assert "StateDirectory=infera\n" in text and "ReadWritePaths=/var/lib/infera\n" in text
+    assert "\nIPAddressDeny=" not in text
+    assert "\nPrivateNetwork=" not in text
+    assert "StateDirectory=infera\n" in text
+    assert "ReadWritePaths=/var/lib/infera\n" in text
 
 
 def test_security_rating_tells_hardening_apart(tmp_path: Path) -> None:
@@ -167,8 +175,45 @@ def test_every_alert_says_what_to_do_and_links_its_runbook() -> None:
     for name, rule in alert_rules().items():
         annotations = rule["annotations"]
         assert isinstance(annotations, dict)
-        assert annotations["summary"] and annotations["description"], name
+        assert annotations["summary"], name
+        assert annotations["description"], name
         page, _, anchor = annotations["runbook_url"].partition("#")
         assert page == "docs/OPERATORS.md", name
         assert anchor in anchors, f"{name}: docs/OPERATORS.md has no section #{anchor}"
         assert rule["labels"]["severity"] in ("warning", "critical"), name  # type: ignore[index]
+
+
+def config_check(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`infera config check` as an operator runs it, in a process with only `env` (and PATH/PYTHONPATH) set."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME")}
+    command = [sys.executable, "-m", "node.cli", "config", "check", "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, env={**base, **env}, cwd=ROOT)
+
+
+def test_public_chain_example_passes_config_check_with_the_cli_password_path(tmp_path: Path) -> None:
+    """config/node.example.toml, placeholders filled in, passes `infera config check` when run outside the service
+    the way docs/OPERATORS.md says: the keystore password file's path given by INFERA_WALLET__KEYSTORE_PASSWORD_FILE
+    (the file's own path names the service's credential, which exists only inside the service)."""
+    account = Account.create()
+    keystore, password = tmp_path / "node-key.json", tmp_path / "keystore.password"
+    keystore.write_text(json.dumps(encrypt_key(account.key, "operator password", scrypt_n=2**4)))
+    password.write_text("operator password\n")
+    password.chmod(0o600)
+    config = tmp_path / "node.toml"
+    config.write_text(fill_placeholders((ROOT / "config" / "node.example.toml").read_text()))
+
+    without = config_check(config, {"INFERA_WALLET__KEYSTORE_PATH": str(keystore)})
+    assert without.returncode == 1
+    assert "/run/credentials/infera-node.service/keystore-password does not exist" in without.stdout + without.stderr
+
+    env = {"INFERA_WALLET__KEYSTORE_PATH": str(keystore), "INFERA_WALLET__KEYSTORE_PASSWORD_FILE": str(password)}
+    result = config_check(config, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert account.address in result.stdout
+
+
+def test_devnet_example_passes_config_check() -> None:
+    key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's account 1
+    result = config_check(ROOT / "config" / "devnet.toml", {"INFERA_PRIVATE_KEY": key})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Account.from_key(key).address in result.stdout
