@@ -217,3 +217,21 @@ def test_devnet_example_passes_config_check() -> None:
     result = config_check(ROOT / "config" / "devnet.toml", {"INFERA_PRIVATE_KEY": key})
     assert result.returncode == 0, result.stdout + result.stderr
     assert Account.from_key(key).address in result.stdout
+
+
+def test_dashboard_is_valid_and_its_panels_do_not_overlap() -> None:
+    """config/grafana-dashboard.json loads, its panel ids are unique and no two panels share a grid cell (Grafana
+    would move one). Its metric names are checked against a running node in tests/e2e/test_metrics.py."""
+    dashboard = json.loads((ROOT / "config" / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: dict[tuple[int, int], int] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps panel {cells[(x, y)]}"
+                cells[(x, y)] = p["id"]
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+        assert p["targets"], p["title"]
