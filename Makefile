@@ -13,7 +13,7 @@ FORGE := cd coordinator_contract && $(BIN)/forge
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help deps system-deps browser-deps build package demo test test-forge snapshot test-py lint fmt bench constraints clean
+.PHONY: help deps system-deps promtool browser-deps build package demo test test-forge snapshot test-py lint fmt bench constraints clean
 
 help:
 	@echo "make demo   - local devnet, contracts, model container and node; prints an on-chain answer"
@@ -26,15 +26,28 @@ help:
 deps: system-deps node_modules/.installed $(VENV)/.installed
 
 # Debian packages the tests use: Mosquitto (MQTT worker pools), docker-compose (checks the compose file;
-# no Docker engine is needed for that) and systemd (systemd-analyze checks the unit file). Installed only when missing.
-system-deps:
+# no Docker engine is needed for that), systemd (systemd-analyze checks the unit file) and jq (the operator's guide's
+# first day, run as written by tests/e2e/test_operator_guide.py). Installed only when missing.
+system-deps: promtool
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# promtool (checks and unit-tests config/alerts.yml), taken alone out of Debian's prometheus package into
+# /usr/local/bin: it is one static binary (libc only). Installing the package would also install the Prometheus
+# server, create its user and enable (and, where systemd runs, start) its service, none of which the tests want.
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  echo "installing promtool from Debian's prometheus package (the binary only)"; \
+	  set -eo pipefail; tmp=$$(mktemp -d) && chmod 0755 $$tmp && cd $$tmp && $(SUDO) apt-get update -qq && apt-get download -qq prometheus && \
+	  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > promtool && \
+	  $(SUDO) install -m 0755 promtool /usr/local/bin/promtool && cd / && rm -rf $$tmp && promtool --version | head -1; \
 	fi
 
 # Debian's Chromium, for the status page test (headless). Only `make test` needs it, not the demo.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.devnet import ROOT, Devnet, Proc, wait_until
@@ -117,6 +118,11 @@ def test_metrics_after_deliveries(echo: EchoNode) -> None:
     wait_until(balance_matches, timeout_s=40, what="the balance gauge to equal eth_getBalance", interval_s=0.2)
 
 
+ALERTS = ROOT / "config" / "alerts.yml"
+#: Suffixes of the samples a family of each type exposes (prometheus_client's text format).
+SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+
 def dashboard_metric_names() -> set[str]:
     exprs: list[str] = []
 
@@ -133,8 +139,30 @@ def dashboard_metric_names() -> set[str]:
     return {name for expr in exprs for name in re.findall(r"\binfera_[A-Za-z0-9_:]+", expr)}
 
 
-def test_dashboard_queries_only_exported_names(echo: EchoNode) -> None:
-    names = dashboard_metric_names()
-    assert len(names) >= 15, names  # the walk found the panels' queries
-    exported = {name for name, _ in scrape(echo.api)}
-    assert names <= exported, f"the dashboard queries names the node does not export: {sorted(names - exported)}"
+def alert_metric_names() -> set[str]:
+    """The infera_* names config/alerts.yml's expressions read (`up` and the functions are Prometheus')."""
+    exprs = [rule["expr"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    return {name for expr in exprs for name in re.findall(r"\binfera_[A-Za-z0-9_:]+", expr)}
+
+
+def exported_names(api: str) -> set[str]:
+    """Every sample name `/metrics` can have, also of families with no sample yet (a labelled counter nothing has
+    counted), from their `# TYPE` lines."""
+    text = get(f"{api}/metrics").decode()
+    names = {name for name, _ in scrape(api)}
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE):
+        names.add(name)
+        names.update(name + suffix for suffix in SAMPLE_SUFFIXES.get(kind, ()))
+    return names
+
+
+def test_dashboard_and_alerts_query_only_exported_names(echo: EchoNode) -> None:
+    """config/grafana-dashboard.json and config/alerts.yml read only names a running node exports."""
+    dashboard, alerts = dashboard_metric_names(), alert_metric_names()
+    assert len(dashboard) >= 15, dashboard  # the walk found the panels' queries
+    assert len(alerts) >= 8, alerts
+    exported = exported_names(echo.api)
+    assert dashboard <= exported, (
+        f"the dashboard queries names the node does not export: {sorted(dashboard - exported)}"
+    )
+    assert alerts <= exported, f"the alert rules read names the node does not export: {sorted(alerts - exported)}"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,11 +105,46 @@ def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+def fill_placeholders(text: str) -> str:
+    """A shipped config with its `<...>` placeholders filled in as an operator would (comments left alone): an
+    address for `<0x ...>`, a word for the others (an API key in a URL)."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.lstrip().startswith("#"):
+            line = re.sub(r"<0x[^<>]*>", ADDRESS, line)
+            line = re.sub(r"<[^<>]*>", "placeholder", line)
+        lines.append(line)
+    return "".join(lines)
+
+
 @pytest.mark.parametrize("name", ["node.example.toml", "devnet.toml", "node.compose.toml"])
-def test_shipped_example_configs_are_valid(name: str) -> None:
-    root = Path(__file__).resolve().parents[2]
-    cfg = load_config(root / "config" / name)
+def test_shipped_example_configs_are_valid(name: str, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "config" / name).read_text()
+    path = tmp_path / name
+    path.write_text(fill_placeholders(text))
+    cfg = load_config(path)
     assert cfg.models
+
+
+def test_public_chain_example_is_safe_for_a_public_chain_and_refused_unfilled() -> None:
+    """config/node.example.toml is the public-chain reference: requests buried under 2+ blocks, TLS endpoints, an
+    encrypted keystore, a fee policy; as shipped (placeholders in) the node refuses it, naming the key."""
+    path = Path(__file__).resolve().parents[2] / "config" / "node.example.toml"
+    cfg = parse_config(tomllib.loads(fill_placeholders(path.read_text())))
+    assert cfg.chain.confirmations >= 2
+    assert cfg.chain.rpc_url.startswith("https://")
+    assert (cfg.chain.ws_url or "").startswith("wss://")
+    assert cfg.wallet.keystore_path is not None
+    assert cfg.wallet.keystore_password_file is not None
+    assert all(m.accepted_payments for m in cfg.models)
+    with pytest.raises(ConfigError, match=r"chain\.coordinator_address"):
+        load_config(path)
+
+
+def test_devnet_example_is_a_devnet() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "devnet.toml")
+    assert cfg.chain.confirmations == 0
+    assert cfg.chain.rpc_url.startswith("http://127.0.0.1:")
 
 
 def test_example_config_mentions_every_key() -> None:
