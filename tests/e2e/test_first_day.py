@@ -1,0 +1,118 @@
+"""An operator's first-day mistakes, on a real anvil with real node processes: each is refused, or named with what
+to do, and never harms the node that already runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from node.devnet import ROOT, Devnet, Proc, dev_account, wait_until
+from tests.faults.conftest import readyz
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "echo"
+
+
+@dataclass
+class Running:
+    dev: Devnet
+    node: Proc
+    config: Path
+    api_port: int
+    echo_url: str
+
+
+@pytest.fixture(scope="module")
+def running(contracts_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """anvil, the contracts, the echo container and one node process (dev account 1), ready."""
+    with Devnet(tmp_path_factory.mktemp("first-day"), model_name=MODEL) as dev:
+        dev.start_anvil()
+        dev.deploy()
+        _, url = dev.start_container("containers.echo")
+        config = dev.write_node_config({MODEL: url})
+        port = dev.api_port
+        node = dev.start_node(config)
+        wait_until(lambda: ready(port), timeout_s=60, what="the node's /readyz", alive=node.check_alive)
+        yield Running(dev, node, config, port, url)
+
+
+def ready(port: int) -> bool:
+    """Whether the node's /readyz answers 200 (False while nothing listens yet)."""
+    try:
+        return readyz(port)[0] == 200
+    except OSError:
+        return False
+
+
+def infera_run(config: Path, key: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`infera run --config CONFIG` with `key` as its node key, to its end (a refused start ends at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "INFERA_PRIVATE_KEY": key},
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one `infera: …` line of a refused command (exit 1)."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("infera: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def still_serves(r: Running, text: bytes) -> None:
+    """The first node is ready and delivers a new request."""
+    assert r.node.popen.poll() is None
+    assert readyz(r.api_port)[0] == 200
+    request_id = r.dev.request_raw(MODEL, text)
+    wait_until(
+        lambda: r.dev.is_fulfilled(request_id), timeout_s=60, what="the first node's delivery", alive=r.node.check_alive
+    )
+
+
+def test_a_second_node_on_the_same_store_or_key_is_refused_and_the_first_goes_on(running: Running) -> None:
+    key = running.dev.private_key_hex()
+    pid = running.node.popen.pid
+    store = running.config.with_suffix(".db")
+
+    same = error_line(infera_run(running.config, key))
+    assert f"store.path {store} is in use by another infera node (PID {pid} on host {socket.gethostname()}" in same
+    assert "stop that node first, or give this one its own [store] path" in same
+    still_serves(running, b"after a second node on its store")
+
+    other_store = running.dev.write_node_config({MODEL: running.echo_url}, name="copy")  # its own store and port
+    same_key = error_line(infera_run(other_store, key))
+    address = running.dev.node_account.address
+    assert f"key {address} on {running.dev.rpc_url} is in use by another infera node (PID {pid} " in same_key
+    assert "take each other's nonces" in same_key
+    assert not other_store.with_suffix(".db").exists()  # refused before it opened anything
+    still_serves(running, b"after a second node with its key")
+
+
+def test_a_taken_api_port_is_named_with_what_to_do(running: Running) -> None:
+    config = running.dev.write_node_config({MODEL: running.echo_url}, name="port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config.write_text(config.read_text().replace(f"port = {running.dev.api_port}\n", f"port = {port}\n"))
+        line = error_line(infera_run(config, dev_account(5).key.hex()))
+    assert line == (
+        f"infera: api.port: 127.0.0.1:{port} is already in use (by another infera node?): choose another port in "
+        f"[api] port, or stop what holds it (`ss -ltnp 'sport = :{port}'` names it)"
+    )
+    assert "OSError" not in line
+    still_serves(running, b"after a node on a taken port")
