@@ -116,3 +116,28 @@ def test_a_taken_api_port_is_named_with_what_to_do(running: Running) -> None:
     )
     assert "OSError" not in line
     still_serves(running, b"after a node on a taken port")
+
+
+def test_readyz_of_a_node_with_two_confirmations_shows_no_lag_once_caught_up(running: Running) -> None:
+    dev = running.dev
+    config = dev.write_node_config({MODEL: running.echo_url}, name="deep", confirmations=2)
+    node = dev.start_node(config, env={"INFERA_PRIVATE_KEY": dev_account(6).key.hex()}, name="deep")
+    port = dev.api_port
+    try:
+        for _ in range(3):
+            dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            head = dev.w3.eth.block_number
+
+            def caught_up(head: int = head) -> dict[str, object] | None:
+                try:
+                    status, body = readyz(port)
+                except OSError:
+                    return None
+                return body if body["head"] == head and body["lag_blocks"] == 0 else None
+
+            # Handed on up to head - 2 (live over its WebSocket; the cursor follows at the next read back): no lag.
+            body = wait_until(caught_up, timeout_s=30, what=f"no lag at head {head}", alive=node.check_alive)
+            assert int(body["cursor"]) <= head - 1  # type: ignore[call-overload]  # never past the confirmed head
+            assert not any("blocks behind" in p for p in body["problems"]), body  # type: ignore[attr-defined]
+    finally:
+        dev.stop(node)
