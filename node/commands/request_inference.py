@@ -109,10 +109,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | None:
-    """The codec the model's container declares at `GET <url>/info`; None when it cannot be asked."""
-    if model is None or model.url is None:
-        return None
+def ask_codec(model: ModelConfig, *, timeout_s: float = 5) -> Codec:
+    """The codec the model's container declares at `GET <url>/info`. Raises `OpsError` saying why it cannot be had,
+    as one clause (`the 'echo' container at http://… does not answer (Connection refused)`)."""
+    if model.url is None:
+        raise OpsError(f"model {model.name!r} is served over MQTT, so its container cannot be asked from here")
     try:
         with urllib.request.urlopen(model.url.rstrip("/") + "/info", timeout=timeout_s) as resp:
             info = json.loads(resp.read())
@@ -123,17 +124,40 @@ def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | N
             tuple(str(n) for n in info.get("input_names", ())),
             dict(info.get("input_defaults") or {}),
         )
-    except (urllib.error.URLError, OSError, ValueError, KeyError):
+    except urllib.error.HTTPError as exc:
+        why = f"answers GET /info with HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        why = f"does not answer ({getattr(exc, 'reason', None) or exc})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        why = "answers GET /info with something that is not its input and output ABI"
+    raise OpsError(f"the {model.name!r} container at {model.url} {why}")
+
+
+def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | None:
+    """The codec the model's container declares at `GET <url>/info`; None when it cannot be asked."""
+    if model is None:
         return None
+    try:
+        return ask_codec(model, timeout_s=timeout_s)
+    except OpsError:
+        return None
+
+
+def model_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec:
+    """The codec of a model served by the containers of `stages` (one for a plain model; a pipeline's, in order):
+    the first one's input, the last one's output. Raises `OpsError` (as `ask_codec`) when either cannot be asked."""
+    first = ask_codec(stages[0], timeout_s=timeout_s)
+    last = first if len(stages) == 1 else ask_codec(stages[-1], timeout_s=timeout_s)
+    return Codec(first.input_types, last.output_types, last.output_names, first.input_names, first.input_defaults)
 
 
 def pipeline_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec | None:
     """The codec of a pipeline of `stages` (their entries, in order): the first stage's input, the last one's output;
     None when either container cannot be asked."""
-    first, last = fetch_codec(stages[0], timeout_s=timeout_s), fetch_codec(stages[-1], timeout_s=timeout_s)
-    if first is None or last is None:
+    try:
+        return model_codec(stages, timeout_s=timeout_s)
+    except OpsError:
         return None
-    return Codec(first.input_types, last.output_types, last.output_names, first.input_names, first.input_defaults)
 
 
 @dataclass(frozen=True)

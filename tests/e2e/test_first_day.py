@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.devnet import ROOT, Devnet, Proc, dev_account, wait_until
+from node.devnet import ROOT, Devnet, Proc, dev_account, free_port, wait_until
 from tests.faults.conftest import readyz
 
 pytestmark = pytest.mark.e2e
@@ -141,3 +141,40 @@ def test_readyz_of_a_node_with_two_confirmations_shows_no_lag_once_caught_up(run
             assert not any("blocks behind" in p for p in body["problems"]), body  # type: ignore[attr-defined]
     finally:
         dev.stop(node)
+
+
+def infera(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`infera ARGS` as an operator types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_request_with_the_models_container_down_sends_nothing_unless_told_raw(running: Running) -> None:
+    dev = running.dev
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = dev.write_node_config({MODEL: dead}, name="asker")  # the operator's config: its container is not up
+    payer = {"USER_KEY": dev.user.key.hex()}
+    args = ("request", "--config", str(config), "--model", MODEL, "--input", "hello raw", "--key-env", "USER_KEY")
+    nonce = dev.w3.eth.get_transaction_count(dev.user.address)
+
+    line = error_line(infera(*args, env=payer))
+    assert line.startswith(f"infera: the 'echo' container at {dead} does not answer (")
+    assert "so the input cannot be encoded with its ABI and nothing was sent" in line
+    assert "pass --raw to send the text as UTF-8 bytes on purpose" in line
+    assert dev.w3.eth.get_transaction_count(dev.user.address) == nonce  # no transaction
+    hexed = error_line(infera(*args[:5], "--input-json", '{"text": "x"}', *args[7:], env=payer))
+    assert f"the 'echo' container at {dead} does not answer" in hexed
+    assert "--input-hex" in hexed
+    assert dev.w3.eth.get_transaction_count(dev.user.address) == nonce
+
+    sent = infera(*args, "--raw", "--timeout", "60", env=payer)  # on purpose: the running node's echo answers
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout == "hello raw\n"
+    assert dev.w3.eth.get_transaction_count(dev.user.address) == nonce + 1
