@@ -87,18 +87,28 @@ class Codec:
 
     def decode_output(self, output: bytes) -> Any:
         """The output as values: text (or 0x-hex) for raw bytes, else the ABI values, named when the model says."""
-        if not self.output_types:
-            try:
-                return output.decode()
-            except UnicodeDecodeError:
-                return "0x" + output.hex()
+        return _decode(output, self.output_types, self.output_names)
+
+    def decode_input(self, input_: bytes) -> Any:
+        """The input as values, as `decode_output` does for the output (named by the container's input names)."""
+        return _decode(input_, self.input_types, self.input_names)
+
+
+def _decode(data: bytes, types: tuple[str, ...], names: tuple[str, ...]) -> Any:
+    """`data` as values: text (or 0x-hex when it is not UTF-8) for raw bytes, else the ABI values of `types`, a dict
+    by `names` when there is a name for each; 0x-hex when `data` does not decode as `types`."""
+    if not types:
         try:
-            values = [_jsonable(v) for v in abi_decode(list(self.output_types), output)]
-        except Exception:
-            return "0x" + output.hex()
-        if len(self.output_names) == len(values):
-            return dict(zip(self.output_names, values, strict=True))
-        return values
+            return data.decode()
+        except UnicodeDecodeError:
+            return "0x" + data.hex()
+    try:
+        values = [_jsonable(v) for v in abi_decode(list(types), data)]
+    except Exception:
+        return "0x" + data.hex()
+    if len(names) == len(values):
+        return dict(zip(names, values, strict=True))
+    return values
 
 
 def _jsonable(value: Any) -> Any:

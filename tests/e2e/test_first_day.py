@@ -3,7 +3,9 @@ to do, and never harms the node that already runs."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from node.devnet import ROOT, Devnet, Proc, dev_account, free_port, wait_until
+from node.jobs.store import JobStore
 from tests.faults.conftest import readyz
 
 pytestmark = pytest.mark.e2e
@@ -178,3 +181,53 @@ def test_request_with_the_models_container_down_sends_nothing_unless_told_raw(ru
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert sent.stdout == "hello raw\n"
     assert dev.w3.eth.get_transaction_count(dev.user.address) == nonce + 1
+
+
+def stored_state(r: Running, request_id: int) -> str | None:
+    """The job's state in the first node's store (read while it runs)."""
+    assert r.dev.deployment is not None
+    store = JobStore(r.config.with_suffix(".db"), chain_id=31337, coordinator=r.dev.deployment.coordinator.address)
+    try:
+        record = store.record(request_id)
+        return None if record is None else str(record.job.state)
+    finally:
+        store.close()
+
+
+def test_jobs_show_decodes_with_the_models_abi_and_says_when_it_cannot(running: Running) -> None:
+    dev = running.dev
+    request_id = dev.request_raw(MODEL, "héllo show".encode())
+    wait_until(lambda: stored_state(running, request_id) == "confirmed", timeout_s=60, what="the job to settle")
+    config = str(running.config)
+
+    text = infera("jobs", "show", str(request_id), "--config", config)
+    assert text.returncode == 0, text.stderr
+    lines = {line[:17].strip(): line[17:].strip() for line in text.stdout.splitlines()}
+    assert (lines["input"], lines["output"]) == ("héllo show", "héllo show")
+    assert lines["decoded"] == f"with the ABI the 'echo' container declares ({running.echo_url})"
+    assert "input_hex" not in lines
+    assert re.fullmatch(r"\d\.?\d* ETH \(\d+ wei\)", lines["fee_per_node"]), lines
+    for key in ("deadline", "created", "updated"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[key]), (key, lines[key])
+
+    shown = json.loads(infera("jobs", "show", str(request_id), "--config", config, "--json").stdout)
+    assert shown["input_hex"] == "0x" + "héllo show".encode().hex()  # the raw fields stay
+    assert isinstance(shown["created_at"], float)
+    assert (shown["input"], shown["output"]) == ("héllo show", "héllo show")  # the decoded ones beside them
+    assert shown["created_at_utc"] == lines["created"]
+    assert shown["fee_per_node"].endswith(f" ({shown['fee_per_node_wei']} wei)")
+
+    # The container is down (here: the config names a port nothing listens on): the hex, and why.
+    dead = f"http://127.0.0.1:{free_port()}"
+    down = running.config.with_name("down.toml")
+    down.write_text(running.config.read_text().replace(running.echo_url, dead))
+    text = infera("jobs", "show", str(request_id), "--config", str(down))
+    assert text.returncode == 0, text.stderr
+    lines = {line[:17].strip(): line[17:].strip() for line in text.stdout.splitlines()}
+    assert lines["input_hex"] == shown["input_hex"]
+    assert "input" not in lines
+    assert lines["decoded"].startswith(f"no: the 'echo' container at {dead} does not answer (")
+    assert lines["decoded"].endswith("so its ABI is not known")
+    shown = json.loads(infera("jobs", "show", str(request_id), "--config", str(down), "--json").stdout)
+    assert "input" not in shown
+    assert shown["decoded"] == lines["decoded"]
