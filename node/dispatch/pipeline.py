@@ -82,6 +82,7 @@ class PipelineRoute:
         consensus: bool = False,
         done: Sequence[bytes] = (),
         on_stage: Callable[[int, bytes], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Output:
         """The ABI output of the last stage for an on-chain input (ABI bytes), with an empty proof. `done`: the
         outputs of the first stages, finished by an earlier run (the call resumes after them); `attempts_so_far`:
@@ -89,7 +90,8 @@ class PipelineRoute:
         stage's attempts; `on_stage(i, output)`: told each finished stage but the last (0-based `i`). Raises the
         `ContainerError` that ended the call, its message naming the stage; `ProofUnavailable` for an `attestation`
         (a pipeline never attests); `ValueError` when `done` covers every stage. `consensus`: the last stage answers
-        in its model's consensus form (what the nodes of a consensus request compare)."""
+        in its model's consensus form (what the nodes of a consensus request compare). `on_wait`: told why the call
+        waits while a stage's container is down, then None (as `ModelRoute.call`)."""
         if attestation is not None:
             raise ProofUnavailable(f"{self.model.name} is a pipeline: no one container attests its output")
         if len(done) >= len(self.stages):
@@ -114,6 +116,7 @@ class PipelineRoute:
                         attempts_so_far=attempts,
                         on_attempt=on_attempt,
                         consensus=consensus and last,
+                        on_wait=on_wait,
                     )
 
                 data = (await self._stage(i, job_id, make)).output
