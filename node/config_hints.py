@@ -76,9 +76,7 @@ def unknown_key(root: type[BaseModel], loc: Sequence[str | int]) -> str:
     var = set_env_var(loc)
     if var is not None:
         hint = f"; did you mean {env_name([*parent, guess])}?" if guess else ""
-        return (
-            f"environment variable {var}: {dotted} is not a config key (unset it, or check its spelling){hint}"
-        )
+        return f"environment variable {var}: {dotted} is not a config key (unset it, or check its spelling){hint}"
     if guess is not None:
         hint = f"; did you mean {'.'.join(str(p) for p in [*parent, guess])}?"
     else:

@@ -57,11 +57,12 @@ class CannotListen(InferaError):
 
 #: What to say when binding fails, by errno: the config key to change, why, then what to do.
 _BIND_ADVICE = {
-    errno.EADDRINUSE: "api.port: {where} is already in use (by another infera node?): choose another port in [api] port, or stop what"
-    " holds it (`ss -ltnp 'sport = :{port}'` names it)",
-    errno.EADDRNOTAVAIL: "api.host: {where} is not an address of this machine: set [api] host to one of its addresses (127.0.0.1 for"
-    " this machine only)",
-    errno.EACCES: "api.port: {where} needs privileges this user lacks (ports below 1024): choose a port from 1024 up in [api] port",
+    errno.EADDRINUSE: "api.port: {where} is already in use (by another infera node?): choose another port in [api]"
+    " port, or stop what holds it (`ss -ltnp 'sport = :{port}'` names it)",
+    errno.EADDRNOTAVAIL: "api.host: {where} is not an address of this machine: set [api] host to one of its"
+    " addresses (127.0.0.1 for this machine only)",
+    errno.EACCES: "api.port: {where} needs privileges this user lacks (ports below 1024): choose a port from 1024 up"
+    " in [api] port",
 }
 
 

@@ -97,7 +97,9 @@ def request(
     if sum(x is not None for x in (input_text, input_hex, input_json)) != 1:
         raise ConfigError("give exactly one of --input TEXT, --input-hex HEX or --input-json OBJECT")
     if raw and input_text is None:
-        raise ConfigError("--raw goes with --input TEXT (it sends the text as UTF-8 bytes); --input-hex is sent as it is")
+        raise ConfigError(
+            "--raw goes with --input TEXT (it sends the text as UTF-8 bytes); --input-hex is sent as it is"
+        )
     cfg = load_config_file(config)
     served = next((m for m in cfg.models if m.name == model), None)
     codec: Codec | None = None

@@ -204,7 +204,12 @@ def jobs_show(
         at = list(shown).index("consumer") + 1
         items = list(shown.items())
         shown = dict([*items[:at], ("input", decoded["input"]), ("output", decoded["output"]), *items[at:]])
-    names = {"fee_per_node_wei": "fee_per_node", "deadline": "deadline", "created_at": "created", "updated_at": "updated"}
+    names = {
+        "fee_per_node_wei": "fee_per_node",
+        "deadline": "deadline",
+        "created_at": "created",
+        "updated_at": "updated",
+    }
     for key, value in shown.items():
         if value is not None:
             typer.echo(f"{names.get(key, key):<17} {_show_value(value)}")

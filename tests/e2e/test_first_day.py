@@ -133,7 +133,7 @@ def test_readyz_of_a_node_with_two_confirmations_shows_no_lag_once_caught_up(run
 
             def caught_up(head: int = head) -> dict[str, object] | None:
                 try:
-                    status, body = readyz(port)
+                    _, body = readyz(port)
                 except OSError:
                     return None
                 return body if body["head"] == head and body["lag_blocks"] == 0 else None

@@ -4,7 +4,7 @@ head (head - confirmations), over HTTP polling and over a WebSocket; the blocks 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,10 +44,10 @@ def make_listener(dev: Devnet, store: JobStore, rpc: RpcPool, ws_url: str | None
     )
 
 
-async def until(check: object, timeout_s: float = 30) -> None:
-    """Waits (yielding to the listener's task) until `check()` is true; fails after `timeout_s`."""
+async def until(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Waits (yielding to the listener's task between looks) until `check()` is true; fails after `timeout_s`."""
     async with asyncio.timeout(timeout_s):
-        while not check():  # type: ignore[operator]
+        while not check():  # noqa: ASYNC110 - the listener's state has no event to wait on
             await asyncio.sleep(0.02)
 
 
