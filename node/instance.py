@@ -114,6 +114,8 @@ def hold_instance(store_path: Path, addresses: Sequence[str], rpc_url: str) -> I
     """Takes this node's locks: its job store (`<store_path>.lock`), then each key address on `rpc_url`'s chain.
     Returns them (keep the object for the node's life; `release()` when it stops). Raises `InstanceLocked` (holding
     none) when another process holds any of them."""
+    from eth_utils.address import to_checksum_address
+
     from node.chain.rpc import public_url
 
     locks = InstanceLocks()
@@ -127,7 +129,7 @@ def hold_instance(store_path: Path, addresses: Sequence[str], rpc_url: str) -> I
         for address in addresses:
             locks.take(
                 key_lock_path(address, rpc_url),
-                f"key {address} on {public_url(rpc_url)}",
+                f"key {to_checksum_address(address)} on {public_url(rpc_url)}",
                 "two nodes sending from one key take each other's nonces: stop that node first, or give this one "
                 "another key in [wallet]",
             )
