@@ -194,25 +194,22 @@ def jobs_show(
     if as_json:  # the raw fields as they were, the readable ones beside them
         typer.echo(json.dumps({**body, **readable}, indent=2))
         return
-    shown = dict(body)
-    for raw, nice in (("deadline", "deadline_utc"), ("created_at", "created_at_utc"), ("updated_at", "updated_at_utc")):
-        shown[raw] = readable[nice]
-    shown["fee_per_node_wei"] = readable["fee_per_node"]
-    shown["fee_earned"] = readable["fee_earned_amount"]
-    if "input" in decoded:  # the values; the hex only when they could not be decoded
-        shown = {k: v for k, v in shown.items() if k not in ("input_hex", "output_hex")}
-        at = list(shown).index("consumer") + 1
-        items = list(shown.items())
-        shown = dict([*items[:at], ("input", decoded["input"]), ("output", decoded["output"]), *items[at:]])
-    names = {
-        "fee_per_node_wei": "fee_per_node",
-        "deadline": "deadline",
-        "created_at": "created",
-        "updated_at": "updated",
+    # For a person: each raw field under its name, or replaced by its readable form; the hex only when the values
+    # could not be decoded.
+    replaced: dict[str, tuple[str, Any]] = {
+        "deadline": ("deadline", readable["deadline_utc"]),
+        "created_at": ("created", readable["created_at_utc"]),
+        "updated_at": ("updated", readable["updated_at_utc"]),
+        "fee_per_node_wei": ("fee_per_node", readable["fee_per_node"]),
+        "fee_earned": ("fee_earned", readable["fee_earned_amount"]),
     }
-    for key, value in shown.items():
+    if "input" in decoded:
+        replaced["input_hex"] = ("input", decoded["input"])
+        replaced["output_hex"] = ("output", decoded["output"])
+    for key, value in body.items():
+        name, value = replaced.get(key, (key, value))
         if value is not None:
-            typer.echo(f"{names.get(key, key):<17} {_show_value(value)}")
+            typer.echo(f"{name:<17} {_show_value(value)}")
     typer.echo(f"{'decoded':<17} {decoded['decoded']}")
 
 
