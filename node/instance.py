@@ -2,9 +2,9 @@
 
 Two nodes on one store would both resume, compute and send its jobs; two nodes sending from one key would take
 each other's nonces and replace each other's transactions. `hold_instance` takes an exclusive `flock` on
-`<store path>.lock` and on one file per key address (and chain endpoint) in a per-user runtime folder
-(`$XDG_RUNTIME_DIR/infera/`, else `/tmp/infera-<uid>/`, 0700), and writes `pid host started_at` into each, so a
-refused second node can name the holder.
+`<store path>.lock` and on one file per key address (and chain endpoint) in a per-user runtime folder (systemd's
+`$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/infera/`, else `/tmp/infera-<uid>/`, 0700), and writes
+`pid host started_at` into each, so a refused second node can name the holder.
 
 Guarantees: a lock goes with its holder's process however that ends (SIGKILL included: it is an `flock`), so a
 stale lock file never blocks a new node; a refusal raises `InstanceLocked` (one line: what is held, by which PID on
@@ -37,11 +37,16 @@ class InstanceLocked(InferaError):
 
 
 def runtime_dir() -> Path:
-    """The per-user folder for key locks: `$XDG_RUNTIME_DIR/infera`, else `<tmp>/infera-<uid>`; created 0700.
-    Raises `InstanceLocked` when it cannot be made, or exists but is not a folder of this user's that only this user
-    may write (another user could otherwise plant or hold the locks)."""
+    """The per-user folder for key locks: systemd's `$RUNTIME_DIRECTORY` (the unit's `RuntimeDirectory=`, shared by
+    every unit that names it, where each has a `/tmp` of its own), else `$XDG_RUNTIME_DIR/infera`, else
+    `<tmp>/infera-<uid>`; created 0700. Raises `InstanceLocked` when it cannot be made, or exists but is not a
+    folder of this user's that only this user may write (another user could otherwise plant or hold the locks)."""
+    systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
     base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "infera" if base else Path(tempfile.gettempdir()) / f"infera-{os.getuid()}"
+    if systemd:
+        folder = Path(systemd)
+    else:
+        folder = Path(base) / "infera" if base else Path(tempfile.gettempdir()) / f"infera-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, parents=bool(base), exist_ok=True)
         info = folder.lstat()

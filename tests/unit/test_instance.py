@@ -32,6 +32,7 @@ time.sleep(3600)
 def own_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
 
 
@@ -88,6 +89,9 @@ def test_a_lock_folder_others_may_write_is_refused(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
     with pytest.raises(InstanceLocked, match="not a folder of this user's that only it may write"):
         runtime_dir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "unit"))  # a systemd unit's RuntimeDirectory= wins
+    assert runtime_dir() == tmp_path / "unit"
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert runtime_dir().name == f"infera-{os.getuid()}"
     assert runtime_dir().stat().st_mode & 0o777 == 0o700
