@@ -281,9 +281,10 @@ class ModelRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Any:
         """The output of an off-chain job (its input fields by name), under the policy, as `call`."""
-        tally = Tally(0, on_attempt)
+        tally = Tally(0, on_attempt, on_wait=on_wait)
         return await self._retrying(job_id, tally, deadline, lambda: self.dispatcher.compute_offchain(job_id, data))
 
     async def stream(
@@ -294,10 +295,11 @@ class ModelRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> str:
         """Streams an off-chain job's output, `on_piece` told each piece as it comes; returns the pieces joined. Under
         the policy, as `call`, except that an attempt that handed out a piece is the last one."""
-        tally = Tally(0, on_attempt)
+        tally = Tally(0, on_attempt, on_wait=on_wait)
 
         async def one() -> str:
             pieces: list[str] = []
