@@ -12,7 +12,8 @@ Guarantees:
   quarter of it of jitter, capped at `BACKOFF_MAX_S`) or the container's `Retry-After` when longer, never sooner than
   `MIN_RETRY_S`; a rejected input (`ContainerRejected`) fails at once;
 - a container that refuses connections (`ContainerUnavailable`: it is down) is waited for in `CONTAINER_WAIT_S` steps
-  and uses no attempt;
+  and uses no attempt; the caller's `on_wait` hears why once (`waiting: container of <model> at <url> is down since
+  <time>`), and None once the container takes the call;
 - a call that loses its connection (`ContainerLost`) while other calls shared the container uses no attempt (any of
   them may have crashed it), and the caller's later attempts run alone in the container (they take every slot), where
   a lost connection is its own and counts: an input that crashes its container fails by itself, not the jobs beside it;
