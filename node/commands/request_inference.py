@@ -143,31 +143,12 @@ def ask_codec(model: ModelConfig, *, timeout_s: float = 5) -> Codec:
     raise OpsError(f"the {model.name!r} container at {model.url} {why}")
 
 
-def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | None:
-    """The codec the model's container declares at `GET <url>/info`; None when it cannot be asked."""
-    if model is None:
-        return None
-    try:
-        return ask_codec(model, timeout_s=timeout_s)
-    except OpsError:
-        return None
-
-
 def model_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec:
     """The codec of a model served by the containers of `stages` (one for a plain model; a pipeline's, in order):
     the first one's input, the last one's output. Raises `OpsError` (as `ask_codec`) when either cannot be asked."""
     first = ask_codec(stages[0], timeout_s=timeout_s)
     last = first if len(stages) == 1 else ask_codec(stages[-1], timeout_s=timeout_s)
     return Codec(first.input_types, last.output_types, last.output_names, first.input_names, first.input_defaults)
-
-
-def pipeline_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec | None:
-    """The codec of a pipeline of `stages` (their entries, in order): the first stage's input, the last one's output;
-    None when either container cannot be asked."""
-    try:
-        return model_codec(stages, timeout_s=timeout_s)
-    except OpsError:
-        return None
 
 
 @dataclass(frozen=True)
