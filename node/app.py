@@ -22,6 +22,7 @@ from node.chain.subscriptions import ManagerAbi, ManagerTarget
 from node.chain.tx import TxManager
 from node.config import NodeConfig, WalletConfig
 from node.errors import ConfigError, RpcUnavailable
+from node.instance import hold_instance
 from node.jobs.store import JobStore
 from node.keys import load_account
 from node.retry import backoff_s, wait_set
@@ -69,6 +70,7 @@ class Node:
             loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
         accounts = load_accounts(cfg.wallet)
+        locks = hold_instance(cfg.store.path, [a.address for a in accounts], cfg.chain.rpc_url)  # one node each
         clients = Clients(cfg.api.tokens)  # a token env var that is not set stops the node here
         abi = CoordinatorAbi.from_artifacts(cfg.chain.artifacts_dir)
         manager = None
@@ -121,6 +123,7 @@ class Node:
         finally:
             store.close()
             await rpc.close()
+            locks.release()
         log.info("stopped")
 
     async def _run(self, p: Parts, accounts: list[LocalAccount], chain_id: int, coordinator: str, pruned: int) -> None:

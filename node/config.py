@@ -20,6 +20,7 @@ from eth_utils.address import is_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from node import config_hints
 from node.errors import ConfigError
 
 #: The zero address: the coordinator's token for requests paid in ETH.
@@ -490,7 +491,8 @@ def format_errors(exc: ValidationError) -> list[str]:
             continue
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and section)"
+            lines.append(config_hints.unknown_key(NodeConfig, err["loc"]))
+            continue
         if key in _TABLE_LISTS and err["type"] == "list_type":
             var = "INFERA_" + key.upper().replace(".", "__")
             per_item = _env_vars(var + "__")
@@ -524,13 +526,16 @@ def _settings_error(exc: SettingsError) -> str:
 
 
 def config_problems(data: dict[str, Any]) -> tuple[NodeConfig | None, list[str]]:
-    """Validates a config mapping (plus env overrides): the config, or None and every problem as `key: reason`."""
+    """Validates a config mapping (plus env overrides): the config, or None and every problem as `key: reason` (a
+    problem of an environment variable as `environment variable NAME: reason`)."""
+    problems = config_hints.unknown_env_sections(NodeConfig)  # ignored by pydantic-settings: checked here
     try:
-        return NodeConfig(**data), []
+        cfg = NodeConfig(**data)
     except ValidationError as exc:
-        return None, format_errors(exc)
+        return None, problems + format_errors(exc)
     except SettingsError as exc:  # an INFERA_… variable whose value is not the JSON its field needs
-        return None, [_settings_error(exc)]
+        return None, [*problems, _settings_error(exc)]
+    return (None, problems) if problems else (cfg, [])
 
 
 def parse_config(data: dict[str, Any]) -> NodeConfig:
@@ -550,7 +555,7 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return parse_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    cfg, problems = config_problems(data)
+    if cfg is None:  # the file's problems named with the file; an environment variable's stand on their own
+        raise ConfigError("; ".join(p if p.startswith("environment variable ") else f"{path}: {p}" for p in problems))
+    return cfg

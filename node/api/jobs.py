@@ -190,10 +190,14 @@ class OffchainJobs:
         route = self._routes[job.model]
         try:
             if job.stream:
-                text = await route.stream(job.id, job.input, self._piece(job), on_attempt=self._attempt(job))
+                text = await route.stream(
+                    job.id, job.input, self._piece(job), on_attempt=self._attempt(job), on_wait=self._wait(job)
+                )
                 job.output = {"text": text}
             else:
-                job.output = await route.call_offchain(job.id, job.input, on_attempt=self._attempt(job))
+                job.output = await route.call_offchain(
+                    job.id, job.input, on_attempt=self._attempt(job), on_wait=self._wait(job)
+                )
             job.status = "completed"
         except ContainerRejected as exc:
             job.status, job.error = "failed", str(exc)
@@ -219,6 +223,17 @@ class OffchainJobs:
 
         def record(attempts: int) -> None:
             job.status, job.started_at, job.attempts = "running", time.time(), attempts
+            job.touch()
+
+        return record
+
+    @staticmethod
+    def _wait(job: OffchainJob) -> Callable[[str | None], None]:
+        """What a job records while its container is down (`waiting: container of … is down since …`, as its
+        `error`), and once the container takes it (None)."""
+
+        def record(reason: str | None) -> None:
+            job.error = reason
             job.touch()
 
         return record

@@ -5,11 +5,13 @@ Binds 127.0.0.1 unless configured otherwise.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from node.errors import InferaError
 from node.observability.health import Health
 
 HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
@@ -63,9 +65,35 @@ def waiting_app(reason: Callable[[], str]) -> web.Application:
     return app
 
 
+class CannotListen(InferaError):
+    """The API cannot listen on `[api] host`:`port` (the port is taken, the address is not this machine's, or the
+    port needs privileges); the message names the address and what to change."""
+
+
+#: What to say when binding fails, by errno: the config key to change, why, then what to do.
+_BIND_ADVICE = {
+    errno.EADDRINUSE: "api.port: {where} is already in use (by another infera node?): choose another port in [api]"
+    " port, or stop what holds it (`ss -ltnp 'sport = :{port}'` names it)",
+    errno.EADDRNOTAVAIL: "api.host: {where} is not an address of this machine: set [api] host to one of its"
+    " addresses (127.0.0.1 for this machine only)",
+    errno.EACCES: "api.port: {where} needs privileges this user lacks (ports below 1024): choose a port from 1024 up"
+    " in [api] port",
+}
+
+
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serves `app` on `host`:`port` (raises OSError when the port is taken); returns the runner to clean up."""
+    """Serves `app` on `host`:`port`; returns the runner to clean up. Raises `CannotListen` (one line naming the
+    address, why and what to change) when it cannot bind there."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno not in _BIND_ADVICE:
+            raise CannotListen(
+                f"api.port: cannot listen on {where} ({exc.strerror or exc}): check [api] host and port"
+            ) from None
+        raise CannotListen(_BIND_ADVICE[exc.errno].format(where=where, port=port)) from None
     return runner

@@ -79,6 +79,12 @@ def request(
     ),
     callback_gas: int = typer.Option(50_000, help="callback gas limit (the coordinator requires at least 1)"),
     timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the on-chain answer"),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="send --input TEXT as its UTF-8 bytes as they are, without asking the model's container how it encodes"
+        " its input",
+    ),
     key_env: str | None = KEY_ENV,
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON, with its request and tx"),
 ) -> None:
@@ -86,19 +92,34 @@ def request(
 
     The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
     from node.commands import chain_ops
-    from node.commands.request_inference import Codec, fetch_codec, pipeline_codec, send_request, wait_answer
+    from node.commands.request_inference import Codec, model_codec, send_request, wait_answer
 
     if sum(x is not None for x in (input_text, input_hex, input_json)) != 1:
         raise ConfigError("give exactly one of --input TEXT, --input-hex HEX or --input-json OBJECT")
+    if raw and input_text is None:
+        raise ConfigError(
+            "--raw goes with --input TEXT (it sends the text as UTF-8 bytes); --input-hex is sent as it is"
+        )
     cfg = load_config_file(config)
     served = next((m for m in cfg.models if m.name == model), None)
+    codec: Codec | None = None
+    why = ""
     if served is None:
         warn(f"this config does not serve model {model!r}: another node has to answer")
-    codec = pipeline_codec(cfg.stages(served)) if served is not None and served.pipeline else fetch_codec(served)
+        why = f"this config does not serve {model!r} (no container of it to ask for its input format)"
+    else:
+        try:
+            codec = model_codec(cfg.stages(served))
+        except chain_ops.OpsError as exc:
+            why = str(exc)
     if codec is None:
+        if input_text is not None and not raw:  # the node would fail bytes its container cannot decode
+            raise chain_ops.OpsError(
+                f"{why}, so the input cannot be encoded with its ABI and nothing was sent: start the container (or fix"
+                " its [[models]] url), or pass --raw to send the text as UTF-8 bytes on purpose (--input-hex: bytes"
+                " you encoded)"
+            )
         codec = Codec()
-        if input_text is not None:
-            warn(f"cannot ask the {model!r} container for its input format: sending the text as UTF-8 bytes")
     if input_hex is not None:
         try:
             input_ = bytes.fromhex(input_hex.removeprefix("0x"))
@@ -110,11 +131,16 @@ def request(
         except ValueError as exc:
             raise ConfigError(f"--input-json is not JSON: {exc}") from None
         if not codec.input_types:
-            raise ConfigError(f"cannot ask the {model!r} container for its input fields: is it running?")
+            raise chain_ops.OpsError(
+                f"{why}, so --input-json cannot be encoded: start the container, or pass the encoded input with"
+                " --input-hex"
+                if why
+                else f"the {model!r} container takes raw bytes, not fields: pass --input TEXT or --input-hex"
+            )
         input_ = codec.encode_json(fields)
     else:
         assert input_text is not None
-        input_ = codec.encode_text(input_text)
+        input_ = input_text.encode() if raw else codec.encode_text(input_text)
     if key_env is None and node_running(cfg):
         # The node counts its key's nonces itself: a transaction of ours from that key would take its next one.
         raise ConfigError(

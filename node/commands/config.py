@@ -23,8 +23,9 @@ def config_check(
 
     cfg, problems = parse_file(config)
     if cfg is None:
-        for line in problems:
-            typer.echo(f"infera: {config}: {line}", err=True)
+        for line in problems:  # an environment variable's problem is not the file's
+            where = "" if line.startswith("environment variable ") else f"{config}: "
+            typer.echo(f"infera: {where}{line}", err=True)
         raise typer.Exit(1)
     report = Report()
     with spinner("checking secrets"):

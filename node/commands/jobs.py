@@ -7,6 +7,7 @@ re-checked inside the store's write, so a job a running node settles meanwhile i
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,50 @@ def jobs_list(
         )
 
 
+def _iso(timestamp: float | None) -> str | None:
+    """A Unix time in seconds as ISO-8601 UTC (`2026-01-31T12:00:00Z`); None stays None."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _amount(units: int, token: str) -> str:
+    """`units` of the request's `token` with its unit: `0.001 ETH (1000000000000000 wei)` for ETH; an ERC-20 token's
+    decimals are not in the store, so its amount is in its smallest units, naming the token."""
+    from node.commands.chain_ops import eth
+    from node.config import ETH_TOKEN
+
+    if token.lower() == ETH_TOKEN:
+        return f"{eth(units)} ({units} wei)"
+    return f"{units} smallest units of token {token}"
+
+
+def _decoded(cfg: NodeConfig, record: JobRecord) -> dict[str, Any]:
+    """The job's input and output decoded with its model's ABI, as the model's container declares it (`GET /info`):
+    `input`, `output` (None while there is none) and `decoded` (how); when the container cannot be asked, only
+    `decoded`, saying why."""
+    from node.commands.chain_ops import OpsError
+    from node.commands.request_inference import model_codec
+
+    job = record.job
+    model = cfg.model(job.model_name)
+    if model is None:
+        return {"decoded": f"no: model {job.model_name!r} is not in this config, so its ABI is not known"}
+    try:
+        codec = model_codec(cfg.stages(model), timeout_s=3)
+    except OpsError as exc:
+        return {"decoded": f"no: {exc}, so its ABI is not known"}
+    return {
+        "input": codec.decode_input(job.request.input),
+        "output": None if job.output is None else codec.decode_output(job.output),
+        "decoded": f"with the ABI the {model.name!r} container declares ({model.url if model.url else 'MQTT'})",
+    }
+
+
+def _show_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 @jobs_app.command("show")
 def jobs_show(
     request_id: int = typer.Argument(..., help="request id (with --interval: subscription id)"),
@@ -129,17 +174,43 @@ def jobs_show(
     from node.jobs.intervals import describe_job, interval_job_id
 
     job_id = request_id if interval is None else interval_job_id(request_id, interval)
-    store = _open_store(load_config_file(config), chain_id)
+    cfg = load_config_file(config)
+    store = _open_store(cfg, chain_id)
     record = store.record(job_id)
     if record is None:
         raise ConfigError(f"no job for {describe_job(job_id)} in this node's store")
     body = _job_dict(record, store)
-    if as_json:
-        typer.echo(json.dumps(body, indent=2))
+    decoded = _decoded(cfg, record)
+    token = record.job.request.token
+    earned = body["fee_earned"]
+    readable = {
+        **decoded,
+        "fee_per_node": _amount(record.job.request.fee_per_node_wei, token),
+        "fee_earned_amount": None if earned is None else _amount(int(earned), token),
+        "deadline_utc": _iso(body["deadline"]),
+        "created_at_utc": _iso(body["created_at"]),
+        "updated_at_utc": _iso(body["updated_at"]),
+    }
+    if as_json:  # the raw fields as they were, the readable ones beside them
+        typer.echo(json.dumps({**body, **readable}, indent=2))
         return
+    # For a person: each raw field under its name, or replaced by its readable form; the hex only when the values
+    # could not be decoded.
+    replaced: dict[str, tuple[str, Any]] = {
+        "deadline": ("deadline", readable["deadline_utc"]),
+        "created_at": ("created", readable["created_at_utc"]),
+        "updated_at": ("updated", readable["updated_at_utc"]),
+        "fee_per_node_wei": ("fee_per_node", readable["fee_per_node"]),
+        "fee_earned": ("fee_earned", readable["fee_earned_amount"]),
+    }
+    if "input" in decoded:
+        replaced["input_hex"] = ("input", decoded["input"])
+        replaced["output_hex"] = ("output", decoded["output"])
     for key, value in body.items():
+        name, value = replaced.get(key, (key, value))
         if value is not None:
-            typer.echo(f"{key:<17} {value}")
+            typer.echo(f"{name:<17} {_show_value(value)}")
+    typer.echo(f"{'decoded':<17} {decoded['decoded']}")
 
 
 #: Why a job in each state cannot be retried.

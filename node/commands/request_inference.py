@@ -87,18 +87,28 @@ class Codec:
 
     def decode_output(self, output: bytes) -> Any:
         """The output as values: text (or 0x-hex) for raw bytes, else the ABI values, named when the model says."""
-        if not self.output_types:
-            try:
-                return output.decode()
-            except UnicodeDecodeError:
-                return "0x" + output.hex()
+        return _decode(output, self.output_types, self.output_names)
+
+    def decode_input(self, input_: bytes) -> Any:
+        """The input as values, as `decode_output` does for the output (named by the container's input names)."""
+        return _decode(input_, self.input_types, self.input_names)
+
+
+def _decode(data: bytes, types: tuple[str, ...], names: tuple[str, ...]) -> Any:
+    """`data` as values: text (or 0x-hex when it is not UTF-8) for raw bytes, else the ABI values of `types`, a dict
+    by `names` when there is a name for each; 0x-hex when `data` does not decode as `types`."""
+    if not types:
         try:
-            values = [_jsonable(v) for v in abi_decode(list(self.output_types), output)]
-        except Exception:
-            return "0x" + output.hex()
-        if len(self.output_names) == len(values):
-            return dict(zip(self.output_names, values, strict=True))
-        return values
+            return data.decode()
+        except UnicodeDecodeError:
+            return "0x" + data.hex()
+    try:
+        values = [_jsonable(v) for v in abi_decode(list(types), data)]
+    except Exception:
+        return "0x" + data.hex()
+    if len(names) == len(values):
+        return dict(zip(names, values, strict=True))
+    return values
 
 
 def _jsonable(value: Any) -> Any:
@@ -109,10 +119,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | None:
-    """The codec the model's container declares at `GET <url>/info`; None when it cannot be asked."""
-    if model is None or model.url is None:
-        return None
+def ask_codec(model: ModelConfig, *, timeout_s: float = 5) -> Codec:
+    """The codec the model's container declares at `GET <url>/info`. Raises `OpsError` saying why it cannot be had,
+    as one clause (`the 'echo' container at http://… does not answer (Connection refused)`)."""
+    if model.url is None:
+        raise OpsError(f"model {model.name!r} is served over MQTT, so its container cannot be asked from here")
     try:
         with urllib.request.urlopen(model.url.rstrip("/") + "/info", timeout=timeout_s) as resp:
             info = json.loads(resp.read())
@@ -123,16 +134,20 @@ def fetch_codec(model: ModelConfig | None, *, timeout_s: float = 5) -> Codec | N
             tuple(str(n) for n in info.get("input_names", ())),
             dict(info.get("input_defaults") or {}),
         )
-    except (urllib.error.URLError, OSError, ValueError, KeyError):
-        return None
+    except urllib.error.HTTPError as exc:
+        why = f"answers GET /info with HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        why = f"does not answer ({getattr(exc, 'reason', None) or exc})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        why = "answers GET /info with something that is not its input and output ABI"
+    raise OpsError(f"the {model.name!r} container at {model.url} {why}")
 
 
-def pipeline_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec | None:
-    """The codec of a pipeline of `stages` (their entries, in order): the first stage's input, the last one's output;
-    None when either container cannot be asked."""
-    first, last = fetch_codec(stages[0], timeout_s=timeout_s), fetch_codec(stages[-1], timeout_s=timeout_s)
-    if first is None or last is None:
-        return None
+def model_codec(stages: list[ModelConfig], *, timeout_s: float = 5) -> Codec:
+    """The codec of a model served by the containers of `stages` (one for a plain model; a pipeline's, in order):
+    the first one's input, the last one's output. Raises `OpsError` (as `ask_codec`) when either cannot be asked."""
+    first = ask_codec(stages[0], timeout_s=timeout_s)
+    last = first if len(stages) == 1 else ask_codec(stages[-1], timeout_s=timeout_s)
     return Codec(first.input_types, last.output_types, last.output_names, first.input_names, first.input_defaults)
 
 

@@ -12,7 +12,8 @@ Guarantees:
   quarter of it of jitter, capped at `BACKOFF_MAX_S`) or the container's `Retry-After` when longer, never sooner than
   `MIN_RETRY_S`; a rejected input (`ContainerRejected`) fails at once;
 - a container that refuses connections (`ContainerUnavailable`: it is down) is waited for in `CONTAINER_WAIT_S` steps
-  and uses no attempt;
+  and uses no attempt; the caller's `on_wait` hears why once (`waiting: container of <model> at <url> is down since
+  <time>`), and None once the container takes the call;
 - a call that loses its connection (`ContainerLost`) while other calls shared the container uses no attempt (any of
   them may have crashed it), and the caller's later attempts run alone in the container (they take every slot), where
   a lost connection is its own and counts: an input that crashes its container fails by itself, not the jobs beside it;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -54,6 +56,8 @@ BACKOFF_MAX_S = 10.0
 MIN_RETRY_S = 0.05
 #: How often a call re-tries a container that refuses connections, in seconds.
 CONTAINER_WAIT_S = 1.0
+#: A call that was waiting for its container no longer waits once the container has held it this long, in seconds.
+ENTERED_S = 0.5
 
 
 class Dispatcher(Protocol):
@@ -103,17 +107,29 @@ class Tally:
     shared_loss: bool = False
     #: Set once the call must not be retried whatever happens (a stream handed out pieces).
     final: bool = False
+    #: Told why the call waits (`waiting: container of … is down since …`), then None once the container takes it.
+    on_wait: Callable[[str | None], None] | None = None
+    #: What `on_wait` was last told (None: the call is not waiting).
+    waiting: str | None = None
 
     def count(self, delta: int) -> None:
         self.attempts += delta
         if self.on_attempt is not None:
             self.on_attempt(self.attempts)
 
+    def wait(self, reason: str | None) -> None:
+        """Tells `on_wait` why the call waits now (None: it no longer does), once per change."""
+        if reason != self.waiting:
+            self.waiting = reason
+            if self.on_wait is not None:
+                self.on_wait(reason)
+
 
 class CallPolicy:
     """The one retry policy of container calls (the module docstring), as tenacity's strategies over a `Tally`."""
 
     def __init__(self, route: ModelRoute, job_id: str, tally: Tally, deadline: float) -> None:
+        self._route = route
         self._model = route.model
         self._clock = route.clock
         self._sleep = route.sleep
@@ -160,6 +176,7 @@ class CallPolicy:
     def before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc, delay, used, most = _error(state), state.upcoming_sleep, self.tally.attempts, self._model.max_attempts
         if isinstance(exc, ContainerUnavailable):
+            self.tally.wait(self._route.waiting_reason())
             if not self._waiting:  # once per call: a down container is waited for in 1 s steps
                 self._waiting = True
                 log.info("%s: %s; waiting for it", self._job, exc)
@@ -203,9 +220,18 @@ class ModelRoute:
     #: Held by the call that takes every place (runs alone), so that two such calls never split the places.
     _exclusive: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _places: set[_Place] = field(init=False, default_factory=set)
+    #: Wall-clock time (unix s) since which the container refuses connections; None while it takes them.
+    down_since: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.model.max_concurrency)
+
+    def waiting_reason(self) -> str:
+        """Why a call of this route waits, as a job row shows it: `waiting: container of <model> at <url> is down
+        since <ISO-8601 UTC>`."""
+        since = datetime.datetime.fromtimestamp(self.down_since or time.time(), datetime.UTC)
+        where = self.model.url if self.model.url is not None else "its MQTT pool"
+        return f"waiting: container of {self.model.name} at {where} is down since {since:%Y-%m-%dT%H:%M:%SZ}"
 
     @property
     def budget_s(self) -> float:
@@ -222,14 +248,16 @@ class ModelRoute:
         on_attempt: Callable[[int], None] | None = None,
         attestation: Attestation | None = None,
         consensus: bool = False,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Output:
         """The ABI output for an on-chain input and the container's proof, under the policy (the module docstring).
         `deadline`: no retry starts after it (default: `budget_s` from now); `attempts_so_far`: those a previous run
         used; `on_attempt`: told each change of the attempts used; `attestation`: the proof is required, bound to
         it (a container that has no key, or answers without a proof, raises `ProofUnavailable`: retrying cannot
-        help); `consensus`: the output in the model's consensus form. Raises the `ContainerError` that ended the
-        call (one saying "no answer after" when `attempts_so_far` leaves none)."""
-        tally = Tally(attempts_so_far, on_attempt)
+        help); `consensus`: the output in the model's consensus form; `on_wait`: told why the call waits while the
+        container is down (`waiting_reason()`), then None once the container takes the call. Raises the
+        `ContainerError` that ended the call (one saying "no answer after" when `attempts_so_far` leaves none)."""
+        tally = Tally(attempts_so_far, on_attempt, on_wait=on_wait)
 
         async def one() -> Output:
             try:
@@ -254,9 +282,10 @@ class ModelRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Any:
         """The output of an off-chain job (its input fields by name), under the policy, as `call`."""
-        tally = Tally(0, on_attempt)
+        tally = Tally(0, on_attempt, on_wait=on_wait)
         return await self._retrying(job_id, tally, deadline, lambda: self.dispatcher.compute_offchain(job_id, data))
 
     async def stream(
@@ -267,10 +296,11 @@ class ModelRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> str:
         """Streams an off-chain job's output, `on_piece` told each piece as it comes; returns the pieces joined. Under
         the policy, as `call`, except that an attempt that handed out a piece is the last one."""
-        tally = Tally(0, on_attempt)
+        tally = Tally(0, on_attempt, on_wait=on_wait)
 
         async def one() -> str:
             pieces: list[str] = []
@@ -306,21 +336,43 @@ class ModelRoute:
             self.calls_made += 1
             started = time.perf_counter()
             try:
-                result = await make()
+                result = await (self._entered(tally, make) if tally.waiting is not None else make())
             except ContainerUnavailable:  # the container is down, not failing on this input
                 tally.count(-1)
+                if self.down_since is None:
+                    self.down_since = time.time()
                 raise
             except ContainerLost:
+                self.down_since = None
+                tally.wait(None)
                 self._observe(started, ok=False)
                 tally.alone, tally.shared_loss = True, place.shared
                 if place.shared:  # any call beside it may have crashed the container: not this call's attempt
                     tally.count(-1)
                 raise
             except ContainerError:
+                self.down_since = None  # it answered
+                tally.wait(None)
                 self._observe(started, ok=False)
                 raise
+            self.down_since = None
+            tally.wait(None)
             self._observe(started, ok=True)
             return result
+
+    async def _entered(self, tally: Tally, make: Callable[[], Awaitable[T]]) -> T:
+        """`make()` for a call that was waiting for its container: the wait is over (`tally.wait(None)`) once the
+        container has held the call for `ENTERED_S` (a refused connection fails well within that)."""
+        task = asyncio.ensure_future(make())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=ENTERED_S)
+            if not done:
+                tally.wait(None)
+            return await task
+        finally:
+            if not task.done():  # cancelled while it ran: the call goes with it
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def _observe(self, started: float, *, ok: bool) -> None:
         if self.metrics is not None:

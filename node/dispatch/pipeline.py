@@ -82,6 +82,7 @@ class PipelineRoute:
         consensus: bool = False,
         done: Sequence[bytes] = (),
         on_stage: Callable[[int, bytes], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Output:
         """The ABI output of the last stage for an on-chain input (ABI bytes), with an empty proof. `done`: the
         outputs of the first stages, finished by an earlier run (the call resumes after them); `attempts_so_far`:
@@ -89,7 +90,8 @@ class PipelineRoute:
         stage's attempts; `on_stage(i, output)`: told each finished stage but the last (0-based `i`). Raises the
         `ContainerError` that ended the call, its message naming the stage; `ProofUnavailable` for an `attestation`
         (a pipeline never attests); `ValueError` when `done` covers every stage. `consensus`: the last stage answers
-        in its model's consensus form (what the nodes of a consensus request compare)."""
+        in its model's consensus form (what the nodes of a consensus request compare). `on_wait`: told why the call
+        waits while a stage's container is down, then None (as `ModelRoute.call`)."""
         if attestation is not None:
             raise ProofUnavailable(f"{self.model.name} is a pipeline: no one container attests its output")
         if len(done) >= len(self.stages):
@@ -114,6 +116,7 @@ class PipelineRoute:
                         attempts_so_far=attempts,
                         on_attempt=on_attempt,
                         consensus=consensus and last,
+                        on_wait=on_wait,
                     )
 
                 data = (await self._stage(i, job_id, make)).output
@@ -128,13 +131,14 @@ class PipelineRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Any:
         """The output of the last stage for an off-chain job (its input fields by name), each stage's output fields
         the next one's input. Raises as `call`, and `ContainerRejected` when a stage's output is not an object of
         named fields (it cannot be a stage's input)."""
         deadline = self.clock() + self.budget_s if deadline is None else deadline
         async with self._slots:
-            return await self._offchain(job_id, data, len(self.stages), deadline, on_attempt)
+            return await self._offchain(job_id, data, len(self.stages), deadline, on_attempt, on_wait)
 
     async def stream(
         self,
@@ -144,17 +148,20 @@ class PipelineRoute:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> str:
         """Streams the last stage's output for an off-chain job (`on_piece` told each piece), the stages before it
         run whole as in `call_offchain`; returns the pieces joined. Raises as `call_offchain`."""
         deadline = self.clock() + self.budget_s if deadline is None else deadline
         last = len(self.stages) - 1
         async with self._slots:
-            fields = await self._offchain(job_id, data, last, deadline, on_attempt)
+            fields = await self._offchain(job_id, data, last, deadline, on_attempt, on_wait)
             fields = self._fields(last, fields)
 
             def make(route: ModelRoute, stage_job: str) -> Awaitable[str]:
-                return route.stream(stage_job, fields, on_piece, deadline=deadline, on_attempt=on_attempt)
+                return route.stream(
+                    stage_job, fields, on_piece, deadline=deadline, on_attempt=on_attempt, on_wait=on_wait
+                )
 
             return await self._stage(last, job_id, make)
 
@@ -165,6 +172,7 @@ class PipelineRoute:
         stages: int,
         deadline: float,
         on_attempt: Callable[[int], None] | None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> Any:
         """The off-chain output of the first `stages` stages for `data`."""
         value: Any = data
@@ -172,7 +180,7 @@ class PipelineRoute:
             fields = data if i == 0 else self._fields(i, value)
 
             def make(route: ModelRoute, stage_job: str, fields: dict[str, Any] = fields) -> Awaitable[Any]:
-                return route.call_offchain(stage_job, fields, deadline=deadline, on_attempt=on_attempt)
+                return route.call_offchain(stage_job, fields, deadline=deadline, on_attempt=on_attempt, on_wait=on_wait)
 
             value = await self._stage(i, job_id, make)
         return value

@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 
 #: Longest failure reason reported on-chain, in characters.
 MAX_FAILURE_CHARS = 256
+#: How the `error` of a job that waits for its container begins (`waiting: container of … is down since …`): what
+#: `infera jobs`, the job API and the status page show while it waits; cleared once the container takes the job.
+WAITING = "waiting: "
+
+
+def _unwait(job: Job) -> dict[str, None]:
+    """The field that clears a job's waiting reason (when it has one) in the update that settles it."""
+    return {"error": None} if job.error is not None and job.error.startswith(WAITING) else {}
 
 
 class Sender(Protocol):
@@ -201,6 +209,14 @@ class Scheduler:
         self._closing = True
         if not self._tasks:
             return
+        names = sorted(describe_job(rid) for rid in self._tasks)
+        log.info(
+            "stopping: waiting up to %.0f s for %d running computation(s) (%s); what is still running then is stopped"
+            " and resumed at the next start",
+            timeout_s,
+            len(names),
+            ", ".join(names[:20]) + (", …" if len(names) > 20 else ""),
+        )
         _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout_s)
         for task in pending:
             task.cancel()
@@ -234,7 +250,7 @@ class Scheduler:
                 self._count_interval("failed")
                 return
             # Failure is an answer: report it on-chain so the request fails and is refunded, not left hanging.
-            self._store.update(job, JobState.COMPUTED, failure=_reason(exc))
+            self._store.update(job, JobState.COMPUTED, failure=_reason(exc), **_unwait(job))
             self._forget_stages(job, route)
         except Exception as exc:  # a bug must fail one job, not the node
             log.exception("request %d: unexpected error", rid)
@@ -250,10 +266,10 @@ class Scheduler:
                     )
                 with self._store.transaction():
                     self._proofs.set(rid, proof)
-                    self._store.update(job, JobState.COMPUTED, output=result.output, proof=proof)
+                    self._store.update(job, JobState.COMPUTED, output=result.output, proof=proof, **_unwait(job))
                 faultpoint.reached("proof-saved")
             else:
-                self._store.update(job, JobState.COMPUTED, output=result.output)
+                self._store.update(job, JobState.COMPUTED, output=result.output, **_unwait(job))
             self._forget_stages(job, route)
             log.debug("request %d: computed in %.0f ms", rid, (time.perf_counter() - started) * 1000)
         self._hand_on(job)
@@ -263,8 +279,15 @@ class Scheduler:
         each finished stage committed as it ends."""
 
         # `running` means in the container, not waiting for a place; each attempt is committed as it starts.
+        waiting: list[str | None] = [None]  # why this call waits now (None: it does not)
+
         def on_attempt(n: int) -> None:
-            self._store.update(job, JobState.RUNNING, attempts=n)
+            stale = {} if waiting[0] is not None else _unwait(job)  # a reason left by a run that stopped waiting
+            self._store.update(job, JobState.RUNNING, attempts=n, **stale)
+
+        def on_wait(reason: str | None) -> None:  # the container is down (or back): said in the job's row
+            waiting[0] = reason
+            self._store.update(job, JobState.RUNNING, error=reason)
 
         call = route.call
         if isinstance(route, PipelineRoute):  # resumes after the stages an earlier run finished, and records each
@@ -282,6 +305,7 @@ class Scheduler:
             on_attempt=on_attempt,
             attestation=self._attestation(job),
             consensus=self._consensus(job),
+            on_wait=on_wait,
         )
 
     def _consensus(self, job: Job) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import load_config, parse_config
+from node.config import config_problems, load_config, parse_config
 from node.errors import ConfigError
 
 ADDRESS = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
@@ -366,3 +366,74 @@ def test_online_check_of_an_attesting_model_asks_the_container_for_its_attester(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------- typos, and where they are
+
+
+def test_a_misspelt_env_variable_is_named_as_one_with_the_variable_meant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INFERA_CHAIN__RPC_ULR", "http://10.0.0.1:8545")
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
+        '[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        "environment variable INFERA_CHAIN__RPC_ULR: chain.rpc_ulr is not a config key (unset it, or check its"
+        " spelling); did you mean INFERA_CHAIN__RPC_URL?"
+    )  # not blamed on the file
+
+
+@pytest.mark.parametrize(
+    ("var", "meant"),
+    [
+        ("INFERA_API__PORTT", "INFERA_API__PORT"),
+        ("INFERA_STORE__RETENTION_DAY", "INFERA_STORE__RETENTION_DAYS"),
+        ("infera_log__levle", "INFERA_LOG__LEVEL"),  # read without regard to case, named as it is spelt
+        ("INFERA_CHIAN__RPC_URL", "INFERA_CHAIN__RPC_URL"),  # a section nobody knows: silently ignored before
+        ("INFERA_WALET__PRIVATE_KEY_ENV", "INFERA_WALLET__PRIVATE_KEY_ENV"),
+    ],
+)
+def test_any_misspelt_env_variable_gets_the_one_meant(monkeypatch: pytest.MonkeyPatch, var: str, meant: str) -> None:
+    monkeypatch.setenv(var, "1")
+    cfg, problems = config_problems(minimal())
+    assert cfg is None
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"environment variable {var}: ")
+    assert problems[0].endswith(f"did you mean {meant}?")
+
+
+def test_variables_that_are_no_override_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERA_PRIVATE_KEY", "0x01")  # the key's default env var, not a config key
+    monkeypatch.setenv("INFERA_DEBUG", "1")
+    assert config_problems(minimal())[1] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        ("rpc_ulr", "chain.rpc_ulr: unknown key (check its spelling and section); did you mean chain.rpc_url?"),
+        ("port", "chain.port: unknown key (check its spelling and section); it is a key of [api]"),
+        ("zzzz", "chain.zzzz: unknown key (check its spelling and section)"),
+    ],
+)
+def test_a_misspelt_key_of_the_file_gets_the_key_meant(key: str, line: str) -> None:
+    data = minimal(**{key: 1})
+    assert config_problems(data)[1] == [line]
+
+
+def test_a_misspelt_key_of_a_models_table_gets_the_key_meant() -> None:
+    data = minimal()
+    data["models"] = [{"name": "echo", "url": "http://127.0.0.1:3000", "timout_s": 3}]
+    assert config_problems(data)[1] == [
+        "models.0.timout_s: unknown key (check its spelling and section); did you mean models.0.timeout_s?"
+    ]
+
+
+def test_a_misspelt_section_of_the_file_gets_the_section_meant() -> None:
+    data = {**minimal(), "stoer": {"path": "x.db"}}
+    assert config_problems(data)[1] == ["stoer: unknown key (check its spelling and section); did you mean store?"]

@@ -6,6 +6,7 @@ streams."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -202,6 +203,35 @@ async def test_waiting_for_a_container_stops_at_the_deadline_with_no_attempt_use
         await call(route(Scripted(*[ContainerUnavailable("down")] * 100), clock), clock, deadline_s=10.5)
     assert type(caught.value) is ContainerError
     assert clock.waits == [CONTAINER_WAIT_S] * 10
+
+
+async def test_a_call_waiting_for_its_container_says_why_until_the_container_takes_it() -> None:
+    clock = Clock()
+    r = route(Scripted(*[ContainerUnavailable("down")] * 3, b"out", ContainerUnavailable("down"), b"again"), clock)
+    said: list[str | None] = []
+    out = await r.call("7", b"in", deadline=clock() + 600, on_wait=said.append)
+    assert out.output == b"out"
+    assert len(said) == 2, said  # once as it starts waiting (not at every refused retry), once as it ends
+    assert re.fullmatch(
+        r"waiting: container of m at http://127\.0\.0\.1:1 is down since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(said[0])
+    )
+    assert said[1] is None
+    assert r.down_since is None  # it answered
+    said.clear()  # the off-chain path says it the same way
+    assert await r.call_offchain("job", {"data": "x"}, on_wait=said.append) == {"echo": "again"}
+    assert len(said) == 2
+    assert str(said[0]).startswith("waiting: container of m at http://127.0.0.1:1 is down since ")
+    assert said[1] is None
+
+
+async def test_a_call_that_gives_up_waiting_never_hears_the_wait_is_over() -> None:
+    clock = Clock()
+    said: list[str | None] = []
+    r = route(Scripted(*[ContainerUnavailable("down")] * 100), clock)
+    with pytest.raises(ContainerError, match="gave up"):
+        await r.call("7", b"in", deadline=clock() + 5.5, on_wait=said.append)
+    assert len(said) == 1  # the caller settles the job with its failure
+    assert r.down_since is not None  # still down: the next call's reason keeps the first refusal's time
 
 
 # ----------------------------------------------------------------------------------------- attempts across runs
