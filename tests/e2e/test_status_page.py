@@ -14,8 +14,8 @@ import pytest
 from node import __version__
 from node.devnet import wait_until
 from node.devnet.deployment import DEVNET_MIN_STAKE_WEI
-from node.observability.health import CHECKS
 from node.observability import memory
+from node.observability.health import CHECKS
 from tests.e2e.test_metrics import MODEL, REQUESTS, EchoNode, echo_node
 
 CHROMIUM = Path("/usr/bin/chromium")
