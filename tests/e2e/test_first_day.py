@@ -17,6 +17,7 @@ import pytest
 
 from node.devnet import ROOT, Devnet, Proc, dev_account, free_port, wait_until
 from node.jobs.store import JobStore
+from tests.e2e.test_cli import infera
 from tests.faults.conftest import readyz
 
 pytestmark = pytest.mark.e2e
@@ -144,19 +145,6 @@ def test_readyz_of_a_node_with_two_confirmations_shows_no_lag_once_caught_up(run
             assert not any("blocks behind" in p for p in body["problems"]), body  # type: ignore[attr-defined]
     finally:
         dev.stop(node)
-
-
-def infera(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`infera ARGS` as an operator types it."""
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-        check=False,
-    )
 
 
 def test_request_with_the_models_container_down_sends_nothing_unless_told_raw(running: Running) -> None:

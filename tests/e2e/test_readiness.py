@@ -5,8 +5,6 @@ failed job's reason is on the page."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -25,8 +23,10 @@ from node.chain.standing import DELIVERY_OVERHEAD_GAS
 from node.devnet import Devnet, wait_until
 from node.devnet.deployment import DEVNET_MIN_STAKE_WEI
 from node.devnet.processes import Proc, free_port
+from tests.e2e.test_cli import infera
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_status_page import eth, render
+from tests.faults.conftest import readyz
 
 pytestmark = pytest.mark.e2e
 
@@ -73,13 +73,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def readyz(api: str) -> tuple[int, dict[str, Any]] | None:
-    """(HTTP status, body) of /readyz; None while nothing answers."""
+def answer(api: str) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, body) of /readyz at `api`; None while nothing answers."""
     try:
-        with urllib.request.urlopen(f"{api}/readyz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return readyz(int(api.rsplit(":", 1)[1]))
     except OSError:
         return None
 
@@ -90,12 +87,9 @@ def fund(dev: Devnet, address: str, wei: int) -> None:
     dev.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
 
 
-def cli(dev: Devnet, key: LocalAccount, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(key: LocalAccount, *args: str) -> subprocess.CompletedProcess[str]:
     """`infera <args>` with `key` in INFERA_PRIVATE_KEY, as an operator runs it."""
-    env = {**os.environ, "INFERA_PRIVATE_KEY": key.key.hex()}
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return infera(*args, env={"INFERA_PRIVATE_KEY": key.key.hex()}, timeout=120)
 
 
 def node_with(chain: Chain, key: LocalAccount, name: str) -> tuple[Proc, str, Path]:
@@ -109,7 +103,7 @@ def failing(api: str, check: str, proc: Proc) -> dict[str, Any]:
     """Waits for /readyz to answer 503 with `check` failing (every other check passing); returns the body."""
 
     def seen() -> dict[str, Any] | None:
-        got = readyz(api)
+        got = answer(api)
         if got is None or got[0] != 503:
             return None
         body = got[1]
@@ -122,7 +116,7 @@ def failing(api: str, check: str, proc: Proc) -> dict[str, Any]:
 
 def ready(api: str, proc: Proc) -> None:
     """Waits (the standing is re-read every 15 s) for /readyz to answer 200."""
-    wait_until(lambda: (readyz(api) or (0, {}))[0] == 200, timeout_s=60, what="/readyz 200", alive=proc.check_alive)
+    wait_until(lambda: (answer(api) or (0, {}))[0] == 200, timeout_s=60, what="/readyz 200", alive=proc.check_alive)
 
 
 # ------------------------------------------------------------------------------------------- wrong coordinator
@@ -145,7 +139,7 @@ def test_a_wrong_coordinator_or_chain_stops_infera_run_with_the_reason(chain: Ch
     text = config.read_text().replace(d.coordinator.address, address)
     config.write_text(text)
     nonce = dev.w3.eth.get_transaction_count(dev.node_account.address)
-    result = cli(dev, dev.node_account, "run", "--config", str(config))
+    result = cli(dev.node_account, "run", "--config", str(config))
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert said in last, last
@@ -153,7 +147,7 @@ def test_a_wrong_coordinator_or_chain_stops_infera_run_with_the_reason(chain: Ch
     if which != "other chain":
         assert "infera deploy" in last  # says where the right address comes from
     assert dev.w3.eth.get_transaction_count(dev.node_account.address) == nonce  # nothing was sent
-    checked = cli(dev, dev.node_account, "config", "check", "--config", str(config), "--online")
+    checked = cli(dev.node_account, "config", "check", "--config", str(config), "--online")
     assert checked.returncode != 0
     assert said in checked.stdout + checked.stderr  # the online check says the same, in the same words
 
@@ -187,7 +181,7 @@ def test_an_unregistered_key_is_not_ready_until_infera_node_register(chain: Chai
     (row,) = page.wallets
     assert (row["registry"], row["stake"]) == ("inactive", eth(0)), row
 
-    result = cli(dev, key, "node", "register", "--config", str(config))
+    result = cli(key, "node", "register", "--config", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
     ready(api, proc)
     samples = scrape(api)
@@ -242,7 +236,7 @@ def test_a_key_without_eth_for_deliveries_is_not_ready_until_funded(chain: Chain
     failed = dev.request_raw(FAULTY, b"fail500-always")
 
     def settled() -> dict[str, Any] | None:
-        got = readyz(api)
+        got = answer(api)
         jobs = got[1].get("jobs", {}) if got else {}
         return jobs if jobs.get("confirmed") == 1 and jobs.get("failed") == 1 else None
 
@@ -275,7 +269,7 @@ def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain) -> 
     wait_until(lambda: _answers(f"{api}/healthz"), timeout_s=60, what="/healthz 200", alive=proc.check_alive)
 
     def said() -> tuple[int, dict[str, Any]] | None:
-        got = readyz(api)  # "starting: connecting to the chain" until the first try has failed
+        got = answer(api)  # "starting: connecting to the chain" until the first try has failed
         return got if got is not None and "RPC unreachable" in str(got[1]["problems"]) else None
 
     status, body = wait_until(said, timeout_s=60, what="/readyz to name the RPC", alive=proc.check_alive)
