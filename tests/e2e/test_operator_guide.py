@@ -5,6 +5,7 @@ fee. Only the ports (free ones instead of 8545/3000/8600) and the install's path
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -30,6 +31,17 @@ def first_day_block() -> str:
     return found.group(1)
 
 
+def print_step_times(out: str) -> None:
+    """Prints each top-level command of the traced block with the seconds until the next one started (a trace line
+    may follow output that ends without a newline, as curl's does)."""
+    steps = [(float(m[1]), m[2]) for m in re.finditer(r"(?<!\+)\+ (\d{9,}\.\d+) ([^\n]*)", out)]
+    if not steps:
+        return
+    print(f"\nthe guide's first day, {steps[-1][0] - steps[0][0]:.1f} s from the first command to the last:")
+    for (start, command), (after, _) in itertools.pairwise(steps):
+        print(f"  {after - start:6.1f} s  {command[:110]}")
+
+
 def test_first_day_runs_as_written(contracts_built: None, tmp_path: Path) -> None:
     chain, container, api = free_port(), free_port(), free_port()
     script = first_day_block()
@@ -46,6 +58,8 @@ def test_first_day_runs_as_written(contracts_built: None, tmp_path: Path) -> Non
         + f"\nsed -i -e 's|^port = 8600|port = {api}|' -e 's|127.0.0.1:3000\"|127.0.0.1:{container}\"|' node.toml"
         + script[config_done:]
     )
+    # Every command of the block is traced with the time it started: the step times are printed (pytest -s).
+    script = "export PS4='+ ${EPOCHREALTIME} '\nset -x\n" + script
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         ["bash", "-e", "-c", script],
@@ -61,6 +75,7 @@ def test_first_day_runs_as_written(contracts_built: None, tmp_path: Path) -> Non
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-6000:]
+    print_step_times(out)
     assert '{"label": "positive"' in out, out[-6000:]
     assert re.search(r"registered 0x[0-9a-fA-F]{40} with a stake of 1 ETH; active: yes", out), out[-6000:]
     assert re.search(r"Coordinator\s+0\.001 ETH", out), out[-6000:]  # the first fee, unclaimed in the Coordinator
