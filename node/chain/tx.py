@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Reverts naming the sending key as no active node: the key's problem, never the jobs' (`_reverted`).
+KEY_NOT_ACTIVE = frozenset({"NodeNotActive", "NotRegistered", "IsUnbonding"})
+
 
 class TxManager:
     """Owns every transaction of the node's keys, from a ready job to its settled state."""
@@ -369,7 +372,13 @@ class TxManager:
 
     async def _reverted(self, key: Key, jobs: list[Job], reverted: TxReverted) -> None:
         """The simulation reverted: one job is settled or re-routed; a batch's items are sent one by one, each
-        item's failure its own."""
+        item's failure its own. A revert that says the sending key itself is not an active node (`NodeNotActive` of
+        this key: unregistered, unbonding, slashed below the minimum) is the key's, never the jobs': the key pauses
+        (`/readyz` names it) and the jobs wait for a key that can deliver, uncounted, until their deadline."""
+        if reverted.error in KEY_NOT_ACTIVE and str(next(iter(reverted.error_args), "")).lower() == key.address.lower():
+            self._books.keys.pause(key, f"{reverted.error_text}: not an active node; `infera node status` says why")
+            self._refusals.requeue(jobs, reverted, counts=False)
+            return
         if len(jobs) > 1:
             log.warning("%s; sending its items one by one", reverted)
             for job in jobs:

@@ -65,3 +65,29 @@ def test_every_log_seen_twice_is_one_job(rig: FaultRig) -> None:
     assert dev.w3.eth.get_transaction_count(dev.node_account.address) == nonce
     assert rig.computed() == Counter(f"once-{i}".encode() for i in range(20))
     assert rig.states() == {"confirmed": len(ids)}
+
+
+def test_a_second_key_that_is_not_an_active_node_delivers_nothing_and_fails_nothing(rig: FaultRig) -> None:
+    """A misconfigured `extra_key_envs` key (funded, never registered): the coordinator refuses its deliveries
+    (`NodeNotActive` of that key). Before, that refusal was taken for the request's and the active key reported the
+    request as failed, losing its fee and failing the consumer. Now the key pauses (readiness names it) and the
+    active key delivers every request once."""
+    dev = rig.dev
+    stray = dev_account(4)  # funded by anvil, not registered
+    rig.env = {"INFERA_SECOND_KEY": stray.key.hex()}
+    rig.configure(extra_key_envs=["INFERA_SECOND_KEY"], max_batch=1)
+    rig.start_node()
+    ids = dev.request_many(MODEL, [f"two-keys-{i}".encode() for i in range(6)])
+    rig.wait_fulfilled(ids, timeout_s=120)
+    fulfilled = rig.fulfillments()
+    assert {i: fulfilled[i] for i in ids} == dict.fromkeys(ids, 1)
+    events = dev.deployment.coordinator.events  # type: ignore[union-attr]
+    assert not [e for e in events.FailureReported().get_logs(from_block=0) if e["args"]["requestId"] in ids]
+    senders = {
+        e["args"]["node"] for e in events.RequestFulfilled().get_logs(from_block=0) if e["args"]["requestId"] in ids
+    }
+    assert senders == {dev.node_account.address}
+    assert dev.w3.eth.get_transaction_count(stray.address) == 0  # the stray key sent nothing
+    status, body = readyz(dev.api_port)
+    assert status == 503
+    assert any(stray.address in line and "not registered" in line for line in body["checks"]["stake"]["problems"])
