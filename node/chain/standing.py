@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from node.chain.rpc import RpcPool
+from node.chain.reverts import escape_text
+from node.chain.rpc import RpcError, RpcPool
 from node.config import ETH_TOKEN
 from node.errors import ConfigError
 
@@ -50,9 +53,19 @@ class CoordinatorMismatch(ConfigError):
     unsupported version): raised at start, so the node stops instead of running ready and earning nothing."""
 
 
+def _hex_bytes(what: str, answer: Any) -> bytes:
+    """`answer` (a JSON-RPC result) as bytes; ValueError when it is not a 0x-hex string (an endpoint's garbage)."""
+    if not isinstance(answer, str) or not answer.startswith("0x"):
+        raise ValueError(f"{what} answered {str(answer)[:60]!r}, not hex")
+    return bytes.fromhex(answer[2:])
+
+
 def iso_utc(unix_s: float) -> str:
     """`unix_s` (seconds) as ISO-8601 UTC to the second, e.g. `2026-12-05T08:30:00Z`."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
+
+
+_TYPE_AND_VERSION = re.compile(r"(?P<type>Infera[A-Za-z]+) (?P<major>\d{1,6})\.\d{1,6}\.\d{1,6}")
 
 
 def _selector(signature: str) -> str:
@@ -62,26 +75,41 @@ def _selector(signature: str) -> str:
 def identify(address: str, chain_id: int, code: bytes, type_and_version: str | None) -> str | None:
     """None when the contract at `address` (its runtime `code`, and its `typeAndVersion()` answer or None when the
     call reverted or answered no string) is a Coordinator of a supported version; else the problem, one line that
-    says what to do."""
+    says what to do. Only a string of the form `Infera<Type> <major>.<minor>.<patch>` names an Infera contract."""
     where = f"chain.coordinator_address: {address} on chain {chain_id}"
     fix = "give the Coordinator's address (`infera deploy` prints it as coordinator=...; devnet: devnet.json)"
     if not code:
         return f"{where} holds no contract (wrong address, or an RPC of another chain?); {fix}"
     if type_and_version is None:
         return f"{where} is not an Infera Coordinator (it does not answer typeAndVersion()); {fix}"
-    kind, _, version = type_and_version.partition(" ")
-    if kind in _OTHER_TYPES:
-        return f"{where} is {_OTHER_TYPES[kind]}; {fix}"
-    if kind != COORDINATOR_TYPE:
-        return f"{where} is not an Infera Coordinator (typeAndVersion() is {type_and_version[:80]!r}); {fix}"
-    major = version.split(".", 1)[0]
-    if not major.isdigit() or int(major) not in SUPPORTED_MAJORS:
+    named = _TYPE_AND_VERSION.fullmatch(type_and_version)
+    if named is None or (named["type"] != COORDINATOR_TYPE and named["type"] not in _OTHER_TYPES):
+        shown = escape_text(type_and_version[:80])
+        return f'{where} is not an Infera Coordinator (typeAndVersion() is "{shown}"); {fix}'
+    if named["type"] in _OTHER_TYPES:
+        return f"{where} is {_OTHER_TYPES[named['type']]}; {fix}"
+    if int(named["major"]) not in SUPPORTED_MAJORS:
         supported = ", ".join(f"{m}.x" for m in sorted(SUPPORTED_MAJORS))
         return (
-            f"{where} is {type_and_version[:80]!r}, a version this node does not speak (it speaks {supported});"
+            f"{where} is {type_and_version}, a version this node does not speak (it speaks {supported});"
             " upgrade the node (pip install -U infera) or point it at a supported Coordinator"
         )
     return None
+
+
+def decode_type_and_version(answer: bytes) -> str | None:
+    """The string an `eth_call` of `typeAndVersion()` returned (its raw return data), or None when the data is not
+    one ABI-encoded string (an empty answer, a contract without the function's fallback, garbage)."""
+    try:
+        return str(abi_decode(["string"], answer)[0])
+    except Exception:  # any decoding failure: not an Infera contract's answer
+        return None
+
+
+def is_revert(exc: BaseException) -> bool:
+    """Whether a JSON-RPC error answer is the call's revert (code 3, or a message saying it reverted), not the
+    endpoint's failure (a rate limit, a timeout, an unknown block): only a revert says what the contract is."""
+    return isinstance(exc, RpcError) and (exc.code == 3 or "revert" in str(exc).lower())
 
 
 @dataclass(frozen=True)
@@ -151,28 +179,38 @@ class Standing:
     ) -> Any:
         data = _selector(signature) + abi_encode(list(types), list(args)).hex()
         answer = await self.rpc.request("eth_call", [{"to": to, "data": data}, "latest"])
-        if not isinstance(answer, str) or not answer.startswith("0x"):
-            raise ValueError(f"eth_call {signature} answered {str(answer)[:60]!r}, not hex")
-        values = abi_decode(list(out), bytes.fromhex(answer[2:]))
+        values = abi_decode(list(out), _hex_bytes(f"eth_call {signature}", answer))
         return values[0] if len(out) == 1 else values
 
     async def check_identity(self, chain_id: int) -> None:
         """Reads the coordinator's code and `typeAndVersion()`, and its registry. Raises `CoordinatorMismatch` when
-        the address holds no Coordinator of a supported version (what the node then says, and stops); an RPC failure
-        raises what the RPC pool raises (the caller retries)."""
-        code = await self.rpc.request("eth_getCode", [self.coordinator, "latest"])
-        code_bytes = bytes.fromhex(code[2:]) if isinstance(code, str) and code.startswith("0x") else b""
+        the address holds no Coordinator of a supported version (what the node then says, and stops). Only definite
+        answers decide that: no code, a revert, return data that is not a string. An RPC failure (unreachable, a
+        rate limit, an error that is not a revert, an answer that is not hex) raises what it raised, or ValueError,
+        and the caller asks again."""
+        code = _hex_bytes("eth_getCode", await self.rpc.request("eth_getCode", [self.coordinator, "latest"]))
         named: str | None = None
-        if code_bytes:
+        if code:
             try:
-                named = str(await self._call(self.coordinator, "typeAndVersion()", [], [], ["string"]))
-            except Exception:  # a revert or an answer that is not a string: not ours
-                named = None
-        problem = identify(self.coordinator, chain_id, code_bytes, named)
+                answer = await self.rpc.request(
+                    "eth_call", [{"to": self.coordinator, "data": _selector("typeAndVersion()")}, "latest"]
+                )
+            except RpcError as exc:
+                if not is_revert(exc):
+                    raise
+            else:
+                named = decode_type_and_version(_hex_bytes("eth_call typeAndVersion()", answer))
+        problem = identify(self.coordinator, chain_id, code, named)
         if problem is not None:
             raise CoordinatorMismatch(problem)
         self.type_and_version = named
-        self.registry = to_checksum_address(await self._call(self.coordinator, "registry()", [], [], ["address"]))
+        answer = await self.rpc.request(
+            "eth_call", [{"to": self.coordinator, "data": _selector("registry()")}, "latest"]
+        )
+        try:
+            self.registry = to_checksum_address(abi_decode(["address"], _hex_bytes("eth_call registry()", answer))[0])
+        except (ValueError, TypeError, DecodingError):
+            raise ValueError(f"the coordinator's registry() answered {str(answer)[:80]!r}, not an address") from None
         log.info("coordinator %s is %s; registry %s", self.coordinator, named, self.registry)
 
     async def refresh(self) -> None:

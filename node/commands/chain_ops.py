@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -24,7 +25,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from node.chain.contracts import load_artifact, model_id
 from node.chain.reverts import ErrorCatalog, revert_data
 from node.chain.rpc import public_url
-from node.chain.standing import identify
+from node.chain.standing import decode_type_and_version, identify
 from node.commands.console import spinner
 from node.errors import InferaError
 
@@ -293,10 +294,15 @@ def open_contracts(w3: Web3, coordinator_address: str, artifacts_dir: Path | Non
     coordinator = w3.eth.contract(address=address, abi=load_artifact("Coordinator", artifacts_dir).abi)
     named: str | None = None
     if code:
+        selector = "0x" + keccak(text="typeAndVersion()")[:4].hex()
         try:
-            named = str(coordinator.functions.typeAndVersion().call())
-        except Exception:  # a revert or an answer that is not a string: not ours
+            named = decode_type_and_version(bytes(w3.eth.call({"to": address, "data": selector})))  # type: ignore[typeddict-item]
+        except ContractLogicError:  # a revert: the contract has no such function, it is not ours
             named = None
+        except Exception as exc:  # the RPC failed (a rate limit, a timeout): no verdict on the address
+            raise OpsError(
+                f"cannot read typeAndVersion() of {address} from the RPC ({type(exc).__name__}): try again"
+            ) from None
     problem = identify(address, int(w3.eth.chain_id), code, named)
     if problem is not None:
         raise OpsError(problem)

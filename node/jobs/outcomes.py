@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from node.config import ETH_TOKEN
 from node.jobs.store import JobStore
 
 #: `reclaim` values: being sent; sent (`sent <tx hash>`, not yet mined); mined and it closed the request (`done <tx
@@ -67,6 +68,8 @@ class Outcomes:
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise TypeError(f"not outcome fields: {sorted(unknown)}")
+        if fields.get("fee_earned") and self.get(request_id, interval).fee_earned is None:
+            self._count_earned(request_id, interval, int(fields["fee_earned"]))
         values = {k: (str(v) if k == "fee_earned" and v is not None else v) for k, v in fields.items()}
         columns = ", ".join(values)
         updates = ", ".join(f"{k}=excluded.{k}" for k in values)
@@ -77,6 +80,17 @@ class Outcomes:
             " updated_at=excluded.updated_at",
             (*self._key(request_id, interval), *values.values(), time.time()),
         )
+
+    def _count_earned(self, request_id: int, interval: int, fee: int) -> None:
+        """Adds a first-recorded fee to the store's `earned` (by the request's payment token; ETH when the job row
+        names none), what `infera_fees_earned_total` counts over the process's life."""
+        rows = self._store.execute(
+            "SELECT json_extract(request, '$.token') FROM jobs WHERE chain_id=? AND coordinator IN (?,?)"
+            " AND request_id=? AND interval=?",
+            (*self._store.scope, str(request_id), interval),
+        )
+        token = rows[0][0] if rows and isinstance(rows[0][0], str) else ETH_TOKEN
+        self._store.earned[token] += fee
 
     def get(self, request_id: int, interval: int = 0) -> Outcome:
         """The outcome recorded for `request_id` (all None when nothing is)."""

@@ -94,6 +94,8 @@ class JobStore:
         self.duplicates = 0
         #: Jobs this process moved to a final state, by state (`infera_jobs_finished_total`).
         self.finished: collections.Counter[str] = collections.Counter()
+        #: Fees first recorded by this process, by payment token (`infera_fees_earned_total`; node.jobs.outcomes).
+        self.earned: collections.Counter[str] = collections.Counter()
 
     @property
     def scope(self) -> tuple[int, str, str]:

@@ -14,7 +14,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from node.config import ETH_TOKEN
-from node.jobs.outcomes import Outcomes
 from node.jobs.states import TERMINAL
 from node.jobs.store import JobStore
 from node.observability.health import CHECKS, Health
@@ -33,7 +32,7 @@ class ReadinessCollector(Collector):
     - `infera_node_active{address}`, `infera_node_stake_wei{address}`, `infera_node_min_stake_wei`,
       `infera_wallet_deliveries_covered{address}`, `infera_gas_price_wei` (from the last standing read);
     - `infera_fees_unclaimed_wei{token}` (the coordinator's `balanceOf` for the node's keys, summed);
-    - `infera_fees_earned_total{token}` (fees credited to the node over the jobs the store keeps);
+    - `infera_fees_earned_total{token}` (fees credited to the node by the deliveries this process settled);
     - `infera_jobs_finished_total{state}` (jobs this process moved to a final state);
     - `infera_build_info{version}` and `infera_start_time_seconds` (Unix time the process started)."""
 
@@ -125,15 +124,11 @@ class ReadinessCollector(Collector):
     def _earnings(self) -> Iterable[Metric]:
         earned = CounterMetricFamily(
             "infera_fees_earned",
-            "Fees credited to the node by its deliveries, by payment token (ETH or the token's address), in the"
-            " token's smallest unit, over the jobs the store keeps (store.retention_days).",
+            "Fees credited to the node by the deliveries this process settled, by payment token (ETH or the token's"
+            " address), in the token's smallest unit (a counter: it starts from 0 with the process).",
             labels=["token"],
         )
-        try:
-            found = Outcomes(self._store).earned_by_token()
-        except Exception as exc:  # a metric never stops a scrape
-            log.warning("cannot read the fees earned from the store: %s", exc)
-            found = {}
+        found = dict(self._store.earned)
         found.setdefault(ETH_TOKEN, 0)
         for token, amount in sorted(found.items()):
             earned.add_metric([token_label(token)], float(amount))

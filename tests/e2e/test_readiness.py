@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 from web3.types import Wei
 
+from bench.rpcproxy import proxy_in_thread
 from node.chain.standing import DELIVERY_OVERHEAD_GAS
 from node.devnet import Devnet, wait_until
 from node.devnet.deployment import DEVNET_MIN_STAKE_WEI
@@ -277,3 +280,38 @@ def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain) -> 
     (line,) = body["problems"]
     assert dead in line, line
     assert chain.dev.stop(proc) == 0  # SIGTERM while waiting: a clean stop
+
+
+def test_rpc_failures_during_the_coordinator_check_are_retried_not_taken_for_a_wrong_address(chain: Chain) -> None:
+    """A 429, a JSON-RPC error that is not a revert, and an answer that is not hex, each to the start's
+    typeAndVersion() call: before, each made `infera run` exit 2 blaming a right address (for good, under systemd).
+    Now each is asked again, and the node starts and is ready."""
+    dev = chain.dev
+    selector = "0x" + keccak(text="typeAndVersion()")[:4].hex()
+    bad: list[web.Response | dict[str, Any]] = [
+        web.Response(status=429, text="Too Many Requests", content_type="text/plain"),
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "rate limit exceeded"}},
+        {"jsonrpc": "2.0", "id": 1, "result": "not hex at all"},
+    ]
+    answered: list[str] = []
+
+    def fault(call: dict[str, Any]) -> web.Response | None:
+        params = call.get("params") or [{}]
+        if call.get("method") != "eth_call" or not isinstance(params[0], dict) or params[0].get("data") != selector:
+            return None
+        if len(answered) >= len(bad):
+            return None
+        answer = bad[len(answered)]
+        answered.append(str(answer))
+        if isinstance(answer, web.Response):
+            return answer
+        return web.json_response({**answer, "id": call.get("id")})
+
+    with proxy_in_thread(dev.rpc_port) as proxy:
+        proxy.fault = fault
+        config = dev.write_node_config({MODEL: chain.echo_url}, name="flaky-rpc", rpc_url=proxy.http_url, ws_url="")
+        proc = dev.start_node(config, name="flaky-rpc")
+        ready(f"http://127.0.0.1:{dev.api_port}", proc)
+        assert len(answered) == len(bad)
+        assert "is not an Infera Coordinator" not in proc.log_tail(200)
+        dev.stop(proc)
