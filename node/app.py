@@ -9,6 +9,7 @@ import signal
 import sys
 
 import aiohttp
+from aiohttp import web
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
@@ -59,8 +60,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stopping = asyncio.Event()
-        #: What the node waits for before its chain answers (the one problem of `/readyz` until then).
+        #: What the node waits for before its own API is up (the one problem of `/readyz` until then).
         self.waiting_for = "starting: connecting to the chain"
+        #: The starting API (`/healthz` 200, `/readyz` 503 with `waiting_for`), until `_run` starts the node's own.
+        self._waiting: web.AppRunner | None = None
 
     async def serve(self) -> None:
         """Runs until SIGINT/SIGTERM (or `stopping` is set), then shuts down in order."""
@@ -80,14 +83,34 @@ class Node:
                 ManagerAbi.from_artifacts(cfg.chain.artifacts_dir),
             )
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
-        waiting = None
-        if cfg.api.port:  # /healthz answers while the chain does not
-            waiting = await server.start(server.waiting_app(lambda: self.waiting_for), cfg.api.host, cfg.api.port)
+        if cfg.api.port:  # /healthz answers until the node's own API replaces it (`_run`)
+            self._waiting = await server.start(server.waiting_app(lambda: self.waiting_for), cfg.api.host, cfg.api.port)
         try:
-            chain_id = await self._wait_for_chain(rpc)
+            await self._serve(rpc, abi, accounts, clients, manager)
         finally:
-            if waiting is not None:
-                await waiting.cleanup()
+            await self._stop_waiting()
+            await rpc.close()
+            locks.release()
+        log.info("stopped")
+
+    async def _stop_waiting(self) -> None:
+        """Closes the starting API (`waiting_app`), if it still runs."""
+        if self._waiting is not None:
+            await self._waiting.cleanup()
+            self._waiting = None
+
+    async def _serve(
+        self,
+        rpc: RpcPool,
+        abi: CoordinatorAbi,
+        accounts: list[LocalAccount],
+        clients: Clients,
+        manager: ManagerTarget | None,
+    ) -> None:
+        """From the chain's first answer to the end: the chain and coordinator checks, the store, the parts, the
+        run."""
+        cfg = self.config
+        chain_id = await self._wait_for_chain(rpc)
         if chain_id is None:
             return
         if cfg.chain.chain_id is not None and chain_id != cfg.chain.chain_id:
@@ -122,9 +145,6 @@ class Node:
                     await self._run(parts, accounts, chain_id, coordinator, pruned)
         finally:
             store.close()
-            await rpc.close()
-            locks.release()
-        log.info("stopped")
 
     async def _run(self, p: Parts, accounts: list[LocalAccount], chain_id: int, coordinator: str, pruned: int) -> None:
         """Starts the API, resumes stored jobs, runs every loop in one TaskGroup until `stopping`, then stops them
@@ -135,6 +155,7 @@ class Node:
         watch: asyncio.Task[None] | None = None
         try:
             if p.app is not None:
+                await self._stop_waiting()
                 runner = await server.start(p.app, cfg.api.host, cfg.api.port)
                 if cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
                     log.warning(
@@ -237,6 +258,7 @@ class Node:
             except Exception as exc:  # an RPC failure: ask again, the answer decides
                 attempt += 1
                 delay = backoff_s(attempt, 1.0, 30.0)
+                self.waiting_for = f"starting: cannot check the coordinator ({type(exc).__name__}); retrying"
                 log.error("cannot check the coordinator (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await wait_set(self.stopping, delay)
         return standing is None
@@ -252,6 +274,9 @@ class Node:
             except Exception as exc:  # an RPC answer must not end the process: wait and ask again
                 attempt += 1
                 delay = backoff_s(attempt, 1.0, 30.0)
+                self.waiting_for = (
+                    f"starting: cannot read the keys' nonces and transactions ({type(exc).__name__}); retrying"
+                )
                 log.error("could not start sending (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await wait_set(self.stopping, delay)
         return False

@@ -6,11 +6,13 @@ Binds 127.0.0.1 unless configured otherwise.
 from __future__ import annotations
 
 import errno
+import importlib.resources
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from node.api.status import PAGE_HEADERS
 from node.errors import InferaError
 from node.observability.health import Health
 
@@ -52,13 +54,19 @@ def make_app(
 
 def waiting_app(reason: Callable[[], str]) -> web.Application:
     """The API while the node waits for its chain (before anything else is built): `/healthz` answers 200 (the
-    process is alive), `/readyz` and `/status` 503 with `reason()` as the one problem."""
+    process is alive), `/readyz` and `/status` 503 with `reason()` as the one problem (and `starting: true`), `/` the
+    status page (which shows that problem)."""
     app = web.Application()
 
     async def not_yet(request: web.Request) -> web.Response:
         line = reason()
         return web.json_response({"ready": False, "problems": [line], "starting": True}, status=503)
 
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+    page = importlib.resources.files("node.api").joinpath("static/status.html").read_bytes()
+    app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", not_yet)
     app.router.add_get("/status", not_yet)

@@ -264,7 +264,7 @@ def test_a_key_without_eth_for_deliveries_is_not_ready_until_funded(chain: Chain
     dev.stop(proc)
 
 
-def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain) -> None:
+def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = chain.dev.write_node_config({MODEL: chain.echo_url}, name="no-rpc", rpc_url=dead, ws_url="")
     proc = chain.dev.start_node(config, name="no-rpc")
@@ -279,6 +279,9 @@ def test_healthz_answers_while_the_rpc_is_unreachable_at_start(chain: Chain) -> 
     assert status == 503
     (line,) = body["problems"]
     assert dead in line, line
+    page = render(f"{api}/", tmp_path / "chromium-starting")
+    assert page.by_id["ready"] == "starting"
+    assert dead in page.by_id["problems"], page.by_id
     assert chain.dev.stop(proc) == 0  # SIGTERM while waiting: a clean stop
 
 
@@ -311,7 +314,15 @@ def test_rpc_failures_during_the_coordinator_check_are_retried_not_taken_for_a_w
         proxy.fault = fault
         config = dev.write_node_config({MODEL: chain.echo_url}, name="flaky-rpc", rpc_url=proxy.http_url, ws_url="")
         proc = dev.start_node(config, name="flaky-rpc")
-        ready(f"http://127.0.0.1:{dev.api_port}", proc)
+        api = f"http://127.0.0.1:{dev.api_port}"
+
+        def checking() -> bool:  # meanwhile the node answers /healthz and says what it waits for
+            got = answer(api)
+            return got is not None and "cannot check the coordinator" in str(got[1].get("problems"))
+
+        wait_until(checking, timeout_s=60, what="/readyz to say it checks the coordinator", alive=proc.check_alive)
+        assert _answers(f"{api}/healthz")
+        ready(api, proc)
         assert len(answered) == len(bad)
         assert "is not an Infera Coordinator" not in proc.log_tail(200)
         dev.stop(proc)
