@@ -60,7 +60,8 @@ def waiting_app(reason: Callable[[], str]) -> web.Application:
 
     async def not_yet(request: web.Request) -> web.Response:
         line = reason()
-        return web.json_response({"ready": False, "problems": [line], "starting": True}, status=503)
+        body = {"ready": False, "starting": True, "problems": [line], "checks": {}, "conditions": [], "head": None}
+        return web.json_response(body, status=503)
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)

@@ -137,7 +137,7 @@ def test_readyz_of_a_node_with_two_confirmations_shows_no_lag_once_caught_up(run
                     _, body = readyz(port)
                 except OSError:
                     return None
-                return body if body["head"] == head and body["lag_blocks"] == 0 else None
+                return body if body.get("head") == head and body.get("lag_blocks") == 0 else None
 
             # Handed on up to head - 2 (live over its WebSocket; the cursor follows at the next read back): no lag.
             body = wait_until(caught_up, timeout_s=30, what=f"no lag at head {head}", alive=node.check_alive)

@@ -110,7 +110,7 @@ def failing(api: str, check: str, proc: Proc) -> dict[str, Any]:
         if got is None or got[0] != 503:
             return None
         body = got[1]
-        bad = {name for name, c in body["checks"].items() if not c["ok"]}
+        bad = {name for name, c in body.get("checks", {}).items() if not c["ok"]}  # none while starting
         return body if bad == {check} else None
 
     body: dict[str, Any] = wait_until(seen, timeout_s=60, what=f"/readyz failing only {check}", alive=proc.check_alive)
