@@ -299,7 +299,7 @@ def where_served(cfg: NodeConfig, model: ModelConfig) -> str:
     if model.pipeline is not None:
         return "the pipeline " + " -> ".join(model.pipeline)
     if model.transport == "http":
-        return str(model.url)
+        return public_url(str(model.url))  # a user:token@ or ?key= in the URL is not shown
     return f"the MQTT pool at {public_url(cfg.mqtt.url) if cfg.mqtt else '?'}"
 
 
@@ -317,6 +317,7 @@ def standing_of(cfg: NodeConfig, rpc: RpcPool, coordinator: str, addresses: list
         delivery_gas=DELIVERY_OVERHEAD_GAS + callback,
         min_deliveries=cfg.api.min_deliveries_covered,
         max_fee_per_gas_wei=cfg.chain.max_fee_per_gas_wei,
+        key_envs=dict(zip(addresses[1:], cfg.wallet.extra_key_envs, strict=False)),  # after the main key, in order
     )
 
 

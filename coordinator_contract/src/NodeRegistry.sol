@@ -175,6 +175,12 @@ contract NodeRegistry is INodeRegistry {
         return (n.registered && n.unlockAt == 0 && n.stake >= minStake, modelDigestOf[node][modelId]);
     }
 
+    /// @notice Whether `node` is registered: bonded or unbonding, whatever its stake (a node slashed to zero stays
+    /// registered until it withdraws). A node tells "never registered" from "stake too low" by it.
+    function isRegistered(address node) external view returns (bool) {
+        return _nodes[node].registered;
+    }
+
     /// @inheritdoc INodeRegistry
     function stakeOf(address node) external view returns (uint256) {
         return _nodes[node].stake;

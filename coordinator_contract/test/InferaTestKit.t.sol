@@ -35,6 +35,8 @@ contract InferaTestKitTest is InferaTest {
     function testContractsNameTheirTypeAndVersion() public view {
         assertEq(coordinator.typeAndVersion(), "InferaCoordinator 0.1.0");
         assertEq(registry.typeAndVersion(), "InferaNodeRegistry 0.1.0");
+        assertTrue(registry.isRegistered(nodes[0]));
+        assertFalse(registry.isRegistered(address(0xdead)));
     }
 
     function testDeliverPaysTheNodeAndRunsTheCallback() public {

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two reads of the registry, the balances and the gas price.
 STANDING_REFRESH_S = 15.0
+#: Refreshes missed (failed reads) after which the standing is stale: readiness fails rather than show old figures.
+STALE_AFTER_READS = 3
 #: What our Coordinator answers to `typeAndVersion()`, before its version.
 COORDINATOR_TYPE = "InferaCoordinator"
 #: The Coordinator major versions this node speaks (semver: a new major may change the events or `deliver`).
@@ -58,6 +60,17 @@ def _hex_bytes(what: str, answer: Any) -> bytes:
     if not isinstance(answer, str) or not answer.startswith("0x"):
         raise ValueError(f"{what} answered {str(answer)[:60]!r}, not hex")
     return bytes.fromhex(answer[2:])
+
+
+def _quantity(what: str, answer: Any) -> int:
+    """`answer` (a JSON-RPC quantity, `0x`-hex) as an int; ValueError when it is not one or is absurd (a balance or
+    price of 2^256 wei or more)."""
+    if not isinstance(answer, str) or not answer.startswith("0x"):
+        raise ValueError(f"{what} answered {str(answer)[:60]!r}, not a quantity")
+    value = int(answer, 16)
+    if value >= 2**256:
+        raise ValueError(f"{what} answered {answer[:70]}: more than any account can hold")
+    return value
 
 
 def iso_utc(unix_s: float) -> str:
@@ -112,37 +125,50 @@ def is_revert(exc: BaseException) -> bool:
     return isinstance(exc, RpcError) and (exc.code == 3 or "revert" in str(exc).lower())
 
 
+def eth_exact(wei: int) -> str:
+    """`wei` as ETH, every digit kept and no trailing zeros (`1.5000001234`): what a command can be given back."""
+    whole, frac = divmod(wei, 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class KeyStanding:
-    """One node key at one read: its registry record (stake in wei, `unlock_at` a Unix time, 0 while bonded), its
-    ether balance in wei, and how many deliveries that balance pays for at the gas price of the read."""
+    """One node key at one read: its registry record (registered, active, stake in wei, `unlock_at` a Unix time, 0
+    while bonded), its ether balance in wei, and how many deliveries that balance pays for at the gas price of the
+    read. `key_env`: the env variable the key comes from when it is not the config's main key (its commands need
+    `--key-env` then)."""
 
     address: str
+    registered: bool
     active: bool
     stake_wei: int
     unlock_at: int
     balance_wei: int
     deliveries_covered: int
+    key_env: str | None = None
 
     def problem(self, min_stake_wei: int) -> str | None:
-        """Why this key cannot earn, with what to do; None when it is active."""
+        """Why this key cannot earn, with the command that fixes it (amounts exact); None when it is active."""
         if self.active:
             return None
+        flag = f" --key-env {self.key_env}" if self.key_env else ""
         if self.unlock_at:
             return (
-                f"{self.address} is unbonding (its stake unlocks at {iso_utc(self.unlock_at)}):"
-                " it cannot serve; `infera node withdraw` after that, then `infera node register` again"
+                f"{self.address} is unbonding (its stake unlocks at {iso_utc(self.unlock_at)}): it cannot serve;"
+                f" `infera node withdraw{flag}` after that, then `infera node register{flag}` again"
             )
-        if self.stake_wei == 0:
+        if not self.registered:
             return (
-                f"{self.address} is not registered in the NodeRegistry: fund it, then run `infera node register`"
-                f" (stakes the minimum, {min_stake_wei / 1e18:g} ETH)"
+                f"{self.address} is not registered in the NodeRegistry: fund it, then run `infera node register{flag}`"
+                f" (stakes the minimum, {eth_exact(min_stake_wei)} ETH)"
             )
-        missing = (min_stake_wei - self.stake_wei) / 1e18
-        return (
-            f"{self.address} has a stake of {self.stake_wei / 1e18:g} ETH, below the registry's minimum"
-            f" {min_stake_wei / 1e18:g} ETH: run `infera node stake --amount {missing:g}eth`"
-        )
+        if self.stake_wei < min_stake_wei:
+            return (
+                f"{self.address} has a stake of {eth_exact(self.stake_wei)} ETH, below the registry's minimum"
+                f" {eth_exact(min_stake_wei)} ETH (slashed, or the minimum was raised): run"
+                f" `infera node stake --amount {eth_exact(min_stake_wei - self.stake_wei)}eth{flag}`"
+            )
+        return f"{self.address} is not an active node in the NodeRegistry: `infera node status{flag}` says why"
 
 
 @dataclass
@@ -161,6 +187,8 @@ class Standing:
     delivery_gas: int
     min_deliveries: int
     max_fee_per_gas_wei: int
+    #: address → the env variable of each key that is not the config's main key (for the commands' `--key-env`).
+    key_envs: dict[str, str] = field(default_factory=dict)
     registry: str | None = None
     #: The Coordinator's `typeAndVersion()`, once `check_identity` passed.
     type_and_version: str | None = None
@@ -173,6 +201,8 @@ class Standing:
     as_of: float | None = None
     #: Why the last read failed (None when it did not): the standing shown is then the one of `as_of`.
     read_error: str | None = None
+    #: Unix time the reads started (what "not read since" counts from before the first read).
+    started_at: float = field(default_factory=time.time)
 
     async def _call(
         self, to: str, signature: str, types: Sequence[str], args: Sequence[Any], out: Sequence[str]
@@ -220,17 +250,19 @@ class Standing:
             if self.registry is None:
                 raise ValueError("the coordinator's registry is not known yet")
             min_stake = int(await self._call(self.registry, "minStake()", [], [], ["uint256"]))
-            price = int(await self.rpc.request("eth_gasPrice", []), 16)
-            price = max(1, min(price, self.max_fee_per_gas_wei))
+            price = _quantity("eth_gasPrice", await self.rpc.request("eth_gasPrice", []))
             keys: dict[str, KeyStanding] = {}
             unclaimed = dict.fromkeys(self.tokens, 0)
             for address in self.addresses:
-                active = bool(await self._call(self.registry, "isActive(address)", ["address"], [address], ["bool"]))
-                stake = int(await self._call(self.registry, "stakeOf(address)", ["address"], [address], ["uint256"]))
-                unlock = int(await self._call(self.registry, "unlockAt(address)", ["address"], [address], ["uint64"]))
-                balance = int(await self.rpc.request("eth_getBalance", [address, "latest"]), 16)
+                registry, one = self.registry, ["address"]
+                registered = bool(await self._call(registry, "isRegistered(address)", one, [address], ["bool"]))
+                active = bool(await self._call(registry, "isActive(address)", one, [address], ["bool"]))
+                stake = int(await self._call(registry, "stakeOf(address)", one, [address], ["uint256"]))
+                unlock = int(await self._call(registry, "unlockAt(address)", one, [address], ["uint64"]))
+                balance = _quantity("eth_getBalance", await self.rpc.request("eth_getBalance", [address, "latest"]))
+                covered = balance // (max(1, price) * self.delivery_gas)
                 keys[address] = KeyStanding(
-                    address, active, stake, unlock, balance, balance // (price * self.delivery_gas)
+                    address, registered, active, stake, unlock, balance, covered, self.key_envs.get(address)
                 )
                 for token in self.tokens:
                     unclaimed[token] += int(
@@ -263,20 +295,36 @@ class Standing:
             await self.refresh()
             await asyncio.sleep(interval_s)
 
-    def problems(self) -> dict[str, list[str]]:
+    def problems(self, now: float | None = None) -> dict[str, list[str]]:
         """What keeps the node from earning, by readiness check (`stake`, `balance`), one line each; a check with no
-        line passes. Before the first read both checks fail with "not read yet"."""
-        if self.as_of is None:
-            why = f"standing not read yet ({self.read_error})" if self.read_error else "standing not read yet"
+        line passes. A standing not read for `STALE_AFTER_READS` refreshes (the RPC answers garbage to these reads,
+        or nothing) fails both checks, naming when it was last read and why not since: old figures are not shown as
+        current. A gas price above `chain.max_fee_per_gas_wei` fails `balance` too: no delivery goes out at it."""
+        now = time.time() if now is None else now
+        last = self.as_of if self.as_of is not None else self.started_at
+        if now - last > STALE_AFTER_READS * STANDING_REFRESH_S or self.as_of is None:
+            when = "never read" if self.as_of is None else f"not read since {iso_utc(self.as_of)}"
+            why = f"the node's standing (registry, balances) is {when}" + (
+                f": {self.read_error}" if self.read_error else ""
+            )
+            if self.as_of is None and now - last <= STALE_AFTER_READS * STANDING_REFRESH_S:
+                why = "the node's standing (registry, balances) is not read yet"
             return {"stake": [why], "balance": [why]}
         stake = [p for k in self.keys.values() if (p := k.problem(self.min_stake_wei or 0)) is not None]
         balance = []
+        price = self.gas_price_wei or 0
+        if price > self.max_fee_per_gas_wei:
+            balance.append(
+                f"the chain's gas price is {price / 1e9:.4g} gwei, above chain.max_fee_per_gas_wei"
+                f" ({self.max_fee_per_gas_wei / 1e9:.4g} gwei): deliveries wait until it falls; raise the cap if the"
+                " fees still pay for it"
+            )
         if self.min_deliveries:
             for key in self.keys.values():
                 if key.deliveries_covered < self.min_deliveries:
                     balance.append(
-                        f"{key.address} holds {key.balance_wei / 1e18:.6g} ETH: {key.deliveries_covered} deliveries at"
-                        f" {(self.gas_price_wei or 0) / 1e9:.3g} gwei x {self.delivery_gas} gas, fewer than"
+                        f"{key.address} holds {eth_exact(key.balance_wei)} ETH: {key.deliveries_covered} deliveries"
+                        f" at {price / 1e9:.4g} gwei x {self.delivery_gas} gas, fewer than"
                         f" api.min_deliveries_covered = {self.min_deliveries}; send it ETH"
                     )
         return {"stake": stake, "balance": balance}
@@ -294,6 +342,7 @@ class Standing:
             "delivery_gas": self.delivery_gas,
             "keys": {
                 a: {
+                    "registered": k.registered,
                     "active": k.active,
                     "stake_wei": str(k.stake_wei),
                     "unlock_at": k.unlock_at or None,
@@ -304,5 +353,7 @@ class Standing:
             },
             "unclaimed": {("ETH" if t == ETH_TOKEN else t): str(v) for t, v in self.unclaimed.items()},
             "as_of": self.as_of,
+            "as_of_iso": None if self.as_of is None else iso_utc(self.as_of),
             "read_error": self.read_error,
+            "max_fee_per_gas_wei": str(self.max_fee_per_gas_wei),
         }

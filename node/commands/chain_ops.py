@@ -12,7 +12,7 @@ import datetime
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ def parse_amount(text: str) -> int:
     if unit is None:
         raise bad
     try:
-        value = Decimal(raw.removesuffix(unit).strip()) * 10 ** _UNITS[unit]
+        with localcontext(prec=200):  # exact for any uint256 amount (the default 28 digits would round)
+            value = Decimal(raw.removesuffix(unit).strip()) * 10 ** _UNITS[unit]
     except InvalidOperation:
         raise bad from None
     if value != value.to_integral_value() or value < 0:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 import tenacity
 
 from containers.runtime.wire import NO_ATTESTATION_KEY, Attestation
+from node.chain.rpc import public_url
 from node.config import ModelConfig
 from node.dispatch.protocol import Output
 from node.errors import ContainerError, ContainerLost, ContainerRejected, ContainerUnavailable, ProofUnavailable
@@ -230,7 +231,7 @@ class ModelRoute:
         """Why a call of this route waits, as a job row shows it: `waiting: container of <model> at <url> is down
         since <ISO-8601 UTC>`."""
         since = datetime.datetime.fromtimestamp(self.down_since or time.time(), datetime.UTC)
-        where = self.model.url if self.model.url is not None else "its MQTT pool"
+        where = public_url(str(self.model.url)) if self.model.url is not None else "its MQTT pool"
         return f"waiting: container of {self.model.name} at {where} is down since {since:%Y-%m-%dT%H:%M:%SZ}"
 
     @property

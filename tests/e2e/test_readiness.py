@@ -182,7 +182,7 @@ def test_an_unregistered_key_is_not_ready_until_infera_node_register(chain: Chai
     assert page.checks["rpc"] == "ok", page.checks
     assert any(key.address in why for why in page.why["stake"]), page.why
     (row,) = page.wallets
-    assert (row["registry"], row["stake"]) == ("inactive", eth(0)), row
+    assert (row["registry"], row["stake"]) == ("not registered", eth(0)), row
 
     result = cli(key, "node", "register", "--config", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
