@@ -61,8 +61,8 @@ def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
                 )
             elif isinstance(err.get("input"), dict):  # `[models]` where `[[models]]` was meant
                 msg = f"use {_TABLE_LISTS[key]} (an array of tables: one {_TABLE_LISTS[key]} header per entry)"
-        var = _setting_var(err["loc"])
-        lines.append(f"environment variable {var}: {key}: {msg}" if var else f"{key}: {msg}")
+        setter = _setting_var(err["loc"])
+        lines.append(f"environment variable {setter}: {key}: {msg}" if setter else f"{key}: {msg}")
     return lines
 
 

@@ -9,6 +9,7 @@ import typer
 
 from node.commands import (
     CONFIG,
+    FORCE,
     KEY_ENV,
     KEYSTORE,
     PASSWORD_ENV,
@@ -39,7 +40,7 @@ def deploy(
     """Deploy the NodeRegistry and the Coordinator (from the forge build); print their addresses as JSON."""
     from node.commands import chain_ops
 
-    deployer = load_signer(None, key_env, keystore, password_env, password_file)
+    deployer = load_signer(None, key_env, keystore, password_env, password_file, sending=False)
     w3 = chain_ops.connect([rpc_url])
     with spinner("deploying"):
         deployed = chain_ops.deploy_contracts(
@@ -87,6 +88,7 @@ def request(
     ),
     key_env: str | None = KEY_ENV,
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON, with its request and tx"),
+    force: bool = FORCE,
 ) -> None:
     """Send an inference request to the coordinator and print the on-chain answer.
 
@@ -141,13 +143,13 @@ def request(
     else:
         assert input_text is not None
         input_ = input_text.encode() if raw else codec.encode_text(input_text)
-    if key_env is None and node_running(cfg):
+    if key_env is None and not force and node_running(cfg):
         # The node counts its key's nonces itself: a transaction of ours from that key would take its next one.
         raise ConfigError(
             f"a node is running with this config (its API answers on port {cfg.api.port}), so its key is busy: "
             "pay from another account with --key-env NAME, or stop the node first"
         )
-    signer = load_signer(cfg, key_env, None, None, None)
+    signer = load_signer(cfg, key_env, None, None, None, force=force)  # refused while a node holds the key
     c = open_chain(cfg)
     fee_wei = chain_ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
     policy = served.minimum_fee(ETH_TOKEN) if served is not None else None

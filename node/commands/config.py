@@ -24,7 +24,8 @@ def config_check(
     cfg, problems = parse_file(config)
     if cfg is None:
         for line in problems:  # an environment variable's problem is not the file's
-            where = "" if line.startswith("environment variable ") else f"{config}: "
+            own = line.startswith(("environment variable ", f"{config}: "))  # named already
+            where = "" if own else f"{config}: "
             typer.echo(f"infera: {where}{line}", err=True)
         raise typer.Exit(1)
     report = Report()

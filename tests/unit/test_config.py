@@ -450,9 +450,11 @@ def test_a_private_key_where_a_variable_name_goes_is_refused_and_never_echoed(
 ) -> None:
     monkeypatch.setenv("INFERA_WALLET__PRIVATE_KEY", value)  # the key itself, as a (non-)key of [wallet]
     cfg, problems = config_problems(minimal())
-    assert cfg is None and len(problems) == 1, problems
+    assert cfg is None
+    assert len(problems) == 1, problems
     assert problems[0].startswith("environment variable INFERA_WALLET__PRIVATE_KEY holds a private key (not shown)")
-    assert "INFERA_PRIVATE_KEY=0x…" in problems[0] and "did you mean" not in problems[0]
+    assert "INFERA_PRIVATE_KEY=0x…" in problems[0]
+    assert "did you mean" not in problems[0]
     monkeypatch.delenv("INFERA_WALLET__PRIVATE_KEY")
     monkeypatch.setenv("INFERA_WALLET__PRIVATE_KEY_ENV", value)  # following the old advice
     path = tmp_path / "node.toml"
@@ -468,7 +470,7 @@ def test_a_private_key_where_a_variable_name_goes_is_refused_and_never_echoed(
         message
     )
     assert f"{path}: wallet.extra_key_envs.0: Value error, this is a private key (not shown)" in message
-    assert 'the variable named by private_key_env must hold the key (e.g. INFERA_PRIVATE_KEY=0x…' in message
+    assert "the variable named by private_key_env must hold the key (e.g. INFERA_PRIVATE_KEY=0x…" in message
 
 
 def test_a_key_pasted_into_any_value_is_redacted_from_the_error() -> None:
@@ -519,7 +521,11 @@ def test_the_nodes_own_variables_and_those_the_config_names_are_no_typos(monkeyp
 @pytest.mark.parametrize(
     ("var", "value", "line"),
     [
-        ("INFERA_CHAIN__CONFIRMATIONS", "abc", "environment variable INFERA_CHAIN__CONFIRMATIONS: chain.confirmations:"),
+        (
+            "INFERA_CHAIN__CONFIRMATIONS",
+            "abc",
+            "environment variable INFERA_CHAIN__CONFIRMATIONS: chain.confirmations:",
+        ),
         ("INFERA_API__PORT", "99999", "environment variable INFERA_API__PORT: api.port: Input should be less than"),
         (
             "INFERA_MODELS",
@@ -545,14 +551,12 @@ def test_a_bad_value_from_the_environment_is_blamed_on_its_variable_not_the_file
 
 def test_models_as_one_table_says_use_an_array_of_tables() -> None:
     data = {**minimal(), "models": {"name": "echo", "url": "http://127.0.0.1:3000"}}
-    assert config_problems(data)[1] == [
-        "models: use [[models]] (an array of tables: one [[models]] header per entry)"
-    ]
+    assert config_problems(data)[1] == ["models: use [[models]] (an array of tables: one [[models]] header per entry)"]
 
 
 def test_an_empty_store_path_is_refused_and_a_tilde_is_expanded() -> None:
     assert config_problems({**minimal(), "store": {"path": ""}})[1] == [
-        "store.path: Value error, is empty: give the job store's SQLite file, e.g. path = \"/var/lib/infera/node.db\""
+        'store.path: Value error, is empty: give the job store\'s SQLite file, e.g. path = "/var/lib/infera/node.db"'
     ]
     cfg = parse_config({**minimal(), "store": {"path": "~/infera/node.db"}})
     assert cfg.store.path == Path.home() / "infera" / "node.db"
