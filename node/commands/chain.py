@@ -94,7 +94,7 @@ def request(
 
     The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
     from node.commands import chain_ops
-    from node.commands.request_inference import Codec, model_codec, send_request, wait_answer
+    from node.commands.request_inference import Codec, model_codec, send_request, unknown_model, wait_answer
 
     if sum(x is not None for x in (input_text, input_hex, input_json)) != 1:
         raise ConfigError("give exactly one of --input TEXT, --input-hex HEX or --input-json OBJECT")
@@ -106,8 +106,11 @@ def request(
     served = next((m for m in cfg.models if m.name == model), None)
     codec: Codec | None = None
     why = ""
+    typo = unknown_model(model, [m.name for m in cfg.models]) if served is None else None
+    if typo is not None and input_hex is None and not raw:  # a misspelt name: not another node's model
+        raise ConfigError(f"{typo} (a model only other nodes serve: pass --raw or --input-hex; nothing was sent)")
     if served is None:
-        warn(f"this config does not serve model {model!r}: another node has to answer")
+        warn(f"this config does not serve model {model!r}: another node has to answer" + (f"; {typo}" if typo else ""))
         why = f"this config does not serve {model!r} (no container of it to ask for its input format)"
     else:
         try:
