@@ -30,6 +30,7 @@ from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
 from node.commands.receipts import receipt_app
 from node.commands.stake import node_app
+from node.config_hints import redact
 from node.errors import ConfigError, InferaError
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def run(
     try:
         asyncio.run(Node(cfg).serve())
     except* ConfigError as group:
-        fail(f"config error: {group.exceptions[0]}", code=2)
+        fail(f"config error: {redact(str(group.exceptions[0]))}", code=2)
     except* InferaError as group:
         fail(str(group.exceptions[0]), code=1)
     finally:
@@ -172,8 +173,8 @@ def main() -> None:
     """The `infera` entry point: runs a command; turns every error into one `infera: …` line and an exit code."""
     try:
         app()
-    except ConfigError as exc:
-        typer.echo(f"infera: {exc}", err=True)
+    except ConfigError as exc:  # a config error never shows a key pasted where it does not belong
+        typer.echo(f"infera: {redact(str(exc))}", err=True)
         sys.exit(2)
     except InferaError as exc:
         typer.echo(f"infera: {exc}", err=True)

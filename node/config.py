@@ -139,8 +139,8 @@ def _env_names(value: Any) -> Any:
             raise ValueError(
                 "this is a private key (not shown), but the config takes the *name* of the environment variable that"
                 " holds it: the variable named by private_key_env must hold the key (e.g. INFERA_PRIVATE_KEY=0x…,"
-                ' private_key_env = "INFERA_PRIVATE_KEY"); remove the key from the config and rotate it if the file'
-                " was shared"
+                ' private_key_env = "INFERA_PRIVATE_KEY"); remove it from there (and rotate the key if'
+                " that file or environment was shared)"
             )
     return value
 
