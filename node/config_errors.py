@@ -48,7 +48,11 @@ def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
             continue
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            lines.append(config_hints.unknown_key(root, err["loc"]))
+            line = config_hints.unknown_key(root, err["loc"])
+            setter = _setting_var(err["loc"])  # a key inside an INFERA_MODELS-like JSON value: that variable's
+            if setter and not line.startswith("environment variable "):
+                line = f"environment variable {setter}: {line}"
+            lines.append(line)
             continue
         if key in _TABLE_LISTS and err["type"] == "list_type":
             var = "INFERA_" + key.upper().replace(".", "__")

@@ -142,6 +142,12 @@ def unknown_env_sections(root: type[BaseModel], *, named: Sequence[str] = ()) ->
     for var in sorted(os.environ):
         if not var.upper().startswith(ENV_PREFIX) or var.upper() in own:
             continue
+        if looks_like_key(os.environ[var]) and (
+            ENV_NESTING in var[len(ENV_PREFIX) :] or _single_underscore(root, var) is not None
+        ):  # a key where no override takes one: say where it goes, never suggest a name that would echo it
+            if var[len(ENV_PREFIX) :].partition(ENV_NESTING)[0].lower() not in sections:
+                lines.append(key_in_env_key(var))
+            continue
         if ENV_NESTING not in var[len(ENV_PREFIX) :]:
             meant = _single_underscore(root, var)
             if meant is not None:

@@ -560,3 +560,25 @@ def test_an_empty_store_path_is_refused_and_a_tilde_is_expanded() -> None:
     ]
     cfg = parse_config({**minimal(), "store": {"path": "~/infera/node.db"}})
     assert cfg.store.path == Path.home() / "infera" / "node.db"
+
+
+@pytest.mark.parametrize("var", ["INFERA_WALET__PRIVATE_KEY_ENV", "INFERA_WALLET_PRIVATE_KEY_ENV"])
+def test_a_key_in_a_misspelt_variable_is_not_steered_to_a_name_that_would_echo_it(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    monkeypatch.setenv(var, KEY)
+    cfg, problems = config_problems(minimal())
+    assert cfg is None
+    assert problems == [
+        f"environment variable {var} holds a private key (not shown), but no config key takes a key itself: put it in"
+        " the variable that wallet.private_key_env names (by default INFERA_PRIVATE_KEY: INFERA_PRIVATE_KEY=0x…,"
+        f' private_key_env = "INFERA_PRIVATE_KEY"), and unset {var}'
+    ]
+
+
+def test_an_unknown_key_inside_a_json_override_is_blamed_on_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERA_MODELS", '[{"name": "m", "url": "http://127.0.0.1:1", "timout_s": 3}]')
+    assert config_problems(minimal())[1] == [
+        "environment variable INFERA_MODELS: models.0.timout_s: unknown key (check its spelling and section); did you"
+        " mean models.0.timeout_s?"
+    ]

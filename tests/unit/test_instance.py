@@ -161,3 +161,34 @@ def test_a_store_path_that_cannot_be_a_file_is_named_before_any_lock_file(tmp_pa
         hold_instance(tmp_path / path, [ADDRESS], RPC)
     assert str(caught.value).startswith(line.format(tmp=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "run"]  # no lock file anywhere
+
+
+def test_infera_run_by_hand_is_refused_on_the_keystore_a_unit_holds(tmp_path: Path) -> None:
+    """The unit (its own RuntimeDirectory) holds the keystore; `infera run` from a login shell (another runtime folder,
+    another store) stops at the keystore's lock before it unlocks or opens anything, exit 1 (that node may stop)."""
+    keystore = tmp_path / "key.json"
+    keystore.write_text('{"address": "70997970c51812dc3a010c7d01b50e0d17dc79c8"}')
+    keystore.chmod(0o400)
+    holder = start_holder(tmp_path / "unit.db", keystore=keystore, env={"RUNTIME_DIRECTORY": str(tmp_path / "unit")})
+    config = tmp_path / "hand.toml"
+    config.write_text(
+        '[chain]\nrpc_url = "http://127.0.0.1:1"\ncoordinator_address = "0x5fbdb2315678afecb367f032d93f642f64180aa3"\n'
+        f'[wallet]\nkeystore_path = "{keystore}"\nkeystore_password_env = "NO_SUCH_PASSWORD"\n'
+        f'[store]\npath = "{tmp_path / "hand.db"}"\n[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+    )
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "node.cli", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(tmp_path / "run")},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop(holder)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith(f"infera: keystore {keystore} is in use by another infera node (PID {holder.pid} ")
+    assert not (tmp_path / "hand.db").exists()
+    assert not (tmp_path / "hand.db.lock").exists()
