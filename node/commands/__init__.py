@@ -10,6 +10,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,17 +43,30 @@ class KeyInUse(InferaError):
     the holder's PID and what to do. Exit 1: the node may stop."""
 
 
-def refuse_if_held(address: str, cfg: NodeConfig | None, keystore: Path | None) -> None:
+def refuse_if_held(
+    address: str, cfg: NodeConfig | None, keystore: Path | None, paused: Callable[[str], bool] | None = None
+) -> None:
     """Raises `KeyInUse` when a running `infera run` holds `address` (or `keystore`): checked on the locks that
-    node takes (without blocking or holding them), on `cfg`'s chain endpoint (every endpoint without a config)."""
+    node takes (without blocking or holding them), on `cfg`'s chain endpoint (every endpoint without a config).
+    `paused(address)`: True when that node sends nothing from the key now (the registry does not take it as active,
+    so the node pauses it): then the command goes on, saying so (registering or topping up the stake of a running
+    node's key is what its runbooks ask for)."""
+    from node.commands.console import note
     from node.instance import key_holder
 
     holder = key_holder(address, cfg.chain.rpc_url if cfg is not None else None, keystore)
-    if holder is not None:
-        raise KeyInUse(
-            f"key {address} is held by a running infera node ({holder}): a transaction from it now would take that"
-            " node's next nonce; sign with another key (--key-env NAME), stop that node first, or pass --force"
+    if holder is None:
+        return
+    if paused is not None and paused(address):
+        note(
+            f"key {address} is held by a running infera node ({holder}), which sends nothing from it while the"
+            " registry does not take it as active: going on"
         )
+        return
+    raise KeyInUse(
+        f"key {address} is held by a running infera node ({holder}): a transaction from it now would take that"
+        " node's next nonce; sign with another key (--key-env NAME), stop that node first, or pass --force"
+    )
 
 
 def load_config_file(config: Path) -> NodeConfig:
@@ -89,10 +103,12 @@ def load_signer(
     *,
     sending: bool = True,
     force: bool = False,
+    paused: Callable[[str], bool] | None = None,
 ) -> LocalAccount:
     """The account to sign with: `--key-env` or `--keystore` if given, else the config's wallet. With `sending`
-    (the command will send from it) and not `force`, raises `KeyInUse` when a running node holds that key (see
-    `refuse_if_held`); raises `ConfigError` for a key that cannot be had."""
+    (the command will send from it) and not `force`, raises `KeyInUse` when a running node holds that key, unless
+    `paused` says that node sends nothing from it (see `refuse_if_held`); raises `ConfigError` for a key that
+    cannot be had."""
     from node.keys import account_from_env, decrypt_keystore, load_account
 
     if key_env and keystore:
@@ -111,7 +127,7 @@ def load_signer(
         with spinner("unlocking the key"):
             account = load_account(cfg.wallet)
     if sending and not force:
-        refuse_if_held(account.address, cfg, keystore)
+        refuse_if_held(account.address, cfg, keystore, paused)
     return account
 
 

@@ -132,10 +132,12 @@ def node_claim(
         raise ConfigError("--to: the zero address would burn the fees; give the address that should receive them")
     cfg = load_config_file(config)
     extra = tokens_of(cfg, token)  # a bad --token is named before anything else happens
-    signer = load_signer(cfg, key_env, None, None, None, force=force)  # refused while a node holds the key
+    c = open_chain(cfg)
+    signer = load_signer(  # refused while a node holds the key and sends from it
+        cfg, key_env, None, None, None, force=force, paused=lambda a: not c.registry.functions.isActive(a).call()
+    )
     if key_env is None and node_running(cfg):  # a node whose key lock this environment does not see
         warn("a node is running with this key: its next transaction will find its nonce taken and resync")
-    c = open_chain(cfg)
     recipient = Web3.to_checksum_address(to or signer.address)
     due = [b for b in balances(cfg, c, signer.address, extra) if b.amount]
     if not due:

@@ -35,14 +35,14 @@ def _node_action(
 ) -> tuple[str, NodeStatus, NodeStatus]:
     """Sends registry function `fn_name(*args(node address))` from the node's key paying `value(contracts)`;
     returns the node's address and its status before and after. Raises `KeyInUse` while a running node holds the
-    key, unless `force`."""
+    key and the registry takes it as active (that node sends from it), unless `force`."""
     from node.commands import chain_ops
 
     cfg = load_config_file(config)
-    signer = load_signer(cfg, key_env, None, None, None, force=force)
+    c = open_chain(cfg)
+    signer = load_signer(cfg, key_env, None, None, None, force=force, paused=lambda a: not _active(c, a))
     if key_env is None and node_running(cfg):  # a node whose key lock this environment does not see
         warn("a node is running with this key: its next transaction will find its nonce taken and resync")
-    c = open_chain(cfg)
     before = chain_ops.node_status(c, signer.address)
     fn = getattr(c.registry.functions, fn_name)(*args(signer.address))
     receipt = chain_ops.send_tx(
@@ -144,6 +144,11 @@ def node_status(
         typer.echo(json.dumps(status.as_dict(), indent=2))
     else:
         typer.echo("\n".join(status.lines()))
+
+
+def _active(c: Contracts, address: str) -> bool:
+    """Whether the registry takes `address` as an active node now (a running node sends only from active keys)."""
+    return bool(c.registry.functions.isActive(address).call())
 
 
 def _yes(flag: bool) -> str:
