@@ -1,8 +1,13 @@
 """`infera`: the node's command line.
 
-Guarantees: a failure prints `infera: <what went wrong and what to do>` on stderr and exits non-zero (2 for a bad
-config or argument, 1 otherwise), without a traceback (`INFERA_DEBUG=1` shows it); results go to stdout, progress
-to stderr.
+Guarantees: a failure prints `infera: <what went wrong and what to do>` on stderr and exits non-zero, without a
+traceback (`INFERA_DEBUG=1` shows it); results go to stdout, progress to stderr.
+
+Exit codes: 2 for a mistake in the config or the arguments, which a restart cannot fix (a bad key, an API port that
+is taken, an `[api] host` that is not this machine's or does not resolve, a key listed twice in `[wallet]`, a store
+path that cannot be a file): the systemd unit's `RestartPreventExitStatus=2` stops restarting then. 1 otherwise,
+including a refusal because another node holds this node's store, keystore or key (`InstanceLocked`): that node may
+stop, so a restart may succeed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,7 +30,12 @@ from node.commands.jobs import jobs_app
 from node.commands.keys import keys_app
 from node.commands.receipts import receipt_app
 from node.commands.stake import node_app
+from node.config_hints import redact
 from node.errors import ConfigError, InferaError
+
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+    from node.instance import InstanceLocks
 
 app = typer.Typer(
     add_completion=False,
@@ -59,11 +70,52 @@ def run(
         return
     setup_logging(cfg.log.level, json_lines=log_json or cfg.log.json_lines)
     try:
+        keystore_lock = _precheck_wallet(cfg)
+    except ConfigError as exc:
+        fail(f"config error: {exc}", code=2)
+        return
+    except InferaError as exc:
+        fail(str(exc), code=1)
+        return
+    try:
         asyncio.run(Node(cfg).serve())
     except* ConfigError as group:
-        fail(f"config error: {group.exceptions[0]}", code=2)
+        fail(f"config error: {redact(str(group.exceptions[0]))}", code=2)
     except* InferaError as group:
         fail(str(group.exceptions[0]), code=1)
+    finally:
+        keystore_lock.release()
+
+
+def _precheck_wallet(cfg: NodeConfig) -> InstanceLocks:
+    """What `infera run` checks of its keys before the node starts: a key listed twice in `[wallet]` (a
+    `ConfigError` naming the variables; the addresses are read without unlocking anything), then the keystore file's
+    lock, held for the node's life (`InstanceLocked` when another node holds it; see `node.instance`)."""
+    from eth_account import Account
+
+    from node.instance import InstanceLocks, listed_twice, take_keystore
+    from node.keys import keystore_address
+
+    wallet = cfg.wallet
+    addresses, sources = [], []
+    for source in wallet.key_sources():
+        if source.startswith("keystore ") and wallet.keystore_path is not None:
+            address = keystore_address(wallet.keystore_path.expanduser())
+        else:
+            try:
+                address = Account.from_key(os.environ.get(source, "").strip()).address
+            except Exception:  # unset or not a key: the node says so when it loads its keys
+                address = None
+        if address is not None:
+            addresses.append(address)
+            sources.append(source)
+    twice = listed_twice(addresses, sources)
+    if twice is not None:
+        raise ConfigError(twice)
+    locks = InstanceLocks()
+    if wallet.keystore_path is not None:
+        take_keystore(locks, wallet.keystore_path)
+    return locks
 
 
 @app.command()
@@ -121,8 +173,8 @@ def main() -> None:
     """The `infera` entry point: runs a command; turns every error into one `infera: …` line and an exit code."""
     try:
         app()
-    except ConfigError as exc:
-        typer.echo(f"infera: {exc}", err=True)
+    except ConfigError as exc:  # a config error never shows a key pasted where it does not belong
+        typer.echo(f"infera: {redact(str(exc))}", err=True)
         sys.exit(2)
     except InferaError as exc:
         typer.echo(f"infera: {exc}", err=True)

@@ -9,8 +9,6 @@ or `attests = true` on a pipeline, and a `served = false` entry that no pipeline
 
 from __future__ import annotations
 
-import json
-import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from node import config_hints
+from node.config_errors import KeyProblems, format_errors, named_variables, settings_error
 from node.errors import ConfigError
 
 #: The zero address: the coordinator's token for requests paid in ETH.
@@ -52,15 +51,6 @@ ContractAddress = Annotated[str, AfterValidator(_checksum), AfterValidator(_nonz
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeyProblems(ConfigError):
-    """Raised by a validator that found several bad keys at once: `problems` holds one (key, reason) per bad key,
-    the key relative to where the validator runs (`format_errors` writes each as its own line)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
-        self.problems = problems
 
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
@@ -141,13 +131,32 @@ class ChainConfig(_Section):
         return self
 
 
-class WalletConfig(_Section):
-    """`[wallet]`: where the node's keys come from (an env variable or an encrypted keystore); never the key itself."""
+def _env_names(value: Any) -> Any:
+    """A `*_env` key's value (or list of them), refused when it is shaped like a private key: the key goes *in* the
+    variable the config names, never in the config (the value is not echoed)."""
+    for name in value if isinstance(value, list) else [value]:
+        if isinstance(name, str) and config_hints.looks_like_key(name):
+            raise ValueError(
+                "this is a private key (not shown), but the config takes the *name* of the environment variable that"
+                " holds it: the variable named by private_key_env must hold the key (e.g. INFERA_PRIVATE_KEY=0x…,"
+                ' private_key_env = "INFERA_PRIVATE_KEY"); remove it from there (and rotate the key if'
+                " that file or environment was shared)"
+            )
+    return value
 
-    private_key_env: str | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
-    extra_key_envs: list[str] = Field(default=[], description="env vars of more staked keys, used round-robin")
+
+EnvName = Annotated[str, BeforeValidator(_env_names)]
+
+
+class WalletConfig(_Section):
+    """`[wallet]`: where the node's keys come from (an env variable or an encrypted keystore); never the key itself.
+    A value shaped like a private key in a `*_env` key is refused without being echoed, as is one variable listed
+    twice (two nodes' worth of sending from one key in one node)."""
+
+    private_key_env: EnvName | None = Field(default="INFERA_PRIVATE_KEY", description="env var holding the key")
+    extra_key_envs: list[EnvName] = Field(default=[], description="env vars of more staked keys, used round-robin")
     keystore_path: Path | None = Field(default=None, description="encrypted keystore (infera keys new|import)")
-    keystore_password_env: str | None = Field(default=None, description="env var holding the keystore password")
+    keystore_password_env: EnvName | None = Field(default=None, description="env var holding the keystore password")
     keystore_password_file: Path | None = Field(default=None, description="file holding the keystore password")
 
     @model_validator(mode="after")
@@ -158,6 +167,23 @@ class WalletConfig(_Section):
             )
         if self.keystore_path is None and not self.private_key_env:
             raise ValueError("set private_key_env or keystore_path")
+        return self
+
+    def key_sources(self) -> list[str]:
+        """Where each of the node's keys comes from, in order: `keystore PATH` or the env variable's name (the main
+        key first, then `extra_key_envs`)."""
+        main = f"keystore {self.keystore_path}" if self.keystore_path is not None else str(self.private_key_env)
+        return [main, *self.extra_key_envs]
+
+    @model_validator(mode="after")
+    def _no_variable_twice(self) -> WalletConfig:
+        sources = self.key_sources()
+        twice = sorted({s for s in sources if sources.count(s) > 1})
+        if twice:
+            raise ValueError(
+                f"{', '.join(twice)} is listed twice in [wallet] (private_key_env and extra_key_envs): one node sends"
+                " from each key once; remove the repeat"
+            )
         return self
 
 
@@ -325,10 +351,26 @@ class MqttConfig(_Section):
     password_env: str | None = Field(default=None, description="env variable holding the broker password")
 
 
-class StoreConfig(_Section):
-    """`[store]`: the job store's SQLite path and how long finished jobs are kept (days)."""
+def _store_path(value: Any) -> Any:
+    """`store.path` as given: an empty one is refused (it would be the current folder); a leading `~` is expanded to
+    the home folder of the user running the node (systemd does not expand it for us either)."""
+    if isinstance(value, str | Path):
+        text = str(value).strip()
+        if not text or text == ".":
+            raise ValueError('is empty: give the job store\'s SQLite file, e.g. path = "/var/lib/infera/node.db"')
+        if text.startswith("~"):
+            return Path(text).expanduser()
+    return value
 
-    path: Path = Field(default=Path("infera.db"), description="SQLite file of jobs, cursor and transactions")
+
+class StoreConfig(_Section):
+    """`[store]`: the job store's SQLite path and how long finished jobs are kept (days). A leading `~` in `path` is
+    expanded; an empty `path` is refused (a folder or a missing parent folder is refused when the node starts,
+    `node.instance.check_store_path`)."""
+
+    path: Annotated[Path, BeforeValidator(_store_path)] = Field(
+        default=Path("infera.db"), description="SQLite file of jobs, cursor and transactions"
+    )
     retention_days: float = Field(default=7.0, gt=0, description="finished jobs are deleted after this long")
 
 
@@ -471,71 +513,21 @@ def pipeline_problems(models: list[ModelConfig]) -> list[tuple[str, str]]:
     return problems
 
 
-#: The lists of tables: pydantic-settings cannot override one element of them, only the whole list (as JSON).
-_TABLE_LISTS = {"models": "[[models]]", "api.tokens": "[[api.tokens]]"}
-
-
-def _env_vars(prefix: str) -> list[str]:
-    """The set environment variables whose name starts with `prefix` (case-insensitive, as pydantic-settings reads)."""
-    return sorted(k for k in os.environ if k.upper().startswith(prefix.upper()))
-
-
-def format_errors(exc: ValidationError) -> list[str]:
-    """One line per problem: `dotted.key: reason`."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        problems = err.get("ctx", {}).get("error")
-        if isinstance(problems, KeyProblems):  # several bad keys found by one validator: a line each
-            lines += [f"{key}.{sub}: {why}" if err["loc"] else f"{sub}: {why}" for sub, why in problems.problems]
-            continue
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            lines.append(config_hints.unknown_key(NodeConfig, err["loc"]))
-            continue
-        if key in _TABLE_LISTS and err["type"] == "list_type":
-            var = "INFERA_" + key.upper().replace(".", "__")
-            per_item = _env_vars(var + "__")
-            if per_item:
-                msg = (
-                    f"the environment variable(s) {', '.join(per_item)} try to override one {_TABLE_LISTS[key]} table,"
-                    f" which cannot be done: {_TABLE_LISTS[key]} tables can only be overridden as a whole, as JSON"
-                    f" ({var}='[{{...}}, ...]'); unset {', '.join(per_item)}"
-                )
-        lines.append(f"{key}: {msg}")
-    return lines
-
-
-def _settings_error(exc: SettingsError) -> str:
-    """The line for an `INFERA_…` variable whose value is not the JSON its field needs, naming the variable(s)."""
-    field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
-    candidates = _env_vars(f"INFERA_{field}")
-    bad = []
-    for name in candidates:
-        value = os.environ[name].strip()
-        if value[:1] in "[{":
-            try:
-                json.loads(value)
-            except ValueError:
-                bad.append(name)
-    named = ", ".join(bad or candidates) or f"INFERA_{field.upper()}…"
-    return (
-        f"{field}: its environment override {named} is malformed ({exc.__cause__ or exc});"
-        " lists and tables are given as JSON"
-    )
-
-
 def config_problems(data: dict[str, Any]) -> tuple[NodeConfig | None, list[str]]:
     """Validates a config mapping (plus env overrides): the config, or None and every problem as `key: reason` (a
     problem of an environment variable as `environment variable NAME: reason`)."""
-    problems = config_hints.unknown_env_sections(NodeConfig)  # ignored by pydantic-settings: checked here
+    # ignored by pydantic-settings: checked here
+    problems = config_hints.unknown_env_sections(NodeConfig, named=named_variables(data))
     try:
         cfg = NodeConfig(**data)
     except ValidationError as exc:
-        return None, problems + format_errors(exc)
+        problems += format_errors(exc, NodeConfig)
     except SettingsError as exc:  # an INFERA_… variable whose value is not the JSON its field needs
-        return None, [*problems, _settings_error(exc)]
-    return (None, problems) if problems else (cfg, [])
+        problems.append(settings_error(exc))
+    else:
+        if not problems:
+            return cfg, []
+    return None, [config_hints.redact(p) for p in problems]  # a key pasted anywhere is never echoed
 
 
 def parse_config(data: dict[str, Any]) -> NodeConfig:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import errno
 import importlib.resources
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from node.api.status import PAGE_HEADERS
-from node.errors import InferaError
+from node.errors import ConfigError
 from node.observability.health import Health
 
 HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
@@ -74,9 +75,10 @@ def waiting_app(reason: Callable[[], str]) -> web.Application:
     return app
 
 
-class CannotListen(InferaError):
-    """The API cannot listen on `[api] host`:`port` (the port is taken, the address is not this machine's, or the
-    port needs privileges); the message names the address and what to change."""
+class CannotListen(ConfigError):
+    """The API cannot listen on `[api] host`:`port` (the port is taken, the host does not resolve or is not this
+    machine's, or the port needs privileges); the message names the key, the address and what to change. A
+    `ConfigError`: `infera run` exits 2, which the systemd unit does not restart (a restart would not help)."""
 
 
 #: What to say when binding fails, by errno: the config key to change, why, then what to do.
@@ -100,6 +102,11 @@ async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
     except OSError as exc:
         await runner.cleanup()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if isinstance(exc, socket.gaierror):  # the name, not the port: it does not resolve
+            raise CannotListen(
+                f"api.host: {host!r} does not resolve to an address ({exc.strerror or exc}): set [api] host to an"
+                " address of this machine (127.0.0.1 for this machine only)"
+            ) from None
         if exc.errno not in _BIND_ADVICE:
             raise CannotListen(
                 f"api.port: cannot listen on {where} ({exc.strerror or exc}): check [api] host and port"

@@ -9,6 +9,7 @@ import typer
 
 from node.commands import (
     CONFIG,
+    FORCE,
     KEY_ENV,
     KEYSTORE,
     PASSWORD_ENV,
@@ -39,7 +40,7 @@ def deploy(
     """Deploy the NodeRegistry and the Coordinator (from the forge build); print their addresses as JSON."""
     from node.commands import chain_ops
 
-    deployer = load_signer(None, key_env, keystore, password_env, password_file)
+    deployer = load_signer(None, key_env, keystore, password_env, password_file, sending=False)
     w3 = chain_ops.connect([rpc_url])
     with spinner("deploying"):
         deployed = chain_ops.deploy_contracts(
@@ -87,12 +88,13 @@ def request(
     ),
     key_env: str | None = KEY_ENV,
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON, with its request and tx"),
+    force: bool = FORCE,
 ) -> None:
     """Send an inference request to the coordinator and print the on-chain answer.
 
     The fee is paid from the config's key, or from --key-env (needed while a node runs with that key)."""
     from node.commands import chain_ops
-    from node.commands.request_inference import Codec, model_codec, send_request, wait_answer
+    from node.commands.request_inference import Codec, model_codec, send_request, unknown_model, wait_answer
 
     if sum(x is not None for x in (input_text, input_hex, input_json)) != 1:
         raise ConfigError("give exactly one of --input TEXT, --input-hex HEX or --input-json OBJECT")
@@ -104,8 +106,11 @@ def request(
     served = next((m for m in cfg.models if m.name == model), None)
     codec: Codec | None = None
     why = ""
+    typo = unknown_model(model, [m.name for m in cfg.models]) if served is None else None
+    if typo is not None and input_hex is None and not raw:  # a misspelt name: not another node's model
+        raise ConfigError(f"{typo} (a model only other nodes serve: pass --raw or --input-hex; nothing was sent)")
     if served is None:
-        warn(f"this config does not serve model {model!r}: another node has to answer")
+        warn(f"this config does not serve model {model!r}: another node has to answer" + (f"; {typo}" if typo else ""))
         why = f"this config does not serve {model!r} (no container of it to ask for its input format)"
     else:
         try:
@@ -141,13 +146,13 @@ def request(
     else:
         assert input_text is not None
         input_ = input_text.encode() if raw else codec.encode_text(input_text)
-    if key_env is None and node_running(cfg):
+    if key_env is None and not force and node_running(cfg):
         # The node counts its key's nonces itself: a transaction of ours from that key would take its next one.
         raise ConfigError(
             f"a node is running with this config (its API answers on port {cfg.api.port}), so its key is busy: "
             "pay from another account with --key-env NAME, or stop the node first"
         )
-    signer = load_signer(cfg, key_env, None, None, None)
+    signer = load_signer(cfg, key_env, None, None, None, force=force)  # refused while a node holds the key
     c = open_chain(cfg)
     fee_wei = chain_ops.parse_amount(fee) if fee is not None else int(c.coordinator.functions.minFee().call())
     policy = served.minimum_fee(ETH_TOKEN) if served is not None else None

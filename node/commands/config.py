@@ -8,6 +8,7 @@ import typer
 
 from node.commands import CONFIG
 from node.commands.console import spinner, warn
+from node.config_hints import redact
 
 config_app = typer.Typer(no_args_is_help=True, help="Check a node config before running it.")
 
@@ -24,7 +25,8 @@ def config_check(
     cfg, problems = parse_file(config)
     if cfg is None:
         for line in problems:  # an environment variable's problem is not the file's
-            where = "" if line.startswith("environment variable ") else f"{config}: "
+            own = line.startswith(("environment variable ", f"{config}: "))  # named already
+            where = "" if own else f"{config}: "
             typer.echo(f"infera: {where}{line}", err=True)
         raise typer.Exit(1)
     report = Report()
@@ -33,8 +35,8 @@ def config_check(
     if online:
         with spinner("checking the chain"):
             check_online(cfg, report, chain_id=chain_id)
-    for line in report.problems:
-        typer.echo(f"infera: {config}: {line}", err=True)
+    for line in report.problems:  # a key pasted where a name goes is never shown
+        typer.echo(f"infera: {config}: {redact(line)}", err=True)
     for line in report.warnings:
         warn(line)
     if report.problems:

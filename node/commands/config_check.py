@@ -52,9 +52,11 @@ def check_secrets(cfg: NodeConfig, report: Report) -> None:
 
     w = cfg.wallet
     source = f"keystore {w.keystore_path}" if w.keystore_path is not None else f"env variable {w.private_key_env}"
+    sources: list[str] = []
     try:
         account = load_account(w)
         report.accounts.append(account)
+        sources.append(w.key_sources()[0])
         report.facts.append(f"key       {account.address} ({source})")
     except ConfigError as exc:
         report.problems.append(str(exc))
@@ -62,9 +64,15 @@ def check_secrets(cfg: NodeConfig, report: Report) -> None:
         try:
             extra = account_from_env(env, key=f"wallet.extra_key_envs[{i}]")
             report.accounts.append(extra)
+            sources.append(env)
             report.facts.append(f"key       {extra.address} (env variable {env})")
         except ConfigError as exc:
             report.problems.append(str(exc))
+    from node.instance import listed_twice
+
+    twice = listed_twice([a.address for a in report.accounts], sources)
+    if twice is not None:  # `infera run` would refuse itself on its own key lock
+        report.problems.append(twice)
     if cfg.mqtt is not None and cfg.mqtt.password_env and os.environ.get(cfg.mqtt.password_env) is None:
         report.problems.append(f"mqtt.password_env: env variable {cfg.mqtt.password_env} is not set")
     for i, token in enumerate(cfg.api.tokens):

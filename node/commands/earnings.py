@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 from web3 import Web3
 
-from node.commands import CONFIG, KEY_ENV, load_config_file, load_signer, node_running, open_chain
+from node.commands import CONFIG, FORCE, KEY_ENV, load_config_file, load_signer, node_running, open_chain
 from node.commands.console import note, warn
 from node.commands.stake import node_app
 from node.config import ETH_TOKEN, NodeConfig
@@ -100,7 +100,7 @@ def node_earnings(
     keystore = cfg.wallet.keystore_path if key_env is None else None
     address = keystore_address(keystore.expanduser()) if keystore is not None else None
     if address is None:
-        address = load_signer(cfg, key_env, None, None, None).address
+        address = load_signer(cfg, key_env, None, None, None, sending=False).address
     found = balances(cfg, open_chain(cfg), address, tokens_of(cfg, token))
     if as_json:
         rows = [
@@ -121,6 +121,7 @@ def node_claim(
     key_env: str | None = KEY_ENV,
     token: list[str] | None = TOKEN_OPTION,
     to: str | None = typer.Option(None, help="where the fees go (default: the node's address)"),
+    force: bool = FORCE,
 ) -> None:
     """Withdraw every unclaimed fee balance of the node's key (each token, each contract) to `--to`."""
     from node.commands import chain_ops
@@ -131,10 +132,12 @@ def node_claim(
         raise ConfigError("--to: the zero address would burn the fees; give the address that should receive them")
     cfg = load_config_file(config)
     extra = tokens_of(cfg, token)  # a bad --token is named before anything else happens
-    if key_env is None and node_running(cfg):
-        warn("a node is running with this key: its next transaction will find its nonce taken and resync")
-    signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
+    signer = load_signer(  # refused while a node holds the key and sends from it
+        cfg, key_env, None, None, None, force=force, paused=lambda a: not c.registry.functions.isActive(a).call()
+    )
+    if key_env is None and node_running(cfg):  # a node whose key lock this environment does not see
+        warn("a node is running with this key: its next transaction will find its nonce taken and resync")
     recipient = Web3.to_checksum_address(to or signer.address)
     due = [b for b in balances(cfg, c, signer.address, extra) if b.amount]
     if not due:

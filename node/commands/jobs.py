@@ -17,10 +17,14 @@ import typer
 from node.commands import CONFIG, load_config_file, node_running, open_chain
 from node.commands.console import fail, note
 from node.errors import ConfigError
+from node.jobs.intervals import MAX_INTERVAL
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
     from node.jobs.store import JobRecord, JobStore
+
+#: The largest id the store holds (SQLite's integers are 64-bit): a larger one is refused as an argument.
+_MAX_ID = 2**63 - 1
 
 jobs_app = typer.Typer(no_args_is_help=True, help="The node's jobs, from its SQLite store.")
 
@@ -96,6 +100,7 @@ def jobs_list(
     if not records:
         note("no jobs" + (f" in state {state}" if state else ""))
         return
+    from node.chain.reverts import escape_text
     from node.commands.chain_ops import utc
 
     typer.echo(f"{'REQUEST':>8}  {'STATE':<9}  {'MODEL':<24}  {'TRIES':>5}  {'UPDATED':<23}  DETAIL")
@@ -111,9 +116,9 @@ def jobs_list(
                 detail += f" {extra}"
         interval = r.job.subscription
         which = str(r.job.request_id) if interval is None else f"s{interval[0]}/i{interval[1]}"
-        typer.echo(
-            f"{which:>8}  {r.job.state:<9}  {r.job.model_name:<24}  {r.job.attempts:>5}  "
-            f"{utc(int(r.updated_at)):<23}  {detail}"
+        typer.echo(  # the model name and the error can come from a requester: escaped
+            f"{which:>8}  {r.job.state:<9}  {escape_text(r.job.model_name):<24}  {r.job.attempts:>5}  "
+            f"{utc(int(r.updated_at)):<23}  {escape_text(detail)}"
         )
 
 
@@ -137,8 +142,9 @@ def _amount(units: int, token: str) -> str:
 
 def _decoded(cfg: NodeConfig, record: JobRecord) -> dict[str, Any]:
     """The job's input and output decoded with its model's ABI, as the model's container declares it (`GET /info`):
-    `input`, `output` (None while there is none) and `decoded` (how); when the container cannot be asked, only
-    `decoded`, saying why."""
+    `input`, `output` (None while there is none), `input_decoded` / `output_decoded` (False: the value is the 0x-hex
+    of bytes that did not decode) and `decoded` (how, or why not, per field); when the container cannot be asked,
+    only `decoded`, saying why."""
     from node.commands.chain_ops import OpsError
     from node.commands.request_inference import model_codec
 
@@ -150,24 +156,39 @@ def _decoded(cfg: NodeConfig, record: JobRecord) -> dict[str, Any]:
         codec = model_codec(cfg.stages(model), timeout_s=3)
     except OpsError as exc:
         return {"decoded": f"no: {exc}, so its ABI is not known"}
+    input_, input_why = codec.read_input(job.request.input)
+    output, output_why = (None, None) if job.output is None else codec.read_output(job.output)
+    where = f"the {model.name!r} container ({model.url if model.url else 'MQTT'})"
+    notes = [f"{name} {why}: shown as hex" for name, why in (("input", input_why), ("output", output_why)) if why]
     return {
-        "input": codec.decode_input(job.request.input),
-        "output": None if job.output is None else codec.decode_output(job.output),
-        "decoded": f"with the ABI the {model.name!r} container declares ({model.url if model.url else 'MQTT'})",
+        "input": input_,
+        "output": output,
+        "input_decoded": input_why is None,
+        "output_decoded": None if job.output is None else output_why is None,
+        "decoded": "; ".join(notes) + f" (ABI from {where})" if notes else f"with the ABI {where} declares",
     }
 
 
 def _show_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """`value` as one line a terminal shows as it is: strings (a requester's bytes, decoded) with their control and
+    format characters escaped (`\\n`, `\\x1b`), so they can neither forge lines nor drive the terminal."""
+    from node.chain.reverts import escape_text
+
+    if isinstance(value, str):
+        return escape_text(value)
+    shown = json.dumps(value, ensure_ascii=False)  # JSON escapes C0 controls; DEL, C1 and format characters remain
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in shown)
 
 
 @jobs_app.command("show")
 def jobs_show(
-    request_id: int = typer.Argument(..., help="request id (with --interval: subscription id)"),
+    request_id: int = typer.Argument(..., min=0, max=_MAX_ID, help="request id (with --interval: subscription id)"),
     config: Path = CONFIG,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     chain_id: int | None = typer.Option(None, "--chain-id", help="when the store holds several chains"),
-    interval: int | None = typer.Option(None, "--interval", min=0, help="this interval of subscription REQUEST_ID"),
+    interval: int | None = typer.Option(
+        None, "--interval", min=0, max=MAX_INTERVAL, help="this interval of subscription REQUEST_ID"
+    ),
 ) -> None:
     """One job: its request, state, attempts, output, transaction and outcome (`--interval N`: interval N of a
     subscription)."""
@@ -203,14 +224,15 @@ def jobs_show(
         "fee_per_node_wei": ("fee_per_node", readable["fee_per_node"]),
         "fee_earned": ("fee_earned", readable["fee_earned_amount"]),
     }
-    if "input" in decoded:
+    if decoded.get("input_decoded"):
         replaced["input_hex"] = ("input", decoded["input"])
+    if decoded.get("output_decoded"):
         replaced["output_hex"] = ("output", decoded["output"])
     for key, value in body.items():
         name, value = replaced.get(key, (key, value))
         if value is not None:
             typer.echo(f"{name:<17} {_show_value(value)}")
-    typer.echo(f"{'decoded':<17} {decoded['decoded']}")
+    typer.echo(f"{'decoded':<17} {_show_value(decoded['decoded'])}")
 
 
 #: Why a job in each state cannot be retried.
@@ -227,7 +249,7 @@ _NOT_RETRYABLE = {
 
 @jobs_app.command("retry")
 def jobs_retry(
-    request_id: int = typer.Argument(..., help="request id of a failed job"),
+    request_id: int = typer.Argument(..., min=0, max=_MAX_ID, help="request id of a failed job"),
     config: Path = CONFIG,
     no_chain_check: bool = typer.Option(
         False, "--no-chain-check", help="skip asking the coordinator whether the request is still open"

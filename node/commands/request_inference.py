@@ -20,6 +20,7 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_abi.registry import registry
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -27,6 +28,9 @@ from web3 import Web3
 from node.chain.contracts import model_id
 from node.commands.chain_ops import Contracts, OpsError, send_tx, wait_for
 from node.config import ModelConfig
+
+#: What a container's `GET /info` declares for a model that takes or gives raw bytes (no ABI).
+RAW_BYTES = "raw bytes"
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,18 @@ class Codec:
 
     @staticmethod
     def parse(signature: str) -> tuple[str, ...]:
-        """`(string,uint32)` → ("string", "uint32"); "raw bytes" → ()."""
-        if not signature.startswith("("):
+        """`(string,uint32)` → ("string", "uint32"); "raw bytes" → (). Raises `ValueError` naming `signature` when
+        it is neither (`5`, `string` without parentheses, an unknown type): a model's input is never guessed."""
+        if signature == RAW_BYTES:
             return ()
-        inner = signature[1:-1]
-        return tuple(t for t in inner.split(",") if t) if "(" not in inner else (signature,)
+        inner = signature[1:-1] if signature.startswith("(") and signature.endswith(")") else None
+        if inner is not None and "(" not in inner:
+            types = tuple(t.strip() for t in inner.split(",") if t.strip())
+        else:
+            types = (signature,)  # nested tuples: eth-abi takes the whole signature as one type
+        if inner is None or not all(registry.has_encoder(t) for t in types):
+            raise ValueError(f"{signature!r} is neither an ABI tuple such as (string,uint8) nor {RAW_BYTES!r}")
+        return types
 
     def encode_text(self, text: str) -> bytes:
         """`text` as the model's input: its UTF-8 bytes for a raw-bytes model, ABI `(string)` for a model that takes
@@ -87,28 +98,38 @@ class Codec:
 
     def decode_output(self, output: bytes) -> Any:
         """The output as values: text (or 0x-hex) for raw bytes, else the ABI values, named when the model says."""
-        return _decode(output, self.output_types, self.output_names)
+        return _decode(output, self.output_types, self.output_names)[0]
 
     def decode_input(self, input_: bytes) -> Any:
         """The input as values, as `decode_output` does for the output (named by the container's input names)."""
+        return _decode(input_, self.input_types, self.input_names)[0]
+
+    def read_input(self, input_: bytes) -> tuple[Any, str | None]:
+        """The input as `decode_input` gives it, and None when it decoded, else why it is shown as 0x-hex
+        (`not decodable as (string,uint8)`, or `not UTF-8 text` for a raw-bytes model)."""
         return _decode(input_, self.input_types, self.input_names)
 
+    def read_output(self, output: bytes) -> tuple[Any, str | None]:
+        """The output as `decode_output` gives it, and why it is 0x-hex when it did not decode (as `read_input`)."""
+        return _decode(output, self.output_types, self.output_names)
 
-def _decode(data: bytes, types: tuple[str, ...], names: tuple[str, ...]) -> Any:
-    """`data` as values: text (or 0x-hex when it is not UTF-8) for raw bytes, else the ABI values of `types`, a dict
-    by `names` when there is a name for each; 0x-hex when `data` does not decode as `types`."""
+
+def _decode(data: bytes, types: tuple[str, ...], names: tuple[str, ...]) -> tuple[Any, str | None]:
+    """`data` as values: text for raw bytes, else the ABI values of `types`, a dict by `names` when there is a name
+    for each; with None, or 0x-hex with why when `data` is not UTF-8 text (raw bytes) or does not decode as
+    `types`."""
     if not types:
         try:
-            return data.decode()
+            return data.decode(), None
         except UnicodeDecodeError:
-            return "0x" + data.hex()
+            return "0x" + data.hex(), "not UTF-8 text"
     try:
         values = [_jsonable(v) for v in abi_decode(list(types), data)]
     except Exception:
-        return "0x" + data.hex()
+        return "0x" + data.hex(), f"not decodable as ({','.join(types)})"
     if len(names) == len(values):
-        return dict(zip(names, values, strict=True))
-    return values
+        return dict(zip(names, values, strict=True)), None
+    return values, None
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,12 +142,20 @@ def _jsonable(value: Any) -> Any:
 
 def ask_codec(model: ModelConfig, *, timeout_s: float = 5) -> Codec:
     """The codec the model's container declares at `GET <url>/info`. Raises `OpsError` saying why it cannot be had,
-    as one clause (`the 'echo' container at http://… does not answer (Connection refused)`)."""
+    as one clause (`the 'echo' container at http://… does not answer (Connection refused)`, or naming an `input_abi`
+    or `output_abi` that is no ABI: nothing is guessed)."""
     if model.url is None:
         raise OpsError(f"model {model.name!r} is served over MQTT, so its container cannot be asked from here")
     try:
         with urllib.request.urlopen(model.url.rstrip("/") + "/info", timeout=timeout_s) as resp:
             info = json.loads(resp.read())
+        for key in ("input_abi", "output_abi"):
+            try:
+                Codec.parse(str(info[key]))
+            except ValueError as exc:
+                raise OpsError(
+                    f"the {model.name!r} container at {model.url} declares a malformed {key}: {exc}"
+                ) from None
         return Codec(
             Codec.parse(str(info["input_abi"])),
             Codec.parse(str(info["output_abi"])),
@@ -239,3 +268,15 @@ def _delivered_output(c: Contracts, tx_hash: Any, request_id: int) -> bytes:
             if int(rid) == request_id and not failed:
                 return bytes(data)
     raise OpsError(f"request {request_id} was delivered by {name}(), whose calldata this command cannot read")
+
+
+def unknown_model(name: str, known: list[str]) -> str | None:
+    """The line for `--model name` when it is not in the config but close to a model that is (a typo): `--model
+    'echoo' is not in this config's [[models]]; did you mean 'echo'?`; None when no configured name is close (then
+    it may be a model only other nodes serve)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return f"--model {name!r} is not in this config's [[models]]; did you mean {close[0]!r}?"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from node.commands import CONFIG, KEY_ENV, load_config_file, load_signer, node_running, open_chain
+from node.commands import CONFIG, FORCE, KEY_ENV, load_config_file, load_signer, node_running, open_chain
 from node.commands.console import note, warn
 from node.errors import ConfigError
 
@@ -31,16 +31,18 @@ def _node_action(
     *,
     args: Callable[[str], tuple[Any, ...]] = lambda address: (),
     value: Callable[[Contracts], int] = lambda c: 0,
+    force: bool = False,
 ) -> tuple[str, NodeStatus, NodeStatus]:
     """Sends registry function `fn_name(*args(node address))` from the node's key paying `value(contracts)`;
-    returns the node's address and its status before and after."""
+    returns the node's address and its status before and after. Raises `KeyInUse` while a running node holds the
+    key and the registry takes it as active (that node sends from it), unless `force`."""
     from node.commands import chain_ops
 
     cfg = load_config_file(config)
-    if key_env is None and node_running(cfg):
-        warn("a node is running with this key: its next transaction will find its nonce taken and resync")
-    signer = load_signer(cfg, key_env, None, None, None)
     c = open_chain(cfg)
+    signer = load_signer(cfg, key_env, None, None, None, force=force, paused=lambda a: not _active(c, a))
+    if key_env is None and node_running(cfg):  # a node whose key lock this environment does not see
+        warn("a node is running with this key: its next transaction will find its nonce taken and resync")
     before = chain_ops.node_status(c, signer.address)
     fn = getattr(c.registry.functions, fn_name)(*args(signer.address))
     receipt = chain_ops.send_tx(
@@ -56,6 +58,7 @@ def node_register(
     config: Path = CONFIG,
     amount: str | None = typer.Option(None, help="stake to lock (default: the registry's minimum), e.g. 2eth"),
     key_env: str | None = KEY_ENV,
+    force: bool = FORCE,
 ) -> None:
     """Register the node's key in the NodeRegistry, locking its stake; it is active at once."""
     from node.commands import chain_ops
@@ -63,7 +66,7 @@ def node_register(
     def stake(c: Contracts) -> int:
         return chain_ops.parse_amount(amount) if amount is not None else int(c.registry.functions.minStake().call())
 
-    address, _, after = _node_action(config, key_env, "node register", "register", value=stake)
+    address, _, after = _node_action(config, key_env, "node register", "register", value=stake, force=force)
     typer.echo(f"registered {address} with a stake of {chain_ops.eth(after.stake_wei)}; active: {_yes(after.active)}")
 
 
@@ -72,21 +75,22 @@ def node_stake(
     config: Path = CONFIG,
     amount: str = typer.Option(..., help="stake to add, e.g. 0.5eth"),
     key_env: str | None = KEY_ENV,
+    force: bool = FORCE,
 ) -> None:
     """Add stake to the node's registration."""
     from node.commands import chain_ops
 
     wei = chain_ops.parse_amount(amount)
-    address, before, after = _node_action(config, key_env, "node stake", "addStake", value=lambda c: wei)
+    address, before, after = _node_action(config, key_env, "node stake", "addStake", value=lambda c: wei, force=force)
     typer.echo(f"stake of {address}: {chain_ops.eth(before.stake_wei)} -> {chain_ops.eth(after.stake_wei)}")
 
 
 @node_app.command("unstake")
-def node_unstake(config: Path = CONFIG, key_env: str | None = KEY_ENV) -> None:
+def node_unstake(config: Path = CONFIG, key_env: str | None = KEY_ENV, force: bool = FORCE) -> None:
     """Begin unbonding: the node is inactive at once; its stake can be withdrawn after the unbonding delay."""
     from node.commands import chain_ops
 
-    address, _, after = _node_action(config, key_env, "node unstake", "beginUnbonding")
+    address, _, after = _node_action(config, key_env, "node unstake", "beginUnbonding", force=force)
     typer.echo(
         f"{address} is unbonding: inactive now; {chain_ops.eth(after.stake_wei)} unlocks at "
         f"{chain_ops.utc(after.unlock_at)}, then run `infera node withdraw`"
@@ -98,6 +102,7 @@ def node_withdraw(
     config: Path = CONFIG,
     to: str | None = typer.Option(None, help="where the stake goes (default: the node's address)"),
     key_env: str | None = KEY_ENV,
+    force: bool = FORCE,
 ) -> None:
     """Withdraw the stake after the unbonding delay; the key is then no longer registered."""
     from web3 import Web3
@@ -110,7 +115,7 @@ def node_withdraw(
     def recipient(address: str) -> tuple[Any, ...]:
         return (Web3.to_checksum_address(to or address),)
 
-    address, before, _ = _node_action(config, key_env, "node withdraw", "withdrawStake", args=recipient)
+    address, before, _ = _node_action(config, key_env, "node withdraw", "withdrawStake", args=recipient, force=force)
     typer.echo(
         f"withdrew {chain_ops.eth(before.stake_wei)} of {address} to {recipient(address)[0]}; "
         f"{address} is no longer registered"
@@ -133,12 +138,17 @@ def node_status(
     # Reading needs only the address, which a keystore states in clear: no need to unlock it.
     address = keystore_address(keystore.expanduser()) if keystore is not None else None
     if address is None:
-        address = load_signer(cfg, key_env, None, None, None).address
+        address = load_signer(cfg, key_env, None, None, None, sending=False).address
     status = chain_ops.node_status(open_chain(cfg), address)
     if as_json:
         typer.echo(json.dumps(status.as_dict(), indent=2))
     else:
         typer.echo("\n".join(status.lines()))
+
+
+def _active(c: Contracts, address: str) -> bool:
+    """Whether the registry takes `address` as an active node now (a running node sends only from active keys)."""
+    return bool(c.registry.functions.isActive(address).call())
 
 
 def _yes(flag: bool) -> str:
@@ -153,6 +163,7 @@ def node_commit_model(
     ),
     config: Path = CONFIG,
     key_env: str | None = KEY_ENV,
+    force: bool = FORCE,
 ) -> None:
     """Commit a model's weights digest in the NodeRegistry (provenance): consensus requests that require a digest are
     served only by nodes committed to it, and the node refuses to start a model whose container reports another.
@@ -185,6 +196,6 @@ def node_commit_model(
     if len(raw) != 32:
         raise ConfigError(f"--digest {digest}: a weights digest is 0x followed by 64 hex digits")
     address, _, _ = _node_action(
-        config, key_env, f"node commit-model {model}", "commitModel", args=lambda _: (model_id(model), raw)
+        config, key_env, f"node commit-model {model}", "commitModel", args=lambda _: (model_id(model), raw), force=force
     )
     typer.echo(f"{address} committed weights digest 0x{raw.hex()} for {model}")

@@ -43,6 +43,9 @@ from node.jobs.verification import Proofs
 
 log = logging.getLogger(__name__)
 
+#: While draining, how often the scheduler says which computations it still waits for, in seconds.
+DRAIN_REPORT_S = 5.0
+
 #: Longest failure reason reported on-chain, in characters.
 MAX_FAILURE_CHARS = 256
 #: How the `error` of a job that waits for its container begins (`waiting: container of … is down since …`): what
@@ -202,25 +205,75 @@ class Scheduler:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout_s: float = 30.0) -> None:
+    async def drain(self, timeout_s: float = 30.0, report_s: float = DRAIN_REPORT_S) -> None:
         """Stops taking work (no waiting job starts, no admitted job runs: they stay stored and the next start
         resumes them), waits up to `timeout_s` seconds for the running computations, then cancels what is left; a
-        cancelled call's attempt is given back (the node stopped it, not its input). Returns with no task left."""
+        cancelled call's attempt is given back (the node stopped it, not its input). Returns with no task left.
+
+        Every `report_s` seconds it logs which requests it still waits for and how long it waits at most. A second
+        SIGINT/SIGTERM while it waits stops the computations at once (said in the log): they are stored and resume at
+        the next start, so nothing is lost, and an operator who presses Ctrl-C twice means "now" (as most daemons
+        read it); a signal after that is answered with what the node still finishes (its transactions in flight)."""
         self._closing = True
         if not self._tasks:
             return
-        names = sorted(describe_job(rid) for rid in self._tasks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         log.info(
             "stopping: waiting up to %.0f s for %d running computation(s) (%s); what is still running then is stopped"
-            " and resumed at the next start",
+            " and resumed at the next start (a second Ctrl-C or SIGTERM stops them now)",
             timeout_s,
-            len(names),
-            ", ".join(names[:20]) + (", …" if len(names) > 20 else ""),
+            len(self._tasks),
+            self._running_names(),
         )
-        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        hurry = asyncio.Event()
+        signalled = _on_stop_signals(loop, partial(self._hurry, hurry, loop, deadline))
+        try:
+            report_at = loop.time() + report_s
+            while self._tasks and not hurry.is_set() and loop.time() < deadline:
+                hurried = asyncio.ensure_future(hurry.wait())
+                await asyncio.wait(
+                    {*self._tasks.values(), hurried},
+                    timeout=min(report_at, deadline) - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                hurried.cancel()
+                await asyncio.sleep(0)  # a finished task's done-callback takes it out of `_tasks`
+                now = loop.time()
+                if self._tasks and not hurry.is_set() and report_at <= now < deadline:
+                    report_at = now + report_s
+                    log.info(
+                        "stopping: %d computation(s) still running (%s); stopped in %.0f s of %.0f unless they finish",
+                        len(self._tasks),
+                        self._running_names(),
+                        deadline - now,
+                        timeout_s,
+                    )
+            pending = [t for t in self._tasks.values() if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            if signalled:  # from here on the node only finishes sending: say so to a further signal
+                _on_stop_signals(
+                    loop,
+                    lambda: log.info("stopping: already stopping; the computations are stopped, finishing the sends"),
+                )
+
+    def _running_names(self) -> str:
+        """The running computations as `request 12, subscription 3 interval 4, …` (at most 20 named)."""
+        names = sorted(describe_job(rid) for rid in self._tasks)
+        return ", ".join(names[:20]) + (f", … ({len(names) - 20} more)" if len(names) > 20 else "")
+
+    def _hurry(self, hurry: asyncio.Event, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """A second stop signal while draining: says so, and ends the wait (the running computations are cancelled)."""
+        log.warning(
+            "stopping: already stopping; stopping the %d running computation(s) now instead of in up to %.0f s more"
+            " (they resume at the next start)",
+            len(self._tasks),
+            max(0.0, deadline - loop.time()),
+        )
+        hurry.set()
 
     async def _run(self, job: Job, route: Route) -> None:
         rid = job.request_id
@@ -335,3 +388,16 @@ def _reason(exc: BaseException) -> str:
     """A failure reason that fits in a report: one line of at most `MAX_FAILURE_CHARS` characters."""
     line = " ".join(str(exc).split())
     return line if len(line) <= MAX_FAILURE_CHARS else line[: MAX_FAILURE_CHARS - 1] + "…"
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
+    """Makes SIGINT and SIGTERM call `handler` (replacing the node's "stop" handler, whose work is done once it
+    stops); False where the loop cannot take signal handlers (not the main thread, not Unix)."""
+    import signal
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True

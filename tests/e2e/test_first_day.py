@@ -69,9 +69,9 @@ def infera_run(config: Path, key: str, timeout_s: float = 60) -> subprocess.Comp
     )
 
 
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one `infera: …` line of a refused command (exit 1)."""
-    assert result.returncode == 1, result.stdout + result.stderr
+def error_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The one `infera: …` line of a refused command (exit `code`: 1, or 2 for a config mistake)."""
+    assert result.returncode == code, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("infera: ")]
     assert len(lines) == 1, result.stderr
     return lines[0]
@@ -113,10 +113,10 @@ def test_a_taken_api_port_is_named_with_what_to_do(running: Running) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config.write_text(config.read_text().replace(f"port = {running.dev.api_port}\n", f"port = {port}\n"))
-        line = error_line(infera_run(config, dev_account(5).key.hex()))
+        line = error_line(infera_run(config, dev_account(5).key.hex()), code=2)  # a config mistake: not restarted
     assert line == (
-        f"infera: api.port: 127.0.0.1:{port} is already in use (by another infera node?): choose another port in "
-        f"[api] port, or stop what holds it (`ss -ltnp 'sport = :{port}'` names it)"
+        f"infera: config error: api.port: 127.0.0.1:{port} is already in use (by another infera node?): choose another"
+        f" port in [api] port, or stop what holds it (`ss -ltnp 'sport = :{port}'` names it)"
     )
     assert "OSError" not in line
     still_serves(running, b"after a node on a taken port")
@@ -192,7 +192,7 @@ def test_jobs_show_decodes_with_the_models_abi_and_says_when_it_cannot(running: 
     assert text.returncode == 0, text.stderr
     lines = {line[:17].strip(): line[17:].strip() for line in text.stdout.splitlines()}
     assert (lines["input"], lines["output"]) == ("héllo show", "héllo show")
-    assert lines["decoded"] == f"with the ABI the 'echo' container declares ({running.echo_url})"
+    assert lines["decoded"] == f"with the ABI the 'echo' container ({running.echo_url}) declares"
     assert "input_hex" not in lines
     assert re.fullmatch(r"\d\.?\d* ETH \(\d+ wei\)", lines["fee_per_node"]), lines
     for key in ("deadline", "created", "updated"):
@@ -219,3 +219,91 @@ def test_jobs_show_decodes_with_the_models_abi_and_says_when_it_cannot(running: 
     shown = json.loads(infera("jobs", "show", str(request_id), "--config", str(down), "--json").stdout)
     assert "input" not in shown
     assert shown["decoded"] == lines["decoded"]
+
+
+# ------------------------------------------------------------------------------------------------ review findings
+
+
+def test_a_command_sending_from_a_key_a_node_holds_is_refused_naming_it_even_with_no_api(running: Running) -> None:
+    dev = running.dev
+    quiet = dev.write_node_config({MODEL: running.echo_url}, name="no-api")  # its API off: no port to probe
+    quiet.write_text(re.sub(r"(?m)^port = \d+$", "port = 0", quiet.read_text()))
+    key = {"INFERA_PRIVATE_KEY": dev.private_key_hex()}  # the running node's key
+    address = dev.node_account.address
+    nonce = dev.w3.eth.get_transaction_count(address)
+    pid = running.node.popen.pid
+    for args in (
+        ("request", "--config", str(quiet), "--model", MODEL, "--input", "hi", "--raw"),
+        ("node", "stake", "--config", str(quiet), "--amount", "0.01eth"),
+        ("node", "claim", "--config", str(quiet)),
+    ):
+        line = error_line(infera(*args, env=key))
+        assert line.startswith(f"infera: key {address} is held by a running infera node (PID {pid} on host "), line
+        assert line.endswith("sign with another key (--key-env NAME), stop that node first, or pass --force")
+    assert dev.w3.eth.get_transaction_count(address) == nonce  # nothing was sent
+    status = infera("node", "status", "--config", str(quiet), env=key)  # reading needs no lock
+    assert status.returncode == 0, status.stderr
+    still_serves(running, b"after commands refused its key")
+
+
+def test_a_key_listed_twice_in_wallet_is_named_by_config_check_and_run(running: Running) -> None:
+    dev = running.dev
+    twice = dev.write_node_config({MODEL: running.echo_url}, name="twice", extra_key_envs=["K2"])
+    key = dev_account(7).key.hex()
+    env = {"INFERA_PRIVATE_KEY": key, "K2": key}
+    expected = (
+        f"key {dev_account(7).address} is listed twice in [wallet] (INFERA_PRIVATE_KEY, K2): a node sends from each"
+        " of its keys once; remove the repeat"
+    )
+    check = infera("config", "check", "--config", str(twice), env=env)
+    assert check.returncode == 1, check.stdout
+    assert f"infera: {twice}: {expected}" in check.stderr.splitlines()
+    run = subprocess.run(
+        [sys.executable, "-m", "node.cli", "run", "--config", str(twice)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    assert error_line(run, code=2) == f"infera: config error: {expected}"
+    assert "in use by another infera node" not in run.stderr
+
+
+def test_jobs_show_escapes_a_requesters_text_and_says_when_bytes_do_not_decode(running: Running) -> None:
+    dev = running.dev
+    forged = "ok\ndecoded           with the ABI\x1b]0;pwned\x07\x1b[2J"
+    shown = dev.request_raw(MODEL, forged.encode())
+    wait_until(lambda: stored_state(running, shown) == "confirmed", timeout_s=60, what="the forged job to settle")
+    text = infera("jobs", "show", str(shown), "--config", str(running.config))
+    assert text.returncode == 0, text.stderr
+    assert "\x1b" not in text.stdout
+    assert [line for line in text.stdout.splitlines() if line.startswith("decoded")] == [
+        f"decoded           with the ABI the 'echo' container ({running.echo_url}) declares"
+    ]  # no forged line
+    assert "ok\\ndecoded           with the ABI\\x1b]0;pwned\\x07\\x1b[2J" in text.stdout
+
+    raw = dev.request_raw(MODEL, b"\xff\xfe not utf-8")
+    wait_until(
+        lambda: stored_state(running, raw) in ("confirmed", "failed"), timeout_s=60, what="the binary job to settle"
+    )
+    text = infera("jobs", "show", str(raw), "--config", str(running.config))
+    lines = {line[:17].strip(): line[17:].strip() for line in text.stdout.splitlines()}
+    assert lines["input_hex"] == "0x" + b"\xff\xfe not utf-8".hex()
+    assert lines["decoded"].startswith("input not UTF-8 text: shown as hex")
+    body = json.loads(infera("jobs", "show", str(raw), "--config", str(running.config), "--json").stdout)
+    assert body["input_decoded"] is False
+    assert body["input"] == body["input_hex"]
+
+
+def test_a_misspelt_model_gets_one_line_with_the_model_meant(running: Running) -> None:
+    payer = {"USER_KEY": running.dev.user.key.hex()}
+    result = infera(
+        "request", "--config", str(running.config), "-m", "ecoh", "--input", "hi", "--key-env", "USER_KEY", env=payer
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "infera: --model 'ecoh' is not in this config's [[models]]; did you mean 'echo'? (a model only other nodes"
+        " serve: pass --raw or --input-hex; nothing was sent)"
+    ]

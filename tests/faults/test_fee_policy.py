@@ -107,13 +107,16 @@ def test_requests_outside_the_fee_policy_cost_no_gas_and_the_earned_fee_is_claim
     assert refused.returncode == 2  # a usage error, as every bad option
     assert "the zero address would burn the fees" in refused.stderr
     eth_before = dev.w3.eth.get_balance(node)
-    out = ok(infera("node", "claim", "--config", str(config), env=env))
+    held = infera("node", "claim", "--config", str(config), env=env)  # the running node holds and uses its key
+    assert held.returncode == 1
+    assert f"infera: key {node} is held by a running infera node (PID " in held.stderr
+    out = ok(infera("node", "claim", "--config", str(config), "--force", env=env))  # on purpose: it resyncs
     assert f"to {node}" in out
     tx_hash = out.split("tx ")[1].split()[0]
     receipt = dev.w3.eth.get_transaction_receipt(tx_hash)
     gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert dev.w3.eth.get_balance(node) == eth_before + earned - gas_cost
     assert coordinator.functions.balanceOf(ETH_TOKEN, node).call() == 0
-    assert "nothing to claim" in infera("node", "claim", "--config", str(config), env=env).stderr
+    assert "nothing to claim" in infera("node", "claim", "--config", str(config), "--force", env=env).stderr
     assert rig.node is not None
     assert rig.node.popen.poll() is None

@@ -210,7 +210,7 @@ def test_public_url_hides_what_providers_put_keys_in() -> None:
 def test_a_malformed_env_override_names_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERA_MODELS", "not json")
     base = {"chain": {"rpc_url": "http://x", "coordinator_address": "0x" + "11" * 20}, "models": []}
-    with pytest.raises(ConfigError, match=r"^models: its environment override INFERA_MODELS"):
+    with pytest.raises(ConfigError, match=r"^environment variable INFERA_MODELS: models: malformed JSON"):
         parse_config(base)
 
 
@@ -246,7 +246,7 @@ def test_a_malformed_nested_env_override_names_the_variable(monkeypatch: pytest.
     from node.commands.config_check import parse_file
 
     monkeypatch.setenv("INFERA_CHAIN__VERIFIERS", "{bad")
-    with pytest.raises(ConfigError, match=r"^chain: its environment override INFERA_CHAIN__VERIFIERS is malformed"):
+    with pytest.raises(ConfigError, match=r"^environment variable INFERA_CHAIN__VERIFIERS: chain: malformed JSON"):
         parse_config(minimal())
     path = tmp_path / "node.toml"
     path.write_text(
@@ -255,7 +255,7 @@ def test_a_malformed_nested_env_override_names_the_variable(monkeypatch: pytest.
     cfg, problems = parse_file(path)  # `infera config check`: the same line, not "unexpected SettingsError"
     assert cfg is None
     assert len(problems) == 1
-    assert problems[0].startswith("chain: its environment override INFERA_CHAIN__VERIFIERS")
+    assert problems[0].startswith("environment variable INFERA_CHAIN__VERIFIERS: chain: malformed JSON")
 
 
 def test_overriding_one_models_table_by_env_says_lists_of_tables_go_whole(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,3 +437,148 @@ def test_a_misspelt_key_of_a_models_table_gets_the_key_meant() -> None:
 def test_a_misspelt_section_of_the_file_gets_the_section_meant() -> None:
     data = {**minimal(), "stoer": {"path": "x.db"}}
     assert config_problems(data)[1] == ["stoer: unknown key (check its spelling and section); did you mean store?"]
+
+
+# ------------------------------------------------------------------------ secrets, env blame and shapes (review)
+
+KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's public dev account 1
+
+
+@pytest.mark.parametrize("value", [KEY, KEY[2:], KEY.upper().replace("0X", "0x")])
+def test_a_private_key_where_a_variable_name_goes_is_refused_and_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    monkeypatch.setenv("INFERA_WALLET__PRIVATE_KEY", value)  # the key itself, as a (non-)key of [wallet]
+    cfg, problems = config_problems(minimal())
+    assert cfg is None
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("environment variable INFERA_WALLET__PRIVATE_KEY holds a private key (not shown)")
+    assert "INFERA_PRIVATE_KEY=0x…" in problems[0]
+    assert "did you mean" not in problems[0]
+    monkeypatch.delenv("INFERA_WALLET__PRIVATE_KEY")
+    monkeypatch.setenv("INFERA_WALLET__PRIVATE_KEY_ENV", value)  # following the old advice
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
+        f'[wallet]\nextra_key_envs = ["{value}"]\n[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert value[-60:].lower() not in message.lower()
+    assert "environment variable INFERA_WALLET__PRIVATE_KEY_ENV: wallet.private_key_env: Value error, this is a" in (
+        message
+    )
+    assert f"{path}: wallet.extra_key_envs.0: Value error, this is a private key (not shown)" in message
+    assert "the variable named by private_key_env must hold the key (e.g. INFERA_PRIVATE_KEY=0x…" in message
+
+
+def test_a_key_pasted_into_any_value_is_redacted_from_the_error() -> None:
+    cfg, problems = config_problems(minimal(coordinator_address=KEY))
+    assert cfg is None
+    assert KEY[2:] not in " ".join(problems)
+    assert "not an Ethereum address: '<redacted: a private key?>'" in problems[0]
+
+
+def test_one_key_variable_listed_twice_in_wallet_is_refused() -> None:
+    data = {**minimal(), "wallet": {"private_key_env": "K1", "extra_key_envs": ["K2", "K1"]}}
+    assert config_problems(data)[1] == [
+        "wallet: Value error, K1 is listed twice in [wallet] (private_key_env and extra_key_envs): one node sends from"
+        " each key once; remove the repeat"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("var", "meant"),
+    [
+        ("INFERA_CHAIN_RPC_URL", "INFERA_CHAIN__RPC_URL"),
+        ("INFERA_RPC_URL", "INFERA_CHAIN__RPC_URL"),
+        ("infera_api_port", "INFERA_API__PORT"),
+        ("INFERA_CONFIRMATIONS", "INFERA_CHAIN__CONFIRMATIONS"),
+    ],
+)
+def test_a_variable_with_one_underscore_where_two_go_is_named(
+    monkeypatch: pytest.MonkeyPatch, var: str, meant: str
+) -> None:
+    monkeypatch.setenv(var, "http://10.0.0.1:8545")
+    cfg, problems = config_problems(minimal())
+    assert cfg is None
+    assert problems == [
+        f"environment variable {var} is not read (a section and its key are joined by two underscores); did you mean"
+        f" {meant}?"
+    ]
+
+
+def test_the_nodes_own_variables_and_those_the_config_names_are_no_typos(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("INFERA_PRIVATE_KEY", "INFERA_FAULT_POINT", "INFERA_DEBUG", "INFERA_MQTT_PASSWORD", "INFERA_URL"):
+        monkeypatch.setenv(var, "1")  # INFERA_URL: url is a key of two sections, so no one meant
+    monkeypatch.setenv("INFERA_API_TOKEN", "1")
+    monkeypatch.setenv("INFERA_STORE_PATH", "1")  # config-shaped, but the config names it (a token's token_env)
+    data = {**minimal(), "api": {"tokens": [{"name": "a", "token_env": "INFERA_STORE_PATH"}]}}
+    assert config_problems(data)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "line"),
+    [
+        (
+            "INFERA_CHAIN__CONFIRMATIONS",
+            "abc",
+            "environment variable INFERA_CHAIN__CONFIRMATIONS: chain.confirmations:",
+        ),
+        ("INFERA_API__PORT", "99999", "environment variable INFERA_API__PORT: api.port: Input should be less than"),
+        (
+            "INFERA_MODELS",
+            '[{"name": "m", "url": "ftp://x"}]',
+            "environment variable INFERA_MODELS: models.0.url: String should match pattern",
+        ),
+    ],
+)
+def test_a_bad_value_from_the_environment_is_blamed_on_its_variable_not_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str, value: str, line: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
+        '[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(line), str(caught.value)
+    assert str(path) not in str(caught.value)
+
+
+def test_models_as_one_table_says_use_an_array_of_tables() -> None:
+    data = {**minimal(), "models": {"name": "echo", "url": "http://127.0.0.1:3000"}}
+    assert config_problems(data)[1] == ["models: use [[models]] (an array of tables: one [[models]] header per entry)"]
+
+
+def test_an_empty_store_path_is_refused_and_a_tilde_is_expanded() -> None:
+    assert config_problems({**minimal(), "store": {"path": ""}})[1] == [
+        'store.path: Value error, is empty: give the job store\'s SQLite file, e.g. path = "/var/lib/infera/node.db"'
+    ]
+    cfg = parse_config({**minimal(), "store": {"path": "~/infera/node.db"}})
+    assert cfg.store.path == Path.home() / "infera" / "node.db"
+
+
+@pytest.mark.parametrize("var", ["INFERA_WALET__PRIVATE_KEY_ENV", "INFERA_WALLET_PRIVATE_KEY_ENV"])
+def test_a_key_in_a_misspelt_variable_is_not_steered_to_a_name_that_would_echo_it(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    monkeypatch.setenv(var, KEY)
+    cfg, problems = config_problems(minimal())
+    assert cfg is None
+    assert problems == [
+        f"environment variable {var} holds a private key (not shown), but no config key takes a key itself: put it in"
+        " the variable that wallet.private_key_env names (by default INFERA_PRIVATE_KEY: INFERA_PRIVATE_KEY=0x…,"
+        f' private_key_env = "INFERA_PRIVATE_KEY"), and unset {var}'
+    ]
+
+
+def test_an_unknown_key_inside_a_json_override_is_blamed_on_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERA_MODELS", '[{"name": "m", "url": "http://127.0.0.1:1", "timout_s": 3}]')
+    assert config_problems(minimal())[1] == [
+        "environment variable INFERA_MODELS: models.0.timout_s: unknown key (check its spelling and section); did you"
+        " mean models.0.timeout_s?"
+    ]
