@@ -19,6 +19,16 @@ def minimal(**chain: object) -> dict[str, object]:
     }
 
 
+def minimal_file(folder: Path) -> Path:
+    """A node.toml with only what is required (one model), in `folder`."""
+    path = folder / "node.toml"
+    path.write_text(
+        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
+        '[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
+    )
+    return path
+
+
 def test_minimal_config_gets_defaults_and_a_checksummed_address() -> None:
     cfg = parse_config(minimal())
     assert cfg.chain.coordinator_address == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -375,13 +385,8 @@ def test_a_misspelt_env_variable_is_named_as_one_with_the_variable_meant(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("INFERA_CHAIN__RPC_ULR", "http://10.0.0.1:8545")
-    path = tmp_path / "node.toml"
-    path.write_text(
-        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
-        '[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
-    )
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(minimal_file(tmp_path))
     assert str(caught.value) == (
         "environment variable INFERA_CHAIN__RPC_ULR: chain.rpc_ulr is not a config key (unset it, or check its"
         " spelling); did you mean INFERA_CHAIN__RPC_URL?"
@@ -538,11 +543,7 @@ def test_a_bad_value_from_the_environment_is_blamed_on_its_variable_not_the_file
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str, value: str, line: str
 ) -> None:
     monkeypatch.setenv(var, value)
-    path = tmp_path / "node.toml"
-    path.write_text(
-        f'[chain]\nrpc_url = "http://127.0.0.1:8545"\ncoordinator_address = "{ADDRESS}"\n'
-        '[[models]]\nname = "echo"\nurl = "http://127.0.0.1:3000"\n'
-    )
+    path = minimal_file(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(line), str(caught.value)
