@@ -27,13 +27,15 @@ deps: system-deps node_modules/.installed $(VENV)/.installed
 
 # Debian packages the tests use: Mosquitto (MQTT worker pools), docker-compose (checks the compose file;
 # no Docker engine is needed for that), systemd (systemd-analyze checks the unit file) and jq (the operator's guide's
-# first day, run as written by tests/e2e/test_operator_guide.py). Installed only when missing.
+# first day, run as written by tests/e2e/test_operator_guide.py) and PostgreSQL's server (the replicas' shared store:
+# the tests start throwaway clusters of their own, node/devnet/postgres.py). Installed only when missing.
 system-deps: promtool
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -23,7 +23,10 @@ from node.chain.subscriptions import ManagerAbi, ManagerTarget
 from node.chain.tx import TxManager
 from node.config import NodeConfig, WalletConfig
 from node.errors import ConfigError, RpcUnavailable
-from node.instance import hold_instance
+from node.instance import InstanceLocks, hold_instance
+from node.jobs.db import redact_url
+from node.jobs.lease import Lease, Replica, default_replica_name, lease_name
+from node.jobs.replicas import keep_lease, release_lease, wait_for_lease
 from node.jobs.store import JobStore
 from node.keys import load_account
 from node.retry import backoff_s, wait_set
@@ -64,6 +67,8 @@ class Node:
         self.waiting_for = "starting: connecting to the chain"
         #: The starting API (`/healthz` 200, `/readyz` 503 with `waiting_for`), until `_run` starts the node's own.
         self._waiting: web.AppRunner | None = None
+        #: This process among replicas (a single node with an SQLite store).
+        self.replica = Replica(config.store.replica_name or default_replica_name(), None)
 
     async def serve(self) -> None:
         """Runs until SIGINT/SIGTERM (or `stopping` is set), then shuts down in order."""
@@ -73,7 +78,10 @@ class Node:
             loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
         accounts = load_accounts(cfg.wallet)
-        locks = hold_instance(cfg.store.path, [a.address for a in accounts], cfg.chain.rpc_url)  # one node each
+        if cfg.store.url is None:
+            locks = hold_instance(cfg.store.path, [a.address for a in accounts], cfg.chain.rpc_url)  # one node each
+        else:  # replicas on one PostgreSQL store share keys; the leader lease decides which one acts
+            locks = InstanceLocks()
         clients = Clients(cfg.api.tokens)  # a token env var that is not set stops the node here
         abi = CoordinatorAbi.from_artifacts(cfg.chain.artifacts_dir)
         manager = None
@@ -84,7 +92,8 @@ class Node:
             )
         rpc = RpcPool([cfg.chain.rpc_url, *cfg.chain.fallback_rpc_urls])
         if cfg.api.port:  # /healthz answers until the node's own API replaces it (`_run`)
-            self._waiting = await server.start(server.waiting_app(lambda: self.waiting_for), cfg.api.host, cfg.api.port)
+            waiting = server.waiting_app(lambda: self.waiting_for, self.replica)
+            self._waiting = await server.start(waiting, cfg.api.host, cfg.api.port)
         try:
             await self._serve(rpc, abi, accounts, clients, manager)
         finally:
@@ -92,6 +101,10 @@ class Node:
             await rpc.close()
             locks.release()
         log.info("stopped")
+
+    def _say(self, line: str) -> None:
+        """Sets what the node waits for (`/readyz`'s one problem while the starting API runs)."""
+        self.waiting_for = line
 
     async def _stop_waiting(self) -> None:
         """Closes the starting API (`waiting_app`), if it still runs."""
@@ -119,14 +132,28 @@ class Node:
                 f" {cfg.chain.chain_id}; point chain.rpc_url at the right chain (or fix chain_id)"
             )
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
-        store = JobStore(
-            cfg.store.path,
-            chain_id=chain_id,
-            coordinator=coordinator,
-            subscription_manager=manager.address if manager else None,
-        )
-        pruned = store.prune(cfg.store.retention_days * 86400)
+        lease = None
+        if cfg.store.url is not None:  # a replica: it works only while it holds the leader lease
+            lease = Lease(cfg.store.url, lease_name(chain_id, coordinator), self.replica.name, cfg.store.lease_ttl_s)
+            self.replica.lease, self.replica.role = lease, "standby"
+            if not await wait_for_lease(self.replica, self.stopping, self._say):
+                lease.close()
+                return
         try:
+            store = JobStore(
+                cfg.store.location,
+                chain_id=chain_id,
+                coordinator=coordinator,
+                subscription_manager=manager.address if manager else None,
+            )
+        except BaseException:
+            if lease is not None:
+                await release_lease(self.replica)
+            raise
+        if lease is not None:
+            store.fence_with(lease)
+        try:
+            pruned = store.prune(cfg.store.retention_days * 86400)
             async with aiohttp.ClientSession() as session:
                 parts = build(
                     cfg,
@@ -140,11 +167,16 @@ class Node:
                     session=session,
                     stopping=self.stopping,
                     manager=manager,
+                    replica=self.replica,
                 )
+                if lease is not None:
+                    parts.txm.guard_sends(self.replica.check_may_send)
                 if await self._check_coordinator(parts, chain_id) and await self._start_sender(parts.txm):
                     await self._run(parts, accounts, chain_id, coordinator, pruned)
         finally:
             store.close()
+            if lease is not None:  # after the last write: a standby takes over at its next try
+                await release_lease(self.replica)
 
     async def _run(self, p: Parts, accounts: list[LocalAccount], chain_id: int, coordinator: str, pruned: int) -> None:
         """Starts the API, resumes stored jobs, runs every loop in one TaskGroup until `stopping`, then stops them
@@ -171,7 +203,7 @@ class Node:
                 ", ".join(a.address for a in accounts),
                 chain_id,
                 coordinator,
-                cfg.store.path,
+                redact_url(cfg.store.location),
                 pruned,
             )
             if p.provenance is not None:  # a container serving other weights than committed stops the node here
@@ -199,6 +231,9 @@ class Node:
                     intake.append(tg.create_task(p.provenance.watch(), name="provenance"))
                 if p.challenger is not None:
                     intake.append(tg.create_task(p.challenger.run(), name="challenge"))
+                lease_task = None
+                if self.replica.lease is not None:  # renews the lease to the end; LeaseLost (the node exits) without
+                    lease_task = tg.create_task(keep_lease(self.replica), name="lease")
                 tx_task = tg.create_task(p.txm.run(), name="transactions")
                 hub_task = tg.create_task(p.hub.run(), name="mqtt") if p.hub else None
                 await self.stopping.wait()
@@ -212,6 +247,8 @@ class Node:
                 tx_task.cancel()
                 if hub_task:
                     hub_task.cancel()
+                if lease_task:
+                    lease_task.cancel()
         finally:
             if watch is not None:
                 watch.cancel()

@@ -46,6 +46,7 @@ from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.dispatch.pipeline import PipelineRoute, Route
 from node.errors import ConfigError
+from node.jobs.lease import Replica
 from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
 from node.jobs.store import JobStore
@@ -144,10 +145,11 @@ def build(
     session: aiohttp.ClientSession,
     stopping: asyncio.Event,
     manager: ManagerTarget | None = None,
+    replica: Replica | None = None,
 ) -> Parts:
     """Creates every part, in dependency order (`manager`: the SubscriptionManager whose subscriptions are served,
-    if any). Raises `ConfigError` for a config that cannot be served (an unset MQTT password variable). Nothing is
-    started: no task, no socket."""
+    if any; `replica`: this process among replicas, for /status and /metrics). Raises `ConfigError` for a config
+    that cannot be served (an unset MQTT password variable). Nothing is started: no task, no socket."""
     c = cfg.chain
     abi = abi.at(coordinator)  # knows the coordinator's consensus module: consensus requests are served
     # Verified requests the node serves: the operator's verifiers, and the coordinator's own consensus module.
@@ -290,7 +292,7 @@ def build(
             store=store,
         )
     if cfg.api.port:
-        parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping)
+        parts.app = _api(cfg, parts, clients, chain_id, coordinator, accounts, stopping, replica)
     return parts
 
 
@@ -329,13 +331,16 @@ def _api(
     coordinator: str,
     accounts: list[LocalAccount],
     stopping: asyncio.Event,
+    replica: Replica | None = None,
 ) -> web.Application:
     """The HTTP API's application: /healthz, /readyz, /status and its page, /metrics, /info and the /v1 API."""
     assert p.metrics is not None
     p.metrics.watch(WatchedParts(p.store, p.rpc, p.listener, p.scheduler, p.txm, p.health))
     ReadinessCollector(p.health, p.store, __version__).register(p.metrics.registry)
+    if replica is not None:
+        p.metrics.registry.register(replica)
     view = status_api.StatusView(
-        chain_id, coordinator, p.health, p.listener, p.store, p.scheduler, p.txm, p.metrics, p.trimmer
+        chain_id, coordinator, p.health, p.listener, p.store, p.scheduler, p.txm, p.metrics, p.trimmer, replica
     )
 
     def info() -> dict[str, object]:

@@ -113,7 +113,7 @@ def _precheck_wallet(cfg: NodeConfig) -> InstanceLocks:
     if twice is not None:
         raise ConfigError(twice)
     locks = InstanceLocks()
-    if wallet.keystore_path is not None:
+    if wallet.keystore_path is not None and cfg.store.url is None:  # replicas share keys: the lease decides who acts
         take_keystore(locks, wallet.keystore_path)
     return locks
 

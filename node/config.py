@@ -9,13 +9,23 @@ or `attests = true` on a pipeline, and a `served = false` entry that no pipeline
 
 from __future__ import annotations
 
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from eth_utils.address import is_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from node import config_hints
@@ -364,14 +374,44 @@ def _store_path(value: Any) -> Any:
 
 
 class StoreConfig(_Section):
-    """`[store]`: the job store's SQLite path and how long finished jobs are kept (days). A leading `~` in `path` is
+    """`[store]`: the job store's SQLite path, or the PostgreSQL `url` replicas share (one leader at a time, under a
+    lease of `lease_ttl_s` seconds), and how long finished jobs are kept (days). A leading `~` in `path` is
     expanded; an empty `path` is refused (a folder or a missing parent folder is refused when the node starts,
-    `node.instance.check_store_path`)."""
+    `node.instance.check_store_path`); a password in `url` is refused (it goes to libpq's PGPASSWORD or passfile)."""
 
     path: Annotated[Path, BeforeValidator(_store_path)] = Field(
         default=Path("infera.db"), description="SQLite file of jobs, cursor and transactions"
     )
     retention_days: float = Field(default=7.0, gt=0, description="finished jobs are deleted after this long")
+    url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL database that replicas share instead of `path` (high availability)",
+    )
+    lease_ttl_s: float = Field(
+        default=15.0, ge=3, le=600, description="PostgreSQL: a standby takes over once the leader's lease is this old"
+    )
+    replica_name: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="PostgreSQL: this replica's name in the lease and on /status (default host:pid)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"://[^/@]*:[^/@]*@", value):
+            raise ValueError(
+                "holds a password: leave it out (postgresql://user@host/db) and give it to libpq instead, in the"
+                " PGPASSWORD environment variable or a passfile (PGPASSFILE)"
+            )
+        return value
+
+    @property
+    def location(self) -> str:
+        """Where the store is: `url` when set (PostgreSQL), else the SQLite file `path`."""
+        return self.url or str(self.path)
 
 
 class ApiToken(_Section):

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from node.api.status import PAGE_HEADERS
 from node.errors import ConfigError
+from node.jobs.lease import Replica
 from node.observability.health import Health
 
 HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
@@ -53,16 +55,24 @@ def make_app(
     return app
 
 
-def waiting_app(reason: Callable[[], str]) -> web.Application:
-    """The API while the node waits for its chain (before anything else is built): `/healthz` answers 200 (the
-    process is alive), `/readyz` and `/status` 503 with `reason()` as the one problem (and `starting: true`), `/` the
-    status page (which shows that problem)."""
+def waiting_app(reason: Callable[[], str], replica: Replica | None = None) -> web.Application:
+    """The API while the node waits for its chain, or for the leader lease as a standby (before anything else is
+    built): `/healthz` answers 200 (the process is alive), `/readyz` and `/status` 503 with `reason()` as the one
+    problem (and `starting: true`, and the `replica` with its role and lease), `/` the status page (which shows that
+    problem), `/metrics` the replica's role (`infera_replica_leader` 0 on a standby)."""
     app = web.Application()
+    registry = CollectorRegistry(auto_describe=False)
+    if replica is not None:
+        registry.register(replica)
 
     async def not_yet(request: web.Request) -> web.Response:
         line = reason()
         body = {"ready": False, "starting": True, "problems": [line], "checks": {}, "conditions": [], "head": None}
+        body["replica"] = None if replica is None else replica.snapshot()
         return web.json_response(body, status=503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
@@ -72,6 +82,7 @@ def waiting_app(reason: Callable[[], str]) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", not_yet)
     app.router.add_get("/status", not_yet)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

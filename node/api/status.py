@@ -22,6 +22,7 @@ from node.chain.rpc import public_url
 from node.chain.standing import iso_utc
 from node.chain.tx import TxManager
 from node.config import ETH_TOKEN
+from node.jobs.lease import Replica
 from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
 from node.jobs.states import TERMINAL
@@ -55,6 +56,8 @@ class StatusView:
     txm: TxManager
     metrics: Metrics
     trimmer: HeapTrimmer
+    #: This process among replicas (None: a node built without one, as in tests).
+    replica: Replica | None = None
     #: Unix time the node started (for `started_at` and `uptime_s`).
     started_at: float = field(default_factory=time.time)
 
@@ -116,6 +119,7 @@ class StatusView:
             "problems": problems,
             "checks": {name: {"ok": not lines, "problems": lines} for name, lines in checks.items()},
             "standing": None if standing is None else standing.snapshot(),
+            "replica": None if self.replica is None else self.replica.snapshot(),
             "fees_earned": {token_label(t): str(v) for t, v in sorted(earned.items())},
             "conditions": CONDITIONS.problems(),  # everything wrong now, blocking readiness or not
             "chain": {

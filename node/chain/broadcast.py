@@ -97,13 +97,19 @@ class Broadcaster:
         self._sync: bool | None = None
         #: Sync sends still waiting for their answer, by (sender, nonce).
         self._waiting: collections.Counter[tuple[str, int]] = collections.Counter()
+        #: Called before every send; raises to forbid it (a replica whose leader lease may have ended:
+        #: `node.jobs.lease.Replica.check_may_send`). None: always allowed (a single node).
+        self.guard: Callable[[], None] | None = None
 
     def awaiting(self, tx: StoredTx) -> bool:
         """Whether a sync send of `tx` is still waiting: its answer will bring the receipt."""
         return (tx.sender.lower(), tx.nonce) in self._waiting
 
     async def send(self, tx: StoredTx, *, quiet: bool = False) -> None:
-        """Sends `tx` (`quiet`: a rebroadcast, whose refusals are expected and only logged)."""
+        """Sends `tx` (`quiet`: a rebroadcast, whose refusals are expected and only logged). Raises what `guard`
+        raises (`LeaseLost`), sending nothing, when it forbids sending."""
+        if self.guard is not None:
+            self.guard()
         if self._sync is False:
             await self._plain(tx, quiet=quiet)
         else:
@@ -117,6 +123,8 @@ class Broadcaster:
         raw = tx.raw
         await self.ceiling.wait(tx.sender.lower())
         try:
+            if self.guard is not None:  # checked again after the ceiling's wait
+                self.guard()
             await self._rpc.call("eth_sendRawTransaction", lambda w3: w3.eth.send_raw_transaction(raw))
         except RpcUnavailable as exc:
             log.warning("nonce %d of %s may not have been sent (%s); will resend", tx.nonce, tx.sender, exc)
@@ -126,6 +134,8 @@ class Broadcaster:
     async def _with_receipt(self, tx: StoredTx, slot: tuple[str, int], *, quiet: bool) -> None:
         try:
             await self.ceiling.wait(slot[0])
+            if self.guard is not None:  # checked again after the ceiling's wait (a spawned task: logged, not raised)
+                self.guard()
             answer = await self._rpc.request(
                 "eth_sendRawTransactionSync", ["0x" + tx.raw.hex()], timeout_s=SYNC_SEND_TIMEOUT_S
             )

@@ -131,6 +131,10 @@ class TxManager:
 
     # ------------------------------------------------------------------------------------------- what it shows
 
+    def guard_sends(self, guard: Callable[[], None]) -> None:
+        """Has `guard` called before every send (it raises to forbid one): a replica's lease check."""
+        self._broadcaster.guard = guard
+
     @property
     def addresses(self) -> list[ChecksumAddress]:
         return [k.address for k in self._books.keys.keys]

@@ -21,6 +21,7 @@ from eth_account.signers.local import LocalAccount
 from node.chain.rpc import public_url
 from node.config import ETH_TOKEN, ModelConfig, NodeConfig, config_problems
 from node.errors import ConfigError
+from node.jobs.db import redact_url
 
 
 @dataclass
@@ -101,7 +102,7 @@ def check_online(cfg: NodeConfig, report: Report, *, chain_id: int | None) -> No
     expected, source = chain_id, "--chain-id"
     if expected is None and chain.chain_id is not None:
         expected, source = chain.chain_id, "chain.chain_id"
-    if expected is None and cfg.store.path.exists():
+    if expected is None and cfg.store.url is None and cfg.store.path.exists():
         stored = {c for c, a in JobStore.scopes(cfg.store.path) if a == chain.coordinator_address.lower()}
         if len(stored) == 1:
             expected, source = stored.pop(), f"the job store {cfg.store.path}"
@@ -263,6 +264,7 @@ def summary(cfg: NodeConfig) -> list[str]:
         f"rpc       {public_url(cfg.chain.rpc_url)}" + (f" (+{fallbacks} fallback)" if fallbacks else ""),
         f"contract  coordinator {cfg.chain.coordinator_address}, from block {cfg.chain.start_block}",
         f"models    {models}",
-        f"store     {cfg.store.path}",
+        f"store     {redact_url(cfg.store.location)}"
+        + (f" (replicas: lease {cfg.store.lease_ttl_s:g} s)" if cfg.store.url else ""),
         f"api       {'off' if cfg.api.port == 0 else f'{cfg.api.host}:{cfg.api.port}'}",
     ]

@@ -26,22 +26,23 @@ if TYPE_CHECKING:
 #: The largest id the store holds (SQLite's integers are 64-bit): a larger one is refused as an argument.
 _MAX_ID = 2**63 - 1
 
-jobs_app = typer.Typer(no_args_is_help=True, help="The node's jobs, from its SQLite store.")
+jobs_app = typer.Typer(no_args_is_help=True, help="The node's jobs, from its job store (SQLite or PostgreSQL).")
 
 
 def _open_store(cfg: NodeConfig, chain_id: int | None) -> JobStore:
     """The node's store for the config's coordinator; the chain id is read from the store (no RPC needed)."""
+    from node.jobs.db import redact_url
     from node.jobs.store import JobStore
 
-    path = cfg.store.path
-    if not path.exists():
+    path = cfg.store.location  # a PostgreSQL store (store.url) is opened as it is: the database must be reachable
+    if cfg.store.url is None and not cfg.store.path.exists():
         raise ConfigError(f"store.path: no job store at {path}: has the node run with this config yet?")
     coordinator, manager = cfg.chain.coordinator_address, cfg.chain.subscription_manager_address
     if chain_id is None:
         ours = {coordinator.lower(), (manager or coordinator).lower()}
         chains = sorted({c for c, a in JobStore.scopes(path) if a in ours})
         if len(chains) > 1:
-            raise ConfigError(f"{path} holds jobs of chains {chains} for this coordinator: pass --chain-id")
+            raise ConfigError(f"{redact_url(path)} holds jobs of chains {chains} for this coordinator: pass --chain-id")
         chain_id = chains[0] if chains else 0
     return JobStore(path, chain_id=chain_id, coordinator=coordinator, subscription_manager=manager)
 

@@ -308,12 +308,14 @@ class Devnet:
         ws_url: str | None = None,
         extra_key_envs: Sequence[str] = (),
         start_block: int | None = None,
+        store: dict[str, Any] | None = None,
         **chain: Any,
     ) -> Path:
         """Writes `<name>.toml`: `models` maps a model name to its container URL, or to its whole table. The devnet
         acts on requests at once (`confirmations = 0`) unless told otherwise; the job store is `<name>.db`, the
         health endpoint on a free port (`api_port`), ready however long anvil (which mines on demand) stays idle.
-        Logs are read from the deploy block unless `start_block` is given."""
+        Logs are read from the deploy block unless `start_block` is given; `store` adds [store] keys (a replica's
+        PostgreSQL `url`, `lease_ttl_s`, `replica_name`)."""
         if self.deployment is None:
             raise DevnetError("deploy() first")
         chain = {"confirmations": 0, **chain}
@@ -337,6 +339,7 @@ class Devnet:
             "",
             "[store]",
             f"path = {_toml_value(str(self.workdir / (name + '.db')))}",
+            *(f"{k} = {_toml_value(v)}" for k, v in (store or {}).items()),
             "",
             "[api]",
             f"port = {self.api_port}",

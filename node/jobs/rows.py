@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,28 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
     + SUBSCRIPTIONS_TABLE
 )
+
+
+#: The columns of `jobs` and `txs`, in table order, and the key of `jobs`: for `upsert`.
+JOB_COLUMNS = (
+    "chain_id", "coordinator", "request_id", "interval", "model", "request", "block_number", "block_hash", "state",
+    "attempts", "output", "failure", "tx_hash", "nonce", "error", "created_at", "updated_at",
+)  # fmt: skip
+JOB_KEY = ("chain_id", "coordinator", "request_id", "interval")
+TX_COLUMNS = (
+    "chain_id", "sender", "nonce", "coordinator", "hashes", "raw", "request", "items", "sent_block", "mined_block",
+    "state", "updated_at",
+)  # fmt: skip
+
+
+def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...)`, replacing every other column of a row with the same `key`: what
+    SQLite's `INSERT OR REPLACE` does for a full row, in the SQL that SQLite and PostgreSQL both run."""
+    updates = ", ".join(f"{c}=excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
 
 
 def request_to_json(r: InferenceRequest) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from node.jobs.rows import upsert
 from node.jobs.store import Job, JobState, JobStore
 
 STAGES_TABLE = """
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS pipeline_stages (
     PRIMARY KEY (chain_id, coordinator, request_id, interval, stage)
 )
 """
+STAGE_COLUMNS = ("chain_id", "coordinator", "request_id", "interval", "stage", "basis", "output")
 
 
 def basis(stages: Sequence[str], input_: bytes) -> bytes:
@@ -70,8 +72,7 @@ class StageOutputs:
         attempts to 0 for the next stage, in one commit."""
         with self._store.transaction():
             self._store.execute(
-                "INSERT OR REPLACE INTO pipeline_stages (chain_id, coordinator, request_id, interval, stage, basis,"
-                " output) VALUES (?,?,?,?,?,?,?)",
+                upsert("pipeline_stages", STAGE_COLUMNS, STAGE_COLUMNS[:5]),
                 (*self._store.key(job.request_id), stage, basis(stages, job.request.input), output),
             )
             self._store.update(job, JobState.RUNNING, attempts=0)

@@ -19,21 +19,31 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils.address import to_checksum_address
 
 from node.chain.contracts import InferenceRequest
 from node.chain.subscriptions import SubscriptionEvent
 from node.errors import ConfigError
-from node.jobs.intervals import interval_job_id, split_job_id
-from node.jobs.rows import MIGRATIONS, SCHEMA, request_from_json, request_to_json
+from node.jobs.db import SQLITE_CACHE_KIB, Db, PostgresDb, connect, redact_url, scopes
+from node.jobs.intervals import interval_job_id
+from node.jobs.queries import JobRecord as JobRecord  # re-exported: the CLI reads records
+from node.jobs.queries import StoreQueries
+from node.jobs.rows import (
+    JOB_COLUMNS,
+    JOB_KEY,
+    MIGRATIONS,
+    SCHEMA,
+    TX_COLUMNS,
+    request_from_json,
+    request_to_json,
+    upsert,
+)
 from node.jobs.rows import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the CLI and tests read it here
 from node.jobs.rows import Job as Job  # re-exported: the store's callers work on Jobs
 from node.jobs.rows import StoredTx as StoredTx
@@ -41,48 +51,46 @@ from node.jobs.states import RESUMABLE, TERMINAL, check, check_revival
 from node.jobs.states import JobState as JobState  # re-exported: a Job carries one
 from node.jobs.subtable import SubscriptionTable
 
+if TYPE_CHECKING:
+    from node.jobs.lease import Lease
+
 log = logging.getLogger(__name__)
 
 
 #: SQLite's page cache, in KiB (its default is 2,000). The node reads and writes the newest jobs, whose pages stay in
 #: this cache; older pages come from the OS's file cache when a restart resumes them. With the default the cache was
 #: 2 MB of the node's resident memory after its first large block of requests, for no measurable speed.
-CACHE_KIB = 512
+CACHE_KIB = SQLITE_CACHE_KIB
 
 
-class JobStore:
-    """Jobs, cursor, block hashes and transactions of one (chain, coordinator), in one SQLite file."""
+class JobStore(StoreQueries):
+    """Jobs, cursor, block hashes and transactions of one (chain, coordinator), in one SQLite file or a PostgreSQL
+    database (node/jobs/db.py) that replicas share."""
 
     def __init__(
         self, path: str | Path, *, chain_id: int, coordinator: str, subscription_manager: str | None = None
     ) -> None:
-        """Opens (creating or migrating) the store at `path` for jobs of `coordinator` and, when given, of the
-        intervals of `subscription_manager`'s subscriptions (their rows carry the manager's address). Raises
-        `ConfigError` for a file a newer Infera wrote."""
+        """Opens (creating or migrating) the store at `path` (a file, or a `postgresql://` URL) for jobs of
+        `coordinator` and, when given, of the intervals of `subscription_manager`'s subscriptions (their rows carry the
+        manager's address). Raises `ConfigError` for a store a newer Infera wrote, or a database it cannot reach."""
         self.path = str(path)
         self.chain_id = chain_id
         self.coordinator = coordinator.lower()
         self.manager = subscription_manager.lower() if subscription_manager else None
         #: `chain_id=? AND coordinator IN (?,?)` arguments: this node's one-off requests and subscription intervals.
         self._scope = (chain_id, self.coordinator, self.manager or self.coordinator)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        self._db: Db = connect(self.path)
+        found = self._db.schema_version()
+        if found <= SCHEMA_VERSION:  # an older store is migrated step by step (a replica may do it first)
+            found = self._db.migrate(SCHEMA_VERSION, MIGRATIONS, SCHEMA)
         if found > SCHEMA_VERSION:
             self._db.close()
             raise ConfigError(
-                f"store.path: {self.path} was written by a newer Infera (store version {found}, this one reads up to"
+                f"store.path: {self.where} was written by a newer Infera (store version {found}, this one reads up to"
                 f" {SCHEMA_VERSION}); upgrade Infera, or start from the backup you took before upgrading"
             )
-        for version in range(found, SCHEMA_VERSION) if found else ():  # an older file: migrated step by step
-            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]} PRAGMA user_version={version + 1}; COMMIT;")
-            log.info("store %s migrated from version %d to %d", self.path, version, version + 1)
-        self._db.executescript(SCHEMA)
-        if found < SCHEMA_VERSION:
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if 0 < found < SCHEMA_VERSION:
+            log.info("store %s migrated from version %d to %d", self.where, found, SCHEMA_VERSION)
         #: The subscriptions this node follows (same file, same transactions).
         self.subscriptions = SubscriptionTable(self._db, chain_id, self.manager)
         #: Live jobs by request id (the rows not yet terminal), so hot paths do not read back what they wrote.
@@ -103,32 +111,36 @@ class JobStore:
         this store's rows (lower-case addresses)."""
         return self._scope
 
+    @property
+    def where(self) -> str:
+        """The store's location for messages: its file, or its database URL without the password."""
+        return redact_url(self.path)
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._db.dialect
+
     def close(self) -> None:
         self._db.close()
 
+    def fence_with(self, lease: Lease) -> None:
+        """From now on every write checks `lease` first and raises `LeaseLost`, writing nothing, once this replica
+        no longer holds it (node/jobs/lease.py). Raises `ConfigError` for an SQLite store (one node, no lease)."""
+        if not isinstance(self._db, PostgresDb):
+            raise ConfigError("store.url: only a PostgreSQL store is shared by replicas under a lease")
+        self._db.fence = lease.fence
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Db]:
         """Groups writes into one atomic commit."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction():
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def key(self, request_id: int) -> tuple[int, str, str, int]:
         """The jobs table's primary key (chain, coordinator or manager, request or subscription id, interval) of job
         `request_id`: how a companion table (node/jobs/stages.py) keys its rows so `prune` finds them."""
         return self._key(request_id)
-
-    def _key(self, request_id: int) -> tuple[int, str, str, int]:
-        """The jobs table's primary key of a job id: (chain, coordinator, request id, 0) for a request, (chain,
-        manager, subscription id, interval) for an interval (`node.jobs.intervals`)."""
-        split = split_job_id(request_id)
-        if split is None:
-            return (self.chain_id, self.coordinator, str(request_id), 0)
-        return (self.chain_id, self.manager or "", str(split[0]), split[1])
 
     # ------------------------------------------------------------------------------------------------- jobs
 
@@ -194,8 +206,7 @@ class JobStore:
         if row is not None:
             check_revival(request.request_id, JobState(row[0]), state)
         self._db.execute(
-            "INSERT OR REPLACE INTO jobs (chain_id, coordinator, request_id, interval, model, request, block_number,"
-            " block_hash, state, attempts, output, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)",
+            upsert("jobs", JOB_COLUMNS, JOB_KEY),
             (
                 *self._key(request.request_id),
                 model_name,
@@ -203,7 +214,12 @@ class JobStore:
                 request.block_number,
                 request.block_hash,
                 state,
+                0,
                 output,
+                None,
+                None,
+                None,
+                None,
                 now,
                 now,
             ),
@@ -222,21 +238,6 @@ class JobStore:
             self._key(request_id),
         ).fetchone()
         return None if row is None else self._job(row)
-
-    @staticmethod
-    def _job(row: tuple[Any, ...]) -> Job:
-        model, request, state, attempts, output, failure, tx_hash, nonce, error = row
-        return Job(
-            request=request_from_json(request),
-            model_name=model,
-            state=JobState(state),
-            attempts=attempts,
-            output=output,
-            failure=failure,
-            tx_hash=tx_hash,
-            nonce=nonce,
-            error=error,
-        )
 
     def resumable(self) -> list[Job]:
         """Jobs a restarted node must carry on with (not yet handed to a transaction), oldest first."""
@@ -356,7 +357,7 @@ class JobStore:
         top = 0
         for number, block_hash in hashes:
             self._db.execute(
-                "INSERT OR REPLACE INTO blocks (chain_id, number, hash) VALUES (?,?,?)",
+                upsert("blocks", ("chain_id", "number", "hash"), ("chain_id", "number")),
                 (self.chain_id, number, block_hash),
             )
             top = max(top, number)
@@ -377,8 +378,7 @@ class JobStore:
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO txs (chain_id, sender, nonce, coordinator, hashes, raw, request, items,"
-                " sent_block, mined_block, state, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                upsert("txs", TX_COLUMNS, ("chain_id", "sender", "nonce")),
                 (
                     self.chain_id,
                     tx.sender.lower(),
@@ -472,8 +472,9 @@ class JobStore:
             )
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
             # Companion tables, where a node made them (`node.jobs.verification.Proofs`, `node.jobs.stages`).
+            present = db.tables()
             for table in ("proofs", "pipeline_stages"):
-                if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
+                if table in present:
                     db.execute(
                         f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM jobs j"
                         f" WHERE j.chain_id = {table}.chain_id AND j.coordinator = {table}.coordinator"
@@ -484,60 +485,10 @@ class JobStore:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Runs one statement on the store's connection (inside `transaction()` when the caller opened one) and
         returns its rows: for the store's companions (`node.jobs.outcomes`) that keep their own table here."""
-        return self._db.execute(sql, tuple(args)).fetchall()
-
-    def latest(self, n: int) -> list[dict[str, Any]]:
-        """The `n` newest jobs (by when their request was recorded; this chain and coordinator), newest first, each
-        with its request id (a string: it may not fit a JSON number), model, state, tx hash, error, the wall times it
-        was recorded and last changed, its payment `token`, and its outcome (`callback_ok`, `fee_earned`,
-        `verification`); an interval's job has `subscription_id` (a string) and `interval` too (its `request_id` is
-        None). Walks the table from its newest row (no index, no sort): a fraction of a millisecond however many jobs
-        the store holds."""
-        rows = self._db.execute(
-            "SELECT j.request_id, j.model, j.state, j.tx_hash, j.error, j.created_at, j.updated_at, j.coordinator,"
-            " j.interval, o.callback_ok, o.fee_earned, o.verification, json_extract(j.request, '$.token')"
-            " FROM (SELECT rowid AS row, * FROM jobs"
-            " NOT INDEXED WHERE chain_id=? AND coordinator IN (?,?) ORDER BY rowid DESC LIMIT ?) j LEFT JOIN outcomes o"
-            " ON o.chain_id = j.chain_id AND o.coordinator = j.coordinator AND o.request_id = j.request_id"
-            " AND o.interval = j.interval ORDER BY j.row DESC",
-            (*self._scope, n),
-        ).fetchall()
-        keys = ("request_id", "model", "state", "tx_hash", "error", "created_at", "updated_at")
-        found = []
-        for row in rows:
-            job = dict(zip(keys, row[:7], strict=True))
-            job.update(callback_ok=row[9], fee_earned=row[10], verification=row[11], token=row[12])
-            if self.manager is not None and row[7] == self.manager:
-                job.update(request_id=None, subscription_id=row[0], interval=int(row[8]))
-            found.append(job)
-        return found
+        cursor = self._db.execute(sql, tuple(args))
+        return cursor.fetchall() if cursor.description is not None else []
 
     # --------------------------------------------------------------------------------- operator queries (CLI)
-
-    def list_jobs(self, *, state: JobState | None = None, limit: int = 50) -> list[JobRecord]:
-        """The newest `limit` jobs (by last change), optionally only those in `state`."""
-        where, args = "chain_id=? AND coordinator IN (?,?)", list(self._scope)
-        if state is not None:
-            where += " AND state=?"
-            args.append(state)
-        rows = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM jobs WHERE {where} ORDER BY updated_at DESC, block_number DESC LIMIT ?",
-            (*args, limit),
-        ).fetchall()
-        return [_record(r) for r in rows]
-
-    def record(self, request_id: int) -> JobRecord | None:
-        """One job as the store has it now (not the in-memory copy), or None."""
-        row = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM jobs WHERE chain_id=? AND coordinator=? AND request_id=? AND interval=?",
-            self._key(request_id),
-        ).fetchone()
-        return None if row is None else _record(row)
-
-    def senders(self) -> list[str]:
-        """The addresses this node signed transactions from (as long as their records are kept)."""
-        rows = self._db.execute("SELECT DISTINCT sender FROM txs WHERE chain_id=?", (self.chain_id,)).fetchall()
-        return [to_checksum_address(r[0]) for r in rows]
 
     def requeue(self, request_id: int) -> JobState:
         """Puts a `failed` or `skipped` job back so the node works on it again when it next starts (`resumable`):
@@ -567,33 +518,6 @@ class JobStore:
         return state
 
     @staticmethod
-    def scopes(path: str | Path) -> list[tuple[int, str]]:
-        """The (chain id, coordinator) pairs with jobs in the store file at `path` (which must exist; nothing is
-        written): how a CLI opens a node's store without asking the chain for its id."""
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True)
-        try:
-            rows = db.execute("SELECT DISTINCT chain_id, coordinator FROM jobs ORDER BY chain_id").fetchall()
-        except sqlite3.OperationalError:  # a file without the jobs table
-            return []
-        finally:
-            db.close()
-        return [(int(c), str(a)) for c, a in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A job with the bookkeeping an operator looks at (when it was seen and last changed, where its log was)."""
-
-    job: Job
-    block_number: int
-    created_at: float
-    updated_at: float
-
-
-_RECORD_COLUMNS = (
-    "model, request, state, attempts, output, failure, tx_hash, nonce, error, block_number, created_at, updated_at"
-)
-
-
-def _record(row: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(JobStore._job(row[:9]), int(row[9]), float(row[10]), float(row[11]))
+    def scopes(location: str | Path) -> list[tuple[int, str]]:
+        """The (chain id, coordinator) pairs with jobs in the store at `location` (`node.jobs.db.scopes`)."""
+        return scopes(str(location))

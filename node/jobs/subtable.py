@@ -10,13 +10,13 @@ does not follow (a model it does not serve) is ignored.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import TYPE_CHECKING
 
 from node.jobs.intervals import Subscription, is_over
 
 if TYPE_CHECKING:
     from node.chain.subscriptions import SubscriptionEvent
+    from node.jobs.db import Db
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ _COLUMNS = (
 
 
 class SubscriptionTable:
-    """Subscriptions of one (chain, manager) in the store's SQLite file (the `JobStore`'s connection)."""
+    """Subscriptions of one (chain, manager) in the store's database (the `JobStore`'s connection)."""
 
-    def __init__(self, db: sqlite3.Connection, chain_id: int, manager: str | None) -> None:
+    def __init__(self, db: Db, chain_id: int, manager: str | None) -> None:
         """`manager`: the SubscriptionManager's address (lower case), or None when this node serves none."""
         self._db = db
         self._chain_id = chain_id
@@ -41,8 +41,8 @@ class SubscriptionTable:
         if isinstance(event, Subscription):
             s = event
             changed = self._db.execute(
-                f"INSERT OR IGNORE INTO subscriptions (chain_id, manager, {_COLUMNS}) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                f"INSERT INTO subscriptions (chain_id, manager, {_COLUMNS}) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL) ON CONFLICT DO NOTHING",
                 (
                     self._chain_id,
                     self._manager,
@@ -75,9 +75,11 @@ class SubscriptionTable:
                 )
             return bool(changed)
         changed = self._db.execute(
-            "UPDATE subscriptions SET active_intervals=MIN(intervals, ?), cancel_block=? WHERE chain_id=? AND"
+            "UPDATE subscriptions SET active_intervals=CASE WHEN intervals < ? THEN intervals ELSE ? END,"
+            " cancel_block=? WHERE chain_id=? AND"
             " manager=? AND subscription_id=? AND (cancel_block IS NULL OR cancel_block != ?)",
             (
+                event.last_interval + 1,
                 event.last_interval + 1,
                 event.block_number,
                 self._chain_id,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from node.config import ModelConfig
 from node.jobs.fees import Skip
+from node.jobs.rows import JOB_KEY, upsert
 from node.jobs.store import JobStore
 
 #: Verifier kinds (`[chain] verifiers` values).
@@ -85,7 +86,7 @@ class Proofs:
     def set(self, request_id: int, proof: bytes) -> None:
         """Records `proof` (bytes) for `request_id` (inside the caller's transaction, when it opened one)."""
         self._store.execute(
-            "INSERT OR REPLACE INTO proofs (chain_id, coordinator, request_id, interval, proof) VALUES (?,?,?,?,?)",
+            upsert("proofs", ("chain_id", "coordinator", "request_id", "interval", "proof"), JOB_KEY),
             (*self._key(request_id), proof),
         )
 

@@ -7,6 +7,7 @@ every computation), so tests can count what was computed across node crashes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from eth_utils.crypto import keccak
 
@@ -40,6 +42,8 @@ class FaultRig:
     config: Path | None = None
     restarts: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    #: The PostgreSQL store the node uses instead of its SQLite file (the suite runs once per backend).
+    store_url: str | None = None
 
     # ------------------------------------------------------------------------------------------ processes
 
@@ -65,6 +69,7 @@ class FaultRig:
             {MODEL: model},
             rpc_url=self.proxy.url,
             ws_url=self.proxy.url.replace("http://", "ws://") if ws else "",
+            store={"url": self.store_url, "lease_ttl_s": 3} if self.store_url else None,
             **chain,
         )
         return self.config
@@ -112,11 +117,24 @@ class FaultRig:
     # ----------------------------------------------------------------------------------------------- state
 
     def db(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Reads the node's store (read-only, while it runs)."""
+        """Reads the node's store (read-only, while it runs): its SQLite file, or its PostgreSQL database."""
+        if self.store_url is not None:
+            with psycopg.connect(self.store_url, autocommit=True) as pg:
+                return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), args).fetchall()]  # type: ignore[arg-type]
         assert self.config is not None
         path = self.config.with_suffix(".db")
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
             return db.execute(sql, args).fetchall()
+
+    def write_db(self, sql: str, *args: Any) -> None:
+        """Changes the node's store behind its back (while it is stopped): what an operator's SQL would do."""
+        assert self.config is not None
+        if self.store_url is not None:
+            with psycopg.connect(self.store_url, autocommit=True) as pg:
+                pg.execute(sql.replace("?", "%s"), args)  # type: ignore[arg-type]
+            return
+        with sqlite3.connect(self.config.with_suffix(".db")) as db:
+            db.execute(sql, args)
 
     def states(self) -> Counter[str]:
         return Counter({state: n for state, n in self.db("SELECT state, COUNT(*) FROM jobs GROUP BY state")})
@@ -183,15 +201,26 @@ def output_hash(data: bytes) -> bytes:
     return keccak(data)
 
 
-@pytest.fixture
-def rig(contracts_built: None, tmp_path: Path) -> Iterator[FaultRig]:
+@contextlib.contextmanager
+def fault_rig(tmp_path: Path, store_url: str | None) -> Iterator[FaultRig]:
+    """anvil with the contracts, the proxy, the faulty container, and the node's store (`store_url`: a PostgreSQL
+    database instead of the node's SQLite file)."""
     with Devnet(tmp_path) as dev:
         dev.start_anvil()
         dev.deploy()
         proxy = TcpProxy(dev.rpc_port)
-        rig = FaultRig(dev, proxy, tmp_path / "journal.txt", f"http://127.0.0.1:{free_port()}")
+        rig = FaultRig(dev, proxy, tmp_path / "journal.txt", f"http://127.0.0.1:{free_port()}", store_url=store_url)
         try:
             rig.start_container()
             yield rig
         finally:
             proxy.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rig(contracts_built: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[FaultRig]:
+    """`fault_rig`, once per store: an SQLite file, then a new database on the session's PostgreSQL cluster (one
+    suite, both stores)."""
+    store_url = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
+    with fault_rig(tmp_path, store_url) as rig:
+        yield rig

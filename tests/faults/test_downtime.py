@@ -3,7 +3,6 @@ spreading the deliveries over its two staked keys."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 
 import pytest
@@ -56,9 +55,7 @@ def test_every_log_seen_twice_is_one_job(rig: FaultRig) -> None:
     rig.wait_states("every job confirmed", confirmed=len(ids))
     assert dev.stop(node) == 0
     nonce = dev.w3.eth.get_transaction_count(dev.node_account.address)
-    assert rig.config is not None
-    with sqlite3.connect(rig.config.with_suffix(".db")) as db:
-        db.execute("UPDATE cursors SET next_block = 0")
+    rig.write_db("UPDATE cursors SET next_block = 0")
 
     rig.start_node()  # "listening" is logged once the backfill (all of history) has been handed on
     wait_until(lambda: readyz(dev.api_port)[1].get("duplicates_dropped") == len(ids), timeout_s=30, what="duplicates")

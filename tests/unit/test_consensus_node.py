@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from eth_abi.abi import decode, encode
@@ -122,8 +121,8 @@ def test_a_mined_commit_reads_as_committed_and_only_from_the_coordinator() -> No
     assert ABI.delivery_outcomes(logs, ADDR, COORDINATOR) == {}  # another node's commit is not ours
 
 
-def test_the_revealer_picks_up_committed_and_in_flight_reveals_but_not_settled_ones(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "s.db", chain_id=1, coordinator=COORDINATOR)
+def test_the_revealer_picks_up_committed_and_in_flight_reveals_but_not_settled_ones(store_at: str) -> None:
+    store = JobStore(store_at, chain_id=1, coordinator=COORDINATOR)
     outcomes = Outcomes(store)
     states = {
         1: commitments.COMMITTED,
@@ -151,9 +150,9 @@ def test_the_revealer_picks_up_committed_and_in_flight_reveals_but_not_settled_o
     store.close()
 
 
-def test_a_receipt_is_signed_by_the_node_and_names_the_on_chain_hashes(tmp_path: Path) -> None:
+def test_a_receipt_is_signed_by_the_node_and_names_the_on_chain_hashes(store_at: str) -> None:
     account = Account.from_key(b"\x07" * 32)
-    store = JobStore(tmp_path / "s.db", chain_id=31337, coordinator=COORDINATOR)
+    store = JobStore(store_at, chain_id=31337, coordinator=COORDINATOR)
     job = store.add(request(11, input_=b"the input"), "classify/x@1")
     assert job is not None
     store.update(job, JobState.RUNNING, attempts=1)

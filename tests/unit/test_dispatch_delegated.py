@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,14 +111,14 @@ def test_a_request_is_checked_field_by_field_against_the_struct(change: dict[str
 # --------------------------------------------------------------------------------- a request already delivered
 
 
-def test_a_request_the_node_created_and_delivered_itself_is_never_a_job(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_a_request_the_node_created_and_delivered_itself_is_never_a_job(store_at: str) -> None:
+    s = store(store_at)
     s.add_tx(StoredTx(ADDR, 0, ["0xde1e"], b"raw", {}, [], sent_block=1), [])  # the deliverDelegated call
     own = dataclasses.replace(request(1), tx_hash="0xDE1E")  # its RequestCreated (hashes compare in any case)
     other = dataclasses.replace(request(2), tx_hash="0xbeef")
     assert [j.request_id for j in s.record_requests([(own, "m"), (other, "m")], cursor=11)] == [2]
     s.close()
-    reopened = store(tmp_path)  # seen again after a restart (a backfill): still not a job
+    reopened = store(store_at)  # seen again after a restart (a backfill): still not a job
     assert reopened.record_requests([(dataclasses.replace(request(3), tx_hash="0xde1e"), "m")], cursor=12) == []
     assert {j.request_id for j in reopened.resumable()} == {2}
     reopened.close()

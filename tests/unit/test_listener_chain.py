@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,8 +49,8 @@ class Chain:
         return self.blocks.get(int(params[0], 16))
 
 
-def listener(tmp_path: Path, forks: list[int]) -> tuple[Listener, JobStore]:
-    store = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
+def listener(store_at: str, forks: list[int]) -> tuple[Listener, JobStore]:
+    store = JobStore(store_at, chain_id=31337, coordinator=COORDINATOR)
     lst = Listener(
         RpcPool(["http://127.0.0.1:9"]),  # never called: every call goes through the scripted chain
         None,
@@ -68,10 +67,10 @@ def listener(tmp_path: Path, forks: list[int]) -> tuple[Listener, JobStore]:
     return lst, store
 
 
-def test_a_reorg_rewinds_the_cursor_to_the_fork_and_forgets_the_replaced_hashes(tmp_path: Path) -> None:
+def test_a_reorg_rewinds_the_cursor_to_the_fork_and_forgets_the_replaced_hashes(store_at: str) -> None:
     async def run() -> None:
         forks: list[int] = []
-        lst, store = listener(tmp_path, forks)
+        lst, store = listener(store_at, forks)
         old = {n: block(n) for n in range(1, 11)}
         chain = Chain(old)
         for n in range(1, 11):
@@ -96,10 +95,10 @@ def test_a_reorg_rewinds_the_cursor_to_the_fork_and_forgets_the_replaced_hashes(
     asyncio.run(run())
 
 
-def test_a_head_that_matches_the_stored_hashes_is_no_reorg(tmp_path: Path) -> None:
+def test_a_head_that_matches_the_stored_hashes_is_no_reorg(store_at: str) -> None:
     async def run() -> None:
         forks: list[int] = []
-        lst, _ = listener(tmp_path, forks)
+        lst, _ = listener(store_at, forks)
         chain = Chain({n: block(n) for n in range(1, 6)})
         for n in (1, 2, 3, 3, 4, 5, 5):  # repeated notifications
             await lst._on_new_head(chain, Head(n, h(n), h(n - 1), 1, 1_700_000_000 + 2 * n, 30_000_000))

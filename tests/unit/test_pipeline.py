@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,13 +209,13 @@ def request(rid: int, input_: bytes) -> InferenceRequest:
     return InferenceRequest(rid, model_id(PIPE), ADDR, input_, ETH, 10**15, 100_000, 1, 2**40, ETH, 10, "0xaa", "0x", 0)
 
 
-def open_store(path: Path) -> JobStore:
-    return JobStore(path / "jobs.db", chain_id=31337, coordinator=ADDR)
+def open_store(store_at: str) -> JobStore:
+    return JobStore(store_at, chain_id=31337, coordinator=ADDR)
 
 
-async def test_a_job_stopped_between_stages_resumes_after_the_finished_one(tmp_path: Path) -> None:
+async def test_a_job_stopped_between_stages_resumes_after_the_finished_one(store_at: str) -> None:
     clock = Clock()
-    store = open_store(tmp_path)
+    store = open_store(store_at)
     a, b = Stage(b"A"), Stage(b"B", hold=asyncio.Event())  # stage 2 never answers in this run
     sender = Sender()
     scheduler = Scheduler(store, {model_id(PIPE): pipeline(clock, a, b)}, sender)
@@ -229,7 +228,7 @@ async def test_a_job_stopped_between_stages_resumes_after_the_finished_one(tmp_p
     assert (job.state, job.attempts) == (JobState.RUNNING, 0)
     store.close()
 
-    store = open_store(tmp_path)
+    store = open_store(store_at)
     a2, b2 = Stage(b"A"), Stage(b"B")
     sender = Sender()
     scheduler = Scheduler(store, {model_id(PIPE): pipeline(clock, a2, b2)}, sender)
@@ -243,8 +242,8 @@ async def test_a_job_stopped_between_stages_resumes_after_the_finished_one(tmp_p
     store.close()
 
 
-async def test_kept_stage_outputs_of_another_input_or_pipeline_are_not_reused(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+async def test_kept_stage_outputs_of_another_input_or_pipeline_are_not_reused(store_at: str) -> None:
+    store = open_store(store_at)
     stages = StageOutputs(store)
     (job,) = store.record_requests([(request(2, b"in"), PIPE)])
     store.update(job, JobState.RUNNING, attempts=1)
@@ -259,9 +258,9 @@ async def test_kept_stage_outputs_of_another_input_or_pipeline_are_not_reused(tm
     store.close()
 
 
-async def test_a_refused_stage_is_reported_once_naming_the_stage(tmp_path: Path) -> None:
+async def test_a_refused_stage_is_reported_once_naming_the_stage(store_at: str) -> None:
     clock = Clock()
-    store = open_store(tmp_path)
+    store = open_store(store_at)
     refusal = ContainerRejected("container rejected the input: text must be a non-empty string", status=400)
     a, b = Stage(b"A"), Stage(b"B", refusal)
     sender = Sender()
@@ -277,8 +276,8 @@ async def test_a_refused_stage_is_reported_once_naming_the_stage(tmp_path: Path)
     store.close()
 
 
-async def test_kept_stage_outputs_go_with_their_job_when_the_store_prunes_it(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+async def test_kept_stage_outputs_go_with_their_job_when_the_store_prunes_it(store_at: str) -> None:
+    store = open_store(store_at)
     stages = StageOutputs(store)
     (job,) = store.record_requests([(dataclasses.replace(request(4, b"in"), deadline=1), PIPE)])
     (kept,) = store.record_requests([(request(5, b"in"), PIPE)])

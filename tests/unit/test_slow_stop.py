@@ -60,7 +60,7 @@ async def test_a_slow_stop_names_its_requests_and_time_left_and_a_second_signal_
     tmp_path: Path, said: Said
 ) -> None:
     loop = asyncio.get_running_loop()
-    store = open_store(tmp_path)
+    store = open_store(str(tmp_path / "jobs.db"))
     hold = asyncio.Event()  # the stage containers never answer in this run
     first, second = Stage(b"A", hold=hold), Stage(b"B")
     scheduler = Scheduler(store, {model_id(PIPE): pipeline(Clock(), first, second)}, Sender())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -74,20 +73,20 @@ def test_settled_states_lead_nowhere_but_a_reorg_or_the_operator() -> None:
     assert set(TRANSITIONS) == set(S)  # every state has a row
 
 
-def test_an_illegal_move_writes_nothing(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_an_illegal_move_writes_nothing(store_at: str) -> None:
+    s = store(store_at)
     job = s.add(request(1), "m")
     assert job is not None
     with pytest.raises(IllegalTransition):
         s.update(job, JobState.CONFIRMED, tx_hash="0xbeef")
     assert (job.state, job.tx_hash) == (S.SEEN, None)
-    again = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=ADDR).record(1)
+    again = JobStore(store_at, chain_id=31337, coordinator=ADDR).record(1)
     assert again is not None
     assert again.job.state is S.SEEN
 
 
-def test_a_transaction_cannot_carry_a_job_that_is_not_computed(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_a_transaction_cannot_carry_a_job_that_is_not_computed(store_at: str) -> None:
+    s = store(store_at)
     job = s.add(request(2), "m")
     assert job is not None
     tx = StoredTx(ADDR, 0, ["0xaa"], b"raw", {}, [(2, False)], sent_block=1)
@@ -106,9 +105,9 @@ def test_the_table_is_closed_under_the_states() -> None:
                 check(0, before, after)
 
 
-def test_a_range_and_its_cursor_are_one_commit(tmp_path: Path) -> None:
+def test_a_range_and_its_cursor_are_one_commit(store_at: str) -> None:
     """The listener's hand-off: job rows, cursor and hashes together; duplicates and own delegated calls dropped."""
-    s = store(tmp_path)
+    s = store(store_at)
     jobs = s.record_requests([(request(1), "m"), (request(2), "m")], cursor=11, hashes=[(10, "0xaa")])
     assert [j.request_id for j in jobs] == [1, 2]
     assert (s.cursor(0), s.blocks()) == (11, {10: "0xaa"})
@@ -119,14 +118,14 @@ def test_a_range_and_its_cursor_are_one_commit(tmp_path: Path) -> None:
     own = dataclasses.replace(request(3), tx_hash="0xCA11")  # its RequestCreated: delivered by that very call
     assert s.record_requests([(own, "m")], cursor=13) == []
     s.close()
-    reopened = store(tmp_path)  # the delegated call's hashes survive a restart
+    reopened = store(store_at)  # the delegated call's hashes survive a restart
     assert "0xca11" in reopened.call_hashes
     assert reopened.cursor(0) == 13
     assert {j.request_id for j in reopened.resumable()} == {1, 2}
 
 
-def test_only_a_reincluded_request_revives_an_orphaned_job(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_only_a_reincluded_request_revives_an_orphaned_job(store_at: str) -> None:
+    s = store(store_at)
     job = s.add(request(5, block=20), "m")
     assert job is not None
     s.update(job, JobState.RUNNING, attempts=1)
@@ -142,10 +141,10 @@ def test_only_a_reincluded_request_revives_an_orphaned_job(tmp_path: Path) -> No
         check_revival(5, S.CONFIRMED, S.SEEN)
 
 
-def test_a_replacement_transactions_jobs_are_kept_across_a_restart(tmp_path: Path) -> None:
+def test_a_replacement_transactions_jobs_are_kept_across_a_restart(store_at: str) -> None:
     """A replacement that carries fewer jobs (or a nonce fill that carries none) is stored as it is, so a restarted
     node does not settle jobs by a transaction that no longer carries them."""
-    s = store(tmp_path)
+    s = store(store_at)
     job = s.add(request(3), "m")
     assert job is not None
     s.update(job, JobState.COMPUTED, output=b"x")
@@ -154,5 +153,5 @@ def test_a_replacement_transactions_jobs_are_kept_across_a_restart(tmp_path: Pat
     tx.items, tx.hashes = [], ["0xaa", "0xbb"]  # filled with a 0-value transfer
     s.update_tx(tx)
     s.close()
-    (reloaded,) = store(tmp_path).open_txs(ADDR)
+    (reloaded,) = store(store_at).open_txs(ADDR)
     assert (reloaded.items, reloaded.hashes) == ([], ["0xaa", "0xbb"])

@@ -222,8 +222,8 @@ def test_deliver_interval_calldata_names_the_subscription_interval_and_output(ma
 # --------------------------------------------------------------------------------------------------- the store
 
 
-def store(path: Path) -> JobStore:
-    return JobStore(path / "jobs.db", chain_id=31337, coordinator=ADDR, subscription_manager=MANAGER)
+def store(location: str) -> JobStore:
+    return JobStore(location, chain_id=31337, coordinator=ADDR, subscription_manager=MANAGER)
 
 
 def interval_request(sid: int, interval: int, *, block: int = 20, input_: bytes = b"in") -> InferenceRequest:
@@ -245,8 +245,8 @@ def interval_request(sid: int, interval: int, *, block: int = 20, input_: bytes 
     )
 
 
-def test_subscriptions_are_recorded_once_cancelled_and_undone_by_a_reorg(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_subscriptions_are_recorded_once_cancelled_and_undone_by_a_reorg(store_at: str) -> None:
+    s = store(store_at)
     sub = subscription(1, start=1_000, block=10)
     assert s.record_requests([(sub, "m"), (sub, "m")], cursor=11) == []
     assert s.subscriptions.live(1_000) == [sub]
@@ -261,8 +261,8 @@ def test_subscriptions_are_recorded_once_cancelled_and_undone_by_a_reorg(tmp_pat
     assert s.cursor(0) == 13
 
 
-def test_an_interval_job_is_one_row_keyed_by_the_manager_subscription_and_interval(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_an_interval_job_is_one_row_keyed_by_the_manager_subscription_and_interval(store_at: str) -> None:
+    s = store(store_at)
     with s.transaction():
         job = s.add(interval_request(5, 2), "m")
         assert s.add(interval_request(5, 2), "m") is None
@@ -270,13 +270,11 @@ def test_an_interval_job_is_one_row_keyed_by_the_manager_subscription_and_interv
     assert job.subscription == (5, 2)
     request = computed_job(s, 5, ADDR)  # request 5 of the coordinator: another job
     assert request.subscription is None
-    rows = (
-        sqlite3.connect(tmp_path / "jobs.db").execute("SELECT coordinator, request_id, interval FROM jobs").fetchall()
-    )
+    rows = [tuple(r) for r in s.execute("SELECT coordinator, request_id, interval FROM jobs")]
     assert sorted(rows) == sorted([(MANAGER.lower(), "5", 2), (ADDR.lower(), "5", 0)])
     s.update(job, JobState.RUNNING, attempts=1)
     s.close()
-    reopened = store(tmp_path)
+    reopened = store(store_at)
     assert {j.request_id for j in reopened.resumable()} == {interval_job_id(5, 2), 5}
     assert reopened.last_interval(5) == 2
     assert reopened.last_interval(6) is None
@@ -298,7 +296,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> Non
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
-    migrated = store(tmp_path)
+    migrated = store(str(tmp_path / "jobs.db"))
     assert [j.request_id for j in migrated.resumable()] == [3]
     migrated.record_requests([(subscription(1), "m")])
     assert migrated.subscriptions.get(1) == subscription(1)
@@ -311,7 +309,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> Non
 
 
 def test_an_interval_delivery_always_goes_alone(tmp_path: Path) -> None:
-    s = store(tmp_path)
+    s = store(str(tmp_path / "jobs.db"))
     first, second = computed_job(s, 1, ADDR), computed_job(s, 2, ADDR)
     with s.transaction():
         interval = s.add(interval_request(5, 0), "m")

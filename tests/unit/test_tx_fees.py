@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -70,8 +69,8 @@ class Broadcasts:
 
 
 class Rig:
-    def __init__(self, path: Path) -> None:
-        self.store = JobStore(path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
+    def __init__(self, location: str) -> None:
+        self.store = JobStore(location, chain_id=31337, coordinator=COORDINATOR)
         self.view = ChainView()
         self.view.on_head(Head(10, "0x0a", "0x09", GWEI, 1_700_000_000, 30_000_000))
         self.books = TxBooks.new([ACCOUNT], self.store, 64)
@@ -94,8 +93,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+def rig(store_at: str) -> Iterator[Rig]:
+    r = Rig(store_at)
     yield r
     r.store.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,9 +94,9 @@ def _no_conditions_left() -> Iterator[None]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(store_at: str) -> Iterator[Stack]:
     rpc = ScriptedRpc(0)
-    store = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
+    store = JobStore(store_at, chain_id=31337, coordinator=COORDINATOR)
     policy = TxPolicy(max_fee_per_gas_wei=100 * GWEI, priority_fee_wei=GWEI)
     books = TxBooks.new([ACCOUNT], store, policy.max_pending_per_key)
     env = TxEnv(rpc, store, None, COORDINATOR, policy, ChainView())  # type: ignore[arg-type]

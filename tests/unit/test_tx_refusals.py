@@ -6,7 +6,6 @@ a key without funds pauses, and a delivery that cannot be sent within the retry 
 from __future__ import annotations
 
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,9 +48,9 @@ class Broadcasts:
 
 
 class Rig:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, location: str) -> None:
         self.now = 1_000.0
-        self.store = JobStore(path / "jobs.db", chain_id=31337, coordinator=COORDINATOR)
+        self.store = JobStore(location, chain_id=31337, coordinator=COORDINATOR)
         self.books = TxBooks.new([ACCOUNT], self.store, 64)
         self.spawned: list[Coroutine[Any, Any, None]] = []
         rpc = ChainCount(0)
@@ -71,8 +70,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+def rig(store_at: str) -> Iterator[Rig]:
+    r = Rig(store_at)
     yield r
     for coro in r.spawned:
         coro.close()  # the back-offs of requeued jobs: not run here

@@ -5,7 +5,6 @@ proofs kept with the jobs, and which held deliveries are due for `finalizeDelive
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from eth_abi.abi import decode
@@ -83,15 +82,15 @@ def test_a_delivery_with_a_proof_is_deliver_with_proof_with_the_verifiers_gas() 
     assert delivery.calldata(abi, [_job(9)])[:4] == abi.selector("deliver")
 
 
-def test_proofs_are_kept_with_their_jobs_and_held_deliveries_are_due_after_their_verdict(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=ADDR)
+def test_proofs_are_kept_with_their_jobs_and_held_deliveries_are_due_after_their_verdict(store_at: str) -> None:
+    store = JobStore(store_at, chain_id=31337, coordinator=ADDR)
     proofs = verification.Proofs(store)
     job = store.add(request(1, ATTESTING), "m")
     assert job is not None
     with store.transaction():
         proofs.set(1, b"\xaa" * 97)
         store.update(job, JobState.COMPUTED, output=b"out", proof=b"\xaa" * 97)
-    reopened = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=ADDR)
+    reopened = JobStore(store_at, chain_id=31337, coordinator=ADDR)
     assert verification.Proofs(reopened).get(1) == b"\xaa" * 97
     assert verification.Proofs(reopened).get(2) == b""
     assert reopened.resumable()[0].request.verifier == ATTESTING  # the verifier is kept with the request
