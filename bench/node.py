@@ -142,14 +142,20 @@ class NodeBench:
     # ------------------------------------------------------------------------------------------------ nodes
 
     async def start_node(
-        self, name: str, *, rpc_url: str | None = None, ws_url: str | None = None, **chain: Any
+        self,
+        name: str,
+        *,
+        rpc_url: str | None = None,
+        ws_url: str | None = None,
+        store: dict[str, Any] | None = None,
+        **chain: Any,
     ) -> NodeRun:
         head = int(await self.chain.call("eth_blockNumber"), 16)
         models: dict[str, str | dict[str, Any]] = {
             MODEL: {"url": self.echo_url, "timeout_s": 30, "max_concurrency": 32}
         }
         config = self.dev.write_node_config(
-            models, name=name, rpc_url=rpc_url, ws_url=ws_url, start_block=head + 1, **chain
+            models, name=name, rpc_url=rpc_url, ws_url=ws_url, start_block=head + 1, store=store, **chain
         )
         proc = self.dev.start_node(config, name=name)
         run = NodeRun(proc, self.dev.api_port, name)
@@ -334,6 +340,20 @@ class NodeBench:
             }
         await self.stop_node(run)
 
+    async def throughput_postgresql(self) -> None:
+        """The batched node's burst with its store on PostgreSQL (a throwaway cluster on this machine, fsync off as
+        the tests run it) instead of SQLite: `throughput.batched_postgresql_per_s`, to set beside `batched_per_s`."""
+        from node.devnet.postgres import ThrowawayPostgres
+
+        with ThrowawayPostgres() as pg:
+            run = await self.start_node("batched_pg", store={"url": pg.new_database()}, **MODES["batched"])
+            rate = await self.burst(run, self.sizes.burst)
+            self.results["throughput"] = {
+                "batched_postgresql_per_s": round(rate, 1),
+                "batched_postgresql_cpu_s": self.burst_cpu_s,
+            }
+            await self.stop_node(run)
+
     async def feed(self, run: NodeRun, done: int, per_block: int) -> list[float]:
         """Sends blocks of `per_block` requests until `memory_jobs` (counting the `done` ones) are served and
         settled; returns the node's RSS after each block."""
@@ -418,6 +438,7 @@ PHASES: dict[str, Callable[[NodeBench], Awaitable[None]]] = {
     "latency": NodeBench.latency,
     "rpc": NodeBench.rpc_cost,
     **{f"throughput_{m}": (lambda b, m=m: b.throughput(m)) for m in MODES},  # type: ignore[misc]
+    "throughput_batched_postgresql": NodeBench.throughput_postgresql,
     **{f"throughput_1s_{m}": (lambda b, m=m: b.throughput_block_time(m)) for m in MODES},  # type: ignore[misc]
     "block_time": NodeBench.block_time,
     "memory_steady": NodeBench.memory_steady,

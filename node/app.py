@@ -23,7 +23,7 @@ from node.chain.subscriptions import ManagerAbi, ManagerTarget
 from node.chain.tx import TxManager
 from node.config import NodeConfig, WalletConfig
 from node.errors import ConfigError, RpcUnavailable
-from node.instance import InstanceLocks, hold_instance
+from node.instance import InstanceLocks, hold_instance, hold_leader_keys
 from node.jobs.db import redact_url
 from node.jobs.lease import Lease, Replica, default_replica_name, lease_name
 from node.jobs.replicas import keep_lease, release_lease, wait_for_lease
@@ -150,8 +150,12 @@ class Node:
             if lease is not None:
                 await release_lease(self.replica)
             raise
+        key_locks = None
         if lease is not None:
             store.fence_with(lease)
+            key_locks, left = hold_leader_keys([a.address for a in accounts], cfg.chain.rpc_url)
+            for line in left:
+                log.warning("%s; the leader lease decides which replica sends", line)
         try:
             pruned = store.prune(cfg.store.retention_days * 86400)
             async with aiohttp.ClientSession() as session:
@@ -177,6 +181,8 @@ class Node:
             store.close()
             if lease is not None:  # after the last write: a standby takes over at its next try
                 await release_lease(self.replica)
+            if key_locks is not None:
+                key_locks.release()
 
     async def _run(self, p: Parts, accounts: list[LocalAccount], chain_id: int, coordinator: str, pruned: int) -> None:
         """Starts the API, resumes stored jobs, runs every loop in one TaskGroup until `stopping`, then stops them

@@ -221,6 +221,22 @@ def hold_instance(
     return locks
 
 
+def hold_leader_keys(addresses: Sequence[str], rpc_url: str) -> tuple[InstanceLocks, list[str]]:
+    """The key locks of a replica that has just taken the leader lease, so `infera node …` commands see that a node
+    sends from its keys: each taken where free. One still held by another process (a deposed leader on this host,
+    paused) is left to it: the lease, not the lock, decides which replica sends. Returns the locks and a line per
+    key left (to log)."""
+    from eth_utils.address import to_checksum_address
+
+    locks, left = InstanceLocks(), []
+    for address in addresses:
+        try:
+            locks.take(key_lock_path(address, rpc_url), f"key {to_checksum_address(address)}", "")
+        except InstanceLocked as exc:
+            left.append(str(exc))
+    return locks, left
+
+
 def take_keystore(locks: InstanceLocks, keystore: Path) -> None:
     """Adds an exclusive `flock` on the keystore file itself to `locks` (read-only; see the module's notes). Raises
     `InstanceLocked` when another process holds it."""

@@ -67,6 +67,9 @@ class Devnet:
         self.abi: CoordinatorAbi | None = None  # loaded by deploy(), after forge build
         self.reverts: Reverts | None = None
         self.api_port = 0  # the node's health port, set by write_node_config
+        #: [store] keys of every node config written without its own (`write_node_config`'s `store`): a test suite
+        #: run against a PostgreSQL store sets its `url` here.
+        self.store_defaults: dict[str, Any] | None = None
 
     def __enter__(self) -> Devnet:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +342,7 @@ class Devnet:
             "",
             "[store]",
             f"path = {_toml_value(str(self.workdir / (name + '.db')))}",
-            *(f"{k} = {_toml_value(v)}" for k, v in (store or {}).items()),
+            *(f"{k} = {_toml_value(v)}" for k, v in (store or self.store_defaults or {}).items()),
             "",
             "[api]",
             f"port = {self.api_port}",

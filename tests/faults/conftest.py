@@ -69,7 +69,6 @@ class FaultRig:
             {MODEL: model},
             rpc_url=self.proxy.url,
             ws_url=self.proxy.url.replace("http://", "ws://") if ws else "",
-            store={"url": self.store_url, "lease_ttl_s": 3} if self.store_url else None,
             **chain,
         )
         return self.config
@@ -206,6 +205,8 @@ def fault_rig(tmp_path: Path, store_url: str | None) -> Iterator[FaultRig]:
     """anvil with the contracts, the proxy, the faulty container, and the node's store (`store_url`: a PostgreSQL
     database instead of the node's SQLite file)."""
     with Devnet(tmp_path) as dev:
+        if store_url is not None:  # every node config the test writes uses it
+            dev.store_defaults = {"url": store_url, "lease_ttl_s": 3}
         dev.start_anvil()
         dev.deploy()
         proxy = TcpProxy(dev.rpc_port)

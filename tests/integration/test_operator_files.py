@@ -21,6 +21,7 @@ from tests.unit.test_config import fill_placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "config" / "docker-compose.yaml"
+HA_COMPOSE = ROOT / "config" / "docker-compose.ha.yaml"
 ALERTS = ROOT / "config" / "alerts.yml"
 ALERTS_TEST = ROOT / "tests" / "prometheus" / "alerts_test.yml"
 OPERATORS = ROOT / "docs" / "OPERATORS.md"
@@ -41,6 +42,32 @@ def test_compose_file_is_accepted_and_reserves_gpus() -> None:
         assert f"\n  {service}" in resolved
     assert resolved.count("driver: nvidia") == 3  # one GPU per model worker
     assert "--pool" in resolved
+
+
+def test_ha_compose_file_runs_two_replicas_on_one_postgresql_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/docker-compose.ha.yaml: PostgreSQL with a health check, two replicas of one config with their own
+    names, restarted whatever the exit (a replica that lost the lease exits 1), the password only in libpq's
+    PGPASSWORD; config/node.ha.toml is a valid config whose store is that database."""
+    from node.commands.config_check import parse_file
+
+    monkeypatch.setenv("POSTGRES_PASSWORD", "from-the-host")
+    result = compose_config(HA_COMPOSE)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    replicas = [services["node-a"], services["node-b"]]
+    assert [r["environment"]["INFERA_STORE__REPLICA_NAME"] for r in replicas] == ["node-a", "node-b"]
+    assert all(r["restart"] == "always" and r["environment"]["PGPASSWORD"] == "from-the-host" for r in replicas)
+    assert all(r["depends_on"]["postgres"]["condition"] == "service_healthy" for r in replicas)
+    assert len({v for r in replicas for v in r["volumes"] if v.endswith("/etc/infera/node.toml:ro")}) == 1
+    cfg, problems = parse_file(ROOT / "config" / "node.ha.toml")
+    assert problems == []
+    assert cfg is not None
+    assert cfg.store.url == "postgresql://infera@postgres:5432/infera"
+    monkeypatch.delenv("POSTGRES_PASSWORD")
+    refused = compose_config(HA_COMPOSE)  # a forgotten password stops compose, not the database at start
+    assert refused.returncode != 0
+    assert "set POSTGRES_PASSWORD" in refused.stderr
 
 
 def test_compose_validation_catches_a_bad_file(tmp_path: Path) -> None:

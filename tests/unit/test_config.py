@@ -127,7 +127,7 @@ def fill_placeholders(text: str) -> str:
     return "".join(lines)
 
 
-@pytest.mark.parametrize("name", ["node.example.toml", "devnet.toml", "node.compose.toml"])
+@pytest.mark.parametrize("name", ["node.example.toml", "devnet.toml", "node.compose.toml", "node.ha.toml"])
 def test_shipped_example_configs_are_valid(name: str, tmp_path: Path) -> None:
     text = (Path(__file__).resolve().parents[2] / "config" / name).read_text()
     path = tmp_path / name
