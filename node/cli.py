@@ -80,7 +80,7 @@ def run(
     try:
         asyncio.run(Node(cfg).serve())
     except* ConfigError as group:
-        fail(f"config error: {redact(str(group.exceptions[0]))}", code=2)
+        fail(f"config error: {shown(group.exceptions[0])}", code=2)
     except* InferaError as group:
         fail(str(group.exceptions[0]), code=1)
     finally:
@@ -169,12 +169,17 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def shown(exc: BaseException) -> str:
+    """A config error's message as printed: redacted when it may quote the operator's input (`echoes_input`)."""
+    return redact(str(exc)) if getattr(exc, "echoes_input", True) else str(exc)
+
+
 def main() -> None:
     """The `infera` entry point: runs a command; turns every error into one `infera: …` line and an exit code."""
     try:
         app()
     except ConfigError as exc:  # a config error never shows a key pasted where it does not belong
-        typer.echo(f"infera: {redact(str(exc))}", err=True)
+        typer.echo(f"infera: {shown(exc)}", err=True)
         sys.exit(2)
     except InferaError as exc:
         typer.echo(f"infera: {exc}", err=True)

@@ -44,6 +44,9 @@ class ConfigError(InferaError, ValueError):
     """The config file or environment is invalid; the message names the key and the reason."""
 
     action = Action.REFUSED
+    #: Whether the message may quote what the operator typed (a pasted private key, say): printed redacted then
+    #: (`node.config_hints.redact`). False for a finding of the node's own, whose hashes must show.
+    echoes_input = True
 
 
 class ChainError(InferaError):

@@ -59,6 +59,8 @@ COMMIT_MODEL_GAS = 100_000
 class ProvenanceMismatch(ConfigError):
     """A served model's container reports weights other than those this node committed in the registry."""
 
+    echoes_input = False  # it names the two weights digests (64 hex digits each), which the operator needs
+
 
 @dataclass(frozen=True)
 class Digest:

@@ -81,6 +81,15 @@ def wait_role(replica: Replica, role: str, timeout_s: float = 60) -> float:
     return time.monotonic()
 
 
+def leader_and_standby(rig: FaultRig, leader_env: dict[str, str] | None = None) -> tuple[Replica, Replica]:
+    """Replica `a`, started first, leads; `b`, started once `a` leads, stands by."""
+    a = start_replica(rig, "a", env=leader_env)
+    wait_role(a, "leader")
+    b = start_replica(rig, "b")
+    wait_role(b, "standby")
+    return a, b
+
+
 def signal_group(replica: Replica, sig: signal.Signals) -> None:
     os.killpg(replica.proc.popen.pid, sig)
 
@@ -106,10 +115,7 @@ def ha(contracts_built: None, tmp_path: Path, postgres: ThrowawayPostgres) -> It
 
 def test_the_standby_takes_over_from_a_killed_leader_and_recomputes_nothing_stored(ha: FaultRig) -> None:
     dev = ha.dev
-    a = start_replica(ha, "a")
-    wait_role(a, "leader")
-    b = start_replica(ha, "b")
-    wait_role(b, "standby")
+    a, b = leader_and_standby(ha)
     inputs = [f"ha-{i:03d}".encode() for i in range(200)]
     ids = dev.request_many(MODEL, inputs[:100])
     ha.wait_states("the leader at work", confirmed=30)
@@ -135,10 +141,7 @@ def test_the_standby_takes_over_from_a_killed_leader_and_recomputes_nothing_stor
 
 def test_a_paused_leader_that_wakes_up_sends_nothing_and_steps_down(ha: FaultRig) -> None:
     dev = ha.dev
-    a = start_replica(ha, "a", env={"INFERA_LOG__LEVEL": "DEBUG"})  # its every send is logged
-    wait_role(a, "leader")
-    b = start_replica(ha, "b")
-    wait_role(b, "standby")
+    a, b = leader_and_standby(ha, leader_env={"INFERA_LOG__LEVEL": "DEBUG"})  # its every send is logged
     inputs = [f"pause-{i:03d}".encode() for i in range(200)]
     ids = dev.request_many(MODEL, inputs[:100])
     ha.wait_states("the leader at work", confirmed=20)
@@ -169,10 +172,7 @@ def test_no_replica_sends_without_the_store_and_all_is_delivered_once_after_it_r
 
     with ThrowawayPostgres() as pg, fault_rig(tmp_path, pg.new_database()) as ha:  # its own cluster: stopped here
         dev = ha.dev
-        a = start_replica(ha, "a")
-        wait_role(a, "leader")
-        b = start_replica(ha, "b")
-        wait_role(b, "standby")
+        a, b = leader_and_standby(ha)
         ids = dev.request_many(MODEL, [f"before-{i:02d}".encode() for i in range(40)])
         ha.wait_states("the leader at work", confirmed=10)
 
