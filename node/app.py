@@ -215,6 +215,8 @@ class Node:
             if p.provenance is not None:  # a container serving other weights than committed stops the node here
                 await p.provenance.check()
             p.scheduler.resume()
+            p.offchain.resume()  # the /v1 jobs a stopped run (or replica) left unfinished
+            p.delegated.resume()
             async with asyncio.TaskGroup() as tg:
                 intake = [
                     tg.create_task(p.listener.run(), name="listener"),

@@ -46,6 +46,7 @@ from node.dispatch.http import HttpDispatcher
 from node.dispatch.mqtt import MqttDispatcher, MqttHub
 from node.dispatch.pipeline import PipelineRoute, Route
 from node.errors import ConfigError
+from node.jobs.apijobs import ApiJobTable
 from node.jobs.lease import Replica
 from node.jobs.outcomes import Outcomes
 from node.jobs.scheduler import Scheduler
@@ -238,11 +239,13 @@ def build(
         where={m.name: where_served(cfg, m) for m in cfg.models if m.name in dispatchers},
         standing=standing_of(cfg, rpc, coordinator, [a.address for a in accounts]),
     )
+    api_jobs = ApiJobTable(store)  # the /v1 API's jobs, for the next run or leader
     offchain = OffchainJobs(
         {r.model.name: r for r in routes.values()},
         keep=cfg.api.keep_jobs,
         max_batch=cfg.api.max_batch,
         metrics=metrics,
+        table=api_jobs,
     )
     delegated = DelegatedRequests(
         rpc,
@@ -255,6 +258,7 @@ def build(
         txm.send_call,
         keep=cfg.api.keep_jobs,
         metrics=metrics,
+        table=api_jobs,
     )
     parts = Parts(
         store,

@@ -17,8 +17,9 @@ Guarantees:
 - The listener sees the `RequestCreated` of that transaction like any other; the store drops it as it commits the
   range (`JobStore.record_requests` knows the hashes of the node's own delegated calls, from signing on and across
   restarts), so it is never computed or delivered twice.
-- Accepted requests live in memory (like off-chain jobs); a restart after the transaction was signed still gets it
-  mined (the transaction manager resumes it from the store), but the API forgets the job's view.
+- Each accepted request's view is recorded in the job store at every change of status (node/jobs/apijobs.py), so
+  a restart or the next leader answers `GET` for it; one left unsent by a run that stopped is ended as failed with
+  what to check (`resume`), one sent is delivered by its stored transaction (the transaction manager resumes it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from node.chain.contracts import CoordinatorAbi, as_bytes, as_int
 from node.chain.rpc import RpcError, RpcPool, as_reverted, is_revert
 from node.dispatch.pipeline import Route
 from node.errors import Overloaded
+from node.jobs.apijobs import ApiJobTable
 from node.jobs.store import StoredTx
 
 if TYPE_CHECKING:
@@ -112,10 +114,12 @@ class DelegatedRequests:
         keep: int,
         max_pending: int = 256,
         metrics: Metrics | None = None,
+        table: ApiJobTable | None = None,
     ) -> None:
         """`abi`, `consumer_abi`: the coordinator's and `IDelegatingConsumer`'s (the struct, topics and selectors are
         read from them; `ConfigError` when they lack them); `routes`: each served model's, by model id (the ones
-        on-chain requests use); `send`: `TxManager.send_call`."""
+        on-chain requests use); `send`: `TxManager.send_call`; `table`: the store's record of each request's view
+        (`GET` of one no longer in memory, or accepted by a replica that stopped)."""
         self._rpc = rpc
         self._abi = abi
         self.typing = DelegatedTyping.from_abi(abi, consumer_abi)
@@ -132,10 +136,40 @@ class DelegatedRequests:
         self._jobs: OrderedDict[str, DelegatedJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0
+        self._table = table
 
-    def get(self, owner: str, job_id: str) -> DelegatedJob | None:
+    def get(self, owner: str, job_id: str) -> DelegatedJob | StoredView | None:
+        """The request's view, from memory or, once forgotten there (or accepted by a replica that stopped), from
+        the store."""
         job = self._jobs.get(job_id)
-        return job if job is not None and job.owner == owner else None
+        if job is not None:
+            return job if job.owner == owner else None
+        record = self._table.load("delegated", owner, job_id) if self._table is not None else None
+        return None if record is None else StoredView(record)
+
+    def _save(self, job: DelegatedJob) -> None:
+        if self._table is not None:
+            self._table.save("delegated", job.id, job.owner, job.model, job.status, job.view())
+
+    def resume(self) -> int:
+        """Ends the views the store holds of requests accepted but not yet sent by a run that stopped (this node's or
+        another replica's): failed, saying what to check. A request already sent stays `sent`: its transaction is in
+        the store and the transaction manager delivers it. Returns how many were ended."""
+        if self._table is None:
+            return 0
+        ended = 0
+        for job_id, owner, view in self._table.unfinished("delegated"):
+            if job_id in self._jobs or view.get("status") == "sent":
+                continue
+            view.update(
+                status="failed",
+                error="the node that accepted it stopped while computing or sending it: if its transaction was"
+                " signed, it is delivered anyway; check the consumer's nonce on-chain before signing it again",
+                finished_at=time.time(),
+            )
+            self._table.save("delegated", job_id, owner, str(view.get("model", "")), "failed", view)
+            ended += 1
+        return ended
 
     async def submit(self, owner: str, body: Any) -> DelegatedJob:
         """Checks a signed request all the way (see the module's guarantees); starts it only if everything holds."""
@@ -159,6 +193,7 @@ class DelegatedRequests:
         self._pending.add(replay)
         job = DelegatedJob(uuid.uuid4().hex, owner, route.model.name, req, input_, signature)
         self._jobs[job.id] = job
+        self._save(job)
         self.accepted += 1
         task = asyncio.create_task(self._run(job, route), name=f"delegated-{job.id}")
         self._tasks.add(task)
@@ -212,8 +247,10 @@ class DelegatedRequests:
             raise JobInputError(f"the coordinator would refuse it: {reverted}") from None
 
     async def _run(self, job: DelegatedJob, route: Route) -> None:
+        cancelled = False
         try:
             job.status = "running"
+            self._save(job)
             # Retried as on-chain jobs are, until the request can no longer be delivered (expiry, deadline).
             deadline = min(job.request["expiry"], job.request["deadline"])
             output = (await route.call(job.id, job.input, deadline=deadline)).output
@@ -224,6 +261,7 @@ class DelegatedRequests:
             gas = DELEGATED_GAS + job.request["callbackGasLimit"]
             tx, mined = await self._send(data, gas, f"delegated {job.id}", sender=self._sender)
             job.status, job.tx_hash = "sent", tx.hashes[-1]
+            self._save(job)
             receipt = await mined
             job.tx_hash = "0x" + as_bytes(receipt["transactionHash"]).hex()
             job.block_number = as_int(receipt["blockNumber"])
@@ -238,6 +276,7 @@ class DelegatedRequests:
                 "off-chain job %s: delegated request %s delivered in block %d", job.id, job.request_id, job.block_number
             )
         except asyncio.CancelledError:
+            cancelled = True  # the store keeps its last status: the next run (or leader) ends or delivers it
             if job.status == "sent":
                 job.error = "the node stopped while the transaction was in flight; it resumes it on its next start"
             else:
@@ -249,6 +288,8 @@ class DelegatedRequests:
             log.error("off-chain job %s: delegated request failed: %s", job.id, job.error)
         finally:
             job.finished_at = time.time()
+            if not cancelled:
+                self._save(job)
             job.input = job.signature = b""  # a finished job keeps its view, not its payload
             self._pending.discard((job.request["consumer"], job.request["nonce"]))
             if self._metrics is not None:
@@ -258,3 +299,14 @@ class DelegatedRequests:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class StoredView:
+    """A delegated request as the store recorded its view (accepted by a run that is gone)."""
+
+    def __init__(self, view: dict[str, Any]) -> None:
+        self._view = view
+        self.status = str(view.get("status"))
+
+    def view(self) -> dict[str, Any]:
+        return dict(self._view)

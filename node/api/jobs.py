@@ -9,9 +9,11 @@ Guarantees:
   policy and container protocol as on-chain requests. A container that rejects the input fails the job with the
   container's reason; one that errors is retried (`max_attempts` of the model) and one that is down is waited for,
   for as long as the model's attempts could take (`ModelRoute.budget_s`), before the job fails.
-- Jobs live in memory: the newest `api.keep_jobs` finished jobs are kept for `GET` (without their input), at most
-  `max_pending` wait or run at once (more: 503, retry later), and a restart forgets them (on-chain requests are what
-  the store makes durable).
+- The newest `api.keep_jobs` finished jobs are kept in memory for `GET` (without their input), and at most
+  `max_pending` wait or run at once (more: 503, retry later). Each job is also recorded in the job store when it is
+  accepted and at each change of status (node/jobs/apijobs.py): an older one is read back from there, and one a
+  stopped run (a restart, or another replica that was the leader) had not finished is run again (`resume`): its
+  output was never recorded, so it is computed again, once.
 - `stream: true` on a streaming container (generate) records each piece as it comes; `GET /v1/jobs/{id}/events`
   replays what a late subscriber missed and then follows the job live, as Server-Sent Events. A stream that failed
   after pieces went out is not retried (its followers would see two attempts spliced): the job fails.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.dispatch.pipeline import Route
 from node.errors import ContainerError, ContainerRejected, InputRejected, Overloaded
+from node.jobs.apijobs import ApiJobTable
 
 if TYPE_CHECKING:
     from node.observability.metrics import Metrics
@@ -113,9 +116,11 @@ class OffchainJobs:
         max_batch: int,
         max_pending: int = 1024,
         metrics: Metrics | None = None,
+        table: ApiJobTable | None = None,
     ) -> None:
         """`routes`: each served model's, by name (the ones on-chain requests use: one concurrency limit per model);
-        `keep`: finished jobs kept for `GET`; `max_pending`: jobs waiting or running at most."""
+        `keep`: finished jobs kept in memory for `GET`; `max_pending`: jobs waiting or running at most; `table`: the
+        store's record of every job (`GET` of one no longer in memory, `resume` after a restart or a failover)."""
         self._routes = routes
         self._models = {name: route.model for name, route in routes.items()}
         self._keep = keep
@@ -125,6 +130,7 @@ class OffchainJobs:
         self._jobs: OrderedDict[str, OffchainJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
+        self._table = table
 
     @property
     def served(self) -> list[str]:
@@ -160,17 +166,51 @@ class OffchainJobs:
             raise JobsBusy(f"{len(self._tasks)} off-chain jobs are waiting or running; retry shortly")
         jobs = [OffchainJob(uuid.uuid4().hex, owner, m, i, s) for m, i, s in checked]
         for job in jobs:
-            self._jobs[job.id] = job
-            task = asyncio.create_task(self._run(job), name=f"offchain-{job.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(job)
         self.submitted += len(jobs)
         self._forget_old()
         return jobs
 
+    def _start(self, job: OffchainJob) -> None:
+        self._jobs[job.id] = job
+        self._save(job)
+        task = asyncio.create_task(self._run(job), name=f"offchain-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _save(self, job: OffchainJob) -> None:
+        if self._table is not None:
+            record = {k: getattr(job, k) for k in _RECORDED}
+            self._table.save("offchain", job.id, job.owner, job.model, job.status, record)
+
     def get(self, owner: str, job_id: str) -> OffchainJob | None:
+        """The job, from memory or, once forgotten there (or accepted by a replica that stopped), from the store."""
         job = self._jobs.get(job_id)
-        return job if job is not None and job.owner == owner else None
+        if job is not None:
+            return job if job.owner == owner else None
+        record = self._table.load("offchain", owner, job_id) if self._table is not None else None
+        return None if record is None else _from_record(owner, record)
+
+    def resume(self) -> int:
+        """Runs again the jobs the store holds as unfinished (this node or another replica stopped while they ran:
+        their output was never recorded); returns how many. A job whose model this node does not serve fails."""
+        if self._table is None:
+            return 0
+        resumed = 0
+        for job_id, owner, record in self._table.unfinished("offchain"):
+            if job_id in self._jobs:
+                continue
+            job = _from_record(owner, record)
+            job.status, job.error = "queued", None
+            if job.model not in self._models:
+                job.status, job.error, job.finished_at = "failed", f"model {job.model} is not served here", time.time()
+                self._save(job)
+                continue
+            self._start(job)
+            resumed += 1
+        if resumed:
+            log.info("off-chain jobs: %d unfinished job(s) of a previous run started again", resumed)
+        return resumed
 
     def _forget_old(self) -> None:
         excess = len(self._jobs) - self._keep
@@ -207,23 +247,26 @@ class OffchainJobs:
             log.exception("off-chain job %s: unexpected error", job.id)
             job.status, job.error = "failed", f"internal error: {type(exc).__name__}"
         finally:
-            if job.status not in TERMINAL:  # cancelled (node stopping)
+            finished = job.status in TERMINAL  # else cancelled (node stopping): the store keeps it to resume
+            if not finished:
                 job.status, job.error = "failed", "the node stopped before the job finished"
             job.finished_at = time.time()
             job.input = {}  # a finished job keeps its view (and output), not its payload
+            if finished:
+                self._save(job)
             job.touch()
             if self._metrics is not None:
                 self._metrics.observe_api_job("offchain", job.status)
             log.info("off-chain job %s (%s) %s in %.0f ms", job.id, job.model, job.status, job.view()["latency_ms"])
             self._forget_old()
 
-    @staticmethod
-    def _attempt(job: OffchainJob) -> Callable[[int], None]:
+    def _attempt(self, job: OffchainJob) -> Callable[[int], None]:
         """What a job records as an attempt enters the container (and when one turns out not to count)."""
 
         def record(attempts: int) -> None:
             job.status, job.started_at, job.attempts = "running", time.time(), attempts
             job.touch()
+            self._save(job)
 
         return record
 
@@ -247,3 +290,16 @@ class OffchainJobs:
             job.touch()
 
         return record
+
+
+#: What the store records of an off-chain job (JSON-ready).
+_RECORDED = ("id", "model", "status", "error", "created_at", "finished_at", "started_at", "input", "stream", "output",
+             "attempts")  # fmt: skip
+
+
+def _from_record(owner: str, record: dict[str, Any]) -> OffchainJob:
+    """An off-chain job as the store recorded it."""
+    job = OffchainJob(str(record["id"]), owner, str(record["model"]), dict(record["input"]), bool(record["stream"]))
+    for key in ("status", "error", "created_at", "finished_at", "started_at", "output", "attempts"):
+        setattr(job, key, record[key])
+    return job

@@ -473,6 +473,8 @@ class JobStore(StoreQueries):
             db.execute("DELETE FROM txs WHERE state IN ('confirmed', 'failed') AND updated_at < ?", (before,))
             # Companion tables, where a node made them (`node.jobs.verification.Proofs`, `node.jobs.stages`).
             present = db.tables()
+            if "api_jobs" in present:  # the /v1 API's finished jobs (node/jobs/apijobs.py)
+                db.execute("DELETE FROM api_jobs WHERE status IN ('completed', 'failed') AND updated_at < ?", (before,))
             for table in ("proofs", "pipeline_stages"):
                 if table in present:
                     db.execute(

@@ -1,10 +1,10 @@
 """A container of the test suite's own that speaks the Infernet protocol and misbehaves on command.
 
-It echoes its input, like the echo server, but each input can be made to fail: `fail500-*` answers HTTP 500,
-`hang-*` never answers, `malformed-*` answers 200 with a body that is not an output, `crash-*` kills the process.
-`POST /hold` makes every call wait (without computing) until `POST /release`. Every computed answer is appended to
-a journal file before it is sent, so the tests can count computations across crashes and restarts; a call whose
-caller hung up while it was held is not computed and not journaled.
+It echoes its input, like the echo server (an off-chain job's `text` as `{"echo": text}`), but each input can be
+made to fail: `fail500-*` answers HTTP 500, `hang-*` never answers, `malformed-*` answers 200 with a body that is not
+an output, `crash-*` kills the process. `POST /hold` makes every call wait (without computing) until `POST /release`.
+Every computed answer is appended to a journal file before it is sent, so the tests can count computations across
+crashes and restarts; a call whose caller hung up while it was held is not computed and not journaled.
 
 Run: python -m tests.faults.faulty_container --port P --journal FILE
 """
@@ -17,13 +17,16 @@ import os
 
 from aiohttp import web
 
+from containers.runtime.wire import SOURCE_OFFCHAIN
+
 HOLD = web.AppKey("hold", asyncio.Event)
 JOURNAL = web.AppKey("journal", str)
 
 
 async def service_output(request: web.Request) -> web.Response:
     body = await request.json()
-    data = bytes.fromhex(body["data"])
+    offchain = body.get("source") == SOURCE_OFFCHAIN  # a /v1 job: {"text": ...} in, {"output": {"echo": ...}} out
+    data = str(body["data"].get("text", "")).encode() if offchain else bytes.fromhex(body["data"])
     released = request.app[HOLD]
     if not released.is_set():
         await released.wait()
@@ -38,6 +41,8 @@ async def service_output(request: web.Request) -> web.Response:
         journal.write(data.hex() + "\n")
     if text.startswith("fail500-"):
         return web.json_response({"error": "model blew up"}, status=500)
+    if offchain:
+        return web.json_response({"output": {"echo": text}})
     if text.startswith("malformed-"):
         return web.json_response({"raw_output": 12345, "abi_output": True})
     return web.json_response({"raw_output": data.hex(), "processed_output": None, "abi_output": True})

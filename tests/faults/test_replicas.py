@@ -6,6 +6,7 @@ Failover times are printed (`pytest -s`); BENCHMARKS.md has them over repeated r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from node.devnet.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.faults
+
+#: The /v1 API token of the tests' client, on every replica.
+TOKEN = "replica-client-token"
+TOKEN_SHA256 = hashlib.sha256(TOKEN.encode()).hexdigest()
 
 #: The replicas' lease (the smallest the config allows): a standby takes over at most this long after the leader's
 #: last renewal, plus its polling interval.
@@ -53,6 +58,7 @@ def start_replica(rig: FaultRig, name: str, env: dict[str, str] | None = None) -
         store={"url": rig.store_url, "lease_ttl_s": TTL_S, "replica_name": name},
     )
     port = dev.api_port
+    config.write_text(config.read_text() + f'\n[[api.tokens]]\nname = "client"\ntoken_sha256 = "{TOKEN_SHA256}"\n')
     return Replica(name, dev.start_node(config, name=f"node-{name}", env=env), port, config)
 
 
@@ -207,3 +213,54 @@ def test_no_replica_sends_without_the_store_and_all_is_delivered_once_after_it_r
             "leader",
             "standby",
         ]
+
+
+def v1(replica: Replica, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """A call of the replica's /v1 API with the client's token: (status, JSON body)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{replica.port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # a standby's starting API has no /v1 yet: a plain-text 404
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw.startswith(b"{") else {}
+
+
+def test_offchain_jobs_a_killed_leader_accepted_are_answered_and_finished_by_the_next(ha: FaultRig) -> None:
+    a, b = leader_and_standby(ha)
+    status, done = v1(a, "POST", "/v1/jobs", {"model": MODEL, "input": {"text": "before"}})
+    assert status == 202, done
+    wait_until(
+        lambda: v1(a, "GET", f"/v1/jobs/{done['id']}")[1].get("status") == "completed",
+        timeout_s=30,
+        what="the first job",
+    )
+    ha.control("hold")  # the container holds the next calls: the leader dies with them unanswered
+    held = [v1(a, "POST", "/v1/jobs", {"model": MODEL, "input": {"text": f"held-{i}"}})[1]["id"] for i in range(3)]
+    wait_until(
+        lambda: all(v1(a, "GET", f"/v1/jobs/{i}")[1].get("status") == "running" for i in held),
+        timeout_s=30,
+        what="the held jobs to run",
+    )
+    signal_group(a, signal.SIGKILL)
+    a.proc.popen.wait()
+    ha.dev.procs.remove(a.proc)
+    ha.control("release")
+    wait_role(b, "leader", timeout_s=TTL_S + 30)
+
+    for n, job_id in enumerate(held):  # started again by the new leader, from what the store kept of them
+        wait_until(
+            lambda job_id=job_id: v1(b, "GET", f"/v1/jobs/{job_id}")[1].get("status") == "completed",
+            timeout_s=60,
+            what=f"held job {n} on the new leader",
+            alive=b.proc.check_alive,
+        )
+        assert v1(b, "GET", f"/v1/jobs/{job_id}")[1]["output"] == {"echo": f"held-{n}"}
+    status, before = v1(b, "GET", f"/v1/jobs/{done['id']}")  # finished on the old leader: its view is kept
+    assert (status, before["status"], before["output"]) == (200, "completed", {"echo": "before"})
+    assert v1(b, "GET", "/v1/jobs/not-a-job")[0] == 404

@@ -217,3 +217,35 @@ async def test_a_container_that_keeps_failing_fails_the_request_and_sends_nothin
     assert "HTTP 500" in str(job.error)
     assert ContainerError.__name__ in str(job.error)
     assert (container.calls, chain.sent) == (3, [])
+
+
+async def test_a_delegated_request_is_answered_from_the_store_by_the_next_run(store_at: str) -> None:
+    """Each status is recorded as it changes; a new run (a restart, or another replica) answers `GET` from the
+    store, ends what the last run left unsent with what to check, and leaves a sent one to its transaction."""
+    from node.jobs.apijobs import ApiJobTable
+
+    table = ApiJobTable(store(store_at))
+    chain, container = Chain(), Scripted(encode(["string"], ["positive"]))
+    clock, routes = Clock(), {}
+    routes[bytes.fromhex("11" * 32)] = route(container, clock)
+    api = DelegatedRequests(Rpc(), ABI, CONSUMER_ABI, ADDR, 31337, ADDR, routes, chain.send, keep=10, table=table)
+    job = await api.submit("alice", signed(b"input", nonce=7))
+    await finished(api)
+    assert job.status == "completed"
+    table.save("delegated", "left-running", "alice", "m", "running", {"id": "left-running", "status": "running"})
+    table.save("delegated", "left-sent", "alice", "m", "sent", {"id": "left-sent", "status": "sent", "tx_hash": "0x1"})
+
+    reopened = ApiJobTable(store(store_at))
+    after = DelegatedRequests(Rpc(), ABI, CONSUMER_ABI, ADDR, 31337, ADDR, routes, chain.send, keep=10, table=reopened)
+    assert after.resume() == 1
+    done = after.get("alice", job.id)
+    assert done is not None
+    assert done.view() == job.view()  # completed, with its request id and block, from the store
+    assert after.get("bob", job.id) is None  # another token's
+    ended = after.get("alice", "left-running")
+    assert ended is not None
+    assert ended.view()["status"] == "failed"
+    assert "check the consumer's nonce" in ended.view()["error"]
+    sent = after.get("alice", "left-sent")
+    assert sent is not None
+    assert sent.view() == {"id": "left-sent", "status": "sent", "tx_hash": "0x1"}
