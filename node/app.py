@@ -11,6 +11,7 @@ import sys
 import aiohttp
 from aiohttp import web
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
 from node.api import server
@@ -25,7 +26,7 @@ from node.config import NodeConfig, WalletConfig
 from node.errors import ConfigError, RpcUnavailable
 from node.instance import InstanceLocks, hold_instance, hold_leader_keys
 from node.jobs.db import redact_url
-from node.jobs.lease import Lease, Replica, default_replica_name, lease_name
+from node.jobs.lease import Lease, LeaseLost, Replica, default_replica_name, lease_name
 from node.jobs.replicas import keep_lease, release_lease, wait_for_lease
 from node.jobs.store import JobStore
 from node.keys import load_account
@@ -132,24 +133,53 @@ class Node:
                 f" {cfg.chain.chain_id}; point chain.rpc_url at the right chain (or fix chain_id)"
             )
         coordinator = to_checksum_address(cfg.chain.coordinator_address)
-        lease = None
-        if cfg.store.url is not None:  # a replica: it works only while it holds the leader lease
-            lease = Lease(cfg.store.url, lease_name(chain_id, coordinator), self.replica.name, cfg.store.lease_ttl_s)
-            self.replica.lease, self.replica.role = lease, "standby"
-            if not await wait_for_lease(self.replica, self.stopping, self._say):
-                lease.close()
-                return
+        if cfg.store.url is None:
+            await self._lead(rpc, abi, accounts, clients, manager, chain_id, coordinator, None)
+            return
+        # A replica: it works only while it holds the leader lease, renewed from the moment it is taken (the
+        # start-up below may take longer than the lease) until after the last write; LeaseLost ends it all.
+        lease = Lease(cfg.store.url, lease_name(chain_id, coordinator), self.replica.name, cfg.store.lease_ttl_s)
+        self.replica.lease, self.replica.role = lease, "standby"
+        if not await wait_for_lease(self.replica, self.stopping, self._say):
+            lease.close()
+            return
+        lost: list[BaseException] = []
+
+        def on_renewal_end(task: asyncio.Task[None]) -> None:  # the lease is gone: stop (nothing more is written)
+            if not task.cancelled() and task.exception() is not None:
+                lost.append(task.exception())  # type: ignore[arg-type]
+                self.stopping.set()
+
+        renewing = asyncio.create_task(keep_lease(self.replica), name="lease")
+        renewing.add_done_callback(on_renewal_end)
         try:
-            store = JobStore(
-                cfg.store.location,
-                chain_id=chain_id,
-                coordinator=coordinator,
-                subscription_manager=manager.address if manager else None,
-            )
-        except BaseException:
-            if lease is not None:
-                await release_lease(self.replica)
-            raise
+            await self._lead(rpc, abi, accounts, clients, manager, chain_id, coordinator, lease)
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            await release_lease(self.replica)  # after the last write: a standby takes over at its next try
+        if lost:  # `infera run` exits 1: restarted by its unit, it comes back as a standby
+            raise lost[0]
+
+    async def _lead(
+        self,
+        rpc: RpcPool,
+        abi: CoordinatorAbi,
+        accounts: list[LocalAccount],
+        clients: Clients,
+        manager: ManagerTarget | None,
+        chain_id: int,
+        coordinator: ChecksumAddress,
+        lease: Lease | None,
+    ) -> None:
+        """The node at work (alone, or as the replicas' leader under `lease`): the store, the parts, the run."""
+        cfg = self.config
+        store = JobStore(
+            cfg.store.location,
+            chain_id=chain_id,
+            coordinator=coordinator,
+            subscription_manager=manager.address if manager else None,
+        )
         key_locks = None
         if lease is not None:
             store.fence_with(lease)
@@ -179,8 +209,6 @@ class Node:
                     await self._run(parts, accounts, chain_id, coordinator, pruned)
         finally:
             store.close()
-            if lease is not None:  # after the last write: a standby takes over at its next try
-                await release_lease(self.replica)
             if key_locks is not None:
                 key_locks.release()
 
@@ -239,9 +267,6 @@ class Node:
                     intake.append(tg.create_task(p.provenance.watch(), name="provenance"))
                 if p.challenger is not None:
                     intake.append(tg.create_task(p.challenger.run(), name="challenge"))
-                lease_task = None
-                if self.replica.lease is not None:  # renews the lease to the end; LeaseLost (the node exits) without
-                    lease_task = tg.create_task(keep_lease(self.replica), name="lease")
                 tx_task = tg.create_task(p.txm.run(), name="transactions")
                 hub_task = tg.create_task(p.hub.run(), name="mqtt") if p.hub else None
                 await self.stopping.wait()
@@ -255,8 +280,6 @@ class Node:
                 tx_task.cancel()
                 if hub_task:
                     hub_task.cancel()
-                if lease_task:
-                    lease_task.cancel()
         finally:
             if watch is not None:
                 watch.cancel()
@@ -298,7 +321,7 @@ class Node:
             try:
                 await standing.check_identity(chain_id)
                 return True
-            except CoordinatorMismatch:
+            except (CoordinatorMismatch, LeaseLost):
                 raise
             except Exception as exc:  # an RPC failure: ask again, the answer decides
                 attempt += 1
@@ -316,6 +339,8 @@ class Node:
             try:
                 await txm.start()
                 return True
+            except LeaseLost:  # a replica whose lease ended while it started: it must not go on
+                raise
             except Exception as exc:  # an RPC answer must not end the process: wait and ask again
                 attempt += 1
                 delay = backoff_s(attempt, 1.0, 30.0)

@@ -193,7 +193,8 @@ class OffchainJobs:
 
     def resume(self) -> int:
         """Runs again the jobs the store holds as unfinished (this node or another replica stopped while they ran:
-        their output was never recorded); returns how many. A job whose model this node does not serve fails."""
+        their output was never recorded); returns how many. A job whose model this node does not serve, or accepted
+        more than `RESUME_WITHIN_S` ago, fails instead."""
         if self._table is None:
             return 0
         resumed = 0
@@ -202,8 +203,13 @@ class OffchainJobs:
                 continue
             job = _from_record(owner, record)
             job.status, job.error = "queued", None
+            why = None
             if job.model not in self._models:
-                job.status, job.error, job.finished_at = "failed", f"model {job.model} is not served here", time.time()
+                why = f"model {job.model} is not served here"
+            elif time.time() - job.created_at > RESUME_WITHIN_S:
+                why = "the node that accepted it stopped, and it is too old to run again now: submit it again"
+            if why is not None:
+                job.status, job.error, job.finished_at = "failed", why, time.time()
                 self._save(job)
                 continue
             self._start(job)
@@ -291,6 +297,9 @@ class OffchainJobs:
 
         return record
 
+
+#: An unfinished job older than this (s) is not run again by `resume`, but ended: its client has long given up.
+RESUME_WITHIN_S = 3600.0
 
 #: What the store records of an off-chain job (JSON-ready).
 _RECORDED = ("id", "model", "status", "error", "created_at", "finished_at", "started_at", "input", "stream", "output",

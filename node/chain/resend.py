@@ -15,8 +15,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from typing import Any
 
 from node.chain import build, delivery
 from node.chain.broadcast import Broadcaster
@@ -92,9 +94,8 @@ class Resender:
                 request = build.recarried(request, delivery.calldata(self._env.abi, live, self._env.manager))
             else:  # nothing left to carry (a reorg orphaned it): fill the nonce with a 0-value transfer to self
                 request = build.emptied(request, tx.sender)
-            tx.items = [(j.request_id, j.failure is not None) for j in live]
-        build.re_sign(key.account, tx, request)
-        self._env.store.update_tx(tx)  # a transaction left carrying nothing: the store adds its hash to `call_hashes`
+        items = [(j.request_id, j.failure is not None) for j in live] if len(live) != len(tx.items) else tx.items
+        self._commit_re_signed(tx, key, request, items)  # one carrying nothing: its hash goes to `call_hashes`
         for job in live:
             self._env.store.update(job, JobState.SUBMITTED, tx_hash=tx.hashes[-1])
         self.replaced += 1
@@ -130,14 +131,22 @@ class Resender:
                 await self._nonces.resync_after(key, tx.nonce, reason, taken=taken)
         return jobs
 
+    def _commit_re_signed(self, tx: StoredTx, key: Key, request: dict[str, Any], items: list[tuple[int, bool]]) -> None:
+        """Re-signs `tx` as `request` carrying `items` and commits it; the tracked `tx` changes only once the store
+        has it, so a failed write (the store gone, the lease lost) never leaves a signed transaction that only this
+        process knows, to be rebroadcast later."""
+        signed = copy.deepcopy(tx)
+        build.re_sign(key.account, signed, request)
+        signed.items = items
+        self._env.store.update_tx(signed)
+        tx.hashes, tx.raw, tx.request, tx.items = signed.hashes, signed.raw, signed.request, signed.items
+
     def _fill(self, tx: StoredTx, key: Key, reason: str) -> None:
         """Re-signs `tx` as a 0-value transfer to self at the same nonce (fees raised as for a replacement), so the
         key's later transactions are not held behind a nonce that nothing fills. It stays tracked."""
         request, _ = build.bumped(tx.request, self._env.view.base_fee_wei, self._env.policy)
-        build.re_sign(key.account, tx, build.emptied(request, tx.sender))
-        tx.items = []
+        self._commit_re_signed(tx, key, build.emptied(request, tx.sender), [])  # its hashes to `call_hashes`
         self._books.ledger.clear_refusals(tx)  # a new payload: its own refusals count
-        self._env.store.update_tx(tx)  # and its hashes to the store's `call_hashes`
         self._books.ledger.touch(tx, at=0.0)  # the tracker rebroadcasts it at its next check
         log.warning(
             "nonce %d of %s filled with a 0-value transfer (%s): a later nonce is open", tx.nonce, tx.sender, reason

@@ -201,22 +201,42 @@ class PostgresDb:
         self.fence: Callable[[], tuple[str, tuple[Any, ...]]] | None = None
 
     def _live(self) -> Any:
-        """The connection, opened again when the last one broke (the database restarted, the network dropped)."""
+        """The connection, opened again when the last one broke (the database restarted, the network dropped).
+        Inside a transaction a broken connection is never replaced: what the transaction wrote is gone with it, so
+        the error stands (and a new connection would run the rest unfenced, outside any transaction)."""
         if self.conn.broken or self.conn.closed:
             import psycopg
 
             from node.jobs.lease import PG_TIMEOUTS
 
+            if self._depth > 0:
+                raise psycopg.OperationalError("the store's connection broke in the middle of a transaction")
             self.conn = psycopg.connect(self.url, autocommit=True, **PG_TIMEOUTS)
         return self.conn
+
+    def _first_try(self, run: Callable[[], Any]) -> Any:
+        """`run()`, once more on a new connection when it failed because the connection had died while idle (the
+        database restarted since the last statement): nothing of it reached the database, so it is safe to repeat.
+        Any other failure, or a second one, is raised."""
+        import psycopg
+
+        try:
+            return run()
+        except psycopg.OperationalError:
+            if self._depth > 0 or not (self.conn.broken or self.conn.closed):
+                raise
+            return run()  # `_live` opens a new connection
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         """Runs one statement (`?` parameters); a write outside `transaction()` runs in one of its own, fenced."""
         if self.fence is not None and self._depth == 0 and sql.lstrip()[:6].upper() in _WRITES:
             with self.transaction():
                 return self.execute(sql, args)
-        cursor: Cursor = self._live().execute(pg_sql(sql), _checked_args(args))
-        return cursor
+        statement, values = pg_sql(sql), _checked_args(args)
+        if self._depth > 0:
+            cursor: Cursor = self._live().execute(statement, values)
+            return cursor
+        return self._first_try(lambda: self._live().execute(statement, values))  # type: ignore[no-any-return]
 
     def script(self, sql: str) -> None:
         """Runs several statements without parameters (DDL)."""
@@ -226,18 +246,29 @@ class PostgresDb:
     def transaction(self) -> Iterator[PostgresDb]:
         """One atomic commit (a savepoint when nested). With a `fence`, the outermost one first checks the leader
         lease and raises `LeaseLost` (writing nothing) when this replica no longer holds it."""
-        with self._live().transaction():
-            self._depth += 1
-            try:
-                if self.fence is not None and self._depth == 1:
-                    from node.jobs.lease import LeaseLost
+        begun = self._first_try(self._begin) if self._depth == 0 else self._begin()  # BEGIN: nothing sent yet
+        self._depth += 1
+        try:
+            if self.fence is not None and self._depth == 1:
+                from node.jobs.lease import LeaseLost
 
-                    check, args = self.fence()
-                    if self.conn.execute(check, args).fetchone() is None:
-                        raise LeaseLost("this replica's leader lease has ended: nothing written")
-                yield self
-            finally:
-                self._depth -= 1
+                check, args = self.fence()
+                if self.conn.execute(check, args).fetchone() is None:
+                    raise LeaseLost("this replica's leader lease has ended: nothing written")
+            yield self
+        except BaseException as exc:
+            self._depth -= 1
+            if not begun.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            self._depth -= 1
+            begun.__exit__(None, None, None)
+
+    def _begin(self) -> Any:
+        """psycopg's transaction (or savepoint), entered: its BEGIN (or SAVEPOINT) sent."""
+        begun = self._live().transaction()
+        begun.__enter__()
+        return begun
 
     def schema_version(self) -> int:
         """The version the database was last written with; 0 for a new database."""
@@ -298,3 +329,18 @@ def scopes(location: str) -> list[tuple[int, str]]:
     finally:
         db.close()
     return [(int(c), str(a)) for c, a in rows]
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the store could not be written, rather than anything about the job: this replica's lease
+    ended (`LeaseLost`), or the PostgreSQL connection failed. A job that meets one is left as the store has it, for
+    the next run or leader to resume, never marked failed for it."""
+    from node.jobs.lease import LeaseLost
+
+    if isinstance(exc, LeaseLost):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError)

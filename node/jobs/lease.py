@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 #: libpq settings of every store connection: a dead peer is noticed in about 5 s (TCP user timeout and keepalives)
-#: instead of the kernel's minutes.
+#: instead of the kernel's minutes; the server ends a session that sits in a transaction for 5 s (a leader paused or
+#: cut off in the middle of a write), which frees the lease row its fence holds, so a standby's taking never waits
+#: longer than that. The store's transactions are milliseconds long: they never wait on anything outside.
 PG_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": 5,
     "tcp_user_timeout": 5000,
@@ -52,7 +54,19 @@ PG_TIMEOUTS: dict[str, Any] = {
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 2,
+    "options": "-c idle_in_transaction_session_timeout=5000",
 }
+
+#: The lease connection's own statements wait at most this long for a row lock (ms): a taking blocked by a write in
+#: progress is asked again at the next poll instead of hanging its thread.
+LEASE_LOCK_TIMEOUT_MS = 2000
+
+
+def elapsed_s() -> float:
+    """Seconds on a clock that never jumps and keeps counting while the machine is suspended (Linux's boot time;
+    `time.monotonic` elsewhere): a lease judged by it is never thought to hold after a suspend."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
 
 
 class LeaseLost(InferaError):
@@ -95,8 +109,8 @@ class Lease:
         self.ttl_s = ttl_s
         #: The epoch of this replica's taking; None while it is not the leader.
         self.epoch: int | None = None
-        #: `time.monotonic()` when the last taking or renewal that worked was asked for: the lease lasts at least
-        #: until `renewed_mono + ttl_s` by this process's clock, and no longer for sure.
+        #: `elapsed_s()` when the last taking or renewal that worked was asked for: the lease lasts at least until
+        #: `renewed_mono + ttl_s` by this process's clock, and no longer for sure.
         self.renewed_mono = 0.0
         self._conn: Any = None
 
@@ -105,31 +119,40 @@ class Lease:
 
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(self.url, autocommit=True, **PG_TIMEOUTS)
+            self._conn.execute(f"SET lock_timeout = {LEASE_LOCK_TIMEOUT_MS}")
             self._conn.execute(LEASE_TABLE)
         return self._conn
 
     def _call(self, sql: str, args: tuple[Any, ...]) -> Any:
-        """One statement on the lease's connection; a broken connection is dropped (the next call reconnects)."""
+        """One statement on the lease's connection. A connection found dead (the database restarted since the last
+        call) is replaced and the statement sent once more (each is safe to repeat); a second failure is raised, and
+        the connection dropped (the next call reconnects)."""
         import psycopg
 
-        try:
-            return self._db().execute(sql, args)
-        except psycopg.OperationalError:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            raise
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                return self._db().execute(sql, args)
+            except psycopg.OperationalError:
+                broken = self._conn is None or self._conn.broken or self._conn.closed
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                if attempt == 2 or not (reused and broken):
+                    raise
+        raise AssertionError("unreachable")
 
     def try_acquire(self) -> bool:
-        """Takes the lease if it is free or ended; returns whether this replica is now the leader. Raises
-        `psycopg.OperationalError` when the database does not answer."""
-        asked = time.monotonic()
+        """Takes the lease if it is free, ended, or already this replica's (an earlier taking whose answer was lost:
+        taken again, with a new epoch); returns whether this replica is now the leader. Raises
+        `psycopg.OperationalError` when the database does not answer or the lease row stays locked."""
+        asked = elapsed_s()
         row = self._call(
             "INSERT INTO leases (name, holder, epoch, expires_at, renewed_at)"
             " VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s), clock_timestamp())"
             " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = leases.epoch + 1,"
             " expires_at = excluded.expires_at, renewed_at = excluded.renewed_at"
-            " WHERE leases.expires_at < clock_timestamp() RETURNING epoch",
+            " WHERE leases.expires_at < clock_timestamp() OR leases.holder = excluded.holder RETURNING epoch",
             (self.name, self.holder, self.ttl_s),
         ).fetchone()
         if row is None:
@@ -142,7 +165,7 @@ class Lease:
         dropped), `psycopg.OperationalError` when the database does not answer (the lease may still be held)."""
         if self.epoch is None:
             raise LeaseLost(f"replica {self.holder} is not the leader")
-        asked = time.monotonic()
+        asked = elapsed_s()
         changed = self._call(
             "UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => %s),"
             " renewed_at = clock_timestamp() WHERE name = %s AND holder = %s AND epoch = %s"
@@ -157,7 +180,7 @@ class Lease:
     def held(self) -> bool:
         """Whether this replica surely still holds the lease by its own clock (taken or renewed less than `ttl_s`
         ago): false after a pause or a cut-off longer than that, before any database answer says so."""
-        return self.epoch is not None and time.monotonic() - self.renewed_mono < self.ttl_s
+        return self.epoch is not None and elapsed_s() - self.renewed_mono < self.ttl_s
 
     def release(self) -> None:
         """Ends this replica's lease now (a clean stop), so a standby takes over at its next try."""

@@ -14,14 +14,14 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 import psycopg
 
 from node.jobs.db import redact_url
-from node.jobs.lease import LeaseLost, Replica
+from node.jobs.lease import LeaseLost, Replica, elapsed_s
 from node.retry import wait_set
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ async def wait_for_lease(replica: Replica, stopping: asyncio.Event, say: Callabl
         try:
             if await asyncio.to_thread(lease.try_acquire):
                 replica.role, replica.error = "leader", None
-                replica.state = await asyncio.to_thread(lease.read)
                 log.info("replica %s: leader (lease epoch %s, %s)", replica.name, lease.epoch, where)
+                with contextlib.suppress(psycopg.Error):  # only for /status: the next renewal reads it again
+                    replica.state = await asyncio.to_thread(lease.read)
                 return True
             replica.state, replica.error = await asyncio.to_thread(lease.read), None
             holder = replica.state.holder if replica.state else "?"
@@ -67,14 +68,14 @@ async def keep_lease(replica: Replica) -> None:
     """The leader's renewals, until cancelled; raises `LeaseLost` when the lease is gone (see the module)."""
     lease = replica.lease
     assert lease is not None
-    renewed = time.monotonic()
+    renewed = elapsed_s()
     every = lease.ttl_s / 3
     wait = every
     while True:
         await asyncio.sleep(wait)
         try:
             await asyncio.to_thread(lease.renew)
-            renewed, wait, replica.error = time.monotonic(), every, None
+            renewed, wait, replica.error = elapsed_s(), every, None
             replica.state = await asyncio.to_thread(lease.read)
         except LeaseLost:
             replica.role = "standby"
@@ -84,7 +85,7 @@ async def keep_lease(replica: Replica) -> None:
             raise
         except psycopg.Error as exc:
             replica.error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-            left = lease.ttl_s - (time.monotonic() - renewed)
+            left = lease.ttl_s - (elapsed_s() - renewed)
             if left <= 0:
                 replica.role, lease.epoch = "standby", None
                 raise LeaseLost(

@@ -36,6 +36,7 @@ from node.dispatch.pipeline import PipelineRoute, Route
 from node.dispatch.protocol import Output
 from node.errors import ContainerError, ProofUnavailable
 from node.jobs import fees, verification
+from node.jobs.db import is_store_outage
 from node.jobs.intervals import describe_job
 from node.jobs.stages import StageOutputs
 from node.jobs.store import Job, JobState, JobStore
@@ -306,6 +307,14 @@ class Scheduler:
             self._store.update(job, JobState.COMPUTED, failure=_reason(exc), **_unwait(job))
             self._forget_stages(job, route)
         except Exception as exc:  # a bug must fail one job, not the node
+            if is_store_outage(exc):  # nothing wrong with the job: the next run (or leader) resumes it
+                log.error(
+                    "request %d: left for the next run: the store cannot be written (%s: %s)",
+                    rid,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
             log.exception("request %d: unexpected error", rid)
             self._store.update(job, JobState.FAILED, error=repr(exc))
             return

@@ -474,7 +474,7 @@ class JobStore(StoreQueries):
             # Companion tables, where a node made them (`node.jobs.verification.Proofs`, `node.jobs.stages`).
             present = db.tables()
             if "api_jobs" in present:  # the /v1 API's finished jobs (node/jobs/apijobs.py)
-                db.execute("DELETE FROM api_jobs WHERE status IN ('completed', 'failed') AND updated_at < ?", (before,))
+                db.execute("DELETE FROM api_jobs WHERE updated_at < ?", (before,))  # finished or abandoned
             for table in ("proofs", "pipeline_stages"):
                 if table in present:
                     db.execute(

@@ -147,7 +147,8 @@ def test_a_clean_stop_releases_the_lease_at_once(pair: tuple[Replica, Replica]) 
 
 def test_the_database_restarting_breaks_no_guarantee(postgres: ThrowawayPostgres) -> None:
     """The store's and the lease's connections are opened again after the database comes back; the lease held
-    through the outage (it had not ended) is renewed, and writes go on."""
+    through the outage (it had not ended) is renewed, and writes go on: a connection that died while idle is replaced
+    before a statement is lost on it."""
     url = postgres.new_database()
     a = Replica(url, "a")
     try:
@@ -162,5 +163,13 @@ def test_the_database_restarting_breaks_no_guarantee(postgres: ThrowawayPostgres
         a.lease.renew()
         assert a.store.add(request(2), "m") is not None
         assert a.store.counts() == {"seen": 2}
+        postgres.stop()  # a restart while the node is idle: its connections die unnoticed
+        postgres.start()
+        a.lease.renew()
+        job = a.store.add(request(3), "m")  # the first write after it goes through (a new connection), not an error
+        assert job is not None
+        with a.store.transaction():  # and so does the first transaction
+            a.store.update(job, job.state.__class__("running"), attempts=1)
+        assert a.store.counts() == {"seen": 2, "running": 1}
     finally:
         a.close()
