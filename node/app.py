@@ -140,7 +140,8 @@ class Node:
         # start-up below may take longer than the lease) until after the last write; LeaseLost ends it all.
         lease = Lease(cfg.store.url, lease_name(chain_id, coordinator), self.replica.name, cfg.store.lease_ttl_s)
         self.replica.lease, self.replica.role = lease, "standby"
-        if not await wait_for_lease(self.replica, self.stopping, self._say):
+        containers = {m.name: m.url for m in cfg.models if m.transport == "http" and m.url is not None}
+        if not await wait_for_lease(self.replica, self.stopping, self._say, containers):
             lease.close()
             return
         lost: list[BaseException] = []

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+import aiohttp
 import psycopg
 
 from node.jobs.db import redact_url
@@ -32,14 +33,47 @@ def poll_s(ttl_s: float) -> float:
     return min(1.0, ttl_s / 5)
 
 
-async def wait_for_lease(replica: Replica, stopping: asyncio.Event, say: Callable[[str], None]) -> bool:
-    """Waits as a standby until `replica` takes the lease (True) or `stopping` is set (False). `say` gets the line
-    `/readyz` shows meanwhile (who leads, until when; or that the database does not answer)."""
+async def containers_down(urls: dict[str, str]) -> list[str]:
+    """The models (name → container base URL) whose container does not answer `GET /health` within 2 s, or answers
+    it with a 5xx; a container without the endpoint (404, as Infernet's may be) counts as answering."""
+    down = []
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for name, url in urls.items():
+            try:
+                async with session.get(url.rstrip("/") + "/health") as resp:
+                    if resp.status >= 500:
+                        down.append(name)
+            except (TimeoutError, aiohttp.ClientError):
+                down.append(name)
+    return down
+
+
+async def wait_for_lease(
+    replica: Replica, stopping: asyncio.Event, say: Callable[[str], None], containers: dict[str, str] | None = None
+) -> bool:
+    """Waits as a standby until `replica` takes the lease (True) or `stopping` is set (False), keeping warm: the
+    chain connection is open, and the `containers` (model name → base URL) are asked for their health at each poll,
+    so a standby that could not serve says so before it has to. `say` gets the line `/readyz` shows meanwhile (who
+    leads, until when, which containers do not answer; or that the database does not answer)."""
     lease = replica.lease
     assert lease is not None
     where = redact_url(lease.url)
     said = ""
+    down_before: list[str] = []
     while not stopping.is_set():
+        down = await containers_down(containers or {})
+        if down != down_before:
+            if down:
+                log.warning(
+                    "replica %s: standby, and the container of %s does not answer", replica.name, ", ".join(down)
+                )
+            down_before = down
+        warm = (
+            f"; the container of {', '.join(down)} does not answer: fix it before this replica has to serve"
+            if down
+            else ""
+        )
         try:
             if await asyncio.to_thread(lease.try_acquire):
                 replica.role, replica.error = "leader", None
@@ -50,12 +84,12 @@ async def wait_for_lease(replica: Replica, stopping: asyncio.Event, say: Callabl
             replica.state, replica.error = await asyncio.to_thread(lease.read), None
             holder = replica.state.holder if replica.state else "?"
             ends = replica.state.expires_at.isoformat() if replica.state else "?"
-            line = f"standby: replica {holder} leads (its lease ends {ends} unless renewed)"
+            line = f"standby: replica {holder} leads (its lease ends {ends} unless renewed){warm}"
             if not said.startswith(f"standby: replica {holder} "):
                 log.info("replica %s: standby; %s leads", replica.name, holder)
         except psycopg.Error as exc:
             replica.error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-            line = f"standby: the store's database {where} does not answer ({replica.error}); asking again"
+            line = f"standby: the store's database {where} does not answer ({replica.error}); asking again{warm}"
             if not said.startswith("standby: the store's database"):
                 log.error("replica %s: %s", replica.name, line)
         said = line

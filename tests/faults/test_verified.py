@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from eth_account import Account
 from eth_utils.crypto import keccak
@@ -124,12 +125,17 @@ class Verified:
     def row(self, rid: int) -> tuple[Any, ...]:
         """(state, error, verification, callback_ok) of the request's job, or () while there is none."""
         assert self.config is not None
-        with sqlite3.connect(f"file:{self.config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
-            found = db.execute(
-                "SELECT j.state, j.error, o.verification, o.callback_ok FROM jobs j"
-                " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?",
-                (str(rid),),
-            ).fetchall()
+        sql = (
+            "SELECT j.state, j.error, o.verification, o.callback_ok FROM jobs j"
+            " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?"
+        )
+        url = (self.dev.store_defaults or {}).get("url")
+        if url is not None:
+            with psycopg.connect(url, autocommit=True) as pg:
+                found = pg.execute(sql.replace("?", "%s"), (str(rid),)).fetchall()
+        else:
+            with sqlite3.connect(f"file:{self.config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
+                found = db.execute(sql, (str(rid),)).fetchall()
         return tuple(found[0]) if found else ()
 
     def wait_row(self, rid: int, what: str, check: Any, timeout_s: float = 60) -> tuple[Any, ...]:
@@ -165,9 +171,12 @@ class Verified:
         self.dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def chain(contracts_built: None, tmp_path: Path) -> Iterator[Verified]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def chain(contracts_built: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Verified]:
+    """anvil with the contracts; the node's store an SQLite file, or a PostgreSQL database (one suite, both)."""
     with Devnet(tmp_path) as dev:
+        if request.param == "postgresql":
+            dev.store_defaults = {"url": request.getfixturevalue("postgres").new_database(), "lease_ttl_s": 3}
         dev.start_anvil()
         dev.deploy()
         yield Verified(dev)
