@@ -61,6 +61,7 @@ def fulfilled(dev: Devnet, rid: int) -> bool:
 
 
 def replica(dev: Devnet, echo_url: str, url: str, name: str, ttl_s: float) -> tuple[Proc, int]:
+    """Starts replica `name` on the store at `url` (its own config and API port); returns it and its port."""
     config = dev.write_node_config(
         {MODEL: {"url": echo_url, "timeout_s": 10}},
         name=f"{name}-{time.monotonic_ns()}",
@@ -71,6 +72,7 @@ def replica(dev: Devnet, echo_url: str, url: str, name: str, ttl_s: float) -> tu
 
 
 def one_run(dev: Devnet, pg: ThrowawayPostgres, echo_url: str, ttl_s: float) -> dict[str, float]:
+    """One failover on a fresh database: `takeover_s` and `restored_s` from the leader's SIGKILL (seconds)."""
     url = pg.new_database()
     a, a_port = replica(dev, echo_url, url, "a", ttl_s)
     wait_until(lambda: role(a_port) == "leader", timeout_s=60, what="a to lead", alive=a.check_alive)
@@ -101,11 +103,13 @@ def one_run(dev: Devnet, pg: ThrowawayPostgres, echo_url: str, ttl_s: float) -> 
 
 
 def summary(values: list[float]) -> dict[str, float]:
+    """p50, max and min of `values`."""
     ordered = sorted(values)
     return {"p50": round(statistics.median(ordered), 3), "max": ordered[-1], "min": ordered[0]}
 
 
 def main() -> None:
+    """`python -m bench.failover`: the runs, printed and written to `--out`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=3.0, help="store.lease_ttl_s of both replicas (s)")

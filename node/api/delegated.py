@@ -309,4 +309,5 @@ class StoredView:
         self.status = str(view.get("status"))
 
     def view(self) -> dict[str, Any]:
+        """What `GET /v1/delegated/{id}` shows: the view as last recorded."""
         return dict(self._view)

@@ -40,14 +40,22 @@ class Cursor(Protocol):
     """What a statement returns: rows and the number of rows a write changed."""
 
     @property
-    def rowcount(self) -> int: ...
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+        ...
 
     @property
-    def description(self) -> Any: ...
+    def description(self) -> Any:
+        """The result's columns; None for a statement without rows."""
+        ...
 
-    def fetchone(self) -> Any: ...
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
 
-    def fetchall(self) -> list[Any]: ...
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
 
 
 def is_postgres_url(location: str) -> bool:
@@ -60,19 +68,33 @@ class Db(Protocol):
 
     dialect: str
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        """Runs one statement of the store's SQL (`?` parameters)."""
+        ...
 
-    def script(self, sql: str) -> None: ...
+    def script(self, sql: str) -> None:
+        """Runs several statements without parameters (DDL)."""
+        ...
 
-    def transaction(self) -> Any: ...
+    def transaction(self) -> Any:
+        """A context manager: one atomic commit."""
+        ...
 
-    def schema_version(self) -> int: ...
+    def schema_version(self) -> int:
+        """The layout version the store was last written with (0: new)."""
+        ...
 
-    def migrate(self, version: int, steps: dict[int, str], schema: str) -> int: ...
+    def migrate(self, version: int, steps: dict[int, str], schema: str) -> int:
+        """Brings the store to `version`; returns the version found."""
+        ...
 
-    def tables(self) -> set[str]: ...
+    def tables(self) -> set[str]:
+        """The store's table names."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Closes the connection."""
+        ...
 
 
 class SqliteDb:
@@ -136,6 +158,7 @@ class SqliteDb:
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def close(self) -> None:
+        """Closes the connection."""
         self.conn.close()
 
 
@@ -300,6 +323,7 @@ class PostgresDb:
         return {r[0] for r in rows}
 
     def close(self) -> None:
+        """Closes the connection."""
         self.conn.close()
 
     def __del__(self) -> None:  # as an sqlite3 connection does: a store dropped without close() closes on collection

@@ -208,6 +208,7 @@ class Lease:
         )
 
     def close(self) -> None:
+        """Closes the lease's connection (the lease itself is left as it is: `release` ends it)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
