@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,21 @@ def dev(contracts_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield dev
 
 
-def make_listener(dev: Devnet, store: JobStore, rpc: RpcPool, ws_url: str | None) -> Listener:
+class WatchedStore(JobStore):
+    """The store, with an event set whenever the listener commits a range (its cursor moves)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed = asyncio.Event()
+
+    def record_requests(self, *args: Any, **kwargs: Any) -> Any:
+        """`JobStore.record_requests`, then the event set."""
+        jobs = super().record_requests(*args, **kwargs)
+        self.changed.set()
+        return jobs
+
+
+def make_listener(dev: Devnet, store: WatchedStore, rpc: RpcPool, ws_url: str | None) -> Listener:
     assert dev.deployment is not None
     return Listener(
         rpc,
@@ -40,22 +55,27 @@ def make_listener(dev: Devnet, store: JobStore, rpc: RpcPool, ws_url: str | None
         poll_interval_s=0.05,
         models={},
         on_jobs=lambda jobs: None,
+        on_head=lambda head: store.changed.set(),  # a new head: the lag may change
         log_reconcile_s=0.5,
     )
 
 
-async def until(check: Callable[[], bool], timeout_s: float = 30) -> None:
-    """Waits (yielding to the listener's task between looks) until `check()` is true; fails after `timeout_s`."""
+async def until(check: Callable[[], bool], changed: asyncio.Event, timeout_s: float = 30) -> None:
+    """Waits until `check()` is true, looking again each time the listener's state `changed` (a head, a committed
+    range); fails after `timeout_s`."""
     async with asyncio.timeout(timeout_s):
-        while not check():  # noqa: ASYNC110 - the listener's state has no event to wait on
-            await asyncio.sleep(0.02)
+        while True:
+            changed.clear()  # before the look: a change after it wakes the wait below
+            if check():
+                return
+            await changed.wait()
 
 
 @pytest.mark.parametrize("over", ["http", "ws"])
 def test_lag_is_zero_at_the_confirmed_head_and_counts_the_blocks_behind(dev: Devnet, tmp_path: Path, over: str) -> None:
     async def run() -> None:
         assert dev.deployment is not None
-        store = JobStore(tmp_path / "jobs.db", chain_id=31337, coordinator=dev.deployment.coordinator.address)
+        store = WatchedStore(tmp_path / "jobs.db", chain_id=31337, coordinator=dev.deployment.coordinator.address)
         rpc = RpcPool([dev.rpc_url])
         lst = make_listener(dev, store, rpc, dev.ws_url if over == "ws" else None)
         task = asyncio.create_task(lst.run())
@@ -63,7 +83,10 @@ def test_lag_is_zero_at_the_confirmed_head_and_counts_the_blocks_behind(dev: Dev
             for _ in range(4):  # each new head: caught up means lag 0, not `confirmations`
                 dev.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
                 chain_head = dev.w3.eth.block_number
-                await until(lambda h=chain_head: lst.head is not None and lst.head.number == h and lst.lag_blocks == 0)
+                await until(
+                    lambda h=chain_head: lst.head is not None and lst.head.number == h and lst.lag_blocks == 0,
+                    store.changed,
+                )
                 handed_on = max(lst.cursor - 1, lst._live_to)
                 assert handed_on == chain_head - CONFIRMATIONS  # everything up to the confirmed head, no further
         finally:

@@ -21,13 +21,13 @@ ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 RPC = "http://127.0.0.1:8545"
 
 HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from node.instance import hold_instance
 keystore = Path(sys.argv[4]) if len(sys.argv) > 4 else None
 locks = hold_instance(Path(sys.argv[1]), [sys.argv[2]], sys.argv[3], keystore=keystore)
 print("held", flush=True)
-time.sleep(3600)
+sys.stdin.read()  # held until the test closes our stdin or kills us
 """
 
 
@@ -44,6 +44,7 @@ def start_holder(
 ) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(store), address, rpc, *([str(keystore)] if keystore else [])],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -52,6 +53,14 @@ def start_holder(
     assert proc.stdout is not None
     assert proc.stdout.readline() == "held\n"
     return proc
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+    """Kills a holder (SIGKILL: no cleanup, as a crash) and closes its pipes."""
+    proc.send_signal(sig)
+    proc.wait()
+    proc.stdin.close()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
 
 
 def test_a_held_store_or_key_names_its_holder_and_a_sigkilled_one_blocks_nobody(tmp_path: Path) -> None:
@@ -68,9 +77,7 @@ def test_a_held_store_or_key_names_its_holder_and_a_sigkilled_one_blocks_nobody(
         other = hold_instance(tmp_path / "other.db", [ADDRESS], "http://127.0.0.1:9545")  # another chain: free
         other.release()
     finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
+        stop(holder)
     assert (tmp_path / "node.db.lock").exists()  # the file stays; its lock went with the process
     hold_instance(store, [ADDRESS], RPC).release()  # at once: no stale lock to wait out
 
@@ -82,9 +89,7 @@ def test_a_refused_start_holds_nothing(tmp_path: Path) -> None:
             hold_instance(tmp_path / "b.db", [ADDRESS, "0x" + "22" * 20], RPC)
         hold_instance(tmp_path / "b.db", [ADDRESS], RPC).release()  # so the store and first key were let go
     finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
+        stop(holder)
 
 
 def test_a_lock_folder_others_may_write_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,12 +105,6 @@ def test_a_lock_folder_others_may_write_is_refused(tmp_path: Path, monkeypatch: 
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert runtime_dir().name == f"infera-{os.getuid()}"
     assert runtime_dir().stat().st_mode & 0o777 == 0o700
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()  # type: ignore[union-attr]
 
 
 def test_a_keystore_key_is_caught_whatever_runtime_folder_each_node_sees(
