@@ -21,8 +21,10 @@ from collections.abc import Callable
 import aiohttp
 import psycopg
 
+from node.dispatch.http import HttpDispatcher
 from node.jobs.db import redact_url
 from node.jobs.lease import LeaseLost, Replica, elapsed_s
+from node.observability.health import CONTAINER_CHECK_S
 from node.retry import wait_set
 
 log = logging.getLogger(__name__)
@@ -34,35 +36,33 @@ def poll_s(ttl_s: float) -> float:
 
 
 async def containers_down(urls: dict[str, str]) -> list[str]:
-    """The models (name → container base URL) whose container does not answer `GET /health` within 2 s, or answers
-    it with a 5xx; a container without the endpoint (404, as Infernet's may be) counts as answering."""
-    down = []
-    timeout = aiohttp.ClientTimeout(total=2)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for name, url in urls.items():
-            try:
-                async with session.get(url.rstrip("/") + "/health") as resp:
-                    if resp.status >= 500:
-                        down.append(name)
-            except (TimeoutError, aiohttp.ClientError):
-                down.append(name)
-    return down
+    """The models (name → container base URL) whose container is not healthy, judged as the node's health check
+    judges it (`HttpDispatcher.healthy`: `GET /health` 200, or no such path), all asked at once."""
+    async with aiohttp.ClientSession() as session:
+        probes = {name: HttpDispatcher(session, url, timeout_s=5, name=name) for name, url in urls.items()}
+        healthy = await asyncio.gather(*(probe.healthy() for probe in probes.values()))
+    return [name for name, ok in zip(probes, healthy, strict=True) if not ok]
 
 
 async def wait_for_lease(
     replica: Replica, stopping: asyncio.Event, say: Callable[[str], None], containers: dict[str, str] | None = None
 ) -> bool:
     """Waits as a standby until `replica` takes the lease (True) or `stopping` is set (False), keeping warm: the
-    chain connection is open, and the `containers` (model name → base URL) are asked for their health at each poll,
-    so a standby that could not serve says so before it has to. `say` gets the line `/readyz` shows meanwhile (who
-    leads, until when, which containers do not answer; or that the database does not answer)."""
+    chain connection is open, and the `containers` (model name → base URL) are asked for their health every
+    `CONTAINER_CHECK_S` seconds, so a standby that could not serve says so before it has to. `say` gets the line
+    `/readyz` shows meanwhile (who leads, until when, which containers do not answer; or that the database does not
+    answer)."""
     lease = replica.lease
     assert lease is not None
     where = redact_url(lease.url)
     said = ""
+    down: list[str] = []
     down_before: list[str] = []
+    probed_at = elapsed_s() - CONTAINER_CHECK_S
     while not stopping.is_set():
-        down = await containers_down(containers or {})
+        if elapsed_s() - probed_at >= CONTAINER_CHECK_S:  # as often as the leader's health check, not every ask
+            probed_at = elapsed_s()
+            down = await containers_down(containers or {})
         if down != down_before:
             if down:
                 log.warning(

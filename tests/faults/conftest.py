@@ -31,6 +31,17 @@ from tests.proxy import TcpProxy
 MODEL = "echo/faulty@1"
 
 
+def read_store(config: Path | None, url: str | None, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (`?` parameters) from a node's store, read-only while it runs: the PostgreSQL database at `url`,
+    else the SQLite file beside its `config` (`<name>.db`)."""
+    if url is not None:
+        with psycopg.connect(url, autocommit=True) as pg:
+            return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), args).fetchall()]  # type: ignore[arg-type]
+    assert config is not None
+    with sqlite3.connect(f"file:{config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
+        return db.execute(sql, args).fetchall()
+
+
 @dataclass
 class FaultRig:
     dev: Devnet
@@ -117,13 +128,7 @@ class FaultRig:
 
     def db(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Reads the node's store (read-only, while it runs): its SQLite file, or its PostgreSQL database."""
-        if self.store_url is not None:
-            with psycopg.connect(self.store_url, autocommit=True) as pg:
-                return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), args).fetchall()]  # type: ignore[arg-type]
-        assert self.config is not None
-        path = self.config.with_suffix(".db")
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-            return db.execute(sql, args).fetchall()
+        return read_store(self.config, self.store_url, sql, *args)
 
     def write_db(self, sql: str, *args: Any) -> None:
         """Changes the node's store behind its back (while it is stopped): what an operator's SQL would do."""

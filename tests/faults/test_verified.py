@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from eth_account import Account
 from eth_utils.crypto import keccak
@@ -45,6 +43,7 @@ from node.devnet import (
     wait_until,
 )
 from node.devnet.processes import http_ok
+from tests.faults.conftest import read_store
 
 pytestmark = pytest.mark.faults
 
@@ -125,17 +124,13 @@ class Verified:
     def row(self, rid: int) -> tuple[Any, ...]:
         """(state, error, verification, callback_ok) of the request's job, or () while there is none."""
         assert self.config is not None
-        sql = (
+        found = read_store(
+            self.config,
+            (self.dev.store_defaults or {}).get("url"),
             "SELECT j.state, j.error, o.verification, o.callback_ok FROM jobs j"
-            " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?"
+            " LEFT JOIN outcomes o ON o.request_id = j.request_id WHERE j.request_id = ?",
+            str(rid),
         )
-        url = (self.dev.store_defaults or {}).get("url")
-        if url is not None:
-            with psycopg.connect(url, autocommit=True) as pg:
-                found = pg.execute(sql.replace("?", "%s"), (str(rid),)).fetchall()
-        else:
-            with sqlite3.connect(f"file:{self.config.with_suffix('.db')}?mode=ro", uri=True, timeout=10) as db:
-                found = db.execute(sql, (str(rid),)).fetchall()
         return tuple(found[0]) if found else ()
 
     def wait_row(self, rid: int, what: str, check: Any, timeout_s: float = 60) -> tuple[Any, ...]:
